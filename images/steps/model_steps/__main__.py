@@ -1,0 +1,3 @@
+from model_steps.cli import main
+
+raise SystemExit(main())

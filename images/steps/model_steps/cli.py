@@ -1,0 +1,131 @@
+"""``python -m model_steps <step> ...``: parse the contract's arguments, run the step, report.
+
+The exit code is the whole interface to the runtime: 0 ok, 99 skip downstream, 2 bad invocation,
+anything else a failure. The JSON result goes to the XCom file in every case where the step got far
+enough to produce one, so a skipped gate still tells the UI why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from model_steps.contract import (
+    CUSTOMER_ID_PATTERN,
+    DEFAULT_XCOM_PATH,
+    ENV_CONFIG,
+    ENV_XCOM_PATH,
+    EXIT_OK,
+    EXIT_SKIP_DOWNSTREAM,
+    EXIT_USAGE,
+    PIPELINE_NAME_PATTERN,
+    STEP_NAMES,
+    SkipDownstream,
+    StepContext,
+    StepError,
+    UsageError,
+    write_result,
+)
+
+log = logging.getLogger("model_steps")
+
+
+def _pattern_arg(pattern: Any, what: str):  # type: ignore[no-untyped-def]
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise argparse.ArgumentTypeError(f"{what} {value!r} does not match {pattern.pattern}")
+        return value
+
+    return check
+
+
+def _date_arg(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"data date {value!r} is not YYYY-MM-DD") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m model_steps", description=__doc__)
+    sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    for name in STEP_NAMES:
+        p = sub.add_parser(name, help=f"run the {name} step")
+        p.add_argument("--pipeline", required=True, type=_pattern_arg(PIPELINE_NAME_PATTERN, "pipeline"))
+        p.add_argument("--customer", required=True, type=_pattern_arg(CUSTOMER_ID_PATTERN, "customer id"))
+        p.add_argument("--run-id", required=True)
+        p.add_argument("--data-date", required=True, type=_date_arg)
+    return parser
+
+
+def _load_config() -> dict[str, Any]:
+    raw = os.environ.get(ENV_CONFIG, "{}")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{ENV_CONFIG} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{ENV_CONFIG} must be a JSON object, got {type(config).__name__}")
+    return config
+
+
+def _step_body(step: str):  # type: ignore[no-untyped-def]
+    module_name = f"model_steps.steps.{step}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise StepError(f"step {step!r} is not part of this build of model_steps") from None
+        raise StepError(
+            f"step {step!r} needs {exc.name!r}, which is not installed here: install the "
+            f"image's extra (pip install 'model-steps[{step}]')"
+        ) from None
+    return module.run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("STEP_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the reason
+        return EXIT_USAGE if exc.code else EXIT_OK
+    xcom_path = os.environ.get(ENV_XCOM_PATH, DEFAULT_XCOM_PATH)
+    started = time.monotonic()
+    try:
+        ctx = StepContext(
+            step=args.step,
+            pipeline=args.pipeline,
+            customer=args.customer,
+            run_id=args.run_id,
+            data_date=args.data_date,
+            config=_load_config(),
+            env=dict(os.environ),
+        )
+        log.info("step %s starting: pipeline=%s customer=%s run=%s data_date=%s",
+                 ctx.step, ctx.pipeline, ctx.customer, ctx.run_id, ctx.data_date)
+        result = _step_body(ctx.step)(ctx)
+    except SkipDownstream as skip:
+        write_result(skip.result, xcom_path)
+        log.warning("step %s asks to skip downstream: %s", args.step, skip)
+        return EXIT_SKIP_DOWNSTREAM
+    except StepError as exc:
+        log.error("step %s failed: %s", args.step, exc)
+        return exc.exit_code
+    write_result(result, xcom_path)
+    log.info("step %s done in %.1fs", args.step, time.monotonic() - started)
+    return EXIT_OK
+
+
+

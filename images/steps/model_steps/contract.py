@@ -1,0 +1,120 @@
+"""The step contract shared by every step image and both runtimes.
+
+A step is ``python -m model_steps <step> --pipeline P --customer C --run-id R --data-date D`` plus
+environment. It writes its small result as JSON to the XCom file that KubernetesPodOperator reads
+(``/airflow/xcom/return.json``; the local runtime passes another path in ``STEP_XCOM_PATH``) and
+reports through its exit code. Large data goes to the lake, never through XCom.
+
+This module is stdlib-only on purpose: the control plane's tests import it to check that both sides
+agree on names and exit codes, and no image should need an extra just to speak the contract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STEP_NAMES: tuple[str, ...] = ("ingest", "validate", "train", "evaluate", "score", "publish")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+# KubernetesPodOperator(skip_on_exit_code=EXIT_SKIP_DOWNSTREAM) and the local runtime both turn
+# this code into a skipped task, so a gate can stop downstream steps without failing the run.
+EXIT_SKIP_DOWNSTREAM = 99
+
+DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
+
+# Environment variables of the contract (names only; values come from the runtime).
+ENV_XCOM_PATH = "STEP_XCOM_PATH"
+ENV_CONFIG = "STEP_CONFIG"
+ENV_LAKE_URI = "LAKE_URI"
+ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"
+
+CUSTOMER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+PIPELINE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$")
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class StepError(Exception):
+    """A failure the step explains to its user; the CLI prints it without a traceback."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(StepError):
+    exit_code = EXIT_USAGE
+
+
+class SkipDownstream(Exception):
+    """Raised by a step (a gate) whose policy says: stop here, skip what follows, fail nothing."""
+
+    def __init__(self, reason: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.result = {"skipped": True, "reason": reason, **(result or {})}
+
+
+def run_key(run_id: str) -> str:
+    """A path- and key-safe, deterministic form of an Airflow run id.
+
+    Airflow run ids contain ':' and '+' (``manual__2026-01-01T00:00:00+00:00``), which are awkward in
+    S3 keys and MLflow names. Retries of the same run must land on the same key, so the mapping is a
+    pure function: readable prefix plus a short hash that keeps distinct ids distinct.
+    """
+    readable = _UNSAFE_KEY_CHARS.sub("_", run_id).strip("_")[:60] or "run"
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    return f"{readable}-{digest}"
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Everything a step body needs to know about its invocation."""
+
+    step: str
+    pipeline: str
+    customer: str
+    run_id: str
+    data_date: dt.date
+    config: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run_key(self) -> str:
+        return run_key(self.run_id)
+
+    @property
+    def lake_uri(self) -> str:
+        try:
+            return self.env[ENV_LAKE_URI]
+        except KeyError:
+            raise UsageError(
+                f"{ENV_LAKE_URI} is not set: the step needs to know where the lake is "
+                "(a file:// path locally, s3://bucket/prefix in the cluster)"
+            ) from None
+
+    def lake_path(self, zone: str, *parts: str) -> str:
+        """Where this run's output for ``zone`` lives: zone/pipeline/customer=C/run=R/…"""
+        return "/".join(
+            [self.lake_uri.rstrip("/"), zone, self.pipeline, f"customer={self.customer}",
+             f"run={self.run_key}", *parts]
+        )
+
+
+def write_result(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the step's XCom result atomically, so a reader never sees half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(result, default=str, sort_keys=True)
+    with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(payload)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, target)
+    return target

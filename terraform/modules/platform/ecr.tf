@@ -1,7 +1,7 @@
-# One repository per step image: mlops/<kind>. Tags are immutable (CI tags with the commit sha and the
+# One repository per step image (mlops/<kind>) plus the MLflow server image (mlops/mlflow). Tags are immutable (CI tags with the commit sha and the
 # DAGs pin digests), images are scanned on push and encrypted with the platform key.
 resource "aws_ecr_repository" "step" {
-  for_each = toset(var.step_kinds)
+  for_each = toset(concat(var.step_kinds, ["mlflow"]))
 
   name                 = "mlops/${each.key}"
   image_tag_mutability = "IMMUTABLE"
@@ -16,7 +16,7 @@ resource "aws_ecr_repository" "step" {
     kms_key         = aws_kms_key.platform.arn
   }
 
-  tags = merge(local.tags, { "mlops.io/step" = each.key })
+  tags = merge(local.tags, { "mlops.io/image" = each.key })
 }
 
 resource "aws_ecr_lifecycle_policy" "step" {

@@ -25,7 +25,7 @@ output "ecr_registry" {
 }
 
 output "ecr_repositories" {
-  description = "Step kind => ECR repository URL."
+  description = "Image (step kind or mlflow) => ECR repository URL."
   value       = { for k, r in aws_ecr_repository.step : k => r.repository_url }
 }
 

@@ -52,7 +52,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("filename", sorted(CASES))
-def test_only_the_broken_file_errors(filename: str, dags_folder, dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_broken_file_errors(filename: str, dags_folder, dagbag) -> None:
     text, expected = CASES[filename]
     bag = dagbag(dags_folder({filename: text}))
     ((path, error),) = bag.import_errors.items()
@@ -63,13 +63,13 @@ def test_only_the_broken_file_errors(filename: str, dags_folder, dagbag) -> None
     assert set(bag.dag_ids) == GOOD_DAG_IDS
 
 
-def test_all_broken_modules_together_leave_good_ones_working(dags_folder, dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_all_broken_modules_together_leave_good_ones_working(dags_folder, dagbag) -> None:
     bag = dagbag(dags_folder({name: text for name, (text, _) in CASES.items()}))
     assert len(bag.import_errors) == len(CASES)
     assert set(bag.dag_ids) == GOOD_DAG_IDS
 
 
-def test_a_valid_second_model_adds_its_dags(dags_folder, dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_a_valid_second_model_adds_its_dags(dags_folder, dagbag) -> None:
     bag = dagbag(dags_folder({"other_model.py": module(spec())}))
     assert bag.import_errors == {}
     assert set(bag.dag_ids) == GOOD_DAG_IDS | {"other_model__good-co"}

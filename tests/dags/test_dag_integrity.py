@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -11,17 +12,17 @@ from conftest import DAGS, ML_LIBRARIES, REPO
 
 
 @pytest.fixture(scope="module")
-def project_bag():  # type: ignore[no-untyped-def]
+def project_bag():
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS))
 
 
-def test_no_import_errors(project_bag) -> None:  # type: ignore[no-untyped-def]
+def test_no_import_errors(project_bag) -> None:
     assert project_bag.import_errors == {}
 
 
-def test_example_model_has_one_dag_per_customer(project_bag) -> None:  # type: ignore[no-untyped-def]
+def test_example_model_has_one_dag_per_customer(project_bag) -> None:
     ids = sorted(project_bag.dag_ids)
     assert ids == [
         "customer_propensity__acme-foods",
@@ -30,7 +31,7 @@ def test_example_model_has_one_dag_per_customer(project_bag) -> None:  # type: i
     ]
 
 
-def test_every_dag_has_owner_tags_retries_and_docs(project_bag) -> None:  # type: ignore[no-untyped-def]
+def test_every_dag_has_owner_tags_retries_and_docs(project_bag) -> None:
     for dag in project_bag.dags.values():
         assert dag.tags, dag.dag_id
         assert dag.doc_md and dag.dag_id.split("__")[1] in dag.doc_md
@@ -42,28 +43,28 @@ def test_every_dag_has_owner_tags_retries_and_docs(project_bag) -> None:  # type
             assert task.execution_timeout is not None
 
 
-def test_steps_run_in_platform_order(project_bag) -> None:  # type: ignore[no-untyped-def]
+def test_steps_run_in_platform_order(project_bag) -> None:
     dag = project_bag.dags["customer_propensity__acme-foods"]
     order = ["ingest", "validate", "train", "evaluate", "score", "publish"]
-    for upstream, downstream in zip(order, order[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
 
 
-def test_operators_can_trigger_with_params(project_bag) -> None:  # type: ignore[no-untyped-def]
+def test_operators_can_trigger_with_params(project_bag) -> None:
     dag = project_bag.dags["customer_propensity__bella-pasta"]
     params = dag.params.dump()
     assert params == {"data_date": None, "force_promote": False, "skip_publish": False}
     assert dag.params.get_param("data_date").schema["format"] == "date"
 
 
-def test_tiers_set_schedule(project_bag) -> None:  # type: ignore[no-untyped-def]
+def test_tiers_set_schedule(project_bag) -> None:
     # standard tier overrides the pipeline's daily schedule with a weekly one
     assert project_bag.dags["customer_propensity__bella-pasta"].timetable.expression == "0 6 * * 1"
     assert project_bag.dags["customer_propensity__acme-foods"].timetable.expression == "0 5 * * *"
 
 
 @pytest.mark.parametrize("runtime", ["local", "kubernetes"])
-def test_parsing_dag_files_imports_no_ml_library(runtime: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_parsing_dag_files_imports_no_ml_library(runtime: str, tmp_path) -> None:
     """The scheduler parses DAG files every few seconds: heavy imports there time parsing out."""
     manifest = tmp_path / "m.json"
     images = {s: f"r/mlops/{s}@sha256:{'b' * 64}" for s in json.loads('["ingest","validate",'

@@ -1,8 +1,7 @@
 """The control plane and the workload never import each other; these constants must still agree."""
 
-from model_steps import contract
-
 from mlplatform import steps
+from model_steps import contract
 
 
 def test_both_sides_agree_on_the_contract() -> None:
@@ -13,5 +12,5 @@ def test_both_sides_agree_on_the_contract() -> None:
     assert steps.ENV_CONFIG == contract.ENV_CONFIG
     assert steps.ENV_PARAMS == contract.ENV_PARAMS
     assert steps.RESULT_LOG_PREFIX == contract.RESULT_LOG_PREFIX
-    assert steps.CUSTOMER_ID_REGEX == contract.CUSTOMER_ID_PATTERN.pattern
-    assert steps.PIPELINE_NAME_REGEX == contract.PIPELINE_NAME_PATTERN.pattern
+    assert contract.CUSTOMER_ID_PATTERN.pattern == steps.CUSTOMER_ID_REGEX
+    assert contract.PIPELINE_NAME_PATTERN.pattern == steps.PIPELINE_NAME_REGEX

@@ -23,7 +23,7 @@ def validate_strict(obj: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def rendered(runtime, manifest_file) -> dict[tuple[str, str], dict[str, Any]]:  # type: ignore[no-untyped-def]
+def rendered(runtime, manifest_file) -> dict[tuple[str, str], dict[str, Any]]:
     runtime("kubernetes", manifest_file())
     return {(dag_id, task_id): obj for dag_id, task_id, obj in iter_rendered(DAGS)}
 
@@ -32,14 +32,14 @@ def main_container(pod: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in pod["spec"]["containers"] if c["name"] == "base")
 
 
-def test_every_task_renders_a_strictly_valid_pod(rendered) -> None:  # type: ignore[no-untyped-def]
+def test_every_task_renders_a_strictly_valid_pod(rendered) -> None:
     assert len(rendered) == 18  # 3 customers x 6 steps
     for obj in rendered.values():
         assert obj["kind"] == "Pod"
         validate_strict(obj)
 
 
-def test_gpu_training_pod(rendered) -> None:  # type: ignore[no-untyped-def]
+def test_gpu_training_pod(rendered) -> None:
     pod = rendered[("customer_propensity__acme-foods", "train")]  # premium tier: 4 GPUs
     spec, container = pod["spec"], main_container(pod)
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
@@ -61,14 +61,14 @@ def test_gpu_training_pod(rendered) -> None:  # type: ignore[no-untyped-def]
     assert spec["serviceAccountName"] == "step-train"
 
 
-def test_standard_tier_trains_on_one_gpu_without_horovodrun(rendered) -> None:  # type: ignore[no-untyped-def]
+def test_standard_tier_trains_on_one_gpu_without_horovodrun(rendered) -> None:
     container = main_container(rendered[("customer_propensity__bella-pasta", "train")])
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["command"] == ["python"]
     assert container["args"][:3] == ["-m", "model_steps", "train"]
 
 
-def test_cpu_steps_have_no_gpu_and_may_use_spot(rendered) -> None:  # type: ignore[no-untyped-def]
+def test_cpu_steps_have_no_gpu_and_may_use_spot(rendered) -> None:
     pod = rendered[("customer_propensity__acme-foods", "ingest")]
     assert "nvidia.com/gpu" not in main_container(pod)["resources"]["limits"]
     assert pod["spec"]["nodeSelector"] == {"mlops.io/node-pool": "cpu"}
@@ -77,7 +77,7 @@ def test_cpu_steps_have_no_gpu_and_may_use_spot(rendered) -> None:  # type: igno
     assert publish["spec"]["nodeSelector"]["eks.amazonaws.com/capacityType"] == "ON_DEMAND"
 
 
-def test_security_context_on_every_container(rendered) -> None:  # type: ignore[no-untyped-def]
+def test_security_context_on_every_container(rendered) -> None:
     for pod in rendered.values():
         spec = pod["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True
@@ -93,7 +93,7 @@ def test_security_context_on_every_container(rendered) -> None:  # type: ignore[
         assert {"name": "tmp", "mountPath": "/tmp"} in main_container(pod)["volumeMounts"]
 
 
-def test_labels_images_and_contract(rendered) -> None:  # type: ignore[no-untyped-def]
+def test_labels_images_and_contract(rendered) -> None:
     for (dag_id, task_id), pod in rendered.items():
         customer = dag_id.split("__")[1]
         labels = pod["metadata"]["labels"]
@@ -117,7 +117,7 @@ def test_labels_images_and_contract(rendered) -> None:  # type: ignore[no-untype
         assert pod["spec"]["serviceAccountName"] == f"step-{task_id}"
 
 
-def test_operator_settings(runtime, manifest_file) -> None:  # type: ignore[no-untyped-def]
+def test_operator_settings(runtime, manifest_file) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     runtime("kubernetes", manifest_file())
@@ -143,7 +143,7 @@ MULTI_NODE = textwrap.dedent(
 )
 
 
-def test_multi_node_training_renders_an_mpijob(runtime, manifest_file, dags_folder) -> None:  # type: ignore[no-untyped-def]
+def test_multi_node_training_renders_an_mpijob(runtime, manifest_file, dags_folder) -> None:
     runtime("kubernetes", manifest_file())
     folder = dags_folder({"big_model.py": MULTI_NODE}, with_project=False)
     ((dag_id, task_id, job),) = list(iter_rendered(folder))
@@ -167,8 +167,10 @@ def test_multi_node_training_renders_an_mpijob(runtime, manifest_file, dags_fold
     )
     for role in (launcher, worker):  # each template is a valid Pod in its own right
         template = role["template"]
-        validate_strict({"apiVersion": "v1", "kind": "Pod",
-                         "metadata": {"name": "x", **template["metadata"]}, "spec": template["spec"]})  # fmt: skip
+        metadata = {"name": "x", **template["metadata"]}
+        validate_strict(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+        )
         assert (
             template["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"]
             is False
@@ -186,7 +188,7 @@ def test_multi_node_training_renders_an_mpijob(runtime, manifest_file, dags_fold
 )
 def test_unpinned_images_are_parse_time_errors(
     ref, expected, runtime, manifest_file, dagbag
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     runtime("kubernetes", manifest_file(score=ref))
     bag = dagbag(DAGS)
     ((path, error),) = bag.import_errors.items()
@@ -194,13 +196,13 @@ def test_unpinned_images_are_parse_time_errors(
     assert expected in error and "step 'score'" in error
 
 
-def test_missing_manifest_is_explained(runtime, tmp_path, dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_missing_manifest_is_explained(runtime, tmp_path, dagbag) -> None:
     runtime("kubernetes", tmp_path / "nowhere.json")
     (error,) = dagbag(DAGS).import_errors.values()
     assert "no image manifest at" in error and "mlops_image_manifest" in error
 
 
-def test_airflow_variable_overrides_the_manifest_file(runtime, manifest_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_airflow_variable_overrides_the_manifest_file(runtime, manifest_file, monkeypatch) -> None:
     import json
 
     runtime("kubernetes", manifest_file())

@@ -21,13 +21,13 @@ WRITE_RESULT = (
 )
 
 
-def operator(arguments: list[str], **kwargs) -> LocalStepOperator:  # type: ignore[no-untyped-def]
+def operator(arguments: list[str], **kwargs) -> LocalStepOperator:
     return LocalStepOperator(
         task_id="step", arguments=arguments, env_vars={"STEP_CONFIG": '{"k": 1}'}, **kwargs
     )
 
 
-def test_venv_python_runs_and_xcom_is_returned(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_venv_python_runs_and_xcom_is_returned(capsys, monkeypatch) -> None:
     monkeypatch.setenv("PYTHONPATH", "/control/plane/only")
     result = operator(["python", "-c", WRITE_RESULT.format(code=0)]).execute({})
     assert result == {"rows": 42, "config": {"k": 1}, "pythonpath": None}
@@ -73,13 +73,13 @@ def test_real_step_cli_rejects_bad_step_config() -> None:
         op.execute({})
 
 
-def test_missing_workload_venv_is_explained(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_workload_venv_is_explained(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MLOPS_STEPS_VENV", str(tmp_path / "no-venv"))
-    with pytest.raises(AirflowException, match="lacks 'python'. Run `make setup`"):
+    with pytest.raises(AirflowException, match=r"lacks 'python'\. Run `make setup`"):
         operator(["python", "-c", "pass"]).execute({})
 
 
-def test_horovodrun_and_its_python_resolve_to_the_workload_venv(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_horovodrun_and_its_python_resolve_to_the_workload_venv(monkeypatch, tmp_path) -> None:
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True)
     for program in ("python", "horovodrun"):
@@ -119,11 +119,11 @@ def test_on_kill_stops_the_whole_process_group(tmp_path: Path) -> None:
 def _run_catching(op: LocalStepOperator, errors: list[BaseException]) -> None:
     try:
         op.execute({})
-    except BaseException as exc:  # noqa: BLE001 - the test inspects it
+    except BaseException as exc:
         errors.append(exc)
 
 
-def test_factory_builds_local_tasks_with_the_contract_argv(dags_folder, dagbag, runtime) -> None:  # type: ignore[no-untyped-def]
+def test_factory_builds_local_tasks_with_the_contract_argv(dags_folder, dagbag, runtime) -> None:
     runtime("local")
     dag = dagbag(dags_folder()).dags["customer_propensity__acme-foods"]
     train = dag.get_task("train")

@@ -37,7 +37,7 @@ def with_body(monkeypatch: pytest.MonkeyPatch, body: Any) -> None:
     monkeypatch.setattr(cli, "_step_body", lambda step: body)
 
 
-def test_result_is_written_and_logged(xcom: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_result_is_written_and_logged(xcom: Path, monkeypatch, capsys) -> None:
     seen: list[StepContext] = []
 
     def body(ctx: StepContext) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def test_result_is_written_and_logged(xcom: Path, monkeypatch, capsys) -> None: 
     assert str(ctx.data_date) == "2026-03-01"
 
 
-def test_skip_downstream_exit_code_and_reason(xcom: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_skip_downstream_exit_code_and_reason(xcom: Path, monkeypatch) -> None:
     def body(ctx: StepContext) -> dict[str, Any]:
         raise SkipDownstream("below threshold", {"auc": 0.51})
 
@@ -67,7 +67,7 @@ def test_skip_downstream_exit_code_and_reason(xcom: Path, monkeypatch) -> None: 
     }
 
 
-def test_step_error_is_reported_without_traceback(xcom: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_step_error_is_reported_without_traceback(xcom: Path, monkeypatch, caplog) -> None:
     def body(ctx: StepContext) -> dict[str, Any]:
         raise StepError("orders.csv line 7: amount -3.0 is negative")
 
@@ -78,7 +78,7 @@ def test_step_error_is_reported_without_traceback(xcom: Path, monkeypatch, caplo
     assert not xcom.exists()
 
 
-def test_only_rank_zero_reports(xcom: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_only_rank_zero_reports(xcom: Path, monkeypatch) -> None:
     with_body(monkeypatch, lambda ctx: {"rank": "any"})
     monkeypatch.setenv("HOROVOD_RANK", "1")
     assert cli.main(ARGS) == 0

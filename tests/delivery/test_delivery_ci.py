@@ -8,8 +8,16 @@ import re
 
 import pytest
 import yaml
-
-from conftest import REPO, STEP_KINDS, assert_checkov_clean, checkov, output_of, run, tool
+from delivery_helpers import (
+    REPO,
+    STEP_KINDS,
+    assert_checkov_clean,
+    checkov,
+    output_of,
+    report,
+    run,
+    tool,
+)
 
 CI_FILE = REPO / ".gitlab-ci.yml"
 
@@ -20,14 +28,14 @@ def ci() -> dict:
 
 
 def test_gitlab_ci_matches_gitlab_schema():
-    proc = run([tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", "--data-transform", "gitlab-ci",
-                str(CI_FILE)])  # fmt: skip
+    schema = ["--builtin-schema", "vendor.gitlab-ci", "--data-transform", "gitlab-ci"]
+    proc = run([tool("check-jsonschema"), *schema, str(CI_FILE)])
     assert proc.returncode == 0, output_of(proc)
 
 
 def test_checkov_gitlab_ci_clean():
     summary = checkov(["-f", str(CI_FILE)], "gitlab_ci")
-    print(f"checkov gitlab_ci: passed={summary['passed']} failed={summary['failed']} skipped={summary['skipped']}")
+    report("gitlab_ci", summary)
     assert_checkov_clean(summary, min_passed=10)
 
 
@@ -57,7 +65,9 @@ def test_each_step_image_built_with_kaniko_on_change_and_tagged_by_sha(ci, kind)
     assert "--digest-file" in script
     changes = [c for r in job["rules"] for c in r.get("changes", [])]
     assert f"images/{kind}/**/*" in changes and "images/steps/**/*" in changes
-    assert all("$CI_DEFAULT_BRANCH" in r["if"] for r in job["rules"]), "builds only on the default branch"
+    assert all("$CI_DEFAULT_BRANCH" in r["if"] for r in job["rules"]), (
+        "builds only on the default branch"
+    )
 
 
 def test_aws_credentials_come_from_oidc_never_from_files(ci):
@@ -84,12 +94,16 @@ def test_manifest_then_dag_deploy_on_the_default_branch(ci):
 
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 SHA = "0123456789abcdef0123456789abcdef01234567"
-CONTRACT_REF = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/mlops/(?P<kind>[a-z]+)@sha256:[0-9a-f]{64}$")
+CONTRACT_REF = re.compile(
+    r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/mlops/(?P<kind>[a-z]+)@sha256:[0-9a-f]{64}$"
+)
 
 
 @pytest.fixture(scope="module")
 def manifest_tool():
-    spec = importlib.util.spec_from_file_location("image_manifest", REPO / "ci" / "image_manifest.py")
+    spec = importlib.util.spec_from_file_location(
+        "image_manifest", REPO / "ci" / "image_manifest.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -148,7 +162,9 @@ def test_manifest_rejects_non_digest_values(manifest_tool, tmp_path, bad):
 def test_manifest_is_what_the_control_plane_accepts(manifest_tool, tmp_path):
     """The control plane's own loader accepts what CI writes (when the control plane is importable)."""
     images_py = REPO / "plugins" / "mlplatform" / "images.py"
-    assert images_py.is_file(), "control plane's image manifest loader (plugins/mlplatform/images.py)"
+    assert images_py.is_file(), (
+        "control plane's image manifest loader (plugins/mlplatform/images.py)"
+    )
     digests = tmp_path / "digests"
     digests.mkdir()
     for i, kind in enumerate(STEP_KINDS, start=1):

@@ -4,10 +4,11 @@ control plane relies on (service accounts, priority classes, step-env, RBAC)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
-
-from conftest import (
+from delivery_helpers import (
     AIRFLOW_NAMESPACE,
     CHARTS,
     K8S_VERSION,
@@ -17,9 +18,22 @@ from conftest import (
     assert_checkov_clean,
     checkov,
     output_of,
+    parse_charts,
+    render_charts,
     run,
     tool,
 )
+
+
+@pytest.fixture(scope="module")
+def rendered_charts(tmp_path_factory) -> dict[str, Path]:
+    return render_charts(tmp_path_factory.mktemp("helm-rendered"))
+
+
+@pytest.fixture(scope="module")
+def rendered_objects(rendered_charts) -> dict[str, list[dict]]:
+    return parse_charts(rendered_charts)
+
 
 HELM_DIR = REPO / "helm"
 YAMLLINT_CONFIG = (
@@ -34,13 +48,17 @@ def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
 
 @pytest.mark.parametrize("chart", CHARTS)
 def test_helm_lint_strict(chart):
-    proc = run([tool("helm"), "lint", "--strict", str(HELM_DIR / chart), "--namespace", STEPS_NAMESPACE])
+    proc = run(
+        [tool("helm"), "lint", "--strict", str(HELM_DIR / chart), "--namespace", STEPS_NAMESPACE]
+    )
     assert proc.returncode == 0, output_of(proc)
 
 
 @pytest.mark.parametrize("chart", CHARTS)
 def test_rendered_objects_pass_kubernetes_validate_strict(rendered_charts, chart):
-    proc = run([tool("kubernetes-validate"), "--strict", "-k", K8S_VERSION, str(rendered_charts[chart])])
+    proc = run(
+        [tool("kubernetes-validate"), "--strict", "-k", K8S_VERSION, str(rendered_charts[chart])]
+    )
     assert proc.returncode == 0, output_of(proc)
     assert "passed" in proc.stdout
 
@@ -68,14 +86,21 @@ def test_step_service_accounts_irsa_annotated_without_api_token(rendered_objects
     assert set(sas) == {f"step-{k}" for k in STEP_KINDS}
     for name, sa in sas.items():
         assert sa["metadata"]["namespace"] == STEPS_NAMESPACE
-        assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::"), name
+        assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
+            "arn:aws:iam::"
+        ), name
         assert sa["automountServiceAccountToken"] is False
 
 
 def test_airflow_worker_may_create_pods_and_mpijobs_in_ml_steps(rendered_objects):
     role = by_kind(rendered_objects["platform"], "Role")["airflow-step-launcher"]
     assert role["metadata"]["namespace"] == STEPS_NAMESPACE
-    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    rules = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
     assert {"create", "get", "watch", "delete"} <= rules[("", "pods")]
     assert {"get"} <= rules[("", "pods/log")]
     assert {"create"} <= rules[("", "pods/exec")], "KubernetesPodOperator reads XCom via exec"
@@ -94,7 +119,10 @@ def test_priority_classes_quota_limitrange_networkpolicies(rendered_objects):
     deny = policies["default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
     ns = by_kind(objs, "Namespace")[STEPS_NAMESPACE]
-    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] in ("baseline", "restricted")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] in (
+        "baseline",
+        "restricted",
+    )
 
 
 def test_step_env_configmap_has_exactly_the_agreed_keys(rendered_objects):
@@ -125,11 +153,22 @@ def test_mlflow_server_non_root_probes_secret_backend_s3_artifacts(rendered_obje
     assert "secretKeyRef" in env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]
     assert "--serve-artifacts" in container["args"]
     assert any(a.startswith("--artifacts-destination=s3://") for a in container["args"])
-    assert not any("backend-store-uri" in a for a in container["args"]), "password stays out of argv"
+    assert not any("backend-store-uri" in a for a in container["args"]), (
+        "password stays out of argv"
+    )
 
 
 def test_mlflow_chart_refuses_an_image_without_digest():
-    proc = run([tool("helm"), "template", "mlflow", str(HELM_DIR / "mlflow"), "--set", "image.digest=latest"])
+    proc = run(
+        [
+            tool("helm"),
+            "template",
+            "mlflow",
+            str(HELM_DIR / "mlflow"),
+            "--set",
+            "image.digest=latest",
+        ]
+    )
     assert proc.returncode != 0 and "image.digest" in proc.stderr
 
 
@@ -149,7 +188,10 @@ def test_airflow_values_kubernetes_executor_gitsync_remote_logs(airflow_values):
     assert v["config"]["core"]["plugins_folder"] == "/opt/airflow/dags/repo/plugins"
     logging = v["config"]["logging"]
     assert logging["remote_logging"] == "True"
-    assert logging["remote_base_log_folder"].startswith("s3://") and "/airflow/" in logging["remote_base_log_folder"]
+    assert (
+        logging["remote_base_log_folder"].startswith("s3://")
+        and "/airflow/" in logging["remote_base_log_folder"]
+    )
     assert v["postgresql"]["enabled"] is False, "metadata lives in RDS"
     env = {e["name"]: e["value"] for e in v["env"]}
     assert env["MLOPS_RUNTIME"] == "kubernetes"
@@ -171,7 +213,9 @@ def test_airflow_values_hold_no_secret_values(airflow_values):
         assert airflow_values[key]
 
 
-def test_platform_rbac_binds_the_airflow_service_accounts_of_the_values(airflow_values, rendered_objects):
+def test_platform_rbac_binds_the_airflow_service_accounts_of_the_values(
+    airflow_values, rendered_objects
+):
     binding = by_kind(rendered_objects["platform"], "RoleBinding")["airflow-step-launcher"]
     bound = {s["name"] for s in binding["subjects"]}
     chart_names = {airflow_values[c]["serviceAccount"]["name"] for c in ("workers", "triggerer")}

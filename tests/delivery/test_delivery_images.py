@@ -5,12 +5,22 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from conftest import REPO, STEP_KINDS, assert_checkov_clean, checkov, output_of, run, tool
+from delivery_helpers import (
+    REPO,
+    STEP_KINDS,
+    assert_checkov_clean,
+    checkov,
+    output_of,
+    report,
+    run,
+    tool,
+)
 
 IMAGES = REPO / "images"
 ALL_IMAGES = (*STEP_KINDS, "mlflow")
-DIGEST_FROM = re.compile(r"^FROM\s+(?:--platform=\S+\s+)?\S+:[^\s@]+@sha256:[0-9a-f]{64}(\s+AS\s+\S+)?\s*$", re.I)
+DIGEST_FROM = re.compile(
+    r"^FROM\s+(?:--platform=\S+\s+)?\S+:[^\s@]+@sha256:[0-9a-f]{64}(\s+AS\s+\S+)?\s*$", re.I
+)
 
 
 def dockerfile(kind: str) -> str:
@@ -22,7 +32,11 @@ def dockerfile(kind: str) -> str:
 def instructions(text: str) -> list[str]:
     """Logical instructions (continuations joined, comments dropped)."""
     joined = re.sub(r"\\\n", " ", text)
-    return [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.strip()
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def stages(text: str) -> list[list[str]]:
@@ -37,14 +51,16 @@ def stages(text: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("kind", ALL_IMAGES)
 def test_hadolint(kind):
-    proc = run([tool("hadolint"), "--failure-threshold", "warning", str(IMAGES / kind / "Dockerfile")])
+    proc = run(
+        [tool("hadolint"), "--failure-threshold", "warning", str(IMAGES / kind / "Dockerfile")]
+    )
     assert proc.returncode == 0, output_of(proc)
 
 
 def test_checkov_dockerfiles_clean():
     files = [str(IMAGES / k / "Dockerfile") for k in ALL_IMAGES]
     summary = checkov([arg for f in files for arg in ("-f", f)], "dockerfile")
-    print(f"checkov dockerfile: passed={summary['passed']} failed={summary['failed']} skipped={summary['skipped']}")
+    report("dockerfile", summary)
     assert_checkov_clean(summary, min_passed=50)
 
 
@@ -74,7 +90,9 @@ def test_step_image_installs_its_extra_and_enters_the_step_cli(kind):
     final = stages(text)[-1]
     entrypoints = [i for i in final if i.upper().startswith("ENTRYPOINT")]
     assert entrypoints == ['ENTRYPOINT ["model-step"]']
-    assert any("model_steps" in i and "--help" in i for i in final), "build fails when the CLI cannot start"
+    assert any("model_steps" in i and "--help" in i for i in final), (
+        "build fails when the CLI cannot start"
+    )
 
 
 @pytest.mark.parametrize("kind", ALL_IMAGES)

@@ -7,8 +7,7 @@ import re
 
 import pytest
 import yaml
-
-from conftest import (
+from delivery_helpers import (
     AIRFLOW_NAMESPACE,
     HCL2_LIB,
     REPO,
@@ -17,6 +16,7 @@ from conftest import (
     assert_checkov_clean,
     checkov,
     output_of,
+    report,
     run,
     tool,
 )
@@ -72,7 +72,7 @@ def test_terraform_fmt_check():
 
 def test_checkov_terraform_clean():
     summary = checkov(["-d", str(TF)], "terraform")
-    print(f"checkov terraform: passed={summary['passed']} failed={summary['failed']} skipped={summary['skipped']}")
+    report("terraform", summary)
     assert_checkov_clean(summary, min_passed=200)
 
 
@@ -125,7 +125,9 @@ def test_nodes_enforce_imdsv2_and_encrypted_volumes(hcl):
 
 
 def test_platform_buckets_use_the_bucket_module_with_kms(hcl):
-    modules = {k.split("::")[1]: v for k, v in blocks(hcl, "module").items() if k.startswith(PLATFORM)}
+    modules = {
+        k.split("::")[1]: v for k, v in blocks(hcl, "module").items() if k.startswith(PLATFORM)
+    }
     for purpose in ("lake", "artifacts", "scores", "logs"):
         body = modules[f"bucket_{purpose}"]
         assert body["source"] == "../bucket"
@@ -134,21 +136,41 @@ def test_platform_buckets_use_the_bucket_module_with_kms(hcl):
 
 
 def test_bucket_module_encrypted_versioned_private_with_lifecycle(hcl):
-    res = {k.split("::")[1]: v for k, v in blocks(hcl, "resource").items() if k.startswith("modules/bucket")}
+    res = {
+        k.split("::")[1]: v
+        for k, v in blocks(hcl, "resource").items()
+        if k.startswith("modules/bucket")
+    }
     sse = first(res["aws_s3_bucket_server_side_encryption_configuration.this"]["rule"])
     assert first(sse["apply_server_side_encryption_by_default"])["sse_algorithm"] == "aws:kms"
-    assert first(res["aws_s3_bucket_versioning.this"]["versioning_configuration"])["status"] == "Enabled"
+    assert (
+        first(res["aws_s3_bucket_versioning.this"]["versioning_configuration"])["status"]
+        == "Enabled"
+    )
     pab = res["aws_s3_bucket_public_access_block.this"]
-    for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"):
+    for flag in (
+        "block_public_acls",
+        "block_public_policy",
+        "ignore_public_acls",
+        "restrict_public_buckets",
+    ):
         assert pab[flag] is True, flag
-    assert first(res["aws_s3_bucket_ownership_controls.this"]["rule"])["object_ownership"] == "BucketOwnerEnforced"
+    assert (
+        first(res["aws_s3_bucket_ownership_controls.this"]["rule"])["object_ownership"]
+        == "BucketOwnerEnforced"
+    )
     assert res["aws_s3_bucket_lifecycle_configuration.this"]["rule"], "lifecycle rules"
     assert "aws_s3_bucket_logging.this" in res
 
 
 def test_every_bucket_in_the_tree_is_encrypted_and_blocks_public_access(hcl):
     res = blocks(hcl, "resource")
-    buckets = {k for k in res if ".aws_s3_bucket." in "." + k.split("::")[1] or k.split("::")[1].startswith("aws_s3_bucket.")}
+    buckets = {
+        k
+        for k in res
+        if ".aws_s3_bucket." in "." + k.split("::")[1]
+        or k.split("::")[1].startswith("aws_s3_bucket.")
+    }
     assert buckets, "no buckets found"
     for key in buckets:
         path, addr = key.split("::")
@@ -205,8 +227,12 @@ def test_no_wildcard_actions_on_wildcard_resources(hcl):
 
 
 def test_resource_star_only_where_aws_cannot_scope(hcl):
-    """Resource "*" appears only in the KMS key policy (where it means the key) and ecr:GetAuthorizationToken."""
-    allowed = {("kms.tf", "AccountAdministersKey"), ("kms.tf", "AccountIamPoliciesMayUseKey"), ("ci_oidc.tf", "EcrLogin")}
+    """Resource "*" only in the KMS key policy (where it means the key) and ecr:GetAuthorizationToken."""
+    allowed = {
+        ("kms.tf", "AccountAdministersKey"),
+        ("kms.tf", "AccountIamPoliciesMayUseKey"),
+        ("ci_oidc.tf", "EcrLogin"),
+    }
     for key, st in all_statements(hcl):
         if st.get("effect", "Allow") == "Allow" and "*" in as_list(st.get("resources", [])):
             where = (key.split("::")[0].rsplit("/", 1)[-1], st.get("sid"))
@@ -230,10 +256,13 @@ def test_irsa_roles_for_each_step_kind_mlflow_and_airflow(hcl):
     assert variables["steps_namespace"]["default"] == STEPS_NAMESPACE
     assert variables["airflow_namespace"]["default"] == AIRFLOW_NAMESPACE
     locals_ = {}
-    for path, doc in hcl.items():
+    for doc in hcl.values():
         for entry in doc.get("locals", []):
             locals_.update(entry)
-    assert locals_["step_service_accounts"] == "${{for kind in var.step_kinds : kind => \"step-${kind}\"}}"
+    assert (
+        locals_["step_service_accounts"]
+        == '${{for kind in var.step_kinds : kind => "step-${kind}"}}'
+    )
     roles = locals_["irsa_roles"]
     assert "mlflow" in roles and "airflow" in roles and "${var.steps_namespace}:mlflow" in roles
     step_access = locals_["step_access"]
@@ -252,7 +281,7 @@ def test_airflow_irsa_trusts_exactly_the_service_accounts_of_the_airflow_values(
         for entry in doc.get("locals", []):
             locals_.update(entry)
     expr = locals_["airflow_service_accounts"]
-    components = re.search(r'for c in \[([^\]]*)\]', expr).group(1)
+    components = re.search(r"for c in \[([^\]]*)\]", expr).group(1)
     tf_names = {f"airflow-{c.strip().strip(chr(34))}" for c in components.split(",")}
     values = yaml.safe_load((REPO / "helm" / "airflow" / "values.yaml").read_text())
     chart_names = {
@@ -287,11 +316,17 @@ def test_ci_role_trusts_only_the_default_branch_of_one_project(hcl):
     trust = one(blocks(hcl, "data", "aws_iam_policy_document"), "aws_iam_policy_document.ci_trust")
     subs = [c for c in trust["statement"][0]["condition"] if c["variable"].endswith(":sub")]
     assert subs and subs[0]["test"] == "StringEquals"
-    assert subs[0]["values"] == ["project_path:${var.gitlab_project_path}:ref_type:branch:ref:${var.gitlab_default_branch}"]
+    assert subs[0]["values"] == [
+        "project_path:${var.gitlab_project_path}:ref_type:branch:ref:${var.gitlab_default_branch}"
+    ]
 
 
 def test_dev_and_prod_envs_use_the_platform_module(hcl):
-    envs = {k.split("::")[0].split("/")[1]: v for k, v in blocks(hcl, "module").items() if k.startswith("envs/")}
+    envs = {
+        k.split("::")[0].split("/")[1]: v
+        for k, v in blocks(hcl, "module").items()
+        if k.startswith("envs/")
+    }
     assert set(envs) == {"dev", "prod"}
     for env, body in envs.items():
         assert body["source"] == "../../modules/platform"

@@ -1,4 +1,4 @@
-"""Shared helpers of the delivery checks (images, CI, Terraform, Helm), all offline.
+"""Helpers shared by the delivery checks (images, CI, Terraform, Helm), all offline.
 
 The validators live in .venv-delivery (make delivery-tools) and tools/bin/helm; terraform is taken from
 PATH. A missing tool FAILS the test that needs it (never skips): a green run means every check ran.
@@ -47,18 +47,39 @@ def tool(name: str) -> str:
 def run(cmd: list[str], *, timeout: int = 300, env: dict[str, str] | None = None, cwd: Path = REPO):
     """Run a tool; returns CompletedProcess (text). Callers assert on returncode with the output."""
     full_env = {**os.environ, "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false", **(env or {})}
-    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def output_of(proc) -> str:
-    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
+    return (
+        f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n"
+        f"--- stderr ---\n{proc.stderr[-4000:]}"
+    )
+
+
+def report(what: str, summary: dict) -> None:
+    """One line per checkov run in the test output (pytest -s / -rA shows it)."""
+    print(
+        f"checkov {what}: passed={summary['passed']} failed={summary['failed']} skipped={summary['skipped']}"
+    )
 
 
 def checkov(target: list[str], framework: str) -> dict:
     """Run checkov offline on files/dirs; return the summary plus every failed and skipped check."""
     proc = run(
-        [tool("checkov"), *target, "--framework", framework, "--skip-download", "--compact",
-         "-o", "json", "--soft-fail"],
+        [
+            tool("checkov"),
+            *target,
+            "--framework",
+            framework,
+            "--skip-download",
+            "--compact",
+            "-o",
+            "json",
+            "--soft-fail",
+        ],
         timeout=600,
     )
     assert proc.returncode == 0, output_of(proc)
@@ -100,13 +121,20 @@ def load_yaml_docs(text: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-@pytest.fixture(scope="session")
-def rendered_charts(tmp_path_factory) -> dict[str, Path]:
-    """helm template of each chart (default values) into its own file; chart name -> path."""
-    out = tmp_path_factory.mktemp("helm-rendered")
+def render_charts(out: Path) -> dict[str, Path]:
+    """helm template of each chart (default values) into its own file under out; chart -> path."""
     paths = {}
     for chart in CHARTS:
-        proc = run([tool("helm"), "template", chart, str(REPO / "helm" / chart), "--namespace", STEPS_NAMESPACE])
+        proc = run(
+            [
+                tool("helm"),
+                "template",
+                chart,
+                str(REPO / "helm" / chart),
+                "--namespace",
+                STEPS_NAMESPACE,
+            ]
+        )
         assert proc.returncode == 0, output_of(proc)
         path = out / f"{chart}.yaml"
         path.write_text(proc.stdout)
@@ -114,6 +142,5 @@ def rendered_charts(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-@pytest.fixture(scope="session")
-def rendered_objects(rendered_charts) -> dict[str, list[dict]]:
-    return {chart: load_yaml_docs(path.read_text()) for chart, path in rendered_charts.items()}
+def parse_charts(paths: dict[str, Path]) -> dict[str, list[dict]]:
+    return {chart: load_yaml_docs(path.read_text()) for chart, path in paths.items()}

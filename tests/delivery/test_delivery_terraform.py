@@ -227,11 +227,13 @@ def test_no_wildcard_actions_on_wildcard_resources(hcl):
 
 
 def test_resource_star_only_where_aws_cannot_scope(hcl):
-    """Resource "*" only in the KMS key policy (where it means the key) and ecr:GetAuthorizationToken."""
+    """Resource "*" only in the KMS key policy (where it means the key), ecr:GetAuthorizationToken and
+    the autoscaler's read-only Describe calls: places where AWS offers no resource to scope to."""
     allowed = {
         ("kms.tf", "AccountAdministersKey"),
         ("kms.tf", "AccountIamPoliciesMayUseKey"),
         ("ci_oidc.tf", "EcrLogin"),
+        ("iam.tf", "DescribeScalingInputs"),
     }
     for key, st in all_statements(hcl):
         if st.get("effect", "Allow") == "Allow" and "*" in as_list(st.get("resources", [])):
@@ -239,6 +241,11 @@ def test_resource_star_only_where_aws_cannot_scope(hcl):
             assert where in allowed, f"{key}: resource * in statement {st.get('sid')}"
             if where[1] == "EcrLogin":
                 assert as_list(st["actions"]) == ["ecr:GetAuthorizationToken"]
+            if where[1] == "DescribeScalingInputs":
+                read_only = ("Describe", "Get")
+                assert all(a.split(":")[1].startswith(read_only) for a in st["actions"]), st[
+                    "actions"
+                ]
 
 
 def test_inline_json_policies_have_no_wildcard_action(hcl):

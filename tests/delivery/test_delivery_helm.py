@@ -184,7 +184,11 @@ def test_airflow_values_kubernetes_executor_gitsync_remote_logs(airflow_values):
     v = airflow_values
     assert v["executor"] == "KubernetesExecutor"
     git = v["dags"]["gitSync"]
-    assert git["enabled"] is True and git["branch"] == git["ref"] == "airflow-dags" and git["subPath"] == "dags"
+    assert (
+        git["enabled"] is True
+        and git["branch"] == git["ref"] == "airflow-dags"
+        and git["subPath"] == "dags"
+    )
     assert v["config"]["core"]["plugins_folder"] == "/opt/airflow/dags/repo/plugins"
     logging = v["config"]["logging"]
     assert logging["remote_logging"] == "True"

@@ -126,3 +126,14 @@ def test_dockerignore_keeps_the_context_small():
     lines = (REPO / ".dockerignore").read_text().splitlines()
     assert "**" in lines, "deny by default"
     assert "!images/steps/**" in lines
+
+
+@pytest.mark.parametrize("kind", ALL_IMAGES)
+def test_every_hadolint_waiver_states_its_reason(kind):
+    lines = dockerfile(kind).splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("# hadolint ignore="):
+            above = lines[i - 1].strip() if i else ""
+            assert above.startswith("#") and len(above) > 30, (
+                f"line {i + 1}: waiver without a reason above it"
+            )

@@ -32,9 +32,6 @@ PARAMS = {
         description="Promote the candidate even if it does not beat the champion "
         "(absolute thresholds still apply).",
     ),
-    "skip_publish": Param(
-        False, type="boolean", title="Skip CRM publish", description="Score, but push nothing."
-    ),
 }
 
 

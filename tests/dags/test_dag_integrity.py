@@ -53,7 +53,7 @@ def test_steps_run_in_platform_order(project_bag) -> None:
 def test_operators_can_trigger_with_params(project_bag) -> None:
     dag = project_bag.dags["customer_propensity__bella-pasta"]
     params = dag.params.dump()
-    assert params == {"data_date": None, "force_promote": False, "skip_publish": False}
+    assert params == {"data_date": None, "force_promote": False}
     assert dag.params.get_param("data_date").schema["format"] == "date"
 
 

@@ -213,3 +213,39 @@ def test_airflow_variable_overrides_the_manifest_file(runtime, manifest_file, mo
 
     task = DagBag(dag_folder=str(DAGS)).dags["customer_propensity__acme-foods"].get_task("score")
     assert main_container(render_task(task))["image"] == f"other.example/score@sha256:{'c' * 64}"
+
+
+def test_deferrable_mode_is_a_deployment_switch(runtime, manifest_file, monkeypatch, dagbag) -> None:
+    runtime("kubernetes", manifest_file())
+    monkeypatch.setenv("MLOPS_K8S_DEFERRABLE", "true")
+    dag = dagbag(DAGS).dags["customer_propensity__acme-foods"]
+    assert all(task.deferrable for task in dag.tasks)
+
+
+def test_unknown_runtime_is_an_import_error(runtime, dagbag) -> None:
+    runtime("kubernetes-ish")
+    (error,) = dagbag(DAGS).import_errors.values()
+    assert "MLOPS_RUNTIME='kubernetes-ish' is not a runtime; use one of local, kubernetes" in error
+
+
+@pytest.mark.parametrize(
+    ("conditions", "state"),
+    [
+        (None, "Running"),
+        ([{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}], "Running"),
+        ([{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}], "Succeeded"),
+        ([{"type": "Running", "status": "False"}, {"type": "Failed", "status": "True"}], "Failed"),
+    ],
+)
+def test_mpijob_state_from_conditions(conditions, state) -> None:
+    from mlplatform.runtime.mpijob import job_state
+
+    assert job_state({"conditions": conditions} if conditions else None) == state
+
+
+def test_mpijob_result_comes_from_the_launcher_log() -> None:
+    from mlplatform.runtime.mpijob import result_from_log
+
+    lines = ["epoch 1 auc 0.7", 'STEP_RESULT_JSON={"auc": 0.81}', "[1]<stdout>: bye"]
+    assert result_from_log(lines) == {"auc": 0.81}
+    assert result_from_log(["no result here"]) is None

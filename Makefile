@@ -29,6 +29,8 @@ export PYTHONPATH := $(CURDIR)/plugins
 
 .PHONY: help setup run test lint format bench airflow lock clean
 
+include make/delivery.mk
+
 help:
 	@echo "make run     set up, then run the example pipeline end to end on this machine"
 	@echo "make test    set up, then run lint and every test"
@@ -70,8 +72,8 @@ format: $(CP_STAMP)
 	$(CP_VENV)/bin/ruff format .
 	$(CP_VENV)/bin/ruff check --fix .
 
-test: setup lint
-	$(CP_VENV)/bin/pytest tests/dags tests/plugins
+test: setup delivery-tools lint
+	$(CP_VENV)/bin/pytest tests/dags tests/plugins tests/delivery
 	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images
 
 run: setup
@@ -85,4 +87,4 @@ airflow: setup
 	$(CP_VENV)/bin/airflow standalone
 
 clean:
-	rm -rf $(CP_VENV) $(STEPS_VENV) $(STAMPS) .tools var
+	rm -rf $(CP_VENV) $(STEPS_VENV) $(DELIVERY_VENV) $(STAMPS) .tools tools/bin var

@@ -27,7 +27,8 @@ TARGET_MS_PER_DAG = 5.0
 def model_module(index: int, customers: int) -> str:
     tiers = ["standard", "premium"]
     rows = ",\n".join(
-        f'        {{"id": "cust-{index:02d}-{c:04d}", "tier": "{tiers[c % 2]}"}}' for c in range(customers)
+        f'        {{"id": "cust-{index:02d}-{c:04d}", "tier": "{tiers[c % 2]}"}}'
+        for c in range(customers)
     )
     return textwrap.dedent(
         '''
@@ -68,7 +69,8 @@ def baseline_module(customers: int) -> str:
                     task = KubernetesPodOperator(
                         task_id=step, name=f"baseline-{{c}}-{{step}}", namespace="ml-steps",
                         image="r/mlops/" + step + "@sha256:" + "a" * 64,
-                        cmds=["python"], arguments=["-m", "model_steps", step, "--customer", f"cust-{{c:04d}}"],
+                        cmds=["python"],
+                        arguments=["-m", "model_steps", step, "--customer", f"cust-{{c:04d}}"],
                         labels={{"mlops.io/step": step}}, do_xcom_push=True,
                     )
                     if prev is not None:
@@ -110,7 +112,9 @@ def main() -> int:
     parser.add_argument("--models", type=int, default=10)
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "dag_parse.json")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "dag_parse.json"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-dags-") as tmp:
@@ -125,9 +129,15 @@ def main() -> int:
                 baseline_module(args.customers).replace("baseline__", f"baseline_{i:02d}__")
             )
         manifest = root / "manifest.json"
-        manifest.write_text(json.dumps({"images": {s: f"r/mlops/{s}@sha256:{'a' * 64}" for s in STEPS}}))
+        manifest.write_text(
+            json.dumps({"images": {s: f"r/mlops/{s}@sha256:{'a' * 64}" for s in STEPS}})
+        )
 
-        runs: dict[str, list[dict]] = {"platform/kubernetes": [], "platform/local": [], "baseline/kubernetes": []}
+        runs: dict[str, list[dict]] = {
+            "platform/kubernetes": [],
+            "platform/local": [],
+            "baseline/kubernetes": [],
+        }
         for _ in range(args.repeats):
             runs["platform/kubernetes"].append(parse(platform_dags, "kubernetes", manifest, home))
             runs["platform/local"].append(parse(platform_dags, "local", manifest, home))
@@ -147,7 +157,15 @@ def main() -> int:
     base = next(r for r in rows if r["case"] == "baseline/kubernetes")
     for row in rows:
         row["ratio_vs_baseline"] = round(row["parse_s"] / base["parse_s"], 2)
-    headers = ["case", "dags", "parse_s", "ms_per_dag", "max_file_s", "import_s", "ratio_vs_baseline"]
+    headers = [
+        "case",
+        "dags",
+        "parse_s",
+        "ms_per_dag",
+        "max_file_s",
+        "import_s",
+        "ratio_vs_baseline",
+    ]
     print(f"DAG parse benchmark: {args.models} modules x {args.customers} customers, "
           f"median of {args.repeats}; target <= {TARGET_MS_PER_DAG} ms/DAG")  # fmt: skip
     print(" | ".join(f"{h:>18}" for h in headers))

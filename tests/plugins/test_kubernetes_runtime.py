@@ -160,6 +160,12 @@ def test_multi_node_training_renders_an_mpijob(runtime, manifest_file, dags_fold
     assert launch_cmd[:5] == ["horovodrun", "-np", "16", "--hostfile", "/etc/mpi/hostfile"]
     assert launch_cmd[5:9] == ["python", "-m", "model_steps", "train"]
     worker_pod = worker["template"]["spec"]
+    assert worker_pod["containers"][0]["command"] == [
+        "/usr/sbin/sshd",
+        "-De",
+        "-f",
+        "/etc/mlops/sshd_config",
+    ]
     assert worker_pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert worker_pod["nodeSelector"]["mlops.io/node-pool"] == "gpu"
     assert (
@@ -215,7 +221,9 @@ def test_airflow_variable_overrides_the_manifest_file(runtime, manifest_file, mo
     assert main_container(render_task(task))["image"] == f"other.example/score@sha256:{'c' * 64}"
 
 
-def test_deferrable_mode_is_a_deployment_switch(runtime, manifest_file, monkeypatch, dagbag) -> None:
+def test_deferrable_mode_is_a_deployment_switch(
+    runtime, manifest_file, monkeypatch, dagbag
+) -> None:
     runtime("kubernetes", manifest_file())
     monkeypatch.setenv("MLOPS_K8S_DEFERRABLE", "true")
     dag = dagbag(DAGS).dags["customer_propensity__acme-foods"]
@@ -233,7 +241,10 @@ def test_unknown_runtime_is_an_import_error(runtime, dagbag) -> None:
     [
         (None, "Running"),
         ([{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}], "Running"),
-        ([{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}], "Succeeded"),
+        (
+            [{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}],
+            "Succeeded",
+        ),
         ([{"type": "Running", "status": "False"}, {"type": "Failed", "status": "True"}], "Failed"),
     ],
 )

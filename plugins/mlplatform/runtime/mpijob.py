@@ -26,6 +26,7 @@ from mlplatform.steps import RESULT_LOG_PREFIX
 GROUP, VERSION, PLURAL = "kubeflow.org", "v2beta1", "mpijobs"
 HOSTFILE = "/etc/mpi/hostfile"
 SSH_HOME = "/home/mpiuser"
+SSHD_CONFIG = "/etc/mlops/sshd_config"
 LAUNCHER_PROFILE = ResourceProfile(cpu="1", memory="2Gi", node_pool="cpu", spot=False)
 
 
@@ -72,7 +73,9 @@ def render_mpijob(
     """The MPIJob manifest; its name is set per try at execute time."""
     profile = invocation.profile
     launch = invocation.argv(profile.total_processes, hostfile=HOSTFILE)
-    sshd = ["/usr/sbin/sshd", "-De", "-f", f"{SSH_HOME}/.sshd_config"]
+    # The train image ships this config (port 2222, host key from the operator-mounted ~/.ssh);
+    # it must live outside SSH_HOME, which is a writable emptyDir here.
+    sshd = ["/usr/sbin/sshd", "-De", "-f", SSHD_CONFIG]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "MPIJob",

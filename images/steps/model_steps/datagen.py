@@ -177,6 +177,7 @@ def _format(table: str, df: pd.DataFrame) -> pd.DataFrame:
 def write_raw(tables: dict[str, pd.DataFrame], lake_uri: str, tenant: str) -> dict[str, int]:
     """Write one file per table and drop day. Returns the number of files per table."""
     files: dict[str, int] = {}
+    end_day = max(str(pd.Timestamp(df["dt"].max()).date()) for df in tables.values())
     for name, df in tables.items():
         spec = raw_schema.TABLES[name]
         formatted = _format(name, df)
@@ -185,16 +186,19 @@ def write_raw(tables: dict[str, pd.DataFrame], lake_uri: str, tenant: str) -> di
         days_sorted = days[order]
         formatted = formatted.iloc[order]
         uniq, first = np.unique(days_sorted, return_index=True)
-        bounds = list(first) + [len(days_sorted)]
-        for i, d in enumerate(uniq):
-            part = formatted.iloc[bounds[i]:bounds[i + 1]]
+        bounds = dict(zip(uniq, zip(first, list(first[1:]) + [len(days_sorted)])))
+        # a source system drops a file every day, also on a day without rows
+        all_days = pd.date_range(uniq[0], end_day).strftime("%Y-%m-%d") if len(uniq) else []
+        for d in all_days:
+            lo, hi = bounds.get(d, (0, 0))
+            part = formatted.iloc[lo:hi]
             uri = raw_schema.raw_file_path(lake_uri, tenant, name, d)
             if spec.fmt == "csv":
                 data = part.to_csv(index=False, lineterminator="\n").encode()
             else:
                 data = part.to_json(orient="records", lines=True).encode()
             lake.write_bytes_atomic(uri, data)
-        files[name] = len(uniq)
+        files[name] = len(all_days)
     return files
 
 

@@ -82,6 +82,8 @@ def check_headers(files: list[tuple[str, str]], spec: RawTable, lake_uri: str,
         where = _rel(uri, lake_uri)
         head = lake.read_head(uri, 1 << 16)
         if not head.strip():
+            if spec.fmt == "jsonl":  # JSON lines have no header: an empty file is a day without events
+                continue
             report.errors.append(f"{where}: file is empty ({len(head)} bytes, not even a header)")
             continue
         first_line = head.split(b"\n", 1)[0].rstrip(b"\r")
@@ -260,8 +262,12 @@ def read_raw(spark: Any, lake_uri: str, tenant: str, cutoff: dt.date, *, lookbac
                 f"email_events: the label window is not complete: the last drop in {where} is "
                 f"dt={days[-1]} but the {label_window_days}-day window after the data date {cutoff} "
                 f"needs drops up to dt={label_last}")
+        n_errors = len(report.errors)
         groups = check_headers(files, spec, lake_uri, report)
         if not groups:
+            if len(report.errors) == n_errors:
+                report.errors.append(f"{name}: {len(files)} file(s) in {where} for drop days "
+                                     f"{days[0]}..{days[-1]} hold no rows (empty input)")
             continue
         raw = read_strings(spark, spec, groups).persist(StorageLevel.MEMORY_AND_DISK)
         raw_frames[name] = raw

@@ -193,6 +193,10 @@ def check_rows(spark: Any, spec: RawTable, raw: Any, lake_uri: str, report: RawR
             f"column {spec.ts_column} has dates in the future: after the day the file was "
             "dropped (dt=…), which a source system cannot know", spec.ts_column)
 
+    # a malformed row is reported once, as malformed, not again for each field it lacks
+    ok_row = F.col(CORRUPT).isNull()
+    checks = {name: (cond if name == "corrupt" else (ok_row & cond), msg, col)
+              for name, (cond, msg, col) in checks.items()}
     aggs = [F.count(F.lit(1)).alias("rows")] + [
         F.sum(F.when(cond, 1).otherwise(0)).alias(name.replace(":", "__"))
         for name, (cond, _m, _c) in checks.items()]

@@ -1,0 +1,164 @@
+"""Ingest throughput at growing sizes, Spark (the ingest step) against pandas/pyarrow (same features).
+
+    .venv-steps/bin/python benchmarks/bench_ingest.py --quick     # one small size, ~1 minute
+    .venv-steps/bin/python benchmarks/bench_ingest.py             # 100k, 1M, 5M order rows
+
+For each size it generates the example raw zone (datagen, seed 7) in a scratch lake, then times
+  * spark:  the ingest step body itself (``model_steps.steps.ingest.run``): file checks, the Spark
+            row checks, features, parquet write and manifest commit, on one warm local SparkSession;
+  * pandas: pyarrow CSV/JSON reading of the same files + ``build_features_pandas`` + parquet write
+            (no row-level checks: it is the "just compute it on one machine" baseline).
+Prints a table and writes benchmarks/results/bench_ingest-<time>.json. Timings are measurements on
+the machine it runs on, never test assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "images" / "steps"))
+
+from model_steps import datagen, raw_schema  # noqa: E402
+from model_steps.contract import StepContext  # noqa: E402
+from model_steps.features import build_features_pandas  # noqa: E402
+from model_steps.raw_reader import plan_files  # noqa: E402
+from model_steps.spark_config import get_session, spark_conf  # noqa: E402
+
+TENANT = "bench-foods"
+ORDERS_PER_DINER = 5.1  # what datagen produces over its history (measured)
+CUTOFF = datagen.DEFAULT_CUTOFF
+
+
+def pandas_ingest(lake_uri: str, out_dir: Path, lookback: int = 365, window: int = 14) -> int:
+    first = CUTOFF - dt.timedelta(days=lookback)
+    plans = {"diners": (None, CUTOFF), "orders": (first, CUTOFF),
+             "email_events": (first, CUTOFF + dt.timedelta(days=window))}
+    frames = {}
+    for name, (lo, hi) in plans.items():
+        spec = raw_schema.TABLES[name]
+        paths = [u[len("file://"):] for _, u in plan_files(lake_uri, TENANT, spec, lo, hi)]
+        types = {c: {"string": pa.string(), "date": pa.date32(), "timestamp": pa.timestamp("s"),
+                     "double": pa.float64(), "int": pa.int32()}[k] for c, k in spec.columns.items()}
+        tables = []
+        for p in paths:
+            if os.path.getsize(p) == 0:
+                continue
+            if spec.fmt == "csv":
+                tables.append(pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(column_types=types)))
+            else:
+                tables.append(pajson.read_json(p, parse_options=pajson.ParseOptions(
+                    explicit_schema=pa.schema(list(types.items())))))
+        df = pa.concat_tables(tables).to_pandas()
+        for c, k in spec.columns.items():
+            if k in ("date", "timestamp"):
+                df[c] = pd.to_datetime(df[c])
+        frames[name] = df
+    feats = build_features_pandas(frames["diners"], frames["orders"], frames["email_events"], CUTOFF,
+                                  lookback_days=lookback, label_window_days=window)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(feats, preserve_index=False), out_dir / "part-0.parquet")
+    return len(feats)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one small size (20k order rows)")
+    ap.add_argument("--orders", type=int, nargs="*", help="order-row sizes (default 100k 1M 5M)")
+    ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed)")
+    ap.add_argument("--driver-memory", default="6g")
+    args = ap.parse_args()
+    sizes = args.orders or ([20_000] if args.quick else [100_000, 1_000_000, 5_000_000])
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-ingest-"))
+    conf = spark_conf({"data": {"spark": {"master": "local[2]", "driver_memory": args.driver_memory,
+                                          "shuffle_partitions": 8}}}, "file:///tmp")
+    t0 = time.monotonic()
+    spark = get_session(conf)
+    spark.sparkContext.setLogLevel("ERROR")
+    startup = time.monotonic() - t0
+    from model_steps.steps import ingest
+
+    rows = []
+    try:
+        for target in sizes:
+            lake = work / f"lake-{target}"
+            shutil.rmtree(lake, ignore_errors=True)
+            n_diners = max(200, int(target / ORDERS_PER_DINER))
+            t = time.monotonic()
+            tables = datagen.generate(n_diners, seed=7, cutoff=CUTOFF)
+            datagen.write_raw(tables, f"file://{lake}", TENANT)
+            gen_s = time.monotonic() - t
+            raw_rows = {k: len(v) for k, v in tables.items()}
+            del tables
+            raw_bytes = sum(p.stat().st_size for p in (lake / "raw").rglob("*") if p.is_file())
+            ctx = StepContext(step="ingest", pipeline="customer_propensity", customer=TENANT,
+                              run_id=f"bench-{target}", data_date=CUTOFF, config={},
+                              env={"LAKE_URI": f"file://{lake}"})
+            t = time.monotonic()
+            res = ingest.run(ctx)
+            spark_s = time.monotonic() - t
+            t = time.monotonic()
+            n_pd = pandas_ingest(f"file://{lake}", work / f"pandas-{target}")
+            pandas_s = time.monotonic() - t
+            assert n_pd == res["rows"], (n_pd, res["rows"])
+            read_rows = sum(res["raw_rows"].values())
+            rows.append({
+                "target_order_rows": target, "diners": n_diners,
+                "generated_rows": raw_rows, "raw_mb": round(raw_bytes / 2**20, 1),
+                "rows_read": read_rows, "order_rows_read": res["raw_rows"]["orders"],
+                "feature_rows": res["rows"], "datagen_s": round(gen_s, 1),
+                "spark_s": round(spark_s, 2), "pandas_s": round(pandas_s, 2),
+                "spark_rows_per_s": round(read_rows / spark_s),
+                "pandas_rows_per_s": round(read_rows / pandas_s),
+                "spark_over_pandas_time": round(spark_s / pandas_s, 2),
+            })
+            print(f"done {target:>9,} order rows: spark {spark_s:.1f}s pandas {pandas_s:.1f}s", flush=True)
+            shutil.rmtree(lake, ignore_errors=True)
+            shutil.rmtree(work / f"pandas-{target}", ignore_errors=True)
+    finally:
+        spark.stop()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    hdr = ["order rows", "diners", "rows read", "raw MB", "spark s", "spark rows/s", "pandas s",
+           "pandas rows/s", "spark/pandas time"]
+    lines = [[f"{r['order_rows_read']:,}", f"{r['diners']:,}", f"{r['rows_read']:,}", f"{r['raw_mb']}",
+              f"{r['spark_s']}", f"{r['spark_rows_per_s']:,}", f"{r['pandas_s']}",
+              f"{r['pandas_rows_per_s']:,}", f"{r['spark_over_pandas_time']}x"] for r in rows]
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(hdr)]
+    print("\nIngest throughput (rows read = diners + orders + email events in the window; "
+          f"Spark local[2], session start {startup:.1f}s not counted)")
+    print("  ".join(h.rjust(w) for h, w in zip(hdr, widths)))
+    for l in lines:
+        print("  ".join(c.rjust(w) for c, w in zip(l, widths)))
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench_ingest-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps({
+        "benchmark": "ingest", "quick": args.quick, "spark_session_start_s": round(startup, 1),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "spark_conf": {k: v for k, v in conf.items() if k in ("spark.master", "spark.driver.memory",
+                                                               "spark.sql.shuffle.partitions")},
+        "results": rows}, indent=2))
+    print(f"\nwrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

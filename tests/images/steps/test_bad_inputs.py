@@ -1,0 +1,220 @@
+"""The bad-input matrix: each broken raw zone is stopped by the step that can see the problem, with a
+message that says what is wrong and where; nothing after that step runs, nothing is committed by the
+failing step, and the raw zone is byte-identical afterwards (checksums before/after)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import PIPELINE, TENANT, raw_checksums, run_chain
+
+RAW = Path("raw") / f"customer={TENANT}"
+
+
+def _files(lake: Path, table: str) -> list[Path]:
+    return sorted((lake / RAW / table).rglob(f"{table}_*.*"))
+
+
+def _a_busy_file(lake: Path, table: str, skip_last: int = 20) -> Path:
+    files = _files(lake, table)[: -skip_last or None]
+    return max(files[-60:], key=lambda p: p.stat().st_size)
+
+
+def _rewrite_csv(path: Path, fn) -> None:
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(fn(lines)) + "\n")
+
+
+# ---- mutations: each returns the relative file it broke (for the "where" check) -------------------
+
+def missing_column(lake):
+    f = _a_busy_file(lake, "orders")
+    _rewrite_csv(f, lambda ls: [",".join(x for i, x in enumerate(l.split(",")) if i != 4) for l in ls])
+    return f
+
+
+def extra_column(lake):
+    f = _a_busy_file(lake, "orders")
+    _rewrite_csv(f, lambda ls: [ls[0] + ",coupon_code"] + [l + ",SUMMER" for l in ls[1:]])
+    return f
+
+
+def _set_field(lake, table, col_idx, value, row=1):
+    f = _a_busy_file(lake, table)
+
+    def fn(ls):
+        parts = ls[row].split(",")
+        parts[col_idx] = value
+        ls[row] = ",".join(parts)
+        return ls
+
+    _rewrite_csv(f, fn)
+    return f
+
+
+def wrong_type(lake):
+    return _set_field(lake, "orders", 3, "twelve")
+
+
+def null_diner_ids(lake):
+    return _set_field(lake, "diners", 0, "")
+
+
+def duplicate_diner_ids(lake):
+    files = _files(lake, "diners")
+    src, dst = files[0], files[-30]
+    row = src.read_text().splitlines()[1]
+    dst.write_text(dst.read_text() + row + "\n")
+    return dst
+
+
+def negative_amounts(lake):
+    return _set_field(lake, "orders", 3, "-12.50")
+
+
+def future_dates(lake):
+    return _set_field(lake, "orders", 2, "2031-01-01T12:00:00")
+
+
+def empty_input(lake):
+    for f in _files(lake, "orders"):
+        f.write_text(f.read_text().splitlines()[0] + "\n")
+    return lake / RAW / "orders"
+
+
+def truncated_file(lake):
+    f = _a_busy_file(lake, "orders")
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) - 25])  # cut inside the last row
+    return f
+
+
+def corrupt_jsonl(lake):
+    f = _a_busy_file(lake, "email_events")
+    lines = f.read_bytes().splitlines(keepends=True)
+    lines[2] = b'{"event_id":"E1","diner_id":"D1","campa\x00\x00garbage\n'
+    f.write_bytes(b"".join(lines))
+    return f
+
+
+def non_utf8(lake):
+    f = _a_busy_file(lake, "diners")
+    lines = f.read_bytes().split(b"\n")
+    parts = lines[1].split(b",")
+    parts[2] = "Café".encode("latin-1")  # a latin-1 export, not UTF-8
+    lines[1] = b",".join(parts)
+    f.write_bytes(b"\n".join(lines))
+    return f
+
+
+def single_class_label(lake):
+    for f in _files(lake, "email_events"):
+        if f.parent.name >= "dt=2026-06-16":
+            f.write_text("".join(l for l in f.read_text().splitlines(keepends=True)
+                                 if '"conversion"' not in l))
+    return None
+
+
+def drifted_distribution(lake):
+    for f in _files(lake, "orders"):
+        _rewrite_csv(f, lambda ls: [ls[0]] + [",".join(p[:3] + [f"{float(p[3]) * 4:.2f}"] + p[4:])
+                                              for p in (l.split(",") for l in ls[1:])])
+    return None
+
+
+def unknown_category(lake):
+    for f in _files(lake, "diners"):
+        _rewrite_csv(f, lambda ls: [ls[0]] + [re.sub(r",(family|student),", ",vip,", l) for l in ls[1:]])
+    return None
+
+
+def label_window_incomplete(lake):
+    for d in sorted((lake / RAW / "email_events").iterdir()):
+        if d.name > "dt=2026-06-22":
+            for f in d.iterdir():
+                f.unlink()
+            d.rmdir()
+    return None
+
+
+# case -> (mutation, step that stops it (None: passes), substrings the message must contain)
+CASES = {
+    "missing_column": (missing_column, "ingest", ["missing column(s) channel"]),
+    "extra_column_warns": (extra_column, None, ["unexpected extra column(s) coupon_code"]),
+    "wrong_type": (wrong_type, "ingest", ["column amount has values that are not a valid double",
+                                          "amount='twelve'"]),
+    "null_diner_ids": (null_diner_ids, "ingest", ["column diner_id is empty/null"]),
+    "duplicate_diner_ids": (duplicate_diner_ids, "ingest", ["duplicate diner_id"]),
+    "negative_amounts": (negative_amounts, "ingest", ["column amount has negative values",
+                                                      "amount='-12.50'"]),
+    "future_dates": (future_dates, "ingest", ["column order_ts has dates in the future",
+                                              "2031-01-01T12:00:00"]),
+    "empty_input": (empty_input, "ingest", ["orders:", "hold no rows (empty input)"]),
+    "truncated_file": (truncated_file, "ingest", ["malformed row(s)"]),
+    "corrupt_jsonl": (corrupt_jsonl, "ingest", ["email_events:", "malformed row(s)"]),
+    "non_utf8": (non_utf8, "ingest", ["not valid UTF-8"]),
+    "single_class_label": (single_class_label, "validate",
+                           ["column label: expect_column_distinct_values_to_equal_set",
+                            "missing [1]"]),
+    "drifted_distribution": (drifted_distribution, "validate", ["drift against config:",
+                                                                "monetary_lookback="]),
+    "unknown_category": (unknown_category, "validate",
+                         ["column segment: expect_column_values_to_be_in_set", "vip"]),
+    "label_window_incomplete": (label_window_incomplete, "ingest",
+                                ["label window is not complete", "needs drops up to dt=2026-06-29"]),
+}
+
+
+@pytest.fixture(scope="module")
+def reference_profile(tmp_path_factory, pristine_lake, spark):
+    """Run the pristine data once: its feature profile is the drift reference of every case."""
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("reference")
+    lake = tmp / "lake"
+    shutil.copytree(pristine_lake, lake)
+    results = run_chain(lake, tmp)
+    assert [r["rc"] for r in results] == [0, 0], results
+    assert results[1]["xcom"]["status"] == "passed"
+    return results[1]["xcom"]["profile_uri"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input(case, lake, tmp_path, reference_profile, caplog):
+    mutate, stopper, needles = CASES[case]
+    where = mutate(lake)
+    before = raw_checksums(lake)
+    config = {"validation": {"reference_profile_uri": reference_profile}}
+    results = run_chain(lake, tmp_path, steps=("ingest", "validate", "train"), config=config,
+                        caplog=caplog)
+    assert raw_checksums(lake) == before, "the raw zone must stay byte-identical"
+    steps_run = [r["step"] for r in results]
+    features_manifest = lake / "features" / PIPELINE / f"customer={TENANT}"
+    if stopper is None:
+        # warning only: ingest and validate pass, validate flags it; the chain goes on
+        assert [r["rc"] for r in results[:2]] == [0, 0], results
+        v = results[1]["xcom"]
+        assert v["status"] == "passed_with_warnings"
+        text = json.dumps(v["warnings"])
+        message = text
+    else:
+        last = results[-1]
+        assert last["step"] == stopper and last["rc"] == 1, results
+        assert steps_run == ["ingest", "validate"][: steps_run.index(stopper) + 1], \
+            "nothing downstream of the failing step may run"
+        message = last["error"]
+        if stopper == "ingest":
+            assert not list(features_manifest.rglob("_MANIFEST.json")), "ingest committed nothing"
+            assert "nothing was written" in message
+        else:
+            assert "validation failed" in message and "data_docs/index.html" in message
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in:\n{message}"
+    if where is not None:
+        rel = str(where.relative_to(lake))
+        assert rel in message, f"the message must name {rel}:\n{message}"
+    print(f"\n[{case}] stopped by {stopper or 'nobody (warning)'}:\n{message}")

@@ -1,0 +1,121 @@
+"""Small unit tests of the data steps' pieces: Spark configuration, suite file, profiles, datagen."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model_steps import datagen
+from model_steps.expectations import available, load_suite
+from model_steps.features import FEATURE_SCHEMA, build_features_pandas
+from model_steps.profile import build_profile, drift, psi
+from model_steps.settings import data_settings, validation_settings
+from model_steps.spark_config import spark_conf
+
+
+def test_local_spark_conf_is_local_and_small():
+    conf = spark_conf({}, "file:///tmp/lake", env={})
+    assert conf["spark.master"] == "local[2]"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert not any(k.startswith("spark.hadoop.fs.s3a") for k in conf)
+
+
+def test_production_s3a_conf_uses_web_identity_and_a_committer():
+    conf = spark_conf({"data": {"spark": {"driver_memory": "6g"}}}, "s3://acme-lake/prod",
+                      env={"AWS_REGION": "eu-west-1"})
+    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith(
+        "WebIdentityTokenFileCredentialsProvider")
+    assert conf["spark.hadoop.fs.s3a.committer.name"] == "magic"
+    assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-1"
+    assert conf["spark.driver.memory"] == "6g"
+    assert not any("secret" in k.lower() or "access.key" in k.lower() for k in conf)
+
+
+def test_spark_on_kubernetes_conf():
+    cfg = {"data": {"spark": {"master": "k8s://https://kubernetes.default.svc",
+                              "executor_instances": 8, "executor_memory": "12g",
+                              "k8s_image": "registry/ingest@sha256:abc"}}}
+    conf = spark_conf(cfg, "s3a://acme-lake/prod", env={"HOSTNAME": "ingest-pod", "POD_IP": "10.0.0.5"})
+    assert conf["spark.kubernetes.container.image"] == "registry/ingest@sha256:abc"
+    assert conf["spark.kubernetes.driver.pod.name"] == "ingest-pod"
+    assert conf["spark.driver.host"] == "10.0.0.5"
+    assert conf["spark.executor.memory"] == "12g"
+    assert conf["spark.dynamicAllocation.maxExecutors"] == "8"
+    assert conf["spark.sql.shuffle.partitions"] == "200"
+
+
+def test_settings_defaults_and_checks():
+    assert data_settings({})["lookback_days"] == 365
+    v = validation_settings({"validation": {"min_rows": 5}})
+    assert v["min_rows"] == 5 and v["drift_psi_fail"] == 0.25
+    with pytest.raises(Exception, match="label_rate_min/max"):
+        validation_settings({"validation": {"label_rate_min": 0.7}})
+
+
+def test_suite_file_covers_every_feature_column_and_has_a_severity_each():
+    from great_expectations.core.expectation_suite import ExpectationSuite
+
+    assert "customer_propensity" in available()
+    name, suite = load_suite("customer_propensity")
+    exists = {e["kwargs"]["column"] for e in suite["expectations"] if e["type"] == "expect_column_to_exist"}
+    assert exists == set(FEATURE_SCHEMA)
+    assert {e["severity"] for e in suite["expectations"]} <= {"critical", "warning", "info"}
+    assert all(e.get("meta", {}).get("why") for e in suite["expectations"])
+    assert len(ExpectationSuite(**suite).expectations) == len(suite["expectations"])
+    # an unknown pipeline validates the same feature table with the default suite
+    assert load_suite("another_model")[0] == "customer_propensity.json"
+
+
+def test_psi_and_profile():
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"monetary_lookback": rng.gamma(2, 50, 5000), "segment": "family", "label": 0})
+    same = pd.DataFrame({"monetary_lookback": rng.gamma(2, 50, 5000), "segment": "family", "label": 0})
+    shifted = same.assign(monetary_lookback=same.monetary_lookback * 3)
+    prof = json.loads(json.dumps(build_profile(ref)))  # survives a JSON round trip
+    assert drift(prof, same)["monetary_lookback"] < 0.05
+    assert drift(prof, shifted)["monetary_lookback"] > 0.25
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0.0
+
+
+def test_datagen_is_deterministic_by_seed(tmp_path):
+    def digest(seed):
+        root = tmp_path / f"lake{seed}-{len(list(tmp_path.iterdir()))}"
+        datagen.write_raw(datagen.generate(300, seed=seed), f"file://{root}", "acme-foods")
+        h = hashlib.sha256()
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+        return h.hexdigest()
+
+    assert digest(3) == digest(3)
+    assert digest(3) != digest(4)
+
+
+def test_datagen_has_a_learnable_signal():
+    """A plain logistic regression on the features beats chance by a clear margin (AUC)."""
+    from scipy.optimize import minimize
+    from scipy.stats import rankdata
+
+    t = datagen.generate(6000, seed=5)
+    d, o, e = (t[k].drop(columns="dt") for k in ("diners", "orders", "email_events"))
+    f = build_features_pandas(d, o, e, datagen.DEFAULT_CUTOFF)
+    cols = [c for c, k in FEATURE_SCHEMA.items() if k in ("int", "double") and c != "label"]
+    x = f[cols].to_numpy(float)
+    x = np.c_[np.ones(len(x)), (x - x.mean(0)) / (x.std(0) + 1e-9)]
+    y = f["label"].to_numpy(float)
+    train = np.random.default_rng(0).random(len(y)) < 0.6
+
+    def nll(w):
+        z = x[train] @ w
+        return np.sum(np.logaddexp(0, z) - y[train] * z) + 0.5 * w @ w
+
+    w = minimize(nll, np.zeros(x.shape[1]), method="L-BFGS-B").x
+    s, yt = x[~train] @ w, y[~train]
+    r = rankdata(s)
+    auc = (r[yt == 1].sum() - yt.sum() * (yt.sum() + 1) / 2) / (yt.sum() * (len(yt) - yt.sum()))
+    assert 0.02 < y.mean() < 0.2
+    assert auc > 0.68, auc

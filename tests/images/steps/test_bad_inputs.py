@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PIPELINE, TENANT, raw_checksums, run_chain
+from datasteps_helpers import PIPELINE, TENANT, raw_checksums, run_chain
 
 RAW = Path("raw") / f"customer={TENANT}"
 

@@ -22,16 +22,18 @@ from model_steps.contract import (
     CUSTOMER_ID_PATTERN,
     DEFAULT_XCOM_PATH,
     ENV_CONFIG,
+    ENV_PARAMS,
     ENV_XCOM_PATH,
     EXIT_OK,
     EXIT_SKIP_DOWNSTREAM,
     EXIT_USAGE,
     PIPELINE_NAME_PATTERN,
+    RESULT_LOG_PREFIX,
     STEP_NAMES,
     SkipDownstream,
     StepContext,
     StepError,
-    UsageError,
+    load_json_env,
     write_result,
 )
 
@@ -59,22 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     for name in STEP_NAMES:
         p = sub.add_parser(name, help=f"run the {name} step")
-        p.add_argument("--pipeline", required=True, type=_pattern_arg(PIPELINE_NAME_PATTERN, "pipeline"))
-        p.add_argument("--customer", required=True, type=_pattern_arg(CUSTOMER_ID_PATTERN, "customer id"))
+        p.add_argument(
+            "--pipeline", required=True, type=_pattern_arg(PIPELINE_NAME_PATTERN, "pipeline")
+        )
+        p.add_argument(
+            "--customer", required=True, type=_pattern_arg(CUSTOMER_ID_PATTERN, "customer id")
+        )
         p.add_argument("--run-id", required=True)
         p.add_argument("--data-date", required=True, type=_date_arg)
     return parser
 
 
-def _load_config() -> dict[str, Any]:
-    raw = os.environ.get(ENV_CONFIG, "{}")
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{ENV_CONFIG} is not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"{ENV_CONFIG} must be a JSON object, got {type(config).__name__}")
-    return config
+def _is_primary_rank() -> bool:
+    """Under horovodrun every rank runs this CLI; only rank 0 speaks for the step."""
+    rank = os.environ.get("HOROVOD_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "0"
+    return rank == "0"
+
+
+def _report(result: dict[str, Any], xcom_path: str) -> None:
+    if not _is_primary_rank():
+        return
+    write_result(result, xcom_path)
+    print(RESULT_LOG_PREFIX + json.dumps(result, default=str, sort_keys=True), flush=True)
 
 
 def _step_body(step: str):  # type: ignore[no-untyped-def]
@@ -110,22 +118,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             customer=args.customer,
             run_id=args.run_id,
             data_date=args.data_date,
-            config=_load_config(),
+            config=load_json_env(dict(os.environ), ENV_CONFIG),
+            params=load_json_env(dict(os.environ), ENV_PARAMS),
             env=dict(os.environ),
         )
-        log.info("step %s starting: pipeline=%s customer=%s run=%s data_date=%s",
-                 ctx.step, ctx.pipeline, ctx.customer, ctx.run_id, ctx.data_date)
+        log.info(
+            "step %s starting: pipeline=%s customer=%s run=%s data_date=%s",
+            ctx.step,
+            ctx.pipeline,
+            ctx.customer,
+            ctx.run_id,
+            ctx.data_date,
+        )
         result = _step_body(ctx.step)(ctx)
     except SkipDownstream as skip:
-        write_result(skip.result, xcom_path)
+        _report(skip.result, xcom_path)
         log.warning("step %s asks to skip downstream: %s", args.step, skip)
         return EXIT_SKIP_DOWNSTREAM
     except StepError as exc:
         log.error("step %s failed: %s", args.step, exc)
         return exc.exit_code
-    write_result(result, xcom_path)
+    _report(result, xcom_path)
     log.info("step %s done in %.1fs", args.step, time.monotonic() - started)
     return EXIT_OK
-
-
-

@@ -31,10 +31,14 @@ EXIT_USAGE = 2
 EXIT_SKIP_DOWNSTREAM = 99
 
 DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
+# The CLI also logs the result on one line with this prefix: the MPIJob launcher has no XCom
+# sidecar, so its operator recovers the result from the launcher's log.
+RESULT_LOG_PREFIX = "STEP_RESULT_JSON="
 
 # Environment variables of the contract (names only; values come from the runtime).
 ENV_XCOM_PATH = "STEP_XCOM_PATH"
 ENV_CONFIG = "STEP_CONFIG"
+ENV_PARAMS = "STEP_PARAMS"  # the Airflow run's params (the operator's trigger-form overrides)
 ENV_LAKE_URI = "LAKE_URI"
 ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"
 
@@ -83,6 +87,7 @@ class StepContext:
     run_id: str
     data_date: dt.date
     config: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -102,9 +107,27 @@ class StepContext:
     def lake_path(self, zone: str, *parts: str) -> str:
         """Where this run's output for ``zone`` lives: zone/pipeline/customer=C/run=R/…"""
         return "/".join(
-            [self.lake_uri.rstrip("/"), zone, self.pipeline, f"customer={self.customer}",
-             f"run={self.run_key}", *parts]
+            [
+                self.lake_uri.rstrip("/"),
+                zone,
+                self.pipeline,
+                f"customer={self.customer}",
+                f"run={self.run_key}",
+                *parts,
+            ]
         )
+
+
+def load_json_env(env: dict[str, str], name: str) -> dict[str, Any]:
+    """A JSON-object environment variable of the contract ({} when unset)."""
+    raw = env.get(name) or "{}"
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{name} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def write_result(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -1,0 +1,90 @@
+# Two environments, never mixed (see README "Layout"):
+#   .venv        control plane: Airflow 3 + cncf-kubernetes + amazon providers (requirements.lock)
+#   .venv-steps  workload: the model_steps package with every step's extra (images/steps)
+# Every install is keyed on the hash of the files that define it (stamp files in .stamps/), so a
+# second `make test` starts at once and a changed lock reinstalls only its own venv.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+STAMPS := .stamps
+CP_VENV := .venv
+STEPS_VENV := .venv-steps
+CP_PY := $(CP_VENV)/bin/python
+STEPS_PY := $(STEPS_VENV)/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo .tools/uv/bin/uv)
+
+hash = $(shell cat $(1) | sha256sum | cut -c1-16)
+CP_STAMP := $(STAMPS)/control-plane-$(call hash,requirements.lock)
+STEPS_STAMP := $(STAMPS)/steps-$(call hash,images/steps/requirements.lock images/steps/pyproject.toml)
+
+export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PYTHONPATH := $(CURDIR)/plugins
+
+.PHONY: help setup run test lint format bench airflow lock clean
+
+include make/delivery.mk
+
+help:
+	@echo "make run     set up, then run the example pipeline end to end on this machine"
+	@echo "make test    set up, then run lint and every test"
+	@echo "make setup   create/refresh .venv (Airflow) and .venv-steps (workload); idempotent"
+	@echo "make lint    ruff check + format check"
+	@echo "make bench   benchmarks (tables printed, JSON in benchmarks/results/)"
+	@echo "make airflow Airflow standalone UI on http://localhost:8080 with the project's DAGs"
+	@echo "make lock    re-resolve requirements.lock and images/steps/requirements.lock"
+
+.tools/uv/bin/uv:
+	$(PYTHON) -m venv .tools/uv
+	.tools/uv/bin/pip install -q uv==$(UV_VERSION)
+
+$(CP_STAMP): requirements.lock | $(UV)
+	rm -f $(STAMPS)/control-plane-*
+	$(UV) venv -q --allow-existing -p $(PYTHON) $(CP_VENV)
+	VIRTUAL_ENV=$(CP_VENV) $(UV) pip install -q -r requirements.lock
+	mkdir -p $(STAMPS) && touch $@
+
+$(STEPS_STAMP): images/steps/requirements.lock images/steps/pyproject.toml | $(UV)
+	rm -f $(STAMPS)/steps-*
+	$(UV) venv -q --allow-existing -p $(PYTHON) $(STEPS_VENV)
+	VIRTUAL_ENV=$(STEPS_VENV) $(UV) pip install -q -r images/steps/requirements.lock
+	VIRTUAL_ENV=$(STEPS_VENV) $(UV) pip install -q --no-deps -e images/steps
+	mkdir -p $(STAMPS) && touch $@
+
+setup: $(CP_STAMP) $(STEPS_STAMP)
+
+lock: | $(UV)
+	$(UV) pip compile -q --python-version 3.11 requirements.txt requirements-dev.txt -o requirements.lock
+	$(UV) pip compile -q --python-version 3.11 --all-extras images/steps/pyproject.toml \
+		images/steps/requirements-dev.txt -o images/steps/requirements.lock
+
+lint: $(CP_STAMP)
+	$(CP_VENV)/bin/ruff check .
+	$(CP_VENV)/bin/ruff format --check .
+
+format: $(CP_STAMP)
+	$(CP_VENV)/bin/ruff format .
+	$(CP_VENV)/bin/ruff check --fix .
+
+test: setup delivery-tools lint
+	$(CP_VENV)/bin/pytest tests/dags tests/plugins tests/delivery
+	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images
+
+run: setup
+	$(CP_PY) scripts/run_example.py
+
+bench: setup
+	$(CP_PY) benchmarks/bench_dag_parse.py
+
+airflow: setup
+	@echo "Airflow UI on http://localhost:8080 (user/password printed below by 'standalone')"
+	$(CP_VENV)/bin/airflow standalone
+
+clean:
+	rm -rf $(CP_VENV) $(STEPS_VENV) $(DELIVERY_VENV) $(STAMPS) .tools tools/bin var

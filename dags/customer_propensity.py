@@ -1,0 +1,54 @@
+"""Airflow DAGs for the customer_propensity model: one DAG per restaurant-chain customer.
+
+The email-campaign case: predict which diners convert on an offer from their order history and past
+engagement, then push the top scores to the customer's CRM. Everything below is data; the platform
+(plugins/mlplatform) validates it and builds the DAGs.
+"""
+
+from mlplatform import register_pipeline
+
+register_pipeline(
+    globals(),
+    {
+        "name": "customer_propensity",
+        "owner": "growth-ml",
+        "description": "Propensity to convert on an email offer, scored daily and pushed to the CRM.",
+        "schedule": "0 5 * * *",
+        "tags": ["propensity", "email"],
+        "steps": {
+            "ingest": {},
+            "validate": {},
+            # Production trains on one GPU node; the local runtime uses 2 Horovod ranks on CPU.
+            "train": {"gpu": 1, "local_processes": 2},
+            "evaluate": {},
+            "score": {},
+            "publish": {},
+        },
+        "defaults": {
+            "data": {"lookback_days": 365, "label_window_days": 14},
+            "training": {"epochs": 8, "batch_size": 1024},
+            "gate": {
+                "metric": "roc_auc",
+                "min_improvement": 0.002,
+                "thresholds": {"roc_auc": 0.65, "brier": 0.2},
+                "on_fail": "score_with_champion",
+            },
+        },
+        "tiers": {
+            "standard": {"schedule": "0 6 * * 1", "crm": {"max_concurrency": 2}},
+            "premium": {
+                "training": {"epochs": 12},
+                "resources": {"train": {"gpu": 4, "shm_size": "16Gi", "memory": "64Gi"}},
+            },
+        },
+        "customers": [
+            {"id": "acme-foods", "tier": "premium"},
+            {"id": "bella-pasta", "tier": "standard"},
+            {
+                "id": "casa-tacos",
+                "tier": "standard",
+                "settings": {"crm": {"offer_code": "taco-tuesday"}},
+            },
+        ],
+    },
+)

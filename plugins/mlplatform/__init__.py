@@ -1,0 +1,11 @@
+"""Control plane of the model-workflow platform.
+
+A model module in ``dags/`` describes its pipeline as data; :func:`register_pipeline` validates it and
+puts one Airflow DAG per (model, customer) into the module's globals. Nothing here imports an ML
+library: the scheduler parses these files every few seconds.
+"""
+
+from mlplatform.factory import register_pipeline
+from mlplatform.spec import PipelineSpecError
+
+__all__ = ["PipelineSpecError", "register_pipeline"]

@@ -1,0 +1,90 @@
+"""The image manifest: which image, pinned by digest, each step kind runs in the cluster.
+
+GitLab CI builds the step images on merge and publishes ``dags/image_manifest.json``; an operator can
+pin other digests with the Airflow Variable ``mlops_image_manifest`` (same JSON) without a deploy.
+Pods must never run a moving tag: a missing entry, ``:latest`` or a tag without a digest stops the
+DAG file at parse time with a message saying which step and which manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from mlplatform.steps import STEP_KINDS, StepKind
+
+MANIFEST_VARIABLE = "mlops_image_manifest"
+MANIFEST_PATH_ENV = "MLOPS_IMAGE_MANIFEST"
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "dags" / "image_manifest.json"
+_DIGEST_REF = re.compile(r"^(?P<repo>[a-z0-9][a-z0-9._/:-]*[a-z0-9])@sha256:[0-9a-f]{64}$")
+
+
+class ImageManifestError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    source: str
+    images: dict[str, str]
+    commit: str | None = None
+
+    def image_for(self, step: StepKind) -> str:
+        ref = self.images.get(step)
+        if ref is None:
+            raise ImageManifestError(
+                f"image manifest {self.source} has no image for step {step!r} "
+                f"(it lists: {', '.join(sorted(self.images)) or 'nothing'}); "
+                "CI publishes one entry per step image"
+            )
+        if _DIGEST_REF.match(ref):
+            return ref
+        if ref.endswith(":latest") or ":latest@" in ref:
+            why = "uses the moving tag ':latest'"
+        elif "@" not in ref:
+            why = "is a tag without a digest"
+        else:
+            why = "is not of the form <repository>@sha256:<64 hex digits>"
+        raise ImageManifestError(
+            f"image manifest {self.source}: step {step!r} image {ref!r} {why}; pods run images "
+            "pinned by digest only (CI writes repo@sha256:… after pushing)"
+        )
+
+
+def parse_manifest(text: str, source: str) -> ImageManifest:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImageManifestError(f"image manifest {source} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
+        raise ImageManifestError(
+            f'image manifest {source} must be {{"schema_version": 1, "images": {{step: ref}}}}'
+        )
+    unknown = sorted(set(data["images"]) - set(STEP_KINDS))
+    if unknown:
+        raise ImageManifestError(
+            f"image manifest {source} names unknown steps {unknown}; steps are {list(STEP_KINDS)}"
+        )
+    return ImageManifest(source=source, images=dict(data["images"]), commit=data.get("commit"))
+
+
+@lru_cache(maxsize=1)
+def load_manifest() -> ImageManifest:
+    """The Airflow Variable if set, else the manifest file shipped with the DAGs (read once)."""
+    from airflow.sdk import Variable
+
+    override = Variable.get(MANIFEST_VARIABLE, default=None)
+    if override:
+        text = override if isinstance(override, str) else json.dumps(override)
+        return parse_manifest(text, f"Airflow Variable {MANIFEST_VARIABLE!r}")
+    path = Path(os.environ.get(MANIFEST_PATH_ENV, DEFAULT_MANIFEST))
+    if not path.is_file():
+        raise ImageManifestError(
+            f"no image manifest at {path}: the kubernetes runtime needs one (GitLab CI publishes it "
+            f"on merge; or set the Airflow Variable {MANIFEST_VARIABLE!r} or {MANIFEST_PATH_ENV})"
+        )
+    return parse_manifest(path.read_text(), str(path))

@@ -1,0 +1,72 @@
+"""The one description of how a step is invoked, shared by both runtimes.
+
+Both the pod and the local process get exactly this argv (``python`` resolved to the workload venv
+locally) and these variables; only where they run differs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+from mlplatform.profiles import ResourceProfile
+from mlplatform.spec import ResolvedCustomer
+from mlplatform.steps import ENV_CONFIG, ENV_PARAMS, WORKLOAD_MODULE, StepKind
+
+# The cutoff date of a run: the operator's choice in the trigger form, else the day the run was due.
+DATA_DATE_TEMPLATE = "{{ params.data_date or dag_run.run_after | ds }}"
+PARAMS_TEMPLATE = "{{ params | tojson }}"
+
+
+@dataclass(frozen=True)
+class StepInvocation:
+    customer: ResolvedCustomer
+    step: StepKind
+
+    @property
+    def profile(self) -> ResourceProfile:
+        return self.customer.profiles[self.step]
+
+    @property
+    def pipeline(self) -> str:
+        return self.customer.pipeline.name
+
+    def argv(
+        self, horovod_processes: int = 1, *, gloo: bool = False, hostfile: str | None = None
+    ) -> list[str]:
+        """The command line; with several processes, wrapped in ``horovodrun -np N``.
+
+        Ranks run on this host (``-H localhost:N``) unless a hostfile lists the nodes (MPIJob).
+        """
+        command = [
+            "python", "-m", WORKLOAD_MODULE, self.step,
+            "--pipeline", self.pipeline,
+            "--customer", self.customer.id,
+            "--run-id", "{{ run_id }}",
+            "--data-date", DATA_DATE_TEMPLATE,
+        ]  # fmt: skip
+        if horovod_processes <= 1:
+            return command
+        hosts = ["--hostfile", hostfile] if hostfile else ["-H", f"localhost:{horovod_processes}"]
+        launcher = ["horovodrun", "-np", str(horovod_processes), *hosts]
+        return launcher + (["--gloo"] if gloo else []) + command
+
+    @cached_property
+    def env(self) -> dict[str, str]:
+        """Step-specific variables; platform-wide ones (lake, MLflow…) come from the runtime."""
+        return {
+            ENV_CONFIG: json.dumps(self.customer.settings.step_config(), sort_keys=True),
+            ENV_PARAMS: PARAMS_TEMPLATE,
+        }
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Cost-allocation labels, also used to find a run's pods with kubectl."""
+        return {
+            "app.kubernetes.io/part-of": "mlops-platform",
+            "mlops.io/pipeline": self.pipeline,
+            "mlops.io/customer": self.customer.id,
+            "mlops.io/step": self.step,
+            "mlops.io/team": self.customer.pipeline.owner,
+        }

@@ -1,0 +1,74 @@
+"""The kubernetes runtime: a KubernetesPodOperator per step, an MPIJob for multi-node training."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import BaseOperator
+
+from mlplatform.images import load_manifest
+from mlplatform.invocation import StepInvocation
+from mlplatform.runtime import pods
+from mlplatform.runtime.mpijob import MPIJobOperator, render_mpijob
+from mlplatform.steps import EXIT_SKIP_DOWNSTREAM
+
+
+def pod_name(invocation: StepInvocation) -> str:
+    # The operator appends a random suffix and trims to 63 characters; labels carry full names.
+    return f"{invocation.pipeline.replace('_', '-')}-{invocation.customer.id}-{invocation.step}"
+
+
+def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> BaseOperator:
+    cluster = pods.ClusterSettings()
+    image = load_manifest().image_for(invocation.step)
+    profile = invocation.profile
+    if profile.nodes > 1:
+        return MPIJobOperator(
+            mpijob=render_mpijob(invocation, image, cluster),
+            namespace=cluster.namespace,
+            kubernetes_conn_id=cluster.kubernetes_conn_id,
+            startup_timeout_seconds=profile.startup_timeout_seconds,
+            **task_kwargs,
+        )
+    argv = invocation.argv(horovod_processes=profile.processes_per_pod)
+    return KubernetesPodOperator(
+        kubernetes_conn_id=cluster.kubernetes_conn_id,
+        namespace=cluster.namespace,
+        name=pod_name(invocation),
+        image=image,
+        image_pull_policy="IfNotPresent",
+        cmds=argv[:1],
+        arguments=argv[1:],
+        env_vars=dict(invocation.env),
+        env_from=pods.env_from(invocation.step, cluster),
+        labels=invocation.labels,
+        container_resources=pods.resources(profile),
+        volumes=pods.volumes(profile),
+        volume_mounts=pods.volume_mounts(profile),
+        node_selector=pods.node_selector(profile),
+        tolerations=pods.tolerations(profile),
+        security_context=pods.pod_security_context(),
+        container_security_context=pods.container_security_context(),
+        xcom_sidecar_container_security_context=pods.container_security_context(),
+        service_account_name=cluster.service_account(invocation.step),
+        automount_service_account_token=False,  # IRSA projects its own token; no API access needed
+        priority_class_name=profile.priority_class,
+        startup_timeout_seconds=profile.startup_timeout_seconds,
+        active_deadline_seconds=profile.timeout_minutes * 60,
+        do_xcom_push=True,
+        skip_on_exit_code=EXIT_SKIP_DOWNSTREAM,
+        on_finish_action="delete_succeeded_pod",  # keep failed pods for `kubectl describe`
+        reattach_on_restart=True,
+        deferrable=cluster.deferrable,
+        log_events_on_failure=True,
+        get_logs=True,
+        **task_kwargs,
+    )
+
+
+def execution_timeout(invocation: StepInvocation) -> dt.timedelta:
+    """The step's own budget plus the time a pod may wait for a node to appear."""
+    profile = invocation.profile
+    return dt.timedelta(minutes=profile.timeout_minutes, seconds=profile.startup_timeout_seconds)

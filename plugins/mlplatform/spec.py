@@ -1,0 +1,214 @@
+"""The pipeline spec a model module declares, validated with errors that name file and field."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlplatform.profiles import PLATFORM_DEFAULTS, ResourceProfile
+from mlplatform.settings import CustomerSettings, deep_merge
+from mlplatform.steps import CUSTOMER_ID_REGEX, PIPELINE_NAME_REGEX, STEP_KINDS, StepKind
+
+LABEL_VALUE_REGEX = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+
+
+class PipelineSpecError(ValueError):
+    """A model module's spec is invalid. The message lists every problem as ``file: field: why``."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {source}: {p}" for p in problems)
+        super().__init__(
+            f"invalid pipeline spec in {source} ({len(problems)} problem(s)):\n{lines}"
+        )
+
+
+def _format_loc(loc: tuple[int | str, ...], customers: list[Any]) -> str:
+    """``('customers', 1, 'id')`` -> ``customers[1] (acme-foods).id`` so users find the entry."""
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if i > 0 and loc[i - 1] == "customers" and item < len(customers):
+                entry = customers[item]
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                    label += f" ({entry['id']})"
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<spec>"
+
+
+def problems_of(
+    error: ValidationError, prefix: str = "", customers: list[Any] | None = None
+) -> list[str]:
+    """One ``field.path: what is wrong`` line per pydantic error, ``prefix`` prepended to the path."""
+    problems = []
+    for err in error.errors():
+        where = _format_loc(tuple(err["loc"]), customers or [])
+        where = f"{prefix}.{where}" if prefix and where != "<spec>" else prefix or where
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; the README lists the allowed fields)"
+        elif err["type"] == "literal_error":
+            message = f"{message} (got {err['input']!r})"
+        problems.append(f"{where}: {message}")
+    return problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CustomerSpec(_Strict):
+    id: str = Field(
+        pattern=CUSTOMER_ID_REGEX,
+        description="reaches pod names, S3 keys and MLflow names: 3-32 chars of a-z, 0-9 and '-'",
+    )
+    tier: str
+    enabled: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _explain_id(cls, value: Any) -> Any:
+        import re
+
+        if isinstance(value, str) and not re.fullmatch(CUSTOMER_ID_REGEX, value):
+            raise ValueError(
+                f"customer id {value!r} is not allowed: use 3-32 characters, lowercase letters, "
+                "digits and '-', starting with a letter and not ending with '-' "
+                "(it becomes part of pod names, S3 keys and MLflow model names)"
+            )
+        return value
+
+
+class PipelineSpec(_Strict):
+    name: str = Field(pattern=PIPELINE_NAME_REGEX)
+    owner: str = Field(pattern=LABEL_VALUE_REGEX, description="owning team; a cost label on pods")
+    description: str = Field(min_length=1)
+    schedule: str | None = None
+    start_date: dt.date = dt.date(2026, 1, 1)
+    tags: tuple[str, ...] = ()
+    steps: dict[StepKind, dict[str, Any]] = Field(
+        description="the steps this pipeline runs (in platform order) with resource overrides"
+    )
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    tiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    customers: list[CustomerSpec] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _some_steps(cls, steps: dict[StepKind, dict[str, Any]]) -> dict[StepKind, dict[str, Any]]:
+        if not steps:
+            raise ValueError(f"at least one step is needed, from {', '.join(STEP_KINDS)}")
+        return steps
+
+    @model_validator(mode="after")
+    def _customers_consistent(self) -> PipelineSpec:
+        seen: set[str] = set()
+        for customer in self.customers:
+            if customer.id in seen:
+                raise ValueError(f"customer id {customer.id!r} appears more than once")
+            seen.add(customer.id)
+            if customer.tier not in self.tiers:
+                allowed = ", ".join(sorted(self.tiers)) or "(no tiers declared)"
+                raise ValueError(
+                    f"customer {customer.id!r} has tier {customer.tier!r}; declared tiers: {allowed}"
+                )
+        return self
+
+
+@dataclass(frozen=True)
+class ResolvedCustomer:
+    """One customer with every layer applied: what one DAG is built from."""
+
+    pipeline: PipelineSpec
+    id: str
+    tier: str
+    settings: CustomerSettings
+    profiles: dict[StepKind, ResourceProfile]
+
+    @property
+    def dag_id(self) -> str:
+        return f"{self.pipeline.name}__{self.id}"
+
+    @property
+    def schedule(self) -> str | None:
+        return self.settings.schedule or self.pipeline.schedule
+
+    @property
+    def steps(self) -> list[StepKind]:
+        return [kind for kind in STEP_KINDS if kind in self.pipeline.steps]
+
+
+def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineSpec:
+    try:
+        return PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineSpecError(
+            source, problems_of(exc, customers=raw.get("customers") or [])
+        ) from None
+
+
+def _profile(
+    layers: list[dict[str, Any]], where: str, problems: list[str]
+) -> ResourceProfile | None:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    try:
+        return ResourceProfile.model_validate(merged)
+    except ValidationError as exc:
+        problems += problems_of(exc, prefix=where)
+        return None
+
+
+def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]:
+    """Apply the layers for every enabled customer; collect every problem before raising.
+
+    Pipeline-level step profiles are validated once (an error there is reported once, not once per
+    customer); a customer's profiles are re-validated only where its settings override resources.
+    """
+    problems: list[str] = []
+    base_profiles: dict[StepKind, ResourceProfile] = {}
+    for kind, overrides in spec.steps.items():
+        profile = _profile([PLATFORM_DEFAULTS[kind], overrides], f"steps.{kind}", problems)
+        if profile is not None:
+            base_profiles[kind] = profile
+    if problems:
+        raise PipelineSpecError(source, problems)
+
+    resolved: list[ResolvedCustomer] = []
+    for index, customer in enumerate(spec.customers):
+        if not customer.enabled:
+            continue
+        where = f"customers[{index}] ({customer.id}).settings"
+        layered = deep_merge(
+            deep_merge(spec.defaults, spec.tiers[customer.tier]), customer.settings
+        )
+        try:
+            settings = CustomerSettings.model_validate(layered)
+        except ValidationError as exc:
+            problems += [
+                f"{p} (merged from defaults, tier {customer.tier!r} and the customer)"
+                for p in problems_of(exc, prefix=where)
+            ]
+            continue
+        profiles = dict(base_profiles)
+        for kind, overrides in settings.resources.items():
+            if kind not in spec.steps:
+                problems.append(f"{where}.resources.{kind}: the pipeline has no {kind} step")
+                continue
+            layers = [PLATFORM_DEFAULTS[kind], spec.steps[kind], overrides]
+            profile = _profile(layers, f"{where}.resources.{kind}", problems)
+            if profile is not None:
+                profiles[kind] = profile
+        resolved.append(ResolvedCustomer(spec, customer.id, customer.tier, settings, profiles))
+    if problems:
+        raise PipelineSpecError(source, problems)
+    return resolved

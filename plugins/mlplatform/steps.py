@@ -1,0 +1,23 @@
+"""What the control plane knows about the workload contract (images/steps/model_steps/contract.py).
+
+The two sides live in different environments and never import each other; a test checks that these
+constants match the workload's.
+"""
+
+from typing import Literal
+
+StepKind = Literal["ingest", "validate", "train", "evaluate", "score", "publish"]
+STEP_KINDS: tuple[StepKind, ...] = ("ingest", "validate", "train", "evaluate", "score", "publish")
+
+WORKLOAD_MODULE = "model_steps"
+EXIT_SKIP_DOWNSTREAM = 99
+POD_XCOM_PATH = "/airflow/xcom/return.json"
+ENV_XCOM_PATH = "STEP_XCOM_PATH"
+ENV_CONFIG = "STEP_CONFIG"
+ENV_PARAMS = "STEP_PARAMS"
+# The step CLI also logs its result on one line with this prefix, so runtimes without an XCom
+# sidecar (the MPIJob launcher) can recover it from the logs.
+RESULT_LOG_PREFIX = "STEP_RESULT_JSON="
+
+CUSTOMER_ID_REGEX = r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$"
+PIPELINE_NAME_REGEX = r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$"

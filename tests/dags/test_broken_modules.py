@@ -1,0 +1,75 @@
+"""A broken model module shows as an import error on that file only; every other DAG still loads."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+GOOD_DAG_IDS = {
+    "customer_propensity__acme-foods",
+    "customer_propensity__bella-pasta",
+    "customer_propensity__casa-tacos",
+}
+
+
+def module(spec_literal: str) -> str:
+    return textwrap.dedent(
+        '''
+        """Airflow DAG module for a model."""
+        from mlplatform import register_pipeline
+
+        register_pipeline(globals(), {spec})
+        '''
+    ).format(spec=spec_literal)
+
+
+def spec(customers: str = '[{"id": "good-co", "tier": "t"}]', steps: str = '{"ingest": {}}') -> str:
+    return (
+        '{"name": "other_model", "owner": "team-a", "description": "d", '
+        f'"steps": {steps}, "tiers": {{"t": {{}}}}, "customers": {customers}}}'
+    )
+
+
+CASES = {
+    "syntax_error.py": (
+        '"""Airflow DAG."""\nfrom mlplatform import register_pipeline\nx = (\n',
+        "SyntaxError",
+    ),
+    "bad_customer.py": (
+        module(spec(customers='[{"id": "Bad Customer!", "tier": "t"}]')),
+        "customers[0] (Bad Customer!).id: customer id 'Bad Customer!' is not allowed",
+    ),
+    "negative_memory.py": (
+        module(spec(steps='{"ingest": {"memory": "-2Gi"}}')),
+        "steps.ingest.memory: '-2Gi' is not a positive Kubernetes quantity",
+    ),
+    "unknown_step.py": (
+        module(spec(steps='{"ingest": {}, "deploy": {}}')),
+        "steps.deploy",
+    ),
+}
+
+
+@pytest.mark.parametrize("filename", sorted(CASES))
+def test_only_the_broken_file_errors(filename: str, dags_folder, dagbag) -> None:
+    text, expected = CASES[filename]
+    bag = dagbag(dags_folder({filename: text}))
+    ((path, error),) = bag.import_errors.items()
+    assert path.endswith(filename)
+    assert expected in error
+    if filename != "syntax_error.py":
+        assert f"dags/{filename}" in error or filename in error
+    assert set(bag.dag_ids) == GOOD_DAG_IDS
+
+
+def test_all_broken_modules_together_leave_good_ones_working(dags_folder, dagbag) -> None:
+    bag = dagbag(dags_folder({name: text for name, (text, _) in CASES.items()}))
+    assert len(bag.import_errors) == len(CASES)
+    assert set(bag.dag_ids) == GOOD_DAG_IDS
+
+
+def test_a_valid_second_model_adds_its_dags(dags_folder, dagbag) -> None:
+    bag = dagbag(dags_folder({"other_model.py": module(spec())}))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == GOOD_DAG_IDS | {"other_model__good-co"}

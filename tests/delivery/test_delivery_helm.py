@@ -1,0 +1,226 @@
+"""Helm: lint and render each chart with the real helm binary, validate the objects against the
+Kubernetes OpenAPI schemas (kubernetes-validate --strict), checkov them, and hold the names the
+control plane relies on (service accounts, priority classes, step-env, RBAC)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from delivery_helpers import (
+    AIRFLOW_NAMESPACE,
+    CHARTS,
+    K8S_VERSION,
+    REPO,
+    STEP_KINDS,
+    STEPS_NAMESPACE,
+    assert_checkov_clean,
+    checkov,
+    output_of,
+    parse_charts,
+    render_charts,
+    run,
+    tool,
+)
+
+
+@pytest.fixture(scope="module")
+def rendered_charts(tmp_path_factory) -> dict[str, Path]:
+    return render_charts(tmp_path_factory.mktemp("helm-rendered"))
+
+
+@pytest.fixture(scope="module")
+def rendered_objects(rendered_charts) -> dict[str, list[dict]]:
+    return parse_charts(rendered_charts)
+
+
+HELM_DIR = REPO / "helm"
+YAMLLINT_CONFIG = (
+    "{extends: default, rules: {line-length: {max: 140}, document-start: disable, "
+    "truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}"
+)
+
+
+def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_helm_lint_strict(chart):
+    proc = run(
+        [tool("helm"), "lint", "--strict", str(HELM_DIR / chart), "--namespace", STEPS_NAMESPACE]
+    )
+    assert proc.returncode == 0, output_of(proc)
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_rendered_objects_pass_kubernetes_validate_strict(rendered_charts, chart):
+    proc = run(
+        [tool("kubernetes-validate"), "--strict", "-k", K8S_VERSION, str(rendered_charts[chart])]
+    )
+    assert proc.returncode == 0, output_of(proc)
+    assert "passed" in proc.stdout
+
+
+def test_checkov_on_rendered_charts_clean(rendered_charts):
+    summary = checkov(["-d", str(rendered_charts["platform"].parent)], "kubernetes")
+    print(f"checkov kubernetes (charts): passed={summary['passed']} failed={summary['failed']} "
+          f"skipped={summary['skipped']}")  # fmt: skip
+    assert_checkov_clean(summary, min_passed=100)
+
+
+def test_yamllint_values_and_ci():
+    files = [str(p) for p in sorted(HELM_DIR.glob("*/values*.yaml"))] + [
+        str(HELM_DIR / c / "Chart.yaml") for c in CHARTS
+    ] + [str(REPO / ".gitlab-ci.yml")]  # fmt: skip
+    proc = run([tool("yamllint"), "--strict", "-d", YAMLLINT_CONFIG, *files])
+    assert proc.returncode == 0, output_of(proc)
+
+
+# ---- platform chart: the names the DAGs' pods use ----------------------------------------------
+
+
+def test_step_service_accounts_irsa_annotated_without_api_token(rendered_objects):
+    sas = by_kind(rendered_objects["platform"], "ServiceAccount")
+    assert set(sas) == {f"step-{k}" for k in STEP_KINDS}
+    for name, sa in sas.items():
+        assert sa["metadata"]["namespace"] == STEPS_NAMESPACE
+        assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
+            "arn:aws:iam::"
+        ), name
+        assert sa["automountServiceAccountToken"] is False
+
+
+def test_airflow_worker_may_create_pods_and_mpijobs_in_ml_steps(rendered_objects):
+    role = by_kind(rendered_objects["platform"], "Role")["airflow-step-launcher"]
+    assert role["metadata"]["namespace"] == STEPS_NAMESPACE
+    rules = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert {"create", "get", "watch", "delete"} <= rules[("", "pods")]
+    assert {"get"} <= rules[("", "pods/log")]
+    assert {"create"} <= rules[("", "pods/exec")], "KubernetesPodOperator reads XCom via exec"
+    assert {"create", "get", "watch", "delete"} <= rules[("kubeflow.org", "mpijobs")]
+    assert not any(r in ("secrets", "*") for (_, r) in rules), "no access to secrets or wildcards"
+    binding = by_kind(rendered_objects["platform"], "RoleBinding")["airflow-step-launcher"]
+    subjects = {(s["namespace"], s["name"]) for s in binding["subjects"]}
+    assert (AIRFLOW_NAMESPACE, "airflow-worker") in subjects
+
+
+def test_priority_classes_quota_limitrange_networkpolicies(rendered_objects):
+    objs = rendered_objects["platform"]
+    assert set(by_kind(objs, "PriorityClass")) == {"ml-pipeline-standard", "ml-pipeline-training"}
+    assert by_kind(objs, "ResourceQuota") and by_kind(objs, "LimitRange")
+    policies = by_kind(objs, "NetworkPolicy")
+    deny = policies["default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    ns = by_kind(objs, "Namespace")[STEPS_NAMESPACE]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] in (
+        "baseline",
+        "restricted",
+    )
+
+
+def test_step_env_configmap_has_exactly_the_agreed_keys(rendered_objects):
+    cm = by_kind(rendered_objects["platform"], "ConfigMap")["step-env"]
+    assert cm["metadata"]["namespace"] == STEPS_NAMESPACE
+    assert set(cm["data"]) == {"LAKE_URI", "MLFLOW_TRACKING_URI", "SCORES_URI", "AWS_REGION"}
+
+
+# ---- MLflow chart ------------------------------------------------------------------------------
+
+
+def test_mlflow_server_non_root_probes_secret_backend_s3_artifacts(rendered_objects):
+    objs = rendered_objects["mlflow"]
+    sa = by_kind(objs, "ServiceAccount")["mlflow"]
+    assert "eks.amazonaws.com/role-arn" in sa["metadata"]["annotations"]
+    deploy = by_kind(objs, "Deployment")["mlflow"]
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "mlflow"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert "@sha256:" in container["image"]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    env = {e["name"]: e for e in container["env"]}
+    assert "secretKeyRef" in env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]
+    assert "--serve-artifacts" in container["args"]
+    assert any(a.startswith("--artifacts-destination=s3://") for a in container["args"])
+    assert not any("backend-store-uri" in a for a in container["args"]), (
+        "password stays out of argv"
+    )
+
+
+def test_mlflow_chart_refuses_an_image_without_digest():
+    proc = run(
+        [
+            tool("helm"),
+            "template",
+            "mlflow",
+            str(HELM_DIR / "mlflow"),
+            "--set",
+            "image.digest=latest",
+        ]
+    )
+    assert proc.returncode != 0 and "image.digest" in proc.stderr
+
+
+# ---- Airflow (official chart) values -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def airflow_values() -> dict:
+    return yaml.safe_load((HELM_DIR / "airflow" / "values.yaml").read_text())
+
+
+def test_airflow_values_kubernetes_executor_gitsync_remote_logs(airflow_values):
+    v = airflow_values
+    assert v["executor"] == "KubernetesExecutor"
+    git = v["dags"]["gitSync"]
+    assert (
+        git["enabled"] is True
+        and git["branch"] == git["ref"] == "airflow-dags"
+        and git["subPath"] == "dags"
+    )
+    assert v["config"]["core"]["plugins_folder"] == "/opt/airflow/dags/repo/plugins"
+    logging = v["config"]["logging"]
+    assert logging["remote_logging"] == "True"
+    assert (
+        logging["remote_base_log_folder"].startswith("s3://")
+        and "/airflow/" in logging["remote_base_log_folder"]
+    )
+    assert v["postgresql"]["enabled"] is False, "metadata lives in RDS"
+    env = {e["name"]: e["value"] for e in v["env"]}
+    assert env["MLOPS_RUNTIME"] == "kubernetes"
+
+
+def test_airflow_components_have_irsa_and_resources(airflow_values):
+    for component in ("workers", "scheduler", "triggerer", "dagProcessor", "apiServer"):
+        section = airflow_values[component]
+        assert "eks.amazonaws.com/role-arn" in section["serviceAccount"]["annotations"], component
+        assert section["resources"]["requests"] and section["resources"]["limits"], component
+    assert airflow_values["workers"]["serviceAccount"]["name"] == "airflow-worker"
+
+
+def test_airflow_values_hold_no_secret_values(airflow_values):
+    for key in ("fernetKey", "webserverSecretKey", "apiSecretKey", "jwtSecret"):
+        assert not airflow_values.get(key), key
+    assert "metadataConnection" not in airflow_values["data"]
+    for key in ("fernetKeySecretName", "apiSecretKeySecretName", "jwtSecretName"):
+        assert airflow_values[key]
+
+
+def test_platform_rbac_binds_the_airflow_service_accounts_of_the_values(
+    airflow_values, rendered_objects
+):
+    binding = by_kind(rendered_objects["platform"], "RoleBinding")["airflow-step-launcher"]
+    bound = {s["name"] for s in binding["subjects"]}
+    chart_names = {airflow_values[c]["serviceAccount"]["name"] for c in ("workers", "triggerer")}
+    assert bound == chart_names

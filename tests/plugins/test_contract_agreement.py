@@ -1,0 +1,16 @@
+"""The control plane and the workload never import each other; these constants must still agree."""
+
+from mlplatform import steps
+from model_steps import contract
+
+
+def test_both_sides_agree_on_the_contract() -> None:
+    assert steps.STEP_KINDS == contract.STEP_NAMES
+    assert steps.EXIT_SKIP_DOWNSTREAM == contract.EXIT_SKIP_DOWNSTREAM
+    assert steps.POD_XCOM_PATH == contract.DEFAULT_XCOM_PATH
+    assert steps.ENV_XCOM_PATH == contract.ENV_XCOM_PATH
+    assert steps.ENV_CONFIG == contract.ENV_CONFIG
+    assert steps.ENV_PARAMS == contract.ENV_PARAMS
+    assert steps.RESULT_LOG_PREFIX == contract.RESULT_LOG_PREFIX
+    assert contract.CUSTOMER_ID_PATTERN.pattern == steps.CUSTOMER_ID_REGEX
+    assert contract.PIPELINE_NAME_PATTERN.pattern == steps.PIPELINE_NAME_REGEX

@@ -1,0 +1,262 @@
+"""The kubernetes runtime, proven by rendering: every task becomes the object the cluster receives.
+
+Pods come from the operator's own ``build_pod_request_obj(dry_run=True)`` and are checked with
+``kubernetes-validate --strict`` (the Kubernetes OpenAPI schemas) before the assertions.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from conftest import DAGS
+
+from mlplatform.render import iter_rendered, render_task
+
+K8S_VERSION = "1.33.0"  # EKS's current standard-support range
+
+
+def validate_strict(obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+@pytest.fixture
+def rendered(runtime, manifest_file) -> dict[tuple[str, str], dict[str, Any]]:
+    runtime("kubernetes", manifest_file())
+    return {(dag_id, task_id): obj for dag_id, task_id, obj in iter_rendered(DAGS)}
+
+
+def main_container(pod: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in pod["spec"]["containers"] if c["name"] == "base")
+
+
+def test_every_task_renders_a_strictly_valid_pod(rendered) -> None:
+    assert len(rendered) == 18  # 3 customers x 6 steps
+    for obj in rendered.values():
+        assert obj["kind"] == "Pod"
+        validate_strict(obj)
+
+
+def test_gpu_training_pod(rendered) -> None:
+    pod = rendered[("customer_propensity__acme-foods", "train")]  # premium tier: 4 GPUs
+    spec, container = pod["spec"], main_container(pod)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "4"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
+    assert spec["nodeSelector"] == {
+        "mlops.io/node-pool": "gpu",
+        "eks.amazonaws.com/capacityType": "ON_DEMAND",
+    }
+    shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    # 4 GPUs in one pod: one Horovod rank per GPU
+    assert container["command"] == ["horovodrun"]
+    assert container["args"][:4] == ["-np", "4", "-H", "localhost:4"]
+    assert spec["priorityClassName"] == "ml-pipeline-training"
+    assert spec["serviceAccountName"] == "step-train"
+
+
+def test_standard_tier_trains_on_one_gpu_without_horovodrun(rendered) -> None:
+    container = main_container(rendered[("customer_propensity__bella-pasta", "train")])
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["command"] == ["python"]
+    assert container["args"][:3] == ["-m", "model_steps", "train"]
+
+
+def test_cpu_steps_have_no_gpu_and_may_use_spot(rendered) -> None:
+    pod = rendered[("customer_propensity__acme-foods", "ingest")]
+    assert "nvidia.com/gpu" not in main_container(pod)["resources"]["limits"]
+    assert pod["spec"]["nodeSelector"] == {"mlops.io/node-pool": "cpu"}
+    assert "tolerations" not in pod["spec"] or not pod["spec"]["tolerations"]
+    publish = rendered[("customer_propensity__acme-foods", "publish")]
+    assert publish["spec"]["nodeSelector"]["eks.amazonaws.com/capacityType"] == "ON_DEMAND"
+
+
+def test_security_context_on_every_container(rendered) -> None:
+    for pod in rendered.values():
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        for container in spec["containers"]:  # the XCom sidecar too
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+        tmp = next(v for v in spec["volumes"] if v["name"] == "tmp")
+        assert "emptyDir" in tmp
+        assert {"name": "tmp", "mountPath": "/tmp"} in main_container(pod)["volumeMounts"]
+
+
+def test_labels_images_and_contract(rendered) -> None:
+    for (dag_id, task_id), pod in rendered.items():
+        customer = dag_id.split("__")[1]
+        labels = pod["metadata"]["labels"]
+        assert labels["mlops.io/pipeline"] == "customer_propensity"
+        assert labels["mlops.io/customer"] == customer
+        assert labels["mlops.io/step"] == task_id
+        assert labels["mlops.io/team"] == "growth-ml"
+        assert pod["metadata"]["namespace"] == "ml-steps"
+        container = main_container(pod)
+        assert container["image"].endswith("@sha256:" + "a" * 64)
+        assert f"/mlops/{task_id}@" in container["image"]
+        args = container["args"]
+        assert args[args.index("--customer") + 1] == customer
+        assert args[args.index("--run-id") + 1] == "scheduled__2026-03-01T05:00:00+00:00"
+        assert args[args.index("--data-date") + 1] == "2026-03-01"
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert '"data_date": null' in env["STEP_PARAMS"]
+        assert {"configMapRef": {"name": "step-env"}} in container["envFrom"]
+        has_crm_secret = {"secretRef": {"name": "crm-credentials"}} in container["envFrom"]
+        assert has_crm_secret == (task_id == "publish")
+        assert pod["spec"]["serviceAccountName"] == f"step-{task_id}"
+
+
+def test_operator_settings(runtime, manifest_file) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    runtime("kubernetes", manifest_file())
+    dag = DagBag(dag_folder=str(DAGS)).dags["customer_propensity__casa-tacos"]
+    for task in dag.tasks:
+        assert task.on_finish_action.value == "delete_succeeded_pod"
+        assert task.reattach_on_restart is True
+        assert task.do_xcom_push is True
+        assert 99 in task.skip_on_exit_code
+
+
+MULTI_NODE = textwrap.dedent(
+    '''
+    """Airflow DAG module: a big model trained on several GPU nodes."""
+    from mlplatform import register_pipeline
+
+    register_pipeline(globals(), {
+        "name": "big_model", "owner": "ml-core", "description": "Multi-node.",
+        "steps": {"train": {"gpu": 8, "nodes": 2, "memory": "200Gi", "shm_size": "32Gi"}},
+        "tiers": {"t": {}}, "customers": [{"id": "giant-co", "tier": "t"}],
+    })
+    '''
+)
+
+
+def test_multi_node_training_renders_an_mpijob(runtime, manifest_file, dags_folder) -> None:
+    runtime("kubernetes", manifest_file())
+    folder = dags_folder({"big_model.py": MULTI_NODE}, with_project=False)
+    ((dag_id, task_id, job),) = list(iter_rendered(folder))
+    assert (dag_id, task_id) == ("big_model__giant-co", "train")
+    assert job["apiVersion"] == "kubeflow.org/v2beta1" and job["kind"] == "MPIJob"
+    assert len(job["metadata"]["name"]) <= 40
+    spec = job["spec"]
+    assert spec["slotsPerWorker"] == 8
+    assert spec["runPolicy"]["cleanPodPolicy"] == "Running"
+    assert set(spec["mpiReplicaSpecs"]) == {"Launcher", "Worker"}
+    launcher, worker = spec["mpiReplicaSpecs"]["Launcher"], spec["mpiReplicaSpecs"]["Worker"]
+    assert launcher["replicas"] == 1 and worker["replicas"] == 2
+    launch_cmd = launcher["template"]["spec"]["containers"][0]["command"]
+    assert launch_cmd[:5] == ["horovodrun", "-np", "16", "--hostfile", "/etc/mpi/hostfile"]
+    assert launch_cmd[5:9] == ["python", "-m", "model_steps", "train"]
+    worker_pod = worker["template"]["spec"]
+    assert worker_pod["containers"][0]["command"] == [
+        "/usr/sbin/sshd",
+        "-De",
+        "-f",
+        "/etc/mlops/sshd_config",
+    ]
+    assert worker_pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert worker_pod["nodeSelector"]["mlops.io/node-pool"] == "gpu"
+    assert (
+        "nvidia.com/gpu" not in launcher["template"]["spec"]["containers"][0]["resources"]["limits"]
+    )
+    for role in (launcher, worker):  # each template is a valid Pod in its own right
+        template = role["template"]
+        metadata = {"name": "x", **template["metadata"]}
+        validate_strict(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+        )
+        assert (
+            template["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"]
+            is False
+        )
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        (None, "has no image for step 'score'"),
+        ("registry.example/mlops/score:latest", "uses the moving tag ':latest'"),
+        ("registry.example/mlops/score:1.4.2", "is a tag without a digest"),
+        ("registry.example/mlops/score@sha256:abc", "is not of the form"),
+    ],
+)
+def test_unpinned_images_are_parse_time_errors(
+    ref, expected, runtime, manifest_file, dagbag
+) -> None:
+    runtime("kubernetes", manifest_file(score=ref))
+    bag = dagbag(DAGS)
+    ((path, error),) = bag.import_errors.items()
+    assert path.endswith("customer_propensity.py")
+    assert expected in error and "step 'score'" in error
+
+
+def test_missing_manifest_is_explained(runtime, tmp_path, dagbag) -> None:
+    runtime("kubernetes", tmp_path / "nowhere.json")
+    (error,) = dagbag(DAGS).import_errors.values()
+    assert "no image manifest at" in error and "mlops_image_manifest" in error
+
+
+def test_airflow_variable_overrides_the_manifest_file(runtime, manifest_file, monkeypatch) -> None:
+    import json
+
+    runtime("kubernetes", manifest_file())
+    pinned = {"images": {s: f"other.example/{s}@sha256:{'c' * 64}" for s in
+                         ("ingest", "validate", "train", "evaluate", "score", "publish")}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_IMAGE_MANIFEST", json.dumps(pinned))
+    from airflow.dag_processing.dagbag import DagBag
+
+    task = DagBag(dag_folder=str(DAGS)).dags["customer_propensity__acme-foods"].get_task("score")
+    assert main_container(render_task(task))["image"] == f"other.example/score@sha256:{'c' * 64}"
+
+
+def test_deferrable_mode_is_a_deployment_switch(
+    runtime, manifest_file, monkeypatch, dagbag
+) -> None:
+    runtime("kubernetes", manifest_file())
+    monkeypatch.setenv("MLOPS_K8S_DEFERRABLE", "true")
+    dag = dagbag(DAGS).dags["customer_propensity__acme-foods"]
+    assert all(task.deferrable for task in dag.tasks)
+
+
+def test_unknown_runtime_is_an_import_error(runtime, dagbag) -> None:
+    runtime("kubernetes-ish")
+    (error,) = dagbag(DAGS).import_errors.values()
+    assert "MLOPS_RUNTIME='kubernetes-ish' is not a runtime; use one of local, kubernetes" in error
+
+
+@pytest.mark.parametrize(
+    ("conditions", "state"),
+    [
+        (None, "Running"),
+        ([{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}], "Running"),
+        (
+            [{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}],
+            "Succeeded",
+        ),
+        ([{"type": "Running", "status": "False"}, {"type": "Failed", "status": "True"}], "Failed"),
+    ],
+)
+def test_mpijob_state_from_conditions(conditions, state) -> None:
+    from mlplatform.runtime.mpijob import job_state
+
+    assert job_state({"conditions": conditions} if conditions else None) == state
+
+
+def test_mpijob_result_comes_from_the_launcher_log() -> None:
+    from mlplatform.runtime.mpijob import result_from_log
+
+    lines = ["epoch 1 auc 0.7", 'STEP_RESULT_JSON={"auc": 0.81}', "[1]<stdout>: bye"]
+    assert result_from_log(lines) == {"auc": 0.81}
+    assert result_from_log(["no result here"]) is None

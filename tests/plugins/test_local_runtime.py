@@ -1,0 +1,135 @@
+"""The local runtime runs real commands through the contract, as the pod would."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+from mlplatform.runtime.local import LocalStepOperator, steps_venv
+
+WRITE_RESULT = (
+    "import json, os, sys\n"
+    "print('line one'); print('line two', file=sys.stderr)\n"
+    "json.dump({{'rows': 42, 'config': json.loads(os.environ['STEP_CONFIG']),"
+    " 'pythonpath': os.environ.get('PYTHONPATH')}}, open(os.environ['STEP_XCOM_PATH'], 'w'))\n"
+    "sys.exit({code})\n"
+)
+
+
+def operator(arguments: list[str], **kwargs) -> LocalStepOperator:
+    return LocalStepOperator(
+        task_id="step", arguments=arguments, env_vars={"STEP_CONFIG": '{"k": 1}'}, **kwargs
+    )
+
+
+def test_venv_python_runs_and_xcom_is_returned(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/control/plane/only")
+    result = operator(["python", "-c", WRITE_RESULT.format(code=0)]).execute({})
+    assert result == {"rows": 42, "config": {"k": 1}, "pythonpath": None}
+    log = capsys.readouterr().out
+    assert "line one" in log and "line two" in log  # streamed into the task log
+    assert str(steps_venv() / "bin" / "python") in log
+
+
+def test_skip_exit_code_skips_with_the_steps_reason() -> None:
+    script = (
+        "import json, os, sys\n"
+        "json.dump({'reason': 'candidate below threshold'}, open(os.environ['STEP_XCOM_PATH'], 'w'))\n"
+        "sys.exit(99)\n"
+    )
+    with pytest.raises(AirflowSkipException, match="candidate below threshold"):
+        operator(["python", "-c", script]).execute({})
+
+
+def test_failure_exit_code_fails_with_the_last_output() -> None:
+    with pytest.raises(AirflowException, match=r"(?s)exited with code 3.*line two"):
+        operator(["python", "-c", WRITE_RESULT.format(code=3)]).execute({})
+
+
+def test_success_without_result_breaks_the_contract() -> None:
+    with pytest.raises(AirflowException, match="wrote no result"):
+        operator(["python", "-c", "print('forgot')"]).execute({})
+
+
+def test_real_step_cli_rejects_a_bad_customer_id() -> None:
+    args = ["python", "-m", "model_steps", "ingest", "--pipeline", "customer_propensity",
+            "--customer", "Not_Valid", "--run-id", "r1", "--data-date", "2026-03-01"]  # fmt: skip
+    with pytest.raises(AirflowException, match=r"(?s)exited with code 2.*customer id 'Not_Valid'"):
+        operator(args).execute({})
+
+
+def test_real_step_cli_rejects_bad_step_config() -> None:
+    args = ["python", "-m", "model_steps", "evaluate", "--pipeline", "customer_propensity",
+            "--customer", "acme-foods", "--run-id", "r1", "--data-date", "2026-03-01"]  # fmt: skip
+    op = LocalStepOperator(task_id="s", arguments=args, env_vars={"STEP_CONFIG": "[1, 2"})
+    with pytest.raises(
+        AirflowException, match=r"(?s)exited with code 2.*STEP_CONFIG is not valid JSON"
+    ):
+        op.execute({})
+
+
+def test_missing_workload_venv_is_explained(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLOPS_STEPS_VENV", str(tmp_path / "no-venv"))
+    with pytest.raises(AirflowException, match=r"lacks 'python'\. Run `make setup`"):
+        operator(["python", "-c", "pass"]).execute({})
+
+
+def test_horovodrun_and_its_python_resolve_to_the_workload_venv(monkeypatch, tmp_path) -> None:
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for program in ("python", "horovodrun"):
+        (bin_dir / program).touch()
+    monkeypatch.setenv("MLOPS_STEPS_VENV", str(tmp_path / "venv"))
+    op = operator(["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo", "python", "-m", "x"])
+    assert op.resolved_command()[0] == str(bin_dir / "horovodrun")
+    assert op.resolved_command()[6] == str(bin_dir / "python")
+
+
+def test_on_kill_stops_the_whole_process_group(tmp_path: Path) -> None:
+    marker = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(marker)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    op = operator(["python", "-c", script])
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _run_catching(op, errors))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    op.on_kill()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    child = int(marker.read_text())
+    assert (
+        not Path(f"/proc/{child}").exists()
+        or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+    )
+    assert errors and "exited with code -15" in str(errors[0])
+
+
+def _run_catching(op: LocalStepOperator, errors: list[BaseException]) -> None:
+    try:
+        op.execute({})
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_factory_builds_local_tasks_with_the_contract_argv(dags_folder, dagbag, runtime) -> None:
+    runtime("local")
+    dag = dagbag(dags_folder()).dags["customer_propensity__acme-foods"]
+    train = dag.get_task("train")
+    assert isinstance(train, LocalStepOperator)
+    assert train.arguments[:6] == ["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo"]
+    ingest = dag.get_task("ingest")
+    assert ingest.arguments[:4] == ["python", "-m", "model_steps", "ingest"]
+    config = json.loads(ingest.env_vars["STEP_CONFIG"])
+    assert config["training"]["epochs"] == 12  # premium tier

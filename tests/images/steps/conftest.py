@@ -10,17 +10,20 @@ import pytest
 
 pytest.importorskip("pyspark")
 
-from datasteps_helpers import TENANT, TINY_DINERS  # noqa: E402
-from model_steps import datagen  # noqa: E402
-from model_steps.spark_config import spark_conf  # noqa: E402
+from datasteps_helpers import TENANT, TINY_DINERS
+
+from model_steps import datagen
+from model_steps.spark_config import spark_conf
 
 
 @pytest.fixture(scope="session")
 def spark():
     from pyspark.sql import SparkSession
 
-    conf = spark_conf({"data": {"spark": {"master": "local[2]", "shuffle_partitions": 4,
-                                          "driver_memory": "1g"}}}, "file:///tmp")
+    conf = spark_conf(
+        {"data": {"spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g"}}},
+        "file:///tmp",
+    )
     builder = SparkSession.builder
     for k, v in conf.items():
         builder = builder.config(k, v)

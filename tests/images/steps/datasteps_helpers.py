@@ -22,12 +22,21 @@ TINY_DINERS = 600
 
 def raw_checksums(lake_root: Path) -> dict[str, str]:
     raw = lake_root / "raw"
-    return {str(p.relative_to(raw)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(raw.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(raw)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(raw.rglob("*"))
+        if p.is_file()
+    }
 
 
-def run_chain(lake_root: Path, tmp: Path, steps=("ingest", "validate"), config: dict | None = None,
-              caplog: Any = None, data_date: dt.date = DATA_DATE) -> list[dict[str, Any]]:
+def run_chain(
+    lake_root: Path,
+    tmp: Path,
+    steps=("ingest", "validate"),
+    config: dict | None = None,
+    caplog: Any = None,
+    data_date: dt.date = DATA_DATE,
+) -> list[dict[str, Any]]:
     """Run steps in order through the CLI entry point in this process (the shared SparkSession is
     reused), stopping at the first that does not exit 0, like the DAG's dependencies."""
     results = []
@@ -39,19 +48,37 @@ def run_chain(lake_root: Path, tmp: Path, steps=("ingest", "validate"), config: 
         if caplog is not None:
             caplog.clear()
         try:
-            with (caplog.at_level(logging.INFO) if caplog is not None else _null()):
-                rc = cli.main([step, "--pipeline", PIPELINE, "--customer", TENANT, "--run-id", RUN_ID,
-                               "--data-date", data_date.isoformat()])
+            with caplog.at_level(logging.INFO) if caplog is not None else _null():
+                rc = cli.main(
+                    [
+                        step,
+                        "--pipeline",
+                        PIPELINE,
+                        "--customer",
+                        TENANT,
+                        "--run-id",
+                        RUN_ID,
+                        "--data-date",
+                        data_date.isoformat(),
+                    ]
+                )
         finally:
             for k, v in old.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] if caplog else []
-        results.append({"step": step, "rc": rc,
-                        "xcom": json.loads(xcom.read_text()) if xcom.exists() else None,
-                        "error": "\n".join(errors)})
+        errors = (
+            [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] if caplog else []
+        )
+        results.append(
+            {
+                "step": step,
+                "rc": rc,
+                "xcom": json.loads(xcom.read_text()) if xcom.exists() else None,
+                "error": "\n".join(errors),
+            }
+        )
         if rc != 0:
             break
     return results

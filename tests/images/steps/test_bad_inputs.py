@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from datasteps_helpers import PIPELINE, TENANT, raw_checksums, run_chain
 
 RAW = Path("raw") / f"customer={TENANT}"
@@ -31,15 +30,18 @@ def _rewrite_csv(path: Path, fn) -> None:
 
 # ---- mutations: each returns the relative file it broke (for the "where" check) -------------------
 
+
 def missing_column(lake):
     f = _a_busy_file(lake, "orders")
-    _rewrite_csv(f, lambda ls: [",".join(x for i, x in enumerate(l.split(",")) if i != 4) for l in ls])
+    _rewrite_csv(
+        f, lambda ls: [",".join(x for i, x in enumerate(line.split(",")) if i != 4) for line in ls]
+    )
     return f
 
 
 def extra_column(lake):
     f = _a_busy_file(lake, "orders")
-    _rewrite_csv(f, lambda ls: [ls[0] + ",coupon_code"] + [l + ",SUMMER" for l in ls[1:]])
+    _rewrite_csv(f, lambda ls: [ls[0] + ",coupon_code"] + [line + ",SUMMER" for line in ls[1:]])
     return f
 
 
@@ -114,21 +116,37 @@ def non_utf8(lake):
 def single_class_label(lake):
     for f in _files(lake, "email_events"):
         if f.parent.name >= "dt=2026-06-16":
-            f.write_text("".join(l for l in f.read_text().splitlines(keepends=True)
-                                 if '"conversion"' not in l))
+            f.write_text(
+                "".join(
+                    line
+                    for line in f.read_text().splitlines(keepends=True)
+                    if '"conversion"' not in line
+                )
+            )
     return None
 
 
 def drifted_distribution(lake):
     for f in _files(lake, "orders"):
-        _rewrite_csv(f, lambda ls: [ls[0]] + [",".join(p[:3] + [f"{float(p[3]) * 4:.2f}"] + p[4:])
-                                              for p in (l.split(",") for l in ls[1:])])
+        _rewrite_csv(
+            f,
+            lambda ls: (
+                [ls[0]]
+                + [
+                    ",".join([*p[:3], f"{float(p[3]) * 4:.2f}", *p[4:]])
+                    for p in (line.split(",") for line in ls[1:])
+                ]
+            ),
+        )
     return None
 
 
 def unknown_category(lake):
     for f in _files(lake, "diners"):
-        _rewrite_csv(f, lambda ls: [ls[0]] + [re.sub(r",(family|student),", ",vip,", l) for l in ls[1:]])
+        _rewrite_csv(
+            f,
+            lambda ls: [ls[0]] + [re.sub(r",(family|student),", ",vip,", line) for line in ls[1:]],
+        )
     return None
 
 
@@ -145,27 +163,47 @@ def label_window_incomplete(lake):
 CASES = {
     "missing_column": (missing_column, "ingest", ["missing column(s) channel"]),
     "extra_column_warns": (extra_column, None, ["unexpected extra column(s) coupon_code"]),
-    "wrong_type": (wrong_type, "ingest", ["column amount has values that are not a valid double",
-                                          "amount='twelve'"]),
+    "wrong_type": (
+        wrong_type,
+        "ingest",
+        ["column amount has values that are not a valid double", "amount='twelve'"],
+    ),
     "null_diner_ids": (null_diner_ids, "ingest", ["column diner_id is empty/null"]),
     "duplicate_diner_ids": (duplicate_diner_ids, "ingest", ["duplicate diner_id"]),
-    "negative_amounts": (negative_amounts, "ingest", ["column amount has negative values",
-                                                      "amount='-12.50'"]),
-    "future_dates": (future_dates, "ingest", ["column order_ts has dates in the future",
-                                              "2031-01-01T12:00:00"]),
+    "negative_amounts": (
+        negative_amounts,
+        "ingest",
+        ["column amount has negative values", "amount='-12.50'"],
+    ),
+    "future_dates": (
+        future_dates,
+        "ingest",
+        ["column order_ts has dates in the future", "2031-01-01T12:00:00"],
+    ),
     "empty_input": (empty_input, "ingest", ["orders:", "hold no rows (empty input)"]),
     "truncated_file": (truncated_file, "ingest", ["malformed row(s)"]),
     "corrupt_jsonl": (corrupt_jsonl, "ingest", ["email_events:", "malformed row(s)"]),
     "non_utf8": (non_utf8, "ingest", ["not valid UTF-8"]),
-    "single_class_label": (single_class_label, "validate",
-                           ["column label: expect_column_distinct_values_to_equal_set",
-                            "missing [1]"]),
-    "drifted_distribution": (drifted_distribution, "validate", ["drift against config:",
-                                                                "monetary_lookback="]),
-    "unknown_category": (unknown_category, "validate",
-                         ["column segment: expect_column_values_to_be_in_set", "vip"]),
-    "label_window_incomplete": (label_window_incomplete, "ingest",
-                                ["label window is not complete", "needs drops up to dt=2026-06-29"]),
+    "single_class_label": (
+        single_class_label,
+        "validate",
+        ["column label: expect_column_distinct_values_to_equal_set", "missing [1]"],
+    ),
+    "drifted_distribution": (
+        drifted_distribution,
+        "validate",
+        ["drift against config:", "monetary_lookback="],
+    ),
+    "unknown_category": (
+        unknown_category,
+        "validate",
+        ["column segment: expect_column_values_to_be_in_set", "vip"],
+    ),
+    "label_window_incomplete": (
+        label_window_incomplete,
+        "ingest",
+        ["label window is not complete", "needs drops up to dt=2026-06-29"],
+    ),
 }
 
 
@@ -189,8 +227,9 @@ def test_bad_input(case, lake, tmp_path, reference_profile, caplog):
     where = mutate(lake)
     before = raw_checksums(lake)
     config = {"validation": {"reference_profile_uri": reference_profile}}
-    results = run_chain(lake, tmp_path, steps=("ingest", "validate", "train"), config=config,
-                        caplog=caplog)
+    results = run_chain(
+        lake, tmp_path, steps=("ingest", "validate", "train"), config=config, caplog=caplog
+    )
     assert raw_checksums(lake) == before, "the raw zone must stay byte-identical"
     steps_run = [r["step"] for r in results]
     features_manifest = lake / "features" / PIPELINE / f"customer={TENANT}"
@@ -204,8 +243,9 @@ def test_bad_input(case, lake, tmp_path, reference_profile, caplog):
     else:
         last = results[-1]
         assert last["step"] == stopper and last["rc"] == 1, results
-        assert steps_run == ["ingest", "validate"][: steps_run.index(stopper) + 1], \
+        assert steps_run == ["ingest", "validate"][: steps_run.index(stopper) + 1], (
             "nothing downstream of the failing step may run"
+        )
         message = last["error"]
         if stopper == "ingest":
             assert not list(features_manifest.rglob("_MANIFEST.json")), "ingest committed nothing"

@@ -25,10 +25,14 @@ def test_local_spark_conf_is_local_and_small():
 
 
 def test_production_s3a_conf_uses_web_identity_and_a_committer():
-    conf = spark_conf({"data": {"spark": {"driver_memory": "6g"}}}, "s3://acme-lake/prod",
-                      env={"AWS_REGION": "eu-west-1"})
+    conf = spark_conf(
+        {"data": {"spark": {"driver_memory": "6g"}}},
+        "s3://acme-lake/prod",
+        env={"AWS_REGION": "eu-west-1"},
+    )
     assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith(
-        "WebIdentityTokenFileCredentialsProvider")
+        "WebIdentityTokenFileCredentialsProvider"
+    )
     assert conf["spark.hadoop.fs.s3a.committer.name"] == "magic"
     assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-1"
     assert conf["spark.driver.memory"] == "6g"
@@ -36,10 +40,19 @@ def test_production_s3a_conf_uses_web_identity_and_a_committer():
 
 
 def test_spark_on_kubernetes_conf():
-    cfg = {"data": {"spark": {"master": "k8s://https://kubernetes.default.svc",
-                              "executor_instances": 8, "executor_memory": "12g",
-                              "k8s_image": "registry/ingest@sha256:abc"}}}
-    conf = spark_conf(cfg, "s3a://acme-lake/prod", env={"HOSTNAME": "ingest-pod", "POD_IP": "10.0.0.5"})
+    cfg = {
+        "data": {
+            "spark": {
+                "master": "k8s://https://kubernetes.default.svc",
+                "executor_instances": 8,
+                "executor_memory": "12g",
+                "k8s_image": "registry/ingest@sha256:abc",
+            }
+        }
+    }
+    conf = spark_conf(
+        cfg, "s3a://acme-lake/prod", env={"HOSTNAME": "ingest-pod", "POD_IP": "10.0.0.5"}
+    )
     assert conf["spark.kubernetes.container.image"] == "registry/ingest@sha256:abc"
     assert conf["spark.kubernetes.driver.pod.name"] == "ingest-pod"
     assert conf["spark.driver.host"] == "10.0.0.5"
@@ -60,8 +73,12 @@ def test_suite_file_covers_every_feature_column_and_has_a_severity_each():
     from great_expectations.core.expectation_suite import ExpectationSuite
 
     assert "customer_propensity" in available()
-    name, suite = load_suite("customer_propensity")
-    exists = {e["kwargs"]["column"] for e in suite["expectations"] if e["type"] == "expect_column_to_exist"}
+    _name, suite = load_suite("customer_propensity")
+    exists = {
+        e["kwargs"]["column"]
+        for e in suite["expectations"]
+        if e["type"] == "expect_column_to_exist"
+    }
     assert exists == set(FEATURE_SCHEMA)
     assert {e["severity"] for e in suite["expectations"]} <= {"critical", "warning", "info"}
     assert all(e.get("meta", {}).get("why") for e in suite["expectations"])
@@ -72,8 +89,12 @@ def test_suite_file_covers_every_feature_column_and_has_a_severity_each():
 
 def test_psi_and_profile():
     rng = np.random.default_rng(0)
-    ref = pd.DataFrame({"monetary_lookback": rng.gamma(2, 50, 5000), "segment": "family", "label": 0})
-    same = pd.DataFrame({"monetary_lookback": rng.gamma(2, 50, 5000), "segment": "family", "label": 0})
+    ref = pd.DataFrame(
+        {"monetary_lookback": rng.gamma(2, 50, 5000), "segment": "family", "label": 0}
+    )
+    same = pd.DataFrame(
+        {"monetary_lookback": rng.gamma(2, 50, 5000), "segment": "family", "label": 0}
+    )
     shifted = same.assign(monetary_lookback=same.monetary_lookback * 3)
     prof = json.loads(json.dumps(build_profile(ref)))  # survives a JSON round trip
     assert drift(prof, same)["monetary_lookback"] < 0.05

@@ -8,50 +8,72 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model_steps.features import (FEATURE_SCHEMA, build_features_pandas, build_features_spark,
-                                  window)
+from model_steps.features import FEATURE_SCHEMA, build_features_pandas, build_features_spark, window
 
 CUT = dt.date(2026, 6, 15)
 
 
 def _frames():
-    diners = pd.DataFrame({
-        "diner_id": ["A", "B", "C", "LATE"],
-        "signup_date": pd.to_datetime(["2025-01-01", "2026-06-15", "2024-03-01", "2026-06-16"]),
-        "segment": ["family", "student", "senior", "family"],
-        "region": ["north", "south", "east", "west"],
-        "loyalty_member": [1, 0, 0, 1],
-    })
-    orders = pd.DataFrame({
-        "order_id": [f"O{i}" for i in range(7)],
-        "diner_id": ["A", "A", "A", "A", "B", "A", "C"],
-        "order_ts": pd.to_datetime([
-            "2026-06-15 23:59:59",   # last second of the data date: in
-            "2026-05-01 12:00:00",   # 45 days before: in 90d, not 30d
-            "2025-06-16 00:00:00",   # first second of the 365-day lookback: in
-            "2025-06-15 23:59:59",   # just before the lookback: out
-            "2026-06-16 00:00:00",   # first second after the cutoff: out (future)
-            "2026-06-20 10:00:00",   # after the cutoff: out
-            "2026-01-01 10:00:00",
-        ]),
-        "amount": [10.0, 20.0, 30.0, 1000.0, 50.0, 999.0, 5.5],
-        "channel": ["app", "delivery", "app", "app", "dine_in", "app", "takeaway"],
-        "store_id": ["S1"] * 7,
-    })
-    events = pd.DataFrame({
-        "event_id": [f"E{i}" for i in range(9)],
-        "diner_id": ["A", "A", "A", "B", "B", "A", "A", "C", "C"],
-        "campaign_id": ["C1"] * 5 + ["C2", "C2", "C2", "C2"],
-        "event_type": ["send", "open", "conversion", "send", "open",
-                       "open",         # after the cutoff: must not count as a past open
-                       "conversion",   # day 14 of the window: label
-                       "send",
-                       "conversion"],  # one second after the window: not a label
-        "event_ts": pd.to_datetime(["2026-05-01 09:00:00", "2026-05-02 09:00:00", "2026-05-03 09:00:00",
-                                    "2026-06-15 09:00:00", "2026-06-16 09:00:00", "2026-06-17 09:00:00",
-                                    "2026-06-29 23:59:59", "2026-06-16 09:00:00",
-                                    "2026-06-30 00:00:00"]),
-    })
+    diners = pd.DataFrame(
+        {
+            "diner_id": ["A", "B", "C", "LATE"],
+            "signup_date": pd.to_datetime(["2025-01-01", "2026-06-15", "2024-03-01", "2026-06-16"]),
+            "segment": ["family", "student", "senior", "family"],
+            "region": ["north", "south", "east", "west"],
+            "loyalty_member": [1, 0, 0, 1],
+        }
+    )
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"O{i}" for i in range(7)],
+            "diner_id": ["A", "A", "A", "A", "B", "A", "C"],
+            "order_ts": pd.to_datetime(
+                [
+                    "2026-06-15 23:59:59",  # last second of the data date: in
+                    "2026-05-01 12:00:00",  # 45 days before: in 90d, not 30d
+                    "2025-06-16 00:00:00",  # first second of the 365-day lookback: in
+                    "2025-06-15 23:59:59",  # just before the lookback: out
+                    "2026-06-16 00:00:00",  # first second after the cutoff: out (future)
+                    "2026-06-20 10:00:00",  # after the cutoff: out
+                    "2026-01-01 10:00:00",
+                ]
+            ),
+            "amount": [10.0, 20.0, 30.0, 1000.0, 50.0, 999.0, 5.5],
+            "channel": ["app", "delivery", "app", "app", "dine_in", "app", "takeaway"],
+            "store_id": ["S1"] * 7,
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "event_id": [f"E{i}" for i in range(9)],
+            "diner_id": ["A", "A", "A", "B", "B", "A", "A", "C", "C"],
+            "campaign_id": ["C1"] * 5 + ["C2", "C2", "C2", "C2"],
+            "event_type": [
+                "send",
+                "open",
+                "conversion",
+                "send",
+                "open",
+                "open",  # after the cutoff: must not count as a past open
+                "conversion",  # day 14 of the window: label
+                "send",
+                "conversion",
+            ],  # one second after the window: not a label
+            "event_ts": pd.to_datetime(
+                [
+                    "2026-05-01 09:00:00",
+                    "2026-05-02 09:00:00",
+                    "2026-05-03 09:00:00",
+                    "2026-06-15 09:00:00",
+                    "2026-06-16 09:00:00",
+                    "2026-06-17 09:00:00",
+                    "2026-06-29 23:59:59",
+                    "2026-06-16 09:00:00",
+                    "2026-06-30 00:00:00",
+                ]
+            ),
+        }
+    )
     return diners, orders, events
 
 
@@ -100,35 +122,72 @@ def test_point_in_time_future_rows_cannot_change_features(spark, tiny_tables):
     d, o, e = tiny_tables["diners"], tiny_tables["orders"], tiny_tables["email_events"]
     end = pd.Timestamp(window(CUT, 365, 14)["cutoff_end"])
     label_end = pd.Timestamp(window(CUT, 365, 14)["label_end"])
-    base = build_features_spark(*_spark_frames(spark, d, o.drop(columns="dt"), e.drop(columns="dt")),
-                                CUT).toPandas().sort_values("diner_id").reset_index(drop=True)
+    base = (
+        build_features_spark(
+            *_spark_frames(spark, d, o.drop(columns="dt"), e.drop(columns="dt")), CUT
+        )
+        .toPandas()
+        .sort_values("diner_id")
+        .reset_index(drop=True)
+    )
 
     o2 = o.drop(columns="dt")
     o2 = o2[o2.order_ts < end]
-    future_orders = pd.DataFrame({
-        "order_id": [f"F{i}" for i in range(len(d))], "diner_id": d.diner_id,
-        "order_ts": end + pd.to_timedelta(np.arange(len(d)) % 30, unit="D"),
-        "amount": 9999.0, "channel": "delivery", "store_id": "S999"})
+    future_orders = pd.DataFrame(
+        {
+            "order_id": [f"F{i}" for i in range(len(d))],
+            "diner_id": d.diner_id,
+            "order_ts": end + pd.to_timedelta(np.arange(len(d)) % 30, unit="D"),
+            "amount": 9999.0,
+            "channel": "delivery",
+            "store_id": "S999",
+        }
+    )
     o2 = pd.concat([o2, future_orders], ignore_index=True)
     e2 = e.drop(columns="dt")
-    in_window_conv = e2[(e2.event_ts >= end) & (e2.event_ts < label_end) & (e2.event_type == "conversion")]
+    in_window_conv = e2[
+        (e2.event_ts >= end) & (e2.event_ts < label_end) & (e2.event_type == "conversion")
+    ]
     e2 = e2[e2.event_ts < end]
-    future_events = pd.DataFrame({
-        "event_id": [f"FE{i}" for i in range(len(d))], "diner_id": d.diner_id, "campaign_id": "CX",
-        "event_type": "open", "event_ts": end + pd.Timedelta(hours=1)})
-    late_signups = pd.DataFrame({"diner_id": ["NEW1"], "signup_date": [end],
-                                 "segment": ["family"], "region": ["north"], "loyalty_member": [1]})
+    future_events = pd.DataFrame(
+        {
+            "event_id": [f"FE{i}" for i in range(len(d))],
+            "diner_id": d.diner_id,
+            "campaign_id": "CX",
+            "event_type": "open",
+            "event_ts": end + pd.Timedelta(hours=1),
+        }
+    )
+    late_signups = pd.DataFrame(
+        {
+            "diner_id": ["NEW1"],
+            "signup_date": [end],
+            "segment": ["family"],
+            "region": ["north"],
+            "loyalty_member": [1],
+        }
+    )
     e2 = pd.concat([e2, future_events, in_window_conv], ignore_index=True)
     d2 = pd.concat([d.drop(columns="dt"), late_signups], ignore_index=True)
-    changed = build_features_spark(*_spark_frames(spark, d2, o2, e2), CUT).toPandas() \
-        .sort_values("diner_id").reset_index(drop=True)
+    changed = (
+        build_features_spark(*_spark_frames(spark, d2, o2, e2), CUT)
+        .toPandas()
+        .sort_values("diner_id")
+        .reset_index(drop=True)
+    )
     pd.testing.assert_frame_equal(base, changed)
 
     # and the label is the only column that sees the window: remove its conversions
     e3 = e.drop(columns="dt")
     e3 = e3[~((e3.event_ts >= end) & (e3.event_type == "conversion"))]
-    no_label = build_features_spark(*_spark_frames(spark, d.drop(columns="dt"), o.drop(columns="dt"), e3),
-                                    CUT).toPandas().sort_values("diner_id").reset_index(drop=True)
+    no_label = (
+        build_features_spark(
+            *_spark_frames(spark, d.drop(columns="dt"), o.drop(columns="dt"), e3), CUT
+        )
+        .toPandas()
+        .sort_values("diner_id")
+        .reset_index(drop=True)
+    )
     assert no_label["label"].sum() == 0 and base["label"].sum() > 0
     pd.testing.assert_frame_equal(base.drop(columns="label"), no_label.drop(columns="label"))
 
@@ -142,8 +201,12 @@ def test_spark_and_pandas_implementations_agree(spark, tiny_tables):
     assert len(s) == len(p) > 500
     for col in FEATURE_SCHEMA:
         if FEATURE_SCHEMA[col] in ("int", "double"):
-            np.testing.assert_allclose(s[col].astype(float), p[col].astype(float), atol=1.5e-4,  # rounding: HALF_UP vs HALF_EVEN
-                                       err_msg=col)
+            np.testing.assert_allclose(
+                s[col].astype(float),
+                p[col].astype(float),
+                atol=1.5e-4,  # rounding: HALF_UP vs HALF_EVEN
+                err_msg=col,
+            )
         elif col == "cutoff_date":
             assert set(s[col]) == set(p[col]) == {CUT}
         else:

@@ -32,11 +32,11 @@ from model_steps import lake, raw_schema
 
 # diners per size; orders ~ 5 per diner in the year before the cutoff
 SIZES: dict[str, int] = {
-    "tiny": 600,        # unit/bad-input tests
-    "small": 4_000,     # make run, integration test
-    "medium": 20_000,   # ~100k order rows
-    "large": 200_000,   # ~1M order rows
-    "xl": 1_000_000,    # ~5M order rows, >= 1M diners
+    "tiny": 600,  # unit/bad-input tests
+    "small": 4_000,  # make run, integration test
+    "medium": 20_000,  # ~100k order rows
+    "large": 200_000,  # ~1M order rows
+    "xl": 1_000_000,  # ~5M order rows, >= 1M diners
 }
 DEFAULT_CUTOFF = dt.date(2026, 6, 15)
 DEFAULT_HISTORY_DAYS = 420
@@ -49,9 +49,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def generate(n_diners: int, *, seed: int = 7, cutoff: dt.date = DEFAULT_CUTOFF,
-             history_days: int = DEFAULT_HISTORY_DAYS,
-             label_window_days: int = LABEL_WINDOW_DAYS) -> dict[str, pd.DataFrame]:
+def generate(
+    n_diners: int,
+    *,
+    seed: int = 7,
+    cutoff: dt.date = DEFAULT_CUTOFF,
+    history_days: int = DEFAULT_HISTORY_DAYS,
+    label_window_days: int = LABEL_WINDOW_DAYS,
+) -> dict[str, pd.DataFrame]:
     """Three raw tables as DataFrames (string/typed columns as the files will hold them)."""
     rng = np.random.default_rng(seed)
     day = np.timedelta64(1, "D")
@@ -71,7 +76,9 @@ def generate(n_diners: int, *, seed: int = 7, cutoff: dt.date = DEFAULT_CUTOFF,
     region_idx = rng.choice(len(raw_schema.REGIONS), n, p=[0.2, 0.2, 0.2, 0.15, 0.25])
     seg_rate = np.array([1.2, 0.9, 1.1, 0.8, 0.5])[segment_idx]
     rate = np.exp(rng.normal(np.log(0.42), 0.8, n)) * seg_rate  # orders per 30 days
-    spend = np.exp(rng.normal(np.log(24.0), 0.35, n)) * np.array([1.5, 0.7, 1.1, 1.0, 0.9])[segment_idx]
+    spend = (
+        np.exp(rng.normal(np.log(24.0), 0.35, n)) * np.array([1.5, 0.7, 1.1, 1.0, 0.9])[segment_idx]
+    )
     engagement = rng.beta(2.0, 4.0, n)
     loyalty = (rng.random(n) < 0.2 + 0.5 * engagement).astype(int)
     churns = rng.random(n) < 0.35
@@ -79,13 +86,15 @@ def generate(n_diners: int, *, seed: int = 7, cutoff: dt.date = DEFAULT_CUTOFF,
     churn_at = np.where(churns, churn_at, end + day)
     diner_ids = np.char.add("D", np.char.zfill(np.arange(1, n + 1).astype(str), 8))
 
-    diners = pd.DataFrame({
-        "diner_id": diner_ids,
-        "signup_date": signup,
-        "segment": np.array(raw_schema.SEGMENTS)[segment_idx],
-        "region": np.array(raw_schema.REGIONS)[region_idx],
-        "loyalty_member": loyalty,
-    })
+    diners = pd.DataFrame(
+        {
+            "diner_id": diner_ids,
+            "signup_date": signup,
+            "segment": np.array(raw_schema.SEGMENTS)[segment_idx],
+            "region": np.array(raw_schema.REGIONS)[region_idx],
+            "loyalty_member": loyalty,
+        }
+    )
     # drop day: the backfill file for everyone before the export, then the signup day
     diners["dt"] = np.where(signup < start, start, signup).astype("datetime64[D]")
 
@@ -97,22 +106,33 @@ def generate(n_diners: int, *, seed: int = 7, cutoff: dt.date = DEFAULT_CUTOFF,
     idx = np.repeat(np.arange(n), counts)
     m = idx.size
     offs = rng.random(m) * span_days[idx] * 86400.0
-    order_ts = active_from[idx].astype("datetime64[s]") + offs.astype("int64").astype("timedelta64[s]")
+    order_ts = active_from[idx].astype("datetime64[s]") + offs.astype("int64").astype(
+        "timedelta64[s]"
+    )
     amount = np.round(spend[idx] * np.exp(rng.normal(0, 0.3, m)), 2)
-    ch_p = np.array([[0.45, 0.2, 0.2, 0.15], [0.2, 0.3, 0.2, 0.3], [0.3, 0.25, 0.3, 0.15],
-                     [0.7, 0.2, 0.08, 0.02], [0.4, 0.3, 0.2, 0.1]])
+    ch_p = np.array(
+        [
+            [0.45, 0.2, 0.2, 0.15],
+            [0.2, 0.3, 0.2, 0.3],
+            [0.3, 0.25, 0.3, 0.15],
+            [0.7, 0.2, 0.08, 0.02],
+            [0.4, 0.3, 0.2, 0.1],
+        ]
+    )
     u = rng.random(m)
     channel_idx = (u[:, None] > np.cumsum(ch_p[segment_idx[idx]], axis=1)).sum(axis=1)
     channel_idx = np.minimum(channel_idx, len(raw_schema.CHANNELS) - 1)
     store = region_idx[idx] * 10 + rng.integers(0, 10, m)
-    orders = pd.DataFrame({
-        "order_id": np.char.add("O", np.char.zfill(np.arange(1, m + 1).astype(str), 10)),
-        "diner_id": diner_ids[idx],
-        "order_ts": order_ts,
-        "amount": amount,
-        "channel": np.array(raw_schema.CHANNELS)[channel_idx],
-        "store_id": np.char.add("S", np.char.zfill(store.astype(str), 3)),
-    }).sort_values("order_ts", kind="stable")
+    orders = pd.DataFrame(
+        {
+            "order_id": np.char.add("O", np.char.zfill(np.arange(1, m + 1).astype(str), 10)),
+            "diner_id": diner_ids[idx],
+            "order_ts": order_ts,
+            "amount": amount,
+            "channel": np.array(raw_schema.CHANNELS)[channel_idx],
+            "store_id": np.char.add("S", np.char.zfill(store.astype(str), 3)),
+        }
+    ).sort_values("order_ts", kind="stable")
     orders["dt"] = orders["order_ts"].values.astype("datetime64[D]")
 
     # ---- email campaigns: regular ones reach a random share; the last one (day after the cutoff)
@@ -132,29 +152,48 @@ def generate(n_diners: int, *, seed: int = 7, cutoff: dt.date = DEFAULT_CUTOFF,
         # activity "now": diners who churned before the send barely respond
         alive = churn_at[who] > cday
         recent = np.log(rate[who] / 0.42) * alive - 2.2 * (~alive)
-        logit = (-3.1 + 0.9 * recent + 0.55 * np.log(spend[who] / 24.0) / 0.35
-                 + 3.0 * (engagement[who] - 0.33) + 0.3 * loyalty[who])
+        logit = (
+            -3.1
+            + 0.9 * recent
+            + 0.55 * np.log(spend[who] / 24.0) / 0.35
+            + 3.0 * (engagement[who] - 0.33)
+            + 0.3 * loyalty[who]
+        )
         p_conv = _sigmoid(logit)
         p_open = np.clip(0.08 + 0.85 * engagement[who], 0, 0.95)
         p_click = np.clip(0.15 + 0.5 * engagement[who], 0, 0.9)
         conv = rng.random(who.size) < p_conv
         opened = conv | (rng.random(who.size) < p_open)
         clicked = conv | (opened & (rng.random(who.size) < p_click))
-        send_ts = cday.astype("datetime64[s]") + (9 * 3600 + rng.integers(0, 7200, who.size)).astype("timedelta64[s]")
-        open_ts = send_ts + (rng.exponential(20 * 3600, who.size) + 60).astype("int64").astype("timedelta64[s]")
+        send_ts = cday.astype("datetime64[s]") + (
+            9 * 3600 + rng.integers(0, 7200, who.size)
+        ).astype("timedelta64[s]")
+        open_ts = send_ts + (rng.exponential(20 * 3600, who.size) + 60).astype("int64").astype(
+            "timedelta64[s]"
+        )
         click_ts = open_ts + rng.integers(5, 600, who.size).astype("timedelta64[s]")
-        conv_ts = click_ts + (rng.exponential(2.5 * 86400, who.size) + 300).astype("int64").astype("timedelta64[s]")
+        conv_ts = click_ts + (rng.exponential(2.5 * 86400, who.size) + 300).astype("int64").astype(
+            "timedelta64[s]"
+        )
         camp = f"C{cday.astype(dt.date):%Y%m%d}"
-        for mask, ts, etype in ((np.ones(who.size, bool), send_ts, "send"), (opened, open_ts, "open"),
-                                (clicked, click_ts, "click"), (conv, conv_ts, "conversion")):
+        for mask, ts, etype in (
+            (np.ones(who.size, bool), send_ts, "send"),
+            (opened, open_ts, "open"),
+            (clicked, click_ts, "click"),
+            (conv, conv_ts, "conversion"),
+        ):
             k = int(mask.sum())
-            frames.append(pd.DataFrame({
-                "event_no": np.arange(ev_counter, ev_counter + k),
-                "diner_id": diner_ids[who[mask]],
-                "campaign_id": camp,
-                "event_type": etype,
-                "event_ts": ts[mask],
-            }))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "event_no": np.arange(ev_counter, ev_counter + k),
+                        "diner_id": diner_ids[who[mask]],
+                        "campaign_id": camp,
+                        "event_type": etype,
+                        "event_ts": ts[mask],
+                    }
+                )
+            )
             ev_counter += k
     events = pd.concat(frames, ignore_index=True)
     events = events[events["event_ts"] < (end + day).astype("datetime64[s]")]
@@ -186,7 +225,9 @@ def write_raw(tables: dict[str, pd.DataFrame], lake_uri: str, tenant: str) -> di
         days_sorted = days[order]
         formatted = formatted.iloc[order]
         uniq, first = np.unique(days_sorted, return_index=True)
-        bounds = dict(zip(uniq, zip(first, list(first[1:]) + [len(days_sorted)])))
+        bounds = dict(
+            zip(uniq, zip(first, [*list(first[1:]), len(days_sorted)], strict=False), strict=False)
+        )
         # a source system drops a file every day, also on a day without rows
         all_days = pd.date_range(uniq[0], end_day).strftime("%Y-%m-%d") if len(uniq) else []
         for d in all_days:
@@ -203,15 +244,24 @@ def write_raw(tables: dict[str, pd.DataFrame], lake_uri: str, tenant: str) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_steps.datagen", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m model_steps.datagen",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--customer", required=True, help="tenant id (the platform's customer)")
-    p.add_argument("--lake", default=os.environ.get("LAKE_URI"), help="lake URI (default $LAKE_URI)")
+    p.add_argument(
+        "--lake", default=os.environ.get("LAKE_URI"), help="lake URI (default $LAKE_URI)"
+    )
     p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--diners", type=int, help="number of diners (overrides --size)")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--cutoff", type=dt.date.fromisoformat, default=DEFAULT_CUTOFF,
-                   help="the data date to run the pipeline with (features up to it, label after)")
+    p.add_argument(
+        "--cutoff",
+        type=dt.date.fromisoformat,
+        default=DEFAULT_CUTOFF,
+        help="the data date to run the pipeline with (features up to it, label after)",
+    )
     p.add_argument("--history-days", type=int, default=DEFAULT_HISTORY_DAYS)
     args = p.parse_args(argv)
     if not args.lake:
@@ -221,12 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     tables = generate(n, seed=args.seed, cutoff=args.cutoff, history_days=args.history_days)
     files = write_raw(tables, args.lake, args.customer)
     info: dict[str, Any] = {
-        "tenant": args.customer, "seed": args.seed, "diners": n,
-        "rows": {k: int(len(v)) for k, v in tables.items()}, "files": files,
-        "data_date": args.cutoff.isoformat(), "label_window_days": LABEL_WINDOW_DAYS,
+        "tenant": args.customer,
+        "seed": args.seed,
+        "diners": n,
+        "rows": {k: len(v) for k, v in tables.items()},
+        "files": files,
+        "data_date": args.cutoff.isoformat(),
+        "label_window_days": LABEL_WINDOW_DAYS,
         "history_days": args.history_days,
     }
-    lake.write_json_atomic(lake.join(args.lake, "raw", f"customer={args.customer}", "_datagen.json"), info)
+    lake.write_json_atomic(
+        lake.join(args.lake, "raw", f"customer={args.customer}", "_datagen.json"), info
+    )
     info["seconds"] = round(time.monotonic() - t0, 1)
     json.dump(info, sys.stdout, indent=2)
     print()

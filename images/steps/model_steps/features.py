@@ -45,7 +45,8 @@ FEATURE_SCHEMA: dict[str, str] = {
     LABEL: "int",
 }
 NUMERIC_FEATURES: tuple[str, ...] = tuple(
-    c for c, t in FEATURE_SCHEMA.items()
+    c
+    for c, t in FEATURE_SCHEMA.items()
     if t in ("int", "double") and c not in (LABEL,) and not c.startswith(("segment_", "region_"))
 )
 
@@ -59,20 +60,30 @@ def window(cutoff: dt.date, lookback_days: int, label_window_days: int) -> dict[
     }
 
 
-def build_features_spark(diners: Any, orders: Any, events: Any, cutoff: dt.date, *,
-                         lookback_days: int = 365, label_window_days: int = 14) -> Any:
+def build_features_spark(
+    diners: Any,
+    orders: Any,
+    events: Any,
+    cutoff: dt.date,
+    *,
+    lookback_days: int = 365,
+    label_window_days: int = 14,
+) -> Any:
     """Typed Spark frames in (raw_schema columns), the feature table out (FEATURE_SCHEMA order)."""
     from pyspark.sql import functions as F
 
     w = window(cutoff, lookback_days, label_window_days)
     # string literals are read in the session time zone (UTC); a Python datetime would be converted
     # through the driver process's local zone instead
-    start, end, label_end = (F.lit(w[k].strftime("%Y-%m-%d %H:%M:%S")).cast("timestamp")
-                             for k in ("lookback_start", "cutoff_end", "label_end"))
+    start, end, label_end = (
+        F.lit(w[k].strftime("%Y-%m-%d %H:%M:%S")).cast("timestamp")
+        for k in ("lookback_start", "cutoff_end", "label_end")
+    )
     cut = F.lit(cutoff).cast("date")
 
     pop = diners.where(F.col("signup_date") <= cut).select(
-        KEY, "signup_date", "segment", "region", "loyalty_member")
+        KEY, "signup_date", "segment", "region", "loyalty_member"
+    )
 
     o = orders.where((F.col("order_ts") >= start) & (F.col("order_ts") < end))
     days_before = F.datediff(cut, F.to_date("order_ts"))
@@ -87,13 +98,22 @@ def build_features_spark(diners: Any, orders: Any, events: Any, cutoff: dt.date,
 
     e = events.where((F.col("event_ts") >= start) & (F.col("event_ts") < end))
     e_agg = e.groupBy(KEY).agg(
-        *[F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).alias(f"n_{t}")
-          for t in ("send", "open", "click", "conversion")],
+        *[
+            F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).alias(f"n_{t}")
+            for t in ("send", "open", "click", "conversion")
+        ],
         F.max(F.when(F.col("event_type") == "open", F.col("event_ts"))).alias("last_open_ts"),
     )
-    lab = (events.where((F.col("event_ts") >= end) & (F.col("event_ts") < label_end)
-                        & (F.col("event_type") == "conversion"))
-           .select(KEY).distinct().withColumn(LABEL, F.lit(1)))
+    lab = (
+        events.where(
+            (F.col("event_ts") >= end)
+            & (F.col("event_ts") < label_end)
+            & (F.col("event_type") == "conversion")
+        )
+        .select(KEY)
+        .distinct()
+        .withColumn(LABEL, F.lit(1))
+    )
 
     df = pop.join(o_agg, KEY, "left").join(e_agg, KEY, "left").join(lab, KEY, "left")
     n = F.coalesce(F.col("orders_lookback"), F.lit(0))
@@ -103,8 +123,10 @@ def build_features_spark(diners: Any, orders: Any, events: Any, cutoff: dt.date,
         return F.when(den > 0, F.coalesce(num, F.lit(0)).cast("double") / den).otherwise(F.lit(0.0))
 
     def capped_days(ts_col: str) -> Any:
-        return F.least(F.coalesce(F.datediff(cut, F.to_date(ts_col)), F.lit(lookback_days)),
-                       F.lit(lookback_days))
+        return F.least(
+            F.coalesce(F.datediff(cut, F.to_date(ts_col)), F.lit(lookback_days)),
+            F.lit(lookback_days),
+        )
 
     cols = {
         KEY: F.col(KEY),
@@ -117,8 +139,9 @@ def build_features_spark(diners: Any, orders: Any, events: Any, cutoff: dt.date,
         "orders_30d": F.coalesce(F.col("orders_30d"), F.lit(0)).cast("int"),
         "orders_90d": F.coalesce(F.col("orders_90d"), F.lit(0)).cast("int"),
         "orders_lookback": n.cast("int"),
-        "monetary_lookback": F.round(F.coalesce(F.col("monetary_lookback"), F.lit(0.0)), 2)
-        .cast("double"),
+        "monetary_lookback": F.round(F.coalesce(F.col("monetary_lookback"), F.lit(0.0)), 2).cast(
+            "double"
+        ),
         "avg_order_value": F.round(ratio(F.col("monetary_lookback"), n), 4),
         **{f"share_{c}": F.round(ratio(F.col(f"n_{c}"), n), 4) for c in CHANNELS},
         "sends_lookback": sends.cast("int"),
@@ -133,38 +156,65 @@ def build_features_spark(diners: Any, orders: Any, events: Any, cutoff: dt.date,
     return df.select(*[c.alias(name) for name, c in cols.items()])
 
 
-def build_features_pandas(diners: Any, orders: Any, events: Any, cutoff: dt.date, *,
-                          lookback_days: int = 365, label_window_days: int = 14) -> Any:
+def build_features_pandas(
+    diners: Any,
+    orders: Any,
+    events: Any,
+    cutoff: dt.date,
+    *,
+    lookback_days: int = 365,
+    label_window_days: int = 14,
+) -> Any:
     """The same table with pandas (typed frames: dates/timestamps as datetime64)."""
     import numpy as np
     import pandas as pd
 
     w = window(cutoff, lookback_days, label_window_days)
-    start, end, label_end = (pd.Timestamp(w[k]) for k in ("lookback_start", "cutoff_end", "label_end"))
+    start, end, label_end = (
+        pd.Timestamp(w[k]) for k in ("lookback_start", "cutoff_end", "label_end")
+    )
     cut = pd.Timestamp(cutoff)
 
-    pop = diners.loc[diners["signup_date"] <= cut,
-                     [KEY, "signup_date", "segment", "region", "loyalty_member"]]
+    pop = diners.loc[
+        diners["signup_date"] <= cut, [KEY, "signup_date", "segment", "region", "loyalty_member"]
+    ]
     o = orders.loc[(orders["order_ts"] >= start) & (orders["order_ts"] < end)]
     days_before = (cut - o["order_ts"].dt.normalize()).dt.days
-    o = o.assign(_30=(days_before < 30).astype("int64"), _90=(days_before < 90).astype("int64"),
-                 **{f"n_{c}": (o["channel"] == c).astype("int64") for c in CHANNELS})
+    o = o.assign(
+        _30=(days_before < 30).astype("int64"),
+        _90=(days_before < 90).astype("int64"),
+        **{f"n_{c}": (o["channel"] == c).astype("int64") for c in CHANNELS},
+    )
     o_agg = o.groupby(KEY, sort=False).agg(
-        orders_lookback=("amount", "size"), orders_30d=("_30", "sum"), orders_90d=("_90", "sum"),
-        monetary_lookback=("amount", "sum"), last_order_ts=("order_ts", "max"),
-        **{f"n_{c}": (f"n_{c}", "sum") for c in CHANNELS})
+        orders_lookback=("amount", "size"),
+        orders_30d=("_30", "sum"),
+        orders_90d=("_90", "sum"),
+        monetary_lookback=("amount", "sum"),
+        last_order_ts=("order_ts", "max"),
+        **{f"n_{c}": (f"n_{c}", "sum") for c in CHANNELS},
+    )
     e = events.loc[(events["event_ts"] >= start) & (events["event_ts"] < end)]
-    e = e.assign(**{f"n_{t}": (e["event_type"] == t).astype("int64")
-                    for t in ("send", "open", "click", "conversion")},
-                 _open_ts=e["event_ts"].where(e["event_type"] == "open"))
+    e = e.assign(
+        **{
+            f"n_{t}": (e["event_type"] == t).astype("int64")
+            for t in ("send", "open", "click", "conversion")
+        },
+        _open_ts=e["event_ts"].where(e["event_type"] == "open"),
+    )
     e_agg = e.groupby(KEY, sort=False).agg(
         **{f"n_{t}": (f"n_{t}", "sum") for t in ("send", "open", "click", "conversion")},
-        last_open_ts=("_open_ts", "max"))
-    conv = events.loc[(events["event_ts"] >= end) & (events["event_ts"] < label_end)
-                      & (events["event_type"] == "conversion"), KEY].unique()
+        last_open_ts=("_open_ts", "max"),
+    )
+    conv = events.loc[
+        (events["event_ts"] >= end)
+        & (events["event_ts"] < label_end)
+        & (events["event_type"] == "conversion"),
+        KEY,
+    ].unique()
 
-    df = pop.merge(o_agg, left_on=KEY, right_index=True, how="left") \
-            .merge(e_agg, left_on=KEY, right_index=True, how="left")
+    df = pop.merge(o_agg, left_on=KEY, right_index=True, how="left").merge(
+        e_agg, left_on=KEY, right_index=True, how="left"
+    )
     n = df["orders_lookback"].fillna(0).astype("int64")
     sends = df["n_send"].fillna(0).astype("int64")
 
@@ -177,27 +227,29 @@ def build_features_pandas(diners: Any, orders: Any, events: Any, cutoff: dt.date
         d = (cut - ts.dt.normalize()).dt.days
         return d.fillna(lookback_days).clip(upper=lookback_days).astype("int32")
 
-    out = pd.DataFrame({
-        KEY: df[KEY].astype(str),
-        "cutoff_date": cut.date(),
-        "segment": df["segment"],
-        "region": df["region"],
-        "loyalty_member": df["loyalty_member"].astype("int32"),
-        "tenure_days": (cut - df["signup_date"]).dt.days.astype("int32"),
-        "recency_days": capped_days(df["last_order_ts"]),
-        "orders_30d": df["orders_30d"].fillna(0).astype("int32"),
-        "orders_90d": df["orders_90d"].fillna(0).astype("int32"),
-        "orders_lookback": n.astype("int32"),
-        "monetary_lookback": df["monetary_lookback"].fillna(0.0).round(2),
-        "avg_order_value": ratio(df["monetary_lookback"], n).round(4),
-        **{f"share_{c}": ratio(df[f"n_{c}"], n).round(4) for c in CHANNELS},
-        "sends_lookback": sends.astype("int32"),
-        "open_rate": ratio(df["n_open"], sends).round(4),
-        "click_rate": ratio(df["n_click"], sends).round(4),
-        "past_conversion_rate": ratio(df["n_conversion"], sends).round(4),
-        "days_since_last_open": capped_days(df["last_open_ts"]),
-        **{f"segment_{s}": (df["segment"] == s).astype("int32") for s in SEGMENTS},
-        **{f"region_{r}": (df["region"] == r).astype("int32") for r in REGIONS},
-        LABEL: df[KEY].isin(conv).astype("int32"),
-    })
+    out = pd.DataFrame(
+        {
+            KEY: df[KEY].astype(str),
+            "cutoff_date": cut.date(),
+            "segment": df["segment"],
+            "region": df["region"],
+            "loyalty_member": df["loyalty_member"].astype("int32"),
+            "tenure_days": (cut - df["signup_date"]).dt.days.astype("int32"),
+            "recency_days": capped_days(df["last_order_ts"]),
+            "orders_30d": df["orders_30d"].fillna(0).astype("int32"),
+            "orders_90d": df["orders_90d"].fillna(0).astype("int32"),
+            "orders_lookback": n.astype("int32"),
+            "monetary_lookback": df["monetary_lookback"].fillna(0.0).round(2),
+            "avg_order_value": ratio(df["monetary_lookback"], n).round(4),
+            **{f"share_{c}": ratio(df[f"n_{c}"], n).round(4) for c in CHANNELS},
+            "sends_lookback": sends.astype("int32"),
+            "open_rate": ratio(df["n_open"], sends).round(4),
+            "click_rate": ratio(df["n_click"], sends).round(4),
+            "past_conversion_rate": ratio(df["n_conversion"], sends).round(4),
+            "days_since_last_open": capped_days(df["last_open_ts"]),
+            **{f"segment_{s}": (df["segment"] == s).astype("int32") for s in SEGMENTS},
+            **{f"region_{r}": (df["region"] == r).astype("int32") for r in REGIONS},
+            LABEL: df[KEY].isin(conv).astype("int32"),
+        }
+    )
     return out.reset_index(drop=True)

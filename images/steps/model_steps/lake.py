@@ -24,11 +24,11 @@ MANIFEST = "_MANIFEST.json"
 
 
 def fsspec_uri(uri: str) -> str:
-    return "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri
+    return "s3://" + uri[len("s3a://") :] if uri.startswith("s3a://") else uri
 
 
 def spark_uri(uri: str) -> str:
-    return "s3a://" + uri[len("s3://"):] if uri.startswith("s3://") else uri
+    return "s3a://" + uri[len("s3://") :] if uri.startswith("s3://") else uri
 
 
 def is_local(uri: str) -> bool:
@@ -85,8 +85,9 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     if is_local(uri):
         path = local_path(uri)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with tempfile.NamedTemporaryFile("wb", dir=os.path.dirname(path), delete=False,
-                                         suffix=".tmp") as tmp:
+        with tempfile.NamedTemporaryFile(
+            "wb", dir=os.path.dirname(path), delete=False, suffix=".tmp"
+        ) as tmp:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
@@ -109,8 +110,7 @@ def list_dirs(uri: str) -> list[str]:
     fs, path = filesystem(uri)
     if not fs.exists(path):
         return []
-    return sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)
-                  if fs.isdir(p))
+    return sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False) if fs.isdir(p))
 
 
 def list_files(uri: str) -> list[str]:
@@ -158,6 +158,8 @@ def read_manifest(table_uri: str) -> dict[str, Any]:
     if not exists(uri):
         from model_steps.contract import StepError
 
-        raise StepError(f"{table_uri} has no {MANIFEST}: the table was never committed "
-                        "(did the producing step run and succeed for this run id?)")
+        raise StepError(
+            f"{table_uri} has no {MANIFEST}: the table was never committed "
+            "(did the producing step run and succeed for this run id?)"
+        )
     return read_json(uri)

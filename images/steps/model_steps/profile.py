@@ -8,7 +8,8 @@ Where the reference comes from, in order:
 
 1. ``validation.reference_profile_uri`` in STEP_CONFIG: a profile JSON, or a committed feature table
    folder (one with ``_MANIFEST.json``), i.e. a reference dataset;
-2. the current champion's profile: ``<lake>/models/<pipeline>/customer=<tenant>/champion/feature_profile.json``
+2. the current champion's profile:
+   ``<lake>/models/<pipeline>/customer=<tenant>/champion/feature_profile.json``
    (whoever promotes a champion copies the profile of its training table there; every validate run
    writes the profile of its table next to its results, ready to be copied);
 3. the first-run baseline ``<lake>/reference/<pipeline>/customer=<tenant>/feature_profile.json``,
@@ -41,17 +42,25 @@ def build_profile(df: Any, *, source: str = "") -> dict[str, Any]:
         edges = np.unique(np.quantile(x, np.linspace(0, 1, N_BINS + 1)))
         inner = edges[1:-1]
         counts = np.bincount(np.searchsorted(inner, x, side="right"), minlength=len(inner) + 1)
-        numeric[col] = {"edges": [float(e) for e in inner],
-                        "shares": [float(c) / x.size for c in counts],
-                        "mean": float(x.mean()), "std": float(x.std())}
+        numeric[col] = {
+            "edges": [float(e) for e in inner],
+            "shares": [float(c) / x.size for c in counts],
+            "mean": float(x.mean()),
+            "std": float(x.std()),
+        }
     categorical: dict[str, Any] = {}
     for col in CATEGORICAL_FEATURES:
         if col in df.columns:
             vc = df[col].astype(str).value_counts(normalize=True)
             categorical[col] = {str(k): float(v) for k, v in vc.items()}
-    return {"version": 1, "source": source, "rows": int(len(df)),
-            "label_rate": float(df[LABEL].mean()) if LABEL in df.columns and len(df) else None,
-            "numeric": numeric, "categorical": categorical}
+    return {
+        "version": 1,
+        "source": source,
+        "rows": len(df),
+        "label_rate": float(df[LABEL].mean()) if LABEL in df.columns and len(df) else None,
+        "numeric": numeric,
+        "categorical": categorical,
+    }
 
 
 def psi(expected: list[float], actual: list[float]) -> float:
@@ -70,8 +79,10 @@ def drift(reference: dict[str, Any], df: Any) -> dict[str, float]:
         x = x[~np.isnan(x)]
         if x.size == 0:
             continue
-        counts = np.bincount(np.searchsorted(np.asarray(ref["edges"], float), x, side="right"),
-                             minlength=len(ref["shares"]))
+        counts = np.bincount(
+            np.searchsorted(np.asarray(ref["edges"], float), x, side="right"),
+            minlength=len(ref["shares"]),
+        )
         out[col] = round(psi(ref["shares"], list(counts / x.size)), 4)
     for col, ref in reference.get("categorical", {}).items():
         if col not in df.columns:
@@ -83,8 +94,9 @@ def drift(reference: dict[str, Any], df: Any) -> dict[str, float]:
 
 
 def champion_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
-    return lake.join(lake_uri, "models", pipeline, f"customer={tenant}", "champion",
-                     "feature_profile.json")
+    return lake.join(
+        lake_uri, "models", pipeline, f"customer={tenant}", "champion", "feature_profile.json"
+    )
 
 
 def baseline_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
@@ -104,10 +116,13 @@ def read_table(table_uri: str) -> Any:
 
     manifest = lake.read_manifest(table_uri)
     fs, _ = lake.filesystem(table_uri)
-    paths = [lake.filesystem(lake.join(table_uri, manifest["attempt"], f))[1] for f in manifest["files"]]
+    paths = [
+        lake.filesystem(lake.join(table_uri, manifest["attempt"], f))[1] for f in manifest["files"]
+    ]
     table = pq.ParquetDataset(paths, filesystem=fs, partitioning=None).read()
     df = table.to_pandas()
     # keep the declared column order (extra columns, if any, at the end)
-    order = [c for c in FEATURE_SCHEMA if c in df.columns] + [c for c in df.columns
-                                                              if c not in FEATURE_SCHEMA]
+    order = [c for c in FEATURE_SCHEMA if c in df.columns] + [
+        c for c in df.columns if c not in FEATURE_SCHEMA
+    ]
     return df[order]

@@ -43,19 +43,21 @@ class RawReport:
 
 def _rel(uri: str, lake_uri: str) -> str:
     """A file's path relative to the lake, for messages."""
+
     def bare(u: str) -> str:
         for scheme in ("file://", "s3a://", "s3://"):
             if u.startswith(scheme):
-                u = u[len(scheme):]
+                u = u[len(scheme) :]
         return u.replace("file:", "", 1) if u.startswith("file:/") else u
 
     prefix = bare(lake_uri).rstrip("/") + "/"
     path = bare(uri)
-    return path[len(prefix):] if path.startswith(prefix) else uri
+    return path[len(prefix) :] if path.startswith(prefix) else uri
 
 
-def plan_files(lake_uri: str, tenant: str, spec: RawTable, first: dt.date | None,
-               last: dt.date) -> list[tuple[str, str]]:
+def plan_files(
+    lake_uri: str, tenant: str, spec: RawTable, first: dt.date | None, last: dt.date
+) -> list[tuple[str, str]]:
     """(drop day, file URI) for every data file of ``spec`` dropped in [first, last]."""
     root = raw_table_root(lake_uri, tenant, spec.name)
     out: list[tuple[str, str]] = []
@@ -73,8 +75,9 @@ def plan_files(lake_uri: str, tenant: str, spec: RawTable, first: dt.date | None
     return out
 
 
-def check_headers(files: list[tuple[str, str]], spec: RawTable, lake_uri: str,
-                  report: RawReport) -> dict[tuple[str, ...], list[str]]:
+def check_headers(
+    files: list[tuple[str, str]], spec: RawTable, lake_uri: str, report: RawReport
+) -> dict[tuple[str, ...], list[str]]:
     """Check each file's first line; group readable files by header (CSV columns are positional)."""
     groups: dict[tuple[str, ...], list[str]] = {}
     expected = list(spec.columns)
@@ -82,7 +85,9 @@ def check_headers(files: list[tuple[str, str]], spec: RawTable, lake_uri: str,
         where = _rel(uri, lake_uri)
         head = lake.read_head(uri, 1 << 16)
         if not head.strip():
-            if spec.fmt == "jsonl":  # JSON lines have no header: an empty file is a day without events
+            if (
+                spec.fmt == "jsonl"
+            ):  # JSON lines have no header: an empty file is a day without events
                 continue
             report.errors.append(f"{where}: file is empty ({len(head)} bytes, not even a header)")
             continue
@@ -90,8 +95,10 @@ def check_headers(files: list[tuple[str, str]], spec: RawTable, lake_uri: str,
         try:
             text = first_line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            report.errors.append(f"{where}: first line is not valid UTF-8 (byte {exc.start}: "
-                                 f"{first_line[exc.start:exc.start + 4]!r})")
+            report.errors.append(
+                f"{where}: first line is not valid UTF-8 (byte {exc.start}: "
+                f"{first_line[exc.start : exc.start + 4]!r})"
+            )
             continue
         if spec.fmt == "csv":
             cols = [c.strip() for c in next(csv.reader(io.StringIO(text)), [])]
@@ -101,19 +108,25 @@ def check_headers(files: list[tuple[str, str]], spec: RawTable, lake_uri: str,
                 if not isinstance(obj, dict):
                     raise ValueError("not an object")
             except ValueError:
-                report.errors.append(f"{where}: first line is not a JSON object "
-                                     f"(corrupt or truncated file?): {text[:80]!r}")
+                report.errors.append(
+                    f"{where}: first line is not a JSON object "
+                    f"(corrupt or truncated file?): {text[:80]!r}"
+                )
                 continue
             cols = list(obj)
         missing = [c for c in expected if c not in cols]
         extra = [c for c in cols if c not in spec.columns]
         if missing:
-            report.errors.append(f"{where}: missing column(s) {', '.join(missing)}; "
-                                 f"{spec.name} files must have {', '.join(expected)}")
+            report.errors.append(
+                f"{where}: missing column(s) {', '.join(missing)}; "
+                f"{spec.name} files must have {', '.join(expected)}"
+            )
             continue
         if extra:
-            report.warnings.append(f"{where}: unexpected extra column(s) {', '.join(extra)} "
-                                   f"(ignored; {spec.name} expects {', '.join(expected)})")
+            report.warnings.append(
+                f"{where}: unexpected extra column(s) {', '.join(extra)} "
+                f"(ignored; {spec.name} expects {', '.join(expected)})"
+            )
         key = tuple(cols) if spec.fmt == "csv" else tuple(expected)
         groups.setdefault(key, []).append(lake.spark_uri(uri))
     return groups
@@ -126,17 +139,28 @@ def read_strings(spark: Any, spec: RawTable, groups: dict[tuple[str, ...], list[
 
     frames = []
     for header, paths in groups.items():
-        schema = StructType([StructField(c, StringType()) for c in header]
-                            + [StructField(CORRUPT, StringType())])
+        schema = StructType(
+            [StructField(c, StringType()) for c in header] + [StructField(CORRUPT, StringType())]
+        )
         opts = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
         if spec.fmt == "csv":
-            df = spark.read.options(header=True, encoding="UTF-8", enforceSchema=True,
-                                    ignoreLeadingWhiteSpace=True, ignoreTrailingWhiteSpace=True,
-                                    **opts).schema(schema).csv(paths)
+            df = (
+                spark.read.options(
+                    header=True,
+                    encoding="UTF-8",
+                    enforceSchema=True,
+                    ignoreLeadingWhiteSpace=True,
+                    ignoreTrailingWhiteSpace=True,
+                    **opts,
+                )
+                .schema(schema)
+                .csv(paths)
+            )
         else:
             df = spark.read.options(encoding="UTF-8", **opts).schema(schema).json(paths)
-        frames.append(df.select(*[F.col(c) for c in spec.columns], CORRUPT,
-                                F.input_file_name().alias(FILE)))
+        frames.append(
+            df.select(*[F.col(c) for c in spec.columns], CORRUPT, F.input_file_name().alias(FILE))
+        )
     out = frames[0]
     for f in frames[1:]:
         out = out.unionByName(f)
@@ -165,41 +189,63 @@ def check_rows(spark: Any, spec: RawTable, raw: Any, lake_uri: str, report: RawR
     from pyspark.sql import functions as F
 
     drop_day = F.to_date(F.regexp_extract(F.col(FILE), r"dt=(\d{4}-\d{2}-\d{2})", 1))
-    checks: dict[str, tuple[Any, str, str | None]] = {}  # name -> (bad-row condition, message, column)
-    checks["corrupt"] = (F.col(CORRUPT).isNotNull(),
-                         "malformed row(s) (wrong number of fields, broken quoting or a truncated "
-                         "file)", None)
+    checks: dict[
+        str, tuple[Any, str, str | None]
+    ] = {}  # name -> (bad-row condition, message, column)
+    checks["corrupt"] = (
+        F.col(CORRUPT).isNotNull(),
+        "malformed row(s) (wrong number of fields, broken quoting or a truncated file)",
+        None,
+    )
     for c in spec.columns:
-        checks[f"utf8:{c}"] = (F.coalesce(F.col(c).contains(REPLACEMENT_CHAR), F.lit(False)),
-                               f"column {c} holds bytes that are not valid UTF-8 (the file must be "
-                               "UTF-8 encoded)", c)
+        checks[f"utf8:{c}"] = (
+            F.coalesce(F.col(c).contains(REPLACEMENT_CHAR), F.lit(False)),
+            f"column {c} holds bytes that are not valid UTF-8 (the file must be UTF-8 encoded)",
+            c,
+        )
     for c in spec.required:
-        checks[f"null:{c}"] = (F.col(c).isNull() | (F.trim(F.col(c)) == ""),
-                               f"column {c} is empty/null, and it is required", c)
+        checks[f"null:{c}"] = (
+            F.col(c).isNull() | (F.trim(F.col(c)) == ""),
+            f"column {c} is empty/null, and it is required",
+            c,
+        )
     for c, kind in spec.columns.items():
         if kind != "string":
-            checks[f"type:{c}"] = (F.col(c).isNotNull() & (F.trim(F.col(c)) != "")
-                                   & _typed(c, kind).isNull(),
-                                   f"column {c} has values that are not a valid {kind}", c)
+            checks[f"type:{c}"] = (
+                F.col(c).isNotNull() & (F.trim(F.col(c)) != "") & _typed(c, kind).isNull(),
+                f"column {c} has values that are not a valid {kind}",
+                c,
+            )
     for c in spec.non_negative:
-        checks[f"neg:{c}"] = (_typed(c, spec.columns[c]) < 0,
-                              f"column {c} has negative values (must be >= 0)", c)
+        checks[f"neg:{c}"] = (
+            _typed(c, spec.columns[c]) < 0,
+            f"column {c} has negative values (must be >= 0)",
+            c,
+        )
     if spec.ts_column:
         ts = _typed(spec.ts_column, spec.columns[spec.ts_column])
-        limit = (F.date_add(drop_day, 1).cast("timestamp")
-                 if spec.columns[spec.ts_column] == "timestamp" else F.date_add(drop_day, 1))
+        limit = (
+            F.date_add(drop_day, 1).cast("timestamp")
+            if spec.columns[spec.ts_column] == "timestamp"
+            else F.date_add(drop_day, 1)
+        )
         checks[f"future:{spec.ts_column}"] = (
             ts >= limit,
             f"column {spec.ts_column} has dates in the future: after the day the file was "
-            "dropped (dt=…), which a source system cannot know", spec.ts_column)
+            "dropped (dt=…), which a source system cannot know",
+            spec.ts_column,
+        )
 
     # a malformed row is reported once, as malformed, not again for each field it lacks
     ok_row = F.col(CORRUPT).isNull()
-    checks = {name: (cond if name == "corrupt" else (ok_row & cond), msg, col)
-              for name, (cond, msg, col) in checks.items()}
+    checks = {
+        name: (cond if name == "corrupt" else (ok_row & cond), msg, col)
+        for name, (cond, msg, col) in checks.items()
+    }
     aggs = [F.count(F.lit(1)).alias("rows")] + [
         F.sum(F.when(cond, 1).otherwise(0)).alias(name.replace(":", "__"))
-        for name, (cond, _m, _c) in checks.items()]
+        for name, (cond, _m, _c) in checks.items()
+    ]
     if spec.key and spec.name == "diners":
         aggs.append(F.count_distinct(F.col(spec.key)).alias("distinct_keys"))
         aggs.append(F.count(F.col(spec.key)).alias("nonnull_keys"))
@@ -211,7 +257,9 @@ def check_rows(spark: Any, spec: RawTable, raw: Any, lake_uri: str, report: RawR
         if not bad:
             continue
         examples = []
-        show = [FILE] + ([spec.key] if spec.key else []) + ([col] if col and col != spec.key else [])
+        show = (
+            [FILE] + ([spec.key] if spec.key else []) + ([col] if col and col != spec.key else [])
+        )
         for r in raw.where(cond).select(*show, CORRUPT).limit(3).collect():
             where = _rel(r[FILE], lake_uri)
             if col is None:
@@ -224,19 +272,36 @@ def check_rows(spark: Any, spec: RawTable, raw: Any, lake_uri: str, report: RawR
     if "distinct_keys" in stats:
         dup = int(stats["nonnull_keys"]) - int(stats["distinct_keys"])
         if dup:
-            rows = (raw.groupBy(spec.key).agg(F.count(F.lit(1)).alias("n"),
-                                              F.collect_set(FILE).alias("files"))
-                    .where("n > 1").limit(3).collect())
-            examples = [f"{spec.key}={r[spec.key]!r} x{r['n']} in "
-                        + ", ".join(_rel(f, lake_uri) for f in sorted(r["files"])[:2]) for r in rows]
-            report.errors.append(f"{spec.name}: {dup} duplicate {spec.key} value(s) ({spec.key} must be "
-                                 "unique); e.g. " + "; ".join(examples))
+            rows = (
+                raw.groupBy(spec.key)
+                .agg(F.count(F.lit(1)).alias("n"), F.collect_set(FILE).alias("files"))
+                .where("n > 1")
+                .limit(3)
+                .collect()
+            )
+            examples = [
+                f"{spec.key}={r[spec.key]!r} x{r['n']} in "
+                + ", ".join(_rel(f, lake_uri) for f in sorted(r["files"])[:2])
+                for r in rows
+            ]
+            report.errors.append(
+                f"{spec.name}: {dup} duplicate {spec.key} value(s) ({spec.key} must be "
+                "unique); e.g. " + "; ".join(examples)
+            )
 
     return raw.select(*[_typed(c, k).alias(c) for c, k in spec.columns.items()])
 
 
-def read_raw(spark: Any, lake_uri: str, tenant: str, cutoff: dt.date, *, lookback_days: int,
-             label_window_days: int, require_label_window: bool = True) -> tuple[dict[str, Any], RawReport]:
+def read_raw(
+    spark: Any,
+    lake_uri: str,
+    tenant: str,
+    cutoff: dt.date,
+    *,
+    lookback_days: int,
+    label_window_days: int,
+    require_label_window: bool = True,
+) -> tuple[dict[str, Any], RawReport]:
     """Typed frames of the three raw tables for this cutoff, or StepError listing every problem."""
     from pyspark import StorageLevel
 
@@ -244,9 +309,9 @@ def read_raw(spark: Any, lake_uri: str, tenant: str, cutoff: dt.date, *, lookbac
     first = cutoff - dt.timedelta(days=lookback_days)
     label_last = cutoff + dt.timedelta(days=label_window_days)
     plan = {
-        "diners": (None, cutoff),              # everybody who signed up by the cutoff
+        "diners": (None, cutoff),  # everybody who signed up by the cutoff
         "orders": (first, cutoff),
-        "email_events": (first, label_last),   # the label window's events too
+        "email_events": (first, label_last),  # the label window's events too
     }
     frames: dict[str, Any] = {}
     raw_frames: dict[str, Any] = {}
@@ -256,8 +321,10 @@ def read_raw(spark: Any, lake_uri: str, tenant: str, cutoff: dt.date, *, lookbac
         report.files[name] = len(files)
         where = _rel(raw_table_root(lake_uri, tenant, name), lake_uri)
         if not files:
-            report.errors.append(f"{name}: no input files in {where}/dt=… for drop days "
-                                 f"{lo or 'any'}..{hi} (empty input)")
+            report.errors.append(
+                f"{name}: no input files in {where}/dt=… for drop days "
+                f"{lo or 'any'}..{hi} (empty input)"
+            )
             continue
         days = sorted(d for d, _ in files)
         report.days[name] = [days[0], days[-1]]
@@ -265,22 +332,29 @@ def read_raw(spark: Any, lake_uri: str, tenant: str, cutoff: dt.date, *, lookbac
             report.errors.append(
                 f"email_events: the label window is not complete: the last drop in {where} is "
                 f"dt={days[-1]} but the {label_window_days}-day window after the data date {cutoff} "
-                f"needs drops up to dt={label_last}")
+                f"needs drops up to dt={label_last}"
+            )
         n_errors = len(report.errors)
         groups = check_headers(files, spec, lake_uri, report)
         if not groups:
             if len(report.errors) == n_errors:
-                report.errors.append(f"{name}: {len(files)} file(s) in {where} for drop days "
-                                     f"{days[0]}..{days[-1]} hold no rows (empty input)")
+                report.errors.append(
+                    f"{name}: {len(files)} file(s) in {where} for drop days "
+                    f"{days[0]}..{days[-1]} hold no rows (empty input)"
+                )
             continue
         raw = read_strings(spark, spec, groups).persist(StorageLevel.MEMORY_AND_DISK)
         raw_frames[name] = raw
         frames[name] = check_rows(spark, spec, raw, lake_uri, report)
         if report.rows.get(name, 0) == 0:
-            report.errors.append(f"{name}: {len(files)} file(s) in {where} for drop days "
-                                 f"{days[0]}..{days[-1]} hold no rows (empty input)")
+            report.errors.append(
+                f"{name}: {len(files)} file(s) in {where} for drop days "
+                f"{days[0]}..{days[-1]} hold no rows (empty input)"
+            )
     if report.errors:
         for raw in raw_frames.values():
             raw.unpersist()
-        raise StepError("raw input rejected, nothing was written:\n  - " + "\n  - ".join(report.errors))
+        raise StepError(
+            "raw input rejected, nothing was written:\n  - " + "\n  - ".join(report.errors)
+        )
     return frames, report

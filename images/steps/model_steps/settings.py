@@ -10,7 +10,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "lookback_days": 365,
     "label_window_days": 14,
     # added by the data steps:
-    "require_label_window": True,   # training runs need the label window's events to have arrived
+    "require_label_window": True,  # training runs need the label window's events to have arrived
     "output_rows_per_file": 1_000_000,
 }
 VALIDATION_DEFAULTS: dict[str, Any] = {
@@ -21,9 +21,9 @@ VALIDATION_DEFAULTS: dict[str, Any] = {
     "drift_psi_warn": 0.1,
     "drift_psi_fail": 0.25,
     # added by the data steps:
-    "suite": None,                 # expectation suite file name (default: <pipeline>.json, else default.json)
-    "reference_profile_uri": None, # explicit drift reference (else champion's, else first-run baseline)
-    "max_null_fraction": 0.0,      # allowed share of nulls in feature columns
+    "suite": None,  # expectation suite file name (default: <pipeline>.json, else default.json)
+    "reference_profile_uri": None,  # explicit drift reference (else champion's, else first-run baseline)
+    "max_null_fraction": 0.0,  # allowed share of nulls in feature columns
 }
 
 
@@ -45,7 +45,9 @@ def data_settings(config: dict[str, Any]) -> dict[str, Any]:
 def validation_settings(config: dict[str, Any]) -> dict[str, Any]:
     s = _merged(config, "validation", VALIDATION_DEFAULTS)
     if not 0 <= s["label_rate_min"] <= s["label_rate_max"] <= 1:
-        raise UsageError("STEP_CONFIG validation.label_rate_min/max must satisfy 0 <= min <= max <= 1")
+        raise UsageError(
+            "STEP_CONFIG validation.label_rate_min/max must satisfy 0 <= min <= max <= 1"
+        )
     if not 0 < s["drift_psi_warn"] <= s["drift_psi_fail"]:
         raise UsageError("STEP_CONFIG validation.drift_psi_warn must be > 0 and <= drift_psi_fail")
     return s

@@ -9,8 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from conftest import PIPELINE, TENANT, raw_checksums, run_chain
+from datasteps_helpers import PIPELINE, TENANT, raw_checksums, run_chain
 
 RAW = Path("raw") / f"customer={TENANT}"
 
@@ -35,14 +34,14 @@ def _rewrite_csv(path: Path, fn) -> None:
 def missing_column(lake):
     f = _a_busy_file(lake, "orders")
     _rewrite_csv(
-        f, lambda ls: [",".join(x for i, x in enumerate(l.split(",")) if i != 4) for l in ls]
+        f, lambda ls: [",".join(x for i, x in enumerate(line.split(",")) if i != 4) for line in ls]
     )
     return f
 
 
 def extra_column(lake):
     f = _a_busy_file(lake, "orders")
-    _rewrite_csv(f, lambda ls: [ls[0] + ",coupon_code"] + [l + ",SUMMER" for l in ls[1:]])
+    _rewrite_csv(f, lambda ls: [ls[0] + ",coupon_code"] + [line + ",SUMMER" for line in ls[1:]])
     return f
 
 
@@ -119,7 +118,9 @@ def single_class_label(lake):
         if f.parent.name >= "dt=2026-06-16":
             f.write_text(
                 "".join(
-                    l for l in f.read_text().splitlines(keepends=True) if '"conversion"' not in l
+                    line
+                    for line in f.read_text().splitlines(keepends=True)
+                    if '"conversion"' not in line
                 )
             )
     return None
@@ -132,8 +133,8 @@ def drifted_distribution(lake):
             lambda ls: (
                 [ls[0]]
                 + [
-                    ",".join(p[:3] + [f"{float(p[3]) * 4:.2f}"] + p[4:])
-                    for p in (l.split(",") for l in ls[1:])
+                    ",".join([*p[:3], f"{float(p[3]) * 4:.2f}", *p[4:]])
+                    for p in (line.split(",") for line in ls[1:])
                 ]
             ),
         )
@@ -143,7 +144,8 @@ def drifted_distribution(lake):
 def unknown_category(lake):
     for f in _files(lake, "diners"):
         _rewrite_csv(
-            f, lambda ls: [ls[0]] + [re.sub(r",(family|student),", ",vip,", l) for l in ls[1:]]
+            f,
+            lambda ls: [ls[0]] + [re.sub(r",(family|student),", ",vip,", line) for line in ls[1:]],
         )
     return None
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import PIPELINE, RUN_ID, TENANT
+from datasteps_helpers import PIPELINE, RUN_ID, TENANT
 
 CONFIG = {
     "data": {"lookback_days": 365, "label_window_days": 14},

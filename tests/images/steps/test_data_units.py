@@ -73,7 +73,7 @@ def test_suite_file_covers_every_feature_column_and_has_a_severity_each():
     from great_expectations.core.expectation_suite import ExpectationSuite
 
     assert "customer_propensity" in available()
-    name, suite = load_suite("customer_propensity")
+    _name, suite = load_suite("customer_propensity")
     exists = {
         e["kwargs"]["column"]
         for e in suite["expectations"]

@@ -18,8 +18,9 @@ DEFAULT_SUITE = "customer_propensity"
 
 
 def available() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir()
-                  if p.name.endswith(".json"))
+    return sorted(
+        p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".json")
+    )
 
 
 def load_suite(pipeline: str, override: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -29,7 +30,9 @@ def load_suite(pipeline: str, override: str | None = None) -> tuple[str, dict[st
     names = available()
     name = override or (pipeline if pipeline in names else DEFAULT_SUITE)
     if name not in names:
-        raise UsageError(f"expectation suite {name!r} not found: model_steps/expectations/ has "
-                         f"{', '.join(names)}")
+        raise UsageError(
+            f"expectation suite {name!r} not found: model_steps/expectations/ has "
+            f"{', '.join(names)}"
+        )
     text = resources.files(__name__).joinpath(f"{name}.json").read_text()
     return f"{name}.json", json.loads(text)

@@ -27,8 +27,14 @@ from typing import Any
 from model_steps import lake
 from model_steps.contract import StepContext, StepError
 from model_steps.expectations import load_suite
-from model_steps.profile import (baseline_profile_uri, build_profile, champion_profile_uri, drift,
-                                 load_reference, read_table)
+from model_steps.profile import (
+    baseline_profile_uri,
+    build_profile,
+    champion_profile_uri,
+    drift,
+    load_reference,
+    read_table,
+)
 from model_steps.settings import validation_settings
 
 log = logging.getLogger(__name__)
@@ -44,32 +50,41 @@ def suite_parameters(vs: dict[str, Any], manifest: dict[str, Any]) -> dict[str, 
     }
 
 
-def run_gx(df: Any, suite_json: dict[str, Any], params: dict[str, Any],
-           docs_dir: str) -> Any:
+def run_gx(df: Any, suite_json: dict[str, Any], params: dict[str, Any], docs_dir: str) -> Any:
     """Validate ``df`` with GX through a checkpoint that also builds data docs into ``docs_dir``."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no usage-statistics calls home
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.core.expectation_suite import ExpectationSuite
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    context.update_data_docs_site("local_site", {
-        "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    })
+    context.update_data_docs_site(
+        "local_site",
+        {
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": docs_dir,
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
     asset = context.data_sources.add_pandas("lake").add_dataframe_asset("features")
     batch_def = asset.add_batch_definition_whole_dataframe("whole_table")
     suite = context.suites.add(ExpectationSuite(**suite_json))
     vd = context.validation_definitions.add(
-        gx.ValidationDefinition(name="features", data=batch_def, suite=suite))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name="validate_features", validation_definitions=[vd],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
+        gx.ValidationDefinition(name="features", data=batch_def, suite=suite)
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="validate_features",
+            validation_definitions=[vd],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+        )
+    )
     result = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=params)
     return next(iter(result.run_results.values()))
 
@@ -83,8 +98,10 @@ def describe(r: Any, where: str) -> str:
     if "observed_value" in res:
         observed = f"observed {res['observed_value']!r}"
     if res.get("unexpected_count"):
-        observed = (f"{res['unexpected_count']} of {res.get('element_count')} rows unexpected, e.g. "
-                    f"{res.get('partial_unexpected_list', [])[:3]}")
+        observed = (
+            f"{res['unexpected_count']} of {res.get('element_count')} rows unexpected, e.g. "
+            f"{res.get('partial_unexpected_list', [])[:3]}"
+        )
     if res.get("partial_missing_list") is not None and cfg.type.endswith("equal_set"):
         observed += f"; missing {res['partial_missing_list']}"
     if r.exception_info and r.exception_info.get("raised_exception"):
@@ -92,14 +109,15 @@ def describe(r: Any, where: str) -> str:
     why = (cfg.meta or {}).get("why", "")
     args = ", ".join(f"{k}={v}" for k, v in kw.items() if k not in ("column_set", "type_list"))
     target = f"column {col}" if col else "table"
-    return (f"{where} {target}: {cfg.type}({args}) failed: {observed}"
-            + (f" [{why}]" if why else ""))
+    return f"{where} {target}: {cfg.type}({args}) failed: {observed}" + (f" [{why}]" if why else "")
 
 
 def resolve_reference(ctx: StepContext, vs: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    candidates = [("config", vs.get("reference_profile_uri")),
-                  ("champion", champion_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)),
-                  ("first_run_baseline", baseline_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer))]
+    candidates = [
+        ("config", vs.get("reference_profile_uri")),
+        ("champion", champion_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)),
+        ("first_run_baseline", baseline_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)),
+    ]
     for kind, uri in candidates:
         if not uri:
             continue
@@ -129,7 +147,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         for r in vr.results:
             if r.success:
                 continue
-            sev = str(getattr(r.expectation_config.severity, "value", r.expectation_config.severity))
+            sev = str(
+                getattr(r.expectation_config.severity, "value", r.expectation_config.severity)
+            )
             failed[sev] = failed.get(sev, 0) + 1
             msg = describe(r, where)
             (errors if sev == "critical" else warnings).append(msg)
@@ -141,28 +161,42 @@ def run(ctx: StepContext) -> dict[str, Any]:
         psi = drift(reference, df) if reference else {}
         worst = sorted(psi.items(), key=lambda kv: -kv[1])
         drifted_fail = [(c, v) for c, v in worst if v >= vs["drift_psi_fail"]]
-        drifted_warn = [(c, v) for c, v in worst if vs["drift_psi_warn"] <= v < vs["drift_psi_fail"]]
+        drifted_warn = [
+            (c, v) for c, v in worst if vs["drift_psi_warn"] <= v < vs["drift_psi_fail"]
+        ]
         if drifted_fail:
-            errors.append(f"{where} drift against {ref_name}: PSI >= {vs['drift_psi_fail']} for "
-                          + ", ".join(f"{c}={v}" for c, v in drifted_fail))
+            errors.append(
+                f"{where} drift against {ref_name}: PSI >= {vs['drift_psi_fail']} for "
+                + ", ".join(f"{c}={v}" for c, v in drifted_fail)
+            )
         if drifted_warn:
-            warnings.append(f"{where} drift against {ref_name}: PSI >= {vs['drift_psi_warn']} for "
-                            + ", ".join(f"{c}={v}" for c, v in drifted_warn))
+            warnings.append(
+                f"{where} drift against {ref_name}: PSI >= {vs['drift_psi_warn']} for "
+                + ", ".join(f"{c}={v}" for c, v in drifted_warn)
+            )
 
         status = "failed" if errors else ("passed_with_warnings" if warnings else "passed")
         summary: dict[str, Any] = {
             "status": status,
             "features_uri": table_uri,
-            "rows": int(len(df)),
-            "label_rate": round(float(df["label"].mean()), 6) if "label" in df and len(df) else None,
+            "rows": len(df),
+            "label_rate": round(float(df["label"].mean()), 6)
+            if "label" in df and len(df)
+            else None,
             "suite": suite_file,
-            "expectations": {"evaluated": stats.get("evaluated_expectations"),
-                             "successful": stats.get("successful_expectations"),
-                             "failed_critical": failed["critical"],
-                             "failed_warning": failed["warning"]},
-            "drift": {"reference": ref_name, "max_psi": worst[0][1] if worst else None,
-                      "top": dict(worst[:5]), "warn_at": vs["drift_psi_warn"],
-                      "fail_at": vs["drift_psi_fail"]},
+            "expectations": {
+                "evaluated": stats.get("evaluated_expectations"),
+                "successful": stats.get("successful_expectations"),
+                "failed_critical": failed["critical"],
+                "failed_warning": failed["warning"],
+            },
+            "drift": {
+                "reference": ref_name,
+                "max_psi": worst[0][1] if worst else None,
+                "top": dict(worst[:5]),
+                "warn_at": vs["drift_psi_warn"],
+                "fail_at": vs["drift_psi_fail"],
+            },
             "errors": errors,
             "warnings": warnings,
             "validation_uri": out_uri,
@@ -172,22 +206,41 @@ def run(ctx: StepContext) -> dict[str, Any]:
         }
         lake.put_tree(docs_dir, lake.join(out_uri, "data_docs"))
     lake.write_json_atomic(lake.join(out_uri, "gx_validation.json"), vr.to_json_dict())
-    lake.write_json_atomic(lake.join(out_uri, "drift.json"),
-                           {"reference": ref_name, "psi": psi, "warn_at": vs["drift_psi_warn"],
-                            "fail_at": vs["drift_psi_fail"]})
+    lake.write_json_atomic(
+        lake.join(out_uri, "drift.json"),
+        {
+            "reference": ref_name,
+            "psi": psi,
+            "warn_at": vs["drift_psi_warn"],
+            "fail_at": vs["drift_psi_fail"],
+        },
+    )
     lake.write_json_atomic(lake.join(out_uri, "feature_profile.json"), profile)
     lake.write_json_atomic(lake.join(out_uri, "summary.json"), summary)
-    lake.write_json_atomic(lake.join(out_uri, lake.MANIFEST),
-                           {"status": status, "files": ["gx_validation.json", "drift.json",
-                                                        "feature_profile.json", "summary.json",
-                                                        "data_docs/index.html"]})
+    lake.write_json_atomic(
+        lake.join(out_uri, lake.MANIFEST),
+        {
+            "status": status,
+            "files": [
+                "gx_validation.json",
+                "drift.json",
+                "feature_profile.json",
+                "summary.json",
+                "data_docs/index.html",
+            ],
+        },
+    )
     if reference is None and not errors:
-        lake.write_json_atomic(baseline_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer), profile)
+        lake.write_json_atomic(
+            baseline_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer), profile
+        )
         summary["drift"]["reference"] = "none: this run's profile is now the first-run baseline"
     summary["seconds"] = round(time.monotonic() - started, 1)
     for w in warnings:
         log.warning("validation warning: %s", w)
     if errors:
-        raise StepError(f"validation failed ({len(errors)} error(s); data docs: "
-                        f"{summary['data_docs_uri']}):\n  - " + "\n  - ".join(errors))
+        raise StepError(
+            f"validation failed ({len(errors)} error(s); data docs: "
+            f"{summary['data_docs_uri']}):\n  - " + "\n  - ".join(errors)
+        )
     return summary

@@ -56,14 +56,16 @@ def executable(name: str) -> str:
         return str(here)
     found = shutil.which(name)
     if not found:
-        raise ServiceError(f"{name} not found next to {sys.executable} nor on PATH "
-                           "(run `make setup`: it lives in .venv-steps)")
+        raise ServiceError(
+            f"{name} not found next to {sys.executable} nor on PATH "
+            "(run `make setup`: it lives in .venv-steps)"
+        )
     return found
 
 
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return 200 <= resp.status < 500
     except urllib.error.HTTPError as exc:
         return exc.code < 500
@@ -82,35 +84,46 @@ def _wait_ready(name: str, url: str, proc: subprocess.Popen, log: Path, timeout:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if proc.poll() is not None:
-            raise ServiceError(f"{name} exited with code {proc.returncode} before it was ready; "
-                               f"log {log}:\n{_tail(log)}")
+            raise ServiceError(
+                f"{name} exited with code {proc.returncode} before it was ready; "
+                f"log {log}:\n{_tail(log)}"
+            )
         if _http_ok(url):
             return time.monotonic() - started
         time.sleep(0.25)
-    raise ServiceError(f"{name} did not answer {url} within {timeout:.0f}s; log {log}:\n{_tail(log)}")
+    raise ServiceError(
+        f"{name} did not answer {url} within {timeout:.0f}s; log {log}:\n{_tail(log)}"
+    )
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
         # own session = own process group: `down` stops the service and every worker it forked
-        return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def create_bucket(endpoint: str, bucket: str) -> None:
     """moto accepts an unsigned PUT Bucket; 409 (already owned) is fine."""
     req = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT", data=b"")
     try:
-        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(req, timeout=10):
             pass
     except urllib.error.HTTPError as exc:
         if exc.code != 409:
             raise ServiceError(f"could not create bucket {bucket} on {endpoint}: {exc}") from exc
 
 
-def up(state: Path, *, timeout: float = 90.0, buckets: tuple[str, ...] = (),
-       mlflow_workers: int = 1) -> dict[str, Any]:
+def up(
+    state: Path, *, timeout: float = 90.0, buckets: tuple[str, ...] = (), mlflow_workers: int = 1
+) -> dict[str, Any]:
     """Start both services (stopping any left from an earlier ``up`` of this state dir first)."""
     state = state.resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -122,29 +135,60 @@ def up(state: Path, *, timeout: float = 90.0, buckets: tuple[str, ...] = (),
     info: dict[str, Any] = {"state": str(state), "pids": {}}
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["s3"] = _spawn([executable("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
-                             base_env, state / "logs" / "moto.log")
+        procs["s3"] = _spawn(
+            [executable("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+            base_env,
+            state / "logs" / "moto.log",
+        )
         info["pids"]["s3"] = procs["s3"].pid
         _write_state(state, info)  # so `down` can clean up even if the next start fails
-        info["s3_ready_s"] = round(_wait_ready("moto_server", f"{s3_endpoint}/", procs["s3"],
-                                               state / "logs" / "moto.log", timeout), 2)
+        info["s3_ready_s"] = round(
+            _wait_ready(
+                "moto_server", f"{s3_endpoint}/", procs["s3"], state / "logs" / "moto.log", timeout
+            ),
+            2,
+        )
         for bucket in (ARTIFACT_BUCKET, *buckets):
             create_bucket(s3_endpoint, bucket)
 
         tracking_uri = f"http://127.0.0.1:{mlflow_port}"
-        server_env = {**base_env, **DUMMY_AWS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
-                      "AWS_ENDPOINT_URL": s3_endpoint}
+        server_env = {
+            **base_env,
+            **DUMMY_AWS,
+            "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+            "AWS_ENDPOINT_URL": s3_endpoint,
+        }
         db = state / "mlflow.db"
         procs["mlflow"] = _spawn(
-            [executable("mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}",
-             "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}/", "--host", "127.0.0.1",
-             "--port", str(mlflow_port), "--workers", str(mlflow_workers)],
-            server_env, state / "logs" / "mlflow.log")
+            [
+                executable("mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{db}",
+                "--artifacts-destination",
+                f"s3://{ARTIFACT_BUCKET}/",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                str(mlflow_workers),
+            ],
+            server_env,
+            state / "logs" / "mlflow.log",
+        )
         info["pids"]["mlflow"] = procs["mlflow"].pid
         _write_state(state, info)
-        info["mlflow_ready_s"] = round(_wait_ready(
-            "mlflow server", f"{tracking_uri}/health", procs["mlflow"],
-            state / "logs" / "mlflow.log", timeout), 2)
+        info["mlflow_ready_s"] = round(
+            _wait_ready(
+                "mlflow server",
+                f"{tracking_uri}/health",
+                procs["mlflow"],
+                state / "logs" / "mlflow.log",
+                timeout,
+            ),
+            2,
+        )
     except BaseException:
         down(state)
         raise
@@ -208,14 +252,25 @@ def down(state: Path, *, grace: float = 10.0) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m embedded.services", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m embedded.services",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("action", choices=("up", "down", "status"))
-    parser.add_argument("--state", default="var/services", type=Path,
-                        help="folder for the sqlite db, logs, services.json and services.env")
+    parser.add_argument(
+        "--state",
+        default="var/services",
+        type=Path,
+        help="folder for the sqlite db, logs, services.json and services.env",
+    )
     parser.add_argument("--timeout", type=float, default=90.0, help="readiness limit per service")
-    parser.add_argument("--bucket", action="append", default=[],
-                        help="extra bucket to create on the S3 endpoint (repeatable)")
+    parser.add_argument(
+        "--bucket",
+        action="append",
+        default=[],
+        help="extra bucket to create on the S3 endpoint (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.action == "up":

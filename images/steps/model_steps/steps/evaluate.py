@@ -103,7 +103,6 @@ def _report(out_dir: Path, y: Any, scores: dict[str, Any], decision: gate.Decisi
                 [y[idx == b].mean() for b in range(10) if (idx == b).any()], "o-", label=name)  # fmt: skip
     top = max(float(p.max()) for p in scores.values())
     ax.plot([0, top], [0, top], "k:", lw=0.8)
-    )
     ax.set(xlabel="mean predicted", ylabel="observed rate", title="calibration (deciles)")
     ax.legend()
     save(fig, "calibration.png")

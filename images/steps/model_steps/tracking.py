@@ -57,7 +57,7 @@ def wait_for_server(uri: str, *, budget_s: float | None = None, sleep=time.sleep
         os.environ.get("MLOPS_MLFLOW_WAIT_S", DEFAULT_WAIT_S) if budget_s is None else budget_s
     )
     started = time.monotonic()
-    delay, attempts, last = 1.0, 0, "no attempt"
+    delay, attempts, last, slept = 1.0, 0, "no attempt", 0.0
     while True:
         attempts += 1
         remaining = budget - (time.monotonic() - started)
@@ -71,7 +71,7 @@ def wait_for_server(uri: str, *, budget_s: float | None = None, sleep=time.sleep
             last = f"HTTP {exc.code}"
         except (OSError, urllib.error.URLError) as exc:
             last = str(getattr(exc, "reason", exc))
-        elapsed = time.monotonic() - started
+        elapsed = max(time.monotonic() - started, slept)
         if elapsed + delay > budget:
             raise StepError(
                 f"MLflow tracking server {uri} is not reachable: {attempts} attempt(s) over "
@@ -79,6 +79,7 @@ def wait_for_server(uri: str, *, budget_s: float | None = None, sleep=time.sleep
                 "up (locally: python -m embedded.services status --state var/services)"
             )
         sleep(delay)
+        slept += delay
         delay = min(delay * 2, 15.0)
 
 

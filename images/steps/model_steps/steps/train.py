@@ -339,7 +339,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     from model_steps.training import holdout_mask
 
     hold = holdout_mask(df["diner_id"].to_numpy(), float(settings["holdout_fraction"]), seed)
-    name = f"{ctx.pipeline}-{ctx.customer}"
+    name = f"{ctx.pipeline}-{ctx.customer}-{ctx.data_date.isoformat()}"
     for context, part in (("training", df[~hold]), ("holdout", df[hold])):
         with warnings.catch_warnings():  # "source can be interpreted in multiple ways": file or s3
             warnings.simplefilter("ignore", UserWarning)

@@ -93,6 +93,7 @@ BENCH_ARGS ?=
 bench: setup
 	$(CP_PY) benchmarks/bench_dag_parse.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_ingest.py $(BENCH_ARGS)
+	PYTHONPATH= $(STEPS_PY) benchmarks/bench_score.py $(BENCH_ARGS)
 
 airflow: setup
 	@echo "Airflow UI on http://localhost:8080 (user/password printed below by 'standalone')"

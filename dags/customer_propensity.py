@@ -26,7 +26,7 @@ register_pipeline(
         },
         "defaults": {
             "data": {"lookback_days": 365, "label_window_days": 14},
-            "training": {"epochs": 8, "batch_size": 1024},
+            "training": {"epochs": 10, "batch_size": 256, "learning_rate": 0.003},
             "gate": {
                 "metric": "roc_auc",
                 "min_improvement": 0.002,

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 VAR = REPO / "var" / "run"
 STEPS_PY = REPO / ".venv-steps" / "bin" / "python"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
+SCORES_BUCKET = "mlops-scores"
 DATA_DATE = "2026-06-15"  # the example data's as-of date (model_steps.datagen default cutoff)
 console = Console()
 
@@ -55,8 +56,9 @@ def run(cmd: list[str], env: dict[str, str], log: Path | None = None, **kw: Any)
 def embedded_services(env: dict[str, str]):  # type: ignore[no-untyped-def]
     """Local S3 endpoint + MLflow server (embedded.services) and the CRM receiver, then stop them."""
     state = VAR / "services"
-    up = subprocess.run([str(STEPS_PY), "-m", "embedded.services", "up", "--state", str(state)],
-                        env=env, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    command = [str(STEPS_PY), "-m", "embedded.services", "up", "--state", str(state),
+               "--bucket", SCORES_BUCKET]  # fmt: skip
+    up = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
     if up.returncode != 0:
         raise SystemExit(f"embedded services did not start:\n{up.stdout}{up.stderr}")
     try:
@@ -127,14 +129,13 @@ def summary(results: dict[str, dict[str, Any]], services: dict[str, Any]) -> Tab
             }[step]
             cells.append(f"{state}\n{detail(r)}" if r else state)
         table.add_row(customer, res["state"], *cells)
-    if services.get("mlflow_ui"):
-        table.caption = f"MLflow: {services['mlflow_ui']}"
+    table.caption = f"MLflow UI (while running): {services['tracking_uri']}"
     return table
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="small", help="example data size (model_steps.datagen)")
+    parser.add_argument("--size", default="medium", help="example data size (model_steps.datagen)")
     parser.add_argument("--customer", action="append", help="only these customers (default: all)")
     args = parser.parse_args()
 
@@ -156,10 +157,12 @@ def main() -> int:
     with ExitStack() as stack:
         console.rule("[bold]embedded services")
         services = stack.enter_context(embedded_services(env))
-        env.update(services.get("env", {}))
-        for name, url in services.items():
-            if name != "env":
-                console.print(f"  {name}: {url}")
+        env.update(services["env"])
+        env["SCORES_URI"] = f"s3://{SCORES_BUCKET}"
+        console.print(f"  MLflow server:     {services['tracking_uri']}")
+        console.print(
+            f"  local S3 endpoint: {services['s3_endpoint']} (scores in {env['SCORES_URI']})"
+        )
         console.rule("[bold]example data")
         for customer in chosen:
             datagen = [str(STEPS_PY), "-m", "model_steps.datagen", "--customer", customer,

@@ -83,13 +83,14 @@ format: $(CP_STAMP)
 
 test: setup delivery-tools lint
 	$(CP_VENV)/bin/pytest tests/dags tests/plugins tests/delivery
-	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images
+	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images tests/embedded
 
 run: setup
 	$(CP_PY) scripts/run_example.py
 
 bench: setup
 	$(CP_PY) benchmarks/bench_dag_parse.py
+	PYTHONPATH= $(STEPS_PY) benchmarks/bench_train.py $(if $(QUICK),--quick,)
 
 airflow: setup
 	@echo "Airflow UI on http://localhost:8080 (user/password printed below by 'standalone')"

@@ -35,7 +35,9 @@ class PropensityModel(mlflow.pyfunc.PythonModel):
 
         self.model = tf.keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> pd.DataFrame:
+    # no type hints on purpose: MLflow 3 would read them as the input schema; the logged
+    # column signature is the schema
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         frame = pd.DataFrame(model_input)
         scores = self.model.predict(to_inputs(frame), verbose=0, batch_size=8192).ravel()
         return pd.DataFrame({"propensity": scores.astype(np.float64)}, index=frame.index)

@@ -66,6 +66,8 @@ def test_a_service_that_dies_at_start_is_reported_with_its_log(tmp_path: Path, m
     )
     (fake / "moto_server").chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(fake / "python"))
-    with pytest.raises(services.ServiceError, match=r"moto_server exited with code 3.*simulated"):
+    with pytest.raises(
+        services.ServiceError, match=r"(?s)moto_server exited with code 3.*simulated failure"
+    ):
         services.up(tmp_path / "svc", timeout=20)
     assert not (tmp_path / "svc" / "services.json").exists()

@@ -83,7 +83,7 @@ format: $(CP_STAMP)
 
 test: setup delivery-tools lint
 	$(CP_VENV)/bin/pytest tests/dags tests/plugins tests/delivery
-	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images
+	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images tests/embedded
 
 run: setup
 	$(CP_PY) scripts/run_example.py
@@ -93,6 +93,7 @@ BENCH_ARGS ?=
 bench: setup
 	$(CP_PY) benchmarks/bench_dag_parse.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_ingest.py $(BENCH_ARGS)
+	PYTHONPATH= $(STEPS_PY) benchmarks/bench_train.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_score.py $(BENCH_ARGS)
 
 airflow: setup

@@ -157,6 +157,9 @@ def up(
             **DUMMY_AWS,
             "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
             "AWS_ENDPOINT_URL": s3_endpoint,
+            # MLflow 3's server otherwise forks ~14 huey job consumers (GenAI jobs this platform
+            # does not use): seconds of start-up and about 1 GB of memory on a 2-core machine
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
         db = state / "mlflow.db"
         procs["mlflow"] = _spawn(

@@ -15,7 +15,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from model_steps.training import CATEGORICAL, INPUT_COLUMNS, NUMERIC
+from model_steps.training import INPUT_COLUMNS, model_inputs
 
 KERAS_ARTIFACT = "keras_model"
 
@@ -24,9 +24,7 @@ def to_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"input frame lacks feature column(s) {missing}")
-    out = {c: frame[c].to_numpy(dtype=np.float32).reshape(-1, 1) for c in NUMERIC}
-    out |= {c: frame[c].astype(str).to_numpy().reshape(-1, 1) for c in CATEGORICAL}
-    return out
+    return model_inputs(frame)
 
 
 class PropensityModel(mlflow.pyfunc.PythonModel):
@@ -35,7 +33,9 @@ class PropensityModel(mlflow.pyfunc.PythonModel):
 
         self.model = tf.keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> pd.DataFrame:
+    # no type hints on purpose: MLflow 3 would read them as the input schema; the logged
+    # column signature is the schema
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         frame = pd.DataFrame(model_input)
         scores = self.model.predict(to_inputs(frame), verbose=0, batch_size=8192).ravel()
         return pd.DataFrame({"propensity": scores.astype(np.float64)}, index=frame.index)

@@ -1,0 +1,73 @@
+"""The embedded services launcher: up answers, status sees it, down stops every process group and
+frees the ports; failures are bounded and say why. Runs with the workload venv (moto_server and
+mlflow live there)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from embedded import services
+
+pytest.importorskip("moto")
+pytest.importorskip("mlflow")
+
+
+def _port_open(url: str) -> bool:
+    host, port = url.rsplit("//", 1)[1].split(":")
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, int(port))) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_up_status_down(tmp_path: Path):
+    state = tmp_path / "svc"
+    info = services.up(state, timeout=120)
+    try:
+        assert info["tracking_uri"].startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(info["tracking_uri"] + "/health", timeout=5) as r:
+            assert r.status == 200
+        # the artifact bucket exists on the S3 endpoint
+        with urllib.request.urlopen(info["s3_endpoint"] + "/mlflow-artifacts", timeout=5) as r:
+            assert r.status == 200
+        env = (state / "services.env").read_text()
+        assert f"export MLFLOW_TRACKING_URI={info['tracking_uri']}" in env
+        assert json.loads((state / "services.json").read_text())["pids"] == info["pids"]
+        assert services.main(["status", "--state", str(state)]) == 0
+    finally:
+        stopped = services.down(state)
+    assert stopped == ["mlflow", "s3"]
+    assert not any(_alive(pid) for pid in info["pids"].values())
+    assert not _port_open(info["tracking_uri"]) and not _port_open(info["s3_endpoint"])
+    assert not (state / "services.json").exists()
+    assert services.main(["status", "--state", str(state)]) == 1
+    assert services.down(state) == []  # idempotent
+
+
+def test_a_service_that_dies_at_start_is_reported_with_its_log(tmp_path: Path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "moto_server").write_text(
+        "#!/bin/sh\necho 'cannot bind: simulated failure' >&2\nexit 3\n"
+    )
+    (fake / "moto_server").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake / "python"))
+    with pytest.raises(
+        services.ServiceError, match=r"(?s)moto_server exited with code 3.*simulated failure"
+    ):
+        services.up(tmp_path / "svc", timeout=20)
+    assert not (tmp_path / "svc" / "services.json").exists()

@@ -22,6 +22,12 @@ from urllib.parse import urlparse
 
 MANIFEST = "_MANIFEST.json"
 
+# Zones that steps hand each other through the lake: <lake>/<zone>/<pipeline>/customer=<c>/run=<key>/.
+# The producer and every consumer name a table through these helpers, never by spelling the path.
+SCORES_ZONE = "scores"  # score step -> publish step: diner_id, score, model_version
+PUBLISH_ZONE = "publish"  # publish step's own state (progress checkpoint)
+ENV_SCORES_URI = "SCORES_URI"  # optional separate root for scores (the cluster's scores bucket)
+
 
 def fsspec_uri(uri: str) -> str:
     return "s3://" + uri[len("s3a://") :] if uri.startswith("s3a://") else uri
@@ -163,3 +169,88 @@ def read_manifest(table_uri: str) -> dict[str, Any]:
             "(did the producing step run and succeed for this run id?)"
         )
     return read_json(uri)
+
+
+def run_table_uri(lake_uri: str, zone: str, pipeline: str, customer: str, run_key: str) -> str:
+    """``<lake>/<zone>/<pipeline>/customer=<customer>/run=<run key>``: one run's table of a zone.
+
+    The same layout as :meth:`model_steps.contract.StepContext.lake_path`, for callers (tests,
+    benchmarks, a later step) that hold the parts rather than a context.
+    """
+    return join(lake_uri, zone, pipeline, f"customer={customer}", f"run={run_key}")
+
+
+def scores_root(env: dict[str, str]) -> str:
+    """Root of the scores tables: ``SCORES_URI`` (the cluster's scores bucket, ConfigMap step-env)
+    when set, else ``<LAKE_URI>/scores`` (the embedded default)."""
+    if env.get(ENV_SCORES_URI):
+        return env[ENV_SCORES_URI].rstrip("/")
+    if not env.get("LAKE_URI"):
+        from model_steps.contract import UsageError
+
+        raise UsageError(f"neither {ENV_SCORES_URI} nor LAKE_URI is set: where are the scores?")
+    return join(env["LAKE_URI"], SCORES_ZONE)
+
+
+def scores_table_uri(env: dict[str, str], pipeline: str, customer: str, run_key: str) -> str:
+    """``<scores root>/<pipeline>/customer=<c>/run=<run key>``: where the score step commits a
+    run's scores (diner_id, score, model_version) and the publish step reads them."""
+    return join(scores_root(env), pipeline, f"customer={customer}", f"run={run_key}")
+
+
+def commit_parquet_table(
+    table_uri: str, tables: Any, manifest_fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write pyarrow tables as ``attempt=<id>/part-NNNNN.parquet`` and commit with the manifest.
+
+    ``tables`` is an iterable of ``pyarrow.Table`` (one part file each, written in order). The
+    manifest is written last (the commit point), then older attempts of a retry are removed. Returns
+    the manifest.
+    """
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    attempt = f"attempt={new_attempt_id()}"
+    out_uri = join(table_uri, attempt)
+    fs, out_path = filesystem(out_uri)
+    fs.makedirs(out_path, exist_ok=True)
+    files: list[str] = []
+    rows = 0
+    schema = None
+    for i, table in enumerate(tables):
+        name = f"part-{i:05d}.parquet"
+        with fs.open(join(out_path, name), "wb") as fh:
+            pq.write_table(table, fh)
+        files.append(name)
+        rows += table.num_rows
+        schema = schema or {f.name: str(f.type) for f in table.schema}
+    manifest = {
+        **(manifest_fields or {}),
+        "attempt": attempt,
+        "files": files,
+        "rows": rows,
+        "schema": schema or {},
+        "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(join(table_uri, MANIFEST), manifest)  # the commit point
+    for d in list_dirs(table_uri):
+        if d.startswith("attempt=") and d != attempt:
+            remove_tree(join(table_uri, d))
+    return manifest
+
+
+def read_parquet_table(table_uri: str, columns: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """(pyarrow.Table, manifest) of a committed table: exactly the files its manifest lists."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = read_manifest(table_uri)
+    parts = []
+    for name in manifest.get("files", []):
+        fs, path = filesystem(join(table_uri, manifest["attempt"], name))
+        with fs.open(path, "rb") as fh:
+            parts.append(pq.read_table(fh, columns=columns))
+    if not parts:
+        return None, manifest
+    return pa.concat_tables(parts), manifest

@@ -1,0 +1,343 @@
+"""Publish step: push the run's top-scored diners to the CRM's batch upsert API.
+
+Input, read through its manifest (never by listing the folder)::
+
+    <scores root>/<pipeline>/customer=<tenant>/run=<run key>/_MANIFEST.json   (score step)
+        columns: diner_id (string), score (float), model_version (string)
+
+where the scores root is ``SCORES_URI`` when set (the cluster's scores bucket), else
+``<LAKE_URI>/scores`` (:func:`model_steps.lake.scores_table_uri`, shared with the score step).
+The top ``crm.top_fraction`` by score (ties by diner_id) become records ``{diner_id, score,
+offer_code, model_version, run_key}``, cut into batches of ``crm.batch_size`` in that fixed order.
+Each batch's idempotency key hashes the run, its index and its exact body, so a retried run rebuilds
+the same batches with the same keys. Acknowledged keys are saved to::
+
+    <lake>/publish/<pipeline>/customer=<tenant>/run=<run key>/progress.json   (atomically replaced)
+
+and a retry sends only the batches not in it. A batch acknowledged by the CRM but not yet saved (the
+step was killed in between) is sent again with the same key: the CRM answers it from its idempotency
+store and applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from model_steps import lake
+from model_steps.contract import ENV_CRM_API_TOKEN, ENV_CRM_BASE_URL, StepContext, StepError
+from model_steps.crm import BatchOutcome, CrmClient, redact_url
+from model_steps.settings import crm_settings
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ("diner_id", "score", "model_version")
+PROGRESS_FILE = "progress.json"
+
+
+@dataclass(frozen=True)
+class Batch:
+    index: int
+    key: str
+    body: bytes
+    records: int
+
+
+class Terminated(StepError):
+    """SIGTERM (Airflow's on_kill, a pod deletion): progress is saved before the step exits."""
+
+
+def credentials(env: dict[str, str], connection_id: str) -> tuple[str, str]:
+    base_url = (env.get(ENV_CRM_BASE_URL) or "").strip()
+    token = (env.get(ENV_CRM_API_TOKEN) or "").strip()
+    missing = [n for n, v in ((ENV_CRM_BASE_URL, base_url), (ENV_CRM_API_TOKEN, token)) if not v]
+    if missing:
+        raise StepError(
+            f"{' and '.join(missing)} not set: in the cluster CRM_BASE_URL comes from the ConfigMap "
+            "step-env and CRM_API_TOKEN from the Secret crm-credentials; in the local runtime the "
+            f"LocalStepOperator fills both from the Airflow connection {connection_id!r} "
+            f"(crm.connection_id), e.g. AIRFLOW_CONN_{connection_id.upper()}="
+            "'http://:<token>@127.0.0.1:8765'"
+        )
+    return base_url, token
+
+
+def select_records(
+    scores_uri: str, top_fraction: float, offer_code: str, run_key: str
+) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
+    """(records to publish in their fixed order, rows scored, scores manifest)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        table, manifest = lake.read_parquet_table(scores_uri)
+    except StepError as exc:
+        raise StepError(f"no scores to publish: {exc}") from None
+    where = f"scores table {scores_uri} ({manifest.get('attempt')})"
+    if table is None or table.num_rows == 0:
+        return [], 0, manifest
+    missing = [c for c in SCORE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise StepError(
+            f"{where} lacks column(s) {', '.join(missing)}; the score step must write "
+            f"{', '.join(SCORE_COLUMNS)}"
+        )
+    table = table.select(list(SCORE_COLUMNS))
+    table = table.set_column(1, "score", pc.cast(table["score"], pa.float64()))
+    table = table.set_column(0, "diner_id", pc.cast(table["diner_id"], pa.string()))
+    bad_ids = table["diner_id"].null_count + (pc.sum(pc.equal(table["diner_id"], "")).as_py() or 0)
+    bad_scores = table["score"].null_count + (pc.sum(pc.is_nan(table["score"])).as_py() or 0)
+    if bad_ids or bad_scores:
+        raise StepError(f"{where}: {bad_ids} empty diner_id(s) and {bad_scores} null/NaN score(s)")
+    if pc.count_distinct(table["diner_id"]).as_py() != table.num_rows:
+        dupes = table.num_rows - pc.count_distinct(table["diner_id"]).as_py()
+        raise StepError(f"{where}: {dupes} duplicate diner_id row(s); one score per diner expected")
+    n = table.num_rows
+    top = min(n, max(1, math.ceil(top_fraction * n)))
+    order = pc.sort_indices(table, sort_keys=[("score", "descending"), ("diner_id", "ascending")])
+    chosen = table.take(order[:top]).to_pylist()
+    records = [
+        {
+            "diner_id": r["diner_id"],
+            "score": r["score"],
+            "offer_code": offer_code,
+            "model_version": None if r["model_version"] is None else str(r["model_version"]),
+            "run_key": run_key,
+        }
+        for r in chosen
+    ]
+    return records, n, manifest
+
+
+def plan_batches(records: list[dict[str, Any]], batch_size: int, identity: str) -> list[Batch]:
+    """Fixed batches; the key hashes the run identity, the index and the exact request body."""
+    batches = []
+    for index, start in enumerate(range(0, len(records), batch_size)):
+        chunk = records[start : start + batch_size]
+        body = json.dumps({"records": chunk}, sort_keys=True, separators=(",", ":")).encode()
+        digest = hashlib.sha256(f"{identity}\n{index}\n".encode() + body).hexdigest()
+        batches.append(Batch(index=index, key=f"mlops-{digest}", body=body, records=len(chunk)))
+    return batches
+
+
+class Checkpoint:
+    """The acknowledged batch keys of this run, atomically replaced in the lake."""
+
+    def __init__(self, uri: str, plan: dict[str, Any], interval: float) -> None:
+        self.uri = uri
+        self.plan = plan
+        self.interval = interval
+        self.acked: set[str] = set()
+        self.previous: dict[str, Any] | None = None
+        self._saved_at = 0.0
+        self._dirty = False
+
+    def load(self, valid_keys: set[str]) -> int:
+        if not lake.exists(self.uri):
+            return 0
+        try:
+            self.previous = lake.read_json(self.uri)
+            saved = set(self.previous.get("acked", []))
+        except (ValueError, AttributeError, TypeError):
+            log.warning("checkpoint %s is unreadable; sending every batch again", self.uri)
+            return 0
+        self.acked = saved & valid_keys
+        if self.previous.get("plan", {}).get("digest") != self.plan["digest"]:
+            log.warning(
+                "checkpoint %s was written for another plan (scores or settings changed): %d of "
+                "its %d acknowledged batches are identical and stay skipped; the rest are sent",
+                self.uri,
+                len(self.acked),
+                len(saved),
+            )
+        return len(self.acked)
+
+    def ack(self, key: str) -> None:
+        self.acked.add(key)
+        self._dirty = True
+        if time.monotonic() - self._saved_at >= self.interval:
+            self.save()
+
+    def save(self, complete: bool = False) -> None:
+        if not self._dirty and not complete:
+            return
+        lake.write_json_atomic(
+            self.uri,
+            {
+                "plan": self.plan,
+                "acked": sorted(self.acked),
+                "acked_batches": len(self.acked),
+                "complete": complete,
+                "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
+        )
+        self._saved_at = time.monotonic()
+        self._dirty = False
+
+
+def send_batches(
+    client: CrmClient,
+    batches: list[Batch],
+    max_concurrency: int,
+    on_ack: Any,
+) -> tuple[list[BatchOutcome], BaseException | None]:
+    """Send with at most ``max_concurrency`` batches in flight; stop at the first hard failure.
+
+    Returns the outcomes of acknowledged batches (``on_ack`` already called for each, in this
+    thread) and the error that stopped sending, if any. Batches in flight when sending stops are
+    waited for, and recorded if they were acknowledged.
+    """
+    outcomes: list[BatchOutcome] = []
+    error: BaseException | None = None
+    pending = iter(batches)
+    inflight: dict[Future[BatchOutcome], Batch] = {}
+
+    def record(future: Future[BatchOutcome]) -> None:
+        nonlocal error
+        exc = future.exception()
+        if exc is None:
+            outcome = future.result()
+            outcomes.append(outcome)
+            on_ack(outcome)
+        elif error is None:
+            error = exc
+
+    with ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="crm") as pool:
+
+        def fill() -> None:
+            while error is None and len(inflight) < max_concurrency:
+                batch = next(pending, None)
+                if batch is None:
+                    return
+                future = pool.submit(client.upsert_batch, batch.body, batch.key, batch.records)
+                inflight[future] = batch
+
+        try:
+            fill()
+            while inflight:
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    inflight.pop(future)
+                    record(future)
+                if error is not None:
+                    client.stop.set()
+                fill()
+        except BaseException as exc:  # SIGTERM / Ctrl-C while waiting
+            client.stop.set()
+            error = error or exc
+            for future in list(inflight):
+                future.cancel()
+            for future in list(inflight):
+                if not future.cancelled():
+                    try:
+                        future.exception()  # waits for the request already on the wire
+                    except BaseException:  # cancelled between the two checks
+                        continue
+                    record(future)
+    return outcomes, error
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    started = time.monotonic()
+    s = crm_settings(ctx.config)
+    base_url, token = credentials(ctx.env, s["connection_id"])
+    scores_uri = lake.scores_table_uri(ctx.env, ctx.pipeline, ctx.customer, ctx.run_key)
+    records, scored_rows, manifest = select_records(
+        scores_uri, float(s["top_fraction"]), s["offer_code"], ctx.run_key
+    )
+    identity = f"{ctx.pipeline}/{ctx.customer}/{ctx.run_key}"
+    batches = plan_batches(records, int(s["batch_size"]), identity)
+    plan = {
+        "digest": hashlib.sha256("".join(b.key for b in batches).encode()).hexdigest(),
+        "records": len(records),
+        "batches": len(batches),
+        "batch_size": s["batch_size"],
+        "scores_attempt": manifest.get("attempt"),
+        "run_id": ctx.run_id,
+    }
+    progress_uri = ctx.lake_path(lake.PUBLISH_ZONE, PROGRESS_FILE)
+    checkpoint = Checkpoint(progress_uri, plan, float(s["checkpoint_interval_seconds"]))
+    already = checkpoint.load({b.key for b in batches})
+    todo = [b for b in batches if b.key not in checkpoint.acked]
+    skipped_records = sum(b.records for b in batches if b.key in checkpoint.acked)
+    log.info(
+        "publishing %d of %d scored diners (top %.0f%%) to %s: %d batches of <= %d, %d already "
+        "acknowledged by an earlier attempt, concurrency %d",
+        len(records), scored_rows, 100 * s["top_fraction"], redact_url(base_url), len(batches),
+        s["batch_size"], already, s["max_concurrency"],
+    )  # fmt: skip
+
+    client = CrmClient(
+        base_url,
+        token,
+        timeout=float(s["timeout_seconds"]),
+        max_retries=int(s["max_retries"]),
+        backoff_max=float(s["backoff_max_seconds"]),
+    )
+    retries: Counter[str] = Counter()
+    progress = {"records": 0, "batches": 0, "logged_at": time.monotonic()}
+
+    def on_ack(outcome: BatchOutcome) -> None:
+        checkpoint.ack(outcome.key)
+        progress["records"] += outcome.records
+        progress["batches"] += 1
+        if time.monotonic() - progress["logged_at"] >= 5:
+            progress["logged_at"] = time.monotonic()
+            log.info("sent %d/%d batches", progress["batches"] + already, len(batches))
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the saving short
+        raise Terminated("terminated (SIGTERM) while publishing; progress saved for the retry")
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
+    try:
+        outcomes, error = send_batches(client, todo, int(s["max_concurrency"]), on_ack)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous_handler)
+        client.close()
+    for o in outcomes:
+        retries.update(o.retries)
+    checkpoint.save(complete=error is None)
+    sent = len(outcomes)
+    if error is not None:
+        done = already + sent
+        prefix = f"publish stopped after {done}/{len(batches)} acknowledged batches"
+        if isinstance(error, StepError):
+            raise type(error)(f"{prefix}: {error}") from None
+        if isinstance(error, OSError):
+            raise StepError(f"{prefix}: {error}") from None
+        raise error
+    seconds = time.monotonic() - started
+    result = {
+        "records": len(records),
+        "scored_rows": scored_rows,
+        "batches": len(batches),
+        "sent_batches": sent,
+        "sent_records": sum(o.records for o in outcomes),
+        "skipped_batches": already,
+        "skipped_records": skipped_records,
+        "replayed_batches": sum(o.replayed for o in outcomes),
+        "retries": sum(retries.values()),
+        "retries_by_reason": dict(sorted(retries.items())),
+        "scores_uri": scores_uri,
+        "checkpoint_uri": progress_uri,
+        "offer_code": s["offer_code"],
+        "seconds": round(seconds, 2),
+    }
+    log.info(
+        "published %d records in %d batches (%d skipped as already sent, %d retries) in %.1fs",
+        result["sent_records"], sent, already, result["retries"], seconds,
+    )  # fmt: skip
+    return result

@@ -327,6 +327,13 @@ def test_receiver_refuses_a_reused_key_with_another_body(tmp_path):
         status, body = post(b'{"records": [{"diner_id": "b", "score": 1}]}')
         assert status == 422 and body["error"] == "idempotency_key_reused"
         assert server.store.stats()["contacts"] == 1
+        req = urllib.request.Request(server.url + "/v1/contacts:batchUpsert", method="POST",
+                                     data=b'{"records": [{"diner_id": "a", "segment": "vip"}]}',
+                                     headers={"Authorization": "Bearer tk",
+                                              "Idempotency-Key": "k2"})  # fmt: skip
+        urllib.request.urlopen(req, timeout=5).read()
+        (record,) = server.store.page(10, "")["records"]
+        assert record["segment"] == "vip" and record["_writes"] == 2  # upserted by diner_id
     finally:
         server.shutdown()
         server.server_close()

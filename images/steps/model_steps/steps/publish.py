@@ -105,16 +105,22 @@ def select_records(
     n = table.num_rows
     top = min(n, max(1, math.ceil(top_fraction * n)))
     order = pc.sort_indices(table, sort_keys=[("score", "descending"), ("diner_id", "ascending")])
-    chosen = table.take(order[:top]).to_pylist()
+    chosen = table.take(order[:top])
+    chosen = chosen.set_column(2, "model_version", pc.cast(chosen["model_version"], pa.string()))
     records = [
         {
-            "diner_id": r["diner_id"],
-            "score": r["score"],
+            "diner_id": diner_id,
+            "score": score,
             "offer_code": offer_code,
-            "model_version": None if r["model_version"] is None else str(r["model_version"]),
+            "model_version": model_version,
             "run_key": run_key,
         }
-        for r in chosen
+        for diner_id, score, model_version in zip(
+            chosen["diner_id"].to_pylist(),
+            chosen["score"].to_pylist(),
+            chosen["model_version"].to_pylist(),
+            strict=True,
+        )
     ]
     return records, n, manifest
 
@@ -124,7 +130,8 @@ def plan_batches(records: list[dict[str, Any]], batch_size: int, identity: str) 
     batches = []
     for index, start in enumerate(range(0, len(records), batch_size)):
         chunk = records[start : start + batch_size]
-        body = json.dumps({"records": chunk}, sort_keys=True, separators=(",", ":")).encode()
+        # records are built with a fixed key order, so the body is byte-identical on every retry
+        body = json.dumps({"records": chunk}, separators=(",", ":")).encode()
         digest = hashlib.sha256(f"{identity}\n{index}\n".encode() + body).hexdigest()
         batches.append(Batch(index=index, key=f"mlops-{digest}", body=body, records=len(chunk)))
     return batches

@@ -90,6 +90,7 @@ run: setup
 
 bench: setup
 	$(CP_PY) benchmarks/bench_dag_parse.py
+	$(STEPS_PY) benchmarks/bench_publish.py
 
 airflow: setup
 	@echo "Airflow UI on http://localhost:8080 (user/password printed below by 'standalone')"

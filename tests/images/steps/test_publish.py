@@ -224,6 +224,16 @@ def test_missing_credentials_name_the_variables_and_the_connection(lake_uri):
         publish.run(context(lake_uri, {}))
 
 
+def test_a_token_that_cannot_be_a_header_is_refused_without_echoing_it(lake_uri):
+    env = {"CRM_BASE_URL": "http://127.0.0.1:9", "CRM_API_TOKEN": "abc\r\nX-Evil: 1"}
+    with pytest.raises(StepError, match="CRM_API_TOKEN contains whitespace") as err:
+        publish.run(context(lake_uri, env))
+    assert "abc" not in str(err.value)
+    assert (
+        publish.credentials({**env, "CRM_API_TOKEN": "tok\n"}, "c")[1] == "tok"
+    )  # trailing newline
+
+
 def test_scores_that_break_the_contract_are_refused(lake_uri):
     import pyarrow as pa
 

@@ -29,6 +29,7 @@ import math
 import signal
 import threading
 import time
+import traceback
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from typing import Any
 
 from model_steps import lake
 from model_steps.contract import ENV_CRM_API_TOKEN, ENV_CRM_BASE_URL, StepContext, StepError
-from model_steps.crm import BatchOutcome, CrmClient, redact_url
+from model_steps.crm import BatchOutcome, CrmClient, mask, redact_url
 from model_steps.settings import crm_settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ def credentials(env: dict[str, str], connection_id: str) -> tuple[str, str]:
             f"(crm.connection_id), e.g. AIRFLOW_CONN_{connection_id.upper()}="
             "'http://:<token>@127.0.0.1:8765'"
         )
+    if any(not 0x21 <= ord(ch) <= 0x7E for ch in token):  # never echo it: say what is wrong
+        raise StepError(
+            f"{ENV_CRM_API_TOKEN} contains whitespace, control or non-ASCII characters "
+            "(a stray newline in the Secret or connection?)"
+        )
     return base_url, token
 
 
@@ -80,19 +86,21 @@ def select_records(
     import pyarrow.compute as pc
 
     try:
-        table, manifest = lake.read_parquet_table(scores_uri)
+        manifest = lake.read_manifest(scores_uri)
     except StepError as exc:
         raise StepError(f"no scores to publish: {exc}") from None
     where = f"scores table {scores_uri} ({manifest.get('attempt')})"
+    for name in manifest.get("files", []):  # only the columns publish needs are read
+        missing = [c for c in SCORE_COLUMNS if c not in parquet_columns(scores_uri, manifest, name)]
+        if missing:
+            raise StepError(
+                f"{where} file {name} lacks column(s) {', '.join(missing)}; the score step must "
+                f"write {', '.join(SCORE_COLUMNS)}"
+            )
+    table, manifest = lake.read_parquet_table(scores_uri, columns=list(SCORE_COLUMNS))
     if table is None or table.num_rows == 0:
+        log.warning("%s has no rows: nothing to publish", where)
         return [], 0, manifest
-    missing = [c for c in SCORE_COLUMNS if c not in table.column_names]
-    if missing:
-        raise StepError(
-            f"{where} lacks column(s) {', '.join(missing)}; the score step must write "
-            f"{', '.join(SCORE_COLUMNS)}"
-        )
-    table = table.select(list(SCORE_COLUMNS))
     table = table.set_column(1, "score", pc.cast(table["score"], pa.float64()))
     table = table.set_column(0, "diner_id", pc.cast(table["diner_id"], pa.string()))
     bad_ids = table["diner_id"].null_count + (pc.sum(pc.equal(table["diner_id"], "")).as_py() or 0)
@@ -123,6 +131,14 @@ def select_records(
         )
     ]
     return records, n, manifest
+
+
+def parquet_columns(table_uri: str, manifest: dict[str, Any], name: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    fs, path = lake.filesystem(lake.join(table_uri, manifest["attempt"], name))
+    with fs.open(path, "rb") as fh:
+        return list(pq.read_schema(fh).names)
 
 
 def plan_batches(records: list[dict[str, Any]], batch_size: int, identity: str) -> list[Batch]:
@@ -324,8 +340,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
         if isinstance(error, StepError):
             raise type(error)(f"{prefix}: {error}") from None
         if isinstance(error, OSError):
-            raise StepError(f"{prefix}: {error}") from None
-        raise error
+            raise StepError(f"{prefix}: {mask(str(error), token)}") from None
+        # a bug, not the CRM: keep the traceback for the log, with the token masked
+        trace = "".join(traceback.format_exception(error))
+        log.error("unexpected error while sending:\n%s", mask(trace, token))
+        raise StepError(f"{prefix}: {type(error).__name__}: {mask(str(error), token)}") from None
     seconds = time.monotonic() - started
     result = {
         "records": len(records),

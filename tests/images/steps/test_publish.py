@@ -134,7 +134,7 @@ def test_sigterm_saves_progress_and_exits_1_then_resumes(crm, lake_uri, tmp_path
         "checkpoint_interval_seconds": 60,
     }  # only the SIGTERM handler saves in this window
     env = publish_env(lake_uri, crm.url, tmp_path / "xcom.json", cfg)
-    crm.control(delay_ms=100)
+    crm.control(delay_ms=150)  # 30 batches, 2 in flight: >= 2.2 s, SIGTERM comes well before
     proc = subprocess.Popen(publish_argv(run_id), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     wait_for(lambda: crm.stats()["batches"] >= 6)

@@ -63,10 +63,12 @@ def mask(text: str, *secrets: str | None) -> str:
 
 def redact_url(url: str) -> str:
     """A URL as it may appear in logs: scheme, host, port and path; no user info, no query."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparsable URL>"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -113,6 +115,10 @@ class CrmClient:
         rng: Callable[[], float] = random.random,
     ) -> None:
         parts = urlsplit(base_url)
+        try:
+            port = parts.port
+        except ValueError:  # "host:abc"
+            port, parts = None, parts._replace(scheme="")  # refused just below
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise CrmError(
                 f"CRM base URL {redact_url(base_url)!r} must be http(s)://host[:port][/path]"
@@ -120,7 +126,7 @@ class CrmClient:
         self.base_url = base_url
         self._scheme = parts.scheme
         self._host = parts.hostname
-        self._port = parts.port
+        self._port = port
         self._prefix = parts.path.rstrip("/")
         self._token = token
         self.timeout = timeout

@@ -280,6 +280,9 @@ def test_retry_after_parsing_and_url_redaction():
         "https://crm.example.com:8443/api"
     )
     assert mask("Bearer abc123 and abc123", "abc123") == "Bearer *** and ***"
+    for bad in ("ftp://crm.example.com", "crm.example.com", "http://crm:port/"):
+        with pytest.raises(CrmError, match="must be http"):
+            CrmClient(bad, "t")
 
 
 def test_client_masks_a_token_that_the_crm_echoes_back():

@@ -86,7 +86,7 @@ class Receiver:
 
 def records_for(n: int) -> list[dict[str, Any]]:
     """What the step would send (same selection code), for the naive client."""
-    return publish.select_records(scores_uri, 1.0, "bench-offer", run_key(RUN_ID))[0]
+    return list(publish.select_records(scores_uri, 1.0, "bench-offer", run_key(RUN_ID))[0])
 
 
 def naive(url: str, records: list[dict[str, Any]]) -> float:

@@ -31,6 +31,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -78,9 +79,45 @@ def credentials(env: dict[str, str], connection_id: str) -> tuple[str, str]:
     return base_url, token
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The records to publish, in publish order, kept as Arrow columns: records are built as dicts
+    one batch at a time, so a few million of them never sit in memory as Python objects."""
+
+    table: Any  # pyarrow.Table: diner_id (string), score (double), model_version (string)
+    offer_code: str
+    run_key: str
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def chunks(self, size: int) -> Iterator[list[dict[str, Any]]]:
+        for start in range(0, len(self), size):
+            part = self.table.slice(start, size)
+            yield [
+                {
+                    "diner_id": diner_id,
+                    "score": score,
+                    "offer_code": self.offer_code,
+                    "model_version": model_version,
+                    "run_key": self.run_key,
+                }
+                for diner_id, score, model_version in zip(
+                    part["diner_id"].to_pylist(),
+                    part["score"].to_pylist(),
+                    part["model_version"].to_pylist(),
+                    strict=True,
+                )
+            ]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for chunk in self.chunks(10_000):
+            yield from chunk
+
+
 def select_records(
     scores_uri: str, top_fraction: float, offer_code: str, run_key: str
-) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
+) -> tuple[Selection, int, dict[str, Any]]:
     """(records to publish in their fixed order, rows scored, scores manifest)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -98,11 +135,15 @@ def select_records(
                 f"write {', '.join(SCORE_COLUMNS)}"
             )
     table, manifest = lake.read_parquet_table(scores_uri, columns=list(SCORE_COLUMNS))
+    schema = pa.schema(
+        [("diner_id", pa.string()), ("score", pa.float64()), ("model_version", pa.string())]
+    )
     if table is None or table.num_rows == 0:
         log.warning("%s has no rows: nothing to publish", where)
-        return [], 0, manifest
-    table = table.set_column(1, "score", pc.cast(table["score"], pa.float64()))
-    table = table.set_column(0, "diner_id", pc.cast(table["diner_id"], pa.string()))
+        return Selection(schema.empty_table(), offer_code, run_key), 0, manifest
+    table = pa.table(
+        [pc.cast(table[c], schema.field(c).type) for c in SCORE_COLUMNS], schema=schema
+    )
     bad_ids = table["diner_id"].null_count + (pc.sum(pc.equal(table["diner_id"], "")).as_py() or 0)
     bad_scores = table["score"].null_count + (pc.sum(pc.is_nan(table["score"])).as_py() or 0)
     if bad_ids or bad_scores:
@@ -113,24 +154,7 @@ def select_records(
     n = table.num_rows
     top = min(n, max(1, math.ceil(top_fraction * n)))
     order = pc.sort_indices(table, sort_keys=[("score", "descending"), ("diner_id", "ascending")])
-    chosen = table.take(order[:top])
-    chosen = chosen.set_column(2, "model_version", pc.cast(chosen["model_version"], pa.string()))
-    records = [
-        {
-            "diner_id": diner_id,
-            "score": score,
-            "offer_code": offer_code,
-            "model_version": model_version,
-            "run_key": run_key,
-        }
-        for diner_id, score, model_version in zip(
-            chosen["diner_id"].to_pylist(),
-            chosen["score"].to_pylist(),
-            chosen["model_version"].to_pylist(),
-            strict=True,
-        )
-    ]
-    return records, n, manifest
+    return Selection(table.take(order[:top]), offer_code, run_key), n, manifest
 
 
 def parquet_columns(table_uri: str, manifest: dict[str, Any], name: str) -> list[str]:
@@ -141,11 +165,16 @@ def parquet_columns(table_uri: str, manifest: dict[str, Any], name: str) -> list
         return list(pq.read_schema(fh).names)
 
 
-def plan_batches(records: list[dict[str, Any]], batch_size: int, identity: str) -> list[Batch]:
+def plan_batches(
+    records: Selection | list[dict[str, Any]], batch_size: int, identity: str
+) -> list[Batch]:
     """Fixed batches; the key hashes the run identity, the index and the exact request body."""
+    if isinstance(records, Selection):
+        chunks: Iterable[list[dict[str, Any]]] = records.chunks(batch_size)
+    else:
+        chunks = (records[i : i + batch_size] for i in range(0, len(records), batch_size))
     batches = []
-    for index, start in enumerate(range(0, len(records), batch_size)):
-        chunk = records[start : start + batch_size]
+    for index, chunk in enumerate(chunks):
         # records are built with a fixed key order, so the body is byte-identical on every retry
         body = json.dumps({"records": chunk}, separators=(",", ":")).encode()
         digest = hashlib.sha256(f"{identity}\n{index}\n".encode() + body).hexdigest()

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ("diner_id", "score", "model_version")
 PROGRESS_FILE = "progress.json"
+# What makes two attempts' batches the same: if any differs, earlier keys mostly will not match.
+PLAN_IDENTITY = ("records", "batch_size", "scores_attempt", "offer_code")
 
 
 @dataclass(frozen=True)
@@ -165,21 +167,25 @@ def parquet_columns(table_uri: str, manifest: dict[str, Any], name: str) -> list
         return list(pq.read_schema(fh).names)
 
 
-def plan_batches(
+def iter_batches(
     records: Selection | list[dict[str, Any]], batch_size: int, identity: str
-) -> list[Batch]:
-    """Fixed batches; the key hashes the run identity, the index and the exact request body."""
+) -> Iterator[Batch]:
+    """Fixed batches, built lazily; the key hashes the run identity, the index and the exact body."""
     if isinstance(records, Selection):
         chunks: Iterable[list[dict[str, Any]]] = records.chunks(batch_size)
     else:
         chunks = (records[i : i + batch_size] for i in range(0, len(records), batch_size))
-    batches = []
     for index, chunk in enumerate(chunks):
         # records are built with a fixed key order, so the body is byte-identical on every retry
         body = json.dumps({"records": chunk}, separators=(",", ":")).encode()
         digest = hashlib.sha256(f"{identity}\n{index}\n".encode() + body).hexdigest()
-        batches.append(Batch(index=index, key=f"mlops-{digest}", body=body, records=len(chunk)))
-    return batches
+        yield Batch(index=index, key=f"mlops-{digest}", body=body, records=len(chunk))
+
+
+def plan_batches(
+    records: Selection | list[dict[str, Any]], batch_size: int, identity: str
+) -> list[Batch]:
+    return list(iter_batches(records, batch_size, identity))
 
 
 class Checkpoint:
@@ -194,25 +200,28 @@ class Checkpoint:
         self._saved_at = 0.0
         self._dirty = False
 
-    def load(self, valid_keys: set[str]) -> int:
+    def load(self) -> frozenset[str]:
+        """Keys acknowledged by earlier attempts (kept in ``acked``; returned frozen)."""
         if not lake.exists(self.uri):
-            return 0
+            return frozenset()
         try:
             self.previous = lake.read_json(self.uri)
-            saved = set(self.previous.get("acked", []))
+            self.acked = set(self.previous.get("acked", []))
         except (ValueError, AttributeError, TypeError):
             log.warning("checkpoint %s is unreadable; sending every batch again", self.uri)
-            return 0
-        self.acked = saved & valid_keys
-        if self.previous.get("plan", {}).get("digest") != self.plan["digest"]:
+            return frozenset()
+        before = {k: self.previous.get("plan", {}).get(k) for k in PLAN_IDENTITY}
+        if before != {k: self.plan.get(k) for k in PLAN_IDENTITY}:
             log.warning(
-                "checkpoint %s was written for another plan (scores or settings changed): %d of "
-                "its %d acknowledged batches are identical and stay skipped; the rest are sent",
-                self.uri,
-                len(self.acked),
-                len(saved),
-            )
-        return len(self.acked)
+                "checkpoint %s was written for other scores or settings (%s, now %s): only its "
+                "batches that are byte-identical stay skipped; the rest are sent",
+                self.uri, before, {k: self.plan.get(k) for k in PLAN_IDENTITY},
+            )  # fmt: skip
+        return frozenset(self.acked)
+
+    def keep_only(self, keys: set[str]) -> None:
+        """Drop keys of an older plan (at the end of a complete run)."""
+        self.acked &= keys
 
     def ack(self, key: str) -> None:
         self.acked.add(key)
@@ -239,14 +248,16 @@ class Checkpoint:
 
 def send_batches(
     client: CrmClient,
-    batches: list[Batch],
+    batches: Iterable[Batch],
     max_concurrency: int,
     on_ack: Any,
 ) -> tuple[list[BatchOutcome], BaseException | None]:
     """Send with at most ``max_concurrency`` batches in flight; stop at the first hard failure.
 
-    Returns the outcomes of acknowledged batches (``on_ack`` already called for each, in this
-    thread) and the error that stopped sending, if any. Batches in flight when sending stops are
+    ``batches`` may be a generator: the next batch is built only when a slot frees up, so planning
+    overlaps sending and only the batches in flight are held in memory. Returns the outcomes of
+    acknowledged batches (``on_ack`` already called for each, in this thread) and the error that
+    stopped sending, if any. Batches in flight when sending stops are
     waited for, and recorded if they were acknowledged.
     """
     outcomes: list[BatchOutcome] = []
@@ -308,25 +319,37 @@ def run(ctx: StepContext) -> dict[str, Any]:
         scores_uri, float(s["top_fraction"]), s["offer_code"], ctx.run_key
     )
     identity = f"{ctx.pipeline}/{ctx.customer}/{ctx.run_key}"
-    batches = plan_batches(records, int(s["batch_size"]), identity)
+    batch_size = int(s["batch_size"])
+    n_batches = -(-len(records) // batch_size)
     plan = {
-        "digest": hashlib.sha256("".join(b.key for b in batches).encode()).hexdigest(),
         "records": len(records),
-        "batches": len(batches),
-        "batch_size": s["batch_size"],
+        "batches": n_batches,
+        "batch_size": batch_size,
         "scores_attempt": manifest.get("attempt"),
+        "offer_code": s["offer_code"],
         "run_id": ctx.run_id,
     }
     progress_uri = ctx.lake_path(lake.PUBLISH_ZONE, PROGRESS_FILE)
     checkpoint = Checkpoint(progress_uri, plan, float(s["checkpoint_interval_seconds"]))
-    already = checkpoint.load({b.key for b in batches})
-    todo = [b for b in batches if b.key not in checkpoint.acked]
-    skipped_records = sum(b.records for b in batches if b.key in checkpoint.acked)
+    earlier = checkpoint.load()
+    skipped = {"batches": 0, "records": 0}
+    planned: set[str] = set()
+
+    def todo() -> Iterator[Batch]:
+        """The plan's batches minus those an earlier attempt got acknowledged, built lazily."""
+        for batch in iter_batches(records, batch_size, identity):
+            planned.add(batch.key)
+            if batch.key in earlier:
+                skipped["batches"] += 1
+                skipped["records"] += batch.records
+                continue
+            yield batch
+
     log.info(
-        "publishing %d of %d scored diners (top %.0f%%) to %s: %d batches of <= %d, %d already "
-        "acknowledged by an earlier attempt, concurrency %d",
-        len(records), scored_rows, 100 * s["top_fraction"], redact_url(base_url), len(batches),
-        s["batch_size"], already, s["max_concurrency"],
+        "publishing %d of %d scored diners (top %.0f%%) to %s: %d batches of <= %d, "
+        "concurrency %d; checkpoint %s holds %d acknowledged batches",
+        len(records), scored_rows, 100 * s["top_fraction"], redact_url(base_url), n_batches,
+        batch_size, s["max_concurrency"], progress_uri, len(earlier),
     )  # fmt: skip
 
     client = CrmClient(
@@ -345,7 +368,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         progress["batches"] += 1
         if time.monotonic() - progress["logged_at"] >= 5:
             progress["logged_at"] = time.monotonic()
-            log.info("sent %d/%d batches", progress["batches"] + already, len(batches))
+            log.info("sent %d/%d batches", progress["batches"] + skipped["batches"], n_batches)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the saving short
@@ -354,18 +377,20 @@ def run(ctx: StepContext) -> dict[str, Any]:
     in_main = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
     try:
-        outcomes, error = send_batches(client, todo, int(s["max_concurrency"]), on_ack)
+        outcomes, error = send_batches(client, todo(), int(s["max_concurrency"]), on_ack)
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous_handler)
         client.close()
     for o in outcomes:
         retries.update(o.retries)
+    if error is None:
+        checkpoint.keep_only(planned)
     checkpoint.save(complete=error is None)
     sent = len(outcomes)
+    already = skipped["batches"]
     if error is not None:
-        done = already + sent
-        prefix = f"publish stopped after {done}/{len(batches)} acknowledged batches"
+        prefix = f"publish stopped after {already + sent}/{n_batches} acknowledged batches"
         if isinstance(error, StepError):
             raise type(error)(f"{prefix}: {error}") from None
         if isinstance(error, OSError):
@@ -378,11 +403,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
     result = {
         "records": len(records),
         "scored_rows": scored_rows,
-        "batches": len(batches),
+        "batches": n_batches,
         "sent_batches": sent,
         "sent_records": sum(o.records for o in outcomes),
         "skipped_batches": already,
-        "skipped_records": skipped_records,
+        "skipped_records": skipped["records"],
         "replayed_batches": sum(o.replayed for o in outcomes),
         "retries": sum(retries.values()),
         "retries_by_reason": dict(sorted(retries.items())),

@@ -174,6 +174,23 @@ def test_crm_answering_429_or_500_for_a_while_still_completes(
     assert_exactly_once(crm, expected_top(600, 0.5))
 
 
+def test_a_retry_with_other_settings_resends_but_never_duplicates_a_diner(crm, lake_uri, tmp_path):
+    run_id = "manual__changed-plan"
+    write_scores(lake_uri, run_id, n=300)
+    env = publish_env(lake_uri, crm.url, tmp_path / "xcom.json",
+                      {"batch_size": 50, "top_fraction": 1.0})  # fmt: skip
+    assert run_publish(env, run_id)[0] == 0
+    env = publish_env(lake_uri, crm.url, tmp_path / "xcom.json",
+                      {"batch_size": 40, "top_fraction": 1.0})  # fmt: skip
+    code, out, result = run_publish(env, run_id)
+    assert code == 0, out
+    assert "written for other scores or settings" in out
+    assert result["skipped_batches"] == 0 and result["sent_records"] == 300
+    stats = crm.stats()
+    assert stats["contacts"] == 300 and stats["max_writes_per_contact"] == 2  # upserted, not added
+    assert len(progress(lake_uri, run_id)["acked"]) == 8  # the old plan's keys are dropped
+
+
 def test_lost_acknowledgements_are_replayed_not_applied_twice(crm, lake_uri, tmp_path):
     run_id = "manual__lost-acks"
     write_scores(lake_uri, run_id, n=400)

@@ -88,9 +88,13 @@ test: setup delivery-tools lint
 run: setup
 	$(CP_PY) scripts/run_example.py
 
+# BENCH_ARGS=--quick runs each benchmark at its smallest size (a smoke run, not figures to quote).
+BENCH_ARGS ?=
 bench: setup
-	$(CP_PY) benchmarks/bench_dag_parse.py
-	$(STEPS_PY) benchmarks/bench_publish.py
+	$(CP_PY) benchmarks/bench_dag_parse.py $(BENCH_ARGS)
+	PYTHONPATH= $(STEPS_PY) benchmarks/bench_ingest.py $(BENCH_ARGS)
+	PYTHONPATH= $(STEPS_PY) benchmarks/bench_score.py $(BENCH_ARGS)
+	PYTHONPATH= $(STEPS_PY) benchmarks/bench_publish.py $(BENCH_ARGS)
 
 airflow: setup
 	@echo "Airflow UI on http://localhost:8080 (user/password printed below by 'standalone')"

@@ -112,10 +112,13 @@ def main() -> int:
     parser.add_argument("--models", type=int, default=10)
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="2 modules x 20 customers, 1 repeat")
     parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "dag_parse.json"
     )
     args = parser.parse_args()
+    if args.quick:
+        args.models, args.customers, args.repeats = 2, 20, 1
 
     with tempfile.TemporaryDirectory(prefix="bench-dags-") as tmp:
         root = Path(tmp)

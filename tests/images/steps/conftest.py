@@ -52,3 +52,17 @@ def lake(tmp_path, pristine_lake) -> Path:
     root = tmp_path / "lake"
     shutil.copytree(pristine_lake, root)
     return root
+
+
+@pytest.fixture(scope="session")
+def mlflow_services(tmp_path_factory):
+    """The embedded services (moto S3 endpoint + MLflow server, sqlite backend) for the whole test
+    session, started and stopped through the same module `make run` uses."""
+    from embedded import services
+
+    state = tmp_path_factory.mktemp("services")
+    info = services.up(state, timeout=120)
+    try:
+        yield info
+    finally:
+        services.down(state)

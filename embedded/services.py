@@ -1,0 +1,297 @@
+"""Start and stop the embedded services of the local default, all on loopback.
+
+* ``moto_server``: a local S3 endpoint (MLflow's artifact store, the S3 sinks of later steps);
+* ``mlflow server``: tracking + model registry, sqlite backend, artifacts proxied by the server into
+  ``s3://mlflow-artifacts/`` on that endpoint (clients upload through the server, so a step needs
+  only ``MLFLOW_TRACKING_URI``).
+
+    python -m embedded.services up --state var/services     # prints the env, writes services.json/.env
+    python -m embedded.services down --state var/services   # stops both process groups
+
+Stdlib only (the control plane's venv can run it too); the executables are looked up next to the
+running interpreter first (``.venv-steps/bin``), then on PATH. ``up`` polls each service until it
+answers and gives up after a bounded time with the tail of the service's log in the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "services.json"
+ENV_FILE = "services.env"
+ARTIFACT_BUCKET = "mlflow-artifacts"
+DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def executable(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if not found:
+        raise ServiceError(
+            f"{name} not found next to {sys.executable} nor on PATH "
+            "(run `make setup`: it lives in .venv-steps)"
+        )
+    return found
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait_ready(name: str, url: str, proc: subprocess.Popen, log: Path, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise ServiceError(
+                f"{name} exited with code {proc.returncode} before it was ready; "
+                f"log {log}:\n{_tail(log)}"
+            )
+        if _http_ok(url):
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise ServiceError(
+        f"{name} did not answer {url} within {timeout:.0f}s; log {log}:\n{_tail(log)}"
+    )
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        # own session = own process group: `down` stops the service and every worker it forked
+        return subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def create_bucket(endpoint: str, bucket: str) -> None:
+    """moto accepts an unsigned PUT Bucket; 409 (already owned) is fine."""
+    req = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT", data=b"")
+    try:
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:
+            raise ServiceError(f"could not create bucket {bucket} on {endpoint}: {exc}") from exc
+
+
+def up(
+    state: Path, *, timeout: float = 90.0, buckets: tuple[str, ...] = (), mlflow_workers: int = 1
+) -> dict[str, Any]:
+    """Start both services (stopping any left from an earlier ``up`` of this state dir first)."""
+    state = state.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    if (state / STATE_FILE).exists():
+        down(state)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
+    s3_port, mlflow_port = free_port(), free_port()
+    s3_endpoint = f"http://127.0.0.1:{s3_port}"
+    info: dict[str, Any] = {"state": str(state), "pids": {}}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        procs["s3"] = _spawn(
+            [executable("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+            base_env,
+            state / "logs" / "moto.log",
+        )
+        info["pids"]["s3"] = procs["s3"].pid
+        _write_state(state, info)  # so `down` can clean up even if the next start fails
+        info["s3_ready_s"] = round(
+            _wait_ready(
+                "moto_server", f"{s3_endpoint}/", procs["s3"], state / "logs" / "moto.log", timeout
+            ),
+            2,
+        )
+        for bucket in (ARTIFACT_BUCKET, *buckets):
+            create_bucket(s3_endpoint, bucket)
+
+        tracking_uri = f"http://127.0.0.1:{mlflow_port}"
+        server_env = {
+            **base_env,
+            **DUMMY_AWS,
+            "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+            "AWS_ENDPOINT_URL": s3_endpoint,
+        }
+        db = state / "mlflow.db"
+        procs["mlflow"] = _spawn(
+            [
+                executable("mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{db}",
+                "--artifacts-destination",
+                f"s3://{ARTIFACT_BUCKET}/",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                str(mlflow_workers),
+            ],
+            server_env,
+            state / "logs" / "mlflow.log",
+        )
+        info["pids"]["mlflow"] = procs["mlflow"].pid
+        _write_state(state, info)
+        info["mlflow_ready_s"] = round(
+            _wait_ready(
+                "mlflow server",
+                f"{tracking_uri}/health",
+                procs["mlflow"],
+                state / "logs" / "mlflow.log",
+                timeout,
+            ),
+            2,
+        )
+    except BaseException:
+        down(state)
+        raise
+    info["env"] = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+        **DUMMY_AWS,
+    }
+    info["tracking_uri"], info["s3_endpoint"] = tracking_uri, s3_endpoint
+    _write_state(state, info)
+    (state / ENV_FILE).write_text("".join(f"export {k}={v}\n" for k, v in info["env"].items()))
+    return info
+
+
+def _write_state(state: Path, info: dict[str, Any]) -> None:
+    tmp = state / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
+    os.replace(tmp, state / STATE_FILE)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def down(state: Path, *, grace: float = 10.0) -> list[str]:
+    """Stop every process group recorded in the state dir: SIGTERM, then SIGKILL after ``grace``."""
+    state = state.resolve()
+    path = state / STATE_FILE
+    if not path.exists():
+        return []
+    info = json.loads(path.read_text())
+    stopped = []
+    # the server first (it holds the sqlite db and talks to S3), then the endpoint
+    for name in ("mlflow", "s3"):
+        pid = info.get("pids", {}).get(name)
+        if not pid:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.1)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        stopped.append(name)
+    path.unlink()
+    (state / ENV_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m embedded.services",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument(
+        "--state",
+        default="var/services",
+        type=Path,
+        help="folder for the sqlite db, logs, services.json and services.env",
+    )
+    parser.add_argument("--timeout", type=float, default=90.0, help="readiness limit per service")
+    parser.add_argument(
+        "--bucket",
+        action="append",
+        default=[],
+        help="extra bucket to create on the S3 endpoint (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "up":
+            info = up(args.state, timeout=args.timeout, buckets=tuple(args.bucket))
+            print(json.dumps(info, indent=2, sort_keys=True))
+        elif args.action == "down":
+            print(json.dumps({"stopped": down(args.state)}))
+        else:
+            path = args.state.resolve() / STATE_FILE
+            if not path.exists():
+                print(json.dumps({"running": False}))
+                return 1
+            info = json.loads(path.read_text())
+            ok = bool(info.get("tracking_uri")) and _http_ok(f"{info['tracking_uri']}/health")
+            print(json.dumps({"running": ok, **info}, indent=2, sort_keys=True))
+            return 0 if ok else 1
+    except ServiceError as exc:
+        print(f"embedded services: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Evaluate step: the gate between a trained candidate and the customers.
+
+Scores the run's holdout with the candidate (this run's registered version) and the current
+champion (alias ``champion``), applies the module's gate policy (model_steps.gate), writes the
+decision and a report (HTML + PNG plots) to the lake and to the candidate's MLflow run, and on pass
+moves the alias and the champion's feature profile (the validate step's drift reference).
+
+Lake layout::
+
+    evaluation/<pipeline>/customer=<c>/run=<key>/decision.json    written last: a retry of a
+                                                                   decided run reuses it
+    evaluation/<pipeline>/customer=<c>/run=<key>/report/{index.html,*.png}
+    models/<pipeline>/customer=<c>/champion/feature_profile.json  copied on promotion
+
+Exit: 0 when there is a model to score with (the candidate, or the champion under the
+``score_with_champion`` policy); 99 (skip downstream) when nothing may be scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from model_steps import gate, lake
+from model_steps.contract import SkipDownstream, StepContext, StepError
+from model_steps.tracking import (
+    bound_mlflow_client,
+    registered_model_name,
+    tracking_uri,
+    wait_for_server,
+)
+
+log = logging.getLogger("model_steps.evaluate")
+ALIAS = "champion"
+
+
+def champion_profile_uri(ctx: StepContext) -> str:
+    root = ctx.lake_uri.rstrip("/")
+    return "/".join(
+        [root, "models", ctx.pipeline, f"customer={ctx.customer}", ALIAS, "feature_profile.json"]
+    )
+
+
+def _holdout(features_uri: str, training: dict[str, Any]) -> Any:
+    from model_steps.profile import read_table
+    from model_steps.training import holdout_mask
+
+    df = read_table(features_uri)
+    hold = holdout_mask(df["diner_id"].to_numpy(), float(training.get("holdout_fraction", 0.2)),
+                        int(training.get("seed", 42)))  # fmt: skip
+    return df[hold].reset_index(drop=True)
+
+
+def _predict(model_uri: str, frame: Any) -> Any:
+    import mlflow.pyfunc
+
+    from model_steps.training import INPUT_COLUMNS
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    return model.predict(frame[list(INPUT_COLUMNS)])["propensity"].to_numpy()
+
+
+def _report(out_dir: Path, y: Any, scores: dict[str, Any], decision: gate.Decision) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    files = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=90)
+        plt.close(fig)
+        files.append(name)
+
+    def curve(p: Any, kind: str) -> tuple[Any, Any]:
+        order = np.argsort(-p, kind="mergesort")
+        hits = y[order].astype(bool)
+        tp, fp = np.cumsum(hits), np.cumsum(~hits)
+        if kind == "roc":
+            return fp / max(fp[-1], 1), tp / max(tp[-1], 1)
+        return tp / max(tp[-1], 1), tp / np.arange(1, len(p) + 1)
+
+    for kind, (xl, yl) in {"roc": ("false positive rate", "true positive rate"),
+                           "pr": ("recall", "precision")}.items():  # fmt: skip
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for name, p in scores.items():
+            ax.plot(*curve(p, kind), label=name)
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set(xlabel=xl, ylabel=yl, title=kind.upper())
+        ax.legend()
+        save(fig, f"{kind}.png")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, p in scores.items():
+        bins = np.quantile(p, np.linspace(0, 1, 11))
+        idx = np.clip(np.searchsorted(bins, p, side="right") - 1, 0, 9)
+        ax.plot([p[idx == b].mean() for b in range(10) if (idx == b).any()],
+                [y[idx == b].mean() for b in range(10) if (idx == b).any()], "o-", label=name)  # fmt: skip
+    top = max(float(p.max()) for p in scores.values())
+    ax.plot([0, top], [0, top], "k:", lw=0.8)
+    ax.set(xlabel="mean predicted", ylabel="observed rate", title="calibration (deciles)")
+    ax.legend()
+    save(fig, "calibration.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = [m for m in gate.METRICS if m in decision.candidate]
+    width = 0.38
+    ax.bar(
+        np.arange(len(names)) - width / 2,
+        [decision.candidate[m] for m in names],
+        width,
+        label="candidate",
+    )
+    if decision.champion:
+        ax.bar(
+            np.arange(len(names)) + width / 2,
+            [decision.champion[m] for m in names],
+            width,
+            label="champion",
+        )
+    ax.set_xticks(np.arange(len(names)), names, rotation=20)
+    ax.set(title="champion vs candidate")
+    ax.legend()
+    save(fig, "comparison.png")
+
+    rows = "".join(
+        f"<tr><td>{m}</td><td>{decision.candidate.get(m)}</td>"
+        f"<td>{(decision.champion or {}).get(m, '—')}</td></tr>"
+        for m in (*gate.METRICS, "rows", "positives")
+    )
+    verdict = "PASSED" if decision.passed else "REFUSED"
+    html = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation</title></head><body>"
+        f"<h1>Gate {verdict}</h1><ul>{''.join(f'<li>{r}</li>' for r in decision.reasons)}</ul>"
+        f"<table border=1><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{rows}</table>"
+        + "".join(f"<p><img src='{f}'></p>" for f in files)
+        + "</body></html>"
+    )
+    (out_dir / "index.html").write_text(html)
+    return [*files, "index.html"]
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    out_uri = ctx.lake_path("evaluation")
+    decision_uri = lake.join(out_uri, "decision.json")
+    if lake.exists(
+        decision_uri
+    ):  # a retry of a run already decided: same decision, no re-promotion
+        log.info("decision already made for this run: %s", decision_uri)
+        return dict(lake.read_json(decision_uri))
+    train_uri = lake.join(ctx.lake_path("models"), "train_result.json")
+    if not lake.exists(train_uri):
+        raise StepError(
+            f"{train_uri} does not exist: the train step has not completed for this run"
+        )
+    trained = lake.read_json(train_uri)
+
+    uri = tracking_uri(ctx)
+    bound_mlflow_client()
+    wait_for_server(uri)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    name = registered_model_name(ctx.pipeline, ctx.customer)
+    candidate_version = str(trained["model_version"])
+    try:
+        champ = client.get_model_version_by_alias(name, ALIAS)
+        champion_version: str | None = str(champ.version)
+    except MlflowException:
+        champion_version = None
+
+    holdout = _holdout(trained["features_uri"], ctx.config.get("training", {}))
+    y = holdout["label"].to_numpy()
+    scores = {"candidate": _predict(f"models:/{name}/{candidate_version}", holdout)}
+    if champion_version == candidate_version:
+        champion_version = None  # promoted by an earlier attempt that died before deciding
+    if champion_version is not None:
+        scores["champion"] = _predict(f"models:/{name}/{champion_version}", holdout)
+    measured = {k: gate.metrics(y, p) for k, p in scores.items()}
+    decision = gate.decide(
+        ctx.config.get("gate", {}), measured["candidate"], candidate_version,
+        measured.get("champion"), champion_version,
+        force_promote=bool(ctx.params.get("force_promote")),
+    )  # fmt: skip
+    for reason in decision.reasons:
+        log.info("gate: %s", reason)
+
+    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
+        files = _report(Path(tmp), y, scores, decision)
+        report_uri = lake.join(out_uri, "report")
+        lake.put_tree(tmp, report_uri)
+        with mlflow.start_run(run_id=trained["mlflow_run_id"]):
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+            mlflow.log_dict(decision.as_dict(), "evaluation/decision.json")
+            mlflow.log_metrics({f"gate_{k}": v for k, v in measured["candidate"].items()})
+            mlflow.set_tag("gate.passed", str(decision.passed).lower())
+
+    result = {
+        **decision.as_dict(),
+        "registered_model": name,
+        "candidate_version": candidate_version,
+        "champion_version": champion_version,
+        "scoring_model_uri": f"models:/{name}/{decision.scoring_version}"
+        if decision.scoring_version
+        else None,
+        "report_uri": lake.join(report_uri, "index.html"),
+        "report_files": files,
+        "decision_uri": decision_uri,
+        "profile_uri": trained["profile_uri"],
+    }
+    # The decision is committed before it is applied, so a retry after a crash in between applies
+    # the same decision instead of comparing the candidate with itself.
+    lake.write_json_atomic(decision_uri, result)
+    return _apply(ctx, result)
+
+
+def _apply(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    """Carry out a committed decision (idempotent): move the alias and the drift reference."""
+    if result["promote"]:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri(ctx))
+        name, version = result["registered_model"], result["candidate_version"]
+        mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, version)
+        lake.write_json_atomic(champion_profile_uri(ctx), lake.read_json(result["profile_uri"]))
+        log.info("promoted %s v%s to @%s", name, version, ALIAS)
+    if result["scoring_model_uri"] is None:
+        raise SkipDownstream("; ".join(result["reasons"][-2:]), result)
+    return result

@@ -1,0 +1,180 @@
+"""Score step: the champion (MLflow alias ``champion``) scores the run's population in chunks.
+
+Reads the committed feature table chunk by chunk (``scoring.chunk_rows``), writes one parquet part
+per chunk into a fresh attempt folder on S3 (``SCORES_URI``; the local S3 endpoint on the embedded
+default), then commits with ``_MANIFEST.json`` and removes older attempts. Part names and contents
+depend only on the feature table and the model, so a retry replaces the output exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from model_steps import lake
+from model_steps.contract import StepContext, StepError
+from model_steps.scoring import scores_table_uri
+from model_steps.steps.evaluate import ALIAS
+from model_steps.tracking import (
+    bound_mlflow_client,
+    registered_model_name,
+    tracking_uri,
+    wait_for_server,
+)
+
+log = logging.getLogger("model_steps.score")
+
+
+def _champion(ctx: StepContext) -> tuple[Any, str, str]:
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri(ctx)
+    bound_mlflow_client()
+    wait_for_server(uri)
+    mlflow.set_tracking_uri(uri)
+    name = registered_model_name(ctx.pipeline, ctx.customer)
+    try:
+        version = str(mlflow.MlflowClient().get_model_version_by_alias(name, ALIAS).version)
+    except MlflowException as exc:
+        raise StepError(f"{name} has no @{ALIAS} in MLflow ({uri}): nothing to score with") from exc
+    model_uri = f"models:/{name}/{version}"  # pinned: the alias may move while we score
+    return mlflow.pyfunc.load_model(model_uri), name, version
+
+
+def _prefetch(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """Produce ``items`` in a background thread, ``depth`` ahead of the consumer."""
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+
+    def fill() -> None:
+        try:
+            for item in items:
+                buffer.put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            buffer.put(exc)
+        buffer.put(done)
+
+    threading.Thread(target=fill, daemon=True, name="score-read").start()
+    while (item := buffer.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def score_table(
+    model: Any,
+    features_uri: str,
+    out_uri: str,
+    *,
+    chunk_rows: int,
+    model_version: str,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score a committed feature table chunk by chunk into a new attempt of ``out_uri``; commit it.
+
+    Returns the committed manifest plus timing. Parts are numbered in reading order, so the same
+    table and model give the same files."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from model_steps.training import INPUT_COLUMNS, KEY
+
+    started = time.monotonic()
+    manifest = lake.read_manifest(features_uri)
+    attempt = f"attempt={lake.new_attempt_id()}"
+    fs_in, _ = lake.filesystem(features_uri)
+    fs_out, _ = lake.filesystem(out_uri)
+    fs_out.makedirs(lake.filesystem(lake.join(out_uri, attempt))[1], exist_ok=True)
+
+    def chunks() -> Iterator[tuple[Any, Any]]:
+        for source in manifest["files"]:
+            path = lake.filesystem(lake.join(features_uri, manifest["attempt"], source))[1]
+            with fs_in.open(path, "rb") as fh:
+                reader = pq.ParquetFile(fh)
+                for batch in reader.iter_batches(
+                    batch_size=chunk_rows, columns=[KEY, *INPUT_COLUMNS]
+                ):
+                    yield batch, batch.select(list(INPUT_COLUMNS)).to_pandas()
+
+    def write(table: Any, part: str) -> None:
+        with fs_out.open(lake.filesystem(lake.join(out_uri, attempt, part))[1], "wb") as out:
+            pq.write_table(table, out)
+
+    # Reading the next chunk and writing the last one overlap with predicting this one (Arrow and
+    # TensorFlow release the GIL): the step keeps up with the model's raw in-memory throughput.
+    files, rows, predict_s, writes = [], 0, 0.0, []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-write") as writer:
+        for batch, frame in _prefetch(chunks()):
+            t0 = time.monotonic()
+            scores = model.predict(frame)["propensity"].to_numpy()
+            predict_s += time.monotonic() - t0
+            version = pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(batch.num_rows, np.int32)), pa.array([model_version])
+            )
+            table = pa.table({
+                "diner_id": batch.column(KEY).cast(pa.string()),
+                "score": pa.array(scores, pa.float64()),
+                "model_version": version,
+            })  # fmt: skip
+            files.append(f"part-{len(files):05d}.parquet")
+            writes.append(writer.submit(write, table, files[-1]))
+            rows += batch.num_rows
+        for done in writes:
+            done.result()  # a failed write fails the step before anything is committed
+    if rows != manifest["rows"]:
+        raise StepError(f"scored {rows} rows but {features_uri} holds {manifest['rows']}")
+    committed = {
+        "table": "scores",
+        **(meta or {}),
+        "model_version": model_version,
+        "features_uri": features_uri,
+        "rows": rows,
+        "attempt": attempt,
+        "files": files,
+        "columns": ["diner_id", "score", "model_version"],
+        "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    lake.write_json_atomic(lake.join(out_uri, lake.MANIFEST), committed)  # the commit point
+    for d in lake.list_dirs(out_uri):
+        if d.startswith("attempt=") and d != attempt:
+            lake.remove_tree(lake.join(out_uri, d))
+    return {**committed, "seconds": time.monotonic() - started, "predict_seconds": predict_s}
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    started = time.monotonic()
+    features_uri = ctx.lake_path("features")
+    lake.read_manifest(features_uri)  # a clear error before loading the model if ingest never ran
+    model, name, version = _champion(ctx)
+    out_uri = scores_table_uri(ctx)
+    chunk_rows = int(ctx.config.get("scoring", {}).get("chunk_rows", 200_000))
+    meta = {"pipeline": ctx.pipeline, "customer": ctx.customer, "run_key": ctx.run_key,
+            "registered_model": name}  # fmt: skip
+    done = score_table(
+        model, features_uri, out_uri, chunk_rows=chunk_rows, model_version=version, meta=meta
+    )
+    seconds = time.monotonic() - started
+    log.info(
+        "scored %d rows with %s v%s in %.1fs -> %s", done["rows"], name, version, seconds, out_uri
+    )
+    return {
+        "status": "scored",
+        "rows": done["rows"],
+        "model_uri": f"models:/{name}/{version}",
+        "model_version": version,
+        "output_uri": out_uri,
+        "manifest_uri": lake.join(out_uri, lake.MANIFEST),
+        "parts": len(done["files"]),
+        "rows_per_second": round(done["rows"] / done["seconds"], 1),
+        "predict_seconds": round(done["predict_seconds"], 2),
+        "seconds": round(seconds, 1),
+    }

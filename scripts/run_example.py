@@ -1,0 +1,196 @@
+"""`make run`: the example pipeline end to end on this machine, through Airflow, local runtime.
+
+Starts the embedded services on loopback (local S3 endpoint, MLflow server, CRM receiver), generates
+the example data for every customer of dags/customer_propensity.py, runs each customer's DAG with
+`airflow dags test`, prints a summary from the tasks' XCom results, and stops the services. Exits
+non-zero if any run failed. Everything lives under var/run/ (recreated on each run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+VAR = REPO / "var" / "run"
+STEPS_PY = REPO / ".venv-steps" / "bin" / "python"
+AIRFLOW = REPO / ".venv" / "bin" / "airflow"
+DATA_DATE = "2026-06-15"  # the example data's as-of date (model_steps.datagen default cutoff)
+console = Console()
+
+
+def run(cmd: list[str], env: dict[str, str], log: Path | None = None, **kw: Any) -> int:
+    """Run a command; with a log file, echo each task step to the console as it goes."""
+    if log is None:
+        return subprocess.run(cmd, env=env, check=False, **kw).returncode
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            if "Running step command:" in line and "model_steps " in line:
+                step = line.split("model_steps ", 1)[1].split()[0]
+                console.print(f"    [cyan]▶[/] {step}")
+            elif "Task instance state updated" in line and "new_state=" in line:
+                state = line.split("new_state=", 1)[1].split()[0]
+                colour = "green" if state == "success" else "yellow" if "retry" in state else "red"
+                console.print(f"      [{colour}]{state}[/]")
+        return proc.wait()
+
+
+@contextmanager
+def embedded_services(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Local S3 endpoint + MLflow server (embedded.services) and the CRM receiver, then stop them."""
+    state = VAR / "services"
+    up = subprocess.run([str(STEPS_PY), "-m", "embedded.services", "up", "--state", str(state)],
+                        env=env, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    if up.returncode != 0:
+        raise SystemExit(f"embedded services did not start:\n{up.stdout}{up.stderr}")
+    try:
+        yield json.loads((state / "services.json").read_text())
+    finally:
+        subprocess.run([str(STEPS_PY), "-m", "embedded.services", "down", "--state", str(state)],
+                       env=env, cwd=REPO, check=False)  # fmt: skip
+
+
+def customers() -> list[str]:
+    sys.path.insert(0, str(REPO / "plugins"))
+    import runpy
+
+    module = runpy.run_path(str(REPO / "dags" / "customer_propensity.py"))
+    return sorted(k.split("__", 1)[1] for k in module if k.startswith("customer_propensity__"))
+
+
+def xcom_results(env: dict[str, str], dag_id: str) -> dict[str, Any]:
+    """The latest run's task states and XCom results, read from Airflow's metadata DB."""
+    script = f"""
+import json
+from airflow.models.dagrun import DagRun
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+with create_session() as s:
+    dr = s.query(DagRun).filter_by(dag_id={dag_id!r}).order_by(DagRun.id.desc()).first()
+    out = {{"state": str(dr.state), "tasks": {{}}}}
+    for ti in dr.get_task_instances(session=s):
+        row = s.query(XComModel).filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id=ti.task_id,
+                                           key="return_value").first()
+        out["tasks"][ti.task_id] = {{"state": str(ti.state),
+                                     "result": XComModel.deserialize_value(row) if row else None}}
+print(json.dumps(out, default=str))
+"""
+    out = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", script], env=env,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def summary(results: dict[str, dict[str, Any]], services: dict[str, Any]) -> Table:
+    table = Table(title="customer_propensity on the embedded default")
+    for column in (
+        "customer",
+        "run",
+        "ingest",
+        "validate",
+        "train",
+        "evaluate",
+        "score",
+        "publish",
+    ):
+        table.add_column(column)
+    for customer, res in results.items():
+        cells = []
+        for step in ("ingest", "validate", "train", "evaluate", "score", "publish"):
+            task = res["tasks"].get(step, {})
+            r = task.get("result") or {}
+            state = task.get("state", "-")
+            detail = {
+                "ingest": lambda r: (
+                    f"{r.get('rows', '?')} rows, label rate {r.get('label_rate', 0):.3f}"
+                ),
+                "validate": lambda r: f"{r.get('status')}",
+                "train": lambda r: f"AUC {r.get('metrics', {}).get('val_auc', r.get('auc', '?'))}",
+                "evaluate": lambda r: f"{'passed' if r.get('passed') else 'refused'}",
+                "score": lambda r: f"{r.get('rows', '?')} rows → {r.get('output_uri', '?')}",
+                "publish": lambda r: f"{r.get('records_sent', r.get('sent', '?'))} sent",
+            }[step]
+            cells.append(f"{state}\n{detail(r)}" if r else state)
+        table.add_row(customer, res["state"], *cells)
+    if services.get("mlflow_ui"):
+        table.caption = f"MLflow: {services['mlflow_ui']}"
+    return table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="small", help="example data size (model_steps.datagen)")
+    parser.add_argument("--customer", action="append", help="only these customers (default: all)")
+    args = parser.parse_args()
+
+    shutil.rmtree(VAR, ignore_errors=True)
+    VAR.mkdir(parents=True)
+    lake = VAR / "lake"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    env.update({
+        "AIRFLOW_HOME": str(VAR / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(REPO / "plugins"),
+        "MLOPS_RUNTIME": "local",
+        "LAKE_URI": f"file://{lake}",
+    })  # fmt: skip
+    started = time.monotonic()
+    chosen = args.customer or customers()
+    results: dict[str, dict[str, Any]] = {}
+    with ExitStack() as stack:
+        console.rule("[bold]embedded services")
+        services = stack.enter_context(embedded_services(env))
+        env.update(services.get("env", {}))
+        for name, url in services.items():
+            if name != "env":
+                console.print(f"  {name}: {url}")
+        console.rule("[bold]example data")
+        for customer in chosen:
+            datagen = [str(STEPS_PY), "-m", "model_steps.datagen", "--customer", customer,
+                       "--lake", env["LAKE_URI"], "--size", args.size]  # fmt: skip
+            rc = run(datagen, env, stdout=subprocess.DEVNULL)
+            if rc != 0:
+                raise SystemExit(f"datagen failed for {customer}")
+            console.print(f"  generated raw zone for {customer}")
+        if run(
+            [str(AIRFLOW), "db", "migrate"],
+            env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ):
+            raise SystemExit("airflow db migrate failed")
+        for customer in chosen:
+            dag_id = f"customer_propensity__{customer}"
+            console.rule(f"[bold]{dag_id}")
+            log = VAR / f"{dag_id}.log"
+            rc = run([str(AIRFLOW), "dags", "test", dag_id, DATA_DATE,
+                      "--conf", json.dumps({"data_date": DATA_DATE})], env, log=log)  # fmt: skip
+            results[customer] = xcom_results(env, dag_id)
+            console.print(f"  {'[green]succeeded' if rc == 0 else '[red]failed'}[/] (log: {log})")
+    console.print(summary(results, services))
+    failed = [c for c, r in results.items() if r["state"] != "success"]
+    console.print(f"took {time.monotonic() - started:.0f}s; lake: {lake}")
+    if failed:
+        console.print(f"[red]failed runs: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Evaluate (the gate) and score end to end: real training runs registered in the embedded MLflow,
+the step CLI as the local runtime runs it, scores written to the local S3 endpoint.
+
+Order matters (module-scoped state, as a customer's successive DAG runs): the first candidate
+becomes champion, a weak one is refused and the champion keeps scoring, the skip policy scores
+nothing, force_promote moves the alias; then scoring survives a kill mid-write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from datasteps_helpers import PIPELINE, TENANT
+from test_train import BIN, DATA_DATE, REGISTERED, env_for, ingest, train, train_lake  # noqa: F401
+
+from embedded.services import create_bucket
+from model_steps.contract import EXIT_SKIP_DOWNSTREAM
+
+pytest.importorskip("mlflow")
+
+TRAINING = {"epochs": 4, "batch_size": 128, "learning_rate": 0.002, "warmup_epochs": 1,
+            "hidden_units": [32, 16], "dropout": 0.1, "holdout_fraction": 0.2, "seed": 42}  # fmt: skip
+GATE = {"metric": "roc_auc", "min_improvement": 0.0, "thresholds": {"roc_auc": 0.6},
+        "on_fail": "score_with_champion"}  # fmt: skip
+SCORES_BUCKET = "mlops-scores"
+
+
+def step(
+    name: str, lake: Path, tmp: Path, services: dict, run_id: str, *, gate: dict | None = None,
+    params: dict | None = None, scoring: dict | None = None,
+) -> tuple[int, dict | None, str]:  # fmt: skip
+    xcom = tmp / f"{name}-{run_id}.json"
+    xcom.unlink(missing_ok=True)
+    env = env_for(lake, xcom, services, TRAINING)
+    config = {
+        "training": TRAINING,
+        "gate": gate or GATE,
+        "scoring": scoring or {"chunk_rows": 1000},
+    }
+    env.update({"STEP_CONFIG": json.dumps(config), "STEP_PARAMS": json.dumps(params or {}),
+                "SCORES_URI": f"s3://{SCORES_BUCKET}"})  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "python"), "-m", "model_steps", name, "--pipeline", PIPELINE, "--customer", TENANT,
+         "--run-id", run_id, "--data-date", DATA_DATE.isoformat()],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return (
+        proc.returncode,
+        json.loads(xcom.read_text()) if xcom.exists() else None,
+        proc.stdout + proc.stderr,
+    )
+
+
+@pytest.fixture(scope="module")
+def world(train_lake, mlflow_services, tmp_path_factory):  # noqa: F811 (fixture from test_train)
+    create_bucket(mlflow_services["s3_endpoint"], SCORES_BUCKET)
+    os.environ.update(mlflow_services["env"])  # this process reads S3 and MLflow too
+    return train_lake, tmp_path_factory.mktemp("gate"), mlflow_services
+
+
+def trained(world, run_id: str) -> dict:
+    lake, tmp, services = world
+    ingest(lake, run_id)
+    return train(lake, tmp, services, ranks=1, run_id=run_id, training=TRAINING)
+
+
+def champion_version() -> str | None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow.MlflowClient().get_model_version_by_alias(REGISTERED, "champion").version)
+    except MlflowException:
+        return None
+
+
+def read_scores(lake_run: str) -> tuple[dict, list]:
+    import pyarrow.parquet as pq
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    root = f"{SCORES_BUCKET}/{PIPELINE}/customer={TENANT}/run={lake_run}"
+    manifest = json.loads(fs.cat_file(f"{root}/_MANIFEST.json"))
+    rows = []
+    for part in manifest["files"]:
+        with fs.open(f"{root}/{manifest['attempt']}/{part}", "rb") as fh:
+            rows.extend(pq.read_table(fh).to_pylist())
+    return manifest, rows
+
+
+def test_first_candidate_becomes_champion_and_scores(world) -> None:
+    lake, tmp, services = world
+    first = trained(world, "run-gate-1")
+    assert champion_version() is None
+    rc, decision, log = step("evaluate", lake, tmp, services, "run-gate-1")
+    assert rc == 0, log[-4000:]
+    assert decision["passed"] and decision["promote"]
+    assert "no champion yet" in " ".join(decision["reasons"])
+    assert set(decision["candidate"]) >= {
+        "roc_auc",
+        "pr_auc",
+        "log_loss",
+        "brier",
+        "lift_top_decile",
+    }
+    assert champion_version() == first["model_version"]
+    report = Path(decision["report_uri"].removeprefix("file://"))
+    assert "Gate PASSED" in report.read_text()
+    assert {"roc.png", "pr.png", "calibration.png", "comparison.png"} <= {
+        p.name for p in report.parent.iterdir()
+    }
+    champion_profile = (
+        lake / "models" / PIPELINE / f"customer={TENANT}" / "champion" / "feature_profile.json"
+    )
+    assert champion_profile.is_file()
+
+    rc, scored, log = step("score", lake, tmp, services, "run-gate-1")
+    assert rc == 0, log[-4000:]
+    manifest, rows = read_scores(scored["output_uri"].rsplit("run=", 1)[1])
+    features = json.loads((lake / "features" / PIPELINE / f"customer={TENANT}").glob("run=*").__next__()
+                          .joinpath("_MANIFEST.json").read_text())  # fmt: skip
+    assert manifest["rows"] == len(rows) == features["rows"] == scored["rows"]
+    assert {r["model_version"] for r in rows} == {first["model_version"]}
+    assert all(0.0 <= r["score"] <= 1.0 for r in rows)
+    assert len({r["diner_id"] for r in rows}) == len(rows)
+
+
+def test_weak_candidate_is_refused_and_the_champion_keeps_scoring(world) -> None:
+    lake, tmp, services = world
+    before = champion_version()
+    candidate = trained(world, "run-gate-2")
+    strict = {**GATE, "min_improvement": 0.5}  # no model beats another by half an AUC
+    rc, decision, log = step("evaluate", lake, tmp, services, "run-gate-2", gate=strict)
+    assert rc == 0, log[-4000:]
+    assert not decision["passed"] and decision["champion_version"] == before
+    assert decision["scoring_model_uri"] == f"models:/{REGISTERED}/{before}"
+    assert champion_version() == before != candidate["model_version"]
+    assert decision["champion"]["roc_auc"] > 0.6
+    # a retry of the decided run reuses the decision instead of re-judging
+    rc, again, _ = step("evaluate", lake, tmp, services, "run-gate-2", gate=strict)
+    assert rc == 0 and again == decision
+
+
+def test_skip_policy_skips_downstream(world) -> None:
+    lake, tmp, services = world
+    before = champion_version()
+    trained(world, "run-gate-3")
+    policy = {**GATE, "min_improvement": 0.5, "on_fail": "skip"}
+    rc, result, log = step("evaluate", lake, tmp, services, "run-gate-3", gate=policy)
+    assert rc == EXIT_SKIP_DOWNSTREAM, log[-4000:]
+    assert result["skipped"] is True and "downstream steps are skipped" in result["reason"]
+    assert champion_version() == before
+
+
+def test_force_promote_moves_the_alias(world) -> None:
+    lake, tmp, services = world
+    candidate = trained(world, "run-gate-4")
+    strict = {**GATE, "min_improvement": 0.5}
+    rc, decision, log = step("evaluate", lake, tmp, services, "run-gate-4", gate=strict,
+                             params={"force_promote": True})  # fmt: skip
+    assert rc == 0 and decision["promote"], log[-4000:]
+    assert champion_version() == candidate["model_version"]
+
+
+def test_score_killed_mid_write_then_retried_gives_identical_output(world) -> None:
+    import s3fs
+
+    lake, tmp, services = world
+    rc, reference, log = step(
+        "score", lake, tmp, services, "run-gate-4", scoring={"chunk_rows": 1000}
+    )
+    assert rc == 0, log[-4000:]
+    run_folder = reference["output_uri"].rsplit("run=", 1)[1]
+    ref_manifest, ref_rows = read_scores(run_folder)
+
+    env = env_for(lake, tmp / "killed.json", services, TRAINING)
+    env.update({"STEP_CONFIG": json.dumps({"training": TRAINING, "scoring": {"chunk_rows": 20}}),
+                "SCORES_URI": f"s3://{SCORES_BUCKET}"})  # fmt: skip
+    proc = subprocess.Popen(
+        [str(BIN / "python"), "-m", "model_steps", "score", "--pipeline", PIPELINE, "--customer", TENANT,
+         "--run-id", "run-gate-4", "--data-date", DATA_DATE.isoformat()],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    fs = s3fs.S3FileSystem()
+    root = f"{SCORES_BUCKET}/{PIPELINE}/customer={TENANT}/run={run_folder}"
+    deadline, killed = time.monotonic() + 120, False
+    while time.monotonic() < deadline and proc.poll() is None:
+        fs.invalidate_cache()
+        attempts = [
+            p for p in fs.ls(root) if "attempt=" in p and not p.endswith(ref_manifest["attempt"])
+        ]
+        if attempts and fs.ls(attempts[0]):
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed, "the score run finished before it could be killed mid-write"
+    # what readers see is still the last committed, complete output
+    assert read_scores(run_folder) == (ref_manifest, ref_rows)
+
+    rc, _, log = step("score", lake, tmp, services, "run-gate-4", scoring={"chunk_rows": 1000})
+    assert rc == 0, log[-4000:]
+    manifest, rows = read_scores(run_folder)
+    assert rows == ref_rows and manifest["files"] == ref_manifest["files"]
+    fs.invalidate_cache()
+    left = sorted(p.rsplit("/", 1)[1] for p in fs.ls(root))
+    assert left == sorted(["_MANIFEST.json", manifest["attempt"]])  # the killed attempt is gone

@@ -44,6 +44,7 @@ import pyarrow as pa  # noqa: E402
 
 from model_steps import lake  # noqa: E402
 from model_steps.contract import StepContext, run_key  # noqa: E402
+from model_steps.scoring import scores_table_uri  # noqa: E402
 from model_steps.steps import publish  # noqa: E402
 
 PIPELINE, TENANT, RUN_ID = "bench_publish", "bench-foods", "manual__2026-06-29T00:00:00+00:00"
@@ -115,7 +116,7 @@ def step(url: str, lake_uri: str, batch_size: int, concurrency: int) -> tuple[fl
                         "top_fraction": 1.0, "offer_code": "bench-offer"}},
         env={"LAKE_URI": lake_uri, "CRM_BASE_URL": url, "CRM_API_TOKEN": TOKEN},
     )  # fmt: skip
-    lake.remove_tree(ctx.lake_path(lake.PUBLISH_ZONE))  # no checkpoint: send everything
+    lake.remove_tree(ctx.lake_path(publish.PUBLISH_ZONE))  # no checkpoint: send everything
     started = time.perf_counter()
     result = publish.run(ctx)
     return time.perf_counter() - started, result
@@ -139,9 +140,9 @@ def main() -> int:
         work = Path(tmp)
         lake_uri = f"file://{work}/lake"
         ids = [f"d{i:08d}" for i in range(n)]
-        scores_uri = lake.scores_table_uri(
-            {"LAKE_URI": lake_uri}, PIPELINE, TENANT, run_key(RUN_ID)
-        )
+        scores_uri = scores_table_uri(StepContext(
+            step="score", pipeline=PIPELINE, customer=TENANT, run_id=RUN_ID,
+            data_date=dt.date(2026, 6, 29), env={"LAKE_URI": lake_uri}))  # fmt: skip
         lake.commit_parquet_table(scores_uri, [pa.table({
             "diner_id": ids, "score": [((i * 7919) % 100_003) / 100_003 for i in range(n)],
             "model_version": ["1"] * n})])  # fmt: skip

@@ -34,10 +34,13 @@ pytestmark = [
 WRITE_SCORES = textwrap.dedent("""
     import sys
     import pyarrow as pa
+    import datetime as dt
     from model_steps import lake
-    from model_steps.contract import run_key
-    uri = lake.scores_table_uri({"LAKE_URI": sys.argv[1]}, "customer_propensity", "acme-foods",
-                                run_key(sys.argv[2]))
+    from model_steps.contract import StepContext
+    from model_steps.scoring import scores_table_uri
+    uri = scores_table_uri(StepContext(step="score", pipeline="customer_propensity",
+                                       customer="acme-foods", run_id=sys.argv[2],
+                                       data_date=dt.date(2026, 6, 29), env={"LAKE_URI": sys.argv[1]}))
     n = 500
     lake.commit_parquet_table(uri, [pa.table({"diner_id": [f"d{i:04d}" for i in range(n)],
                                               "score": [i / n for i in range(n)],

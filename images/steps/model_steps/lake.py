@@ -22,12 +22,6 @@ from urllib.parse import urlparse
 
 MANIFEST = "_MANIFEST.json"
 
-# Zones that steps hand each other through the lake: <lake>/<zone>/<pipeline>/customer=<c>/run=<key>/.
-# The producer and every consumer name a table through these helpers, never by spelling the path.
-SCORES_ZONE = "scores"  # score step -> publish step: diner_id, score, model_version
-PUBLISH_ZONE = "publish"  # publish step's own state (progress checkpoint)
-ENV_SCORES_URI = "SCORES_URI"  # optional separate root for scores (the cluster's scores bucket)
-
 
 def fsspec_uri(uri: str) -> str:
     return "s3://" + uri[len("s3a://") :] if uri.startswith("s3a://") else uri
@@ -169,33 +163,6 @@ def read_manifest(table_uri: str) -> dict[str, Any]:
             "(did the producing step run and succeed for this run id?)"
         )
     return read_json(uri)
-
-
-def run_table_uri(lake_uri: str, zone: str, pipeline: str, customer: str, run_key: str) -> str:
-    """``<lake>/<zone>/<pipeline>/customer=<customer>/run=<run key>``: one run's table of a zone.
-
-    The same layout as :meth:`model_steps.contract.StepContext.lake_path`, for callers (tests,
-    benchmarks, a later step) that hold the parts rather than a context.
-    """
-    return join(lake_uri, zone, pipeline, f"customer={customer}", f"run={run_key}")
-
-
-def scores_root(env: dict[str, str]) -> str:
-    """Root of the scores tables: ``SCORES_URI`` (the cluster's scores bucket, ConfigMap step-env)
-    when set, else ``<LAKE_URI>/scores`` (the embedded default)."""
-    if env.get(ENV_SCORES_URI):
-        return env[ENV_SCORES_URI].rstrip("/")
-    if not env.get("LAKE_URI"):
-        from model_steps.contract import UsageError
-
-        raise UsageError(f"neither {ENV_SCORES_URI} nor LAKE_URI is set: where are the scores?")
-    return join(env["LAKE_URI"], SCORES_ZONE)
-
-
-def scores_table_uri(env: dict[str, str], pipeline: str, customer: str, run_key: str) -> str:
-    """``<scores root>/<pipeline>/customer=<c>/run=<run key>``: where the score step commits a
-    run's scores (diner_id, score, model_version) and the publish step reads them."""
-    return join(scores_root(env), pipeline, f"customer={customer}", f"run={run_key}")
 
 
 def commit_parquet_table(

@@ -3,6 +3,7 @@ it, a local CRM receiver in a subprocess, and the publish CLI as the runtimes ru
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from model_steps import lake
-from model_steps.contract import run_key
+from model_steps.contract import StepContext
+from model_steps.scoring import scores_table_uri
 
 REPO = Path(__file__).resolve().parents[3]
 PIPELINE = "customer_propensity"
@@ -30,18 +32,29 @@ def write_scores(
 
     ids = [f"d{i:07d}" for i in range(n)]
     scores = [round(((i * 7919) % 1000) / 1000, 3) for i in range(n)]  # 1000 distinct values: ties
+    # the columns and types the score step writes (model_version dictionary-encoded)
+    version = pa.DictionaryArray.from_arrays(
+        pa.array([0] * n, pa.int32()), pa.array([model_version])
+    )
     table = pa.table(
         {
             "diner_id": pa.array(ids, pa.string()),
             "score": pa.array(scores, pa.float64()),
-            "model_version": pa.array([model_version] * n, pa.string()),
+            "model_version": version,
         }
     )
-    uri = lake.scores_table_uri({"LAKE_URI": lake_uri}, PIPELINE, TENANT, run_key(run_id))
+    uri = scores_uri(lake_uri, run_id)
     step = -(-n // parts) if n else 1
     chunks = [table.slice(i, step) for i in range(0, max(n, 1), step)]
     lake.commit_parquet_table(uri, chunks, {"table": "scores", "run_id": run_id})
     return uri
+
+
+def scores_uri(lake_uri: str, run_id: str) -> str:
+    """The scores table of a run, named by the score step's own helper."""
+    ctx = StepContext(step="score", pipeline=PIPELINE, customer=TENANT, run_id=run_id,
+                      data_date=dt.date.fromisoformat(DATA_DATE), env={"LAKE_URI": lake_uri})  # fmt: skip
+    return scores_table_uri(ctx)
 
 
 def expected_top(n: int, fraction: float) -> list[str]:

@@ -24,11 +24,12 @@ from publish_helpers import (
     publish_argv,
     publish_env,
     run_publish,
+    scores_uri,
     wait_for,
     write_scores,
 )
 
-from model_steps import lake
+from model_steps import lake, scoring
 from model_steps.contract import StepContext, StepError, run_key
 from model_steps.crm import CrmClient, CrmError, mask, parse_retry_after, redact_url
 from model_steps.steps import publish
@@ -254,7 +255,7 @@ def test_a_token_that_cannot_be_a_header_is_refused_without_echoing_it(lake_uri)
 def test_scores_that_break_the_contract_are_refused(lake_uri):
     import pyarrow as pa
 
-    uri = lake.scores_table_uri({"LAKE_URI": lake_uri}, PIPELINE, TENANT, run_key("r1"))
+    uri = scores_uri(lake_uri, "r1")
     lake.commit_parquet_table(uri, [pa.table({"diner_id": ["a", "a"], "score": [0.1, 0.2],
                                               "model_version": ["1", "1"]})])  # fmt: skip
     env = {"CRM_BASE_URL": "http://127.0.0.1:9", "CRM_API_TOKEN": "t"}
@@ -265,14 +266,16 @@ def test_scores_that_break_the_contract_are_refused(lake_uri):
         publish.run(context(lake_uri, env))
 
 
-def test_scores_root_follows_SCORES_URI_when_set(tmp_path):
-    env = {"LAKE_URI": "file:///lake", "SCORES_URI": "s3://scores-bucket/scores/"}
-    assert lake.scores_table_uri(env, "p_x", "acme", "k") == (
-        "s3://scores-bucket/scores/p_x/customer=acme/run=k"
+def test_publish_reads_where_the_score_step_writes(lake_uri):
+    ctx = context(lake_uri, {"SCORES_URI": "s3://scores-bucket/scores/"})
+    assert scoring.scores_table_uri(ctx) == (
+        f"s3://scores-bucket/scores/{PIPELINE}/customer={TENANT}/run={run_key('r1')}"
     )
-    assert lake.scores_table_uri({"LAKE_URI": "file:///lake"}, "p_x", "acme", "k") == (
-        "file:///lake/scores/p_x/customer=acme/run=k"
+    assert (
+        scores_uri(lake_uri, "r1")
+        == f"{lake_uri}/scores/{PIPELINE}/customer={TENANT}/run={run_key('r1')}"
     )
+    assert publish.SCORE_COLUMNS == scoring.SCORE_COLUMNS
 
 
 def test_batches_and_keys_are_deterministic_and_content_bound():

@@ -6,7 +6,7 @@ Input, read through its manifest (never by listing the folder)::
         columns: diner_id (string), score (float), model_version (string)
 
 where the scores root is ``SCORES_URI`` when set (the cluster's scores bucket), else
-``<LAKE_URI>/scores`` (:func:`model_steps.lake.scores_table_uri`, shared with the score step).
+``<LAKE_URI>/scores`` (:func:`model_steps.scoring.scores_table_uri`, shared with the score step).
 The top ``crm.top_fraction`` by score (ties by diner_id) become records ``{diner_id, score,
 offer_code, model_version, run_key}``, cut into batches of ``crm.batch_size`` in that fixed order.
 Each batch's idempotency key hashes the run, its index and its exact body, so a retried run rebuilds
@@ -39,11 +39,12 @@ from typing import Any
 from model_steps import lake
 from model_steps.contract import ENV_CRM_API_TOKEN, ENV_CRM_BASE_URL, StepContext, StepError
 from model_steps.crm import BatchOutcome, CrmClient, mask, redact_url
+from model_steps.scoring import SCORE_COLUMNS, scores_table_uri
 from model_steps.settings import crm_settings
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("diner_id", "score", "model_version")
+PUBLISH_ZONE = "publish"  # <lake>/publish/<pipeline>/customer=<c>/run=<key>/progress.json
 PROGRESS_FILE = "progress.json"
 # What makes two attempts' batches the same: if any differs, earlier keys mostly will not match.
 PLAN_IDENTITY = ("records", "batch_size", "scores_attempt", "offer_code")
@@ -314,7 +315,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
     s = crm_settings(ctx.config)
     base_url, token = credentials(ctx.env, s["connection_id"])
-    scores_uri = lake.scores_table_uri(ctx.env, ctx.pipeline, ctx.customer, ctx.run_key)
+    scores_uri = scores_table_uri(ctx)
     records, scored_rows, manifest = select_records(
         scores_uri, float(s["top_fraction"]), s["offer_code"], ctx.run_key
     )
@@ -329,7 +330,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "offer_code": s["offer_code"],
         "run_id": ctx.run_id,
     }
-    progress_uri = ctx.lake_path(lake.PUBLISH_ZONE, PROGRESS_FILE)
+    progress_uri = ctx.lake_path(PUBLISH_ZONE, PROGRESS_FILE)
     checkpoint = Checkpoint(progress_uri, plan, float(s["checkpoint_interval_seconds"]))
     earlier = checkpoint.load()
     skipped = {"batches": 0, "records": 0}

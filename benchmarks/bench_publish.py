@@ -210,7 +210,7 @@ def main() -> int:
             )
         )
     ok = all(r["duplicate_writes"] == 0 and r["missing"] == 0 for r in rows)
-    print(f"\nstep / naive: {rows[1]['vs_naive']}x (target >= 20x); duplicates and missing: "
+    print(f"\nstep / naive: {rows[1]['vs_naive']}x (target >= 20x at 20,000 records); duplicates and missing: "
           f"{'none' if ok else 'FOUND'}")  # fmt: skip
 
     out = ROOT / "benchmarks" / "results"

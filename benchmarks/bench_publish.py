@@ -210,8 +210,8 @@ def main() -> int:
             )
         )
     ok = all(r["duplicate_writes"] == 0 and r["missing"] == 0 for r in rows)
-    print(f"\nstep / naive: {rows[1]['vs_naive']}x (target >= 20x at 20,000 records); duplicates and missing: "
-          f"{'none' if ok else 'FOUND'}")  # fmt: skip
+    print(f"\nstep / naive: {rows[1]['vs_naive']}x (target >= 20x at 20,000 records); "
+          f"duplicates and missing: {'none' if ok else 'FOUND'}")  # fmt: skip
 
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)

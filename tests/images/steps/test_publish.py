@@ -370,3 +370,46 @@ def test_receiver_refuses_a_reused_key_with_another_body(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_publish_reads_what_the_score_step_writes(tmp_path, lake_uri):
+    """The score step's own writer (score_table, with a stand-in model) -> the publish step."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from embedded.crm_receiver import serve
+    from model_steps.steps.score import score_table
+    from model_steps.training import CATEGORICAL, KEY, NUMERIC
+
+    n = 250
+    columns = {
+        KEY: [f"x{i:04d}" for i in range(n)],
+        **{c: [float(j % 7) for j in range(n)] for c in NUMERIC},
+    }
+    columns.update({c: [values[i % len(values)] for i in range(n)]
+                    for c, values in CATEGORICAL.items()})  # fmt: skip
+    columns["tenure_days"] = [float(i) for i in range(n)]  # the stand-in model scores from it
+    features_uri = f"{lake_uri}/features/{PIPELINE}/customer={TENANT}/run={run_key('r1')}"
+    lake.commit_parquet_table(features_uri, [pa.table(columns)])
+
+    class Model:  # the champion's pyfunc interface: a frame of inputs -> a "propensity" column
+        def predict(self, frame):
+            i = frame["tenure_days"].astype(int)
+            return pd.DataFrame({"propensity": ((i * 37) % 101) / 101})
+
+    ctx = context(lake_uri, {}, run_id="r1", top_fraction=0.1, batch_size=7)
+    score_table(Model(), features_uri, scoring.scores_table_uri(ctx), chunk_rows=60,
+                model_version="4")  # fmt: skip
+    server, _ = serve(str(tmp_path / "crm.sqlite"), 0, "tk")
+    try:
+        env = {"LAKE_URI": lake_uri, "CRM_BASE_URL": server.url, "CRM_API_TOKEN": "tk"}
+        result = publish.run(context(lake_uri, env, run_id="r1", top_fraction=0.1, batch_size=7))
+        page = server.store.page(1000, "")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["scored_rows"] == n and result["records"] == 25 and result["batches"] == 4
+    scores = {f"x{i:04d}": ((i * 37) % 101) / 101 for i in range(n)}
+    top = sorted(scores, key=lambda d: (-scores[d], d))[:25]
+    assert sorted(r["diner_id"] for r in page["records"]) == sorted(top)
+    assert {r["model_version"] for r in page["records"]} == {"4"}

@@ -95,6 +95,7 @@ bench: setup
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_ingest.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_train.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_score.py $(BENCH_ARGS)
+	PYTHONPATH= $(STEPS_PY) benchmarks/bench_publish.py $(BENCH_ARGS)
 
 airflow: setup
 	@echo "Airflow UI on http://localhost:8080 (user/password printed below by 'standalone')"

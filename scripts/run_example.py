@@ -68,6 +68,34 @@ def embedded_services(env: dict[str, str]):  # type: ignore[no-untyped-def]
                        env=env, cwd=REPO, check=False)  # fmt: skip
 
 
+@contextmanager
+def crm_receiver(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The local CRM stand-in (embedded.crm_receiver) on a free loopback port; yields its URL.
+
+    The publish tasks reach it through the Airflow connection crm_default, given here as
+    AIRFLOW_CONN_CRM_DEFAULT (the LocalStepOperator turns it into CRM_BASE_URL/CRM_API_TOKEN)."""
+    token = "local-crm-token"
+    log = (VAR / "crm_receiver.log").open("w")
+    proc = subprocess.Popen(
+        [str(STEPS_PY), "-m", "embedded.crm_receiver", "--db", str(VAR / "crm.sqlite"),
+         "--port", "0", "--token", token],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise SystemExit(f"CRM receiver did not start (see {VAR / 'crm_receiver.log'})")
+    url = line.split("listening on ", 1)[1].split()[0]
+    env["AIRFLOW_CONN_CRM_DEFAULT"] = f"http://:{token}@{url.removeprefix('http://')}"
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
 def customers() -> list[str]:
     sys.path.insert(0, str(REPO / "plugins"))
     import runpy
@@ -125,7 +153,10 @@ def summary(results: dict[str, dict[str, Any]], services: dict[str, Any]) -> Tab
                 "train": lambda r: f"AUC {r.get('metrics', {}).get('val_auc', r.get('auc', '?'))}",
                 "evaluate": lambda r: f"{'passed' if r.get('passed') else 'refused'}",
                 "score": lambda r: f"{r.get('rows', '?')} rows → {r.get('output_uri', '?')}",
-                "publish": lambda r: f"{r.get('records_sent', r.get('sent', '?'))} sent",
+                "publish": lambda r: (
+                    f"{r.get('sent_records', '?')} sent, {r.get('skipped_records', 0)} skipped, "
+                    f"{r.get('retries', 0)} retries"
+                ),
             }[step]
             cells.append(f"{state}\n{detail(r)}" if r else state)
         table.add_row(customer, res["state"], *cells)
@@ -159,10 +190,12 @@ def main() -> int:
         services = stack.enter_context(embedded_services(env))
         env.update(services["env"])
         env["SCORES_URI"] = f"s3://{SCORES_BUCKET}"
+        crm_url = stack.enter_context(crm_receiver(env))
         console.print(f"  MLflow server:     {services['tracking_uri']}")
         console.print(
             f"  local S3 endpoint: {services['s3_endpoint']} (scores in {env['SCORES_URI']})"
         )
+        console.print(f"  CRM receiver:      {crm_url}")
         console.rule("[bold]example data")
         for customer in chosen:
             datagen = [str(STEPS_PY), "-m", "model_steps.datagen", "--customer", customer,

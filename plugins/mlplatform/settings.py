@@ -78,6 +78,16 @@ class CrmSettings(_Strict):
     max_concurrency: int = Field(4, gt=0, le=64)
     top_fraction: float = Field(0.2, gt=0, le=1, description="share of diners, by score, to push")
     offer_code: str = Field("spring-offer", min_length=1, max_length=64)
+    max_retries: int = Field(
+        8, ge=0, le=100, description="per batch, on 429 / 5xx / network errors"
+    )
+    timeout_seconds: float = Field(30.0, gt=0, le=600, description="per HTTP request")
+    backoff_max_seconds: float = Field(
+        60.0, gt=0, le=3600, description="cap of one wait (backoff or the CRM's Retry-After)"
+    )
+    checkpoint_interval_seconds: float = Field(
+        1.0, ge=0, le=3600, description="how often acknowledged batches are saved (0 = each one)"
+    )
 
 
 class CustomerSettings(_Strict):

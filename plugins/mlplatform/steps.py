@@ -15,6 +15,10 @@ POD_XCOM_PATH = "/airflow/xcom/return.json"
 ENV_XCOM_PATH = "STEP_XCOM_PATH"
 ENV_CONFIG = "STEP_CONFIG"
 ENV_PARAMS = "STEP_PARAMS"
+# The publish step's CRM endpoint and token (Secret crm-credentials in the cluster; the Airflow
+# connection named by crm.connection_id in the local runtime).
+ENV_CRM_BASE_URL = "CRM_BASE_URL"
+ENV_CRM_API_TOKEN = "CRM_API_TOKEN"
 # The step CLI also logs its result on one line with this prefix, so runtimes without an XCom
 # sidecar (the MPIJob launcher) can recover it from the logs.
 RESULT_LOG_PREFIX = "STEP_RESULT_JSON="

@@ -128,7 +128,13 @@ def test_priority_classes_quota_limitrange_networkpolicies(rendered_objects):
 def test_step_env_configmap_has_exactly_the_agreed_keys(rendered_objects):
     cm = by_kind(rendered_objects["platform"], "ConfigMap")["step-env"]
     assert cm["metadata"]["namespace"] == STEPS_NAMESPACE
-    assert set(cm["data"]) == {"LAKE_URI", "MLFLOW_TRACKING_URI", "SCORES_URI", "AWS_REGION"}
+    assert set(cm["data"]) == {
+        "LAKE_URI",
+        "MLFLOW_TRACKING_URI",
+        "SCORES_URI",
+        "AWS_REGION",
+        "CRM_BASE_URL",
+    }
 
 
 # ---- MLflow chart ------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ def test_both_sides_agree_on_the_contract() -> None:
     assert steps.ENV_XCOM_PATH == contract.ENV_XCOM_PATH
     assert steps.ENV_CONFIG == contract.ENV_CONFIG
     assert steps.ENV_PARAMS == contract.ENV_PARAMS
+    assert steps.ENV_CRM_BASE_URL == contract.ENV_CRM_BASE_URL
+    assert steps.ENV_CRM_API_TOKEN == contract.ENV_CRM_API_TOKEN
     assert steps.RESULT_LOG_PREFIX == contract.RESULT_LOG_PREFIX
     assert contract.CUSTOMER_ID_PATTERN.pattern == steps.CUSTOMER_ID_REGEX
     assert contract.PIPELINE_NAME_PATTERN.pattern == steps.PIPELINE_NAME_REGEX

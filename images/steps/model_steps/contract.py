@@ -41,6 +41,10 @@ ENV_CONFIG = "STEP_CONFIG"
 ENV_PARAMS = "STEP_PARAMS"  # the Airflow run's params (the operator's trigger-form overrides)
 ENV_LAKE_URI = "LAKE_URI"
 ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"
+# The publish step's CRM endpoint and credential: in the cluster from the ConfigMap step-env and the
+# Secret crm-credentials; locally the LocalStepOperator resolves the Airflow connection into them.
+ENV_CRM_BASE_URL = "CRM_BASE_URL"
+ENV_CRM_API_TOKEN = "CRM_API_TOKEN"
 
 CUSTOMER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 PIPELINE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$")

@@ -163,3 +163,61 @@ def read_manifest(table_uri: str) -> dict[str, Any]:
             "(did the producing step run and succeed for this run id?)"
         )
     return read_json(uri)
+
+
+def commit_parquet_table(
+    table_uri: str, tables: Any, manifest_fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write pyarrow tables as ``attempt=<id>/part-NNNNN.parquet`` and commit with the manifest.
+
+    ``tables`` is an iterable of ``pyarrow.Table`` (one part file each, written in order). The
+    manifest is written last (the commit point), then older attempts of a retry are removed. Returns
+    the manifest.
+    """
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    attempt = f"attempt={new_attempt_id()}"
+    out_uri = join(table_uri, attempt)
+    fs, out_path = filesystem(out_uri)
+    fs.makedirs(out_path, exist_ok=True)
+    files: list[str] = []
+    rows = 0
+    schema = None
+    for i, table in enumerate(tables):
+        name = f"part-{i:05d}.parquet"
+        with fs.open(join(out_path, name), "wb") as fh:
+            pq.write_table(table, fh)
+        files.append(name)
+        rows += table.num_rows
+        schema = schema or {f.name: str(f.type) for f in table.schema}
+    manifest = {
+        **(manifest_fields or {}),
+        "attempt": attempt,
+        "files": files,
+        "rows": rows,
+        "schema": schema or {},
+        "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(join(table_uri, MANIFEST), manifest)  # the commit point
+    for d in list_dirs(table_uri):
+        if d.startswith("attempt=") and d != attempt:
+            remove_tree(join(table_uri, d))
+    return manifest
+
+
+def read_parquet_table(table_uri: str, columns: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """(pyarrow.Table, manifest) of a committed table: exactly the files its manifest lists."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = read_manifest(table_uri)
+    parts = []
+    for name in manifest.get("files", []):
+        fs, path = filesystem(join(table_uri, manifest["attempt"], name))
+        with fs.open(path, "rb") as fh:
+            parts.append(pq.read_table(fh, columns=columns))
+    if not parts:
+        return None, manifest
+    return pa.concat_tables(parts), manifest

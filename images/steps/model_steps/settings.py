@@ -51,3 +51,41 @@ def validation_settings(config: dict[str, Any]) -> dict[str, Any]:
     if not 0 < s["drift_psi_warn"] <= s["drift_psi_fail"]:
         raise UsageError("STEP_CONFIG validation.drift_psi_warn must be > 0 and <= drift_psi_fail")
     return s
+
+
+CRM_DEFAULTS: dict[str, Any] = {
+    # the control plane's keys (plugins/mlplatform/settings.py CrmSettings; a test keeps them equal)
+    "connection_id": "crm_default",
+    "batch_size": 500,
+    "max_concurrency": 4,
+    "top_fraction": 0.2,
+    "offer_code": "spring-offer",
+    "max_retries": 8,  # per batch, for 429 / 5xx / connection errors
+    "timeout_seconds": 30.0,  # per HTTP request
+    "backoff_max_seconds": 60.0,  # cap of one wait (exponential backoff, or the server's Retry-After)
+    "checkpoint_interval_seconds": 1.0,  # how often acknowledged batches are saved (0 = every batch)
+}
+
+
+def crm_settings(config: dict[str, Any]) -> dict[str, Any]:
+    s = _merged(config, "crm", CRM_DEFAULTS)
+    for k in ("batch_size", "max_concurrency"):
+        if not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] <= 0:
+            raise UsageError(f"STEP_CONFIG crm.{k} must be a positive integer, got {s[k]!r}")
+    if not isinstance(s["max_retries"], int) or s["max_retries"] < 0:
+        raise UsageError(f"STEP_CONFIG crm.max_retries must be >= 0, got {s['max_retries']!r}")
+    if not isinstance(s["top_fraction"], int | float) or not 0 < s["top_fraction"] <= 1:
+        raise UsageError(
+            f"STEP_CONFIG crm.top_fraction must be in (0, 1], got {s['top_fraction']!r}"
+        )
+    for k in ("timeout_seconds", "backoff_max_seconds"):
+        if not isinstance(s[k], int | float) or s[k] <= 0:
+            raise UsageError(f"STEP_CONFIG crm.{k} must be a positive number, got {s[k]!r}")
+    if (
+        not isinstance(s["checkpoint_interval_seconds"], int | float)
+        or s["checkpoint_interval_seconds"] < 0
+    ):
+        raise UsageError("STEP_CONFIG crm.checkpoint_interval_seconds must be >= 0")
+    if not isinstance(s["offer_code"], str) or not s["offer_code"]:
+        raise UsageError("STEP_CONFIG crm.offer_code must be a non-empty string")
+    return s

@@ -21,7 +21,12 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from mlplatform.steps import ENV_XCOM_PATH, EXIT_SKIP_DOWNSTREAM
+from mlplatform.steps import (
+    ENV_CRM_API_TOKEN,
+    ENV_CRM_BASE_URL,
+    ENV_XCOM_PATH,
+    EXIT_SKIP_DOWNSTREAM,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # Where `make setup` puts the workload venv; a deployment using the local runtime sets the variable.
@@ -32,6 +37,44 @@ _CONTROL_PLANE_ONLY = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
 
 def steps_venv() -> Path:
     return Path(os.environ.get("MLOPS_STEPS_VENV", DEFAULT_STEPS_VENV))
+
+
+def crm_env(connection_id: str) -> dict[str, str]:
+    """``CRM_BASE_URL`` and ``CRM_API_TOKEN`` for the publish step, from an Airflow connection.
+
+    The local runtime's counterpart of the pod's ConfigMap + Secret. The connection's host is the
+    base URL when it has a scheme (``https://crm.example.com/api``), else scheme (the connection's
+    schema or type when http/https, else https), host and port; the token is its password (or
+    ``extra.token``). Values are registered with Airflow's secrets masker and go only into the
+    subprocess's environment, never into ``env_vars`` (a rendered template field the UI shows).
+    Without the connection, variables already in the worker's environment are used.
+    """
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow.sdk.log import mask_secret
+
+    try:
+        conn = BaseHook.get_connection(connection_id)
+    except AirflowNotFoundException:
+        inherited = {k: os.environ.get(k, "") for k in (ENV_CRM_BASE_URL, ENV_CRM_API_TOKEN)}
+        if all(inherited.values()):
+            return inherited  # the worker's own (e.g. a developer's shell): passed on as they are
+        raise AirflowException(
+            f"the publish step needs the Airflow connection {connection_id!r} (crm.connection_id): "
+            "create it in the UI (type http, host = the CRM base URL, password = the API token) "
+            f"or set AIRFLOW_CONN_{connection_id.upper()}='http://:<token>@127.0.0.1:8765'"
+        ) from None
+    host = (conn.host or "").strip().rstrip("/")
+    token = conn.password or conn.extra_dejson.get("token") or ""
+    if token:
+        mask_secret(token)
+    if not host or not token:
+        missing = " and ".join(n for n, v in (("host", host), ("password", token)) if not v)
+        raise AirflowException(f"Airflow connection {connection_id!r} has no {missing}")
+    if "://" not in host:
+        scheme = next((c for c in (conn.schema, conn.conn_type) if c in ("http", "https")), "https")
+        host = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+    return {ENV_CRM_BASE_URL: host, ENV_CRM_API_TOKEN: token}
 
 
 class LocalStepOperator(BaseOperator):
@@ -46,12 +89,15 @@ class LocalStepOperator(BaseOperator):
         arguments: list[str],
         env_vars: dict[str, str] | None = None,
         skip_on_exit_code: int = EXIT_SKIP_DOWNSTREAM,
+        crm_connection_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.arguments = arguments
         self.env_vars = env_vars or {}
         self.skip_on_exit_code = skip_on_exit_code
+        # publish only: the Airflow connection resolved into CRM_BASE_URL/CRM_API_TOKEN at execute
+        self.crm_connection_id = crm_connection_id
         self._process: subprocess.Popen[str] | None = None
 
     def resolved_command(self) -> list[str]:
@@ -74,12 +120,17 @@ class LocalStepOperator(BaseOperator):
             xcom_path = Path(tmp) / "return.json"
             env = {k: v for k, v in os.environ.items() if k not in _CONTROL_PLANE_ONLY}
             env.update(self.env_vars)
+            secrets: list[str] = []
+            if self.crm_connection_id:
+                crm = crm_env(self.crm_connection_id)
+                env.update(crm)
+                secrets.append(crm[ENV_CRM_API_TOKEN])
             env.update({ENV_XCOM_PATH: str(xcom_path), "PYTHONUNBUFFERED": "1"})
             bin_dir = str(steps_venv() / "bin")
             env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
             command = self.resolved_command()
             self.log.info("Running step command: %s", shlex.join(command))
-            exit_code, tail = self._run(command, env)
+            exit_code, tail = self._run(command, env, secrets)
             result = json.loads(xcom_path.read_text()) if xcom_path.exists() else None
         if exit_code == self.skip_on_exit_code:
             reason = (result or {}).get("reason", "the step asked to skip downstream")
@@ -93,7 +144,9 @@ class LocalStepOperator(BaseOperator):
             )
         return result
 
-    def _run(self, command: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
+    def _run(
+        self, command: list[str], env: dict[str, str], secrets: Sequence[str] = ()
+    ) -> tuple[int, list[str]]:
         tail: collections.deque[str] = collections.deque(maxlen=20)
         # A new session, so on_kill can stop horovodrun and every rank it started.
         self._process = subprocess.Popen(
@@ -104,6 +157,8 @@ class LocalStepOperator(BaseOperator):
         try:
             for line in self._process.stdout:
                 line = line.rstrip("\n")
+                for secret in secrets:  # belt and braces: the task log masks them too
+                    line = line.replace(secret, "***")
                 tail.append(line)
                 self.log.info("%s", line)
             return self._process.wait(), list(tail)

@@ -1,0 +1,424 @@
+"""Publish step: push the run's top-scored diners to the CRM's batch upsert API.
+
+Input, read through its manifest (never by listing the folder)::
+
+    <scores root>/<pipeline>/customer=<tenant>/run=<run key>/_MANIFEST.json   (score step)
+        columns: diner_id (string), score (float), model_version (string)
+
+where the scores root is ``SCORES_URI`` when set (the cluster's scores bucket), else
+``<LAKE_URI>/scores`` (:func:`model_steps.scoring.scores_table_uri`, shared with the score step).
+The top ``crm.top_fraction`` by score (ties by diner_id) become records ``{diner_id, score,
+offer_code, model_version, run_key}``, cut into batches of ``crm.batch_size`` in that fixed order.
+Each batch's idempotency key hashes the run, its index and its exact body, so a retried run rebuilds
+the same batches with the same keys. Acknowledged keys are saved to::
+
+    <lake>/publish/<pipeline>/customer=<tenant>/run=<run key>/progress.json   (atomically replaced)
+
+and a retry sends only the batches not in it. A batch acknowledged by the CRM but not yet saved (the
+step was killed in between) is sent again with the same key: the CRM answers it from its idempotency
+store and applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from model_steps import lake
+from model_steps.contract import ENV_CRM_API_TOKEN, ENV_CRM_BASE_URL, StepContext, StepError
+from model_steps.crm import BatchOutcome, CrmClient, mask, redact_url
+from model_steps.scoring import SCORE_COLUMNS, scores_table_uri
+from model_steps.settings import crm_settings
+
+log = logging.getLogger(__name__)
+
+PUBLISH_ZONE = "publish"  # <lake>/publish/<pipeline>/customer=<c>/run=<key>/progress.json
+PROGRESS_FILE = "progress.json"
+# What makes two attempts' batches the same: if any differs, earlier keys mostly will not match.
+PLAN_IDENTITY = ("records", "batch_size", "scores_attempt", "offer_code")
+
+
+@dataclass(frozen=True)
+class Batch:
+    index: int
+    key: str
+    body: bytes
+    records: int
+
+
+class Terminated(StepError):
+    """SIGTERM (Airflow's on_kill, a pod deletion): progress is saved before the step exits."""
+
+
+def credentials(env: dict[str, str], connection_id: str) -> tuple[str, str]:
+    base_url = (env.get(ENV_CRM_BASE_URL) or "").strip()
+    token = (env.get(ENV_CRM_API_TOKEN) or "").strip()
+    missing = [n for n, v in ((ENV_CRM_BASE_URL, base_url), (ENV_CRM_API_TOKEN, token)) if not v]
+    if missing:
+        raise StepError(
+            f"{' and '.join(missing)} not set: in the cluster CRM_BASE_URL comes from the ConfigMap "
+            "step-env and CRM_API_TOKEN from the Secret crm-credentials; in the local runtime the "
+            f"LocalStepOperator fills both from the Airflow connection {connection_id!r} "
+            f"(crm.connection_id), e.g. AIRFLOW_CONN_{connection_id.upper()}="
+            "'http://:<token>@127.0.0.1:8765'"
+        )
+    if any(not 0x21 <= ord(ch) <= 0x7E for ch in token):  # never echo it: say what is wrong
+        raise StepError(
+            f"{ENV_CRM_API_TOKEN} contains whitespace, control or non-ASCII characters "
+            "(a stray newline in the Secret or connection?)"
+        )
+    return base_url, token
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The records to publish, in publish order, kept as Arrow columns: records are built as dicts
+    one batch at a time, so a few million of them never sit in memory as Python objects."""
+
+    table: Any  # pyarrow.Table: diner_id (string), score (double), model_version (string)
+    offer_code: str
+    run_key: str
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def chunks(self, size: int) -> Iterator[list[dict[str, Any]]]:
+        for start in range(0, len(self), size):
+            part = self.table.slice(start, size)
+            yield [
+                {
+                    "diner_id": diner_id,
+                    "score": score,
+                    "offer_code": self.offer_code,
+                    "model_version": model_version,
+                    "run_key": self.run_key,
+                }
+                for diner_id, score, model_version in zip(
+                    part["diner_id"].to_pylist(),
+                    part["score"].to_pylist(),
+                    part["model_version"].to_pylist(),
+                    strict=True,
+                )
+            ]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for chunk in self.chunks(10_000):
+            yield from chunk
+
+
+def select_records(
+    scores_uri: str, top_fraction: float, offer_code: str, run_key: str
+) -> tuple[Selection, int, dict[str, Any]]:
+    """(records to publish in their fixed order, rows scored, scores manifest)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        manifest = lake.read_manifest(scores_uri)
+    except StepError as exc:
+        raise StepError(f"no scores to publish: {exc}") from None
+    where = f"scores table {scores_uri} ({manifest.get('attempt')})"
+    for name in manifest.get("files", []):  # only the columns publish needs are read
+        missing = [c for c in SCORE_COLUMNS if c not in parquet_columns(scores_uri, manifest, name)]
+        if missing:
+            raise StepError(
+                f"{where} file {name} lacks column(s) {', '.join(missing)}; the score step must "
+                f"write {', '.join(SCORE_COLUMNS)}"
+            )
+    table, manifest = lake.read_parquet_table(scores_uri, columns=list(SCORE_COLUMNS))
+    schema = pa.schema(
+        [("diner_id", pa.string()), ("score", pa.float64()), ("model_version", pa.string())]
+    )
+    if table is None or table.num_rows == 0:
+        log.warning("%s has no rows: nothing to publish", where)
+        return Selection(schema.empty_table(), offer_code, run_key), 0, manifest
+    table = pa.table(
+        [pc.cast(table[c], schema.field(c).type) for c in SCORE_COLUMNS], schema=schema
+    )
+    bad_ids = table["diner_id"].null_count + (pc.sum(pc.equal(table["diner_id"], "")).as_py() or 0)
+    bad_scores = table["score"].null_count + (pc.sum(pc.is_nan(table["score"])).as_py() or 0)
+    if bad_ids or bad_scores:
+        raise StepError(f"{where}: {bad_ids} empty diner_id(s) and {bad_scores} null/NaN score(s)")
+    if pc.count_distinct(table["diner_id"]).as_py() != table.num_rows:
+        dupes = table.num_rows - pc.count_distinct(table["diner_id"]).as_py()
+        raise StepError(f"{where}: {dupes} duplicate diner_id row(s); one score per diner expected")
+    n = table.num_rows
+    top = min(n, max(1, math.ceil(top_fraction * n)))
+    order = pc.sort_indices(table, sort_keys=[("score", "descending"), ("diner_id", "ascending")])
+    return Selection(table.take(order[:top]), offer_code, run_key), n, manifest
+
+
+def parquet_columns(table_uri: str, manifest: dict[str, Any], name: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    fs, path = lake.filesystem(lake.join(table_uri, manifest["attempt"], name))
+    with fs.open(path, "rb") as fh:
+        return list(pq.read_schema(fh).names)
+
+
+def iter_batches(
+    records: Selection | list[dict[str, Any]], batch_size: int, identity: str
+) -> Iterator[Batch]:
+    """Fixed batches, built lazily; the key hashes the run identity, the index and the exact body."""
+    if isinstance(records, Selection):
+        chunks: Iterable[list[dict[str, Any]]] = records.chunks(batch_size)
+    else:
+        chunks = (records[i : i + batch_size] for i in range(0, len(records), batch_size))
+    for index, chunk in enumerate(chunks):
+        # records are built with a fixed key order, so the body is byte-identical on every retry
+        body = json.dumps({"records": chunk}, separators=(",", ":")).encode()
+        digest = hashlib.sha256(f"{identity}\n{index}\n".encode() + body).hexdigest()
+        yield Batch(index=index, key=f"mlops-{digest}", body=body, records=len(chunk))
+
+
+def plan_batches(
+    records: Selection | list[dict[str, Any]], batch_size: int, identity: str
+) -> list[Batch]:
+    return list(iter_batches(records, batch_size, identity))
+
+
+class Checkpoint:
+    """The acknowledged batch keys of this run, atomically replaced in the lake."""
+
+    def __init__(self, uri: str, plan: dict[str, Any], interval: float) -> None:
+        self.uri = uri
+        self.plan = plan
+        self.interval = interval
+        self.acked: set[str] = set()
+        self.previous: dict[str, Any] | None = None
+        self._saved_at = 0.0
+        self._dirty = False
+
+    def load(self) -> frozenset[str]:
+        """Keys acknowledged by earlier attempts (kept in ``acked``; returned frozen)."""
+        if not lake.exists(self.uri):
+            return frozenset()
+        try:
+            self.previous = lake.read_json(self.uri)
+            self.acked = set(self.previous.get("acked", []))
+        except (ValueError, AttributeError, TypeError):
+            log.warning("checkpoint %s is unreadable; sending every batch again", self.uri)
+            return frozenset()
+        before = {k: self.previous.get("plan", {}).get(k) for k in PLAN_IDENTITY}
+        if before != {k: self.plan.get(k) for k in PLAN_IDENTITY}:
+            log.warning(
+                "checkpoint %s was written for other scores or settings (%s, now %s): only its "
+                "batches that are byte-identical stay skipped; the rest are sent",
+                self.uri, before, {k: self.plan.get(k) for k in PLAN_IDENTITY},
+            )  # fmt: skip
+        return frozenset(self.acked)
+
+    def keep_only(self, keys: set[str]) -> None:
+        """Drop keys of an older plan (at the end of a complete run)."""
+        self.acked &= keys
+
+    def ack(self, key: str) -> None:
+        self.acked.add(key)
+        self._dirty = True
+        if time.monotonic() - self._saved_at >= self.interval:
+            self.save()
+
+    def save(self, complete: bool = False) -> None:
+        if not self._dirty and not complete:
+            return
+        lake.write_json_atomic(
+            self.uri,
+            {
+                "plan": self.plan,
+                "acked": sorted(self.acked),
+                "acked_batches": len(self.acked),
+                "complete": complete,
+                "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
+        )
+        self._saved_at = time.monotonic()
+        self._dirty = False
+
+
+def send_batches(
+    client: CrmClient,
+    batches: Iterable[Batch],
+    max_concurrency: int,
+    on_ack: Any,
+) -> tuple[list[BatchOutcome], BaseException | None]:
+    """Send with at most ``max_concurrency`` batches in flight; stop at the first hard failure.
+
+    ``batches`` may be a generator: the next batch is built only when a slot frees up, so planning
+    overlaps sending and only the batches in flight are held in memory. Returns the outcomes of
+    acknowledged batches (``on_ack`` already called for each, in this thread) and the error that
+    stopped sending, if any. Batches in flight when sending stops are
+    waited for, and recorded if they were acknowledged.
+    """
+    outcomes: list[BatchOutcome] = []
+    error: BaseException | None = None
+    pending = iter(batches)
+    inflight: dict[Future[BatchOutcome], Batch] = {}
+
+    def record(future: Future[BatchOutcome]) -> None:
+        nonlocal error
+        exc = future.exception()
+        if exc is None:
+            outcome = future.result()
+            outcomes.append(outcome)
+            on_ack(outcome)
+        elif error is None:
+            error = exc
+
+    with ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="crm") as pool:
+
+        def fill() -> None:
+            while error is None and len(inflight) < max_concurrency:
+                batch = next(pending, None)
+                if batch is None:
+                    return
+                future = pool.submit(client.upsert_batch, batch.body, batch.key, batch.records)
+                inflight[future] = batch
+
+        try:
+            fill()
+            while inflight:
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    inflight.pop(future)
+                    record(future)
+                if error is not None:
+                    client.stop.set()
+                fill()
+        except BaseException as exc:  # SIGTERM / Ctrl-C while waiting
+            client.stop.set()
+            error = error or exc
+            for future in list(inflight):
+                future.cancel()
+            for future in list(inflight):
+                if not future.cancelled():
+                    try:
+                        future.exception()  # waits for the request already on the wire
+                    except BaseException:  # cancelled between the two checks
+                        continue
+                    record(future)
+    return outcomes, error
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    started = time.monotonic()
+    s = crm_settings(ctx.config)
+    base_url, token = credentials(ctx.env, s["connection_id"])
+    scores_uri = scores_table_uri(ctx)
+    records, scored_rows, manifest = select_records(
+        scores_uri, float(s["top_fraction"]), s["offer_code"], ctx.run_key
+    )
+    identity = f"{ctx.pipeline}/{ctx.customer}/{ctx.run_key}"
+    batch_size = int(s["batch_size"])
+    n_batches = -(-len(records) // batch_size)
+    plan = {
+        "records": len(records),
+        "batches": n_batches,
+        "batch_size": batch_size,
+        "scores_attempt": manifest.get("attempt"),
+        "offer_code": s["offer_code"],
+        "run_id": ctx.run_id,
+    }
+    progress_uri = ctx.lake_path(PUBLISH_ZONE, PROGRESS_FILE)
+    checkpoint = Checkpoint(progress_uri, plan, float(s["checkpoint_interval_seconds"]))
+    earlier = checkpoint.load()
+    skipped = {"batches": 0, "records": 0}
+    planned: set[str] = set()
+
+    def todo() -> Iterator[Batch]:
+        """The plan's batches minus those an earlier attempt got acknowledged, built lazily."""
+        for batch in iter_batches(records, batch_size, identity):
+            planned.add(batch.key)
+            if batch.key in earlier:
+                skipped["batches"] += 1
+                skipped["records"] += batch.records
+                continue
+            yield batch
+
+    log.info(
+        "publishing %d of %d scored diners (top %.0f%%) to %s: %d batches of <= %d, "
+        "concurrency %d; checkpoint %s holds %d acknowledged batches",
+        len(records), scored_rows, 100 * s["top_fraction"], redact_url(base_url), n_batches,
+        batch_size, s["max_concurrency"], progress_uri, len(earlier),
+    )  # fmt: skip
+
+    client = CrmClient(
+        base_url,
+        token,
+        timeout=float(s["timeout_seconds"]),
+        max_retries=int(s["max_retries"]),
+        backoff_max=float(s["backoff_max_seconds"]),
+    )
+    retries: Counter[str] = Counter()
+    progress = {"records": 0, "batches": 0, "logged_at": time.monotonic()}
+
+    def on_ack(outcome: BatchOutcome) -> None:
+        checkpoint.ack(outcome.key)
+        progress["records"] += outcome.records
+        progress["batches"] += 1
+        if time.monotonic() - progress["logged_at"] >= 5:
+            progress["logged_at"] = time.monotonic()
+            log.info("sent %d/%d batches", progress["batches"] + skipped["batches"], n_batches)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the saving short
+        raise Terminated("terminated (SIGTERM) while publishing; progress saved for the retry")
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
+    try:
+        outcomes, error = send_batches(client, todo(), int(s["max_concurrency"]), on_ack)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous_handler)
+        client.close()
+    for o in outcomes:
+        retries.update(o.retries)
+    if error is None:
+        checkpoint.keep_only(planned)
+    checkpoint.save(complete=error is None)
+    sent = len(outcomes)
+    already = skipped["batches"]
+    if error is not None:
+        prefix = f"publish stopped after {already + sent}/{n_batches} acknowledged batches"
+        if isinstance(error, StepError):
+            raise type(error)(f"{prefix}: {error}") from None
+        if isinstance(error, OSError):
+            raise StepError(f"{prefix}: {mask(str(error), token)}") from None
+        # a bug, not the CRM: keep the traceback for the log, with the token masked
+        trace = "".join(traceback.format_exception(error))
+        log.error("unexpected error while sending:\n%s", mask(trace, token))
+        raise StepError(f"{prefix}: {type(error).__name__}: {mask(str(error), token)}") from None
+    seconds = time.monotonic() - started
+    result = {
+        "records": len(records),
+        "scored_rows": scored_rows,
+        "batches": n_batches,
+        "sent_batches": sent,
+        "sent_records": sum(o.records for o in outcomes),
+        "skipped_batches": already,
+        "skipped_records": skipped["records"],
+        "replayed_batches": sum(o.replayed for o in outcomes),
+        "retries": sum(retries.values()),
+        "retries_by_reason": dict(sorted(retries.items())),
+        "scores_uri": scores_uri,
+        "checkpoint_uri": progress_uri,
+        "offer_code": s["offer_code"],
+        "seconds": round(seconds, 2),
+    }
+    log.info(
+        "published %d records in %d batches (%d skipped as already sent, %d retries) in %.1fs",
+        result["sent_records"], sent, already, result["retries"], seconds,
+    )  # fmt: skip
+    return result

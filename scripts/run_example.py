@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ DATA_DATE = "2026-06-15"  # the example data's as-of date (model_steps.datagen d
 console = Console()
 
 
-def run(cmd: list[str], env: dict[str, str], log: Path | None = None, **kw: Any) -> int:
+def run(
+    cmd: list[str], env: dict[str, str], log: Path | None = None, label: str = "", **kw: Any
+) -> int:
     """Run a command; with a log file, echo each task step to the console as it goes."""
     if log is None:
         return subprocess.run(cmd, env=env, check=False, **kw).returncode
@@ -44,11 +47,11 @@ def run(cmd: list[str], env: dict[str, str], log: Path | None = None, **kw: Any)
             out.write(line)
             if "Running step command:" in line and "model_steps " in line:
                 step = line.split("model_steps ", 1)[1].split()[0]
-                console.print(f"    [cyan]▶[/] {step}")
+                console.print(f"  {label:<12} [cyan]▶[/] {step}")
             elif "Task instance state updated" in line and "new_state=" in line:
                 state = line.split("new_state=", 1)[1].split()[0]
                 colour = "green" if state == "success" else "yellow" if "retry" in state else "red"
-                console.print(f"      [{colour}]{state}[/]")
+                console.print(f"  {label:<12}   [{colour}]{state}[/]")
         return proc.wait()
 
 
@@ -126,48 +129,66 @@ print(json.dumps(out, default=str))
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def _detail(step: str, r: dict[str, Any]) -> str:
+    if step == "ingest":
+        return f"{r.get('rows')} diners, label rate {r.get('label_rate')}"
+    if step == "validate":
+        return f"{r.get('status')}"
+    if step == "train":
+        m = r.get("metrics", {})
+        return f"{r.get('model_uri')}  holdout AUC {m.get('roc_auc')}  ({r.get('ranks')} ranks)"
+    if step == "evaluate":
+        verdict = (
+            "promoted" if r.get("promote") else "kept champion" if r.get("passed") is False else ""
+        )
+        return f"{verdict}; scores with {r.get('scoring_model_uri')}"
+    if step == "score":
+        return f"{r.get('rows')} rows → {r.get('output_uri')}"
+    if step == "publish":
+        return f"{r.get('sent_records')} records sent to the CRM ({r.get('retries')} retries)"
+    return ""
+
+
 def summary(results: dict[str, dict[str, Any]], services: dict[str, Any]) -> Table:
-    table = Table(title="customer_propensity on the embedded default")
-    for column in (
-        "customer",
-        "run",
-        "ingest",
-        "validate",
-        "train",
-        "evaluate",
-        "score",
-        "publish",
-    ):
-        table.add_column(column)
+    table = Table(title="customer_propensity on the embedded default", show_lines=False)
+    for column in ("customer", "step", "state", "result"):
+        table.add_column(column, overflow="fold")
     for customer, res in results.items():
-        cells = []
         for step in ("ingest", "validate", "train", "evaluate", "score", "publish"):
             task = res["tasks"].get(step, {})
-            r = task.get("result") or {}
             state = task.get("state", "-")
-            detail = {
-                "ingest": lambda r: (
-                    f"{r.get('rows', '?')} rows, label rate {r.get('label_rate', 0):.3f}"
-                ),
-                "validate": lambda r: f"{r.get('status')}",
-                "train": lambda r: f"AUC {r.get('metrics', {}).get('val_auc', r.get('auc', '?'))}",
-                "evaluate": lambda r: f"{'passed' if r.get('passed') else 'refused'}",
-                "score": lambda r: f"{r.get('rows', '?')} rows → {r.get('output_uri', '?')}",
-                "publish": lambda r: (
-                    f"{r.get('sent_records', '?')} sent, {r.get('skipped_records', 0)} skipped, "
-                    f"{r.get('retries', 0)} retries"
-                ),
-            }[step]
-            cells.append(f"{state}\n{detail(r)}" if r else state)
-        table.add_row(customer, res["state"], *cells)
-    table.caption = f"MLflow UI (while running): {services['tracking_uri']}"
+            colour = {"success": "green", "skipped": "yellow"}.get(state, "red")
+            detail = _detail(step, task["result"]) if task.get("result") else ""
+            table.add_row(
+                customer if step == "ingest" else "", step, f"[{colour}]{state}[/]", detail
+            )
+    table.caption = f"MLflow (stopped with the services): {services['tracking_uri']}"
     return table
+
+
+def run_customer(customer: str, env: dict[str, str]) -> dict[str, Any]:
+    """One customer's DAG through `airflow dags test`, in its own Airflow home (own sqlite DB), so
+    customers can run side by side."""
+    dag_id = f"customer_propensity__{customer}"
+    env = {**env, "AIRFLOW_HOME": str(VAR / "airflow" / customer)}
+    if run(
+        [str(AIRFLOW), "db", "migrate"], env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ):
+        raise SystemExit(f"airflow db migrate failed for {customer}")
+    log = VAR / f"{dag_id}.log"
+    rc = run([str(AIRFLOW), "dags", "test", dag_id, DATA_DATE,
+              "--conf", json.dumps({"data_date": DATA_DATE})], env, log=log, label=customer)  # fmt: skip
+    console.print(
+        f"  {customer:<12} {'[green]succeeded' if rc == 0 else '[red]failed'}[/] (log: {log})"
+    )
+    return xcom_results(env, dag_id)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="medium", help="example data size (model_steps.datagen)")
     parser.add_argument("--customer", action="append", help="only these customers (default: all)")
+    parser.add_argument("--parallel", type=int, default=2, help="customers run side by side")
     args = parser.parse_args()
 
     shutil.rmtree(VAR, ignore_errors=True)
@@ -175,7 +196,6 @@ def main() -> int:
     lake = VAR / "lake"
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
     env.update({
-        "AIRFLOW_HOME": str(VAR / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "PYTHONPATH": str(REPO / "plugins"),
@@ -184,7 +204,6 @@ def main() -> int:
     })  # fmt: skip
     started = time.monotonic()
     chosen = args.customer or customers()
-    results: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack:
         console.rule("[bold]embedded services")
         services = stack.enter_context(embedded_services(env))
@@ -197,28 +216,18 @@ def main() -> int:
         )
         console.print(f"  CRM receiver:      {crm_url}")
         console.rule("[bold]example data")
-        for customer in chosen:
+        for index, customer in enumerate(chosen):
+            # each customer (restaurant chain) gets its own diners: a different seed per chain
             datagen = [str(STEPS_PY), "-m", "model_steps.datagen", "--customer", customer,
-                       "--lake", env["LAKE_URI"], "--size", args.size]  # fmt: skip
+                       "--lake", env["LAKE_URI"], "--size", args.size, "--seed", str(7 + index)]  # fmt: skip
             rc = run(datagen, env, stdout=subprocess.DEVNULL)
             if rc != 0:
                 raise SystemExit(f"datagen failed for {customer}")
             console.print(f"  generated raw zone for {customer}")
-        if run(
-            [str(AIRFLOW), "db", "migrate"],
-            env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ):
-            raise SystemExit("airflow db migrate failed")
-        for customer in chosen:
-            dag_id = f"customer_propensity__{customer}"
-            console.rule(f"[bold]{dag_id}")
-            log = VAR / f"{dag_id}.log"
-            rc = run([str(AIRFLOW), "dags", "test", dag_id, DATA_DATE,
-                      "--conf", json.dumps({"data_date": DATA_DATE})], env, log=log)  # fmt: skip
-            results[customer] = xcom_results(env, dag_id)
-            console.print(f"  {'[green]succeeded' if rc == 0 else '[red]failed'}[/] (log: {log})")
+        console.rule(f"[bold]customer DAGs ({args.parallel} at a time)")
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            futures = {c: pool.submit(run_customer, c, env) for c in chosen}
+            results = {c: f.result() for c, f in futures.items()}
     console.print(summary(results, services))
     failed = [c for c, r in results.items() if r["state"] != "success"]
     console.print(f"took {time.monotonic() - started:.0f}s; lake: {lake}")

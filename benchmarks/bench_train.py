@@ -43,6 +43,7 @@ from bench_ingest import TENANT, pandas_ingest  # noqa: E402
 from embedded import services  # noqa: E402
 from model_steps import datagen, lake  # noqa: E402
 from model_steps.contract import run_key  # noqa: E402
+from model_steps.training import TRAINING_DEFAULTS  # noqa: E402
 
 PIPELINE = "customer_propensity"
 BIN = Path(sys.executable).parent
@@ -191,16 +192,7 @@ def main() -> int:
     args = ap.parse_args()
     diners = args.diners or (datagen.SIZES["medium"] if args.quick else datagen.SIZES["large"])
     epochs = args.epochs or (3 if args.quick else 5)
-    training = {
-        "epochs": epochs,
-        "batch_size": 1024,
-        "learning_rate": 1e-3,
-        "warmup_epochs": 1,
-        "hidden_units": [128, 64],
-        "dropout": 0.1,
-        "holdout_fraction": 0.2,
-        "seed": 42,
-    }
+    training = {**TRAINING_DEFAULTS, "epochs": epochs}
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     report: dict = {
         "machine": {

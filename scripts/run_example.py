@@ -188,7 +188,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="medium", help="example data size (model_steps.datagen)")
     parser.add_argument("--customer", action="append", help="only these customers (default: all)")
-    parser.add_argument("--parallel", type=int, default=2, help="customers run side by side")
+    parser.add_argument("--parallel", type=int, default=3, help="customers run side by side")
     args = parser.parse_args()
 
     shutil.rmtree(VAR, ignore_errors=True)

@@ -88,6 +88,15 @@ def bound_mlflow_client() -> None:
         os.environ.setdefault(k, v)
 
 
+def connect(uri: str) -> None:
+    """Point this process's MLflow client at ``uri`` with bounded retries, once it answers."""
+    import mlflow
+
+    bound_mlflow_client()
+    wait_for_server(uri)
+    mlflow.set_tracking_uri(uri)
+
+
 def run_tags(ctx: StepContext, extra: dict[str, Any] | None = None) -> dict[str, str]:
     """Tags every training run carries: who (customer, pipeline), which Airflow run, which code."""
     env = ctx.env

@@ -25,22 +25,11 @@ from typing import Any
 
 from model_steps import gate, lake
 from model_steps.contract import SkipDownstream, StepContext, StepError
-from model_steps.tracking import (
-    bound_mlflow_client,
-    registered_model_name,
-    tracking_uri,
-    wait_for_server,
-)
+from model_steps.profile import champion_profile_uri
+from model_steps.tracking import connect, registered_model_name, tracking_uri
 
 log = logging.getLogger("model_steps.evaluate")
 ALIAS = "champion"
-
-
-def champion_profile_uri(ctx: StepContext) -> str:
-    root = ctx.lake_uri.rstrip("/")
-    return "/".join(
-        [root, "models", ctx.pipeline, f"customer={ctx.customer}", ALIAS, "feature_profile.json"]
-    )
 
 
 def _holdout(features_uri: str, training: dict[str, Any]) -> Any:
@@ -163,9 +152,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     trained = lake.read_json(train_uri)
 
     uri = tracking_uri(ctx)
-    bound_mlflow_client()
-    wait_for_server(uri)
-    mlflow.set_tracking_uri(uri)
+    connect(uri)
     client = mlflow.MlflowClient()
     name = registered_model_name(ctx.pipeline, ctx.customer)
     candidate_version = str(trained["model_version"])
@@ -225,10 +212,11 @@ def _apply(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
     if result["promote"]:
         import mlflow
 
-        mlflow.set_tracking_uri(tracking_uri(ctx))
+        connect(tracking_uri(ctx))
         name, version = result["registered_model"], result["candidate_version"]
         mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, version)
-        lake.write_json_atomic(champion_profile_uri(ctx), lake.read_json(result["profile_uri"]))
+        target = champion_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)
+        lake.write_json_atomic(target, lake.read_json(result["profile_uri"]))
         log.info("promoted %s v%s to @%s", name, version, ALIAS)
     if result["scoring_model_uri"] is None:
         raise SkipDownstream("; ".join(result["reasons"][-2:]), result)

@@ -21,12 +21,7 @@ from model_steps import lake
 from model_steps.contract import StepContext, StepError
 from model_steps.scoring import scores_table_uri
 from model_steps.steps.evaluate import ALIAS
-from model_steps.tracking import (
-    bound_mlflow_client,
-    registered_model_name,
-    tracking_uri,
-    wait_for_server,
-)
+from model_steps.tracking import connect, registered_model_name, tracking_uri
 
 log = logging.getLogger("model_steps.score")
 
@@ -37,9 +32,7 @@ def _champion(ctx: StepContext) -> tuple[Any, str, str]:
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(ctx)
-    bound_mlflow_client()
-    wait_for_server(uri)
-    mlflow.set_tracking_uri(uri)
+    connect(uri)
     name = registered_model_name(ctx.pipeline, ctx.customer)
     try:
         version = str(mlflow.MlflowClient().get_model_version_by_alias(name, ALIAS).version)

@@ -5,9 +5,11 @@
 
 For each size it generates the example raw zone (datagen, seed 7) in a scratch lake, then times
   * spark:  the ingest step body itself (``model_steps.steps.ingest.run``): file checks, the Spark
-            row checks, features, parquet write and manifest commit, on one warm local SparkSession;
-  * pandas: pyarrow CSV/JSON reading of the same files + ``build_features_pandas`` + parquet write
-            (no row-level checks: it is the "just compute it on one machine" baseline).
+            row checks, both tables (training table and population), parquet writes and manifest
+            commits, on one warm local SparkSession;
+  * pandas: pyarrow CSV/JSON reading of the same files + ``build_features_pandas`` for the same two
+            tables + parquet writes (no row-level checks: the "just compute it on one machine"
+            baseline).
 Prints a table and writes benchmarks/results/bench_ingest-<time>.json. Timings are measurements on
 the machine it runs on, never test assertions.
 """
@@ -36,22 +38,21 @@ sys.path.insert(0, str(ROOT / "images" / "steps"))
 
 from model_steps import datagen, raw_schema  # noqa: E402
 from model_steps.contract import StepContext  # noqa: E402
-from model_steps.features import build_features_pandas  # noqa: E402
-from model_steps.raw_reader import plan_files  # noqa: E402
+from model_steps.features import build_features_pandas, training_cutoff  # noqa: E402
+from model_steps.raw_reader import plan_files, raw_plan  # noqa: E402
 from model_steps.spark_config import get_session, spark_conf  # noqa: E402
 
 TENANT = "bench-foods"
 ORDERS_PER_DINER = 5.1  # what datagen produces over its history (measured)
-CUTOFF = datagen.DEFAULT_CUTOFF
+DATA_DATE = datagen.DEFAULT_DATA_DATE  # the last drop day datagen writes
 
 
-def pandas_ingest(lake_uri: str, out_dir: Path, lookback: int = 365, window: int = 14) -> int:
-    first = CUTOFF - dt.timedelta(days=lookback)
-    plans = {
-        "diners": (None, CUTOFF),
-        "orders": (first, CUTOFF),
-        "email_events": (first, CUTOFF + dt.timedelta(days=window)),
-    }
+def pandas_ingest(
+    lake_uri: str, out_dirs: dict[str, Path], lookback: int = 365, window: int = 14
+) -> dict[str, int]:
+    """The ingest step's tables named in ``out_dirs`` ("features": the training table,
+    "population") written to their folders; returns their row counts."""
+    plans = raw_plan(DATA_DATE, lookback_days=lookback, label_window_days=window)
     frames = {}
     for name, (lo, hi) in plans.items():
         spec = raw_schema.TABLES[name]
@@ -88,17 +89,23 @@ def pandas_ingest(lake_uri: str, out_dir: Path, lookback: int = 365, window: int
             if k in ("date", "timestamp"):
                 df[c] = pd.to_datetime(df[c])
         frames[name] = df
-    feats = build_features_pandas(
-        frames["diners"],
-        frames["orders"],
-        frames["email_events"],
-        CUTOFF,
-        lookback_days=lookback,
-        label_window_days=window,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(feats, preserve_index=False), out_dir / "part-0.parquet")
-    return len(feats)
+    rows = {}
+    for table, as_of, labelled in (
+        ("population", DATA_DATE, False),
+        ("features", training_cutoff(DATA_DATE, window), True),
+    ):
+        if table not in out_dirs:
+            continue
+        feats = build_features_pandas(
+            frames["diners"], frames["orders"], frames["email_events"], as_of,
+            lookback_days=lookback, label_window_days=window, labelled=labelled,
+        )  # fmt: skip
+        out_dirs[table].mkdir(parents=True, exist_ok=True)
+        pq.write_table(
+            pa.Table.from_pandas(feats, preserve_index=False), out_dirs[table] / "part-0.parquet"
+        )
+        rows[table] = len(feats)
+    return rows
 
 
 def main() -> int:
@@ -133,14 +140,14 @@ def main() -> int:
     # warm-up (JIT, class loading): one untimed run on a tiny raw zone
     t = time.monotonic()
     warm = work / "lake-warmup"
-    datagen.write_raw(datagen.generate(500, seed=1, cutoff=CUTOFF), f"file://{warm}", TENANT)
+    datagen.write_raw(datagen.generate(500, seed=1), f"file://{warm}", TENANT)
     ingest.run(
         StepContext(
             step="ingest",
             pipeline="customer_propensity",
             customer=TENANT,
             run_id="warmup",
-            data_date=CUTOFF,
+            data_date=DATA_DATE,
             config={},
             env={"LAKE_URI": f"file://{warm}"},
         )
@@ -155,7 +162,7 @@ def main() -> int:
             shutil.rmtree(lake, ignore_errors=True)
             n_diners = max(200, int(target / ORDERS_PER_DINER))
             t = time.monotonic()
-            tables = datagen.generate(n_diners, seed=7, cutoff=CUTOFF)
+            tables = datagen.generate(n_diners, seed=7)
             datagen.write_raw(tables, f"file://{lake}", TENANT)
             gen_s = time.monotonic() - t
             raw_rows = {k: len(v) for k, v in tables.items()}
@@ -166,7 +173,7 @@ def main() -> int:
                 pipeline="customer_propensity",
                 customer=TENANT,
                 run_id=f"bench-{target}",
-                data_date=CUTOFF,
+                data_date=DATA_DATE,
                 config={},
                 env={"LAKE_URI": f"file://{lake}"},
             )
@@ -174,9 +181,15 @@ def main() -> int:
             res = ingest.run(ctx)
             spark_s = time.monotonic() - t
             t = time.monotonic()
-            n_pd = pandas_ingest(f"file://{lake}", work / f"pandas-{target}")
+            n_pd = pandas_ingest(
+                f"file://{lake}",
+                {t: work / f"pandas-{target}" / t for t in ("features", "population")},
+            )
             pandas_s = time.monotonic() - t
-            assert n_pd == res["rows"], (n_pd, res["rows"])
+            assert (n_pd["features"], n_pd["population"]) == (
+                res["rows"],
+                res["population_rows"],
+            ), (n_pd, res)
             read_rows = sum(res["raw_rows"].values())
             rows.append(
                 {

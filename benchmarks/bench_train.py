@@ -52,7 +52,7 @@ BIN = Path(sys.executable).parent
 def commit_table(lake_root: Path, run_id: str) -> str:
     """Raw zone -> pandas features -> a committed feature table (attempt folder + manifest)."""
     table = lake_root / "features" / PIPELINE / f"customer={TENANT}" / f"run={run_key(run_id)}"
-    rows = pandas_ingest(f"file://{lake_root}", table / "attempt=bench")
+    rows = pandas_ingest(f"file://{lake_root}", {"features": table / "attempt=bench"})["features"]
     lake.write_json_atomic(
         f"file://{table}/_MANIFEST.json",
         {"attempt": "attempt=bench", "files": ["part-0.parquet"], "rows": rows},
@@ -75,7 +75,7 @@ def run_step(
         "--run-id",
         run_id,
         "--data-date",
-        datagen.DEFAULT_CUTOFF.isoformat(),
+        datagen.DEFAULT_DATA_DATE.isoformat(),
     ]
     cmd = (
         [str(BIN / "python"), *step]

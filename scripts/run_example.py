@@ -28,7 +28,7 @@ VAR = REPO / "var" / "run"
 STEPS_PY = REPO / ".venv-steps" / "bin" / "python"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
 SCORES_BUCKET = "mlops-scores"
-DATA_DATE = "2026-06-15"  # the example data's as-of date (model_steps.datagen default cutoff)
+DATA_DATE = "2026-06-29"  # the example data's last drop day (model_steps.datagen.DEFAULT_DATA_DATE)
 console = Console()
 
 
@@ -131,7 +131,10 @@ print(json.dumps(out, default=str))
 
 def _detail(step: str, r: dict[str, Any]) -> str:
     if step == "ingest":
-        return f"{r.get('rows')} diners, label rate {r.get('label_rate')}"
+        return (
+            f"training: {r.get('rows')} diners at {r.get('cutoff_date')}, label rate "
+            f"{r.get('label_rate')}; population: {r.get('population_rows')} diners"
+        )
     if step == "validate":
         return f"{r.get('status')}"
     if step == "train":

@@ -22,8 +22,10 @@ PARAMS = {
         None,
         type=["null", "string"],
         format="date",
-        title="Data date (cutoff)",
-        description="Features use data up to this date; empty means the day the run was due.",
+        title="Data date (as of)",
+        description="The last day whose raw data has landed: the model trains on labels up to it "
+        "and scores features as of it. Empty: the day the run was due minus the customer's "
+        "data.landing_delay_days (1 by default).",
     ),
     "force_promote": Param(
         False,
@@ -48,8 +50,10 @@ def _doc(customer: ResolvedCustomer, runtime: Runtime) -> str:
         "| step | cpu | memory | gpu | pool | spot | timeout | retries |\n"
         "|---|---|---|---|---|---|---|---|\n"
         f"{rows}\n\n"
-        "Trigger with *data_date* to rebuild features for another cutoff; *force_promote* skips "
-        "the champion comparison of the gate, never its absolute thresholds."
+        "Trigger with *data_date* (the last day whose data has landed; default: "
+        f"{customer.settings.data.landing_delay_days} day(s) before the run is due) to train on "
+        "labels up to it and score features as of it; *force_promote* skips the champion "
+        "comparison of the gate, never its absolute thresholds."
     )
 
 

@@ -14,9 +14,15 @@ from mlplatform.profiles import ResourceProfile
 from mlplatform.spec import ResolvedCustomer
 from mlplatform.steps import ENV_CONFIG, ENV_PARAMS, WORKLOAD_MODULE, StepKind
 
-# The cutoff date of a run: the operator's choice in the trigger form, else the day the run was due.
-DATA_DATE_TEMPLATE = "{{ params.data_date or dag_run.run_after | ds }}"
 PARAMS_TEMPLATE = "{{ params | tojson }}"
+
+
+def data_date_template(landing_delay_days: int) -> str:
+    """A run's data date (its as-of date): the operator's choice in the trigger form, else the last
+    day whose drops have landed when the run is due (the end of its data interval, or when it was
+    triggered, minus the landing delay)."""
+    due = "(data_interval_end or dag_run.run_after) | ds"
+    return f"{{{{ params.data_date or macros.ds_add({due}, -{landing_delay_days}) }}}}"
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class StepInvocation:
             "--pipeline", self.pipeline,
             "--customer", self.customer.id,
             "--run-id", "{{ run_id }}",
-            "--data-date", DATA_DATE_TEMPLATE,
+            "--data-date", data_date_template(self.customer.settings.data.landing_delay_days),
         ]  # fmt: skip
         if horovod_processes <= 1:
             return command

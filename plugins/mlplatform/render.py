@@ -23,7 +23,10 @@ SAMPLE_RUN_AFTER = dt.datetime(2026, 3, 1, 5, tzinfo=dt.UTC)
 
 
 def render_context(task: BaseOperator, run_id: str = SAMPLE_RUN_ID) -> dict[str, Any]:
-    """The parts of a task-instance context that templates and pod labels read."""
+    """The parts of a task-instance context that templates and pod labels read (a scheduled run's:
+    its data interval ends when it is due)."""
+    from airflow.sdk.execution_time import macros
+
     dag = task.dag
     ti = types.SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, run_id=run_id,
                                map_index=-1, try_number=1)  # fmt: skip
@@ -36,6 +39,8 @@ def render_context(task: BaseOperator, run_id: str = SAMPLE_RUN_ID) -> dict[str,
         "params": dag.params.dump(),
         "dag_run": types.SimpleNamespace(run_id=run_id, run_after=SAMPLE_RUN_AFTER),
         "ds": SAMPLE_RUN_AFTER.date().isoformat(),
+        "data_interval_end": SAMPLE_RUN_AFTER,
+        "macros": macros,
     }
 
 

@@ -24,6 +24,13 @@ class _Strict(BaseModel):
 class DataSettings(_Strict):
     lookback_days: int = Field(365, gt=0, le=3650)
     label_window_days: int = Field(14, gt=0, le=365)
+    landing_delay_days: int = Field(
+        1,
+        ge=0,
+        le=30,
+        description="days between a day's end and its raw drops being complete: a scheduled run's "
+        "data date is its due day minus this",
+    )
 
 
 class ValidationSettings(_Strict):

@@ -19,6 +19,11 @@ ENV_PARAMS = "STEP_PARAMS"
 # connection named by crm.connection_id in the local runtime).
 ENV_CRM_BASE_URL = "CRM_BASE_URL"
 ENV_CRM_API_TOKEN = "CRM_API_TOKEN"
+# Lineage the training run records in MLflow: the image the step runs (pinned by digest), the commit
+# it was built from, and the Airflow try (the task runner sets the other AIRFLOW_CTX_* locally).
+ENV_IMAGE_DIGEST = "MLOPS_IMAGE_DIGEST"
+ENV_GIT_SHA = "MLOPS_GIT_SHA"
+ENV_TRY_NUMBER = "AIRFLOW_CTX_TRY_NUMBER"
 # The step CLI also logs its result on one line with this prefix, so runtimes without an XCom
 # sidecar (the MPIJob launcher) can recover it from the logs.
 RESULT_LOG_PREFIX = "STEP_RESULT_JSON="

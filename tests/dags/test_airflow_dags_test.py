@@ -17,7 +17,8 @@ from conftest import REPO
 
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
 STEPS_PYTHON = REPO / ".venv-steps" / "bin" / "python"
-CUTOFF = "2026-06-15"
+CUTOFF = "2026-06-15"  # the example data's training cutoff; its drops go on to 2026-06-29
+DUE = "2026-06-30"  # a run due then, with no data_date given, uses 2026-06-29 (landing delay 1)
 
 SMALL_MODULE = textwrap.dedent(
     '''
@@ -34,7 +35,9 @@ SMALL_MODULE = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_airflow_dags_test_runs_ingest_then_validate(tmp_path: Path) -> None:
+def test_airflow_dags_test_runs_ingest_then_validate_on_the_scheduled_default(
+    tmp_path: Path,
+) -> None:
     lake, dags = tmp_path / "lake", tmp_path / "dags"
     dags.mkdir()
     (dags / "small_propensity.py").write_text(SMALL_MODULE)
@@ -58,8 +61,7 @@ def test_airflow_dags_test_runs_ingest_then_validate(tmp_path: Path) -> None:
     )
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     run = subprocess.run(
-        [str(AIRFLOW), "dags", "test", "customer_propensity__acme-foods", CUTOFF,
-         "--conf", json.dumps({"data_date": CUTOFF})],
+        [str(AIRFLOW), "dags", "test", "customer_propensity__acme-foods", DUE],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     log = run.stdout + run.stderr
@@ -70,6 +72,9 @@ def test_airflow_dags_test_runs_ingest_then_validate(tmp_path: Path) -> None:
     ingest = next(r for r in results if "manifest_uri" in r)
     validate = next(r for r in results if "data_docs_uri" in r)
     assert ingest["status"] == "passed" and ingest["rows"] > 1000
+    # the scheduled default: no data_date given, the run's data date is the day before it was due
+    assert "--data-date 2026-06-29" in log or "data_date=2026-06-29" in log, log[-5000:]
+    assert ingest["cutoff_date"] == CUTOFF
     assert validate["status"] == "passed" and validate["expectations"]["failed_critical"] == 0
     committed = Path(ingest["manifest_uri"].removeprefix("file://"))
     assert committed.is_file() and str(committed).startswith(str(lake / "features"))

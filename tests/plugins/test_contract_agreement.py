@@ -14,5 +14,8 @@ def test_both_sides_agree_on_the_contract() -> None:
     assert steps.ENV_CRM_BASE_URL == contract.ENV_CRM_BASE_URL
     assert steps.ENV_CRM_API_TOKEN == contract.ENV_CRM_API_TOKEN
     assert steps.RESULT_LOG_PREFIX == contract.RESULT_LOG_PREFIX
+    assert steps.ENV_IMAGE_DIGEST == contract.ENV_IMAGE_DIGEST
+    assert steps.ENV_GIT_SHA == contract.ENV_GIT_SHA
+    assert steps.ENV_TRY_NUMBER == contract.ENV_TRY_NUMBER
     assert contract.CUSTOMER_ID_PATTERN.pattern == steps.CUSTOMER_ID_REGEX
     assert contract.PIPELINE_NAME_PATTERN.pattern == steps.PIPELINE_NAME_REGEX

@@ -19,7 +19,7 @@ from conftest import DAGS
 from mlplatform.render import render_context
 from mlplatform.runtime.local import steps_venv
 
-DATA_DATE = "2026-06-15"  # the example data's cutoff (model_steps.datagen.DEFAULT_CUTOFF)
+DATA_DATE = "2026-06-29"  # the example data's last drop day (model_steps.datagen.DEFAULT_DATA_DATE)
 RUN_ID = "manual__2026-06-29T06:00:00+00:00"
 
 

@@ -108,9 +108,15 @@ def test_labels_images_and_contract(rendered) -> None:
         args = container["args"]
         assert args[args.index("--customer") + 1] == customer
         assert args[args.index("--run-id") + 1] == "scheduled__2026-03-01T05:00:00+00:00"
-        assert args[args.index("--data-date") + 1] == "2026-03-01"
+        # scheduled 2026-03-01 05:00: the data date is the day before (data.landing_delay_days = 1)
+        assert args[args.index("--data-date") + 1] == "2026-02-28"
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert '"data_date": null' in env["STEP_PARAMS"]
+        # lineage MLflow records: the image by digest, CI's commit, the Airflow try from the pod label
+        assert env["MLOPS_IMAGE_DIGEST"] == container["image"]
+        assert env["MLOPS_GIT_SHA"] == "0" * 40  # the manifest's commit
+        (try_number,) = [e for e in container["env"] if e["name"] == "AIRFLOW_CTX_TRY_NUMBER"]
+        assert try_number["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['try_number']"
         assert {"configMapRef": {"name": "step-env"}} in container["envFrom"]
         has_crm_secret = {"secretRef": {"name": "crm-credentials"}} in container["envFrom"]
         assert has_crm_secret == (task_id == "publish")
@@ -173,6 +179,9 @@ def test_multi_node_training_renders_an_mpijob(runtime, manifest_file, dags_fold
     )
     for role in (launcher, worker):  # each template is a valid Pod in its own right
         template = role["template"]
+        env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+        assert env["MLOPS_IMAGE_DIGEST"].endswith("/mlops/train@sha256:" + "a" * 64)
+        assert env["MLOPS_GIT_SHA"] == "0" * 40 and env["AIRFLOW_CTX_TRY_NUMBER"] == "1"
         metadata = {"name": "x", **template["metadata"]}
         validate_strict(
             {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}

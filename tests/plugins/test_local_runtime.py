@@ -36,6 +36,26 @@ def test_venv_python_runs_and_xcom_is_returned(capsys, monkeypatch) -> None:
     assert str(steps_venv() / "bin" / "python") in log
 
 
+def test_steps_get_lineage_the_worker_can_override(monkeypatch) -> None:
+    import subprocess
+
+    from mlplatform.runtime.local import REPO_ROOT
+
+    script = (
+        "import json, os\n"
+        "json.dump({k: os.environ.get(k) for k in ('MLOPS_GIT_SHA', 'MLOPS_IMAGE_DIGEST')},"
+        " open(os.environ['STEP_XCOM_PATH'], 'w'))\n"
+    )
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    monkeypatch.delenv("MLOPS_GIT_SHA", raising=False)
+    monkeypatch.delenv("MLOPS_IMAGE_DIGEST", raising=False)
+    lineage = operator(["python", "-c", script]).execute({})
+    assert lineage == {"MLOPS_GIT_SHA": head or None, "MLOPS_IMAGE_DIGEST": f"local:{steps_venv()}"}
+    monkeypatch.setenv("MLOPS_GIT_SHA", "f" * 40)
+    assert operator(["python", "-c", script]).execute({})["MLOPS_GIT_SHA"] == "f" * 40
+
+
 def test_skip_exit_code_skips_with_the_steps_reason() -> None:
     script = (
         "import json, os, sys\n"

@@ -38,9 +38,11 @@ SIZES: dict[str, int] = {
     "large": 200_000,  # ~1M order rows
     "xl": 1_000_000,  # ~5M order rows, >= 1M diners
 }
-DEFAULT_CUTOFF = dt.date(2026, 6, 15)
+DEFAULT_CUTOFF = dt.date(2026, 6, 15)  # the training table's cutoff the signal is built around
 DEFAULT_HISTORY_DAYS = 420
 LABEL_WINDOW_DAYS = 14
+# the last drop day, a label window after the cutoff: the data date to run the pipeline with
+DEFAULT_DATA_DATE = DEFAULT_CUTOFF + dt.timedelta(days=LABEL_WINDOW_DAYS)
 CAMPAIGN_EVERY_DAYS = 28
 CAMPAIGN_REACH = 0.25  # share of diners each regular campaign goes to
 
@@ -260,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         "--cutoff",
         type=dt.date.fromisoformat,
         default=DEFAULT_CUTOFF,
-        help="the data date to run the pipeline with (features up to it, label after)",
+        help="the training cutoff; drops go on for the label window after it, up to the data date "
+        "to run the pipeline with",
     )
     p.add_argument("--history-days", type=int, default=DEFAULT_HISTORY_DAYS)
     args = p.parse_args(argv)
@@ -276,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         "diners": n,
         "rows": {k: len(v) for k, v in tables.items()},
         "files": files,
-        "data_date": args.cutoff.isoformat(),
+        "training_cutoff": args.cutoff.isoformat(),
+        "data_date": (args.cutoff + dt.timedelta(days=LABEL_WINDOW_DAYS)).isoformat(),
         "label_window_days": LABEL_WINDOW_DAYS,
         "history_days": args.history_days,
     }

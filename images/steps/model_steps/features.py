@@ -1,10 +1,15 @@
-"""The customer-propensity feature table: one row per diner as of a cutoff date.
+"""The customer-propensity feature tables: one row per diner as of a cutoff date.
 
 Point in time: the cutoff is the *end* of the data date (``cutoff_end = data_date + 1 day, 00:00 UTC``).
 Every feature uses only events with ``cutoff_end - lookback_days <= ts < cutoff_end`` (and diners who
 signed up on or before the data date); the label uses only ``cutoff_end <= ts < cutoff_end +
 label_window_days``. Nothing else is read, so data arriving after the cutoff cannot leak into features
 (``tests/images/steps/test_features.py`` proves it by rewriting the future and comparing).
+
+A run's *data date* is its as-of date, the last day whose raw drops have landed. Ingest builds two
+tables from it: the labelled **training table** at ``training_cutoff(data_date)``, whose label window
+ends on the data date, and the unlabelled **population** (who gets scored) at the data date itself,
+so scores use the freshest features while training only ever sees complete labels.
 
 Two implementations of the same definitions: :func:`build_features_spark` (the ingest step) and
 :func:`build_features_pandas` (the benchmark's baseline, and a cross-check in the tests).
@@ -44,11 +49,20 @@ FEATURE_SCHEMA: dict[str, str] = {
     **{f"region_{r}": "int" for r in REGIONS},
     LABEL: "int",
 }
+POPULATION = "population"  # the lake zone of the unlabelled table that gets scored
+# the population table: the same features, no label (its window has not happened yet)
+POPULATION_SCHEMA: dict[str, str] = {c: t for c, t in FEATURE_SCHEMA.items() if c != LABEL}
 NUMERIC_FEATURES: tuple[str, ...] = tuple(
     c
     for c, t in FEATURE_SCHEMA.items()
     if t in ("int", "double") and c not in (LABEL,) and not c.startswith(("segment_", "region_"))
 )
+
+
+def training_cutoff(data_date: dt.date, label_window_days: int) -> dt.date:
+    """The training table's cutoff: the last one whose whole label window lies on or before the
+    data date."""
+    return data_date - dt.timedelta(days=label_window_days)
 
 
 def window(cutoff: dt.date, lookback_days: int, label_window_days: int) -> dict[str, dt.datetime]:
@@ -68,8 +82,10 @@ def build_features_spark(
     *,
     lookback_days: int = 365,
     label_window_days: int = 14,
+    labelled: bool = True,
 ) -> Any:
-    """Typed Spark frames in (raw_schema columns), the feature table out (FEATURE_SCHEMA order)."""
+    """Typed Spark frames in (raw_schema columns), the feature table out (FEATURE_SCHEMA order;
+    POPULATION_SCHEMA when not ``labelled``)."""
     from pyspark.sql import functions as F
 
     w = window(cutoff, lookback_days, label_window_days)
@@ -104,18 +120,19 @@ def build_features_spark(
         ],
         F.max(F.when(F.col("event_type") == "open", F.col("event_ts"))).alias("last_open_ts"),
     )
-    lab = (
-        events.where(
-            (F.col("event_ts") >= end)
-            & (F.col("event_ts") < label_end)
-            & (F.col("event_type") == "conversion")
+    df = pop.join(o_agg, KEY, "left").join(e_agg, KEY, "left")
+    if labelled:
+        converted = (
+            events.where(
+                (F.col("event_ts") >= end)
+                & (F.col("event_ts") < label_end)
+                & (F.col("event_type") == "conversion")
+            )
+            .select(KEY)
+            .distinct()
+            .withColumn(LABEL, F.lit(1))
         )
-        .select(KEY)
-        .distinct()
-        .withColumn(LABEL, F.lit(1))
-    )
-
-    df = pop.join(o_agg, KEY, "left").join(e_agg, KEY, "left").join(lab, KEY, "left")
+        df = df.join(converted, KEY, "left")
     n = F.coalesce(F.col("orders_lookback"), F.lit(0))
     sends = F.coalesce(F.col("n_send"), F.lit(0))
 
@@ -151,8 +168,9 @@ def build_features_spark(
         "days_since_last_open": capped_days("last_open_ts").cast("int"),
         **{f"segment_{s}": (F.col("segment") == s).cast("int") for s in SEGMENTS},
         **{f"region_{r}": (F.col("region") == r).cast("int") for r in REGIONS},
-        LABEL: F.coalesce(F.col(LABEL), F.lit(0)).cast("int"),
     }
+    if labelled:
+        cols[LABEL] = F.coalesce(F.col(LABEL), F.lit(0)).cast("int")
     return df.select(*[c.alias(name) for name, c in cols.items()])
 
 
@@ -164,6 +182,7 @@ def build_features_pandas(
     *,
     lookback_days: int = 365,
     label_window_days: int = 14,
+    labelled: bool = True,
 ) -> Any:
     """The same table with pandas (typed frames: dates/timestamps as datetime64)."""
     import numpy as np
@@ -205,13 +224,6 @@ def build_features_pandas(
         **{f"n_{t}": (f"n_{t}", "sum") for t in ("send", "open", "click", "conversion")},
         last_open_ts=("_open_ts", "max"),
     )
-    conv = events.loc[
-        (events["event_ts"] >= end)
-        & (events["event_ts"] < label_end)
-        & (events["event_type"] == "conversion"),
-        KEY,
-    ].unique()
-
     df = pop.merge(o_agg, left_on=KEY, right_index=True, how="left").merge(
         e_agg, left_on=KEY, right_index=True, how="left"
     )
@@ -249,7 +261,14 @@ def build_features_pandas(
             "days_since_last_open": capped_days(df["last_open_ts"]),
             **{f"segment_{s}": (df["segment"] == s).astype("int32") for s in SEGMENTS},
             **{f"region_{r}": (df["region"] == r).astype("int32") for r in REGIONS},
-            LABEL: df[KEY].isin(conv).astype("int32"),
         }
     )
+    if labelled:
+        converted = events.loc[
+            (events["event_ts"] >= end)
+            & (events["event_ts"] < label_end)
+            & (events["event_type"] == "conversion"),
+            KEY,
+        ].unique()
+        out[LABEL] = df[KEY].isin(converted).astype("int32").to_numpy()
     return out.reset_index(drop=True)

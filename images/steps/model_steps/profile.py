@@ -103,6 +103,13 @@ def baseline_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
     return lake.join(lake_uri, "reference", pipeline, f"customer={tenant}", "feature_profile.json")
 
 
+def last_population_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
+    """The profile of the last population that passed validation: the next one's drift reference."""
+    return lake.join(
+        lake_uri, "reference", pipeline, f"customer={tenant}", "population_profile.json"
+    )
+
+
 def load_reference(uri: str) -> dict[str, Any]:
     """A profile from a profile JSON or from a committed feature table (a reference dataset)."""
     if uri.endswith(".json"):

@@ -23,6 +23,7 @@ from typing import Any
 
 from model_steps import lake
 from model_steps.contract import StepError
+from model_steps.features import training_cutoff
 from model_steps.raw_schema import TABLES, RawTable, raw_table_root
 
 log = logging.getLogger(__name__)
@@ -292,27 +293,40 @@ def check_rows(spark: Any, spec: RawTable, raw: Any, lake_uri: str, report: RawR
     return raw.select(*[_typed(c, k).alias(c) for c, k in spec.columns.items()])
 
 
+def raw_plan(
+    data_date: dt.date, *, lookback_days: int, label_window_days: int
+) -> dict[str, tuple[dt.date | None, dt.date]]:
+    """Drop days (first or None for all, last) each raw table is read over for a run's two tables:
+    the training table (features over the lookback before its cutoff, labels up to the data date)
+    and the population (features over the lookback before the data date)."""
+    first = training_cutoff(data_date, label_window_days) - dt.timedelta(days=lookback_days)
+    return {
+        "diners": (None, data_date),  # everybody who signed up by the data date
+        "orders": (first, data_date),
+        "email_events": (first, data_date),  # the training label window's events included
+    }
+
+
 def read_raw(
     spark: Any,
     lake_uri: str,
     tenant: str,
-    cutoff: dt.date,
+    data_date: dt.date,
     *,
     lookback_days: int,
     label_window_days: int,
     require_label_window: bool = True,
 ) -> tuple[dict[str, Any], RawReport]:
-    """Typed frames of the three raw tables for this cutoff, or StepError listing every problem."""
+    """Typed frames of the three raw tables for this data date, or StepError listing every problem.
+
+    With ``require_label_window``, the event tables must have drops up to the data date: that is
+    where the training table's label window ends (and what the population's features are as of).
+    """
     from pyspark import StorageLevel
 
     report = RawReport()
-    first = cutoff - dt.timedelta(days=lookback_days)
-    label_last = cutoff + dt.timedelta(days=label_window_days)
-    plan = {
-        "diners": (None, cutoff),  # everybody who signed up by the cutoff
-        "orders": (first, cutoff),
-        "email_events": (first, label_last),  # the label window's events too
-    }
+    cutoff = training_cutoff(data_date, label_window_days)
+    plan = raw_plan(data_date, lookback_days=lookback_days, label_window_days=label_window_days)
     frames: dict[str, Any] = {}
     raw_frames: dict[str, Any] = {}
     for name, (lo, hi) in plan.items():
@@ -328,11 +342,12 @@ def read_raw(
             continue
         days = sorted(d for d, _ in files)
         report.days[name] = [days[0], days[-1]]
-        if name == "email_events" and require_label_window and days[-1] < label_last.isoformat():
+        if name != "diners" and require_label_window and days[-1] < hi.isoformat():
             report.errors.append(
-                f"email_events: the label window is not complete: the last drop in {where} is "
-                f"dt={days[-1]} but the {label_window_days}-day window after the data date {cutoff} "
-                f"needs drops up to dt={label_last}"
+                f"{name}: the label window is not complete: the last drop in {where} is "
+                f"dt={days[-1]} but data date {data_date} (training cutoff {cutoff} + the "
+                f"{label_window_days}-day label window) needs drops up to dt={hi}; "
+                "trigger with an earlier data_date, or retry once the drops have landed"
             )
         n_errors = len(report.errors)
         groups = check_headers(files, spec, lake_uri, report)

@@ -21,7 +21,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from model_steps.contract import ENV_MLFLOW_URI, StepContext, StepError
+from model_steps.contract import (
+    ENV_GIT_SHA,
+    ENV_IMAGE_DIGEST,
+    ENV_MLFLOW_URI,
+    ENV_TRY_NUMBER,
+    StepContext,
+    StepError,
+)
 
 DEFAULT_WAIT_S = 60.0
 MLFLOW_CLIENT_DEFAULTS = {
@@ -106,14 +113,14 @@ def run_tags(ctx: StepContext, extra: dict[str, Any] | None = None) -> dict[str,
         "data_date": ctx.data_date.isoformat(),
         "airflow.dag_id": env.get("AIRFLOW_CTX_DAG_ID") or f"{ctx.pipeline}__{ctx.customer}",
         "airflow.run_id": env.get("AIRFLOW_CTX_DAG_RUN_ID") or ctx.run_id,
-        "airflow.task_id": env.get("AIRFLOW_CTX_TASK_ID") or "train",
-        "airflow.try_number": env.get("AIRFLOW_CTX_TRY_NUMBER", ""),
+        "airflow.task_id": env.get("AIRFLOW_CTX_TASK_ID") or ctx.step,
+        "airflow.try_number": env.get(ENV_TRY_NUMBER, ""),
         "run_key": ctx.run_key,
-        "git_sha": env.get("MLOPS_GIT_SHA", "unknown"),
-        "image_digest": env.get("MLOPS_IMAGE_DIGEST", "unknown"),
+        "git_sha": env.get(ENV_GIT_SHA, "unknown"),
+        "image_digest": env.get(ENV_IMAGE_DIGEST, "unknown"),
         "runtime": env.get("MLOPS_RUNTIME", "local"),
     }
-    if env.get("MLOPS_GIT_SHA"):
-        tags["mlflow.source.git.commit"] = env["MLOPS_GIT_SHA"]
+    if env.get(ENV_GIT_SHA):
+        tags["mlflow.source.git.commit"] = env[ENV_GIT_SHA]
     tags.update({k: str(v) for k, v in (extra or {}).items()})
     return {k: v for k, v in tags.items() if v != ""}

@@ -22,11 +22,12 @@ def pod_name(invocation: StepInvocation) -> str:
 
 def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> BaseOperator:
     cluster = pods.ClusterSettings()
-    image = load_manifest().image_for(invocation.step)
+    manifest = load_manifest()
+    image = manifest.image_for(invocation.step)
     profile = invocation.profile
     if profile.nodes > 1:
         return MPIJobOperator(
-            mpijob=render_mpijob(invocation, image, cluster),
+            mpijob=render_mpijob(invocation, image, manifest.commit, cluster),
             namespace=cluster.namespace,
             kubernetes_conn_id=cluster.kubernetes_conn_id,
             startup_timeout_seconds=profile.startup_timeout_seconds,
@@ -41,7 +42,7 @@ def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> 
         image_pull_policy="IfNotPresent",
         cmds=argv[:1],
         arguments=argv[1:],
-        env_vars=dict(invocation.env),
+        env_vars=pods.container_env(invocation.env, image, manifest.commit, try_number_label=True),
         env_from=pods.env_from(invocation.step, cluster),
         labels=invocation.labels,
         container_resources=pods.resources(profile),

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from mlplatform.steps import (
     ENV_CRM_API_TOKEN,
     ENV_CRM_BASE_URL,
+    ENV_GIT_SHA,
+    ENV_IMAGE_DIGEST,
     ENV_XCOM_PATH,
     EXIT_SKIP_DOWNSTREAM,
 )
@@ -37,6 +40,22 @@ _CONTROL_PLANE_ONLY = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
 
 def steps_venv() -> Path:
     return Path(os.environ.get("MLOPS_STEPS_VENV", DEFAULT_STEPS_VENV))
+
+
+@cache
+def lineage_env() -> dict[str, str]:
+    """The local counterpart of a pod's image digest and CI commit: the workload venv the step runs
+    in, and the checkout's commit (when the DAGs run from a git checkout). Read at execute time,
+    once per worker process, never at parse time."""
+    env = {ENV_IMAGE_DIGEST: f"local:{steps_venv()}"}
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return env
+    return {**env, ENV_GIT_SHA: head}
 
 
 def crm_env(connection_id: str) -> dict[str, str]:
@@ -118,7 +137,10 @@ class LocalStepOperator(BaseOperator):
     def execute(self, context: Any) -> Any:
         with tempfile.TemporaryDirectory(prefix="step-xcom-") as tmp:
             xcom_path = Path(tmp) / "return.json"
-            env = {k: v for k, v in os.environ.items() if k not in _CONTROL_PLANE_ONLY}
+            # lineage first: a worker whose environment sets it (a deployment) keeps its own
+            env = lineage_env() | {
+                k: v for k, v in os.environ.items() if k not in _CONTROL_PLANE_ONLY
+            }
             env.update(self.env_vars)
             secrets: list[str] = []
             if self.crm_connection_id:

@@ -21,7 +21,7 @@ from kubernetes.client import models as k8s
 from mlplatform.invocation import StepInvocation
 from mlplatform.profiles import ResourceProfile
 from mlplatform.runtime import pods
-from mlplatform.steps import RESULT_LOG_PREFIX
+from mlplatform.steps import ENV_TRY_NUMBER, RESULT_LOG_PREFIX
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v2beta1", "mpijobs"
 HOSTFILE = "/etc/mpi/hostfile"
@@ -31,8 +31,8 @@ LAUNCHER_PROFILE = ResourceProfile(cpu="1", memory="2Gi", node_pool="cpu", spot=
 
 
 def _pod_template(
-    invocation: StepInvocation, image: str, profile: ResourceProfile, role: str,
-    command: list[str], cluster: pods.ClusterSettings,
+    invocation: StepInvocation, image: str, commit: str | None, profile: ResourceProfile,
+    role: str, command: list[str], cluster: pods.ClusterSettings,
 ) -> dict[str, Any]:  # fmt: skip
     """A pod template from the same pieces the pod operator uses, plus a writable ssh home."""
     home = k8s.V1Volume(name="mpi-home", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="64Mi"))
@@ -41,7 +41,13 @@ def _pod_template(
         image=image,
         image_pull_policy="IfNotPresent",
         command=command,
-        env=[k8s.V1EnvVar(name=k, value=v) for k, v in invocation.env.items()],
+        # the manifest is a template field rendered per try: the try number can be a template here
+        env=pods.container_env(
+            {**invocation.env, ENV_TRY_NUMBER: "{{ ti.try_number }}"},
+            image,
+            commit,
+            try_number_label=False,
+        ),
         env_from=pods.env_from(invocation.step, cluster),
         resources=pods.resources(profile),
         security_context=pods.container_security_context(),
@@ -68,7 +74,7 @@ def _pod_template(
 
 
 def render_mpijob(
-    invocation: StepInvocation, image: str, cluster: pods.ClusterSettings
+    invocation: StepInvocation, image: str, commit: str | None, cluster: pods.ClusterSettings
 ) -> dict[str, Any]:
     """The MPIJob manifest; its name is set per try at execute time."""
     profile = invocation.profile
@@ -95,13 +101,15 @@ def render_mpijob(
                     "replicas": 1,
                     "restartPolicy": "Never",
                     "template": _pod_template(
-                        invocation, image, LAUNCHER_PROFILE, "launcher", launch, cluster
+                        invocation, image, commit, LAUNCHER_PROFILE, "launcher", launch, cluster
                     ),
                 },
                 "Worker": {
                     "replicas": profile.nodes,
                     "restartPolicy": "Never",
-                    "template": _pod_template(invocation, image, profile, "worker", sshd, cluster),
+                    "template": _pod_template(
+                        invocation, image, commit, profile, "worker", sshd, cluster
+                    ),
                 },
             },
         },

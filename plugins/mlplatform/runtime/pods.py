@@ -19,7 +19,7 @@ from functools import cache
 from kubernetes.client import models as k8s
 
 from mlplatform.profiles import ResourceProfile
-from mlplatform.steps import StepKind
+from mlplatform.steps import ENV_GIT_SHA, ENV_IMAGE_DIGEST, ENV_TRY_NUMBER, StepKind
 
 RUN_AS_USER = 10001
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -138,3 +138,29 @@ def _env_from(with_crm: bool, configmap: str, crm_secret: str) -> tuple[k8s.V1En
     if with_crm:
         sources.append(k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=crm_secret)))
     return tuple(sources)
+
+
+def container_env(
+    step_env: dict[str, str], image: str, commit: str | None, *, try_number_label: bool
+) -> list[k8s.V1EnvVar]:
+    """The step's variables plus its lineage: the image it runs (pinned by digest) and the commit CI
+    built it from, which MLflow records on every run; with ``try_number_label``, the Airflow try
+    from the ``try_number`` label the pod operator puts on its pods (downward API)."""
+    own = [k8s.V1EnvVar(name=k, value=v) for k, v in step_env.items()]
+    return own + list(_lineage_env(image, commit, try_number_label))
+
+
+@cache
+def _lineage_env(
+    image: str, commit: str | None, try_number_label: bool
+) -> tuple[k8s.V1EnvVar, ...]:
+    # untemplated, so safe to share: the pod operator re-renders them in place to the same values
+    env = [k8s.V1EnvVar(name=ENV_IMAGE_DIGEST, value=image)]
+    if commit:
+        env.append(k8s.V1EnvVar(name=ENV_GIT_SHA, value=commit))
+    if try_number_label:
+        label = k8s.V1ObjectFieldSelector(field_path="metadata.labels['try_number']")
+        env.append(
+            k8s.V1EnvVar(name=ENV_TRY_NUMBER, value_from=k8s.V1EnvVarSource(field_ref=label))
+        )
+    return tuple(env)

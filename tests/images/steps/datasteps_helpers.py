@@ -16,7 +16,7 @@ from model_steps import cli, datagen
 TENANT = "acme-foods"
 PIPELINE = "customer_propensity"
 RUN_ID = "manual__2026-06-29T00:00:00+00:00"
-DATA_DATE = datagen.DEFAULT_CUTOFF
+DATA_DATE = datagen.DEFAULT_DATA_DATE
 TINY_DINERS = 600
 
 

@@ -232,7 +232,9 @@ def test_bad_input(case, lake, tmp_path, reference_profile, caplog):
     )
     assert raw_checksums(lake) == before, "the raw zone must stay byte-identical"
     steps_run = [r["step"] for r in results]
-    features_manifest = lake / "features" / PIPELINE / f"customer={TENANT}"
+    committed = [
+        lake / table / PIPELINE / f"customer={TENANT}" for table in ("features", "population")
+    ]
     if stopper is None:
         # warning only: ingest and validate pass, validate flags it; the chain goes on
         assert [r["rc"] for r in results[:2]] == [0, 0], results
@@ -248,7 +250,9 @@ def test_bad_input(case, lake, tmp_path, reference_profile, caplog):
         )
         message = last["error"]
         if stopper == "ingest":
-            assert not list(features_manifest.rglob("_MANIFEST.json")), "ingest committed nothing"
+            assert not [m for t in committed for m in t.rglob("_MANIFEST.json")], (
+                "ingest committed nothing"
+            )
             assert "nothing was written" in message
         else:
             assert "validation failed" in message and "data_docs/index.html" in message

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ def _step(step: str, lake: Path, tmp: Path) -> tuple[int, dict | None, str]:
             "--run-id",
             RUN_ID,
             "--data-date",
-            "2026-06-15",
+            "2026-06-29",
         ],
         env=env,
         capture_output=True,
@@ -78,12 +79,20 @@ def test_datagen_ingest_validate_through_the_cli(tmp_path):
         timeout=300,
     )
     assert gen.returncode == 0, gen.stderr
-    assert json.loads(gen.stdout)["data_date"] == "2026-06-15"
+    generated = json.loads(gen.stdout)
+    assert (generated["training_cutoff"], generated["data_date"]) == ("2026-06-15", "2026-06-29")
 
     rc, ingest, log = _step("ingest", lake, tmp_path)
     assert rc == 0, log
     assert ingest["status"] == "passed" and ingest["rows"] > 3000
     assert 0.01 < ingest["label_rate"] < 0.3
+    # labelled at the cutoff whose label window ends on the data date; the population as of it
+    assert ingest["cutoff_date"] == "2026-06-15"
+    assert ingest["population_rows"] >= ingest["rows"]  # later sign-ups are scored too
+    population = json.loads(
+        (Path(ingest["population_uri"][len("file://") :]) / "_MANIFEST.json").read_text()
+    )
+    assert population["cutoff_date"] == "2026-06-29" and "label" not in population["schema"]
     manifest = json.loads(Path(ingest["manifest_uri"][len("file://") :]).read_text())
     run_dir = lake / "features" / PIPELINE / f"customer={TENANT}"
     assert [p.name for p in run_dir.glob("run=*/attempt=*")] == [manifest["attempt"]]
@@ -95,7 +104,13 @@ def test_datagen_ingest_validate_through_the_cli(tmp_path):
     docs = Path(validate["data_docs_uri"][len("file://") :])
     assert docs.is_file() and "<html" in docs.read_text().lower()
     gx = json.loads(Path(validate["gx_validation_uri"][len("file://") :]).read_text())
-    assert gx["success"] is True and len(gx["results"]) == validate["expectations"]["evaluated"]
+    assert gx["features"]["success"] is True
+    assert len(gx["features"]["results"]) == validate["expectations"]["evaluated"]
+    # the population is checked with the suite less its label expectations
+    checked = validate["tables"]["population"]["expectations"]
+    assert gx["population"]["success"] is True and checked["failed_critical"] == 0
+    assert 0 < checked["evaluated"] < validate["expectations"]["evaluated"]
+    assert validate["tables"]["population"]["drift"]["reference"] == "none: the first population"
     # first run: the profile became the drift baseline
     assert (lake / "reference" / PIPELINE / f"customer={TENANT}" / "feature_profile.json").is_file()
 
@@ -107,3 +122,18 @@ def test_datagen_ingest_validate_through_the_cli(tmp_path):
     assert rc == 0, log
     assert validate2["drift"]["reference"].startswith("first_run_baseline:")
     assert validate2["drift"]["max_psi"] == 0.0
+    # the population is compared with the last one that passed (successive scoring snapshots)
+    population_drift = validate2["tables"]["population"]["drift"]
+    assert population_drift["reference"].startswith("last_population:")
+    assert population_drift["max_psi"] == 0.0
+
+    # a population far from the last one only warns (it is what has to be scored): here the
+    # "last population" is the training table, two weeks and a campaign to everybody earlier
+    reference = lake / "reference" / PIPELINE / f"customer={TENANT}"
+    shutil.copy(reference / "feature_profile.json", reference / "population_profile.json")
+    rc, validate3, log = _step("validate", lake, tmp_path)
+    assert rc == 0, log
+    assert validate3["status"] == "passed_with_warnings" and not validate3["errors"]
+    (warning,) = validate3["warnings"]
+    assert warning.startswith("population table") and "PSI >= 0.25" in warning
+    assert "days_since_last_open=" in warning

@@ -20,7 +20,7 @@ from datasteps_helpers import PIPELINE, TENANT
 from test_train import BIN, DATA_DATE, REGISTERED, env_for, ingest, train, train_lake  # noqa: F401
 
 from embedded.services import create_bucket
-from model_steps.contract import EXIT_SKIP_DOWNSTREAM
+from model_steps.contract import EXIT_SKIP_DOWNSTREAM, run_key
 
 pytest.importorskip("mlflow")
 
@@ -123,9 +123,13 @@ def test_first_candidate_becomes_champion_and_scores(world) -> None:
     rc, scored, log = step("score", lake, tmp, services, "run-gate-1")
     assert rc == 0, log[-4000:]
     manifest, rows = read_scores(scored["output_uri"].rsplit("run=", 1)[1])
-    features = json.loads((lake / "features" / PIPELINE / f"customer={TENANT}").glob("run=*").__next__()
-                          .joinpath("_MANIFEST.json").read_text())  # fmt: skip
-    assert manifest["rows"] == len(rows) == features["rows"] == scored["rows"]
+    # the population (features as of the data date) is scored, not the training table
+    population = (
+        lake / "population" / PIPELINE / f"customer={TENANT}" / f"run={run_key('run-gate-1')}"
+    )
+    committed = json.loads((population / "_MANIFEST.json").read_text())
+    assert manifest["rows"] == len(rows) == committed["rows"] == scored["rows"]
+    assert manifest["features_uri"] == f"file://{population}"
     assert {r["model_version"] for r in rows} == {first["model_version"]}
     assert all(0.0 <= r["score"] <= 1.0 for r in rows)
     assert len({r["diner_id"] for r in rows}) == len(rows)

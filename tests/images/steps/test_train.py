@@ -55,12 +55,13 @@ def train_lake(tmp_path_factory, spark) -> Path:
 
 
 def ingest(lake: Path, run_id: str) -> None:
-    """The same committed feature table under another Airflow run id (a copy of RUN_ID's: one Spark
-    ingest is enough for every training test)."""
-    base = lake / "features" / PIPELINE / f"customer={TENANT}"
-    target = base / f"run={run_key(run_id)}"
-    if not target.exists():
-        shutil.copytree(base / f"run={run_key(datasteps_helpers.RUN_ID)}", target)
+    """The same committed tables (training table and population) under another Airflow run id (a
+    copy of RUN_ID's: one Spark ingest is enough for every training test)."""
+    for table in ("features", "population"):
+        base = lake / table / PIPELINE / f"customer={TENANT}"
+        target = base / f"run={run_key(run_id)}"
+        if not target.exists():
+            shutil.copytree(base / f"run={run_key(datasteps_helpers.RUN_ID)}", target)
 
 
 def command(ranks: int, run_id: str) -> list[str]:

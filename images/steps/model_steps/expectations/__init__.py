@@ -36,3 +36,20 @@ def load_suite(pipeline: str, override: str | None = None) -> tuple[str, dict[st
         )
     text = resources.files(__name__).joinpath(f"{name}.json").read_text()
     return f"{name}.json", json.loads(text)
+
+
+def without_column(suite: dict[str, Any], column: str) -> dict[str, Any]:
+    """The suite for a table that lacks ``column`` (the population has no label yet): expectations
+    on that column are dropped, and it is taken out of column lists and sets."""
+    kept = []
+    for expectation in suite["expectations"]:
+        kwargs = expectation["kwargs"]
+        if kwargs.get("column") == column:
+            continue
+        lists = {
+            k: [c for c in v if c != column]
+            for k, v in kwargs.items()
+            if k in ("column_list", "column_set") and isinstance(v, list)
+        }
+        kept.append({**expectation, "kwargs": {**kwargs, **lists}} if lists else expectation)
+    return {**suite, "name": f"{suite['name']}.without_{column}", "expectations": kept}

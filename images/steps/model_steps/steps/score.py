@@ -1,9 +1,10 @@
 """Score step: the champion (MLflow alias ``champion``) scores the run's population in chunks.
 
-Reads the committed feature table chunk by chunk (``scoring.chunk_rows``), writes one parquet part
-per chunk into a fresh attempt folder on S3 (``SCORES_URI``; the local S3 endpoint on the embedded
-default), then commits with ``_MANIFEST.json`` and removes older attempts. Part names and contents
-depend only on the feature table and the model, so a retry replaces the output exactly.
+Reads the committed population table (ingest's unlabelled features as of the data date) chunk by
+chunk (``scoring.chunk_rows``), writes one parquet part per chunk into a fresh attempt folder on S3
+(``SCORES_URI``; the local S3 endpoint on the embedded default), then commits with
+``_MANIFEST.json`` and removes older attempts. Part names and contents depend only on the table and
+the model, so a retry replaces the output exactly.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from model_steps import lake
 from model_steps.contract import StepContext, StepError
+from model_steps.features import POPULATION
 from model_steps.scoring import scores_table_uri
 from model_steps.steps.evaluate import ALIAS
 from model_steps.tracking import connect, registered_model_name, tracking_uri
@@ -145,7 +147,7 @@ def score_table(
 
 def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
-    features_uri = ctx.lake_path("features")
+    features_uri = ctx.lake_path(POPULATION)
     lake.read_manifest(features_uri)  # a clear error before loading the model if ingest never ran
     model, name, version = _champion(ctx)
     out_uri = scores_table_uri(ctx)

@@ -1,12 +1,19 @@
-"""Validate step (Great Expectations 1.x): the feature table against its expectation suite and its
-training reference (drift), before anything trains on it.
+"""Validate step (Great Expectations 1.x): both tables ingest wrote, against the expectation suite
+and a drift reference, before anything trains on or scores them.
+
+* the training table (``features``): the whole suite; drift against the reference (the champion's
+  training profile, else the first-run baseline, else ``validation.reference_profile_uri``);
+* the ``population``: the suite without its label expectations; drift against the last population
+  that passed validation (like with like: scoring snapshots of successive runs), as warnings only
+  (see ``run``).
 
 Outputs, committed with ``_MANIFEST.json`` last::
 
     <lake>/validation/<pipeline>/customer=<tenant>/run=<run key>/
-        gx_validation.json       GX's validation result (every expectation, observed values)
-        drift.json               PSI per feature against the reference, and which reference
-        feature_profile.json     this table's profile (the next champion's drift reference)
+        gx_validation.json       GX's validation results per table (every expectation, observed values)
+        drift.json               PSI per feature and table against its reference, and which reference
+        feature_profile.json     the training table's profile (the next champion's drift reference)
+        population_profile.json  the population's profile (the next run's population reference)
         summary.json             what the XCom result holds
         data_docs/index.html     GX data docs (expectation suite + this validation, as HTML)
         _MANIFEST.json
@@ -22,16 +29,19 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from model_steps import lake
 from model_steps.contract import StepContext, StepError
-from model_steps.expectations import load_suite
+from model_steps.expectations import load_suite, without_column
+from model_steps.features import LABEL, POPULATION
 from model_steps.profile import (
     baseline_profile_uri,
     build_profile,
     champion_profile_uri,
     drift,
+    last_population_profile_uri,
     load_reference,
     read_table,
 )
@@ -50,8 +60,11 @@ def suite_parameters(vs: dict[str, Any], manifest: dict[str, Any]) -> dict[str, 
     }
 
 
-def run_gx(df: Any, suite_json: dict[str, Any], params: dict[str, Any], docs_dir: str) -> Any:
-    """Validate ``df`` with GX through a checkpoint that also builds data docs into ``docs_dir``."""
+def run_gx(
+    tables: dict[str, tuple[Any, dict[str, Any]]], params: dict[str, Any], docs_dir: str
+) -> dict[str, Any]:
+    """Validate each ``name -> (frame, suite JSON)`` with GX; one data docs site in ``docs_dir``
+    shows them all. Returns each table's validation result."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no usage-statistics calls home
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
@@ -71,22 +84,25 @@ def run_gx(df: Any, suite_json: dict[str, Any], params: dict[str, Any], docs_dir
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
-    asset = context.data_sources.add_pandas("lake").add_dataframe_asset("features")
-    batch_def = asset.add_batch_definition_whole_dataframe("whole_table")
-    suite = context.suites.add(ExpectationSuite(**suite_json))
-    vd = context.validation_definitions.add(
-        gx.ValidationDefinition(name="features", data=batch_def, suite=suite)
-    )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name="validate_features",
-            validation_definitions=[vd],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+    source = context.data_sources.add_pandas("lake")
+    results = {}
+    for name, (df, suite_json) in tables.items():
+        batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
+        suite = context.suites.add(ExpectationSuite(**suite_json))
+        vd = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch_def, suite=suite)
         )
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=params)
-    return next(iter(result.run_results.values()))
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"validate_{name}",
+                validation_definitions=[vd],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+            )
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=params)
+        results[name] = next(iter(result.run_results.values()))
+    return results
 
 
 def describe(r: Any, where: str) -> str:
@@ -129,93 +145,166 @@ def resolve_reference(ctx: StepContext, vs: dict[str, Any]) -> tuple[str, dict[s
     return "none", None
 
 
+@dataclass
+class TableCheck:
+    """One table's findings: problems that fail the task, and warnings that flag it."""
+
+    uri: str
+    rows: int
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def check_table(
+    uri: str,
+    manifest: dict[str, Any],
+    df: Any,
+    vr: Any,
+    drift_against: tuple[str, dict[str, Any] | None],
+    vs: dict[str, Any],
+    *,
+    drift_can_fail: bool = True,
+) -> TableCheck:
+    """Sort one table's GX results by severity and compare it with its drift reference; drift at
+    or above ``drift_psi_fail`` is an error only where ``drift_can_fail``."""
+    where = f"{manifest.get('table', 'features')} table {uri}/{manifest['attempt']}:"
+    check = TableCheck(uri=uri, rows=len(df))
+    failed = {"critical": 0, "warning": 0, "info": 0}
+    for r in vr.results:
+        if r.success:
+            continue
+        sev = str(getattr(r.expectation_config.severity, "value", r.expectation_config.severity))
+        failed[sev] = failed.get(sev, 0) + 1
+        (check.errors if sev == "critical" else check.warnings).append(describe(r, where))
+
+    ref_name, reference = drift_against
+    psi = drift(reference, df) if reference else {}
+    worst = sorted(psi.items(), key=lambda kv: -kv[1])
+    over_fail = check.errors if drift_can_fail else check.warnings
+    for lo, hi, out in (
+        (vs["drift_psi_fail"], float("inf"), over_fail),
+        (vs["drift_psi_warn"], vs["drift_psi_fail"], check.warnings),
+    ):
+        drifted = [(c, v) for c, v in worst if lo <= v < hi]
+        if drifted:
+            out.append(
+                f"{where} drift against {ref_name}: PSI >= {lo} for "
+                + ", ".join(f"{c}={v}" for c, v in drifted)
+            )
+    stats = vr.statistics
+    check.summary = {
+        "uri": uri,
+        "cutoff_date": manifest.get("cutoff_date"),
+        "rows": len(df),
+        "expectations": {
+            "evaluated": stats.get("evaluated_expectations"),
+            "successful": stats.get("successful_expectations"),
+            "failed_critical": failed["critical"],
+            "failed_warning": failed["warning"],
+        },
+        "drift": {
+            "reference": ref_name,
+            "max_psi": worst[0][1] if worst else None,
+            "top": dict(worst[:5]),
+            "psi": psi,
+        },
+    }
+    return check
+
+
+def without_psi(drift_summary: dict[str, Any]) -> dict[str, Any]:
+    """A drift summary for the XCom result: every feature's PSI stays in drift.json."""
+    return {k: v for k, v in drift_summary.items() if k != "psi"}
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
     vs = validation_settings(ctx.config)
-    table_uri = ctx.lake_path("features")
-    manifest = lake.read_manifest(table_uri)
-    df = read_table(table_uri)
-    where = f"features table {table_uri}/{manifest['attempt']}:"
+    table_uri, population_uri = ctx.lake_path("features"), ctx.lake_path(POPULATION)
+    manifest, population_manifest = (
+        lake.read_manifest(table_uri),
+        lake.read_manifest(population_uri),
+    )
+    df, population = read_table(table_uri), read_table(population_uri)
     suite_file, suite_json = load_suite(ctx.pipeline, vs.get("suite"))
     out_uri = ctx.lake_path("validation")
 
-    errors: list[str] = []
-    warnings: list[str] = [f"raw input: {w}" for w in manifest.get("warnings", [])]
+    ref_name, reference = resolve_reference(ctx, vs)
+    profile = build_profile(df, source=table_uri)
     with tempfile.TemporaryDirectory(prefix="gx-docs-") as docs_dir:
-        vr = run_gx(df, suite_json, suite_parameters(vs, manifest), docs_dir)
-        failed = {"critical": 0, "warning": 0, "info": 0}
-        for r in vr.results:
-            if r.success:
-                continue
-            sev = str(
-                getattr(r.expectation_config.severity, "value", r.expectation_config.severity)
-            )
-            failed[sev] = failed.get(sev, 0) + 1
-            msg = describe(r, where)
-            (errors if sev == "critical" else warnings).append(msg)
-        stats = vr.statistics
-
-        # drift against the training reference
-        ref_name, reference = resolve_reference(ctx, vs)
-        profile = build_profile(df, source=table_uri)
-        psi = drift(reference, df) if reference else {}
-        worst = sorted(psi.items(), key=lambda kv: -kv[1])
-        drifted_fail = [(c, v) for c, v in worst if v >= vs["drift_psi_fail"]]
-        drifted_warn = [
-            (c, v) for c, v in worst if vs["drift_psi_warn"] <= v < vs["drift_psi_fail"]
-        ]
-        if drifted_fail:
-            errors.append(
-                f"{where} drift against {ref_name}: PSI >= {vs['drift_psi_fail']} for "
-                + ", ".join(f"{c}={v}" for c, v in drifted_fail)
-            )
-        if drifted_warn:
-            warnings.append(
-                f"{where} drift against {ref_name}: PSI >= {vs['drift_psi_warn']} for "
-                + ", ".join(f"{c}={v}" for c, v in drifted_warn)
-            )
-
-        status = "failed" if errors else ("passed_with_warnings" if warnings else "passed")
-        summary: dict[str, Any] = {
-            "status": status,
-            "features_uri": table_uri,
-            "rows": len(df),
-            "label_rate": round(float(df["label"].mean()), 6)
-            if "label" in df and len(df)
-            else None,
-            "suite": suite_file,
-            "expectations": {
-                "evaluated": stats.get("evaluated_expectations"),
-                "successful": stats.get("successful_expectations"),
-                "failed_critical": failed["critical"],
-                "failed_warning": failed["warning"],
+        results = run_gx(
+            {
+                "features": (df, suite_json),
+                POPULATION: (population, without_column(suite_json, LABEL)),
             },
-            "drift": {
-                "reference": ref_name,
-                "max_psi": worst[0][1] if worst else None,
-                "top": dict(worst[:5]),
-                "warn_at": vs["drift_psi_warn"],
-                "fail_at": vs["drift_psi_fail"],
-            },
-            "errors": errors,
-            "warnings": warnings,
-            "validation_uri": out_uri,
-            "gx_validation_uri": lake.join(out_uri, "gx_validation.json"),
-            "data_docs_uri": lake.join(out_uri, "data_docs", "index.html"),
-            "profile_uri": lake.join(out_uri, "feature_profile.json"),
-        }
+            suite_parameters(vs, manifest),
+            docs_dir,
+        )
         lake.put_tree(docs_dir, lake.join(out_uri, "data_docs"))
-    lake.write_json_atomic(lake.join(out_uri, "gx_validation.json"), vr.to_json_dict())
+    training = check_table(table_uri, manifest, df, results["features"], (ref_name, reference), vs)
+    # The population is compared with the last population that passed, not with a training table:
+    # a snapshot a label window later differs from its training table by design (campaign cycles).
+    # Its drift only warns: a real change of behaviour (a campaign to everybody, a season) is what
+    # has to be scored, not a reason to hold back the CRM push. Its suite's critical expectations
+    # (schema, nulls, types, categories, row bounds) still fail the run.
+    last_population = last_population_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)
+    population_reference = (
+        (f"last_population:{last_population}", load_reference(last_population))
+        if lake.exists(last_population)
+        else ("none: the first population", None)
+    )
+    population_profile = build_profile(population, source=population_uri)
+    scored = check_table(
+        population_uri,
+        population_manifest,
+        population,
+        results[POPULATION],
+        population_reference,
+        vs,
+        drift_can_fail=False,
+    )
+    errors = training.errors + scored.errors
+    warnings = [f"raw input: {w}" for w in manifest.get("warnings", [])]
+    warnings += training.warnings + scored.warnings
+
+    status = "failed" if errors else ("passed_with_warnings" if warnings else "passed")
+    drift_limits = {"warn_at": vs["drift_psi_warn"], "fail_at": vs["drift_psi_fail"]}
+    tables = {"features": training.summary, POPULATION: scored.summary}
+    summary: dict[str, Any] = {
+        "status": status,
+        "features_uri": table_uri,
+        "population_uri": population_uri,
+        "rows": training.rows,
+        "population_rows": scored.rows,
+        "label_rate": round(float(df[LABEL].mean()), 6) if LABEL in df and len(df) else None,
+        "suite": suite_file,
+        "expectations": training.summary["expectations"],
+        "drift": {**without_psi(training.summary["drift"]), **drift_limits},
+        "tables": {name: {**t, "drift": without_psi(t["drift"])} for name, t in tables.items()},
+        "errors": errors,
+        "warnings": warnings,
+        "validation_uri": out_uri,
+        "gx_validation_uri": lake.join(out_uri, "gx_validation.json"),
+        "data_docs_uri": lake.join(out_uri, "data_docs", "index.html"),
+        "profile_uri": lake.join(out_uri, "feature_profile.json"),
+    }
+    lake.write_json_atomic(
+        lake.join(out_uri, "gx_validation.json"),
+        {name: vr.to_json_dict() for name, vr in results.items()},
+    )
     lake.write_json_atomic(
         lake.join(out_uri, "drift.json"),
         {
-            "reference": ref_name,
-            "psi": psi,
-            "warn_at": vs["drift_psi_warn"],
-            "fail_at": vs["drift_psi_fail"],
+            **drift_limits,
+            "tables": {
+                name: {"reference": t["drift"]["reference"], "psi": t["drift"]["psi"]}
+                for name, t in tables.items()
+            },
         },
     )
     lake.write_json_atomic(lake.join(out_uri, "feature_profile.json"), profile)
+    lake.write_json_atomic(lake.join(out_uri, "population_profile.json"), population_profile)
     lake.write_json_atomic(lake.join(out_uri, "summary.json"), summary)
     lake.write_json_atomic(
         lake.join(out_uri, lake.MANIFEST),
@@ -225,11 +314,14 @@ def run(ctx: StepContext) -> dict[str, Any]:
                 "gx_validation.json",
                 "drift.json",
                 "feature_profile.json",
+                "population_profile.json",
                 "summary.json",
                 "data_docs/index.html",
             ],
         },
     )
+    if not errors:
+        lake.write_json_atomic(last_population, population_profile)
     if reference is None and not errors:
         lake.write_json_atomic(
             baseline_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer), profile

@@ -42,12 +42,15 @@ def _pod_template(
         image_pull_policy="IfNotPresent",
         command=command,
         # the manifest is a template field rendered per try: the try number can be a template here
-        env=pods.container_env(
-            {**invocation.env, ENV_TRY_NUMBER: "{{ ti.try_number }}"},
-            image,
-            commit,
-            try_number_label=False,
-        ),
+        env=[
+            k8s.V1EnvVar(name=k, value=v)
+            for k, v in {
+                **invocation.env,
+                **pods.lineage_env(image, commit),
+                # the manifest is a template field, rendered per try
+                ENV_TRY_NUMBER: "{{ ti.try_number }}",
+            }.items()
+        ],
         env_from=pods.env_from(invocation.step, cluster),
         resources=pods.resources(profile),
         security_context=pods.container_security_context(),

@@ -140,27 +140,18 @@ def _env_from(with_crm: bool, configmap: str, crm_secret: str) -> tuple[k8s.V1En
     return tuple(sources)
 
 
-def container_env(
-    step_env: dict[str, str], image: str, commit: str | None, *, try_number_label: bool
-) -> list[k8s.V1EnvVar]:
-    """The step's variables plus its lineage: the image it runs (pinned by digest) and the commit CI
-    built it from, which MLflow records on every run; with ``try_number_label``, the Airflow try
-    from the ``try_number`` label the pod operator puts on its pods (downward API)."""
-    own = [k8s.V1EnvVar(name=k, value=v) for k, v in step_env.items()]
-    return own + list(_lineage_env(image, commit, try_number_label))
+def lineage_env(image: str, commit: str | None) -> dict[str, str]:
+    """What MLflow records of a step's code: the image it runs (pinned by digest) and the commit CI
+    built it from. Plain strings: the pod operator keeps a dict as is until it builds the pod."""
+    return {ENV_IMAGE_DIGEST: image, **({ENV_GIT_SHA: commit} if commit else {})}
+
+
+def try_number_env() -> list[k8s.V1EnvVar]:
+    """The Airflow try, from the ``try_number`` label the pod operator puts on its pods."""
+    return list(_try_number_env())
 
 
 @cache
-def _lineage_env(
-    image: str, commit: str | None, try_number_label: bool
-) -> tuple[k8s.V1EnvVar, ...]:
-    # untemplated, so safe to share: the pod operator re-renders them in place to the same values
-    env = [k8s.V1EnvVar(name=ENV_IMAGE_DIGEST, value=image)]
-    if commit:
-        env.append(k8s.V1EnvVar(name=ENV_GIT_SHA, value=commit))
-    if try_number_label:
-        label = k8s.V1ObjectFieldSelector(field_path="metadata.labels['try_number']")
-        env.append(
-            k8s.V1EnvVar(name=ENV_TRY_NUMBER, value_from=k8s.V1EnvVarSource(field_ref=label))
-        )
-    return tuple(env)
+def _try_number_env() -> tuple[k8s.V1EnvVar, ...]:
+    label = k8s.V1ObjectFieldSelector(field_path="metadata.labels['try_number']")
+    return (k8s.V1EnvVar(name=ENV_TRY_NUMBER, value_from=k8s.V1EnvVarSource(field_ref=label)),)

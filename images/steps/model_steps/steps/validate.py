@@ -1,8 +1,9 @@
 """Validate step (Great Expectations 1.x): both tables ingest wrote, against the expectation suite
 and a drift reference, before anything trains on or scores them.
 
-* the training table (``features``): the whole suite; drift against the reference (the champion's
-  training profile, else the first-run baseline, else ``validation.reference_profile_uri``);
+* the training table (``features``): the whole suite; drift against the reference
+  (``validation.reference_profile_uri``, else the champion's training profile, else the first-run
+  baseline; see ``resolve_reference``);
 * the ``population``: the suite without its label expectations; drift against the last population
   that passed validation (like with like: scoring snapshots of successive runs), as warnings only
   (see ``run``).

@@ -84,7 +84,7 @@ def build_task(invocation: StepInvocation, runtime: Runtime) -> BaseOperator:
     from mlplatform.runtime.local import LocalStepOperator
 
     processes = invocation.profile.local_processes if invocation.step == "train" else 1
-    if invocation.step == "publish":  # the pod gets these from the Secret crm-credentials
+    if invocation.step == "publish":  # a pod gets these from a Secret of that name
         kwargs["crm_connection_id"] = invocation.customer.settings.crm.connection_id
     return LocalStepOperator(
         arguments=invocation.argv(processes, gloo=True), env_vars=dict(invocation.env), **kwargs

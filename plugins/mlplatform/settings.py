@@ -80,7 +80,12 @@ class ScoringSettings(_Strict):
 
 
 class CrmSettings(_Strict):
-    connection_id: str = "crm_default"
+    connection_id: str = Field(
+        "crm_default",
+        pattern=r"^[a-z][a-z0-9_-]{0,58}[a-z0-9]$",
+        description="the Airflow connection (local runtime) and, with _ as -, the Secret "
+        "(cluster) holding this customer's CRM endpoint and token",
+    )
     batch_size: int = Field(500, gt=0, le=10_000)
     max_concurrency: int = Field(4, gt=0, le=64)
     top_fraction: float = Field(0.2, gt=0, le=1, description="share of diners, by score, to push")

@@ -15,8 +15,8 @@ POD_XCOM_PATH = "/airflow/xcom/return.json"
 ENV_XCOM_PATH = "STEP_XCOM_PATH"
 ENV_CONFIG = "STEP_CONFIG"
 ENV_PARAMS = "STEP_PARAMS"
-# The publish step's CRM endpoint and token (Secret crm-credentials in the cluster; the Airflow
-# connection named by crm.connection_id in the local runtime).
+# The publish step's CRM endpoint and token: the customer's crm.connection_id names both the Airflow
+# connection (local runtime) and the Secret of that name with _ as - (cluster; runtime/pods.py).
 ENV_CRM_BASE_URL = "CRM_BASE_URL"
 ENV_CRM_API_TOKEN = "CRM_API_TOKEN"
 # Lineage the training run records in MLflow: the image the step runs (pinned by digest), the commit

@@ -118,7 +118,7 @@ def test_labels_images_and_contract(rendered) -> None:
         (try_number,) = [e for e in container["env"] if e["name"] == "AIRFLOW_CTX_TRY_NUMBER"]
         assert try_number["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['try_number']"
         assert {"configMapRef": {"name": "step-env"}} in container["envFrom"]
-        has_crm_secret = {"secretRef": {"name": "crm-credentials"}} in container["envFrom"]
+        has_crm_secret = {"secretRef": {"name": "crm-default"}} in container["envFrom"]
         assert has_crm_secret == (task_id == "publish")
         assert pod["spec"]["serviceAccountName"] == f"step-{task_id}"
 

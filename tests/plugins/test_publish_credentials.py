@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from mlplatform.factory import build_dag
 from mlplatform.runtime.local import LocalStepOperator, crm_env
 from mlplatform.settings import CrmSettings
-from mlplatform.spec import parse_pipeline, resolve_customers
+from mlplatform.spec import PipelineSpecError, parse_pipeline, resolve_customers
 
 TOKEN = "conn-token-4be1c9d0f2"
 
@@ -114,6 +114,47 @@ def test_only_the_publish_task_resolves_the_customers_connection():
         "alpha-co": {"ingest": None, "score": None, "publish": "crm_default"},
         "beta-co": {"ingest": None, "score": None, "publish": "crm_beta"},
     }
+
+
+def test_in_the_cluster_each_customer_reads_the_secret_named_after_its_connection(
+    runtime, manifest_file
+):
+    """The same setting means the same CRM in both runtimes: crm_beta is the Airflow connection
+    locally and the Secret crm-beta in the cluster, loaded only by the publish pod, after step-env
+    (so a customer's own CRM_BASE_URL wins over the platform default)."""
+    runtime("kubernetes", manifest_file())
+    spec = {
+        "name": "churn_model", "owner": "retention-ml", "description": "Churn.",
+        "steps": {"score": {}, "publish": {}}, "tiers": {"basic": {}},
+        "customers": [
+            {"id": "alpha-co", "tier": "basic"},
+            {"id": "beta-co", "tier": "basic", "settings": {"crm": {"connection_id": "crm_beta"}}},
+        ],
+    }  # fmt: skip
+    sources = {}
+    for customer in resolve_customers(parse_pipeline(spec, "dags/churn.py"), "dags/churn.py"):
+        dag = build_dag(customer, "kubernetes")
+        sources[customer.id] = {
+            t.task_id: [s.secret_ref.name if s.secret_ref else s.config_map_ref.name
+                        for s in t.env_from]
+            for t in dag.tasks
+        }  # fmt: skip
+    assert sources == {
+        "alpha-co": {"score": ["step-env"], "publish": ["step-env", "crm-default"]},
+        "beta-co": {"score": ["step-env"], "publish": ["step-env", "crm-beta"]},
+    }
+
+
+@pytest.mark.parametrize("bad", ["CRM_Beta", "crm beta", "crm_", "x" * 61])
+def test_a_connection_id_that_cannot_name_a_secret_is_refused(bad):
+    spec = {
+        "name": "churn_model", "owner": "retention-ml", "description": "Churn.",
+        "steps": {"publish": {}}, "tiers": {"basic": {}},
+        "customers": [{"id": "beta-co", "tier": "basic",
+                       "settings": {"crm": {"connection_id": bad}}}],
+    }  # fmt: skip
+    with pytest.raises(PipelineSpecError, match=r"dags/churn.py: .*crm\.connection_id"):
+        resolve_customers(parse_pipeline(spec, "dags/churn.py"), "dags/churn.py")
 
 
 def test_crm_settings_defaults_agree_with_the_workload():

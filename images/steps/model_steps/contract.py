@@ -41,11 +41,12 @@ ENV_CONFIG = "STEP_CONFIG"
 ENV_PARAMS = "STEP_PARAMS"  # the Airflow run's params (the operator's trigger-form overrides)
 ENV_LAKE_URI = "LAKE_URI"
 ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"
-# The publish step's CRM endpoint and credential: in the cluster from the ConfigMap step-env and the
-# Secret crm-credentials; locally the LocalStepOperator resolves the Airflow connection into them.
 ENV_IMAGE_DIGEST = "MLOPS_IMAGE_DIGEST"  # lineage, recorded as MLflow run tags (tracking.run_tags)
 ENV_GIT_SHA = "MLOPS_GIT_SHA"
 ENV_TRY_NUMBER = "AIRFLOW_CTX_TRY_NUMBER"
+# The publish step's CRM endpoint and credential: in the cluster from the customer's Secret named
+# like crm.connection_id with _ as - (the base URL may default from the ConfigMap step-env);
+# locally the LocalStepOperator resolves the Airflow connection crm.connection_id into them.
 ENV_CRM_BASE_URL = "CRM_BASE_URL"
 ENV_CRM_API_TOKEN = "CRM_API_TOKEN"
 

@@ -214,7 +214,7 @@ class CrmClient:
                     raise CrmAuthError(
                         f"the CRM at {self.safe_url} refused the credentials (HTTP {status}: "
                         f"{detail}); check CRM_API_TOKEN (locally: the Airflow connection's "
-                        "password; in the cluster: the Secret crm-credentials)"
+                        "password; in the cluster: the Secret named like crm.connection_id, _ as -)"
                     )
                 if status not in RETRYABLE_STATUS:
                     hint = " (lower crm.batch_size)" if status == 413 else ""

@@ -44,7 +44,9 @@ def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> 
         arguments=argv[1:],
         env_vars={**invocation.env, **pods.lineage_env(image, manifest.commit)},
         pod_runtime_info_envs=pods.try_number_env(),
-        env_from=pods.env_from(invocation.step, cluster),
+        env_from=pods.env_from(
+            invocation.step, cluster, invocation.customer.settings.crm.connection_id
+        ),
         labels=invocation.labels,
         container_resources=pods.resources(profile),
         volumes=pods.volumes(profile),

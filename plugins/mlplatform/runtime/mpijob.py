@@ -51,7 +51,9 @@ def _pod_template(
                 ENV_TRY_NUMBER: "{{ ti.try_number }}",
             }.items()
         ],
-        env_from=pods.env_from(invocation.step, cluster),
+        env_from=pods.env_from(
+            invocation.step, cluster, invocation.customer.settings.crm.connection_id
+        ),
         resources=pods.resources(profile),
         security_context=pods.container_security_context(),
         volume_mounts=[

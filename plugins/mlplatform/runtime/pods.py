@@ -35,7 +35,6 @@ class ClusterSettings:
         default_factory=lambda: os.environ.get("MLOPS_K8S_NAMESPACE", "ml-steps")
     )
     step_env_configmap: str = "step-env"
-    crm_secret: str = "crm-credentials"
     kubernetes_conn_id: str = field(
         default_factory=lambda: os.environ.get("MLOPS_K8S_CONN_ID", "kubernetes_default")
     )
@@ -127,15 +126,25 @@ def container_security_context() -> k8s.V1SecurityContext:
     )
 
 
-def env_from(step: StepKind, cluster: ClusterSettings) -> list[k8s.V1EnvFromSource]:
-    """Platform-wide settings from the chart's ConfigMap; the CRM token only for publish."""
-    return list(_env_from(step == "publish", cluster.step_env_configmap, cluster.crm_secret))
+def crm_secret_name(connection_id: str) -> str:
+    """The Secret with a customer's CRM token (and base URL, if it has its own CRM endpoint): named
+    after the Airflow connection the local runtime reads, so one setting means the same in both."""
+    return connection_id.replace("_", "-")
+
+
+def env_from(
+    step: StepKind, cluster: ClusterSettings, crm_connection_id: str
+) -> list[k8s.V1EnvFromSource]:
+    """Platform-wide settings from the chart's ConfigMap; the customer's CRM Secret only for
+    publish, after the ConfigMap so that its CRM_BASE_URL wins over the platform default."""
+    secret = crm_secret_name(crm_connection_id) if step == "publish" else None
+    return list(_env_from(cluster.step_env_configmap, secret))
 
 
 @cache
-def _env_from(with_crm: bool, configmap: str, crm_secret: str) -> tuple[k8s.V1EnvFromSource, ...]:
+def _env_from(configmap: str, crm_secret: str | None) -> tuple[k8s.V1EnvFromSource, ...]:
     sources = [k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=configmap))]
-    if with_crm:
+    if crm_secret:
         sources.append(k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=crm_secret)))
     return tuple(sources)
 

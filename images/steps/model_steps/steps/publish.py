@@ -68,8 +68,9 @@ def credentials(env: dict[str, str], connection_id: str) -> tuple[str, str]:
     missing = [n for n, v in ((ENV_CRM_BASE_URL, base_url), (ENV_CRM_API_TOKEN, token)) if not v]
     if missing:
         raise StepError(
-            f"{' and '.join(missing)} not set: in the cluster CRM_BASE_URL comes from the ConfigMap "
-            "step-env and CRM_API_TOKEN from the Secret crm-credentials; in the local runtime the "
+            f"{' and '.join(missing)} not set: in the cluster both come from the Secret "
+            f"{connection_id.replace('_', '-')} (CRM_BASE_URL may default from the ConfigMap "
+            "step-env); in the local runtime the "
             f"LocalStepOperator fills both from the Airflow connection {connection_id!r} "
             f"(crm.connection_id), e.g. AIRFLOW_CONN_{connection_id.upper()}="
             "'http://:<token>@127.0.0.1:8765'"

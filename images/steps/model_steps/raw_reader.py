@@ -345,9 +345,10 @@ def read_raw(
         if name != "diners" and require_label_window and days[-1] < hi.isoformat():
             report.errors.append(
                 f"{name}: the label window is not complete: the last drop in {where} is "
-                f"dt={days[-1]} but data date {data_date} (training cutoff {cutoff} + the "
-                f"{label_window_days}-day label window) needs drops up to dt={hi}; "
-                "trigger with an earlier data_date, or retry once the drops have landed"
+                f"dt={days[-1]}, but data date {data_date} needs drops up to dt={hi} (where the "
+                f"{label_window_days}-day label window after the training cutoff {cutoff} ends, "
+                "and what the population is taken as of); trigger with an earlier data_date, or "
+                "retry once the drops have landed"
             )
         n_errors = len(report.errors)
         groups = check_headers(files, spec, lake_uri, report)

@@ -150,8 +150,6 @@ def resolve_reference(ctx: StepContext, vs: dict[str, Any]) -> tuple[str, dict[s
 class TableCheck:
     """One table's findings: problems that fail the task, and warnings that flag it."""
 
-    uri: str
-    rows: int
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -170,7 +168,7 @@ def check_table(
     """Sort one table's GX results by severity and compare it with its drift reference; drift at
     or above ``drift_psi_fail`` is an error only where ``drift_can_fail``."""
     where = f"{manifest.get('table', 'features')} table {uri}/{manifest['attempt']}:"
-    check = TableCheck(uri=uri, rows=len(df))
+    check = TableCheck()
     failed = {"critical": 0, "warning": 0, "info": 0}
     for r in vr.results:
         if r.success:
@@ -276,8 +274,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "status": status,
         "features_uri": table_uri,
         "population_uri": population_uri,
-        "rows": training.rows,
-        "population_rows": scored.rows,
+        "rows": training.summary["rows"],
+        "population_rows": scored.summary["rows"],
         "label_rate": round(float(df[LABEL].mean()), 6) if LABEL in df and len(df) else None,
         "suite": suite_file,
         "expectations": training.summary["expectations"],

@@ -19,7 +19,10 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/uv/bin/uv)
 
 hash = $(shell cat $(1) | sha256sum | cut -c1-16)
 CP_STAMP := $(STAMPS)/control-plane-$(call hash,requirements.lock)
-STEPS_STAMP := $(STAMPS)/steps-$(call hash,images/steps/requirements.lock images/steps/pyproject.toml)
+# Model packages (models/<name>/, one pyproject each) are installed editable into the workload venv.
+MODEL_DIRS := $(sort $(dir $(wildcard models/*/pyproject.toml)))
+CONTRACT_DIR := plugins/mlplatform_contract
+STEPS_STAMP := $(STAMPS)/steps-$(call hash,images/steps/requirements.lock images/steps/pyproject.toml $(CONTRACT_DIR)/pyproject.toml $(addsuffix pyproject.toml,$(MODEL_DIRS)))
 
 export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
@@ -27,7 +30,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: help setup run test lint format bench airflow lock clean
+.PHONY: help setup run test lint format bench airflow lock clean new-model
 
 include make/delivery.mk
 
@@ -39,6 +42,8 @@ help:
 	@echo "make bench   benchmarks (tables printed, JSON in benchmarks/results/)"
 	@echo "make airflow Airflow standalone UI on http://localhost:8080 with the project's DAGs"
 	@echo "make lock    re-resolve requirements.lock and images/steps/requirements.lock"
+	@echo "make new-model NAME=<name> [TASK=regression]   scaffold dags/<name>.py + models/<name>/"
+	@echo "make run MODEL=<name> [CUSTOMER=<id>]           run one model (one customer) end to end"
 
 .tools/uv/bin/uv:
 	$(PYTHON) -m venv .tools/uv
@@ -56,11 +61,12 @@ HOROVOD_VERSION := 0.28.1
 HOROVOD_BUILD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS=-j2
 
-$(STEPS_STAMP): images/steps/requirements.lock images/steps/pyproject.toml | $(UV)
+$(STEPS_STAMP): images/steps/requirements.lock images/steps/pyproject.toml $(CONTRACT_DIR)/pyproject.toml $(addsuffix pyproject.toml,$(MODEL_DIRS)) | $(UV)
 	rm -f $(STAMPS)/steps-*
 	$(UV) venv -q --allow-existing -p $(PYTHON) $(STEPS_VENV)
 	VIRTUAL_ENV=$(STEPS_VENV) $(UV) pip install -q -r images/steps/requirements.lock
-	VIRTUAL_ENV=$(STEPS_VENV) $(UV) pip install -q --no-deps -e images/steps
+	VIRTUAL_ENV=$(STEPS_VENV) $(UV) pip install -q --no-deps -e $(CONTRACT_DIR) -e images/steps \
+		$(addprefix -e ,$(MODEL_DIRS))
 	$(HOROVOD_BUILD_ENV) VIRTUAL_ENV=$(STEPS_VENV) $(UV) pip install -q --no-build-isolation \
 		horovod==$(HOROVOD_VERSION)
 	$(STEPS_PY) -c "import horovod.tensorflow as hvd; hvd.init(); assert hvd.gloo_built()"
@@ -81,12 +87,23 @@ format: $(CP_STAMP)
 	$(CP_VENV)/bin/ruff format .
 	$(CP_VENV)/bin/ruff check --fix .
 
+# Every model package's own tests (models/<name>/tests) run with the workload's.
+MODEL_TESTS := $(wildcard models/*/tests)
 test: setup delivery-tools lint
 	$(CP_VENV)/bin/pytest tests/dags tests/plugins tests/delivery
-	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images tests/embedded
+	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images tests/embedded $(MODEL_TESTS)
 
+# MODEL=<name> runs one model's DAGs, CUSTOMER=<id> one customer (default: every example model).
+MODEL ?=
+CUSTOMER ?=
 run: setup
-	$(CP_PY) scripts/run_example.py
+	$(CP_PY) scripts/run_example.py $(if $(MODEL),--model $(MODEL)) $(if $(CUSTOMER),--customer $(CUSTOMER))
+
+NAME ?=
+TASK ?= binary_classification
+new-model: setup
+	@test -n "$(NAME)" || { echo "usage: make new-model NAME=<name> [TASK=regression]"; exit 2; }
+	$(CP_PY) scripts/new_model.py --name $(NAME) --task $(TASK)
 
 # BENCH_ARGS=--quick runs each benchmark at its smallest size (a smoke run, not figures to quote).
 BENCH_ARGS ?=

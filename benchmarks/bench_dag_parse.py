@@ -24,6 +24,10 @@ STEPS = ("ingest", "validate", "train", "evaluate", "score", "publish")
 TARGET_MS_PER_DAG = 5.0
 
 
+# real model packages (models/), so the parse-time package check is part of what is measured
+REAL_MODELS = ("mlmodels.customer_propensity", "mlmodels.next_spend")
+
+
 def model_module(index: int, customers: int) -> str:
     tiers = ["standard", "premium"]
     rows = ",\n".join(
@@ -36,7 +40,8 @@ def model_module(index: int, customers: int) -> str:
         from mlplatform import register_pipeline
 
         register_pipeline(globals(), {{
-            "name": "bench_model_{i:02d}", "owner": "bench-team", "description": "Benchmark model {i}.",
+            "name": "bench_model_{i:02d}", "model": "{model}",
+            "task": "binary_classification", "owner": "bench-team", "description": "Benchmark model {i}.",
             "schedule": "0 5 * * *", "tags": ["bench"],
             "steps": {{"ingest": {{}}, "validate": {{}}, "train": {{"gpu": 1}}, "evaluate": {{}},
                        "score": {{}}, "publish": {{}}}},
@@ -48,7 +53,7 @@ def model_module(index: int, customers: int) -> str:
             ],
         }})
         '''
-    ).format(i=index, rows=rows)
+    ).format(i=index, rows=rows, model=REAL_MODELS[index % len(REAL_MODELS)])
 
 
 def baseline_module(customers: int) -> str:

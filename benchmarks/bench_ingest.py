@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "images" / "steps"))
 
-from model_steps import datagen, raw_schema  # noqa: E402
+from mlmodels.restaurant_chain import datagen  # noqa: E402
+from model_steps import raw_schema  # noqa: E402
 from model_steps.contract import StepContext  # noqa: E402
 from model_steps.features import build_features_pandas, training_cutoff  # noqa: E402
 from model_steps.raw_reader import plan_files, raw_plan  # noqa: E402

@@ -42,12 +42,18 @@ sys.path.insert(0, str(ROOT / "images" / "steps"))
 
 import pyarrow as pa  # noqa: E402
 
+from mlmodels.customer_propensity import MODEL  # noqa: E402
+from mlplatform_contract.settings import CustomerSettings  # noqa: E402
 from model_steps import lake  # noqa: E402
 from model_steps.contract import StepContext, run_key  # noqa: E402
+from model_steps.model_api import ModelContext  # noqa: E402
 from model_steps.scoring import scores_table_uri  # noqa: E402
 from model_steps.steps import publish  # noqa: E402
 
 PIPELINE, TENANT, RUN_ID = "bench_publish", "bench-foods", "manual__2026-06-29T00:00:00+00:00"
+# every scored diner, with the propensity model's record (what STEP_MODEL and model: would say)
+OWN = {"top_fraction": 1.0, "offer_code": "bench-offer"}
+STEP_MODEL = json.dumps({"ref": "mlmodels.customer_propensity", "task": "binary_classification"})
 TOKEN = "bench-token"
 
 
@@ -71,7 +77,7 @@ class Receiver:
 
     def check(self, expected: set[str]) -> dict[str, Any]:
         stats = self.call("GET", "/_stats")
-        ids = {r["diner_id"] for r in self.call("GET", "/v1/contacts?limit=100000")["records"]}
+        ids = {r["contact_id"] for r in self.call("GET", "/v1/contacts?limit=100000")["records"]}
         return {
             "contacts": stats["contacts"],
             "duplicate_writes": stats["duplicate_writes"],
@@ -87,7 +93,11 @@ class Receiver:
 
 def records_for(n: int) -> list[dict[str, Any]]:
     """What the step would send (same selection code), for the naive client."""
-    return list(publish.select_records(scores_uri, 1.0, "bench-offer", run_key(RUN_ID))[0])
+    context = ModelContext(
+        pipeline=PIPELINE, customer=TENANT, data_date=dt.date(2026, 6, 29), lake_uri="",
+        settings=MODEL.settings(**OWN), platform=CustomerSettings(),
+    )  # fmt: skip
+    return list(publish.select_records(scores_uri, MODEL, context, run_key(RUN_ID))[0])
 
 
 def naive(url: str, records: list[dict[str, Any]]) -> float:
@@ -112,9 +122,9 @@ def step(url: str, lake_uri: str, batch_size: int, concurrency: int) -> tuple[fl
     ctx = StepContext(
         step="publish", pipeline=PIPELINE, customer=TENANT, run_id=RUN_ID,
         data_date=dt.date(2026, 6, 29),
-        config={"crm": {"batch_size": batch_size, "max_concurrency": concurrency,
-                        "top_fraction": 1.0, "offer_code": "bench-offer"}},
-        env={"LAKE_URI": lake_uri, "CRM_BASE_URL": url, "CRM_API_TOKEN": TOKEN},
+        config={"crm": {"batch_size": batch_size, "max_concurrency": concurrency}, "model": OWN},
+        env={"LAKE_URI": lake_uri, "CRM_BASE_URL": url, "CRM_API_TOKEN": TOKEN,
+             "STEP_MODEL": STEP_MODEL},
     )  # fmt: skip
     lake.remove_tree(ctx.lake_path(publish.PUBLISH_ZONE))  # no checkpoint: send everything
     started = time.perf_counter()

@@ -41,7 +41,8 @@ import pyarrow.parquet as pq  # noqa: E402
 from bench_ingest import TENANT, pandas_ingest  # noqa: E402
 
 from embedded import services  # noqa: E402
-from model_steps import datagen, lake  # noqa: E402
+from mlmodels.restaurant_chain import datagen  # noqa: E402
+from model_steps import lake  # noqa: E402
 from model_steps.contract import run_key  # noqa: E402
 from model_steps.training import TRAINING_DEFAULTS  # noqa: E402
 

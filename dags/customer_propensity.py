@@ -2,7 +2,8 @@
 
 The email-campaign case: predict which diners convert on an offer from their order history and past
 engagement, then push the top scores to the customer's CRM. Everything below is data; the platform
-(plugins/mlplatform) validates it and builds the DAGs.
+(plugins/mlplatform) validates it and builds the DAGs. The model itself (raw tables, features,
+label, network, suite, CRM record) is the package models/customer_propensity/.
 """
 
 from mlplatform import register_pipeline
@@ -11,6 +12,8 @@ register_pipeline(
     globals(),
     {
         "name": "customer_propensity",
+        "model": "mlmodels.customer_propensity",  # models/customer_propensity/
+        "task": "binary_classification",
         "owner": "growth-ml",
         "description": "Propensity to convert on an email offer, scored daily and pushed to the CRM.",
         "schedule": "0 5 * * *",
@@ -27,6 +30,7 @@ register_pipeline(
         "defaults": {
             "data": {"lookback_days": 365, "label_window_days": 14},
             "training": {"epochs": 10, "batch_size": 256, "learning_rate": 0.003},
+            "model": {"hidden_units": [128, 64], "top_fraction": 0.2},
             "gate": {
                 "metric": "roc_auc",
                 "min_improvement": 0.002,
@@ -47,7 +51,7 @@ register_pipeline(
             {
                 "id": "casa-tacos",
                 "tier": "standard",
-                "settings": {"crm": {"offer_code": "taco-tuesday"}},
+                "settings": {"model": {"offer_code": "taco-tuesday"}},
             },
         ],
     },

@@ -6,13 +6,16 @@
 It listens on 127.0.0.1 only and keeps what it receives in sqlite:
 
 * ``POST /v1/contacts:batchUpsert`` with ``Authorization: Bearer <token>`` and ``Idempotency-Key``,
-  body ``{"records": [{"diner_id": "...", ...}, ...]}``. Records are upserted by ``diner_id``; the
-  key is stored with the request's hash in the same transaction, so a repeated key (a client's retry
-  after a lost answer) is answered from the store (``Idempotent-Replayed: true``) and applies nothing
-  twice. The same key with another body is refused (422).
-* ``GET /v1/contacts?limit=N&after=ID``: the count and a page of records, ordered by ``diner_id``.
+  body ``{"records": [{"contact_id": "...", "model": "...", ...}, ...]}``. Records are upserted by
+  (``model``, ``contact_id``): each model owns its fields of a contact; every other field of the
+  record is kept as the contact's attributes (JSON). The idempotency key is stored with the
+  request's hash in the same transaction, so a repeated key (a client's retry after a lost answer)
+  is answered from the store (``Idempotent-Replayed: true``) and applies nothing twice. The same
+  key with another body is refused (422).
+* ``GET /v1/contacts?limit=N&after=ID[&model=M]``: the count and a page of records, ordered by
+  ``contact_id`` (within one model when ``model`` is given).
 * ``GET /_stats``: contacts, writes (how many times records were applied: ``duplicate_writes`` is
-  ``writes - contacts`` when every diner should be written once), batches, request counters.
+  ``writes - contacts`` when every record should be written once), batches, request counters.
 * ``GET|POST /_control``: read or switch the fault injection at run time, e.g.
   ``{"fail_next": 5, "fail_status": 429, "retry_after": 1, "delay_ms": 200, "drop_ack_next": 1}``,
   or ``{"reset": true}`` to empty the store and the counters. ``drop_ack_next`` applies the batch
@@ -48,14 +51,14 @@ MAX_BATCH_RECORDS = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS contacts (
-    diner_id TEXT PRIMARY KEY,
-    score REAL,
-    offer_code TEXT,
+    model TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
     model_version TEXT,
     run_key TEXT,
-    extra TEXT,  -- any other fields of the record, as JSON (NULL when none)
-    writes INTEGER NOT NULL,  -- how many times a record for this diner was applied
-    updated_at REAL NOT NULL
+    extra TEXT,  -- the record's other fields (the model's attributes), as JSON (NULL when none)
+    writes INTEGER NOT NULL,  -- how many times a record for this contact and model was applied
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (model, contact_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY,
@@ -65,7 +68,8 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 """
 
-COLUMNS = ("diner_id", "score", "offer_code", "model_version", "run_key")
+COLUMNS = ("model", "contact_id", "model_version", "run_key")
+KEY_COLUMNS = ("model", "contact_id")
 _COLUMN_SET = frozenset(COLUMNS)
 COUNTERS = ("requests", "applied", "replayed", "faults", "dropped_acks", "unauthorized", "rejected")
 
@@ -74,16 +78,7 @@ def _row(r: dict[str, Any], now: float) -> tuple[Any, ...]:
     extra = None
     if not r.keys() <= _COLUMN_SET:
         extra = json.dumps({k: v for k, v in r.items() if k not in _COLUMN_SET})
-    g = r.get
-    return (
-        r["diner_id"],
-        g("score"),
-        g("offer_code"),
-        g("model_version"),
-        g("run_key"),
-        extra,
-        now,
-    )
+    return (r["model"], r["contact_id"], r.get("model_version"), r.get("run_key"), extra, now)
 
 
 class Store:
@@ -118,9 +113,9 @@ class Store:
             try:
                 self._db.executemany(
                     f"INSERT INTO contacts ({', '.join(COLUMNS)}, extra, writes, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT(diner_id) DO UPDATE SET "
+                    "VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT(model, contact_id) DO UPDATE SET "
                     + ", ".join(
-                        f"{c} = excluded.{c}" for c in (*COLUMNS[1:], "extra", "updated_at")
+                        f"{c} = excluded.{c}" for c in (*COLUMNS[2:], "extra", "updated_at")
                     )
                     + ", writes = contacts.writes + 1",
                     [_row(r, now) for r in records],
@@ -135,22 +130,25 @@ class Store:
                 raise
             return 200, response
 
-    def page(self, limit: int, after: str) -> dict[str, Any]:
+    def page(self, limit: int, after: str, model: str | None = None) -> dict[str, Any]:
+        where, args = ("WHERE model = ?", [model]) if model else ("", [])
         with self._lock:
-            count = self._db.execute("SELECT COUNT(*) FROM contacts").fetchone()[0]
+            count = self._db.execute(f"SELECT COUNT(*) FROM contacts {where}", args).fetchone()[0]
             rows = self._db.execute(
-                f"SELECT {', '.join(COLUMNS)}, extra, writes FROM contacts WHERE diner_id > ? "
-                "ORDER BY diner_id LIMIT ?",
-                (after, limit),
+                f"SELECT {', '.join(COLUMNS)}, extra, writes FROM contacts "
+                f"{where + ' AND' if where else 'WHERE'} contact_id > ? "
+                "ORDER BY contact_id, model LIMIT ?",
+                (*args, after, limit),
             ).fetchall()
+        n = len(COLUMNS)
         records = [
-            {**dict(zip(COLUMNS, r[:5], strict=True)), **json.loads(r[5] or "{}"), "_writes": r[6]}
+            {**dict(zip(COLUMNS, r[:n], strict=True)), **json.loads(r[n] or "{}"), "_writes": r[-1]}
             for r in rows
         ]
         return {
             "count": count,
             "records": records,
-            "next": records[-1]["diner_id"] if records else None,
+            "next": records[-1]["contact_id"] if records else None,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -300,7 +298,8 @@ class Handler(BaseHTTPRequestHandler):
                 return None
             q = parse_qs(url.query)
             limit = min(int(q.get("limit", ["1000"])[0]), 100_000)
-            return self._send(200, self.server.store.page(limit, q.get("after", [""])[0]))
+            after, model = q.get("after", [""])[0], q.get("model", [None])[0]
+            return self._send(200, self.server.store.page(limit, after, model))
         return self._send(404, {"error": "not_found"})
 
     def do_POST(self) -> None:
@@ -342,10 +341,12 @@ class Handler(BaseHTTPRequestHandler):
             payload = json.loads(body)
             records = payload["records"]
             if not isinstance(records, list) or not all(
-                isinstance(r, dict) and isinstance(r.get("diner_id"), str) and r["diner_id"]
+                isinstance(r, dict) and all(isinstance(r.get(k), str) and r[k] for k in KEY_COLUMNS)
                 for r in records
             ):
-                raise ValueError("records must be objects with a non-empty string diner_id")
+                raise ValueError(
+                    "records must be objects with non-empty string contact_id and model"
+                )
         except (ValueError, KeyError, TypeError) as exc:
             faults.count("rejected")
             return self._send(400, {"error": "bad_request", "message": str(exc)[:200]})

@@ -28,7 +28,9 @@ VAR = REPO / "var" / "run"
 STEPS_PY = REPO / ".venv-steps" / "bin" / "python"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
 SCORES_BUCKET = "mlops-scores"
-DATA_DATE = "2026-06-29"  # the example data's last drop day (model_steps.datagen.DEFAULT_DATA_DATE)
+DATA_DATE = (
+    "2026-06-29"  # the example data's last drop day (restaurant_chain.datagen.DEFAULT_DATA_DATE)
+)
 console = Console()
 
 
@@ -189,7 +191,9 @@ def run_customer(customer: str, env: dict[str, str]) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="medium", help="example data size (model_steps.datagen)")
+    parser.add_argument(
+        "--size", default="medium", help="example data size (mlmodels.restaurant_chain.datagen)"
+    )
     parser.add_argument("--customer", action="append", help="only these customers (default: all)")
     parser.add_argument("--parallel", type=int, default=3, help="customers run side by side")
     args = parser.parse_args()
@@ -221,7 +225,7 @@ def main() -> int:
         console.rule("[bold]example data")
         for index, customer in enumerate(chosen):
             # each customer (restaurant chain) gets its own diners: a different seed per chain
-            datagen = [str(STEPS_PY), "-m", "model_steps.datagen", "--customer", customer,
+            datagen = [str(STEPS_PY), "-m", "mlmodels.restaurant_chain.datagen", "--customer", customer,
                        "--lake", env["LAKE_URI"], "--size", args.size, "--seed", str(7 + index)]  # fmt: skip
             rc = run(datagen, env, stdout=subprocess.DEVNULL)
             if rc != 0:

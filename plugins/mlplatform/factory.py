@@ -1,8 +1,9 @@
 """DAG factory: a model module's spec becomes one Airflow DAG per (model, customer).
 
 Each model module in ``dags/`` calls :func:`register_pipeline` with its spec and its own
-``globals()``. An invalid spec raises at import, so Airflow shows an import error on that file only
-and every other model's DAGs keep working.
+``globals()``. An invalid spec, or a model package that is missing or does not compile
+(:mod:`mlplatform.models`), raises at import, so Airflow shows an import error on that file only and
+every other model's DAGs keep working.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 from airflow.sdk import DAG, BaseOperator, Param
 
 from mlplatform.invocation import StepInvocation
+from mlplatform.models import ModelPackageError, check_model_ref
 from mlplatform.runtime import Runtime, current_runtime
-from mlplatform.spec import ResolvedCustomer, parse_pipeline, resolve_customers
+from mlplatform.spec import PipelineSpecError, ResolvedCustomer, parse_pipeline, resolve_customers
 
 PARAMS = {
     "data_date": Param(
@@ -125,6 +127,10 @@ def register_pipeline(module_globals: dict[str, Any], spec: dict[str, Any]) -> l
     if "dags" in Path(module_globals.get("__file__", "")).parts:
         source = f"dags/{source}"
     pipeline = parse_pipeline(spec, source)
+    try:
+        check_model_ref(pipeline.model)
+    except ModelPackageError as exc:
+        raise PipelineSpecError(source, [f"model: {exc}"]) from None
     runtime = current_runtime()
     dags = [build_dag(customer, runtime) for customer in resolve_customers(pipeline, source)]
     for dag in dags:

@@ -2,6 +2,9 @@
 
 GitLab CI builds the step images on merge and publishes ``dags/image_manifest.json``; an operator can
 pin other digests with the Airflow Variable ``mlops_image_manifest`` (same JSON) without a deploy.
+A model that declares extra Python requirements gets step images of its own: the manifest's
+optional ``models`` section maps ``<model name> -> {step: ref}``, and a step of that model runs its
+image where one is listed, else the shared step image.
 Pods must never run a moving tag: a missing entry, ``:latest`` or a tag without a digest stops the
 DAG file at parse time with a message saying which step and which manifest.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,8 +35,13 @@ class ImageManifest:
     source: str
     images: dict[str, str]
     commit: str | None = None
+    models: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def image_for(self, step: StepKind) -> str:
+    def image_for(self, step: StepKind, model: str | None = None) -> str:
+        """The model's own image for ``step`` when the manifest lists one, else the shared one."""
+        own = self.models.get(model or "", {}).get(step)
+        if own is not None:
+            return self._pinned(own, f"model {model!r} step {step!r}")
         ref = self.images.get(step)
         if ref is None:
             raise ImageManifestError(
@@ -41,6 +49,9 @@ class ImageManifest:
                 f"(it lists: {', '.join(sorted(self.images)) or 'nothing'}); "
                 "CI publishes one entry per step image"
             )
+        return self._pinned(ref, f"step {step!r}")
+
+    def _pinned(self, ref: str, what: str) -> str:
         if _DIGEST_REF.match(ref):
             return ref
         if ref.endswith(":latest") or ":latest@" in ref:
@@ -50,7 +61,7 @@ class ImageManifest:
         else:
             why = "is not of the form <repository>@sha256:<64 hex digits>"
         raise ImageManifestError(
-            f"image manifest {self.source}: step {step!r} image {ref!r} {why}; pods run images "
+            f"image manifest {self.source}: {what} image {ref!r} {why}; pods run images "
             "pinned by digest only (CI writes repo@sha256:… after pushing)"
         )
 
@@ -64,12 +75,23 @@ def parse_manifest(text: str, source: str) -> ImageManifest:
         raise ImageManifestError(
             f'image manifest {source} must be {{"schema_version": 1, "images": {{step: ref}}}}'
         )
-    unknown = sorted(set(data["images"]) - set(STEP_KINDS))
+    models = data.get("models") or {}
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise ImageManifestError(
+            f'image manifest {source}: "models" must map model -> {{step: ref}}'
+        )
+    named = set(data["images"]).union(*(set(v) for v in models.values()))
+    unknown = sorted(named - set(STEP_KINDS))
     if unknown:
         raise ImageManifestError(
             f"image manifest {source} names unknown steps {unknown}; steps are {list(STEP_KINDS)}"
         )
-    return ImageManifest(source=source, images=dict(data["images"]), commit=data.get("commit"))
+    return ImageManifest(
+        source=source,
+        images=dict(data["images"]),
+        commit=data.get("commit"),
+        models={k: dict(v) for k, v in models.items()},
+    )
 
 
 @lru_cache(maxsize=1)

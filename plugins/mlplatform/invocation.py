@@ -12,7 +12,7 @@ from functools import cached_property
 
 from mlplatform.profiles import ResourceProfile
 from mlplatform.spec import ResolvedCustomer
-from mlplatform.steps import ENV_CONFIG, ENV_PARAMS, WORKLOAD_MODULE, StepKind
+from mlplatform.steps import ENV_CONFIG, ENV_MODEL, ENV_PARAMS, WORKLOAD_MODULE, StepKind
 
 PARAMS_TEMPLATE = "{{ params | tojson }}"
 
@@ -61,8 +61,11 @@ class StepInvocation:
     @cached_property
     def env(self) -> dict[str, str]:
         """Step-specific variables; platform-wide ones (lake, MLflow…) come from the runtime."""
+        spec = self.customer.pipeline
+        model = {"ref": spec.model, "task": spec.task, "source": self.customer.source}
         return {
             ENV_CONFIG: json.dumps(self.customer.settings.step_config(), sort_keys=True),
+            ENV_MODEL: json.dumps(model, sort_keys=True),
             ENV_PARAMS: PARAMS_TEMPLATE,
         }
 

@@ -11,8 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mlplatform.profiles import PLATFORM_DEFAULTS, ResourceProfile
 from mlplatform.settings import CustomerSettings, deep_merge
 from mlplatform.steps import CUSTOMER_ID_REGEX, PIPELINE_NAME_REGEX, STEP_KINDS, StepKind
+from mlplatform_contract.tasks import TASKS, TaskType
 
 LABEL_VALUE_REGEX = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+# an importable module path, optionally :ATTRIBUTE (default MODEL), or an entry point's name
+MODEL_REF_REGEX = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*)?$"
 
 
 class PipelineSpecError(ValueError):
@@ -89,6 +92,12 @@ class CustomerSpec(_Strict):
 
 class PipelineSpec(_Strict):
     name: str = Field(pattern=PIPELINE_NAME_REGEX)
+    model: str = Field(
+        pattern=MODEL_REF_REGEX,
+        description="the model package's import path (e.g. mlmodels.<name>), checked for "
+        "form here and imported by the steps",
+    )
+    task: TaskType = Field(description="what the model predicts; its package must say the same")
     owner: str = Field(pattern=LABEL_VALUE_REGEX, description="owning team; a cost label on pods")
     description: str = Field(min_length=1)
     schedule: str | None = None
@@ -132,6 +141,7 @@ class ResolvedCustomer:
     tier: str
     settings: CustomerSettings
     profiles: dict[StepKind, ResourceProfile]
+    source: str = "<unknown module>"
 
     @property
     def dag_id(self) -> str:
@@ -147,12 +157,50 @@ class ResolvedCustomer:
 
 
 def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineSpec:
+    """The validated spec, or every problem at once: a top-level mistake does not hide the
+    customers' settings problems (they are checked on the raw layers too)."""
     try:
         return PipelineSpec.model_validate(raw)
     except ValidationError as exc:
-        raise PipelineSpecError(
-            source, problems_of(exc, customers=raw.get("customers") or [])
-        ) from None
+        problems = problems_of(exc, customers=raw.get("customers") or [])
+        raise PipelineSpecError(source, problems + _raw_settings_problems(raw, problems)) from None
+
+
+def _raw_settings_problems(raw: dict[str, Any], known: list[str]) -> list[str]:
+    """Settings problems of each customer, from the raw dicts (best effort, for reporting)."""
+    customers, tiers = raw.get("customers"), raw.get("tiers") or {}
+    defaults = raw.get("defaults") or {}
+    if (
+        not isinstance(customers, list)
+        or not isinstance(tiers, dict)
+        or not isinstance(defaults, dict)
+    ):
+        return []
+    found: list[str] = []
+    for index, customer in enumerate(customers):
+        if not isinstance(customer, dict):
+            continue
+        tier, own = tiers.get(customer.get("tier")) or {}, customer.get("settings") or {}
+        if not isinstance(tier, dict) or not isinstance(own, dict):
+            continue
+        where = f"customers[{index}] ({customer.get('id')}).settings"
+        try:
+            CustomerSettings.model_validate(deep_merge(deep_merge(defaults, tier), own))
+        except ValidationError as exc:
+            found += [p for p in problems_of(exc, prefix=where) if p not in known]
+    return found
+
+
+def _task_problems(settings: CustomerSettings, task: str, where: str) -> list[str]:
+    """The gate may only name the task's metrics (a regression has no roc_auc)."""
+    info = TASKS[task]
+    named = [settings.gate.metric] if settings.gate.metric else []
+    named += list(settings.gate.thresholds or {})
+    return [
+        f"{where}.gate: {m!r} is not a {task} metric (allowed: {', '.join(info.metrics)})"
+        for m in named
+        if m not in info.metrics
+    ]
 
 
 def _profile(
@@ -199,6 +247,7 @@ def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]
                 for p in problems_of(exc, prefix=where)
             ]
             continue
+        problems += [p for p in _task_problems(settings, spec.task, where) if p not in problems]
         profiles = dict(base_profiles)
         for kind, overrides in settings.resources.items():
             if kind not in spec.steps:
@@ -208,7 +257,9 @@ def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]
             profile = _profile(layers, f"{where}.resources.{kind}", problems)
             if profile is not None:
                 profiles[kind] = profile
-        resolved.append(ResolvedCustomer(spec, customer.id, customer.tier, settings, profiles))
+        resolved.append(
+            ResolvedCustomer(spec, customer.id, customer.tier, settings, profiles, source)
+        )
     if problems:
         raise PipelineSpecError(source, problems)
     return resolved

@@ -15,6 +15,7 @@ POD_XCOM_PATH = "/airflow/xcom/return.json"
 ENV_XCOM_PATH = "STEP_XCOM_PATH"
 ENV_CONFIG = "STEP_CONFIG"
 ENV_PARAMS = "STEP_PARAMS"
+ENV_MODEL = "STEP_MODEL"  # {"ref", "task", "source"} of the model the step runs
 # The publish step's CRM endpoint and token: the customer's crm.connection_id names both the Airflow
 # connection (local runtime) and the Secret of that name with _ as - (cluster; runtime/pods.py).
 ENV_CRM_BASE_URL = "CRM_BASE_URL"

@@ -26,7 +26,8 @@ SMALL_MODULE = textwrap.dedent(
     from mlplatform import register_pipeline
 
     register_pipeline(globals(), {
-        "name": "customer_propensity", "owner": "growth-ml", "description": "Data steps only.",
+        "name": "customer_propensity", "model": "mlmodels.customer_propensity",
+        "task": "binary_classification", "owner": "growth-ml", "description": "Data steps only.",
         "steps": {"ingest": {"retries": 0}, "validate": {"retries": 0}},
         "tiers": {"standard": {}}, "customers": [{"id": "acme-foods", "tier": "standard"}],
     })
@@ -42,7 +43,7 @@ def test_airflow_dags_test_runs_ingest_then_validate_on_the_scheduled_default(
     dags.mkdir()
     (dags / "small_propensity.py").write_text(SMALL_MODULE)
     gen = subprocess.run(
-        [str(STEPS_PYTHON), "-m", "model_steps.datagen", "--customer", "acme-foods",
+        [str(STEPS_PYTHON), "-m", "mlmodels.restaurant_chain.datagen", "--customer", "acme-foods",
          "--lake", f"file://{lake}", "--size", "small", "--cutoff", CUTOFF],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""A broken model module shows as an import error on that file only; every other DAG still loads."""
+"""A broken model module, or a broken or missing model package, shows as an import error on that
+DAG file only; every other DAG still loads."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ GOOD_DAG_IDS = {
     "customer_propensity__acme-foods",
     "customer_propensity__bella-pasta",
     "customer_propensity__casa-tacos",
+    "next_spend__acme-foods",
+    "next_spend__bella-pasta",
 }
 
 
@@ -24,9 +27,14 @@ def module(spec_literal: str) -> str:
     ).format(spec=spec_literal)
 
 
-def spec(customers: str = '[{"id": "good-co", "tier": "t"}]', steps: str = '{"ingest": {}}') -> str:
+def spec(
+    customers: str = '[{"id": "good-co", "tier": "t"}]',
+    steps: str = '{"ingest": {}}',
+    model: str = "mlmodels.next_spend",
+) -> str:
     return (
-        '{"name": "other_model", "owner": "team-a", "description": "d", '
+        f'{{"name": "other_model", "model": "{model}", "task": "regression", '
+        '"owner": "team-a", "description": "d", '
         f'"steps": {steps}, "tiers": {{"t": {{}}}}, "customers": {customers}}}'
     )
 
@@ -48,7 +56,33 @@ CASES = {
         module(spec(steps='{"ingest": {}, "deploy": {}}')),
         "steps.deploy",
     ),
+    "missing_model_package.py": (
+        module(spec(model="mlmodels.nowhere")),
+        "model: model 'mlmodels.nowhere': no package mlmodels.nowhere in",
+    ),
+    "broken_model_package.py": (
+        module(spec(model="mlmodels.broken")),
+        "model 'mlmodels.broken' does not compile:",
+    ),
 }
+
+
+@pytest.fixture(autouse=True)
+def models_with_a_broken_one(tmp_path, monkeypatch):
+    """The project's model packages plus ``mlmodels.broken``, whose features module has a
+    syntax error (what a half-saved edit looks like)."""
+    from conftest import REPO
+
+    root = tmp_path / "models"
+    root.mkdir()
+    for dist in (REPO / "models").iterdir():
+        if dist.is_dir():
+            (root / dist.name).symlink_to(dist)
+    package = root / "broken" / "mlmodels" / "broken"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from mlmodels.broken.features import features\n")
+    (package / "features.py").write_text("def features(frames, ctx:\n    return frames\n")
+    monkeypatch.setenv("MLOPS_MODELS_PATH", str(root))
 
 
 @pytest.mark.parametrize("filename", sorted(CASES))

@@ -15,7 +15,8 @@ MODULE = textwrap.dedent(
     from mlplatform import register_pipeline
 
     register_pipeline(globals(), {
-        "name": "landing", "owner": "growth-ml", "description": "Data date rendering.",
+        "name": "landing", "model": "mlmodels.customer_propensity",
+        "task": "binary_classification", "owner": "growth-ml", "description": "Data date rendering.",
         "schedule": "0 5 * * *",
         "steps": {"ingest": {}, "validate": {}},
         "tiers": {"standard": {}},

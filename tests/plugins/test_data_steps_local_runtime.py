@@ -19,7 +19,9 @@ from conftest import DAGS
 from mlplatform.render import render_context
 from mlplatform.runtime.local import steps_venv
 
-DATA_DATE = "2026-06-29"  # the example data's last drop day (model_steps.datagen.DEFAULT_DATA_DATE)
+DATA_DATE = (
+    "2026-06-29"  # the example data's last drop day (restaurant_chain.datagen.DEFAULT_DATA_DATE)
+)
 RUN_ID = "manual__2026-06-29T06:00:00+00:00"
 
 
@@ -48,7 +50,7 @@ def _execute(task) -> dict:
 
 def test_ingest_then_validate_through_local_step_operators(runtime, dagbag, tmp_path, monkeypatch):
     lake = tmp_path / "lake"
-    gen = [str(steps_venv() / "bin" / "python"), "-m", "model_steps.datagen",
+    gen = [str(steps_venv() / "bin" / "python"), "-m", "mlmodels.restaurant_chain.datagen",
            "--customer", "acme-foods", "--lake", f"file://{lake}", "--size", "tiny"]  # fmt: skip
     subprocess.run(gen, check=True, capture_output=True)
     monkeypatch.setenv("LAKE_URI", f"file://{lake}")  # platform-wide: the runtime passes it on

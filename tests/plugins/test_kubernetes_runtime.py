@@ -33,7 +33,7 @@ def main_container(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_task_renders_a_strictly_valid_pod(rendered) -> None:
-    assert len(rendered) == 18  # 3 customers x 6 steps
+    assert len(rendered) == 30  # (3 propensity + 2 next_spend customers) x 6 steps
     for obj in rendered.values():
         assert obj["kind"] == "Pod"
         validate_strict(obj)
@@ -141,7 +141,8 @@ MULTI_NODE = textwrap.dedent(
     from mlplatform import register_pipeline
 
     register_pipeline(globals(), {
-        "name": "big_model", "owner": "ml-core", "description": "Multi-node.",
+        "name": "big_model", "model": "mlmodels.customer_propensity",
+        "task": "binary_classification", "owner": "ml-core", "description": "Multi-node.",
         "steps": {"train": {"gpu": 8, "nodes": 2, "memory": "200Gi", "shm_size": "32Gi"}},
         "tiers": {"t": {}}, "customers": [{"id": "giant-co", "tier": "t"}],
     })
@@ -269,3 +270,33 @@ def test_mpijob_result_comes_from_the_launcher_log() -> None:
     lines = ["epoch 1 auc 0.7", 'STEP_RESULT_JSON={"auc": 0.81}', "[1]<stdout>: bye"]
     assert result_from_log(lines) == {"auc": 0.81}
     assert result_from_log(["no result here"]) is None
+
+
+def test_a_model_with_its_own_images_runs_them_and_others_keep_the_shared_ones(
+    runtime, manifest_file, monkeypatch
+) -> None:
+    """Images per model: the manifest's ``models`` section pins next_spend's own train image;
+    its other steps, and every step of customer_propensity, run the shared images."""
+    import json
+
+    runtime("kubernetes", manifest_file())
+    shared = {s: f"shared.example/{s}@sha256:{'c' * 64}" for s in
+              ("ingest", "validate", "train", "evaluate", "score", "publish")}  # fmt: skip
+    own = f"models.example/next-spend-train@sha256:{'d' * 64}"
+    manifest = {"images": shared, "models": {"next_spend": {"train": own}}}
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_IMAGE_MANIFEST", json.dumps(manifest))
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = DagBag(dag_folder=str(DAGS)).dags
+    spend, propensity = dags["next_spend__acme-foods"], dags["customer_propensity__acme-foods"]
+    assert main_container(render_task(spend.get_task("train")))["image"] == own
+    assert main_container(render_task(spend.get_task("score")))["image"] == shared["score"]
+    assert main_container(render_task(propensity.get_task("train")))["image"] == shared["train"]
+    bad = {"images": shared, "models": {"next_spend": {"train": "models.example/x:latest"}}}
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_IMAGE_MANIFEST", json.dumps(bad))
+    from mlplatform.images import load_manifest
+
+    load_manifest.cache_clear()
+    errors = DagBag(dag_folder=str(DAGS)).import_errors
+    ((path, error),) = errors.items()
+    assert path.endswith("next_spend.py") and "model 'next_spend' step 'train'" in error

@@ -96,6 +96,8 @@ def test_a_step_that_prints_the_token_has_it_masked_in_the_task_log(monkeypatch,
 def test_only_the_publish_task_resolves_the_customers_connection():
     spec = {
         "name": "churn_model",
+        "model": "mlmodels.customer_propensity",
+        "task": "binary_classification",
         "owner": "retention-ml",
         "description": "Churn.",
         "steps": {"ingest": {}, "score": {}, "publish": {}},
@@ -124,7 +126,8 @@ def test_in_the_cluster_each_customer_reads_the_secret_named_after_its_connectio
     (so a customer's own CRM_BASE_URL wins over the platform default)."""
     runtime("kubernetes", manifest_file())
     spec = {
-        "name": "churn_model", "owner": "retention-ml", "description": "Churn.",
+        "name": "churn_model", "model": "mlmodels.churn", "task": "binary_classification",
+        "owner": "retention-ml", "description": "Churn.",
         "steps": {"score": {}, "publish": {}}, "tiers": {"basic": {}},
         "customers": [
             {"id": "alpha-co", "tier": "basic"},
@@ -148,19 +151,14 @@ def test_in_the_cluster_each_customer_reads_the_secret_named_after_its_connectio
 @pytest.mark.parametrize("bad", ["CRM_Beta", "crm beta", "crm_", "x" * 61])
 def test_a_connection_id_that_cannot_name_a_secret_is_refused(bad):
     spec = {
-        "name": "churn_model", "owner": "retention-ml", "description": "Churn.",
+        "name": "churn_model", "model": "mlmodels.churn", "task": "binary_classification",
+        "owner": "retention-ml", "description": "Churn.",
         "steps": {"publish": {}}, "tiers": {"basic": {}},
         "customers": [{"id": "beta-co", "tier": "basic",
                        "settings": {"crm": {"connection_id": bad}}}],
     }  # fmt: skip
     with pytest.raises(PipelineSpecError, match=r"dags/churn.py: .*crm\.connection_id"):
         resolve_customers(parse_pipeline(spec, "dags/churn.py"), "dags/churn.py")
-
-
-def test_crm_settings_defaults_agree_with_the_workload():
-    from model_steps.settings import CRM_DEFAULTS
-
-    assert CrmSettings().model_dump() == CRM_DEFAULTS
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ from mlplatform.spec import PipelineSpecError, parse_pipeline, resolve_customers
 
 BASE: dict[str, Any] = {
     "name": "churn_model",
+    "model": "mlmodels.customer_propensity",
+    "task": "binary_classification",
     "owner": "retention-ml",
     "description": "Churn propensity.",
     "steps": {"ingest": {}, "train": {"gpu": 2}},
@@ -111,3 +113,26 @@ def test_customer_resource_override_for_missing_step() -> None:
         customers=[{"id": "alpha-co", "tier": "basic", "settings": {"resources": {"score": {}}}}]
     )
     assert "resources.score: the pipeline has no score step" in problems(spec)
+
+
+def test_an_unknown_top_level_field_does_not_hide_the_customers_problems() -> None:
+    """Every problem at once: a typo at the top and a bad setting of a customer, together."""
+    spec = spec_with(shedule="@daily")
+    spec["customers"] = [{"id": "beta-co", "tier": "basic",
+                          "settings": {"training": {"epochs": 0}}}]  # fmt: skip
+    with pytest.raises(PipelineSpecError) as err:
+        parse_pipeline(spec, "dags/churn.py")
+    message = str(err.value)
+    assert "shedule: unknown field" in message
+    assert "customers[0] (beta-co).settings.training.epochs" in message
+
+
+def test_a_gate_metric_of_another_task_is_refused() -> None:
+    spec = spec_with(task="regression", defaults={"gate": {"metric": "roc_auc"}})
+    with pytest.raises(PipelineSpecError, match=r"gate: 'roc_auc' is not a regression metric"):
+        resolve_customers(parse_pipeline(spec, "dags/churn.py"), "dags/churn.py")
+
+
+def test_a_model_path_of_the_wrong_form_is_refused() -> None:
+    with pytest.raises(PipelineSpecError, match=r"model: String should match pattern"):
+        parse_pipeline(spec_with(model="models/churn.py"), "dags/churn.py")

@@ -39,6 +39,9 @@ RESULT_LOG_PREFIX = "STEP_RESULT_JSON="
 ENV_XCOM_PATH = "STEP_XCOM_PATH"
 ENV_CONFIG = "STEP_CONFIG"
 ENV_PARAMS = "STEP_PARAMS"  # the Airflow run's params (the operator's trigger-form overrides)
+# Which model the step runs: JSON {"ref": import path, "task": declared task type, "source": the DAG
+# file}; the step imports the model package named by ref (model_steps.model_loader).
+ENV_MODEL = "STEP_MODEL"
 ENV_LAKE_URI = "LAKE_URI"
 ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"
 ENV_IMAGE_DIGEST = "MLOPS_IMAGE_DIGEST"  # lineage, recorded as MLflow run tags (tracking.run_tags)

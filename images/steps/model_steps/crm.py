@@ -6,7 +6,7 @@ The API it expects (docs/publish.md has the whole contract)::
     POST <base>/v1/contacts:batchUpsert
     Authorization: Bearer <token>
     Idempotency-Key: <key, stable across retries of the same batch>
-    {"records": [{"diner_id": "...", ...}, ...]}
+    {"records": [{"contact_id": "...", "model": "...", ...}, ...]}
     -> 200 {"upserted": n, "replayed": false}          (replayed: true, or the header
                                                           Idempotent-Replayed: true, for a key seen before)
     -> 429 / 5xx (Retry-After: seconds | HTTP date)    retried with the same key

@@ -1,4 +1,4 @@
-"""The evaluation gate's pure parts: metrics on a holdout, and the policy that decides.
+"""The evaluation gate's pure parts: the task's metrics on a holdout, and the policy that decides.
 
 Kept free of MLflow and I/O so the policy is tested exhaustively on small arrays; the evaluate step
 (steps/evaluate.py) does the loading, reporting and promotion around it.
@@ -12,10 +12,26 @@ from typing import Any
 
 import numpy as np
 
-from model_steps.training import holdout_metrics
+from mlplatform_contract.tasks import TASKS, Task
 
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
-METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile")
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Exact ROC AUC (Mann-Whitney, ties counted half)."""
+    y = np.asarray(y).ravel().astype(bool)
+    p = np.asarray(p, dtype=np.float64).ravel()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((_ranks(p)[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _ranks(p: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank."""
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p), dtype=np.float64)
+    _, first, counts = np.unique(p[order], return_index=True, return_counts=True)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
+    return ranks
 
 
 def pr_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -39,16 +55,48 @@ def lift_top_decile(y: np.ndarray, p: np.ndarray) -> float:
     return float(y[order].mean() / y.mean())
 
 
-def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    base = holdout_metrics(y, p)
-    base["pr_auc"] = round(pr_auc(y, p), 6)
-    base["lift_top_decile"] = round(lift_top_decile(y, p), 6)
-    return base
+def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 1e-7, 1 - 1e-7)
+    return {
+        "roc_auc": round(roc_auc(y, p), 6),
+        "pr_auc": round(pr_auc(y, p), 6),
+        "log_loss": round(float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))), 6),
+        "brier": round(float(np.mean((p - y) ** 2)), 6),
+        "lift_top_decile": round(lift_top_decile(y, p), 6),
+        "rows": len(y),
+        "positives": int(y.sum()),
+    }
 
 
-def better(metric: str, a: float, b: float, margin: float = 0.0) -> bool:
-    """Whether ``a`` beats ``b`` by at least ``margin`` on ``metric`` (direction-aware)."""
-    return a <= b - margin if metric in LOWER_IS_BETTER else a >= b + margin
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; NaN when either side is constant (a constant prediction ranks nothing)."""
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den else float("nan")
+
+
+def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(p, dtype=np.float64).ravel()
+    err = p - y
+    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    spearman = _correlation(_ranks(y), _ranks(p))
+    return {
+        "rmse": round(float(np.sqrt(np.mean(err**2))), 6),
+        "mae": round(float(np.mean(np.abs(err))), 6),
+        "r2": round(1.0 - float((err**2).sum()) / total, 6) if total else float("nan"),
+        "spearman": round(spearman, 6),
+        "rows": len(y),
+        "label_mean": round(float(y.mean()), 6) if len(y) else float("nan"),
+    }
+
+
+def metrics(task: str, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """The task's holdout metrics (mlplatform_contract.tasks names them), plus row counts."""
+    if task == "regression":
+        return regression_metrics(y, p)
+    return classification_metrics(y, p)
 
 
 @dataclass
@@ -71,21 +119,28 @@ def decide(
     champion: dict[str, float] | None,
     champion_version: str | None,
     *,
+    task: str = "binary_classification",
     force_promote: bool = False,
 ) -> Decision:
-    """Apply the module's gate policy. Absolute thresholds always apply; ``force_promote`` only
-    waives the comparison with the champion."""
+    """Apply the module's gate policy in the task's directions. Absolute thresholds always apply;
+    ``force_promote`` only waives the comparison with the champion. An unset metric or thresholds
+    take the task's defaults (mlplatform_contract.tasks)."""
+    info: Task = TASKS[task]
+    better = info.better
     reasons: list[str] = []
-    for metric, bound in sorted(gate.get("thresholds", {}).items()):
+    thresholds = gate.get("thresholds")
+    thresholds = info.default_thresholds if thresholds is None else thresholds
+    for metric, bound in sorted(thresholds.items()):
         value = candidate[metric]
         ok = better(metric, value, bound)
-        word = "at most" if metric in LOWER_IS_BETTER else "at least"
+        word = "at most" if metric in info.lower_is_better else "at least"
         reasons.append(
             f"{metric} {value:.4f} {'meets' if ok else 'misses'} the threshold ({word} {bound})"
         )
         if not ok:
             return _refused(gate, reasons, candidate, champion, champion_version)
-    metric, margin = gate.get("metric", "roc_auc"), float(gate.get("min_improvement", 0.0))
+    metric = gate.get("metric") or info.default_metric
+    margin = float(gate.get("min_improvement", 0.0))
     if champion is None:
         reasons.append("no champion yet: the candidate becomes the first")
     elif force_promote:

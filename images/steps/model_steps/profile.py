@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 
 from model_steps import lake
-from model_steps.features import FEATURE_SCHEMA, LABEL, NUMERIC_FEATURES
+from model_steps.model_api import Model
 
-CATEGORICAL_FEATURES: tuple[str, ...] = ("segment", "region")
 N_BINS = 10
 EPS = 1e-4
 
 
-def build_profile(df: Any, *, source: str = "") -> dict[str, Any]:
+def build_profile(df: Any, model: Model, *, source: str = "") -> dict[str, Any]:
+    """The profile of ``model``'s inputs in ``df`` (its numeric and categorical features)."""
     numeric: dict[str, Any] = {}
-    for col in NUMERIC_FEATURES:
+    for col in model.numeric_features:
         if col not in df.columns:
             continue
         x = df[col].to_numpy(dtype=float)
@@ -49,15 +49,17 @@ def build_profile(df: Any, *, source: str = "") -> dict[str, Any]:
             "std": float(x.std()),
         }
     categorical: dict[str, Any] = {}
-    for col in CATEGORICAL_FEATURES:
+    for col in model.categorical_features:
         if col in df.columns:
             vc = df[col].astype(str).value_counts(normalize=True)
             categorical[col] = {str(k): float(v) for k, v in vc.items()}
+    label = model.label_column
     return {
         "version": 1,
         "source": source,
         "rows": len(df),
-        "label_rate": float(df[LABEL].mean()) if LABEL in df.columns and len(df) else None,
+        # the label's mean: the positive rate of a classifier, the mean target of a regression
+        "label_rate": float(df[label].mean()) if label in df.columns and len(df) else None,
         "numeric": numeric,
         "categorical": categorical,
     }
@@ -110,11 +112,11 @@ def last_population_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> st
     )
 
 
-def load_reference(uri: str) -> dict[str, Any]:
+def load_reference(uri: str, model: Model) -> dict[str, Any]:
     """A profile from a profile JSON or from a committed feature table (a reference dataset)."""
     if uri.endswith(".json"):
         return lake.read_json(uri)
-    return build_profile(read_table(uri), source=uri)
+    return build_profile(read_table(uri), model, source=uri)
 
 
 def read_table(table_uri: str) -> Any:
@@ -128,8 +130,7 @@ def read_table(table_uri: str) -> Any:
     ]
     table = pq.ParquetDataset(paths, filesystem=fs, partitioning=None).read()
     df = table.to_pandas()
-    # keep the declared column order (extra columns, if any, at the end)
-    order = [c for c in FEATURE_SCHEMA if c in df.columns] + [
-        c for c in df.columns if c not in FEATURE_SCHEMA
-    ]
+    # keep the committed schema's column order (extra columns, if any, at the end)
+    schema = list(manifest.get("schema") or [])
+    order = [c for c in schema if c in df.columns] + [c for c in df.columns if c not in schema]
     return df[order]

@@ -24,7 +24,7 @@ from typing import Any
 from model_steps import lake
 from model_steps.contract import StepError
 from model_steps.features import training_cutoff
-from model_steps.raw_schema import TABLES, RawTable, raw_table_root
+from model_steps.raw_schema import RawTable, raw_table_root
 
 log = logging.getLogger(__name__)
 CORRUPT = "_corrupt_record"
@@ -247,7 +247,7 @@ def check_rows(spark: Any, spec: RawTable, raw: Any, lake_uri: str, report: RawR
         F.sum(F.when(cond, 1).otherwise(0)).alias(name.replace(":", "__"))
         for name, (cond, _m, _c) in checks.items()
     ]
-    if spec.key and spec.name == "diners":
+    if spec.key and not spec.windowed:  # entity keys: unique across every drop
         aggs.append(F.count_distinct(F.col(spec.key)).alias("distinct_keys"))
         aggs.append(F.count(F.col(spec.key)).alias("nonnull_keys"))
     stats = raw.agg(*aggs).collect()[0].asDict()
@@ -294,17 +294,17 @@ def check_rows(spark: Any, spec: RawTable, raw: Any, lake_uri: str, report: RawR
 
 
 def raw_plan(
-    data_date: dt.date, *, lookback_days: int, label_window_days: int
+    tables: tuple[RawTable, ...],
+    data_date: dt.date,
+    *,
+    lookback_days: int,
+    label_window_days: int,
 ) -> dict[str, tuple[dt.date | None, dt.date]]:
-    """Drop days (first or None for all, last) each raw table is read over for a run's two tables:
-    the training table (features over the lookback before its cutoff, labels up to the data date)
-    and the population (features over the lookback before the data date)."""
+    """Drop days (first or None for all, last) each declared raw table is read over for a run's
+    two tables: event tables over the lookback before the training cutoff up to the data date (the
+    training label window included), entity tables whole up to the data date."""
     first = training_cutoff(data_date, label_window_days) - dt.timedelta(days=lookback_days)
-    return {
-        "diners": (None, data_date),  # everybody who signed up by the data date
-        "orders": (first, data_date),
-        "email_events": (first, data_date),  # the training label window's events included
-    }
+    return {t.name: ((first if t.windowed else None), data_date) for t in tables}
 
 
 def read_raw(
@@ -313,11 +313,13 @@ def read_raw(
     tenant: str,
     data_date: dt.date,
     *,
+    tables: tuple[RawTable, ...],
     lookback_days: int,
     label_window_days: int,
     require_label_window: bool = True,
 ) -> tuple[dict[str, Any], RawReport]:
-    """Typed frames of the three raw tables for this data date, or StepError listing every problem.
+    """Typed frames of the declared raw tables for this data date, or StepError listing every
+    problem.
 
     With ``require_label_window``, the event tables must have drops up to the data date: that is
     where the training table's label window ends (and what the population's features are as of).
@@ -326,11 +328,14 @@ def read_raw(
 
     report = RawReport()
     cutoff = training_cutoff(data_date, label_window_days)
-    plan = raw_plan(data_date, lookback_days=lookback_days, label_window_days=label_window_days)
+    plan = raw_plan(
+        tables, data_date, lookback_days=lookback_days, label_window_days=label_window_days
+    )
+    declared = {t.name: t for t in tables}
     frames: dict[str, Any] = {}
     raw_frames: dict[str, Any] = {}
     for name, (lo, hi) in plan.items():
-        spec = TABLES[name]
+        spec = declared[name]
         files = plan_files(lake_uri, tenant, spec, lo, hi)
         report.files[name] = len(files)
         where = _rel(raw_table_root(lake_uri, tenant, name), lake_uri)
@@ -342,7 +347,7 @@ def read_raw(
             continue
         days = sorted(d for d, _ in files)
         report.days[name] = [days[0], days[-1]]
-        if name != "diners" and require_label_window and days[-1] < hi.isoformat():
+        if spec.windowed and require_label_window and days[-1] < hi.isoformat():
             report.errors.append(
                 f"{name}: the label window is not complete: the last drop in {where} is "
                 f"dt={days[-1]}, but data date {data_date} needs drops up to dt={hi} (where the "

@@ -1,4 +1,4 @@
-"""Where scores live, shared by the score step (writer) and the publish step (reader).
+"""Where scores live and what they hold, shared by the score step (writer) and publish (reader).
 
 ``<SCORES_URI or <lake>/scores>/<pipeline>/customer=<c>/run=<key>/attempt=<id>/part-NNNNN.parquet``
 with ``_MANIFEST.json`` written last (the lake's commit protocol): readers go through the manifest,
@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from model_steps import lake
 from model_steps.contract import StepContext
+from model_steps.model_api import Model
 
 ENV_SCORES_URI = "SCORES_URI"
-SCORE_COLUMNS = ("diner_id", "score", "model_version")
+
+
+def score_columns(model: Model) -> tuple[str, str, str]:
+    """The scores table's columns: the model's key, the task's output column, the model version
+    (``<key>, score, model_version`` for a classifier; ``prediction`` for a regression)."""
+    return (model.key, model.output_column, "model_version")
 
 
 def scores_table_uri(ctx: StepContext) -> str:

@@ -1,10 +1,11 @@
-"""Training building blocks: the data plan (split + shard), the tf.data input pipeline, the Keras
-model, holdout metrics, and checkpoints in the lake. The step body (:mod:`model_steps.steps.train`)
+"""Training building blocks for any model: the data plan (split + shard), the tf.data input
+pipeline, the platform's input layers under the model's network, and checkpoints in the lake. The
+step body (:mod:`model_steps.steps.train`)
 wires them together under Horovod.
 
 Split and shard, both deterministic, so every rank and every retry agrees without talking:
 
-* **holdout**: a diner is in the holdout when ``crc32(seed:diner_id) mod 10000 < holdout_fraction *
+* **holdout**: an entity is in the holdout when ``crc32(seed:key) mod 10000 < holdout_fraction *
   10000`` (stable across runs, independent of row order);
 * **shard**: the table's parquet row groups are the units; with at least as many units as ranks,
   rank r reads only units ``r, r+size, …``; otherwise (small tables: one file, one row group) every
@@ -28,40 +29,9 @@ from typing import Any
 import numpy as np
 
 from model_steps import lake
-from model_steps.features import KEY, LABEL, NUMERIC_FEATURES
-from model_steps.raw_schema import REGIONS, SEGMENTS
+from model_steps.model_api import Model, ModelContext, NetworkInputs
 
 log = logging.getLogger(__name__)
-
-CATEGORICAL: dict[str, tuple[str, ...]] = {"segment": tuple(SEGMENTS), "region": tuple(REGIONS)}
-NUMERIC: tuple[str, ...] = tuple(NUMERIC_FEATURES)
-INPUT_COLUMNS: tuple[str, ...] = (*NUMERIC, *CATEGORICAL)
-
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "epochs": 8,
-    "batch_size": 1024,
-    "learning_rate": 1e-3,
-    "warmup_epochs": 1,
-    "hidden_units": [128, 64],
-    "dropout": 0.1,
-    "holdout_fraction": 0.2,
-    "seed": 42,
-}
-
-
-def training_settings(config: dict[str, Any]) -> dict[str, Any]:
-    from model_steps.contract import UsageError
-
-    given = config.get("training") or {}
-    if not isinstance(given, dict):
-        raise UsageError("STEP_CONFIG['training'] must be an object")
-    s = {**TRAINING_DEFAULTS, **given}
-    if int(s["epochs"]) <= 0 or int(s["batch_size"]) <= 0:
-        raise UsageError("STEP_CONFIG training.epochs and batch_size must be positive")
-    if not 0 < float(s["holdout_fraction"]) < 1:
-        raise UsageError("STEP_CONFIG training.holdout_fraction must be in (0, 1)")
-    s["hidden_units"] = [int(u) for u in s["hidden_units"]]
-    return s
 
 
 # ---------------------------------------------------------------- data
@@ -105,7 +75,14 @@ def table_units(table_uri: str) -> tuple[Any, list[tuple[str, int]], dict[str, A
 
 
 def read_shard(
-    table_uri: str, *, split: str, rank: int, size: int, holdout_fraction: float, seed: int
+    table_uri: str,
+    model: Model,
+    *,
+    split: str,
+    rank: int,
+    size: int,
+    holdout_fraction: float,
+    seed: int,
 ) -> Shard:
     """This rank's rows of ``split`` ("train", "holdout" or "all"; size=1 reads everything)."""
     import pyarrow as pa
@@ -114,7 +91,9 @@ def read_shard(
     fs, units, _ = table_units(table_uri)
     by_unit = len(units) >= size
     mine = units[rank::size] if by_unit else units
-    cols = [KEY, *INPUT_COLUMNS, LABEL]
+    key, label_col = model.key, model.label_column
+    numeric, categorical = model.numeric_features, model.categorical_features
+    cols = [key, *model.input_columns, label_col]
     parts = []
     for path, group in mine:
         with fs.open(path, "rb") as fh:
@@ -122,8 +101,8 @@ def read_shard(
     table = pa.concat_tables(parts) if parts else None
     if table is None or table.num_rows == 0:
         return Shard(
-            {c: np.zeros(0, np.float32) for c in NUMERIC}
-            | {c: np.zeros(0, object) for c in CATEGORICAL},
+            {c: np.zeros(0, np.float32) for c in numeric}
+            | {c: np.zeros(0, object) for c in categorical},
             np.zeros(0, np.float32),
         )
     keep = np.ones(table.num_rows, bool)
@@ -131,37 +110,39 @@ def read_shard(
         keep &= (np.arange(table.num_rows) % size) == rank
     if split != "all":
         hold = holdout_mask(
-            table.column(KEY).to_numpy(zero_copy_only=False), holdout_fraction, seed
+            table.column(key).to_numpy(zero_copy_only=False), holdout_fraction, seed
         )
         keep &= hold if split == "holdout" else ~hold
     idx = np.flatnonzero(keep)
     columns: dict[str, np.ndarray] = {}
-    for c in NUMERIC:
+    for c in numeric:
         columns[c] = table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)[idx]
-    for c in CATEGORICAL:
+    for c in categorical:
         columns[c] = table.column(c).to_numpy(zero_copy_only=False).astype(str)[idx]
-    label = table.column(LABEL).to_numpy(zero_copy_only=False).astype(np.float32)[idx]
+    label = table.column(label_col).to_numpy(zero_copy_only=False).astype(np.float32)[idx]
     return Shard(columns, label)
 
 
 NUMERIC_INPUT = "numeric"
 
 
-def model_inputs(columns: Any) -> dict[str, np.ndarray]:
-    """Named feature columns (a dict of arrays or a DataFrame) -> the Keras model's three inputs:
-    ``numeric`` [n, len(NUMERIC)] float32 in NUMERIC order, ``segment`` and ``region`` [n, 1] str."""
+def model_inputs(columns: Any, model: Model) -> dict[str, np.ndarray]:
+    """Named feature columns (a dict of arrays or a DataFrame) -> the Keras model's inputs:
+    ``numeric`` [n, len(numeric features)] float32 in declared order, one [n, 1] str per
+    categorical (one matrix, not one tensor per column: a batch is a few gathers)."""
+    numeric = model.numeric_features
     out = {
         NUMERIC_INPUT: np.stack(
-            [np.asarray(columns[c], dtype=np.float32) for c in NUMERIC], axis=1
-        ).reshape(-1, len(NUMERIC))
+            [np.asarray(columns[c], dtype=np.float32) for c in numeric], axis=1
+        ).reshape(-1, len(numeric))
     }
-    for c in CATEGORICAL:
+    for c in model.categorical_features:
         out[c] = np.asarray(columns[c]).astype(str).reshape(-1, 1)
     return out
 
 
 def make_dataset(
-    shard: Shard, *, batch_size: int, shuffle: bool, seed: int, repeat: bool = False
+    shard: Shard, model: Model, *, batch_size: int, shuffle: bool, seed: int, repeat: bool = False
 ) -> Any:
     """A tf.data pipeline over a shard held in memory: per epoch a fresh permutation of row
     indices, batched, then one vectorized gather per batch (no per-row Python or per-element ops)."""
@@ -170,7 +151,7 @@ def make_dataset(
     n = shard.rows
     # three tensors, not one per column: a batch is three gathers (measured: one gather per column
     # made the pipeline slower than the training step on CPU)
-    tensors = {k: tf.constant(v) for k, v in model_inputs(shard.columns).items()}
+    tensors = {k: tf.constant(v) for k, v in model_inputs(shard.columns, model).items()}
     label = tf.constant(shard.label.reshape(-1, 1))
     ds = tf.data.Dataset.range(n)
     if shuffle:
@@ -185,15 +166,15 @@ def make_dataset(
     return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def numeric_moments(shard: Shard) -> np.ndarray:
+def numeric_moments(shard: Shard, numeric: tuple[str, ...]) -> np.ndarray:
     """[count, sum..., sum of squares...] of the numeric columns: summed over ranks (allreduce) they
     give the whole training split's mean and variance for the Normalization layer."""
-    x = np.stack([shard.columns[c].astype(np.float64) for c in NUMERIC], axis=1)
+    x = np.stack([shard.columns[c].astype(np.float64) for c in numeric], axis=1)
     return np.concatenate([[float(len(x))], x.sum(axis=0), (x * x).sum(axis=0)])
 
 
 def moments_to_stats(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    k = len(NUMERIC)
+    k = (len(m) - 1) // 2
     count = max(m[0], 1.0)
     mean = m[1 : 1 + k] / count
     var = np.maximum(m[1 + k :] / count - mean * mean, 1e-6)
@@ -203,66 +184,38 @@ def moments_to_stats(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- model
 
 
-def build_model(
-    mean: np.ndarray, variance: np.ndarray, *, hidden_units: list[int], dropout: float, seed: int
-) -> Any:
-    """A Keras MLP with its preprocessing inside, so the served model takes raw feature columns:
-    numeric columns normalized with the training split's statistics, categoricals one-hot through
-    a fixed vocabulary (unknown values get their own out-of-vocabulary slot)."""
+def network_inputs(model: Model, mean: np.ndarray, variance: np.ndarray) -> NetworkInputs:
+    """The platform's part of every network: inputs and preprocessing inside the model, so the
+    served model takes raw feature columns (numeric normalized with the training split's
+    statistics, categoricals one-hot through their vocabulary, unknowns in an extra slot)."""
     import tensorflow as tf
 
-    tf.keras.utils.set_random_seed(seed)
-    inputs = {
-        NUMERIC_INPUT: tf.keras.Input(shape=(len(NUMERIC),), name=NUMERIC_INPUT, dtype=tf.float32)
-    }
-    inputs |= {c: tf.keras.Input(shape=(1,), name=c, dtype=tf.string) for c in CATEGORICAL}
-    numeric = tf.keras.layers.Normalization(mean=mean, variance=variance, name="normalize")(
-        inputs[NUMERIC_INPUT]
-    )
-    encoded = [
+    numeric, categorical = model.numeric_features, model.categorical_features
+    inputs = {NUMERIC_INPUT: tf.keras.Input(shape=(len(numeric),), name=NUMERIC_INPUT)}
+    inputs |= {c: tf.keras.Input(shape=(1,), name=c, dtype=tf.string) for c in categorical}
+    parts = [
+        tf.keras.layers.Normalization(mean=mean, variance=variance, name="normalize")(
+            inputs[NUMERIC_INPUT]
+        )
+    ]
+    parts += [
         tf.keras.layers.StringLookup(
             vocabulary=list(vocab), output_mode="one_hot", name=f"{c}_onehot"
         )(inputs[c])
-        for c, vocab in CATEGORICAL.items()
+        for c, vocab in categorical.items()
     ]
-    x = tf.keras.layers.Concatenate(name="features")([numeric, *encoded])
-    for i, units in enumerate(hidden_units):
-        x = tf.keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
-        if dropout:
-            x = tf.keras.layers.Dropout(dropout, seed=seed + i, name=f"dropout_{i}")(x)
-    out = tf.keras.layers.Dense(1, activation="sigmoid", name="propensity")(x)
-    return tf.keras.Model(inputs=inputs, outputs=out, name="propensity_mlp")
+    features = tf.keras.layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
+    return NetworkInputs(inputs, features, numeric, categorical)
 
 
-# ---------------------------------------------------------------- metrics
+def build_model(model: Model, ctx: ModelContext, mean: np.ndarray, variance: np.ndarray) -> Any:
+    """The platform's inputs, the model's network on top: one Keras model, one output."""
+    import tensorflow as tf
 
-
-def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Exact ROC AUC (Mann-Whitney, ties counted half)."""
-    y = np.asarray(y).ravel().astype(bool)
-    p = np.asarray(p, dtype=np.float64).ravel()
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(p, kind="mergesort")
-    ranks = np.empty(len(p), dtype=np.float64)
-    sorted_p = p[order]
-    _, first, counts = np.unique(sorted_p, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0  # 1-based average rank of each tie group
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def holdout_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    y = np.asarray(y, dtype=np.float64).ravel()
-    p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 1e-7, 1 - 1e-7)
-    return {
-        "roc_auc": round(roc_auc(y, p), 6),
-        "log_loss": round(float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))), 6),
-        "brier": round(float(np.mean((p - y) ** 2)), 6),
-        "rows": len(y),
-        "positives": int(y.sum()),
-    }
+    tf.keras.utils.set_random_seed(ctx.platform.training.seed)
+    spec = network_inputs(model, mean, variance)
+    output = model.network(spec, ctx)
+    return tf.keras.Model(inputs=spec.inputs, outputs=output, name=f"{model.name}_network")
 
 
 # ---------------------------------------------------------------- checkpoints

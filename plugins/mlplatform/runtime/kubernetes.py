@@ -23,7 +23,7 @@ def pod_name(invocation: StepInvocation) -> str:
 def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> BaseOperator:
     cluster = pods.ClusterSettings()
     manifest = load_manifest()
-    image = manifest.image_for(invocation.step)
+    image = manifest.image_for(invocation.step, invocation.pipeline)
     profile = invocation.profile
     if profile.nodes > 1:
         return MPIJobOperator(

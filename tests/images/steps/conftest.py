@@ -12,7 +12,7 @@ pytest.importorskip("pyspark")
 
 from datasteps_helpers import TENANT, TINY_DINERS
 
-from model_steps import datagen
+from mlmodels.restaurant_chain import datagen
 from model_steps.spark_config import spark_conf
 
 

@@ -11,10 +11,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from model_steps import cli, datagen
+from mlmodels.restaurant_chain import datagen
+from model_steps import cli
 
 TENANT = "acme-foods"
 PIPELINE = "customer_propensity"
+# what the control plane puts in STEP_MODEL for each example model (dags/<name>.py)
+MODELS = {
+    "customer_propensity": {"ref": "mlmodels.customer_propensity", "task": "binary_classification"},
+    "next_spend": {"ref": "mlmodels.next_spend", "task": "regression"},
+}
+
+
+def model_env(pipeline: str = PIPELINE) -> dict[str, str]:
+    return {"STEP_MODEL": json.dumps({**MODELS[pipeline], "source": f"dags/{pipeline}.py"})}
+
+
 RUN_ID = "manual__2026-06-29T00:00:00+00:00"
 DATA_DATE = datagen.DEFAULT_DATA_DATE
 TINY_DINERS = 600
@@ -36,11 +48,16 @@ def run_chain(
     config: dict | None = None,
     caplog: Any = None,
     data_date: dt.date = DATA_DATE,
+    pipeline: str = PIPELINE,
 ) -> list[dict[str, Any]]:
     """Run steps in order through the CLI entry point in this process (the shared SparkSession is
     reused), stopping at the first that does not exit 0, like the DAG's dependencies."""
     results = []
-    env = {"LAKE_URI": f"file://{lake_root}", "STEP_CONFIG": json.dumps(config or {})}
+    env = {
+        "LAKE_URI": f"file://{lake_root}",
+        "STEP_CONFIG": json.dumps(config or {}),
+        **model_env(pipeline),
+    }
     for step in steps:
         xcom = tmp / f"xcom-{step}.json"
         old = {k: os.environ.get(k) for k in (*env, "STEP_XCOM_PATH")}
@@ -53,7 +70,7 @@ def run_chain(
                     [
                         step,
                         "--pipeline",
-                        PIPELINE,
+                        pipeline,
                         "--customer",
                         TENANT,
                         "--run-id",

@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from datasteps_helpers import model_env
+
 from model_steps import lake
 from model_steps.contract import StepContext
 from model_steps.scoring import scores_table_uri
@@ -107,14 +109,25 @@ class Receiver:
         self.proc.wait(timeout=10)
 
 
+# what the propensity model decides (its model: section); the rest of a test's config is crm.*
+MODEL_KEYS = ("top_fraction", "offer_code")
+
+
+def step_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A test's flat publish config split into the crm and model sections, as the spec layers it."""
+    crm = {k: v for k, v in config.items() if k not in MODEL_KEYS}
+    return {"crm": crm, "model": {k: v for k, v in config.items() if k in MODEL_KEYS}}
+
+
 def publish_env(lake_uri: str, crm_url: str, xcom: Path, config: dict[str, Any],
                 token: str = TOKEN) -> dict[str, str]:  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "STEP_", "SCORES_"))}
+    env.update(model_env())
     env.update(
         LAKE_URI=lake_uri,
         CRM_BASE_URL=crm_url,
         CRM_API_TOKEN=token,
-        STEP_CONFIG=json.dumps({"crm": config}),
+        STEP_CONFIG=json.dumps(step_config(config)),
         STEP_PARAMS="{}",
         STEP_XCOM_PATH=str(xcom),
         PYTHONUNBUFFERED="1",

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from datasteps_helpers import PIPELINE, RUN_ID, TENANT
+from datasteps_helpers import PIPELINE, RUN_ID, TENANT, model_env
 
 CONFIG = {
     "data": {"lookback_days": 365, "label_window_days": 14},
@@ -36,6 +36,7 @@ def _step(step: str, lake: Path, tmp: Path) -> tuple[int, dict | None, str]:
         "STEP_XCOM_PATH": str(xcom),
         "PYTHONUNBUFFERED": "1",
         "MLFLOW_TRACKING_URI": f"file://{tmp}/mlruns",
+        **model_env(),
     }
     proc = subprocess.run(
         [
@@ -66,7 +67,7 @@ def test_datagen_ingest_validate_through_the_cli(tmp_path):
         [
             sys.executable,
             "-m",
-            "model_steps.datagen",
+            "mlmodels.restaurant_chain.datagen",
             "--customer",
             TENANT,
             "--lake",

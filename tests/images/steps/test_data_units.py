@@ -9,12 +9,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model_steps import datagen
-from model_steps.expectations import available, load_suite
-from model_steps.features import FEATURE_SCHEMA, build_features_pandas
+from mlmodels.customer_propensity import MODEL
+from mlmodels.customer_propensity.features import build_features_pandas
+from mlmodels.restaurant_chain import datagen
+from mlplatform_contract.settings import step_settings
+from model_steps.expectations import load_suite
+from model_steps.model_loader import ENTRY_POINT_GROUP
 from model_steps.profile import build_profile, drift, psi
-from model_steps.settings import data_settings, validation_settings
 from model_steps.spark_config import spark_conf
+
+FEATURE_SCHEMA = MODEL.table_schema(labelled=True)
+
+
+def installed_models():
+    from importlib.metadata import entry_points
+
+    return [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
 
 
 def test_local_spark_conf_is_local_and_small():
@@ -62,29 +72,28 @@ def test_spark_on_kubernetes_conf():
 
 
 def test_settings_defaults_and_checks():
-    assert data_settings({})["lookback_days"] == 365
-    v = validation_settings({"validation": {"min_rows": 5}})
-    assert v["min_rows"] == 5 and v["drift_psi_fail"] == 0.25
-    with pytest.raises(Exception, match="label_rate_min/max"):
-        validation_settings({"validation": {"label_rate_min": 0.7}})
+    """The workload parses STEP_CONFIG with the control plane's own schema (one definition)."""
+    assert step_settings({}).data.lookback_days == 365
+    v = step_settings({"validation": {"min_rows": 5}}).validation
+    assert v.min_rows == 5 and v.drift_psi_fail == 0.25
+    with pytest.raises(Exception, match="label_rate_min must not exceed label_rate_max"):
+        step_settings({"validation": {"label_rate_min": 0.7}})
 
 
-def test_suite_file_covers_every_feature_column_and_has_a_severity_each():
+@pytest.mark.parametrize("model", installed_models(), ids=lambda m: m.name)
+def test_every_models_suite_covers_its_columns_with_a_severity_each(model):
     from great_expectations.core.expectation_suite import ExpectationSuite
 
-    assert "customer_propensity" in available()
-    _name, suite = load_suite("customer_propensity")
+    _name, suite = load_suite(model)
     exists = {
         e["kwargs"]["column"]
         for e in suite["expectations"]
         if e["type"] == "expect_column_to_exist"
     }
-    assert exists == set(FEATURE_SCHEMA)
+    assert exists == set(model.table_schema(labelled=True))
     assert {e["severity"] for e in suite["expectations"]} <= {"critical", "warning", "info"}
     assert all(e.get("meta", {}).get("why") for e in suite["expectations"])
     assert len(ExpectationSuite(**suite).expectations) == len(suite["expectations"])
-    # an unknown pipeline validates the same feature table with the default suite
-    assert load_suite("another_model")[0] == "customer_propensity.json"
 
 
 def test_psi_and_profile():
@@ -96,7 +105,7 @@ def test_psi_and_profile():
         {"monetary_lookback": rng.gamma(2, 50, 5000), "segment": "family", "label": 0}
     )
     shifted = same.assign(monetary_lookback=same.monetary_lookback * 3)
-    prof = json.loads(json.dumps(build_profile(ref)))  # survives a JSON round trip
+    prof = json.loads(json.dumps(build_profile(ref, MODEL)))  # survives a JSON round trip
     assert drift(prof, same)["monetary_lookback"] < 0.05
     assert drift(prof, shifted)["monetary_lookback"] > 0.25
     assert psi([0.5, 0.5], [0.5, 0.5]) == 0.0

@@ -25,7 +25,7 @@ from model_steps.contract import EXIT_SKIP_DOWNSTREAM, run_key
 pytest.importorskip("mlflow")
 
 TRAINING = {"epochs": 4, "batch_size": 128, "learning_rate": 0.002, "warmup_epochs": 1,
-            "hidden_units": [32, 16], "dropout": 0.1, "holdout_fraction": 0.2, "seed": 42}  # fmt: skip
+            "holdout_fraction": 0.2, "seed": 42}  # fmt: skip
 GATE = {"metric": "roc_auc", "min_improvement": 0.0, "thresholds": {"roc_auc": 0.6},
         "on_fail": "score_with_champion"}  # fmt: skip
 SCORES_BUCKET = "mlops-scores"

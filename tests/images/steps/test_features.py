@@ -1,4 +1,5 @@
-"""Feature logic on small frames: exact values, point-in-time correctness, Spark == pandas."""
+"""The platform's point in time, proven on a real model's hooks (customer_propensity): exact values
+on a hand-made frame, future rows that cannot change features, Spark == the model's pandas twin."""
 
 from __future__ import annotations
 
@@ -8,9 +9,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model_steps.features import FEATURE_SCHEMA, build_features_pandas, build_features_spark, window
+from mlmodels.customer_propensity import MODEL
+from mlmodels.customer_propensity.features import build_features_pandas
+from mlplatform_contract.settings import CustomerSettings
+from model_steps.features import build_table, window
+from model_steps.model_api import ModelContext
 
 CUT = dt.date(2026, 6, 15)
+FEATURE_SCHEMA = MODEL.table_schema(labelled=True)
+
+
+def build_features_spark(diners, orders, events, cutoff):
+    """The platform's feature table of the model from unfiltered frames (as ingest builds it)."""
+    ctx = ModelContext(
+        pipeline=MODEL.name, customer="acme-foods", data_date=cutoff, lake_uri="file:///tmp",
+        settings=MODEL.settings(), platform=CustomerSettings(), window=window(cutoff, 365, 14),
+    )  # fmt: skip
+    frames = {"diners": diners, "orders": orders, "email_events": events}
+    return build_table(frames, MODEL, ctx, labelled=True)
 
 
 def _frames():
@@ -84,9 +100,9 @@ def _spark_frames(spark, diners, orders, events):
 
 def test_window_bounds():
     w = window(CUT, 365, 14)
-    assert w["cutoff_end"] == dt.datetime(2026, 6, 16)
-    assert w["lookback_start"] == dt.datetime(2025, 6, 16)
-    assert w["label_end"] == dt.datetime(2026, 6, 30)
+    assert w.cutoff_end == dt.datetime(2026, 6, 16)
+    assert w.lookback_start == dt.datetime(2025, 6, 16)
+    assert w.label_end == dt.datetime(2026, 6, 30)
 
 
 @pytest.mark.parametrize("impl", ["spark", "pandas"])
@@ -120,8 +136,8 @@ def test_point_in_time_future_rows_cannot_change_features(spark, tiny_tables):
     """Rewrite everything after the cutoff (drop it, or add absurd rows): features stay identical;
     only the label may look past the cutoff, and only inside the label window."""
     d, o, e = tiny_tables["diners"], tiny_tables["orders"], tiny_tables["email_events"]
-    end = pd.Timestamp(window(CUT, 365, 14)["cutoff_end"])
-    label_end = pd.Timestamp(window(CUT, 365, 14)["label_end"])
+    end = pd.Timestamp(window(CUT, 365, 14).cutoff_end)
+    label_end = pd.Timestamp(window(CUT, 365, 14).label_end)
     base = (
         build_features_spark(
             *_spark_frames(spark, d, o.drop(columns="dt"), e.drop(columns="dt")), CUT

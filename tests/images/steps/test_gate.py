@@ -18,10 +18,10 @@ def m(auc: float, brier: float = 0.05) -> dict[str, float]:
 def test_metrics_on_a_known_ranking() -> None:
     y = np.array([0, 0, 1, 0, 1, 0, 0, 0, 0, 1] * 10)
     perfect = y + np.linspace(0, 0.1, len(y))
-    out = gate.metrics(y, perfect / perfect.max())
+    out = gate.metrics("binary_classification", y, perfect / perfect.max())
     assert out["roc_auc"] == 1.0 and out["pr_auc"] == pytest.approx(1.0)
     assert out["lift_top_decile"] == pytest.approx(1 / 0.3)
-    random = gate.metrics(y, np.full(len(y), 0.3))
+    random = gate.metrics("binary_classification", y, np.full(len(y), 0.3))
     assert random["roc_auc"] == 0.5 and random["lift_top_decile"] == pytest.approx(1.0, abs=0.7)
 
 
@@ -64,3 +64,26 @@ def test_lower_is_better_thresholds() -> None:
 def test_force_promote_waives_comparison_not_thresholds() -> None:
     assert gate.decide(GATE, m(0.70), "3", m(0.72), "2", force_promote=True).promote
     assert not gate.decide(GATE, m(0.50), "3", m(0.72), "2", force_promote=True).passed
+
+
+def test_regression_metrics_and_lower_is_better_gate() -> None:
+    """A regression gate compares RMSE downwards and floors R² (the task's defaults)."""
+    rng = np.random.default_rng(3)
+    y = rng.gamma(2.0, 10.0, 2000)
+    good = gate.metrics("regression", y, y + rng.normal(0, 2.0, len(y)))
+    mean_only = gate.metrics("regression", y, np.full(len(y), y.mean()))
+    assert good["rmse"] < mean_only["rmse"] and good["r2"] > 0.9
+    assert mean_only["r2"] == pytest.approx(0.0, abs=1e-9)
+    policy = {"metric": None, "thresholds": None, "min_improvement": 0.5}
+    better = gate.decide(policy, good, "2", mean_only, "1", task="regression")
+    assert better.promote and "rmse" in better.reasons[-1]
+    worse = gate.decide(policy, mean_only, "3", good, "2", task="regression")
+    assert not worse.promote and worse.scoring_version == "2"
+    assert "does not beat champion v2" in worse.reasons[-2]
+    # the default floor: R² at least 0, i.e. no worse than predicting the mean
+    shuffled = gate.metrics("regression", y, rng.permutation(y))
+    refused = gate.decide(policy, shuffled, "4", None, None, task="regression")
+    assert not refused.passed and refused.scoring_version is None
+    assert (
+        "r2" in refused.reasons[0] and "misses the threshold (at least 0.0)" in refused.reasons[0]
+    )

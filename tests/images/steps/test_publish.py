@@ -21,10 +21,12 @@ from publish_helpers import (
     TOKEN,
     Receiver,
     expected_top,
+    model_env,
     publish_argv,
     publish_env,
     run_publish,
     scores_uri,
+    step_config,
     wait_for,
     write_scores,
 )
@@ -63,7 +65,7 @@ def progress(lake_uri: str, run_id: str) -> dict | None:
 
 def assert_exactly_once(crm: Receiver, expected_ids: list[str]) -> None:
     stats = crm.stats()
-    ids = [r["diner_id"] for r in crm.contacts()]
+    ids = [r["contact_id"] for r in crm.contacts()]
     assert sorted(ids) == sorted(expected_ids)  # none missing, none extra
     assert stats["contacts"] == len(expected_ids)
     assert stats["duplicate_writes"] == 0 and stats["max_writes_per_contact"] == 1, stats
@@ -82,7 +84,8 @@ def test_happy_path_top_fraction_batches_and_a_retry_sends_nothing(crm, lake_uri
     assert_exactly_once(crm, expected_top(1000, 0.2))
     record = crm.contacts()[0]
     assert record["offer_code"] == "summer-10" and record["model_version"] == "7"
-    assert record["run_key"] == run_key(run_id) and isinstance(record["score"], float)
+    assert record["model"] == PIPELINE and isinstance(record["propensity_score"], float)
+    assert record["run_key"] == run_key(run_id)
     assert progress(lake_uri, run_id)["complete"] is True
     assert result["checkpoint_uri"].endswith("/progress.json")
     assert TOKEN not in out
@@ -233,7 +236,8 @@ def test_missing_scores_manifest_is_a_clear_error(crm, lake_uri, tmp_path):
 def context(lake_uri: str, env: dict[str, str], run_id: str = "r1", **crm_cfg) -> StepContext:
     return StepContext(
         step="publish", pipeline=PIPELINE, customer=TENANT, run_id=run_id,
-        data_date=dt.date(2026, 6, 29), config={"crm": crm_cfg}, env={"LAKE_URI": lake_uri, **env},
+        data_date=dt.date(2026, 6, 29), config=step_config(crm_cfg),
+        env={"LAKE_URI": lake_uri, **model_env(), **env},
     )  # fmt: skip
 
 
@@ -275,7 +279,9 @@ def test_publish_reads_where_the_score_step_writes(lake_uri):
         scores_uri(lake_uri, "r1")
         == f"{lake_uri}/scores/{PIPELINE}/customer={TENANT}/run={run_key('r1')}"
     )
-    assert publish.SCORE_COLUMNS == scoring.SCORE_COLUMNS
+    from mlmodels.customer_propensity import MODEL
+
+    assert scoring.score_columns(MODEL) == ("diner_id", "score", "model_version")
 
 
 def test_batches_and_keys_are_deterministic_and_content_bound():
@@ -354,19 +360,20 @@ def test_receiver_refuses_a_reused_key_with_another_body(tmp_path):
             except urllib.error.HTTPError as exc:
                 return exc.code, json.loads(exc.read())
 
-        first = b'{"records": [{"diner_id": "a", "score": 1}]}'
+        first = b'{"records": [{"contact_id": "a", "model": "m", "score": 1}]}'
         assert post(first) == (200, {"upserted": 1, "replayed": False})
         assert post(first) == (200, {"upserted": 1, "replayed": True})
-        status, body = post(b'{"records": [{"diner_id": "b", "score": 1}]}')
+        status, body = post(b'{"records": [{"contact_id": "b", "model": "m", "score": 1}]}')
         assert status == 422 and body["error"] == "idempotency_key_reused"
         assert server.store.stats()["contacts"] == 1
         req = urllib.request.Request(server.url + "/v1/contacts:batchUpsert", method="POST",
-                                     data=b'{"records": [{"diner_id": "a", "segment": "vip"}]}',
+                                     data=b'{"records": [{"contact_id": "a", "model": "m", '
+                                          b'"segment": "vip"}]}',
                                      headers={"Authorization": "Bearer tk",
                                               "Idempotency-Key": "k2"})  # fmt: skip
         urllib.request.urlopen(req, timeout=5).read()
         (record,) = server.store.page(10, "")["records"]
-        assert record["segment"] == "vip" and record["_writes"] == 2  # upserted by diner_id
+        assert record["segment"] == "vip" and record["_writes"] == 2  # upserted by (model, id)
     finally:
         server.shutdown()
         server.server_close()
@@ -378,9 +385,10 @@ def test_publish_reads_what_the_score_step_writes(tmp_path, lake_uri):
     import pyarrow as pa
 
     from embedded.crm_receiver import serve
+    from mlmodels.customer_propensity import MODEL
     from model_steps.steps.score import score_table
-    from model_steps.training import CATEGORICAL, KEY, NUMERIC
 
+    KEY, NUMERIC, CATEGORICAL = MODEL.key, MODEL.numeric_features, MODEL.categorical_features
     n = 250
     columns = {
         KEY: [f"x{i:04d}" for i in range(n)],
@@ -392,13 +400,13 @@ def test_publish_reads_what_the_score_step_writes(tmp_path, lake_uri):
     features_uri = f"{lake_uri}/features/{PIPELINE}/customer={TENANT}/run={run_key('r1')}"
     lake.commit_parquet_table(features_uri, [pa.table(columns)])
 
-    class Model:  # the champion's pyfunc interface: a frame of inputs -> a "propensity" column
+    class Served:  # the champion's pyfunc interface: a frame of inputs -> the task's column
         def predict(self, frame):
             i = frame["tenure_days"].astype(int)
-            return pd.DataFrame({"propensity": ((i * 37) % 101) / 101})
+            return pd.DataFrame({"score": ((i * 37) % 101) / 101})
 
     ctx = context(lake_uri, {}, run_id="r1", top_fraction=0.1, batch_size=7)
-    score_table(Model(), features_uri, scoring.scores_table_uri(ctx), chunk_rows=60,
+    score_table(Served(), MODEL, features_uri, scoring.scores_table_uri(ctx), chunk_rows=60,
                 model_version="4")  # fmt: skip
     server, _ = serve(str(tmp_path / "crm.sqlite"), 0, "tk")
     try:
@@ -411,5 +419,5 @@ def test_publish_reads_what_the_score_step_writes(tmp_path, lake_uri):
     assert result["scored_rows"] == n and result["records"] == 25 and result["batches"] == 4
     scores = {f"x{i:04d}": ((i * 37) % 101) / 101 for i in range(n)}
     top = sorted(scores, key=lambda d: (-scores[d], d))[:25]
-    assert sorted(r["diner_id"] for r in page["records"]) == sorted(top)
+    assert sorted(r["contact_id"] for r in page["records"]) == sorted(top)
     assert {r["model_version"] for r in page["records"]} == {"4"}

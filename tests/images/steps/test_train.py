@@ -19,9 +19,9 @@ from pathlib import Path
 
 import datasteps_helpers
 import pytest
-from datasteps_helpers import DATA_DATE, PIPELINE, TENANT, run_chain
+from datasteps_helpers import DATA_DATE, PIPELINE, TENANT, model_env, run_chain
 
-from model_steps import datagen
+from mlmodels.restaurant_chain import datagen
 from model_steps.contract import run_key
 
 pytest.importorskip("tensorflow")
@@ -35,11 +35,10 @@ TRAINING = {
     "batch_size": 128,
     "learning_rate": 0.002,
     "warmup_epochs": 2,
-    "hidden_units": [64, 32],
-    "dropout": 0.1,
     "holdout_fraction": 0.2,
     "seed": 42,
 }
+NETWORK = {"hidden_units": [64, 32], "dropout": 0.1}  # the model's own settings section
 REGISTERED = f"{PIPELINE}-{TENANT}"
 
 
@@ -100,7 +99,8 @@ def env_for(
     env.update(
         {
             "LAKE_URI": f"file://{lake}",
-            "STEP_CONFIG": json.dumps({"training": training or TRAINING}),
+            "STEP_CONFIG": json.dumps({"training": training or TRAINING, "model": NETWORK}),
+            **model_env(),
             "STEP_XCOM_PATH": str(xcom),
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{BIN}:{env.get('PATH', '')}",
@@ -167,7 +167,8 @@ def test_mlflow_run_contents(runs, mlflow_services):
     p = run.data.params
     assert p["epochs"] == "12" and p["batch_size"] == "128" and p["horovod_size"] == "2"
     assert float(p["scaled_learning_rate"]) == pytest.approx(0.004)
-    assert p["hidden_units"] == "64,32"
+    assert p["model.hidden_units"] == "64,32" and p["model"] == PIPELINE
+    assert p["task"] == "binary_classification"
     t = run.data.tags
     assert t["customer"] == TENANT and t["pipeline"] == PIPELINE
     assert t["airflow.dag_id"] == f"{PIPELINE}__{TENANT}" and t["airflow.run_id"] == "test-run"
@@ -217,8 +218,8 @@ def test_registered_model_predicts_from_feature_columns(runs, mlflow_services, t
     assert "segment" in sig.input_names() and "recency_days" in sig.input_names()
     df = read_table(runs[1]["features_uri"]).head(50)
     out = model.predict(df.drop(columns=["label"]))
-    assert list(out.columns) == ["propensity"] and len(out) == 50
-    assert ((out["propensity"] > 0) & (out["propensity"] < 1)).all()
+    assert list(out.columns) == ["score"] and len(out) == 50  # the task's output column
+    assert ((out["score"] > 0) & (out["score"] < 1)).all()
 
 
 def test_retry_after_success_returns_the_same_version(runs, train_lake, mlflow_services, tmp_path):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from model_steps.contract import StepError
+from model_steps.gate import metrics, roc_auc
 from model_steps.tracking import wait_for_server
-from model_steps.training import holdout_mask, holdout_metrics, moments_to_stats, roc_auc
+from model_steps.training import holdout_mask, moments_to_stats
 
 
 def test_roc_auc_matches_the_pairwise_definition():
@@ -18,8 +19,16 @@ def test_roc_auc_matches_the_pairwise_definition():
     pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
     assert roc_auc(y, p) == pytest.approx(pairs)
     assert roc_auc(y, np.zeros(300)) == 0.5
-    m = holdout_metrics(y, p.clip(0, 1))
-    assert set(m) == {"roc_auc", "log_loss", "brier", "rows", "positives"}
+    m = metrics("binary_classification", y, p.clip(0, 1))
+    assert set(m) == {
+        "roc_auc",
+        "pr_auc",
+        "log_loss",
+        "brier",
+        "lift_top_decile",
+        "rows",
+        "positives",
+    }
 
 
 def test_holdout_split_is_stable_and_sized():
@@ -33,9 +42,7 @@ def test_holdout_split_is_stable_and_sized():
 
 
 def test_moments_give_mean_and_variance():
-    from model_steps.training import NUMERIC
-
-    k = len(NUMERIC)
+    k = 17
     x = np.random.default_rng(2).normal(3.0, 2.0, size=(5000, k))
     m = np.concatenate([[len(x)], x.sum(0), (x * x).sum(0)])
     mean, var = moments_to_stats(m)

@@ -1,41 +1,36 @@
-"""Expectation suites, one reviewable JSON file per pipeline, in Great Expectations' own suite format.
+"""Expectation suites: each model's own reviewable JSON file, in Great Expectations' suite format.
 
-``<pipeline>.json`` validates the feature table that the ingest step writes for that pipeline; a
-pipeline without its own file uses ``customer_propensity.json`` (the suite of the feature table this
-package builds), and ``STEP_CONFIG`` ``validation.suite`` can name another file. Each expectation
-carries ``severity`` (``critical`` fails the task, ``warning`` passes it flagged) and ``meta.why``.
-Bounds that differ per platform customer are ``{"$PARAMETER": name}`` placeholders, filled from
-STEP_CONFIG at run time (see ``suite_parameters`` in :mod:`model_steps.steps.validate`).
+A model declares its suite file (``Model.suite``, next to its code); there is no fallback to another
+model's suite. The suite validates the training table the ingest step builds for that model; the
+population is validated with the same suite minus its label expectations (:func:`without_column`).
+Each expectation carries ``severity`` (``critical`` fails the task, ``warning`` passes it flagged)
+and ``meta.why``. Bounds that differ per platform customer are ``{"$PARAMETER": name}``
+placeholders, filled from STEP_CONFIG at run time (``suite_parameters`` in
+:mod:`model_steps.steps.validate`).
 """
 
 from __future__ import annotations
 
 import json
-from importlib import resources
 from typing import Any
 
-DEFAULT_SUITE = "customer_propensity"
+from model_steps.contract import UsageError
+from model_steps.model_api import Model
 
 
-def available() -> list[str]:
-    return sorted(
-        p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".json")
-    )
-
-
-def load_suite(pipeline: str, override: str | None = None) -> tuple[str, dict[str, Any]]:
-    """(suite file name, suite JSON) for ``pipeline``."""
-    from model_steps.contract import UsageError
-
-    names = available()
-    name = override or (pipeline if pipeline in names else DEFAULT_SUITE)
-    if name not in names:
+def load_suite(model: Model) -> tuple[str, dict[str, Any]]:
+    """(suite file name, suite JSON) of ``model``."""
+    try:
+        suite = json.loads(model.suite.read_text())
+    except FileNotFoundError:
         raise UsageError(
-            f"expectation suite {name!r} not found: model_steps/expectations/ has "
-            f"{', '.join(names)}"
-        )
-    text = resources.files(__name__).joinpath(f"{name}.json").read_text()
-    return f"{name}.json", json.loads(text)
+            f"model {model.name}: its expectation suite {model.suite} does not exist"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"model {model.name}: {model.suite} is not valid JSON ({exc})") from None
+    if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
+        raise UsageError(f"model {model.name}: {model.suite} has no 'expectations' list")
+    return model.suite.name, suite
 
 
 def without_column(suite: dict[str, Any], column: str) -> dict[str, Any]:
@@ -53,3 +48,67 @@ def without_column(suite: dict[str, Any], column: str) -> dict[str, Any]:
         }
         kept.append({**expectation, "kwargs": {**kwargs, **lists}} if lists else expectation)
     return {**suite, "name": f"{suite['name']}.without_{column}", "expectations": kept}
+
+
+_GX_TYPES = {
+    "string": ["str", "object", "string"],
+    "int": ["int", "int8", "int16", "int32", "int64", "Int32", "Int64"],
+    "double": ["float", "float32", "float64", "Float64"],
+    "date": ["date", "datetime64", "datetime64[ns]", "object"],
+}
+
+
+def skeleton(model: Model) -> dict[str, Any]:
+    """A starting suite from the model's declared schema (what `make new-model` writes, and what a
+    model author then tightens): every column exists with its type and no nulls, the key is
+    unique, the row count is within the platform's bounds, categoricals are in their vocabulary."""
+
+    def exp(kind: str, severity: str, why: str, **kwargs: Any) -> dict[str, Any]:
+        return {"type": kind, "kwargs": kwargs, "severity": severity, "meta": {"why": why}}
+
+    schema = model.table_schema(labelled=True)
+    out = [exp("expect_table_columns_to_match_set", "warning",
+               "schema: an extra column is ignored by training, but someone should look",
+               column_set=list(schema), exact_match=True),
+           exp("expect_table_row_count_to_be_between", "critical",
+               "row-count bounds from validation.min_rows/max_rows",
+               min_value={"$PARAMETER": "min_rows"}, max_value={"$PARAMETER": "max_rows"}),
+           exp("expect_column_values_to_be_unique", "critical", f"one row per {model.key}",
+               column=model.key)]  # fmt: skip
+    for column, kind in schema.items():
+        out.append(exp("expect_column_to_exist", "critical", "schema", column=column))
+        out.append(exp("expect_column_values_to_be_in_type_list", "critical", f"type: {kind}",
+                       column=column, type_list=_GX_TYPES[kind]))  # fmt: skip
+        out.append(exp("expect_column_values_to_not_be_null", "critical",
+                       "features are complete by construction: a null is a bug upstream",
+                       column=column))  # fmt: skip
+    for column, vocabulary in model.categorical_features.items():
+        out.append(exp("expect_column_values_to_be_in_set", "critical",
+                       "outside the vocabulary the network's one-hot sees an unknown",
+                       column=column, value_set=list(vocabulary), mostly=0.99))  # fmt: skip
+    return {
+        "name": f"{model.name}.features",
+        "meta": {"owner": model.name, "notes": "generated by expectations.skeleton; edit freely"},
+        "expectations": out,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model_steps.expectations <model import path> <suite.json>``: write the skeleton
+    suite of a model (what `make new-model` does); an existing file is never overwritten."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    ref, target = args[0], Path(args[1])
+    if target.exists():
+        print(f"{target} exists: not overwritten", file=sys.stderr)
+        return 1
+    model = importlib.import_module(ref).MODEL
+    target.write_text(json.dumps(skeleton(model), indent=2) + "\n")
+    print(f"wrote {target} ({len(skeleton(model)['expectations'])} expectations)")
+    return 0

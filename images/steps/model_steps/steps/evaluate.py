@@ -23,8 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from model_steps import gate, lake
+from model_steps import gate, lake, model_loader
 from model_steps.contract import SkipDownstream, StepContext, StepError
+from model_steps.model_api import Model
 from model_steps.profile import champion_profile_uri
 from model_steps.tracking import connect, registered_model_name, tracking_uri
 
@@ -32,26 +33,25 @@ log = logging.getLogger("model_steps.evaluate")
 ALIAS = "champion"
 
 
-def _holdout(features_uri: str, training: dict[str, Any]) -> Any:
+def _holdout(features_uri: str, model: Model, training: Any) -> Any:
     from model_steps.profile import read_table
     from model_steps.training import holdout_mask
 
     df = read_table(features_uri)
-    hold = holdout_mask(df["diner_id"].to_numpy(), float(training.get("holdout_fraction", 0.2)),
-                        int(training.get("seed", 42)))  # fmt: skip
+    hold = holdout_mask(df[model.key].to_numpy(), training.holdout_fraction, training.seed)
     return df[hold].reset_index(drop=True)
 
 
-def _predict(model_uri: str, frame: Any) -> Any:
+def _predict(model_uri: str, model: Model, frame: Any) -> Any:
     import mlflow.pyfunc
 
-    from model_steps.training import INPUT_COLUMNS
-
-    model = mlflow.pyfunc.load_model(model_uri)
-    return model.predict(frame[list(INPUT_COLUMNS)])["propensity"].to_numpy()
+    served = mlflow.pyfunc.load_model(model_uri)
+    return served.predict(frame[list(model.input_columns)])[model.output_column].to_numpy()
 
 
-def _report(out_dir: Path, y: Any, scores: dict[str, Any], decision: gate.Decision) -> list[str]:
+def _report(
+    out_dir: Path, y: Any, scores: dict[str, Any], decision: gate.Decision, model: Model
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,8 +74,18 @@ def _report(out_dir: Path, y: Any, scores: dict[str, Any], decision: gate.Decisi
             return fp / max(fp[-1], 1), tp / max(tp[-1], 1)
         return tp / max(tp[-1], 1), tp / np.arange(1, len(p) + 1)
 
-    for kind, (xl, yl) in {"roc": ("false positive rate", "true positive rate"),
-                           "pr": ("recall", "precision")}.items():  # fmt: skip
+    curves = {"roc": ("false positive rate", "true positive rate"), "pr": ("recall", "precision")}
+    if model.task == "regression":
+        curves = {}
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for name, p in scores.items():
+            ax.scatter(y, p, s=4, alpha=0.3, label=name)
+        top = float(max(np.max(y), *(np.max(p) for p in scores.values())))
+        ax.plot([0, top], [0, top], "k:", lw=0.8)
+        ax.set(xlabel="actual", ylabel="predicted", title="predicted vs actual (holdout)")
+        ax.legend()
+        save(fig, "predicted_vs_actual.png")
+    for kind, (xl, yl) in curves.items():
         fig, ax = plt.subplots(figsize=(5, 4))
         for name, p in scores.items():
             ax.plot(*curve(p, kind), label=name)
@@ -96,7 +106,7 @@ def _report(out_dir: Path, y: Any, scores: dict[str, Any], decision: gate.Decisi
     ax.legend()
     save(fig, "calibration.png")
     fig, ax = plt.subplots(figsize=(6, 4))
-    names = [m for m in gate.METRICS if m in decision.candidate]
+    names = [m for m in model.task_info.metrics if m in decision.candidate]
     width = 0.38
     ax.bar(
         np.arange(len(names)) - width / 2,
@@ -119,7 +129,7 @@ def _report(out_dir: Path, y: Any, scores: dict[str, Any], decision: gate.Decisi
     rows = "".join(
         f"<tr><td>{m}</td><td>{decision.candidate.get(m)}</td>"
         f"<td>{(decision.champion or {}).get(m, '—')}</td></tr>"
-        for m in (*gate.METRICS, "rows", "positives")
+        for m in (*model.task_info.metrics, "rows")
     )
     verdict = "PASSED" if decision.passed else "REFUSED"
     html = (
@@ -151,6 +161,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
         )
     trained = lake.read_json(train_uri)
 
+    loaded = model_loader.load(ctx)
+    model = loaded.model
     uri = tracking_uri(ctx)
     connect(uri)
     client = mlflow.MlflowClient()
@@ -162,24 +174,24 @@ def run(ctx: StepContext) -> dict[str, Any]:
     except MlflowException:
         champion_version = None
 
-    holdout = _holdout(trained["features_uri"], ctx.config.get("training", {}))
-    y = holdout["label"].to_numpy()
-    scores = {"candidate": _predict(f"models:/{name}/{candidate_version}", holdout)}
+    holdout = _holdout(trained["features_uri"], model, loaded.platform.training)
+    y = holdout[model.label_column].to_numpy()
+    scores = {"candidate": _predict(f"models:/{name}/{candidate_version}", model, holdout)}
     if champion_version == candidate_version:
         champion_version = None  # promoted by an earlier attempt that died before deciding
     if champion_version is not None:
-        scores["champion"] = _predict(f"models:/{name}/{champion_version}", holdout)
-    measured = {k: gate.metrics(y, p) for k, p in scores.items()}
+        scores["champion"] = _predict(f"models:/{name}/{champion_version}", model, holdout)
+    measured = {k: gate.metrics(model.task, y, p) for k, p in scores.items()}
     decision = gate.decide(
-        ctx.config.get("gate", {}), measured["candidate"], candidate_version,
-        measured.get("champion"), champion_version,
+        loaded.platform.gate.model_dump(), measured["candidate"], candidate_version,
+        measured.get("champion"), champion_version, task=model.task,
         force_promote=bool(ctx.params.get("force_promote")),
     )  # fmt: skip
     for reason in decision.reasons:
         log.info("gate: %s", reason)
 
     with tempfile.TemporaryDirectory(prefix="report-") as tmp:
-        files = _report(Path(tmp), y, scores, decision)
+        files = _report(Path(tmp), y, scores, decision, model)
         report_uri = lake.join(out_uri, "report")
         lake.put_tree(tmp, report_uri)
         with mlflow.start_run(run_id=trained["mlflow_run_id"]):

@@ -1,4 +1,4 @@
-"""Ingest step (PySpark): raw zone -> the run's two per-diner tables for its data date.
+"""Ingest step (PySpark): raw zone -> the run's two tables of the model's entities for its data date.
 
 The data date is the as-of date: the last day whose raw drops have landed (a scheduled run's is the
 day before it runs). From one read of the raw zone the step builds
@@ -23,52 +23,43 @@ import logging
 import time
 from typing import Any
 
-from model_steps import lake
+from model_steps import lake, model_loader
 from model_steps.contract import StepContext
-from model_steps.features import (
-    FEATURE_SCHEMA,
-    KEY,
-    LABEL,
-    POPULATION,
-    POPULATION_SCHEMA,
-    build_features_spark,
-    training_cutoff,
-)
+from model_steps.features import FEATURES, POPULATION, build_table, training_cutoff, window
+from model_steps.model_api import Model, ModelContext
 from model_steps.raw_reader import read_raw
-from model_steps.settings import data_settings
 from model_steps.spark_config import get_session, spark_conf
 
 log = logging.getLogger(__name__)
 
 
 def commit_table(
-    df: Any, table_uri: str, n_files: int, manifest: dict[str, Any], labelled: bool
+    df: Any, table_uri: str, n_files: int, manifest: dict[str, Any], model: Model, labelled: bool
 ) -> dict[str, Any]:
     """Write ``df`` into a new attempt folder, commit it with its manifest, drop older attempts."""
     from pyspark.sql import functions as F
 
+    key, label = model.key, model.label_column
     attempt = f"attempt={lake.new_attempt_id()}"
     out_uri = lake.join(table_uri, attempt)
     (
-        df.repartition(n_files, KEY)
-        .sortWithinPartitions(KEY)
+        df.repartition(n_files, key)
+        .sortWithinPartitions(key)
         .write.mode("overwrite")
         .parquet(lake.spark_uri(out_uri))
     )
     written = df.sparkSession.read.parquet(lake.spark_uri(out_uri))
     counts = [F.count(F.lit(1)).alias("rows")]
     if labelled:
-        counts.append(F.sum(LABEL).alias("positives"))
+        counts.append(F.sum(label).alias("label_sum"))
     stats = written.agg(*counts).collect()[0]
     rows = int(stats["rows"])
     manifest = {**manifest, "rows": rows}
-    if labelled:
-        positives = int(stats["positives"] or 0)
-        manifest.update(
-            label=LABEL,
-            label_positives=positives,
-            label_rate=round(positives / rows, 6) if rows else None,
-        )
+    if labelled:  # the label's mean: a classifier's positive rate, a regression's mean target
+        total = float(stats["label_sum"] or 0)
+        manifest.update(label=label, label_rate=round(total / rows, 6) if rows else None)
+        if model.task == "binary_classification":
+            manifest["label_positives"] = int(total)
     manifest.update(
         attempt=attempt,
         files=sorted(f for f in lake.list_files(out_uri) if f.endswith(".parquet")),
@@ -83,71 +74,79 @@ def commit_table(
 
 def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
-    cfg = data_settings(ctx.config)
-    lookback, window = cfg["lookback_days"], cfg["label_window_days"]
-    cutoff = training_cutoff(ctx.data_date, window)
+    loaded = model_loader.load(ctx)
+    model, cfg = loaded.model, loaded.platform.data
+    lookback, label_window = cfg.lookback_days, cfg.label_window_days
+    cutoff = training_cutoff(ctx.data_date, label_window)
     spark = get_session(spark_conf(ctx.config, ctx.lake_uri, ctx.env))
     frames, report = read_raw(
         spark,
         ctx.lake_uri,
         ctx.customer,
         ctx.data_date,
+        tables=model.raw_tables,
         lookback_days=lookback,
-        label_window_days=window,
-        require_label_window=bool(cfg["require_label_window"]),
+        label_window_days=label_window,
+        require_label_window=cfg.require_label_window,
     )
     for w in report.warnings:
         log.warning("raw input: %s", w)
 
-    n_files = max(1, -(-report.rows["diners"] // int(cfg["output_rows_per_file"])))
+    entities = max((report.rows[t.name] for t in model.raw_tables if not t.windowed), default=0)
+    n_files = max(1, -(-entities // cfg.output_rows_per_file))
     common = {
         "pipeline": ctx.pipeline,
         "customer": ctx.customer,
+        "model": model.name,
+        "task": model.task,
         "run_id": ctx.run_id,
         "run_key": ctx.run_key,
         "data_date": ctx.data_date.isoformat(),
         "lookback_days": lookback,
-        "label_window_days": window,
-        "key": KEY,
+        "label_window_days": label_window,
+        "key": model.key,
         "raw": {"files": report.files, "rows": report.rows, "drop_days": report.days},
         "warnings": report.warnings,
     }
     tables = {}
-    for table, as_of, labelled, schema in (
-        (POPULATION, ctx.data_date, False, POPULATION_SCHEMA),
-        ("features", cutoff, True, FEATURE_SCHEMA),
-    ):
-        df = build_features_spark(
-            frames["diners"], frames["orders"], frames["email_events"], as_of,
-            lookback_days=lookback, label_window_days=window, labelled=labelled,
+    for table, as_of, labelled in ((POPULATION, ctx.data_date, False), (FEATURES, cutoff, True)):
+        mctx = ModelContext(
+            pipeline=ctx.pipeline, customer=ctx.customer, data_date=ctx.data_date,
+            lake_uri=ctx.lake_uri, settings=loaded.settings, platform=loaded.platform,
+            window=window(as_of, lookback, label_window),
         )  # fmt: skip
+        df = build_table(frames, model, mctx, labelled)
         tables[table] = commit_table(
             df,
             ctx.lake_path(table),
             n_files,
-            {"table": table, **common, "cutoff_date": as_of.isoformat(), "schema": schema},
+            {**common, "table": table, "cutoff_date": as_of.isoformat(),
+             "schema": model.table_schema(labelled)},
+            model,
             labelled,
-        )
+        )  # fmt: skip
     for df in frames.values():
         df.unpersist()
     spark.catalog.clearCache()
 
-    training, population = tables["features"], tables[POPULATION]
+    training, population = tables[FEATURES], tables[POPULATION]
     seconds = round(time.monotonic() - started, 1)
     log.info(
-        "training table: %d diners at cutoff %s, label rate %s; population: %d diners at %s; "
-        "%d raw order rows, %.1fs",
+        "%s: training table of %d rows at cutoff %s, label mean %s; population of %d at %s; "
+        "raw rows %s, %.1fs",
+        model.name,
         training["rows"],
         cutoff,
         training["label_rate"],
         population["rows"],
         ctx.data_date,
-        report.rows.get("orders", 0),
+        report.rows,
         seconds,
     )
     return {
-        "features_uri": ctx.lake_path("features"),
-        "manifest_uri": lake.join(ctx.lake_path("features"), lake.MANIFEST),
+        "model": model.name,
+        "features_uri": ctx.lake_path(FEATURES),
+        "manifest_uri": lake.join(ctx.lake_path(FEATURES), lake.MANIFEST),
         "population_uri": ctx.lake_path(POPULATION),
         "cutoff_date": cutoff.isoformat(),
         "rows": training["rows"],

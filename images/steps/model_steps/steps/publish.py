@@ -1,14 +1,15 @@
-"""Publish step: push the run's top-scored diners to the CRM's batch upsert API.
+"""Publish step: push the model's chosen scored rows to the CRM's batch upsert API.
 
 Input, read through its manifest (never by listing the folder)::
 
     <scores root>/<pipeline>/customer=<tenant>/run=<run key>/_MANIFEST.json   (score step)
-        columns: diner_id (string), score (float), model_version (string)
+        columns: <model key> (string), score | prediction (float), model_version (string)
 
 where the scores root is ``SCORES_URI`` when set (the cluster's scores bucket), else
 ``<LAKE_URI>/scores`` (:func:`model_steps.scoring.scores_table_uri`, shared with the score step).
-The top ``crm.top_fraction`` by score (ties by diner_id) become records ``{diner_id, score,
-offer_code, model_version, run_key}``, cut into batches of ``crm.batch_size`` in that fixed order.
+The model decides which rows are pushed, in which order (``Model.crm_select``), and what a record
+holds (``Model.crm_record``); the platform wraps each as ``{contact_id, model, model_version,
+run_key, **the model's fields}`` and cuts them into batches of ``crm.batch_size`` in that fixed order.
 Each batch's idempotency key hashes the run, its index and its exact body, so a retried run rebuilds
 the same batches with the same keys. Acknowledged keys are saved to::
 
@@ -25,7 +26,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import signal
 import threading
 import time
@@ -36,18 +36,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from model_steps import lake
+from model_steps import lake, model_loader
 from model_steps.contract import ENV_CRM_API_TOKEN, ENV_CRM_BASE_URL, StepContext, StepError
 from model_steps.crm import BatchOutcome, CrmClient, mask, redact_url
-from model_steps.scoring import SCORE_COLUMNS, scores_table_uri
-from model_steps.settings import crm_settings
+from model_steps.model_api import Model, ModelContext
+from model_steps.scoring import score_columns, scores_table_uri
 
 log = logging.getLogger(__name__)
 
 PUBLISH_ZONE = "publish"  # <lake>/publish/<pipeline>/customer=<c>/run=<key>/progress.json
 PROGRESS_FILE = "progress.json"
 # What makes two attempts' batches the same: if any differs, earlier keys mostly will not match.
-PLAN_IDENTITY = ("records", "batch_size", "scores_attempt", "offer_code")
+PLAN_IDENTITY = ("records", "batch_size", "scores_attempt", "model_settings")
 
 
 @dataclass(frozen=True)
@@ -85,33 +85,31 @@ def credentials(env: dict[str, str], connection_id: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Selection:
-    """The records to publish, in publish order, kept as Arrow columns: records are built as dicts
+    """The rows to publish, in publish order, kept as Arrow columns: records are built as dicts
     one batch at a time, so a few million of them never sit in memory as Python objects."""
 
-    table: Any  # pyarrow.Table: diner_id (string), score (double), model_version (string)
-    offer_code: str
+    table: Any  # pyarrow.Table: the scores table's columns, the model's choice of rows
+    model: Model
+    context: ModelContext
     run_key: str
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
 
     def chunks(self, size: int) -> Iterator[list[dict[str, Any]]]:
+        key, name, run_key = self.model.key, self.model.name, self.run_key
         for start in range(0, len(self), size):
-            part = self.table.slice(start, size)
+            part = self.table.slice(start, size).to_pylist()
+            # fixed key order: a retry builds byte-identical bodies
             yield [
                 {
-                    "diner_id": diner_id,
-                    "score": score,
-                    "offer_code": self.offer_code,
-                    "model_version": model_version,
-                    "run_key": self.run_key,
+                    "contact_id": row[key],
+                    "model": name,
+                    "model_version": row["model_version"],
+                    "run_key": run_key,
+                    **self.model.crm_record(row, self.context),
                 }
-                for diner_id, score, model_version in zip(
-                    part["diner_id"].to_pylist(),
-                    part["score"].to_pylist(),
-                    part["model_version"].to_pylist(),
-                    strict=True,
-                )
+                for row in part
             ]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -120,7 +118,7 @@ class Selection:
 
 
 def select_records(
-    scores_uri: str, top_fraction: float, offer_code: str, run_key: str
+    scores_uri: str, model: Model, context: ModelContext, run_key: str
 ) -> tuple[Selection, int, dict[str, Any]]:
     """(records to publish in their fixed order, rows scored, scores manifest)."""
     import pyarrow as pa
@@ -131,34 +129,35 @@ def select_records(
     except StepError as exc:
         raise StepError(f"no scores to publish: {exc}") from None
     where = f"scores table {scores_uri} ({manifest.get('attempt')})"
+    columns = score_columns(model)
+    key, value = columns[0], columns[1]
     for name in manifest.get("files", []):  # only the columns publish needs are read
-        missing = [c for c in SCORE_COLUMNS if c not in parquet_columns(scores_uri, manifest, name)]
+        missing = [c for c in columns if c not in parquet_columns(scores_uri, manifest, name)]
         if missing:
             raise StepError(
                 f"{where} file {name} lacks column(s) {', '.join(missing)}; the score step must "
-                f"write {', '.join(SCORE_COLUMNS)}"
+                f"write {', '.join(columns)}"
             )
-    table, manifest = lake.read_parquet_table(scores_uri, columns=list(SCORE_COLUMNS))
-    schema = pa.schema(
-        [("diner_id", pa.string()), ("score", pa.float64()), ("model_version", pa.string())]
-    )
+    table, manifest = lake.read_parquet_table(scores_uri, columns=list(columns))
+    schema = pa.schema([(key, pa.string()), (value, pa.float64()), ("model_version", pa.string())])
     if table is None or table.num_rows == 0:
         log.warning("%s has no rows: nothing to publish", where)
-        return Selection(schema.empty_table(), offer_code, run_key), 0, manifest
-    table = pa.table(
-        [pc.cast(table[c], schema.field(c).type) for c in SCORE_COLUMNS], schema=schema
-    )
-    bad_ids = table["diner_id"].null_count + (pc.sum(pc.equal(table["diner_id"], "")).as_py() or 0)
-    bad_scores = table["score"].null_count + (pc.sum(pc.is_nan(table["score"])).as_py() or 0)
-    if bad_ids or bad_scores:
-        raise StepError(f"{where}: {bad_ids} empty diner_id(s) and {bad_scores} null/NaN score(s)")
-    if pc.count_distinct(table["diner_id"]).as_py() != table.num_rows:
-        dupes = table.num_rows - pc.count_distinct(table["diner_id"]).as_py()
-        raise StepError(f"{where}: {dupes} duplicate diner_id row(s); one score per diner expected")
-    n = table.num_rows
-    top = min(n, max(1, math.ceil(top_fraction * n)))
-    order = pc.sort_indices(table, sort_keys=[("score", "descending"), ("diner_id", "ascending")])
-    return Selection(table.take(order[:top]), offer_code, run_key), n, manifest
+        return Selection(schema.empty_table(), model, context, run_key), 0, manifest
+    table = pa.table([pc.cast(table[c], schema.field(c).type) for c in columns], schema=schema)
+    bad_ids = table[key].null_count + (pc.sum(pc.equal(table[key], "")).as_py() or 0)
+    bad_values = table[value].null_count + (pc.sum(pc.is_nan(table[value])).as_py() or 0)
+    if bad_ids or bad_values:
+        raise StepError(f"{where}: {bad_ids} empty {key}(s) and {bad_values} null/NaN {value}(s)")
+    if pc.count_distinct(table[key]).as_py() != table.num_rows:
+        dupes = table.num_rows - pc.count_distinct(table[key]).as_py()
+        raise StepError(f"{where}: {dupes} duplicate {key} row(s); one row per {key} expected")
+    chosen = model.crm_select(table, context)
+    if not isinstance(chosen, pa.Table) or chosen.schema.names != schema.names:
+        raise StepError(
+            f"model {model.name}: crm_select must return the scores table's rows (an Arrow table "
+            f"with columns {', '.join(columns)})"
+        )
+    return Selection(chosen, model, context, run_key), table.num_rows, manifest
 
 
 def parquet_columns(table_uri: str, manifest: dict[str, Any], name: str) -> list[str]:
@@ -314,12 +313,16 @@ def send_batches(
 
 def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
-    s = crm_settings(ctx.config)
+    loaded = model_loader.load(ctx)
+    s = loaded.platform.crm.model_dump()
     base_url, token = credentials(ctx.env, s["connection_id"])
     scores_uri = scores_table_uri(ctx)
-    records, scored_rows, manifest = select_records(
-        scores_uri, float(s["top_fraction"]), s["offer_code"], ctx.run_key
-    )
+    context = ModelContext(
+        pipeline=ctx.pipeline, customer=ctx.customer, data_date=ctx.data_date,
+        lake_uri=ctx.lake_uri, settings=loaded.settings, platform=loaded.platform,
+    )  # fmt: skip
+    records, scored_rows, manifest = select_records(scores_uri, loaded.model, context, ctx.run_key)
+    own_settings = json.dumps(loaded.settings.model_dump(mode="json"), sort_keys=True)
     identity = f"{ctx.pipeline}/{ctx.customer}/{ctx.run_key}"
     batch_size = int(s["batch_size"])
     n_batches = -(-len(records) // batch_size)
@@ -328,7 +331,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "batches": n_batches,
         "batch_size": batch_size,
         "scores_attempt": manifest.get("attempt"),
-        "offer_code": s["offer_code"],
+        "model_settings": hashlib.sha256(own_settings.encode()).hexdigest()[:16],
         "run_id": ctx.run_id,
     }
     progress_uri = ctx.lake_path(PUBLISH_ZONE, PROGRESS_FILE)
@@ -348,9 +351,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
             yield batch
 
     log.info(
-        "publishing %d of %d scored diners (top %.0f%%) to %s: %d batches of <= %d, "
+        "publishing %d of %d scored rows (chosen by %s) to %s: %d batches of <= %d, "
         "concurrency %d; checkpoint %s holds %d acknowledged batches",
-        len(records), scored_rows, 100 * s["top_fraction"], redact_url(base_url), n_batches,
+        len(records), scored_rows, loaded.model.name, redact_url(base_url), n_batches,
         batch_size, s["max_concurrency"], progress_uri, len(earlier),
     )  # fmt: skip
 
@@ -415,7 +418,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "retries_by_reason": dict(sorted(retries.items())),
         "scores_uri": scores_uri,
         "checkpoint_uri": progress_uri,
-        "offer_code": s["offer_code"],
+        "model": loaded.model.name,
         "seconds": round(seconds, 2),
     }
     log.info(

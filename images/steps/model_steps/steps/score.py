@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from model_steps import lake
+from model_steps import lake, model_loader
 from model_steps.contract import StepContext, StepError
 from model_steps.features import POPULATION
-from model_steps.scoring import scores_table_uri
+from model_steps.model_api import Model
+from model_steps.scoring import score_columns, scores_table_uri
 from model_steps.steps.evaluate import ALIAS
 from model_steps.tracking import connect, registered_model_name, tracking_uri
 
@@ -65,7 +66,8 @@ def _prefetch(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
 
 
 def score_table(
-    model: Any,
+    served: Any,
+    model: Model,
     features_uri: str,
     out_uri: str,
     *,
@@ -81,8 +83,7 @@ def score_table(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from model_steps.training import INPUT_COLUMNS, KEY
-
+    key, inputs, output = model.key, list(model.input_columns), model.output_column
     started = time.monotonic()
     manifest = lake.read_manifest(features_uri)
     attempt = f"attempt={lake.new_attempt_id()}"
@@ -95,10 +96,8 @@ def score_table(
             path = lake.filesystem(lake.join(features_uri, manifest["attempt"], source))[1]
             with fs_in.open(path, "rb") as fh:
                 reader = pq.ParquetFile(fh)
-                for batch in reader.iter_batches(
-                    batch_size=chunk_rows, columns=[KEY, *INPUT_COLUMNS]
-                ):
-                    yield batch, batch.select(list(INPUT_COLUMNS)).to_pandas()
+                for batch in reader.iter_batches(batch_size=chunk_rows, columns=[key, *inputs]):
+                    yield batch, batch.select(inputs).to_pandas()
 
     def write(table: Any, part: str) -> None:
         with fs_out.open(lake.filesystem(lake.join(out_uri, attempt, part))[1], "wb") as out:
@@ -110,14 +109,14 @@ def score_table(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-write") as writer:
         for batch, frame in _prefetch(chunks()):
             t0 = time.monotonic()
-            scores = model.predict(frame)["propensity"].to_numpy()
+            scores = served.predict(frame)[output].to_numpy()
             predict_s += time.monotonic() - t0
             version = pa.DictionaryArray.from_arrays(
                 pa.array(np.zeros(batch.num_rows, np.int32)), pa.array([model_version])
             )
             table = pa.table({
-                "diner_id": batch.column(KEY).cast(pa.string()),
-                "score": pa.array(scores, pa.float64()),
+                key: batch.column(key).cast(pa.string()),
+                output: pa.array(scores, pa.float64()),
                 "model_version": version,
             })  # fmt: skip
             files.append(f"part-{len(files):05d}.parquet")
@@ -135,7 +134,9 @@ def score_table(
         "rows": rows,
         "attempt": attempt,
         "files": files,
-        "columns": ["diner_id", "score", "model_version"],
+        "key": key,
+        "value": output,
+        "columns": list(score_columns(model)),
         "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     lake.write_json_atomic(lake.join(out_uri, lake.MANIFEST), committed)  # the commit point
@@ -147,16 +148,18 @@ def score_table(
 
 def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
+    loaded = model_loader.load(ctx)
     features_uri = ctx.lake_path(POPULATION)
     lake.read_manifest(features_uri)  # a clear error before loading the model if ingest never ran
-    model, name, version = _champion(ctx)
+    served, name, version = _champion(ctx)
     out_uri = scores_table_uri(ctx)
-    chunk_rows = int(ctx.config.get("scoring", {}).get("chunk_rows", 200_000))
+    chunk_rows = loaded.platform.scoring.chunk_rows
     meta = {"pipeline": ctx.pipeline, "customer": ctx.customer, "run_key": ctx.run_key,
             "registered_model": name}  # fmt: skip
     done = score_table(
-        model, features_uri, out_uri, chunk_rows=chunk_rows, model_version=version, meta=meta
-    )
+        served, loaded.model, features_uri, out_uri,
+        chunk_rows=chunk_rows, model_version=version, meta=meta,
+    )  # fmt: skip
     seconds = time.monotonic() - started
     log.info(
         "scored %d rows with %s v%s in %.1fs -> %s", done["rows"], name, version, seconds, out_uri

@@ -1,5 +1,6 @@
-"""Train step (TensorFlow + Horovod): the run's feature table -> a Keras propensity model, tracked
-and registered in MLflow, checkpointed every epoch so a killed run resumes.
+"""Train step (TensorFlow + Horovod): the run's feature table -> the model's Keras network (the
+platform's input layers under the model's ``network`` hook), tracked and registered in MLflow,
+checkpointed every epoch so a killed run resumes. A model with a ``train_fn`` replaces only the fit.
 
 Every rank runs this body (``horovodrun -np N … python -m model_steps train …``; one process without
 horovodrun is a world of one). Rank r reads only its shard of the table; gradients are averaged by
@@ -25,8 +26,10 @@ import time
 import warnings
 from typing import Any
 
-from model_steps import lake
+from model_steps import gate, lake, model_loader
 from model_steps.contract import StepContext, StepError
+from model_steps.features import FEATURES, training_cutoff
+from model_steps.model_api import Model, ModelContext, TrainingData
 from model_steps.tracking import (
     bound_mlflow_client,
     experiment_name,
@@ -36,17 +39,14 @@ from model_steps.tracking import (
     wait_for_server,
 )
 from model_steps.training import (
-    CATEGORICAL,
-    INPUT_COLUMNS,
-    NUMERIC,
     Checkpoints,
     build_model,
-    holdout_metrics,
+    holdout_mask,
     make_dataset,
     moments_to_stats,
+    network_inputs,
     numeric_moments,
     read_shard,
-    training_settings,
 )
 
 log = logging.getLogger(__name__)
@@ -107,29 +107,34 @@ def _mlflow_run(
     return run.info.run_id, False
 
 
-def _log_model(model: Any, example: Any, reg_name: str) -> Any:
-    """Log the pyfunc form of the model (signature + input example) and register a new version."""
+def _log_model(net: Any, model: Model, example: Any, reg_name: str) -> Any:
+    """Log the pyfunc form of the network (signature + input example), register a new version."""
+    import json
     import tempfile
 
     import mlflow
     import tensorflow as tf
     from mlflow.models import infer_signature
 
-    from model_steps.serving import KERAS_ARTIFACT, PropensityModel, to_inputs
+    from model_steps.serving import IO_ARTIFACT, KERAS_ARTIFACT, StepModel, io_spec, to_inputs
 
-    serving = tf.keras.models.clone_model(model)  # without the Horovod-wrapped optimizer
-    serving.set_weights(model.get_weights())
+    serving = tf.keras.models.clone_model(net)  # without the Horovod-wrapped optimizer
+    serving.set_weights(net.get_weights())
+    io = io_spec(model)
     with tempfile.TemporaryDirectory(prefix="keras-") as tmp:
-        path = os.path.join(tmp, "propensity.keras")
+        path = os.path.join(tmp, f"{model.name}.keras")
         serving.save(path)
-        preds = serving.predict(to_inputs(example), verbose=0).ravel()
+        io_path = os.path.join(tmp, "io.json")
+        with open(io_path, "w") as fh:
+            json.dump(io, fh)
+        preds = serving.predict(to_inputs(example, io), verbose=0).ravel()
         with warnings.catch_warnings():  # the integer-column hint: feature columns are never null
             warnings.simplefilter("ignore", UserWarning)
-            signature = infer_signature(example, {"propensity": preds.astype("float64")})
+            signature = infer_signature(example, {io["output"]: preds.astype("float64")})
         return mlflow.pyfunc.log_model(
             name="model",
-            python_model=PropensityModel(),
-            artifacts={KERAS_ARTIFACT: path},
+            python_model=StepModel(),
+            artifacts={KERAS_ARTIFACT: path, IO_ARTIFACT: io_path},
             signature=signature,
             input_example=example,
             registered_model_name=reg_name,
@@ -139,15 +144,59 @@ def _log_model(model: Any, example: Any, reg_name: str) -> Any:
         )
 
 
+def _model_context(ctx: StepContext, loaded: model_loader.LoadedModel, rank: int, size: int):  # type: ignore[no-untyped-def]
+    from model_steps.features import window
+
+    data = loaded.platform.data
+    cutoff = training_cutoff(ctx.data_date, data.label_window_days)
+    return ModelContext(
+        pipeline=ctx.pipeline,
+        customer=ctx.customer,
+        data_date=ctx.data_date,
+        lake_uri=ctx.lake_uri,
+        settings=loaded.settings,
+        platform=loaded.platform,
+        window=window(cutoff, data.lookback_days, data.label_window_days),
+        hyperparameters={
+            **loaded.platform.training.model_dump(),
+            **loaded.settings.model_dump(mode="json"),
+        },
+        rank=rank,
+        size=size,
+    )
+
+
+def _compile(net: Any, model: Model, lr: float, hvd: Any) -> Any:
+    import tensorflow as tf
+
+    # legacy Keras optimizer: Horovod 0.28's DistributedOptimizer wraps these in TF 2.15
+    opt = hvd.DistributedOptimizer(tf.keras.optimizers.legacy.Adam(learning_rate=lr))
+    if model.task == "regression":
+        net.compile(optimizer=opt, loss="mse", metrics=[tf.keras.metrics.MeanAbsoluteError("mae")])
+    else:
+        net.compile(
+            optimizer=opt, loss="binary_crossentropy", metrics=[tf.keras.metrics.AUC(name="auc")]
+        )
+    return opt
+
+
+def _params(loaded: model_loader.LoadedModel, **extra: Any) -> dict[str, Any]:
+    def flat(v: Any) -> Any:
+        return ",".join(map(str, v)) if isinstance(v, list | tuple) else v
+
+    training = loaded.platform.training.model_dump()
+    own = {f"model.{k}": flat(v) for k, v in loaded.settings.model_dump(mode="json").items()}
+    return {**training, **own, "model": loaded.model.name, "task": loaded.model.task, **extra}
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
-    settings = training_settings(ctx.config)
+    loaded = model_loader.load(ctx)
     uri = tracking_uri(ctx)
     bound_mlflow_client()
     # every rank checks: none is left waiting in a collective for a rank that gave up
     wait_for_server(uri)
 
-    table_uri = ctx.lake_path("features")
     run_dir = ctx.lake_path("models")
     done_uri = lake.join(run_dir, "train_result.json")
     if lake.exists(done_uri):
@@ -159,30 +208,52 @@ def run(ctx: StepContext) -> dict[str, Any]:
         )
         return result
 
-    import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
-    import tensorflow as tf
 
     hvd.init()
-    rank, size = hvd.rank(), hvd.size()
     _configure_tf(hvd)
-    seed = int(settings["seed"])
-    bs = int(settings["batch_size"])
-    epochs = int(settings["epochs"])
+    fitted = _fit(ctx, loaded, run_dir, uri, hvd)
+    if hvd.rank() != 0:
+        return {"rank": hvd.rank()}
+    result = _register(ctx, loaded, fitted, run_dir)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    lake.write_json_atomic(done_uri, result)
+    log.info(
+        "trained %s v%s: holdout %s %.4f (%d ranks, epochs %d..%d, %.1fs)",
+        result["registered_model"],
+        result["model_version"],
+        loaded.model.task_info.default_metric,
+        result["metrics"][loaded.model.task_info.default_metric],
+        result["ranks"],
+        result["start_epoch"] + 1,
+        result["epochs"],
+        result["seconds"],
+    )
+    return result
+
+
+def _fit(
+    ctx: StepContext, loaded: model_loader.LoadedModel, run_dir: str, uri: str, hvd: Any
+) -> dict[str, Any]:
+    """Every rank: read its shard, build the network, resume, fit. Returns what rank 0 needs."""
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    model, tr = loaded.model, loaded.platform.training
+    rank, size = hvd.rank(), hvd.size()
+    mctx = _model_context(ctx, loaded, rank, size)
+    table_uri = ctx.lake_path(FEATURES)
+    seed, bs, epochs = tr.seed, tr.batch_size, tr.epochs
 
     t_read = time.monotonic()
-    shard_args = {
-        "rank": rank,
-        "size": size,
-        "holdout_fraction": float(settings["holdout_fraction"]),
-        "seed": seed,
-    }
-    train = read_shard(table_uri, split="train", **shard_args)
-    val = read_shard(table_uri, split="holdout", **shard_args)
+    shard_args = {"rank": rank, "size": size, "holdout_fraction": tr.holdout_fraction, "seed": seed}
+    train = read_shard(table_uri, model, split="train", **shard_args)
+    val = read_shard(table_uri, model, split="holdout", **shard_args)
     read_s = time.monotonic() - t_read
 
     # whole-training-split statistics for the Normalization layer: sums over all ranks' shards
-    moments = hvd_tf.allreduce(tf.constant(numeric_moments(train)), op=hvd_tf.Sum).numpy()
+    moments = numeric_moments(train, model.numeric_features)
+    moments = hvd_tf.allreduce(tf.constant(moments), op=hvd_tf.Sum).numpy()
     mean, variance = moments_to_stats(moments)
     rows_train = int(moments[0])
     smallest = int(hvd_tf.allreduce(tf.constant(train.rows, tf.int64), op=hvd_tf.Min).numpy())
@@ -192,67 +263,93 @@ def run(ctx: StepContext) -> dict[str, Any]:
             f"({rows_train} training rows for {size} ranks)"
         )
     steps_per_epoch = max(1, math.ceil(smallest / bs))
-
-    model = build_model(
-        mean,
-        variance,
-        hidden_units=settings["hidden_units"],
-        dropout=float(settings["dropout"]),
-        seed=seed,
-    )
-    scaled_lr = float(settings["learning_rate"]) * size  # linear scaling with the global batch
-    # legacy Keras optimizer: Horovod 0.28's DistributedOptimizer wraps these in TF 2.15
-    opt = hvd.DistributedOptimizer(tf.keras.optimizers.legacy.Adam(learning_rate=scaled_lr))
-    model.compile(
-        optimizer=opt, loss="binary_crossentropy", metrics=[tf.keras.metrics.AUC(name="auc")]
-    )
-
-    checkpoints = Checkpoints(run_dir)
-    ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
-    latest = hvd_tf.broadcast_object(checkpoints.latest() if rank == 0 else None, root_rank=0)
-    start_epoch = 0
-    if latest:
-        model.optimizer._create_all_weights(
-            model.trainable_variables
-        )  # slots exist to restore into
-        checkpoints.restore(ckpt, latest)
-        start_epoch = int(latest["epoch"])
-        log.info("rank %d: resumed from checkpoint epoch %d of %d", rank, start_epoch, epochs)
-
     train_ds = make_dataset(
-        train, batch_size=bs, shuffle=True, seed=seed + rank + start_epoch, repeat=True
+        train, model, batch_size=bs, shuffle=True, seed=seed + rank, repeat=True
     )
-    val_ds = make_dataset(val, batch_size=4 * bs, shuffle=False, seed=seed)
+    val_ds = make_dataset(val, model, batch_size=4 * bs, shuffle=False, seed=seed)
+    scaled_lr = tr.learning_rate * size  # linear scaling with the global batch
+    state = {
+        "table_uri": table_uri, "rows_train": rows_train, "steps_per_epoch": steps_per_epoch,
+        "read_seconds": round(read_s, 2), "ranks": size, "scaled_lr": scaled_lr, "mctx": mctx,
+    }  # fmt: skip
 
-    mlflow_run_id, resumed = None, False
-    epoch_log: list[dict[str, Any]] = []
+    mlflow_run_id = None
     if rank == 0:
         import mlflow
 
         mlflow.set_tracking_uri(uri)
+    if model.train_fn is not None:  # the escape hatch: the model fits, the platform does the rest
+        data = TrainingData(
+            train, val, train_ds, val_ds, steps_per_epoch, network_inputs(model, mean, variance)
+        )
+        t_fit = time.monotonic()
+        if rank == 0:
+            mlflow_run_id, _ = _mlflow_run(ctx, run_dir, {}, None, {"horovod.size": size})
+            mlflow.log_params(_params(loaded, horovod_size=size, train_fn="model"))
+        net = model.train_fn(data, mctx)
+        return {**state, "net": net, "mlflow_run_id": mlflow_run_id, "epochs": epochs,
+                "start_epoch": 0, "epoch_log": [], "fit_seconds": time.monotonic() - t_fit,
+                "checkpoint_uri": None}  # fmt: skip
+
+    net = build_model(model, mctx, mean, variance)
+    opt = _compile(net, model, scaled_lr, hvd)
+    checkpoints = Checkpoints(run_dir)
+    ckpt = tf.train.Checkpoint(model=net, optimizer=opt)
+    latest = hvd_tf.broadcast_object(checkpoints.latest() if rank == 0 else None, root_rank=0)
+    start_epoch = 0
+    if latest:
+        net.optimizer._create_all_weights(net.trainable_variables)  # slots to restore into
+        checkpoints.restore(ckpt, latest)
+        start_epoch = int(latest["epoch"])
+        log.info("rank %d: resumed from checkpoint epoch %d of %d", rank, start_epoch, epochs)
+    if start_epoch:  # a resumed run reshuffles from where it stopped, not from epoch 0's order
+        train_ds = make_dataset(
+            train, model, batch_size=bs, shuffle=True, seed=seed + rank + start_epoch, repeat=True
+        )
+    if rank == 0:
         mlflow_run_id, resumed = _mlflow_run(
-            ctx, run_dir, settings, latest, {"horovod.size": size, "features_uri": table_uri}
+            ctx, run_dir, {}, latest, {"horovod.size": size, "features_uri": table_uri}
         )
         if not resumed:
             mlflow.log_params(
-                {
-                    **{
-                        k: (",".join(map(str, v)) if isinstance(v, list) else v)
-                        for k, v in settings.items()
-                    },
-                    "horovod_size": size,
-                    "global_batch_size": bs * size,
-                    "scaled_learning_rate": scaled_lr,
-                    "steps_per_epoch": steps_per_epoch,
-                    "rows_train": rows_train,
-                    "features_numeric": len(NUMERIC),
-                    "features_categorical": len(CATEGORICAL),
-                    "optimizer": "Adam",
-                    "loss": "binary_crossentropy",
-                }
-            )
+                _params(
+                    loaded, horovod_size=size, global_batch_size=bs * size,
+                    scaled_learning_rate=scaled_lr, steps_per_epoch=steps_per_epoch,
+                    rows_train=rows_train, features_numeric=len(model.numeric_features),
+                    features_categorical=len(model.categorical_features), optimizer="Adam",
+                )
+            )  # fmt: skip
         if start_epoch:
             mlflow.log_metric("resumed_at_epoch", start_epoch, step=start_epoch)
+
+    epoch_log: list[dict[str, Any]] = []
+    callbacks = _callbacks(hvd, tr, scaled_lr, steps_per_epoch, start_epoch, epoch_log,
+                           checkpoints, ckpt, mlflow_run_id, bs)  # fmt: skip
+    t_fit = time.monotonic()
+    if start_epoch < epochs:
+        net.fit(
+            train_ds,
+            epochs=epochs,
+            initial_epoch=start_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=val_ds,
+            callbacks=callbacks,
+            verbose=0,
+        )
+    return {**state, "net": net, "mlflow_run_id": mlflow_run_id, "epochs": epochs,
+            "start_epoch": start_epoch, "epoch_log": epoch_log,
+            "fit_seconds": time.monotonic() - t_fit,
+            "checkpoint_uri": checkpoints.latest_uri}  # fmt: skip
+
+
+def _callbacks(
+    hvd: Any, tr: Any, scaled_lr: float, steps_per_epoch: int, start_epoch: int,
+    epoch_log: list[dict[str, Any]], checkpoints: Checkpoints, ckpt: Any,
+    mlflow_run_id: str | None, bs: int,
+) -> list[Any]:  # fmt: skip
+    import tensorflow as tf
+
+    rank, size = hvd.rank(), hvd.size()
 
     class EpochEnd(tf.keras.callbacks.Callback):
         """After the metric averaging: time the epoch, log and checkpoint (rank 0)."""
@@ -279,7 +376,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
             log.info(
                 "epoch %d/%d: %s",
                 epoch + 1,
-                epochs,
+                tr.epochs,
                 ", ".join(f"{k}={v:.4g}" for k, v in sorted(row.items())),
             )
 
@@ -287,58 +384,43 @@ def run(ctx: StepContext) -> dict[str, Any]:
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # rank 0's initial state everywhere
         hvd.callbacks.MetricAverageCallback(),  # epoch metrics averaged over ranks
     ]
-    warmup = int(settings["warmup_epochs"])
-    if warmup > 0 and start_epoch < warmup:
+    if tr.warmup_epochs > 0 and start_epoch < tr.warmup_epochs:
         callbacks.append(
             hvd.callbacks.LearningRateWarmupCallback(
-                initial_lr=scaled_lr, warmup_epochs=warmup, steps_per_epoch=steps_per_epoch
+                initial_lr=scaled_lr,
+                warmup_epochs=tr.warmup_epochs,
+                steps_per_epoch=steps_per_epoch,
             )
         )
-    callbacks.append(EpochEnd())
+    return [*callbacks, EpochEnd()]
 
-    t_fit = time.monotonic()
-    if start_epoch < epochs:
-        model.fit(
-            train_ds,
-            epochs=epochs,
-            initial_epoch=start_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=val_ds,
-            callbacks=callbacks,
-            verbose=0,
-        )
-    fit_s = time.monotonic() - t_fit
-    if rank != 0:
-        return {"rank": rank}
 
-    # ---- rank 0: exact metrics on the whole holdout, profile, data inputs, model, registry
+def _register(
+    ctx: StepContext, loaded: model_loader.LoadedModel, fitted: dict[str, Any], run_dir: str
+) -> dict[str, Any]:
+    """Rank 0: exact metrics on the whole holdout, profile, data inputs, model, registry."""
     import mlflow
 
     from model_steps.profile import build_profile, read_table
 
-    holdout = read_shard(
-        table_uri,
-        split="holdout",
-        rank=0,
-        size=1,
-        holdout_fraction=float(settings["holdout_fraction"]),
-        seed=seed,
-    )
-    preds = model.predict(
-        make_dataset(holdout, batch_size=4 * bs, shuffle=False, seed=seed), verbose=0
+    model, tr, net = loaded.model, loaded.platform.training, fitted["net"]
+    table_uri = fitted["table_uri"]
+    holdout = read_shard(table_uri, model, split="holdout", rank=0, size=1,
+                         holdout_fraction=tr.holdout_fraction, seed=tr.seed)  # fmt: skip
+    preds = net.predict(
+        make_dataset(holdout, model, batch_size=4 * tr.batch_size, shuffle=False, seed=tr.seed),
+        verbose=0,
     ).ravel()
-    metrics = holdout_metrics(holdout.label, preds)
-    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()}, step=epochs)
+    metrics = gate.metrics(model.task, holdout.label, preds)
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()}, step=tr.epochs)
 
     df = read_table(table_uri)
-    profile = build_profile(df, source=table_uri)
+    profile = build_profile(df, model, source=table_uri)
     profile_uri = lake.join(run_dir, "feature_profile.json")
     lake.write_json_atomic(profile_uri, profile)
     mlflow.log_dict(profile, "feature_profile.json")
 
-    from model_steps.training import holdout_mask
-
-    hold = holdout_mask(df["diner_id"].to_numpy(), float(settings["holdout_fraction"]), seed)
+    hold = holdout_mask(df[model.key].to_numpy(), tr.holdout_fraction, tr.seed)
     name = f"{ctx.pipeline}-{ctx.customer}-{ctx.data_date.isoformat()}"
     for context, part in (("training", df[~hold]), ("holdout", df[hold])):
         with warnings.catch_warnings():  # "source can be interpreted in multiple ways": file or s3
@@ -346,68 +428,58 @@ def run(ctx: StepContext) -> dict[str, Any]:
             dataset = mlflow.data.from_pandas(
                 part.reset_index(drop=True),
                 source=table_uri,
-                targets="label",
+                targets=model.label_column,
                 name=f"{name}-{context}",
             )
         mlflow.log_input(dataset, context=context)
 
-    info = _log_model(
-        model,
-        df[list(INPUT_COLUMNS)].head(5).reset_index(drop=True),
-        registered_model_name(ctx.pipeline, ctx.customer),
-    )
     reg_name = registered_model_name(ctx.pipeline, ctx.customer)
+    example = df[list(model.input_columns)].head(5).reset_index(drop=True)
+    info = _log_model(net, model, example, reg_name)
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
+    headline = model.task_info.default_metric
     for k, v in {
         "run_key": ctx.run_key,
         "data_date": ctx.data_date.isoformat(),
-        "roc_auc": metrics["roc_auc"],
+        "model": model.name,
+        "task": model.task,
+        headline: metrics[headline],
         "features_uri": table_uri,
     }.items():
         client.set_model_version_tag(reg_name, version, k, str(v))
     client.set_registered_model_tag(reg_name, "pipeline", ctx.pipeline)
     client.set_registered_model_tag(reg_name, "customer", ctx.customer)
+    client.set_registered_model_tag(reg_name, "task", model.task)
     mlflow.end_run()
 
-    seconds = round(time.monotonic() - started, 1)
-    ran = list(epoch_log)
-    result = {
+    ran = list(fitted["epoch_log"])
+    bs, size = tr.batch_size, fitted["ranks"]
+    return {
         "status": "trained",
-        "mlflow_run_id": mlflow_run_id,
+        "model": model.name,
+        "task": model.task,
+        "mlflow_run_id": fitted["mlflow_run_id"],
         "experiment": experiment_name(ctx.pipeline),
         "registered_model": reg_name,
         "model_version": version,
         "model_uri": f"models:/{reg_name}/{version}",
         "run_model_uri": info.model_uri,
         "metrics": metrics,
-        "epochs": epochs,
-        "start_epoch": start_epoch,
-        "resumed": bool(start_epoch),
+        "epochs": tr.epochs,
+        "start_epoch": fitted["start_epoch"],
+        "resumed": bool(fitted["start_epoch"]),
         "epochs_run": len(ran),
         "ranks": size,
-        "rows_train": rows_train,
-        "steps_per_epoch": steps_per_epoch,
+        "rows_train": fitted["rows_train"],
+        "steps_per_epoch": fitted["steps_per_epoch"],
         "global_batch_size": bs * size,
         "epoch_seconds": [round(e["epoch_seconds"], 3) for e in ran],
         "samples_per_second": [round(e["samples_per_second"], 1) for e in ran],
-        "read_seconds": round(read_s, 2),
-        "fit_seconds": round(fit_s, 2),
+        "read_seconds": fitted["read_seconds"],
+        "fit_seconds": round(fitted["fit_seconds"], 2),
         "run_dir": run_dir,
-        "checkpoint_uri": checkpoints.latest_uri,
+        "checkpoint_uri": fitted["checkpoint_uri"],
         "profile_uri": profile_uri,
         "features_uri": table_uri,
-        "seconds": seconds,
     }
-    lake.write_json_atomic(done_uri, result)
-    log.info(
-        "trained %s v%s: holdout AUC %.4f (%d ranks, epochs %d..%d, %.1fs)",
-        reg_name,
-        version,
-        metrics["roc_auc"],
-        size,
-        start_epoch + 1,
-        epochs,
-        seconds,
-    )
-    return result

@@ -33,10 +33,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from model_steps import lake
+from model_steps import lake, model_loader
 from model_steps.contract import StepContext, StepError
 from model_steps.expectations import load_suite, without_column
-from model_steps.features import LABEL, POPULATION
+from model_steps.features import FEATURES, POPULATION
+from model_steps.model_api import Model
 from model_steps.profile import (
     baseline_profile_uri,
     build_profile,
@@ -46,18 +47,27 @@ from model_steps.profile import (
     load_reference,
     read_table,
 )
-from model_steps.settings import validation_settings
 
 log = logging.getLogger(__name__)
 
 
-def suite_parameters(vs: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+def suite_parameters(
+    vs: dict[str, Any], manifest: dict[str, Any], model_settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The suite's ``$PARAMETER`` values: the platform's validation bounds, the run's lookback, and
+    every scalar of the model's own settings as ``model_<name>``."""
+    own = {
+        f"model_{k}": v
+        for k, v in (model_settings or {}).items()
+        if isinstance(v, int | float | str | bool)
+    }
     return {
         "min_rows": vs["min_rows"],
         "max_rows": vs["max_rows"],
         "label_rate_min": vs["label_rate_min"],
         "label_rate_max": vs["label_rate_max"],
         "lookback_days": manifest.get("lookback_days", 365),
+        **own,
     }
 
 
@@ -129,7 +139,9 @@ def describe(r: Any, where: str) -> str:
     return f"{where} {target}: {cfg.type}({args}) failed: {observed}" + (f" [{why}]" if why else "")
 
 
-def resolve_reference(ctx: StepContext, vs: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+def resolve_reference(
+    ctx: StepContext, vs: dict[str, Any], model: Model
+) -> tuple[str, dict[str, Any] | None]:
     candidates = [
         ("config", vs.get("reference_profile_uri")),
         ("champion", champion_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)),
@@ -140,7 +152,7 @@ def resolve_reference(ctx: StepContext, vs: dict[str, Any]) -> tuple[str, dict[s
             continue
         probe = uri if uri.endswith(".json") else lake.join(uri, lake.MANIFEST)
         if lake.exists(probe):
-            return f"{kind}:{uri}", load_reference(uri)
+            return f"{kind}:{uri}", load_reference(uri, model)
         if kind == "config":
             raise StepError(f"validation.reference_profile_uri {uri} does not exist")
     return "none", None
@@ -219,25 +231,26 @@ def without_psi(drift_summary: dict[str, Any]) -> dict[str, Any]:
 
 def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
-    vs = validation_settings(ctx.config)
-    table_uri, population_uri = ctx.lake_path("features"), ctx.lake_path(POPULATION)
+    loaded = model_loader.load(ctx)
+    model, vs = loaded.model, loaded.platform.validation.model_dump()
+    table_uri, population_uri = ctx.lake_path(FEATURES), ctx.lake_path(POPULATION)
     manifest, population_manifest = (
         lake.read_manifest(table_uri),
         lake.read_manifest(population_uri),
     )
     df, population = read_table(table_uri), read_table(population_uri)
-    suite_file, suite_json = load_suite(ctx.pipeline, vs.get("suite"))
+    suite_file, suite_json = load_suite(model)
     out_uri = ctx.lake_path("validation")
 
-    ref_name, reference = resolve_reference(ctx, vs)
-    profile = build_profile(df, source=table_uri)
+    ref_name, reference = resolve_reference(ctx, vs, model)
+    profile = build_profile(df, model, source=table_uri)
     with tempfile.TemporaryDirectory(prefix="gx-docs-") as docs_dir:
         results = run_gx(
             {
                 "features": (df, suite_json),
-                POPULATION: (population, without_column(suite_json, LABEL)),
+                POPULATION: (population, without_column(suite_json, model.label_column)),
             },
-            suite_parameters(vs, manifest),
+            suite_parameters(vs, manifest, loaded.settings.model_dump(mode="json")),
             docs_dir,
         )
         lake.put_tree(docs_dir, lake.join(out_uri, "data_docs"))
@@ -249,11 +262,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
     # (schema, nulls, types, categories, row bounds) still fail the run.
     last_population = last_population_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)
     population_reference = (
-        (f"last_population:{last_population}", load_reference(last_population))
+        (f"last_population:{last_population}", load_reference(last_population, model))
         if lake.exists(last_population)
         else ("none: the first population", None)
     )
-    population_profile = build_profile(population, source=population_uri)
+    population_profile = build_profile(population, model, source=population_uri)
     scored = check_table(
         population_uri,
         population_manifest,
@@ -267,6 +280,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     warnings = [f"raw input: {w}" for w in manifest.get("warnings", [])]
     warnings += training.warnings + scored.warnings
 
+    label = model.label_column
     status = "failed" if errors else ("passed_with_warnings" if warnings else "passed")
     drift_limits = {"warn_at": vs["drift_psi_warn"], "fail_at": vs["drift_psi_fail"]}
     tables = {"features": training.summary, POPULATION: scored.summary}
@@ -276,7 +290,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "population_uri": population_uri,
         "rows": training.summary["rows"],
         "population_rows": scored.summary["rows"],
-        "label_rate": round(float(df[LABEL].mean()), 6) if LABEL in df and len(df) else None,
+        "label_rate": round(float(df[label].mean()), 6) if label in df and len(df) else None,
         "suite": suite_file,
         "expectations": training.summary["expectations"],
         "drift": {**without_psi(training.summary["drift"]), **drift_limits},

@@ -1,7 +1,7 @@
 """Synthetic example data: a restaurant chain's diners, orders and email campaign events.
 
 Deterministic by seed. Writes the raw zone the way the chain's systems would drop it (see
-:mod:`model_steps.raw_schema`): a CRM diner export (initial backfill + daily deltas, CSV), daily POS
+:mod:`mlmodels.restaurant_chain.tables`): a CRM diner export (initial backfill + daily deltas, CSV), daily POS
 order CSVs and the email provider's daily JSON-lines event export.
 
 The signal is real and learnable: each diner has a hidden ordering rate, spend level, engagement
@@ -12,7 +12,7 @@ engagement. Features computed from the observed history therefore predict conver
 The last campaign goes to every diner the day after ``cutoff``; the window after it carries the
 label. ``_datagen.json`` next to the tables records the parameters and the data date to run with.
 
-    python -m model_steps.datagen --customer acme-foods --lake file:///tmp/lake --size small
+    python -m mlmodels.restaurant_chain.datagen --customer acme-foods --lake file:///tmp/lake --size small
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlmodels.restaurant_chain import tables as source
 from model_steps import lake, raw_schema
 
 # diners per size; orders ~ 5 per diner in the year before the cutoff
@@ -74,8 +75,8 @@ def generate(
         start - rng.integers(1, 3 * 365, n) * day,
         start + rng.integers(0, int((end - start) / day) + 1, n) * day,
     ).astype("datetime64[D]")
-    segment_idx = rng.choice(len(raw_schema.SEGMENTS), n, p=[0.25, 0.15, 0.3, 0.1, 0.2])
-    region_idx = rng.choice(len(raw_schema.REGIONS), n, p=[0.2, 0.2, 0.2, 0.15, 0.25])
+    segment_idx = rng.choice(len(source.SEGMENTS), n, p=[0.25, 0.15, 0.3, 0.1, 0.2])
+    region_idx = rng.choice(len(source.REGIONS), n, p=[0.2, 0.2, 0.2, 0.15, 0.25])
     seg_rate = np.array([1.2, 0.9, 1.1, 0.8, 0.5])[segment_idx]
     rate = np.exp(rng.normal(np.log(0.42), 0.8, n)) * seg_rate  # orders per 30 days
     spend = (
@@ -92,8 +93,8 @@ def generate(
         {
             "diner_id": diner_ids,
             "signup_date": signup,
-            "segment": np.array(raw_schema.SEGMENTS)[segment_idx],
-            "region": np.array(raw_schema.REGIONS)[region_idx],
+            "segment": np.array(source.SEGMENTS)[segment_idx],
+            "region": np.array(source.REGIONS)[region_idx],
             "loyalty_member": loyalty,
         }
     )
@@ -123,7 +124,7 @@ def generate(
     )
     u = rng.random(m)
     channel_idx = (u[:, None] > np.cumsum(ch_p[segment_idx[idx]], axis=1)).sum(axis=1)
-    channel_idx = np.minimum(channel_idx, len(raw_schema.CHANNELS) - 1)
+    channel_idx = np.minimum(channel_idx, len(source.CHANNELS) - 1)
     store = region_idx[idx] * 10 + rng.integers(0, 10, m)
     orders = pd.DataFrame(
         {
@@ -131,7 +132,7 @@ def generate(
             "diner_id": diner_ids[idx],
             "order_ts": order_ts,
             "amount": amount,
-            "channel": np.array(raw_schema.CHANNELS)[channel_idx],
+            "channel": np.array(source.CHANNELS)[channel_idx],
             "store_id": np.char.add("S", np.char.zfill(store.astype(str), 3)),
         }
     ).sort_values("order_ts", kind="stable")
@@ -207,7 +208,7 @@ def generate(
 
 def _format(table: str, df: pd.DataFrame) -> pd.DataFrame:
     out = df.drop(columns=["dt"]).copy()
-    for col, kind in raw_schema.TABLES[table].columns.items():
+    for col, kind in source.TABLES[table].columns.items():
         if kind == "date":
             out[col] = pd.to_datetime(out[col]).dt.strftime("%Y-%m-%d")
         elif kind == "timestamp":
@@ -220,7 +221,7 @@ def write_raw(tables: dict[str, pd.DataFrame], lake_uri: str, tenant: str) -> di
     files: dict[str, int] = {}
     end_day = max(str(pd.Timestamp(df["dt"].max()).date()) for df in tables.values())
     for name, df in tables.items():
-        spec = raw_schema.TABLES[name]
+        spec = source.TABLES[name]
         formatted = _format(name, df)
         days = pd.to_datetime(df["dt"]).dt.strftime("%Y-%m-%d").to_numpy()
         order = np.argsort(days, kind="stable")
@@ -235,7 +236,7 @@ def write_raw(tables: dict[str, pd.DataFrame], lake_uri: str, tenant: str) -> di
         for d in all_days:
             lo, hi = bounds.get(d, (0, 0))
             part = formatted.iloc[lo:hi]
-            uri = raw_schema.raw_file_path(lake_uri, tenant, name, d)
+            uri = raw_schema.raw_file_path(lake_uri, tenant, spec, d)
             if spec.fmt == "csv":
                 data = part.to_csv(index=False, lineterminator="\n").encode()
             else:
@@ -245,9 +246,15 @@ def write_raw(tables: dict[str, pd.DataFrame], lake_uri: str, tenant: str) -> di
     return files
 
 
+def example_data(lake_uri: str, tenant: str, diners: int) -> dt.date:
+    """A model's ``example_data`` hook: a deterministic raw zone of ``diners``; its data date."""
+    write_raw(generate(diners, seed=11), lake_uri, tenant)
+    return DEFAULT_DATA_DATE
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m model_steps.datagen",
+        prog="python -m mlmodels.restaurant_chain.datagen",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

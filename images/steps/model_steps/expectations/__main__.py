@@ -1,0 +1,3 @@
+from model_steps.expectations import main
+
+raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""The model contract: what a model package implements, and what the platform hands it.
+
+A model is a package (``models/<name>/``, an import path such as ``mlmodels.<name>``) whose
+module attribute ``MODEL`` is a :class:`Model`. The platform owns everything around the hooks: the
+raw-zone checks, point in time (features only ever see rows before the cutoff, labels only rows in
+the label window), the Horovod loop, checkpoints, MLflow, the gate, scoring and the CRM transport.
+The model owns what only it knows:
+
+=====================  =====================================================================
+``raw_tables``         the raw tables it reads, with their schemas (checked generically)
+``features``           Spark: point-in-time frames -> one row per entity, ``feature_schema``
+``label``              Spark: label-window frames -> (key, label); missing keys get ``label_fill``
+``suite``              its Great Expectations suite file, next to its code
+``task``               binary_classification | regression: metrics, gate direction, score column
+``network``            Keras: the platform's preprocessed inputs -> the output tensor
+``train_fn``           optional escape hatch: the whole fit under the same context
+``crm_select/record``  which scored rows are pushed, and what a CRM record holds
+``settings``           the pydantic schema of its ``model:`` settings section
+``example_data``       writes a tiny raw zone its hooks run on in `make test`
+=====================  =====================================================================
+
+Hooks get one context object; they import Spark/TensorFlow themselves (this module imports neither).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from mlplatform_contract.tasks import TASKS, Task, TaskType
+from model_steps.raw_schema import RawTable
+
+CUTOFF_COLUMN = "cutoff_date"  # added by the platform to every feature table
+
+
+class NoModelSettings(BaseModel):
+    """For a model without settings of its own: the ``model:`` section must be empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Point in time, computed by the platform from the data date and the data settings."""
+
+    cutoff: dt.date  # the as-of day: features use events up to its end
+    lookback_start: dt.datetime
+    cutoff_end: dt.datetime  # cutoff + 1 day, 00:00 UTC
+    label_end: dt.datetime  # cutoff_end + label window
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What every hook gets. ``rank``/``size`` are Horovod's in training (0/1 elsewhere)."""
+
+    pipeline: str
+    customer: str
+    data_date: dt.date
+    lake_uri: str
+    settings: Any  # the model's own settings (an instance of Model.settings)
+    platform: Any  # mlplatform_contract.settings.CustomerSettings: the platform's sections
+    window: Window | None = None
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    rank: int = 0
+    size: int = 1
+
+
+@dataclass(frozen=True)
+class NetworkInputs:
+    """The platform's input layers for ``Model.network``: ``inputs`` (the Keras Inputs the served
+    model takes: one numeric matrix and one string input per categorical) and ``features`` (numeric
+    columns normalized with the training split's statistics, categoricals one-hot through their
+    vocabularies, concatenated)."""
+
+    inputs: dict[str, Any]
+    features: Any
+    numeric: tuple[str, ...]
+    categorical: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What ``train_fn`` gets: this rank's shards (columns + label) and the ready datasets."""
+
+    train: Any
+    holdout: Any
+    train_dataset: Any
+    holdout_dataset: Any
+    steps_per_epoch: int
+    inputs: NetworkInputs
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    task: TaskType
+    key: str  # the entity column: one row per key in both feature tables and the scores
+    raw_tables: tuple[RawTable, ...]
+    feature_schema: Mapping[str, str]  # feature column -> string | int | double (no key, no label)
+    numeric_features: tuple[str, ...]
+    categorical_features: Mapping[str, tuple[str, ...]]  # column -> vocabulary
+    features: Callable[[Mapping[str, Any], ModelContext], Any]
+    label: Callable[[Mapping[str, Any], ModelContext], Any]
+    network: Callable[[NetworkInputs, ModelContext], Any]
+    crm_select: Callable[[Any, ModelContext], Any]
+    crm_record: Callable[[Mapping[str, Any], ModelContext], dict[str, Any]]
+    suite: Path
+    settings: type[BaseModel] = NoModelSettings
+    label_column: str = "label"
+    label_fill: float = 0
+    train_fn: Callable[[TrainingData, ModelContext], Any] | None = None
+    # writes example raw data for (lake URI, tenant, entities) and returns its data date: what
+    # model_steps.testing.run_hooks (and so `make test`) runs the hooks on
+    example_data: Callable[[str, str, int], dt.date] | None = None
+    description: str = ""
+
+    @property
+    def task_info(self) -> Task:
+        return TASKS[self.task]
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        return (*self.numeric_features, *self.categorical_features)
+
+    @property
+    def output_column(self) -> str:
+        return self.task_info.output_column
+
+    @property
+    def table(self) -> dict[str, RawTable]:
+        return {t.name: t for t in self.raw_tables}
+
+    def table_schema(self, labelled: bool) -> dict[str, str]:
+        """The feature table's columns in order: key, cutoff date, features, (label)."""
+        schema = {self.key: "string", CUTOFF_COLUMN: "date", **self.feature_schema}
+        if labelled:
+            schema[self.label_column] = self.task_info.label_type
+        return schema

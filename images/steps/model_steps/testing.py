@@ -1,0 +1,207 @@
+"""A model author's test kit: run a model's hooks end to end on tiny data, the way the steps do.
+
+``run_hooks`` writes the model's example data (``Model.example_data``) into a scratch lake, reads it
+through the platform's raw-zone checks, builds both feature tables with the platform's point in
+time, validates the training table with the model's own suite, builds and fits the network for an
+epoch through the platform's input layers, predicts, and turns the predictions into CRM records
+with the model's hooks. Every step of the real pipeline that touches model code runs; nothing is
+mocked. ``tests/images/steps/test_model_contract.py`` runs it for every installed model, so a new
+model is covered by `make test` without writing a test; its own tests (``models/<name>/tests/``)
+add what only its author knows.
+
+Also a pytest plugin (``pytest_plugins = ("model_steps.testing",)``): the ``spark`` fixture.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from mlplatform_contract.settings import CustomerSettings
+from model_steps.features import build_table, training_cutoff, window
+from model_steps.model_api import Model, ModelContext
+from model_steps.raw_reader import read_raw
+
+TENANT = "test-tenant"
+
+
+@dataclass
+class HookRun:
+    training: Any  # pandas: the labelled table at the training cutoff
+    population: Any  # pandas: the unlabelled table at the data date
+    validation: dict[str, Any]  # the suite's result on the training table (GX)
+    predictions: Any  # numpy: the fitted network's outputs on the population
+    records: list[dict[str, Any]]  # the CRM records the model makes of those predictions
+    warnings: list[str]
+
+
+def local_spark() -> Any:
+    from pyspark.sql import SparkSession
+
+    from model_steps.spark_config import spark_conf
+
+    conf = spark_conf(
+        {"data": {"spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g"}}},
+        "file:///tmp",
+    )
+    builder = SparkSession.builder
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+@pytest.fixture(scope="session")
+def spark() -> Any:
+    session = local_spark()
+    yield session
+    session.stop()
+
+
+def contexts(
+    model: Model, data_date: dt.date, config: dict[str, Any] | None, lake_uri: str
+) -> tuple[CustomerSettings, Any, dict[str, ModelContext]]:
+    platform = CustomerSettings.model_validate(config or {})
+    settings = model.settings.model_validate(platform.model)
+    data = platform.data
+    cutoffs = {
+        "features": training_cutoff(data_date, data.label_window_days),
+        "population": data_date,
+    }
+    out = {
+        table: ModelContext(
+            pipeline=model.name,
+            customer=TENANT,
+            data_date=data_date,
+            lake_uri=lake_uri,
+            settings=settings,
+            platform=platform,
+            window=window(cut, data.lookback_days, data.label_window_days),
+        )
+        for table, cut in cutoffs.items()
+    }
+    return platform, settings, out
+
+
+def run_hooks(
+    model: Model, spark: Any, *, size: int = 600, config: dict[str, Any] | None = None
+) -> HookRun:
+    """Every hook of ``model`` on ``size`` entities of its example data (see the module doc),
+    with ``config`` as the customer's settings (the DAG module's ``defaults``, say)."""
+    if model.example_data is None:
+        raise pytest.skip.Exception(f"model {model.name} ships no example_data hook")
+    lake_uri = f"file://{tempfile.mkdtemp(prefix=f'{model.name}-')}/lake"
+    data_date = model.example_data(lake_uri, TENANT, size)
+    platform, _, ctxs = contexts(model, data_date, config, lake_uri)
+    frames, report = read_raw(
+        spark, lake_uri, TENANT, data_date, tables=model.raw_tables,
+        lookback_days=platform.data.lookback_days,
+        label_window_days=platform.data.label_window_days,
+    )  # fmt: skip
+    tables = {
+        name: build_table(frames, model, ctx, labelled=(name == "features")).toPandas()
+        for name, ctx in ctxs.items()
+    }
+    predictions = _fit_and_predict(
+        model, ctxs["features"], tables["features"], tables["population"]
+    )
+    return HookRun(
+        training=tables["features"],
+        population=tables["population"],
+        validation=_validate(model, tables["features"], platform),
+        predictions=predictions,
+        records=_records(model, ctxs["population"], tables["population"], predictions),
+        warnings=report.warnings,
+    )
+
+
+def _validate(model: Model, df: Any, platform: CustomerSettings) -> dict[str, Any]:
+    from model_steps.expectations import load_suite
+    from model_steps.steps.validate import run_gx, suite_parameters
+
+    _, suite = load_suite(model)
+    params = suite_parameters(
+        platform.validation.model_dump(),
+        {"lookback_days": platform.data.lookback_days},
+        model.settings.model_validate(platform.model).model_dump(mode="json"),
+    )
+    with tempfile.TemporaryDirectory(prefix="gx-") as docs:
+        result = run_gx({"features": (df, suite)}, params, docs)["features"]
+    failed = [
+        r.expectation_config.type + str(r.expectation_config.kwargs.get("column", ""))
+        for r in result.results
+        if not r.success
+    ]
+    return {"success": bool(result.success), "failed": failed}
+
+
+def _fit_and_predict(model: Model, ctx: ModelContext, training: Any, population: Any) -> Any:
+    """One epoch through the platform's input layers and the model's network."""
+    import numpy as np
+
+    from model_steps.training import (
+        Shard,
+        build_model,
+        model_inputs,
+        moments_to_stats,
+        numeric_moments,
+    )
+
+    columns = {c: training[c].to_numpy() for c in model.input_columns}
+    for c in model.numeric_features:
+        columns[c] = columns[c].astype(np.float32)
+    label = training[model.label_column].to_numpy(np.float32)
+    shard = Shard(columns, label)
+    mean, variance = moments_to_stats(numeric_moments(shard, model.numeric_features))
+    net = build_model(model, ctx, mean, variance)
+    loss = "mse" if model.task == "regression" else "binary_crossentropy"
+    net.compile(optimizer="adam", loss=loss)
+    net.fit(model_inputs(columns, model), label, epochs=1, batch_size=128, verbose=0)
+    return net.predict(model_inputs(population, model), verbose=0).ravel()
+
+
+def _records(model: Model, ctx: ModelContext, population: Any, predictions: Any) -> list[dict]:
+    import pyarrow as pa
+
+    scores = pa.table({
+        model.key: pa.array(population[model.key].astype(str)),
+        model.output_column: pa.array(predictions.astype("float64")),
+        "model_version": pa.array(["1"] * len(population)),
+    })  # fmt: skip
+    chosen = model.crm_select(scores, ctx)
+    return [model.crm_record(row, ctx) for row in chosen.to_pylist()]
+
+
+def hook_run_problems(model: Model, run: HookRun) -> list[str]:
+    """What the platform requires of any model's hook run (the generic contract test)."""
+    import numpy as np
+
+    problems = []
+    schema = model.table_schema(labelled=True)
+    if list(run.training.columns) != list(schema):
+        problems.append(f"training table columns {list(run.training.columns)} != {list(schema)}")
+    if model.label_column in run.population.columns:
+        problems.append("the population has a label column")
+    if run.training[model.key].duplicated().any():
+        problems.append(f"{model.key} is not unique in the training table")
+    if not run.validation["success"]:
+        problems.append(f"its own suite fails on its example data: {run.validation['failed']}")
+    if not np.isfinite(run.predictions).all():
+        problems.append("the network predicts non-finite values")
+    if (
+        model.task == "binary_classification"
+        and not ((run.predictions >= 0) & (run.predictions <= 1)).all()
+    ):
+        problems.append("a classifier must output probabilities in [0, 1] (a sigmoid)")
+    if not run.records:
+        problems.append("crm_select chose no rows of the example population")
+    elif not all(isinstance(r, dict) and r for r in run.records):
+        problems.append("crm_record must return a non-empty dict per row")
+    elif any({"contact_id", "model", "model_version", "run_key"} & set(r) for r in run.records):
+        problems.append("crm_record must not set the platform's fields (contact_id, model, ...)")
+    return problems

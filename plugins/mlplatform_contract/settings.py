@@ -1,0 +1,149 @@
+"""Customer settings: the one schema of what every step of a customer's run receives.
+
+Layers, each a partial dict: platform defaults (below) ← the model module's ``defaults`` ← its
+``tiers[<tier>]`` ← the customer's own ``settings``. The control plane validates the merged result at
+parse time and sends it to every step as ``STEP_CONFIG`` JSON; the step parses that JSON with this
+same schema (:func:`step_settings`), so both sides agree on every key, bound and default.
+
+The ``model`` section belongs to the model: the platform passes it through, and the model package
+validates it with its own schema when a step starts (the scheduler cannot import model code).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(_Strict):
+    lookback_days: int = Field(365, gt=0, le=3650, description="feature history before a cutoff")
+    label_window_days: int = Field(
+        14, gt=0, le=365, description="the label's window after the training cutoff"
+    )
+    landing_delay_days: int = Field(
+        1,
+        ge=0,
+        le=30,
+        description="days between a day's end and its raw drops being complete: a scheduled run's "
+        "data date is its due day minus this",
+    )
+    require_label_window: bool = Field(
+        True, description="event tables must have drops up to the data date (the label window)"
+    )
+    output_rows_per_file: int = Field(
+        1_000_000, gt=0, description="rows per parquet file of the feature tables"
+    )
+
+
+class ValidationSettings(_Strict):
+    min_rows: int = Field(100, ge=1)
+    max_rows: int = Field(50_000_000, ge=1)
+    label_rate_min: float = Field(0.005, ge=0, le=1, description="suite parameter (classification)")
+    label_rate_max: float = Field(0.6, ge=0, le=1, description="suite parameter (classification)")
+    drift_psi_warn: float = Field(0.1, gt=0)
+    drift_psi_fail: float = Field(0.25, gt=0)
+    reference_profile_uri: str | None = Field(
+        None, description="explicit drift reference (else the champion's, else the first run's)"
+    )
+    max_null_fraction: float = Field(0.0, ge=0, le=1, description="share of nulls per feature")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidationSettings:
+        if self.min_rows > self.max_rows:
+            raise ValueError("min_rows must not exceed max_rows")
+        if self.label_rate_min > self.label_rate_max:
+            raise ValueError("label_rate_min must not exceed label_rate_max")
+        if self.drift_psi_warn > self.drift_psi_fail:
+            raise ValueError("drift_psi_warn must not exceed drift_psi_fail")
+        return self
+
+
+class TrainingSettings(_Strict):
+    """The platform's training loop; the network's own knobs are in the ``model`` section."""
+
+    epochs: int = Field(8, gt=0, le=1000)
+    batch_size: int = Field(1024, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    warmup_epochs: int = Field(1, ge=0)
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+
+class GateSettings(_Strict):
+    """The evaluation gate's policy. ``metric`` and ``thresholds`` default per task type
+    (mlplatform_contract.tasks); the spec checks them against the module's task."""
+
+    metric: str | None = Field(None, description="comparison metric (default: the task's)")
+    min_improvement: float = Field(0.0, ge=0, description="margin over the champion on `metric`")
+    thresholds: dict[str, float] | None = Field(
+        None, description="absolute bounds the candidate must meet (default: the task's)"
+    )
+    on_fail: Literal["skip", "score_with_champion"] = "score_with_champion"
+
+
+class ScoringSettings(_Strict):
+    chunk_rows: int = Field(200_000, gt=0)
+
+
+class CrmSettings(_Strict):
+    """How records travel to the CRM; which rows and what a record holds are the model's."""
+
+    connection_id: str = Field(
+        "crm_default",
+        pattern=r"^[a-z][a-z0-9_-]{0,58}[a-z0-9]$",
+        description="the Airflow connection (local runtime) and, with _ as -, the Secret "
+        "(cluster) holding this customer's CRM endpoint and token",
+    )
+    batch_size: int = Field(500, gt=0, le=10_000)
+    max_concurrency: int = Field(4, gt=0, le=64)
+    max_retries: int = Field(
+        8, ge=0, le=100, description="per batch, on 429 / 5xx / network errors"
+    )
+    timeout_seconds: float = Field(30.0, gt=0, le=600, description="per HTTP request")
+    backoff_max_seconds: float = Field(
+        60.0, gt=0, le=3600, description="cap of one wait (backoff or the CRM's Retry-After)"
+    )
+    checkpoint_interval_seconds: float = Field(
+        1.0, ge=0, le=3600, description="how often acknowledged batches are saved (0 = each one)"
+    )
+
+
+class CustomerSettings(_Strict):
+    schedule: str | None = Field(None, description="overrides the pipeline's schedule")
+    resources: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="partial resource profile overrides per step"
+    )
+    data: DataSettings = DataSettings()
+    validation: ValidationSettings = ValidationSettings()
+    training: TrainingSettings = TrainingSettings()
+    gate: GateSettings = GateSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    crm: CrmSettings = CrmSettings()
+    model: dict[str, Any] = Field(
+        default_factory=dict, description="the model's own settings, validated by the model"
+    )
+
+    def step_config(self) -> dict[str, Any]:
+        """What steps receive: everything but the control plane's own scheduling knobs."""
+        return self.model_dump(mode="json", exclude={"schedule", "resources"})
+
+
+def step_settings(config: dict[str, Any]) -> CustomerSettings:
+    """The workload's side: ``STEP_CONFIG`` parsed with the schema the control plane validated."""
+    return CustomerSettings.model_validate(config)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into ``base``: nested dicts merge key by key, everything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

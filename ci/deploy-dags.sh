@@ -1,6 +1,8 @@
 #!/bin/sh
-# Deliver the DAG package to Airflow: dags/ (with the image manifest) and plugins/ are committed to the
-# deploy branch that the Airflow chart's git-sync sidecars follow (helm/airflow/values.yaml).
+# Deliver the DAG package to Airflow: dags/ (with the image manifest), plugins/ and the model sources
+# models/ (without their tests: the scheduler only locates and compiles them, mlplatform/models.py)
+# are committed to the deploy branch that the Airflow chart's git-sync sidecars follow
+# (helm/airflow/values.yaml).
 #
 # Why a git-sync branch and not an S3 DAG bucket: git-sync swaps a complete checkout atomically (the
 # scheduler never parses half-synced files), needs no extra AWS permission on any Airflow pod, every
@@ -29,8 +31,9 @@ fi
 
 cd "$work/deploy"
 find . -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
-cp -R "$SRC/dags" "$SRC/plugins" .
-find . -name __pycache__ -type d -prune -exec rm -rf {} +
+cp -R "$SRC/dags" "$SRC/plugins" "$SRC/models" .
+rm -rf models/*/tests
+find . \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +
 printf '%s\n' "$CI_COMMIT_SHA" > DEPLOYED_COMMIT
 
 git config user.name "mlops-ci"

@@ -6,6 +6,11 @@ Used by the `image-manifest` CI job after the kaniko builds. Each build job leav
 this pipeline keep their digest from the previous manifest (the one on the deploy branch). The result
 must name all six kinds by digest, or the job fails: the DAG factory rejects tags and `:latest`.
 
+Models with extra requirements get their own step images (ci/model_images.py generates their build
+jobs): each leaves `<model-digests-dir>/<model>/<kind>`, and the manifest's `models` section maps
+`model -> {kind: ref}` (repository `mlops/models/<model>/<kind>`); models not rebuilt keep their
+previous entries, and a model whose directory is gone (models/<name> deleted) is dropped.
+
     python ci/image_manifest.py --registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com \
         --commit "$CI_COMMIT_SHA" --digests .ci/digests --previous prev.json --out dags/image_manifest.json
 
@@ -25,6 +30,10 @@ SCHEMA_VERSION = 1
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 REGISTRY_RE = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com$")
 REF_RE = re.compile(r"^(?P<registry>[^/]+)/mlops/(?P<kind>[a-z]+)@(?P<digest>sha256:[0-9a-f]{64})$")
+MODEL_REF_RE = re.compile(
+    r"^(?P<registry>[^/]+)/mlops/models/(?P<model>[a-z0-9_]+)/(?P<kind>[a-z]+)"
+    r"@(?P<digest>sha256:[0-9a-f]{64})$"
+)
 
 
 class ManifestError(Exception):
@@ -65,6 +74,46 @@ def read_new_digests(directory: pathlib.Path) -> dict[str, str]:
     return digests
 
 
+def model_image_ref(registry: str, model: str, kind: str, digest: str) -> str:
+    return f"{registry}/mlops/models/{model}/{kind}@{digest}"
+
+
+def read_model_digests(directory: pathlib.Path | None) -> dict[str, dict[str, str]]:
+    """``<dir>/<model>/<kind>`` digest files of this pipeline's model-image builds."""
+    found: dict[str, dict[str, str]] = {}
+    if directory is None or not directory.is_dir():
+        return found
+    for model_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
+        found[model_dir.name] = read_new_digests(model_dir)
+    return found
+
+
+def read_previous_models(path: pathlib.Path | None) -> dict[str, dict[str, str]]:
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return {}
+    models = json.loads(path.read_text()).get("models") or {}
+    for model, images in models.items():
+        for kind, ref in images.items():
+            if not MODEL_REF_RE.match(ref):
+                raise ManifestError(f"previous manifest entry {model}/{kind}={ref!r} is not a digest")
+    return models
+
+
+def model_images(
+    registry: str,
+    new: dict[str, dict[str, str]],
+    previous: dict[str, dict[str, str]],
+    present: set[str] | None,
+) -> dict[str, dict[str, str]]:
+    """This pipeline's model images over the previous ones; models no longer present dropped."""
+    merged = {m: dict(v) for m, v in previous.items() if present is None or m in present}
+    for model, digests in new.items():
+        merged.setdefault(model, {}).update(
+            {kind: model_image_ref(registry, model, kind, d) for kind, d in digests.items()}
+        )
+    return {m: v for m, v in sorted(merged.items()) if v}
+
+
 def build_manifest(
     registry: str, commit: str, new: dict[str, str], previous: dict[str, str]
 ) -> dict:
@@ -101,11 +150,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--digests", type=pathlib.Path, required=True)
     parser.add_argument("--previous", type=pathlib.Path)
     parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--model-digests", type=pathlib.Path, help="<dir>/<model>/<kind> files")
+    parser.add_argument(
+        "--models-dir", type=pathlib.Path, help="models/ of this commit (drops deleted models)"
+    )
     args = parser.parse_args(argv)
     try:
         manifest = build_manifest(
             args.registry, args.commit, read_new_digests(args.digests), read_previous(args.previous)
         )
+        present = (
+            {p.name for p in args.models_dir.iterdir() if p.is_dir()} if args.models_dir else None
+        )
+        models = model_images(
+            args.registry,
+            read_model_digests(args.model_digests),
+            read_previous_models(args.previous),
+            present,
+        )
+        if models:
+            manifest["models"] = models
     except (ManifestError, json.JSONDecodeError) as exc:
         print(f"image manifest: {exc}", file=sys.stderr)
         return 1

@@ -25,6 +25,8 @@ register_pipeline(
             "score": {},
             "publish": {},
         },
+        # the model's own step (mlmodels.next_spend.report), in the score image, after score
+        "extra_steps": {"spend_report": {"after": "score", "runs_in": "score"}},
         "defaults": {
             "data": {"lookback_days": 180, "label_window_days": 28},
             "validation": {"label_rate_min": 0.0, "label_rate_max": 1.0},

@@ -65,13 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=sorted(TASKS), default="binary_classification")
     p.add_argument("--owner", default="data-science")
     p.add_argument("--description", default="A new model (edit this description).")
-    p.add_argument("--no-install", action="store_true", help="write the files only")
+    p.add_argument("--no-install", action="store_true", help="write the files only (no suite)")
+    p.add_argument("--repo", type=Path, default=REPO, help=argparse.SUPPRESS)  # tests: elsewhere
     args = p.parse_args(argv)
+    repo: Path = args.repo
     if not NAME.fullmatch(args.name):
         p.error(f"NAME {args.name!r}: use 3-40 of a-z, 0-9 and _, starting with a letter")
-    targets = {REPO / t.format(name=args.name): TEMPLATE / s for s, t in FILES.items()}
-    taken = [str(t.relative_to(REPO)) for t in targets if t.exists()]
-    if taken or (REPO / "models" / args.name).exists():
+    targets = {repo / t.format(name=args.name): TEMPLATE / s for s, t in FILES.items()}
+    taken = [str(t.relative_to(repo)) for t in targets if t.exists()]
+    if taken or (repo / "models" / args.name).exists():
         p.error(f"{args.name} exists already ({', '.join(taken) or 'models/' + args.name}): "
                 "nothing was written")  # fmt: skip
     for target, source in targets.items():
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_install:
         install(args.name)
     for target in sorted(targets):
-        print(f"  wrote {target.relative_to(REPO)}")
+        print(f"  wrote {target.relative_to(repo)}")
     print(f"next: edit models/{args.name}/mlmodels/{args.name}/features.py, then "
           f"`make run MODEL={args.name}`")  # fmt: skip
     return 0

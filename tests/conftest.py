@@ -17,6 +17,9 @@ DAGS = REPO / "dags"
 # Airflow reads its home at import: give the whole test session a private, throwaway one.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# The first DAG file of a parse imports the kubernetes client models (~2 s idle); on a loaded 2-core
+# machine that alone can pass Airflow's 30 s import timeout, failing a test for the machine's sake.
+os.environ.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "300")
 os.environ.pop("MLOPS_RUNTIME", None)
 
 ML_LIBRARIES = ("tensorflow", "pyspark", "mlflow", "great_expectations", "horovod", "torch")

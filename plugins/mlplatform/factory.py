@@ -85,8 +85,8 @@ def build_task(invocation: StepInvocation, runtime: Runtime) -> BaseOperator:
         return build_step_task(invocation, kwargs)
     from mlplatform.runtime.local import LocalStepOperator
 
-    processes = invocation.profile.local_processes if invocation.step == "train" else 1
-    if invocation.step == "publish":  # a pod gets these from a Secret of that name
+    processes = invocation.profile.local_processes if invocation.kind == "train" else 1
+    if invocation.kind == "publish":  # a pod gets these from a Secret of that name
         kwargs["crm_connection_id"] = invocation.customer.settings.crm.connection_id
     return LocalStepOperator(
         arguments=invocation.argv(processes, gloo=True), env_vars=dict(invocation.env), **kwargs
@@ -112,12 +112,14 @@ def build_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
         default_args={"owner": spec.owner},
         doc_md=_doc(customer, runtime),
     ) as dag:
-        previous: BaseOperator | None = None
+        tasks: dict[str, BaseOperator] = {}
         for kind in customer.steps:
-            task = build_task(StepInvocation(customer, kind), runtime)
-            if previous is not None:
-                previous >> task
-            previous = task
+            tasks[kind] = build_task(StepInvocation(customer, kind), runtime)
+            if len(tasks) > 1:
+                list(tasks.values())[-2] >> tasks[kind]
+        for name, extra in spec.extra_steps.items():  # each after the step it names
+            tasks[name] = build_task(StepInvocation(customer, name), runtime)
+            tasks[extra.after] >> tasks[name]
     return dag
 
 

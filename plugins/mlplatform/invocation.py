@@ -28,7 +28,12 @@ def data_date_template(landing_delay_days: int) -> str:
 @dataclass(frozen=True)
 class StepInvocation:
     customer: ResolvedCustomer
-    step: StepKind
+    step: str  # the task id and the CLI's step name: a platform step or a model's extra step
+
+    @property
+    def kind(self) -> StepKind:
+        """The platform step whose image, service account and defaults this step uses."""
+        return self.customer.kind_of(self.step)
 
     @property
     def profile(self) -> ResourceProfile:

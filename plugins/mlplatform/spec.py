@@ -90,6 +90,19 @@ class CustomerSpec(_Strict):
         return value
 
 
+class ExtraStepSpec(_Strict):
+    """A model's own step: the same CLI contract (``python -m model_steps <name> …``), run by the
+    model package's ``steps[<name>]`` hook, placed in the DAG after another step."""
+
+    after: str = Field(description="the step it runs after (a platform step or another extra)")
+    runs_in: StepKind = Field(
+        "score",
+        description="the platform step whose image, service account and default resources it uses",
+    )
+    resources: dict[str, Any] = Field(default_factory=dict, description="resource overrides")
+    description: str = ""
+
+
 class PipelineSpec(_Strict):
     name: str = Field(pattern=PIPELINE_NAME_REGEX)
     model: str = Field(
@@ -106,6 +119,9 @@ class PipelineSpec(_Strict):
     steps: dict[StepKind, dict[str, Any]] = Field(
         description="the steps this pipeline runs (in platform order) with resource overrides"
     )
+    extra_steps: dict[str, ExtraStepSpec] = Field(
+        default_factory=dict, description="the model's own steps, by name, each after another"
+    )
     defaults: dict[str, Any] = Field(default_factory=dict)
     tiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     customers: list[CustomerSpec] = Field(min_length=1)
@@ -116,6 +132,25 @@ class PipelineSpec(_Strict):
         if not steps:
             raise ValueError(f"at least one step is needed, from {', '.join(STEP_KINDS)}")
         return steps
+
+    @model_validator(mode="after")
+    def _extra_steps_placed(self) -> PipelineSpec:
+        import re
+
+        known = set(self.steps)
+        for name, extra in self.extra_steps.items():  # declaration order: each after a known one
+            if not re.fullmatch(PIPELINE_NAME_REGEX, name) or name in STEP_KINDS:
+                raise ValueError(
+                    f"extra_steps.{name}: a step name is 3-40 of a-z, 0-9 and _, and not one of "
+                    f"the platform's ({', '.join(STEP_KINDS)})"
+                )
+            if extra.after not in known:
+                raise ValueError(
+                    f"extra_steps.{name}.after: {extra.after!r} is not a step declared before it "
+                    f"(known: {', '.join(sorted(known))})"
+                )
+            known.add(name)
+        return self
 
     @model_validator(mode="after")
     def _customers_consistent(self) -> PipelineSpec:
@@ -140,7 +175,7 @@ class ResolvedCustomer:
     id: str
     tier: str
     settings: CustomerSettings
-    profiles: dict[StepKind, ResourceProfile]
+    profiles: dict[str, ResourceProfile]  # by step name: the platform's and the extra steps
     source: str = "<unknown module>"
 
     @property
@@ -154,6 +189,11 @@ class ResolvedCustomer:
     @property
     def steps(self) -> list[StepKind]:
         return [kind for kind in STEP_KINDS if kind in self.pipeline.steps]
+
+    def kind_of(self, step: str) -> StepKind:
+        """The platform step whose image, account and defaults a step uses (itself, or runs_in)."""
+        extra = self.pipeline.extra_steps.get(step)
+        return extra.runs_in if extra else step  # type: ignore[return-value]
 
 
 def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineSpec:
@@ -223,11 +263,16 @@ def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]
     customer); a customer's profiles are re-validated only where its settings override resources.
     """
     problems: list[str] = []
-    base_profiles: dict[StepKind, ResourceProfile] = {}
+    base_profiles: dict[str, ResourceProfile] = {}
     for kind, overrides in spec.steps.items():
         profile = _profile([PLATFORM_DEFAULTS[kind], overrides], f"steps.{kind}", problems)
         if profile is not None:
             base_profiles[kind] = profile
+    for name, extra in spec.extra_steps.items():
+        where = f"extra_steps.{name}.resources"
+        profile = _profile([PLATFORM_DEFAULTS[extra.runs_in], extra.resources], where, problems)
+        if profile is not None:
+            base_profiles[name] = profile
     if problems:
         raise PipelineSpecError(source, problems)
 
@@ -250,10 +295,14 @@ def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]
         problems += [p for p in _task_problems(settings, spec.task, where) if p not in problems]
         profiles = dict(base_profiles)
         for kind, overrides in settings.resources.items():
-            if kind not in spec.steps:
+            extra = spec.extra_steps.get(kind)
+            if kind not in spec.steps and extra is None:
                 problems.append(f"{where}.resources.{kind}: the pipeline has no {kind} step")
                 continue
-            layers = [PLATFORM_DEFAULTS[kind], spec.steps[kind], overrides]
+            if extra is not None:
+                layers = [PLATFORM_DEFAULTS[extra.runs_in], extra.resources, overrides]
+            else:
+                layers = [PLATFORM_DEFAULTS[kind], spec.steps[kind], overrides]  # type: ignore[index]
             profile = _profile(layers, f"{where}.resources.{kind}", problems)
             if profile is not None:
                 profiles[kind] = profile

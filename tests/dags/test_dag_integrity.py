@@ -22,12 +22,14 @@ def test_no_import_errors(project_bag) -> None:
     assert project_bag.import_errors == {}
 
 
-def test_example_model_has_one_dag_per_customer(project_bag) -> None:
+def test_example_models_have_one_dag_per_customer(project_bag) -> None:
     ids = sorted(project_bag.dag_ids)
     assert ids == [
         "customer_propensity__acme-foods",
         "customer_propensity__bella-pasta",
         "customer_propensity__casa-tacos",
+        "next_spend__acme-foods",
+        "next_spend__bella-pasta",
     ]
 
 
@@ -37,7 +39,8 @@ def test_every_dag_has_owner_tags_retries_and_docs(project_bag) -> None:
         assert dag.doc_md and dag.dag_id.split("__")[1] in dag.doc_md
         assert dag.max_active_runs == 1
         for task in dag.tasks:
-            assert task.owner == "growth-ml", (dag.dag_id, task.task_id)
+            owner = {"customer_propensity": "growth-ml", "next_spend": "revenue-ml"}
+            assert task.owner == owner[dag.dag_id.split("__")[0]], (dag.dag_id, task.task_id)
             assert task.retries >= 1, (dag.dag_id, task.task_id)
             assert task.retry_exponential_backoff, (dag.dag_id, task.task_id)
             assert task.execution_timeout is not None
@@ -48,6 +51,14 @@ def test_steps_run_in_platform_order(project_bag) -> None:
     order = ["ingest", "validate", "train", "evaluate", "score", "publish"]
     for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
+
+
+def test_a_models_own_step_hangs_off_the_step_it_names(project_bag) -> None:
+    """next_spend's spend_report runs after score, beside publish: the DAG shape is the model's."""
+    dag = project_bag.dags["next_spend__acme-foods"]
+    assert dag.get_task("score").downstream_task_ids == {"publish", "spend_report"}
+    assert dag.get_task("spend_report").downstream_task_ids == set()
+    assert "spend_report" in dag.doc_md
 
 
 def test_operators_can_trigger_with_params(project_bag) -> None:

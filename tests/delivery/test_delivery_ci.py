@@ -80,8 +80,12 @@ def test_aws_credentials_come_from_oidc_never_from_files(ci):
 
 def test_manifest_then_dag_deploy_on_the_default_branch(ci):
     manifest = ci["image-manifest"]
-    needed = {n["job"] for n in manifest["needs"]}
-    assert needed == {f"build-{k}" for k in STEP_KINDS}
+    # no needs: it runs after every build stage and takes every digest artifact, generated
+    # model-image jobs included
+    assert "needs" not in manifest and manifest["stage"] == "publish"
+    stages = ci["stages"]
+    assert stages.index("build") < stages.index("build-models") < stages.index("publish")
+    assert "--model-digests .ci/model-digests" in manifest["script"][-1]
     assert "dags/image_manifest.json" in manifest["artifacts"]["paths"]
     deploy = ci["deploy-dags"]
     assert "image-manifest" in deploy["needs"] and "test" in deploy["needs"]
@@ -174,3 +178,81 @@ def test_manifest_is_what_the_control_plane_accepts(manifest_tool, tmp_path):
                                "--out", str(out)]) == 0  # fmt: skip
     text = images_py.read_text()
     assert "schema_version" in text and "sha256" in text
+
+
+# ---- images per model: ci/model_images.py, images/model/Dockerfile --------------------------------
+
+
+def load_ci_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "ci" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_image_jobs_in_the_ci_file_are_up_to_date():
+    """Like a lock file: the generated block matches models/ (today no model declares extras)."""
+    proc = run(["python3", str(REPO / "ci" / "model_images.py"), "--check"])
+    assert proc.returncode == 0, output_of(proc)
+
+
+def test_a_model_with_extra_requirements_gets_one_image_job_per_step(tmp_path, ci):
+    tool_ = load_ci_tool("model_images")
+    models = tmp_path / "models"
+    for name, deps in (("plain", '["model-steps", "mlmodels-restaurant-chain"]'),
+                       ("fancy", '["model-steps", "lightgbm==4.5.0"]')):  # fmt: skip
+        (models / name).mkdir(parents=True)
+        (models / name / "pyproject.toml").write_text(
+            f'[project]\nname = "mlmodels-{name}"\ndependencies = {deps}\n'
+        )
+    assert tool_.models_with_extras(models) == {"fancy": ["lightgbm==4.5.0"]}
+    ci_file = tmp_path / "ci.yml"
+    ci_file.write_text(CI_FILE.read_text())
+    assert tool_.main(["--check", "--models", str(models), "--ci-file", str(ci_file)]) == 1
+    assert tool_.main(["--write", "--models", str(models), "--ci-file", str(ci_file)]) == 0
+    assert tool_.main(["--check", "--models", str(models), "--ci-file", str(ci_file)]) == 0
+    generated = yaml.safe_load(ci_file.read_text())
+    jobs = {k: v for k, v in generated.items() if k.startswith("build-model-")}
+    assert sorted(jobs) == sorted(f"build-model-fancy-{k}" for k in STEP_KINDS)
+    job = jobs["build-model-fancy-train"]
+    assert job["extends"] == ".build-model-image" and job["variables"]["MODEL"] == "fancy"
+    assert "models/fancy/**/*" in job["rules"][1]["changes"]
+    proc = run([tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci",
+                "--data-transform", "gitlab-ci", str(ci_file)])  # fmt: skip
+    assert proc.returncode == 0, output_of(proc)
+    template = ci[".build-model-image"]
+    assert template["needs"] == ["resolve-bases"]
+    assert any("images/model/Dockerfile" in line for line in template["script"])
+
+
+def test_manifest_maps_a_models_own_images_and_drops_deleted_models(manifest_tool, tmp_path):
+    digests, model_digests = tmp_path / "digests", tmp_path / "model-digests"
+    digests.mkdir()
+    for kind in STEP_KINDS:
+        (digests / kind).write_text(digest(1))
+    (model_digests / "fancy").mkdir(parents=True)
+    (model_digests / "fancy" / "train").write_text(digest(5))
+    previous = tmp_path / "prev.json"
+    gone = f"{REGISTRY}/mlops/models/gone/score@{digest(2)}"
+    kept = f"{REGISTRY}/mlops/models/fancy/score@{digest(3)}"
+    before = {"gone": {"score": gone}, "fancy": {"score": kept}}
+    previous.write_text(json.dumps({"schema_version": 1, "images": {}, "models": before}))
+    models_dir = tmp_path / "models"
+    (models_dir / "fancy").mkdir(parents=True)
+    out = tmp_path / "m.json"
+    assert manifest_tool.main(["--registry", REGISTRY, "--commit", SHA, "--digests", str(digests),
+                               "--previous", str(previous), "--model-digests", str(model_digests),
+                               "--models-dir", str(models_dir), "--out", str(out)]) == 0  # fmt: skip
+    models = json.loads(out.read_text())["models"]
+    assert models == {"fancy": {"score": kept,
+                                "train": f"{REGISTRY}/mlops/models/fancy/train@{digest(5)}"}}  # fmt: skip
+
+
+def test_model_image_dockerfile_builds_on_a_step_image_and_stays_non_root():
+    path = REPO / "images" / "model" / "Dockerfile"
+    proc = run([tool("hadolint"), "--failure-threshold", "warning", str(path)])
+    assert proc.returncode == 0, output_of(proc)
+    text = path.read_text()
+    assert "FROM ${BASE_IMAGE}" in text and text.rstrip().endswith("USER 10001:10001")
+    summary = checkov(["-f", str(path)], "dockerfile")
+    assert_checkov_clean(summary, min_passed=20)

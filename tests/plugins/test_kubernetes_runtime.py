@@ -6,6 +6,7 @@ Pods come from the operator's own ``build_pod_request_obj(dry_run=True)`` and ar
 
 from __future__ import annotations
 
+import json
 import textwrap
 from typing import Any
 
@@ -16,6 +17,7 @@ from conftest import DAGS
 from mlplatform.render import iter_rendered, render_task
 
 K8S_VERSION = "1.33.0"  # EKS's current standard-support range
+MODULES = sorted(p.name for p in DAGS.glob("*.py"))  # a broken manifest breaks each model's file
 
 
 def validate_strict(obj: dict[str, Any]) -> None:
@@ -33,7 +35,7 @@ def main_container(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_task_renders_a_strictly_valid_pod(rendered) -> None:
-    assert len(rendered) == 30  # (3 propensity + 2 next_spend customers) x 6 steps
+    assert len(rendered) == 32  # (3 + 2 customers) x 6 steps + next_spend's spend_report x 2
     for obj in rendered.values():
         assert obj["kind"] == "Pod"
         validate_strict(obj)
@@ -93,18 +95,23 @@ def test_security_context_on_every_container(rendered) -> None:
         assert {"name": "tmp", "mountPath": "/tmp"} in main_container(pod)["volumeMounts"]
 
 
+TEAMS = {"customer_propensity": "growth-ml", "next_spend": "revenue-ml"}
+KIND_OF = {"spend_report": "score"}  # next_spend's own step runs in the score image
+
+
 def test_labels_images_and_contract(rendered) -> None:
     for (dag_id, task_id), pod in rendered.items():
-        customer = dag_id.split("__")[1]
+        pipeline, customer = dag_id.split("__")
+        kind = KIND_OF.get(task_id, task_id)
         labels = pod["metadata"]["labels"]
-        assert labels["mlops.io/pipeline"] == "customer_propensity"
+        assert labels["mlops.io/pipeline"] == pipeline
         assert labels["mlops.io/customer"] == customer
         assert labels["mlops.io/step"] == task_id
-        assert labels["mlops.io/team"] == "growth-ml"
+        assert labels["mlops.io/team"] == TEAMS[pipeline]
         assert pod["metadata"]["namespace"] == "ml-steps"
         container = main_container(pod)
         assert container["image"].endswith("@sha256:" + "a" * 64)
-        assert f"/mlops/{task_id}@" in container["image"]
+        assert f"/mlops/{kind}@" in container["image"]
         args = container["args"]
         assert args[args.index("--customer") + 1] == customer
         assert args[args.index("--run-id") + 1] == "scheduled__2026-03-01T05:00:00+00:00"
@@ -120,7 +127,10 @@ def test_labels_images_and_contract(rendered) -> None:
         assert {"configMapRef": {"name": "step-env"}} in container["envFrom"]
         has_crm_secret = {"secretRef": {"name": "crm-default"}} in container["envFrom"]
         assert has_crm_secret == (task_id == "publish")
-        assert pod["spec"]["serviceAccountName"] == f"step-{task_id}"
+        assert pod["spec"]["serviceAccountName"] == f"step-{kind}"
+        task = "regression" if pipeline == "next_spend" else "binary_classification"
+        model = {"ref": f"mlmodels.{pipeline}", "source": f"dags/{pipeline}.py", "task": task}
+        assert json.loads(env["STEP_MODEL"]) == model
 
 
 def test_operator_settings(runtime, manifest_file) -> None:
@@ -207,15 +217,16 @@ def test_unpinned_images_are_parse_time_errors(
 ) -> None:
     runtime("kubernetes", manifest_file(score=ref))
     bag = dagbag(DAGS)
-    ((path, error),) = bag.import_errors.items()
-    assert path.endswith("customer_propensity.py")
-    assert expected in error and "step 'score'" in error
+    assert sorted(p.rsplit("/", 1)[-1] for p in bag.import_errors) == MODULES  # every model's file
+    for error in bag.import_errors.values():
+        assert expected in error and "step 'score'" in error
 
 
 def test_missing_manifest_is_explained(runtime, tmp_path, dagbag) -> None:
     runtime("kubernetes", tmp_path / "nowhere.json")
-    (error,) = dagbag(DAGS).import_errors.values()
-    assert "no image manifest at" in error and "mlops_image_manifest" in error
+    errors = dagbag(DAGS).import_errors.values()
+    assert len(errors) == len(MODULES)
+    assert all("no image manifest at" in e and "mlops_image_manifest" in e for e in errors)
 
 
 def test_airflow_variable_overrides_the_manifest_file(runtime, manifest_file, monkeypatch) -> None:
@@ -242,8 +253,10 @@ def test_deferrable_mode_is_a_deployment_switch(
 
 def test_unknown_runtime_is_an_import_error(runtime, dagbag) -> None:
     runtime("kubernetes-ish")
-    (error,) = dagbag(DAGS).import_errors.values()
-    assert "MLOPS_RUNTIME='kubernetes-ish' is not a runtime; use one of local, kubernetes" in error
+    errors = dagbag(DAGS).import_errors.values()
+    assert len(errors) == len(MODULES)
+    for error in errors:
+        assert "MLOPS_RUNTIME='kubernetes-ish' is not a runtime; use one of local, kubernetes" in error
 
 
 @pytest.mark.parametrize(
@@ -300,3 +313,17 @@ def test_a_model_with_its_own_images_runs_them_and_others_keep_the_shared_ones(
     errors = DagBag(dag_folder=str(DAGS)).import_errors
     ((path, error),) = errors.items()
     assert path.endswith("next_spend.py") and "model 'next_spend' step 'train'" in error
+
+
+def test_a_models_own_step_runs_after_its_anchor_in_that_steps_image(rendered) -> None:
+    """Extra steps: next_spend's spend_report is placed after score, runs the score image and
+    service account, and its argv is the same contract with its own step name."""
+    pod = rendered[("next_spend__acme-foods", "spend_report")]
+    score = rendered[("next_spend__acme-foods", "score")]
+    assert main_container(pod)["image"] == main_container(score)["image"]
+    assert pod["spec"]["serviceAccountName"] == "step-score"
+    container = main_container(pod)
+    assert container["command"] == ["python"]
+    assert container["args"][:3] == ["-m", "model_steps", "spend_report"]
+    assert pod["metadata"]["labels"]["mlops.io/step"] == "spend_report"
+    assert ("customer_propensity__acme-foods", "spend_report") not in rendered

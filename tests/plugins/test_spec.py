@@ -136,3 +136,16 @@ def test_a_gate_metric_of_another_task_is_refused() -> None:
 def test_a_model_path_of_the_wrong_form_is_refused() -> None:
     with pytest.raises(PipelineSpecError, match=r"model: String should match pattern"):
         parse_pipeline(spec_with(model="models/churn.py"), "dags/churn.py")
+
+
+def test_extra_steps_must_follow_a_declared_step_and_not_shadow_a_platform_one() -> None:
+    wrong_anchor = spec_with(extra_steps={"report": {"after": "publish"}})
+    assert "extra_steps.report.after: 'publish' is not a step declared before it" in problems(
+        wrong_anchor
+    )
+    shadow = spec_with(extra_steps={"train": {"after": "ingest"}})
+    assert "not one of the platform's" in problems(shadow)
+    ok = spec_with(extra_steps={"report": {"after": "train", "runs_in": "score",
+                                           "resources": {"memory": "2Gi"}}})  # fmt: skip
+    (alpha, _beta) = resolve_customers(parse_pipeline(ok, "dags/churn.py"), "dags/churn.py")
+    assert alpha.kind_of("report") == "score" and alpha.profiles["report"].memory == "2Gi"

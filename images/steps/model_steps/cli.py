@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -33,11 +34,13 @@ from model_steps.contract import (
     SkipDownstream,
     StepContext,
     StepError,
+    UsageError,
     load_json_env,
     write_result,
 )
 
 log = logging.getLogger("model_steps")
+STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$")  # a model's own step (extra_steps)
 
 
 def _pattern_arg(pattern: Any, what: str):  # type: ignore[no-untyped-def]
@@ -56,10 +59,11 @@ def _date_arg(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"data date {value!r} is not YYYY-MM-DD") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: str | None = None) -> argparse.ArgumentParser:
+    """The contract's parser; ``extra`` adds a model's own step name (``Model.steps``)."""
     parser = argparse.ArgumentParser(prog="python -m model_steps", description=__doc__)
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-    for name in STEP_NAMES:
+    for name in (*STEP_NAMES, *([extra] if extra else [])):
         p = sub.add_parser(name, help=f"run the {name} step")
         p.add_argument(
             "--pipeline", required=True, type=_pattern_arg(PIPELINE_NAME_PATTERN, "pipeline")
@@ -86,6 +90,8 @@ def _report(result: dict[str, Any], xcom_path: str) -> None:
 
 
 def _step_body(step: str):  # type: ignore[no-untyped-def]
+    if step not in STEP_NAMES:
+        return _model_step(step)
     module_name = f"model_steps.steps.{step}"
     try:
         module = importlib.import_module(module_name)
@@ -99,14 +105,35 @@ def _step_body(step: str):  # type: ignore[no-untyped-def]
     return module.run
 
 
+def _model_step(step: str):  # type: ignore[no-untyped-def]
+    """A model's own step: its ``steps[<name>]`` hook, with the step and model contexts."""
+
+    def run(ctx: StepContext) -> dict[str, Any]:
+        from model_steps import model_loader
+
+        loaded = model_loader.load(ctx)
+        hook = loaded.model.steps.get(step)
+        if hook is None:
+            raise UsageError(
+                f"model {loaded.model.name} has no step {step!r} (its steps: "
+                f"{', '.join(sorted(loaded.model.steps)) or 'none'}; the DAG module's "
+                "extra_steps must name a step of Model.steps)"
+            )
+        return hook(ctx, model_loader.model_context(ctx, loaded))
+
+    return run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=os.environ.get("STEP_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[0] if argv and argv[0] not in STEP_NAMES and STEP_NAME.fullmatch(argv[0]) else None
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(extra).parse_args(argv)
     except SystemExit as exc:  # argparse already printed the reason
         return EXIT_USAGE if exc.code else EXIT_OK
     xcom_path = os.environ.get(ENV_XCOM_PATH, DEFAULT_XCOM_PATH)

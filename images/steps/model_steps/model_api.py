@@ -17,6 +17,7 @@ The model owns what only it knows:
 ``crm_select/record``  which scored rows are pushed, and what a CRM record holds
 ``settings``           the pydantic schema of its ``model:`` settings section
 ``example_data``       writes a tiny raw zone its hooks run on in `make test`
+``steps``              its own steps (same CLI contract), placed by the DAG module's extra_steps
 =====================  =====================================================================
 
 Hooks get one context object; they import Spark/TensorFlow themselves (this module imports neither).
@@ -117,6 +118,9 @@ class Model:
     # writes example raw data for (lake URI, tenant, entities) and returns its data date: what
     # model_steps.testing.run_hooks (and so `make test`) runs the hooks on
     example_data: Callable[[str, str, int], dt.date] | None = None
+    # the model's own steps (the DAG module places them with extra_steps): name -> hook taking the
+    # step's contract context (model_steps.contract.StepContext) and the model context
+    steps: Mapping[str, Callable[[Any, ModelContext], dict[str, Any]]] = field(default_factory=dict)
     description: str = ""
 
     @property

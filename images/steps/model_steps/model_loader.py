@@ -143,3 +143,27 @@ def parse_platform_settings(
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         source = ref.source if ref else "STEP_CONFIG"
         raise UsageError(f"{source}: invalid settings: {problems}") from None
+
+
+def model_context(ctx: StepContext, loaded: LoadedModel, rank: int = 0, size: int = 1) -> Any:
+    """The hooks' context for this run, at the training cutoff's window."""
+    from model_steps.features import training_cutoff, window
+    from model_steps.model_api import ModelContext
+
+    data = loaded.platform.data
+    cutoff = training_cutoff(ctx.data_date, data.label_window_days)
+    return ModelContext(
+        pipeline=ctx.pipeline,
+        customer=ctx.customer,
+        data_date=ctx.data_date,
+        lake_uri=ctx.lake_uri,
+        settings=loaded.settings,
+        platform=loaded.platform,
+        window=window(cutoff, data.lookback_days, data.label_window_days),
+        hyperparameters={
+            **loaded.platform.training.model_dump(),
+            **loaded.settings.model_dump(mode="json"),
+        },
+        rank=rank,
+        size=size,
+    )

@@ -37,9 +37,9 @@ def test_label_is_the_spend_of_the_window_and_features_see_only_the_past(spark) 
         "order_id": ["o1", "o2", "o3", "o4", "o5"],
         "diner_id": ["A", "A", "A", "A", "B"],
         "order_ts": pd.to_datetime([
-            "2026-05-30 12:00", "2026-06-01 23:59:59",  # before the cutoff's end: features
-            "2026-06-02 00:00", "2026-06-29 23:59:59",  # the 28-day window: label
-            "2026-06-30 00:00",  # after the window: nowhere
+            "2026-05-30 12:00:00", "2026-06-01 23:59:59",  # before the cutoff's end: features
+            "2026-06-02 00:00:00", "2026-06-29 23:59:59",  # the 28-day window: label
+            "2026-06-30 00:00:00",  # after the window: nowhere
         ]),
         "amount": [10.0, 5.0, 20.0, 7.5, 99.0],
         "channel": ["app", "app", "delivery", "app", "dine_in"], "store_id": ["S1"] * 5,

@@ -23,7 +23,7 @@ def pod_name(invocation: StepInvocation) -> str:
 def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> BaseOperator:
     cluster = pods.ClusterSettings()
     manifest = load_manifest()
-    image = manifest.image_for(invocation.step, invocation.pipeline)
+    image = manifest.image_for(invocation.kind, invocation.pipeline)
     profile = invocation.profile
     if profile.nodes > 1:
         return MPIJobOperator(
@@ -45,7 +45,7 @@ def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> 
         env_vars={**invocation.env, **pods.lineage_env(image, manifest.commit)},
         pod_runtime_info_envs=pods.try_number_env(),
         env_from=pods.env_from(
-            invocation.step, cluster, invocation.customer.settings.crm.connection_id
+            invocation.kind, cluster, invocation.customer.settings.crm.connection_id
         ),
         labels=invocation.labels,
         container_resources=pods.resources(profile),
@@ -56,7 +56,7 @@ def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> 
         security_context=pods.pod_security_context(),
         container_security_context=pods.container_security_context(),
         xcom_sidecar_container_security_context=pods.container_security_context(),
-        service_account_name=cluster.service_account(invocation.step),
+        service_account_name=cluster.service_account(invocation.kind),
         automount_service_account_token=False,  # IRSA projects its own token; no API access needed
         priority_class_name=profile.priority_class,
         startup_timeout_seconds=profile.startup_timeout_seconds,

@@ -52,7 +52,7 @@ def _pod_template(
             }.items()
         ],
         env_from=pods.env_from(
-            invocation.step, cluster, invocation.customer.settings.crm.connection_id
+            invocation.kind, cluster, invocation.customer.settings.crm.connection_id
         ),
         resources=pods.resources(profile),
         security_context=pods.container_security_context(),
@@ -69,7 +69,7 @@ def _pod_template(
             node_selector=pods.node_selector(profile),
             tolerations=pods.tolerations(profile) or None,
             security_context=pods.pod_security_context(),
-            service_account_name=cluster.service_account(invocation.step),
+            service_account_name=cluster.service_account(invocation.kind),
             automount_service_account_token=False,
             priority_class_name=profile.priority_class,
             restart_policy="Never",

@@ -28,8 +28,8 @@ from typing import Any
 
 from model_steps import gate, lake, model_loader
 from model_steps.contract import StepContext, StepError
-from model_steps.features import FEATURES, training_cutoff
-from model_steps.model_api import Model, ModelContext, TrainingData
+from model_steps.features import FEATURES
+from model_steps.model_api import Model, TrainingData
 from model_steps.tracking import (
     bound_mlflow_client,
     experiment_name,
@@ -144,28 +144,6 @@ def _log_model(net: Any, model: Model, example: Any, reg_name: str) -> Any:
         )
 
 
-def _model_context(ctx: StepContext, loaded: model_loader.LoadedModel, rank: int, size: int):  # type: ignore[no-untyped-def]
-    from model_steps.features import window
-
-    data = loaded.platform.data
-    cutoff = training_cutoff(ctx.data_date, data.label_window_days)
-    return ModelContext(
-        pipeline=ctx.pipeline,
-        customer=ctx.customer,
-        data_date=ctx.data_date,
-        lake_uri=ctx.lake_uri,
-        settings=loaded.settings,
-        platform=loaded.platform,
-        window=window(cutoff, data.lookback_days, data.label_window_days),
-        hyperparameters={
-            **loaded.platform.training.model_dump(),
-            **loaded.settings.model_dump(mode="json"),
-        },
-        rank=rank,
-        size=size,
-    )
-
-
 def _compile(net: Any, model: Model, lr: float, hvd: Any) -> Any:
     import tensorflow as tf
 
@@ -241,7 +219,7 @@ def _fit(
 
     model, tr = loaded.model, loaded.platform.training
     rank, size = hvd.rank(), hvd.size()
-    mctx = _model_context(ctx, loaded, rank, size)
+    mctx = model_loader.model_context(ctx, loaded, rank, size)
     table_uri = ctx.lake_path(FEATURES)
     seed, bs, epochs = tr.seed, tr.batch_size, tr.epochs
 

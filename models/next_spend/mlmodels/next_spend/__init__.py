@@ -3,7 +3,8 @@
 Different from customer_propensity in every part the contract names: it reads diners and orders only,
 builds spend-rhythm features, labels with the window's total spend, trains a wide-and-deep regressor
 (softplus output, MSE loss), is gated on RMSE (lower is better) with an R² floor, and pushes the top
-expected spenders to the CRM as a VIP segment.
+expected spenders to the CRM as a VIP segment. Its own step ``spend_report`` (after score) writes
+where the expected spend is, by region and channel.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from mlmodels.next_spend import features
 from mlmodels.next_spend.crm import crm_record, crm_select
 from mlmodels.next_spend.network import network
+from mlmodels.next_spend.report import spend_report
 from mlmodels.next_spend.settings import SpendSettings
 from mlmodels.restaurant_chain.datagen import example_data
 from mlmodels.restaurant_chain.tables import DINERS, ORDERS
@@ -36,5 +38,6 @@ MODEL = Model(
     crm_record=crm_record,
     suite=Path(__file__).with_name("expectations.json"),
     example_data=example_data,
+    steps={"spend_report": spend_report},
     settings=SpendSettings,
 )

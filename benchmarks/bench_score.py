@@ -3,9 +3,10 @@ manifest commit) against the model's raw in-memory predict on the same rows, in 
 
     .venv-steps/bin/python benchmarks/bench_score.py [--rows 1000000] [--quick]
 
-The model is the platform's own pyfunc (model_steps.serving.PropensityModel around
-training.build_model); its weights are untrained, which does not change the work per row. Prints a
-table and writes benchmarks/results/score.json. Target: step >= 0.8x raw predict.
+The model is the platform's own pyfunc (model_steps.serving.StepModel around
+customer_propensity's network on the platform's inputs, training.build_model); its weights are
+untrained, which does not change the work per row. Prints a table and writes
+benchmarks/results/score.json. Target: step >= 0.8x raw predict.
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "images" / "steps"))
 
+from mlmodels.customer_propensity import MODEL  # noqa: E402
+from mlplatform_contract.settings import CustomerSettings  # noqa: E402
 from model_steps import lake  # noqa: E402
-from model_steps.features import FEATURE_SCHEMA, KEY  # noqa: E402
+from model_steps.model_api import ModelContext  # noqa: E402
 from model_steps.steps.score import score_table  # noqa: E402
-from model_steps.training import CATEGORICAL, INPUT_COLUMNS, NUMERIC, build_model  # noqa: E402
+from model_steps.training import build_model  # noqa: E402
+
+KEY, CATEGORICAL = MODEL.key, MODEL.categorical_features
+INPUT_COLUMNS = MODEL.input_columns
 
 TARGET = 0.8
 
@@ -43,8 +49,8 @@ def feature_table(root: Path, rows: int, files: int, seed: int = 1) -> str:
     names = []
     for i, idx in enumerate(np.array_split(np.arange(rows), files)):
         data: dict[str, object] = {KEY: [f"D{j:09d}" for j in idx]}
-        for col, kind in FEATURE_SCHEMA.items():
-            if col == KEY or col in CATEGORICAL or kind == "date":
+        for col, kind in MODEL.feature_schema.items():
+            if col in CATEGORICAL or kind == "date":
                 continue
             data[col] = rng.integers(0, 50, len(idx)) if kind == "int" else rng.random(len(idx))
         for col, vocab in CATEGORICAL.items():
@@ -63,15 +69,22 @@ def feature_table(root: Path, rows: int, files: int, seed: int = 1) -> str:
 def pyfunc_model(root: Path):  # type: ignore[no-untyped-def]
     import mlflow.pyfunc
 
-    from model_steps.serving import KERAS_ARTIFACT, PropensityModel
+    from model_steps.serving import IO_ARTIFACT, KERAS_ARTIFACT, StepModel, io_spec
 
-    n = len(NUMERIC)
-    keras = build_model(np.zeros(n), np.ones(n), hidden_units=[128, 64], dropout=0.1, seed=1)
+    n = len(MODEL.numeric_features)
+    ctx = ModelContext(
+        pipeline=MODEL.name, customer="bench", data_date=None, lake_uri="",  # type: ignore[arg-type]
+        settings=MODEL.settings(hidden_units=(128, 64), dropout=0.1), platform=CustomerSettings(),
+    )  # fmt: skip
+    keras = build_model(MODEL, ctx, np.zeros(n), np.ones(n))
     keras_path = root / "propensity.keras"
     keras.save(keras_path)
+    io_path = root / "io.json"
+    io_path.write_text(json.dumps(io_spec(MODEL)))
     model_dir = root / "pyfunc"
     mlflow.pyfunc.save_model(
-        str(model_dir), python_model=PropensityModel(), artifacts={KERAS_ARTIFACT: str(keras_path)},
+        str(model_dir), python_model=StepModel(),
+        artifacts={KERAS_ARTIFACT: str(keras_path), IO_ARTIFACT: str(io_path)},
         code_paths=[str(REPO / "images" / "steps" / "model_steps")],
         pip_requirements=["mlflow==3.17.2"],
     )  # fmt: skip
@@ -102,8 +115,8 @@ def main() -> int:
             model.predict(frame.iloc[start : start + args.chunk_rows])
         raw_s = time.perf_counter() - t0
 
-        done = score_table(model, features, f"file://{root}/scores", chunk_rows=args.chunk_rows,
-                           model_version="bench")  # fmt: skip
+        done = score_table(model, MODEL, features, f"file://{root}/scores",
+                           chunk_rows=args.chunk_rows, model_version="bench")  # fmt: skip
     step_s = done["seconds"]
     result = {
         "benchmark": "score", "rows": rows, "chunk_rows": args.chunk_rows,

@@ -41,10 +41,15 @@ import pyarrow.parquet as pq  # noqa: E402
 from bench_ingest import TENANT, pandas_ingest  # noqa: E402
 
 from embedded import services  # noqa: E402
+from mlmodels.customer_propensity import MODEL  # noqa: E402
 from mlmodels.restaurant_chain import datagen  # noqa: E402
+from mlplatform_contract.settings import CustomerSettings, TrainingSettings  # noqa: E402
 from model_steps import lake  # noqa: E402
 from model_steps.contract import run_key  # noqa: E402
-from model_steps.training import TRAINING_DEFAULTS  # noqa: E402
+from model_steps.model_api import ModelContext  # noqa: E402
+
+TRAINING_DEFAULTS = TrainingSettings().model_dump()  # the platform's defaults, one definition
+STEP_MODEL = json.dumps({"ref": "mlmodels.customer_propensity", "task": MODEL.task})
 
 PIPELINE = "customer_propensity"
 BIN = Path(sys.executable).parent
@@ -98,6 +103,7 @@ def run_step(
         "LAKE_URI": f"file://{lake_root}",
         "STEP_XCOM_PATH": str(xcom),
         "STEP_CONFIG": json.dumps({"training": training}),
+        "STEP_MODEL": STEP_MODEL,
         "PATH": f"{BIN}:{env.get('PATH', '')}",
     }
     started = time.monotonic()
@@ -138,6 +144,7 @@ def input_vs_step(table_uri: str, training: dict, epochs: int) -> dict:
     t0 = time.monotonic()
     shard = read_shard(
         table_uri,
+        MODEL,
         split="train",
         rank=0,
         size=1,
@@ -146,7 +153,7 @@ def input_vs_step(table_uri: str, training: dict, epochs: int) -> dict:
     )
     read_s = time.monotonic() - t0
     steps = max(1, shard.rows // bs)
-    ds = make_dataset(shard, batch_size=bs, shuffle=True, seed=1, repeat=True)
+    ds = make_dataset(shard, MODEL, batch_size=bs, shuffle=True, seed=1, repeat=True)
     for _ in ds.take(steps):  # warm-up: tracing, first shuffle buffer fill
         pass
     t0 = time.monotonic()
@@ -155,10 +162,13 @@ def input_vs_step(table_uri: str, training: dict, epochs: int) -> dict:
         n += int(y.shape[0])
     pipe = n / (time.monotonic() - t0)
 
-    mean, var = moments_to_stats(numeric_moments(shard))
-    model = build_model(
-        mean, var, hidden_units=training["hidden_units"], dropout=training["dropout"], seed=1
-    )
+    mean, var = moments_to_stats(numeric_moments(shard, MODEL.numeric_features))
+    platform_settings = CustomerSettings.model_validate({"training": training})
+    ctx = ModelContext(
+        pipeline=PIPELINE, customer=TENANT, data_date=datagen.DEFAULT_DATA_DATE, lake_uri="",
+        settings=MODEL.settings(), platform=platform_settings,
+    )  # fmt: skip
+    model = build_model(MODEL, ctx, mean, var)
     model.compile(
         optimizer=tf.keras.optimizers.legacy.Adam(1e-3),
         loss="binary_crossentropy",

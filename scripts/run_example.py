@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,11 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from embedded.platform import DATA_DATE, airflow_env, base_env, embedded_platform  # noqa: E402
+
 VAR = REPO / "var" / "run"
-STEPS_PY = REPO / ".venv-steps" / "bin" / "python"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
-SCORES_BUCKET = "mlops-scores"
-DATA_DATE = "2026-06-29"  # the example data's last drop day (model_steps.datagen.DEFAULT_DATA_DATE)
 console = Console()
 
 
@@ -53,50 +52,6 @@ def run(
                 colour = "green" if state == "success" else "yellow" if "retry" in state else "red"
                 console.print(f"  {label:<12}   [{colour}]{state}[/]")
         return proc.wait()
-
-
-@contextmanager
-def embedded_services(env: dict[str, str]):  # type: ignore[no-untyped-def]
-    """Local S3 endpoint + MLflow server (embedded.services) and the CRM receiver, then stop them."""
-    state = VAR / "services"
-    command = [str(STEPS_PY), "-m", "embedded.services", "up", "--state", str(state),
-               "--bucket", SCORES_BUCKET]  # fmt: skip
-    up = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
-    if up.returncode != 0:
-        raise SystemExit(f"embedded services did not start:\n{up.stdout}{up.stderr}")
-    try:
-        yield json.loads((state / "services.json").read_text())
-    finally:
-        subprocess.run([str(STEPS_PY), "-m", "embedded.services", "down", "--state", str(state)],
-                       env=env, cwd=REPO, check=False)  # fmt: skip
-
-
-@contextmanager
-def crm_receiver(env: dict[str, str]):  # type: ignore[no-untyped-def]
-    """The local CRM stand-in (embedded.crm_receiver) on a free loopback port; yields its URL.
-
-    The publish tasks reach it through the Airflow connection crm_default, given here as
-    AIRFLOW_CONN_CRM_DEFAULT (the LocalStepOperator turns it into CRM_BASE_URL/CRM_API_TOKEN)."""
-    token = "local-crm-token"
-    log = (VAR / "crm_receiver.log").open("w")
-    proc = subprocess.Popen(
-        [str(STEPS_PY), "-m", "embedded.crm_receiver", "--db", str(VAR / "crm.sqlite"),
-         "--port", "0", "--token", token],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise SystemExit(f"CRM receiver did not start (see {VAR / 'crm_receiver.log'})")
-    url = line.split("listening on ", 1)[1].split()[0]
-    env["AIRFLOW_CONN_CRM_DEFAULT"] = f"http://:{token}@{url.removeprefix('http://')}"
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def customers() -> list[str]:
@@ -197,35 +152,22 @@ def main() -> int:
     shutil.rmtree(VAR, ignore_errors=True)
     VAR.mkdir(parents=True)
     lake = VAR / "lake"
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
-    env.update({
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "PYTHONPATH": str(REPO / "plugins"),
-        "MLOPS_RUNTIME": "local",
-        "LAKE_URI": f"file://{lake}",
-    })  # fmt: skip
+    env = {**base_env(), **airflow_env()}
     started = time.monotonic()
     chosen = args.customer or customers()
     with ExitStack() as stack:
-        console.rule("[bold]embedded services")
-        services = stack.enter_context(embedded_services(env))
-        env.update(services["env"])
-        env["SCORES_URI"] = f"s3://{SCORES_BUCKET}"
-        crm_url = stack.enter_context(crm_receiver(env))
+        console.rule("[bold]embedded services and example data")
+        platform = stack.enter_context(
+            embedded_platform(VAR, chosen, size=args.size, log=console.print)
+        )
+        env.update(platform.env)
+        services = platform.services
         console.print(f"  MLflow server:     {services['tracking_uri']}")
         console.print(
             f"  local S3 endpoint: {services['s3_endpoint']} (scores in {env['SCORES_URI']})"
         )
-        console.print(f"  CRM receiver:      {crm_url}")
-        console.rule("[bold]example data")
-        for index, customer in enumerate(chosen):
-            # each customer (restaurant chain) gets its own diners: a different seed per chain
-            datagen = [str(STEPS_PY), "-m", "model_steps.datagen", "--customer", customer,
-                       "--lake", env["LAKE_URI"], "--size", args.size, "--seed", str(7 + index)]  # fmt: skip
-            rc = run(datagen, env, stdout=subprocess.DEVNULL)
-            if rc != 0:
-                raise SystemExit(f"datagen failed for {customer}")
+        console.print(f"  CRM receiver:      {platform.crm_url}")
+        for customer in platform.generated:
             console.print(f"  generated raw zone for {customer}")
         console.rule(f"[bold]customer DAGs ({args.parallel} at a time)")
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:

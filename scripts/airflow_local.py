@@ -62,19 +62,20 @@ def become_subreaper() -> None:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def airflow_environment(
-    platform: Platform, home: Path, port: int, schedules: bool
-) -> dict[str, str]:
+def airflow_environment(platform: Platform, home: Path, args: argparse.Namespace) -> dict[str, str]:
     """The one environment of every Airflow component (and so of every step they start)."""
+    port = args.port
     return {
         **base_env(),
         **airflow_env(),
         **platform.env,
         "AIRFLOW_HOME": str(home),
+        "AIRFLOW__API__HOST": args.host,
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(schedules),
+        # tasks call the API server on loopback by address: no ::1-first lookup of localhost
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(args.schedules),
         # a few worker processes, not 32: at most one run per customer, one task each at a time
         "AIRFLOW__CORE__PARALLELISM": "4",
         # a task's calls to the API server wait on sqlite and a busy 2-core machine: 5 s by default
@@ -139,7 +140,7 @@ def serve(args: argparse.Namespace, platform: Platform) -> int:
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     url = f"http://localhost:{args.port}"
-    env = airflow_environment(platform, home, args.port, args.schedules)
+    env = airflow_environment(platform, home, args)
     proc: subprocess.Popen[bytes] | None = None
     try:
         # its own session: a terminal's Ctrl-C reaches this script, which stops Airflow in order
@@ -163,6 +164,8 @@ def serve(args: argparse.Namespace, platform: Platform) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="the API server's (UI's) port")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the API server's address (0.0.0.0 to reach the UI from elsewhere)")  # fmt: skip
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("AIRFLOW_HOME",
                         REPO / "var" / "airflow")), help="AIRFLOW_HOME (metadata DB, logs)")  # fmt: skip
     parser.add_argument("--platform", type=Path, default=REPO / "var" / "platform",

@@ -33,6 +33,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 .PHONY: help setup run test lint format bench airflow lock clean new-model
 
 include make/delivery.mk
+include make/browser.mk
 
 help:
 	@echo "make run     set up, then run the example pipeline end to end on this machine"
@@ -40,7 +41,7 @@ help:
 	@echo "make setup   create/refresh .venv (Airflow) and .venv-steps (workload); idempotent"
 	@echo "make lint    ruff check + format check"
 	@echo "make bench   benchmarks (tables printed, JSON in benchmarks/results/)"
-	@echo "make airflow Airflow standalone UI on http://localhost:8080 with the project's DAGs"
+	@echo "make airflow Airflow UI on http://localhost:8080: the project's DAGs on the embedded platform"
 	@echo "make lock    re-resolve requirements.lock and images/steps/requirements.lock"
 	@echo "make new-model NAME=<name> [TASK=regression]   scaffold dags/<name>.py + models/<name>/"
 	@echo "make run MODEL=<name> [CUSTOMER=<id>]           run one model (one customer) end to end"
@@ -89,8 +90,8 @@ format: $(CP_STAMP)
 
 # Every model package's own tests (models/<name>/tests) run with the workload's.
 MODEL_TESTS := $(wildcard models/*/tests)
-test: setup delivery-tools lint
-	$(CP_VENV)/bin/pytest tests/dags tests/plugins tests/delivery
+test: setup delivery-tools browser-tools lint
+	$(CP_VENV)/bin/pytest tests/dags tests/plugins tests/delivery tests/scripts
 	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images tests/embedded $(MODEL_TESTS)
 
 # MODEL=<name> runs one model's DAGs, CUSTOMER=<id> one customer (default: every example model).
@@ -114,9 +115,10 @@ bench: setup
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_score.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_publish.py $(BENCH_ARGS)
 
+# AIRFLOW_ARGS: e.g. --port 8081, --size medium, --schedules (scripts/airflow_local.py --help)
+AIRFLOW_ARGS ?=
 airflow: setup
-	@echo "Airflow UI on http://localhost:8080 (user/password printed below by 'standalone')"
-	$(CP_VENV)/bin/airflow standalone
+	$(CP_PY) scripts/airflow_local.py $(AIRFLOW_ARGS)
 
 clean:
 	rm -rf $(CP_VENV) $(STEPS_VENV) $(DELIVERY_VENV) $(STAMPS) .tools tools/bin var

@@ -1,22 +1,25 @@
-"""`make run`: the example pipeline end to end on this machine, through Airflow, local runtime.
+"""`make run`: the example models end to end on this machine, through Airflow, local runtime.
 
-Starts the embedded services on loopback (local S3 endpoint, MLflow server, CRM receiver), generates
-the example data for every customer of dags/customer_propensity.py, runs each customer's DAG with
-`airflow dags test`, prints a summary from the tasks' XCom results, and stops the services. Exits
-non-zero if any run failed. Everything lives under var/run/ (recreated on each run).
+Starts the embedded platform on loopback (local S3 endpoint, MLflow server, CRM receiver; one
+definition: embedded/platform.py), generates the example data for the chosen customers, runs each
+chosen DAG (model x customer) with `airflow dags test`, side by side, prints a summary from the
+tasks' XCom results, and stops the services. Exits non-zero if any run failed. Everything lives
+under var/run/ (recreated on each run).
+
+By default: every model in dags/, each with its first customer (within the 5-minute budget on 2
+cores); ``--model M`` (repeatable) runs all customers of M, ``--customer C`` narrows to C.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +27,15 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from embedded.platform import DATA_DATE, airflow_env, base_env, embedded_platform  # noqa: E402
+
 VAR = REPO / "var" / "run"
-STEPS_PY = REPO / ".venv-steps" / "bin" / "python"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
-SCORES_BUCKET = "mlops-scores"
-DATA_DATE = (
-    "2026-06-29"  # the example data's last drop day (restaurant_chain.datagen.DEFAULT_DATA_DATE)
-)
 console = Console()
+STEP_ORDER = {
+    s: i for i, s in enumerate(("ingest", "validate", "train", "evaluate", "score", "publish"))
+}
 
 
 def run(
@@ -57,56 +61,36 @@ def run(
         return proc.wait()
 
 
-@contextmanager
-def embedded_services(env: dict[str, str]):  # type: ignore[no-untyped-def]
-    """Local S3 endpoint + MLflow server (embedded.services) and the CRM receiver, then stop them."""
-    state = VAR / "services"
-    command = [str(STEPS_PY), "-m", "embedded.services", "up", "--state", str(state),
-               "--bucket", SCORES_BUCKET]  # fmt: skip
-    up = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
-    if up.returncode != 0:
-        raise SystemExit(f"embedded services did not start:\n{up.stdout}{up.stderr}")
-    try:
-        yield json.loads((state / "services.json").read_text())
-    finally:
-        subprocess.run([str(STEPS_PY), "-m", "embedded.services", "down", "--state", str(state)],
-                       env=env, cwd=REPO, check=False)  # fmt: skip
-
-
-@contextmanager
-def crm_receiver(env: dict[str, str]):  # type: ignore[no-untyped-def]
-    """The local CRM stand-in (embedded.crm_receiver) on a free loopback port; yields its URL.
-
-    The publish tasks reach it through the Airflow connection crm_default, given here as
-    AIRFLOW_CONN_CRM_DEFAULT (the LocalStepOperator turns it into CRM_BASE_URL/CRM_API_TOKEN)."""
-    token = "local-crm-token"
-    log = (VAR / "crm_receiver.log").open("w")
-    proc = subprocess.Popen(
-        [str(STEPS_PY), "-m", "embedded.crm_receiver", "--db", str(VAR / "crm.sqlite"),
-         "--port", "0", "--token", token],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise SystemExit(f"CRM receiver did not start (see {VAR / 'crm_receiver.log'})")
-    url = line.split("listening on ", 1)[1].split()[0]
-    env["AIRFLOW_CONN_CRM_DEFAULT"] = f"http://:{token}@{url.removeprefix('http://')}"
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
-
-
-def customers() -> list[str]:
+def example_dags() -> dict[str, list[str]]:
+    """model (pipeline) -> its customers, in module order, from every DAG module in dags/."""
     sys.path.insert(0, str(REPO / "plugins"))
     import runpy
 
-    module = runpy.run_path(str(REPO / "dags" / "customer_propensity.py"))
-    return sorted(k.split("__", 1)[1] for k in module if k.startswith("customer_propensity__"))
+    found: dict[str, list[str]] = {}
+    for module in sorted((REPO / "dags").glob("*.py")):
+        for name in runpy.run_path(str(module)):
+            if "__" in name and not name.startswith("_"):
+                pipeline, customer = name.split("__", 1)
+                found.setdefault(pipeline, []).append(customer)
+    return found
+
+
+def choose(
+    dags: dict[str, list[str]], models: list[str] | None, customers: list[str] | None
+) -> list[str]:
+    """The DAG ids to run: see the module doc for the defaults."""
+    unknown = sorted(set(models or []) - set(dags))
+    if unknown:
+        raise SystemExit(f"no DAG module for model(s) {', '.join(unknown)}: have {', '.join(dags)}")
+    chosen = []
+    for model in models or list(dags):
+        wanted = [c for c in dags[model] if c in customers] if customers else dags[model]
+        if not customers and not models:
+            wanted = wanted[:1]
+        chosen += [f"{model}__{c}" for c in wanted]
+    if not chosen:
+        raise SystemExit(f"no DAG for customer(s) {', '.join(customers or [])} of {models}")
+    return chosen
 
 
 def xcom_results(env: dict[str, str], dag_id: str) -> dict[str, Any]:
@@ -134,14 +118,17 @@ print(json.dumps(out, default=str))
 def _detail(step: str, r: dict[str, Any]) -> str:
     if step == "ingest":
         return (
-            f"training: {r.get('rows')} diners at {r.get('cutoff_date')}, label rate "
-            f"{r.get('label_rate')}; population: {r.get('population_rows')} diners"
+            f"training: {r.get('rows')} rows at {r.get('cutoff_date')}, label mean "
+            f"{r.get('label_rate')}; population: {r.get('population_rows')}"
         )
     if step == "validate":
         return f"{r.get('status')}"
     if step == "train":
         m = r.get("metrics", {})
-        return f"{r.get('model_uri')}  holdout AUC {m.get('roc_auc')}  ({r.get('ranks')} ranks)"
+        headline = "roc_auc" if "roc_auc" in m else "rmse"
+        return (
+            f"{r.get('model_uri')}  holdout {headline} {m.get(headline)}  ({r.get('ranks')} ranks)"
+        )
     if step == "evaluate":
         verdict = (
             "promoted" if r.get("promote") else "kept champion" if r.get("passed") is False else ""
@@ -151,41 +138,40 @@ def _detail(step: str, r: dict[str, Any]) -> str:
         return f"{r.get('rows')} rows → {r.get('output_uri')}"
     if step == "publish":
         return f"{r.get('sent_records')} records sent to the CRM ({r.get('retries')} retries)"
-    return ""
+    return ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int | float | str))[:160]
 
 
 def summary(results: dict[str, dict[str, Any]], services: dict[str, Any]) -> Table:
-    table = Table(title="customer_propensity on the embedded default", show_lines=False)
-    for column in ("customer", "step", "state", "result"):
+    table = Table(title="the example models on the embedded default", show_lines=False)
+    for column in ("model", "customer", "step", "state", "result"):
         table.add_column(column, overflow="fold")
-    for customer, res in results.items():
-        for step in ("ingest", "validate", "train", "evaluate", "score", "publish"):
-            task = res["tasks"].get(step, {})
+    for dag_id, res in results.items():
+        model, customer = dag_id.split("__", 1)
+        tasks = sorted(res["tasks"].items(), key=lambda kv: STEP_ORDER.get(kv[0], len(STEP_ORDER)))
+        for i, (step, task) in enumerate(tasks):
             state = task.get("state", "-")
             colour = {"success": "green", "skipped": "yellow"}.get(state, "red")
             detail = _detail(step, task["result"]) if task.get("result") else ""
-            table.add_row(
-                customer if step == "ingest" else "", step, f"[{colour}]{state}[/]", detail
-            )
+            first = i == 0
+            table.add_row(model if first else "", customer if first else "", step,
+                          f"[{colour}]{state}[/]", detail)  # fmt: skip
     table.caption = f"MLflow (stopped with the services): {services['tracking_uri']}"
     return table
 
 
-def run_customer(customer: str, env: dict[str, str]) -> dict[str, Any]:
-    """One customer's DAG through `airflow dags test`, in its own Airflow home (own sqlite DB), so
-    customers can run side by side."""
-    dag_id = f"customer_propensity__{customer}"
-    env = {**env, "AIRFLOW_HOME": str(VAR / "airflow" / customer)}
+def run_dag(dag_id: str, env: dict[str, str]) -> dict[str, Any]:
+    """One DAG (model x customer) through `airflow dags test`, in its own Airflow home (own sqlite
+    DB), so DAGs can run side by side."""
+    env = {**env, "AIRFLOW_HOME": str(VAR / "airflow" / dag_id)}
     if run(
         [str(AIRFLOW), "db", "migrate"], env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     ):
-        raise SystemExit(f"airflow db migrate failed for {customer}")
+        raise SystemExit(f"airflow db migrate failed for {dag_id}")
     log = VAR / f"{dag_id}.log"
+    label = dag_id.replace("customer_propensity", "propensity")[:24]
     rc = run([str(AIRFLOW), "dags", "test", dag_id, DATA_DATE,
-              "--conf", json.dumps({"data_date": DATA_DATE})], env, log=log, label=customer)  # fmt: skip
-    console.print(
-        f"  {customer:<12} {'[green]succeeded' if rc == 0 else '[red]failed'}[/] (log: {log})"
-    )
+              "--conf", json.dumps({"data_date": DATA_DATE})], env, log=log, label=label)  # fmt: skip
+    console.print(f"  {label:<24} {'[green]succeeded' if rc == 0 else '[red]failed'}[/] ({log})")
     return xcom_results(env, dag_id)
 
 
@@ -194,47 +180,36 @@ def main() -> int:
     parser.add_argument(
         "--size", default="medium", help="example data size (mlmodels.restaurant_chain.datagen)"
     )
-    parser.add_argument("--customer", action="append", help="only these customers (default: all)")
-    parser.add_argument("--parallel", type=int, default=3, help="customers run side by side")
+    parser.add_argument("--model", action="append", help="only this model (repeatable)")
+    parser.add_argument("--customer", action="append", help="only this customer (repeatable)")
+    parser.add_argument("--parallel", type=int, default=3, help="DAG runs side by side")
     args = parser.parse_args()
 
     shutil.rmtree(VAR, ignore_errors=True)
     VAR.mkdir(parents=True)
     lake = VAR / "lake"
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
-    env.update({
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "PYTHONPATH": str(REPO / "plugins"),
-        "MLOPS_RUNTIME": "local",
-        "LAKE_URI": f"file://{lake}",
-    })  # fmt: skip
+    env = {**base_env(), **airflow_env()}
     started = time.monotonic()
-    chosen = args.customer or customers()
+    chosen_dags = choose(example_dags(), args.model, args.customer)
+    chosen = sorted({d.split("__", 1)[1] for d in chosen_dags})
     with ExitStack() as stack:
-        console.rule("[bold]embedded services")
-        services = stack.enter_context(embedded_services(env))
-        env.update(services["env"])
-        env["SCORES_URI"] = f"s3://{SCORES_BUCKET}"
-        crm_url = stack.enter_context(crm_receiver(env))
+        console.rule("[bold]embedded services and example data")
+        platform = stack.enter_context(
+            embedded_platform(VAR, chosen, size=args.size, log=console.print)
+        )
+        env.update(platform.env)
+        services = platform.services
         console.print(f"  MLflow server:     {services['tracking_uri']}")
         console.print(
             f"  local S3 endpoint: {services['s3_endpoint']} (scores in {env['SCORES_URI']})"
         )
-        console.print(f"  CRM receiver:      {crm_url}")
-        console.rule("[bold]example data")
-        for index, customer in enumerate(chosen):
-            # each customer (restaurant chain) gets its own diners: a different seed per chain
-            datagen = [str(STEPS_PY), "-m", "mlmodels.restaurant_chain.datagen", "--customer", customer,
-                       "--lake", env["LAKE_URI"], "--size", args.size, "--seed", str(7 + index)]  # fmt: skip
-            rc = run(datagen, env, stdout=subprocess.DEVNULL)
-            if rc != 0:
-                raise SystemExit(f"datagen failed for {customer}")
+        console.print(f"  CRM receiver:      {platform.crm_url}")
+        for customer in platform.generated:
             console.print(f"  generated raw zone for {customer}")
-        console.rule(f"[bold]customer DAGs ({args.parallel} at a time)")
+        console.rule(f"[bold]{len(chosen_dags)} DAG runs ({args.parallel} at a time)")
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-            futures = {c: pool.submit(run_customer, c, env) for c in chosen}
-            results = {c: f.result() for c, f in futures.items()}
+            futures = {d: pool.submit(run_dag, d, env) for d in chosen_dags}
+            results = {d: f.result() for d, f in futures.items()}
     console.print(summary(results, services))
     failed = [c for c, r in results.items() if r["state"] != "success"]
     console.print(f"took {time.monotonic() - started:.0f}s; lake: {lake}")

@@ -55,7 +55,12 @@ def _doc(customer: ResolvedCustomer, runtime: Runtime) -> str:
         "Trigger with *data_date* (the last day whose data has landed; default: "
         f"{customer.settings.data.landing_delay_days} day(s) before the run is due) to train on "
         "labels up to it and score features as of it; *force_promote* skips the champion "
-        "comparison of the gate, never its absolute thresholds."
+        "comparison of the gate, never its absolute thresholds.\n\n"
+        "**One run at a time** for this customer: its runs share the champion alias that evaluate "
+        "moves and validate's drift reference, so a second run (any data date) waits *queued* until "
+        "the running one ends. Unpausing the DAG (also *Unpause on trigger*) lets the scheduler "
+        "start the latest scheduled run at once, and a manual run then queues behind it. A step that "
+        "exits 2 (bad invocation or missing configuration) fails at once, without retries."
     )
 
 

@@ -11,6 +11,13 @@ STEP_KINDS: tuple[StepKind, ...] = ("ingest", "validate", "train", "evaluate", "
 
 WORKLOAD_MODULE = "model_steps"
 EXIT_SKIP_DOWNSTREAM = 99
+EXIT_USAGE = 2
+# Exit codes a retry cannot fix (the same command, environment and data give the same answer): both
+# runtimes fail the task at once, without its retries (AirflowFailException). Every other non-zero
+# code (a dead service, a missing drop, a killed spot node) keeps the step's retries.
+NON_RETRYABLE_EXIT_CODES: dict[int, str] = {
+    EXIT_USAGE: "bad invocation or missing configuration",
+}
 POD_XCOM_PATH = "/airflow/xcom/return.json"
 ENV_XCOM_PATH = "STEP_XCOM_PATH"
 ENV_CONFIG = "STEP_CONFIG"

@@ -327,3 +327,88 @@ def test_a_models_own_step_runs_after_its_anchor_in_that_steps_image(rendered) -
     assert container["args"][:3] == ["-m", "model_steps", "spend_report"]
     assert pod["metadata"]["labels"]["mlops.io/step"] == "spend_report"
     assert ("customer_propensity__acme-foods", "spend_report") not in rendered
+
+
+class FakeCoreV1:
+    """Just the CoreV1Api calls the pod operator makes after its pod finished (a real cluster's
+    answers, minus the cluster): read the pod, patch its 'already checked' label, list events."""
+
+    def __init__(self, pod: Any) -> None:
+        self.pod, self.patched = pod, []
+
+    def read_namespaced_pod(self, name: str, namespace: str, **_: Any) -> Any:
+        return self.pod
+
+    def patch_namespaced_pod(self, name: str, namespace: str, body: Any, **_: Any) -> Any:
+        self.patched.append(body)
+        return self.pod
+
+    def list_namespaced_event(self, namespace: str, **_: Any) -> Any:
+        from kubernetes.client import models as k8s
+
+        return k8s.CoreV1EventList(items=[])
+
+
+def finished_pod(exit_code: int) -> Any:
+    """A step pod as the API returns it once its container has terminated with ``exit_code``."""
+    from kubernetes.client import models as k8s
+
+    terminated = k8s.V1ContainerStateTerminated(exit_code=exit_code, reason="Error")
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(
+            name="customer-propensity-acme-foods-ingest-x", namespace="ml-steps", labels={}
+        ),
+        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base", image="i")]),
+        status=k8s.V1PodStatus(
+            phase="Failed",
+            container_statuses=[
+                k8s.V1ContainerStatus(
+                    name="base",
+                    image="i",
+                    image_id="",
+                    ready=False,
+                    restart_count=0,
+                    state=k8s.V1ContainerState(terminated=terminated),
+                )
+            ],
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "retried"),
+    [(2, False), (1, True), (137, True)],
+    ids=["usage", "failed", "killed"],
+)
+def test_pod_exit_code_decides_whether_airflow_retries(
+    runtime, manifest_file, exit_code: int, retried: bool
+) -> None:
+    """The operator's own post-completion path (cleanup, sync and deferrable alike) on a pod whose
+    step container exited with ``exit_code``: 2 is a failure without retries, others keep them."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    runtime("kubernetes", manifest_file())
+    task = DagBag(dag_folder=str(DAGS)).dags["customer_propensity__acme-foods"].get_task("ingest")
+    assert task.retries > 0
+    pod = finished_pod(exit_code)
+    task.client = api = FakeCoreV1(pod)
+    with pytest.raises(AirflowException) as caught:
+        task.cleanup(pod, pod)
+    assert isinstance(caught.value, AirflowFailException) is not retried
+    assert api.patched, "the operator still labels the failed pod as checked"
+    if not retried:
+        assert "exited with code 2 (bad invocation or missing configuration)" in str(caught.value)
+        assert "returned a failure" in str(caught.value)  # the provider's own message is kept
+
+
+def test_skip_exit_code_still_skips_in_the_pod_operator(runtime, manifest_file) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    runtime("kubernetes", manifest_file())
+    task = DagBag(dag_folder=str(DAGS)).dags["customer_propensity__acme-foods"].get_task("evaluate")
+    pod = finished_pod(99)
+    task.client = FakeCoreV1(pod)
+    with pytest.raises(AirflowSkipException):
+        task.cleanup(pod, pod)

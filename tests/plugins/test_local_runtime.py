@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from mlplatform.runtime.local import LocalStepOperator, steps_venv
 
@@ -69,6 +69,27 @@ def test_skip_exit_code_skips_with_the_steps_reason() -> None:
 def test_failure_exit_code_fails_with_the_last_output() -> None:
     with pytest.raises(AirflowException, match=r"(?s)exited with code 3.*line two"):
         operator(["python", "-c", WRITE_RESULT.format(code=3)]).execute({})
+
+
+def test_retryable_failure_is_not_a_non_retryable_one() -> None:
+    with pytest.raises(AirflowException) as caught:
+        operator(["python", "-c", WRITE_RESULT.format(code=1)]).execute({})
+    assert not isinstance(caught.value, AirflowFailException)  # Airflow retries it
+
+
+def test_missing_lake_setting_fails_at_once_naming_what_sets_it(monkeypatch) -> None:
+    """The real step CLI without LAKE_URI exits 2: a failure without retries, whose message names
+    the variable, its local default and what sets it."""
+    monkeypatch.delenv("LAKE_URI", raising=False)
+    args = ["python", "-m", "model_steps", "ingest", "--pipeline", "customer_propensity",
+            "--customer", "acme-foods", "--run-id", "r1", "--data-date", "2026-06-29"]  # fmt: skip
+    with pytest.raises(AirflowFailException) as caught:
+        operator(args).execute({})
+    message = str(caught.value)
+    assert "exited with code 2 (bad invocation or missing configuration)" in message
+    assert "a retry cannot fix it" in message
+    assert "LAKE_URI is not set" in message and "make airflow" in message
+    assert "step-env" in message
 
 
 def test_success_without_result_breaks_the_contract() -> None:

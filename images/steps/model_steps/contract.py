@@ -29,6 +29,9 @@ EXIT_USAGE = 2
 # KubernetesPodOperator(skip_on_exit_code=EXIT_SKIP_DOWNSTREAM) and the local runtime both turn
 # this code into a skipped task, so a gate can stop downstream steps without failing the run.
 EXIT_SKIP_DOWNSTREAM = 99
+# Codes a retry cannot fix: both runtimes fail the task without retries (UsageError's code). Every
+# other failure (EXIT_FAILED: a dead service, a drop not landed yet, a killed node) is retried.
+NON_RETRYABLE_EXIT_CODES: tuple[int, ...] = (EXIT_USAGE,)
 
 DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
 # The CLI also logs the result on one line with this prefix: the MPIJob launcher has no XCom
@@ -52,6 +55,32 @@ ENV_TRY_NUMBER = "AIRFLOW_CTX_TRY_NUMBER"
 # locally the LocalStepOperator resolves the Airflow connection crm.connection_id into them.
 ENV_CRM_BASE_URL = "CRM_BASE_URL"
 ENV_CRM_API_TOKEN = "CRM_API_TOKEN"
+
+# Platform settings a step may need: what it is for, and its value on the embedded platform (which
+# `make airflow` and `make run` start: embedded/platform.py). The cluster sets them in the ConfigMap
+# step-env (helm/platform values `stepEnv`).
+PLATFORM_SETTINGS: dict[str, tuple[str, str]] = {
+    ENV_LAKE_URI: (
+        "where the lake is (a file:// path locally, s3://bucket/prefix in the cluster)",
+        "file://<repo>/var/platform/lake (make airflow), file://<repo>/var/run/lake (make run)",
+    ),
+    ENV_MLFLOW_URI: (
+        "the MLflow tracking server that logs and registers the models",
+        "http://127.0.0.1:<port> of the embedded MLflow server (embedded/services.py)",
+    ),
+}
+
+
+def missing_setting(name: str) -> UsageError:
+    """The error for an unset platform setting: the variable, what it is for, its local default
+    and what sets it. A usage error (exit 2): a retry with the same environment cannot fix it."""
+    purpose, local = PLATFORM_SETTINGS[name]
+    return UsageError(
+        f"{name} is not set: it is {purpose}. Locally `make airflow` and `make run` set it for every "
+        f"step (embedded platform: {local}); in the cluster it comes from the ConfigMap step-env "
+        "(helm/platform values stepEnv). Run the DAG through one of those, or export it."
+    )
+
 
 CUSTOMER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 PIPELINE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$")
@@ -110,10 +139,7 @@ class StepContext:
         try:
             return self.env[ENV_LAKE_URI]
         except KeyError:
-            raise UsageError(
-                f"{ENV_LAKE_URI} is not set: the step needs to know where the lake is "
-                "(a file:// path locally, s3://bucket/prefix in the cluster)"
-            ) from None
+            raise missing_setting(ENV_LAKE_URI) from None
 
     def lake_path(self, zone: str, *parts: str) -> str:
         """Where this run's output for ``zone`` lives: zone/pipeline/customer=C/run=R/…"""

@@ -28,6 +28,7 @@ from model_steps.contract import (
     ENV_TRY_NUMBER,
     StepContext,
     StepError,
+    missing_setting,
 )
 
 DEFAULT_WAIT_S = 60.0
@@ -49,10 +50,7 @@ def registered_model_name(pipeline: str, customer: str) -> str:
 def tracking_uri(ctx: StepContext) -> str:
     uri = ctx.env.get(ENV_MLFLOW_URI, "").strip()
     if not uri:
-        raise StepError(
-            f"{ENV_MLFLOW_URI} is not set: the train step logs and registers its model "
-            "in MLflow (the embedded default starts a server: python -m embedded.services up)"
-        )
+        raise missing_setting(ENV_MLFLOW_URI)
     return uri
 
 

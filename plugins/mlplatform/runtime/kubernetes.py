@@ -7,12 +7,53 @@ from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from kubernetes.client import models as k8s
 
 from mlplatform.images import load_manifest
 from mlplatform.invocation import StepInvocation
 from mlplatform.runtime import pods
 from mlplatform.runtime.mpijob import MPIJobOperator, render_mpijob
-from mlplatform.steps import EXIT_SKIP_DOWNSTREAM
+from mlplatform.steps import EXIT_SKIP_DOWNSTREAM, NON_RETRYABLE_EXIT_CODES
+
+
+def base_container_exit_code(remote_pod: k8s.V1Pod | None, container: str) -> int | None:
+    """The step container's exit code, from the pod status the operator read after completion."""
+    statuses = (
+        remote_pod.status.container_statuses if remote_pod and remote_pod.status else None
+    ) or []
+    status = next((s for s in statuses if s.name == container), None)
+    terminated = status.state.terminated if status and status.state else None
+    return terminated.exit_code if terminated else None
+
+
+class StepPodOperator(KubernetesPodOperator):
+    """KubernetesPodOperator that maps the contract's non-retryable exit codes to a failure without
+    retries, like the local runtime does.
+
+    The provider turns any failed pod into a retryable AirflowException in ``cleanup``, which both
+    the synchronous and the deferrable path call once the pod has finished; the container's exit
+    code is in the pod status handed to it."""
+
+    def cleanup(
+        self,
+        pod: k8s.V1Pod,
+        remote_pod: k8s.V1Pod,
+        xcom_result: dict[str, Any] | None = None,
+        context: Any = None,
+    ) -> None:
+        try:
+            super().cleanup(pod, remote_pod, xcom_result, context)
+        except AirflowSkipException:
+            raise
+        except AirflowException as exc:
+            code = base_container_exit_code(remote_pod, self.base_container_name)
+            if code in NON_RETRYABLE_EXIT_CODES:
+                raise AirflowFailException(
+                    f"step container exited with code {code} ({NON_RETRYABLE_EXIT_CODES[code]}): "
+                    f"a retry cannot fix it, so the task fails now. {exc}"
+                ) from exc
+            raise
 
 
 def pod_name(invocation: StepInvocation) -> str:
@@ -34,7 +75,7 @@ def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> 
             **task_kwargs,
         )
     argv = invocation.argv(horovod_processes=profile.processes_per_pod)
-    return KubernetesPodOperator(
+    return StepPodOperator(
         kubernetes_conn_id=cluster.kubernetes_conn_id,
         namespace=cluster.namespace,
         name=pod_name(invocation),

@@ -1,8 +1,9 @@
 """The local runtime: the step's command as a subprocess of the Airflow worker.
 
 It runs the exact argv and environment a pod would get, in the workload virtualenv, and maps the
-outcome the way KubernetesPodOperator does: the XCom file becomes the task's return value, the skip
-exit code skips the task (and so everything downstream), any other non-zero code fails it.
+outcome the way the pod operator does: the XCom file becomes the task's return value, the skip
+exit code skips the task (and so everything downstream), a non-retryable code (bad invocation) fails
+it without retries, any other non-zero code fails it and leaves the retries to Airflow.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from mlplatform.steps import (
     ENV_CRM_API_TOKEN,
@@ -29,6 +30,7 @@ from mlplatform.steps import (
     ENV_IMAGE_DIGEST,
     ENV_XCOM_PATH,
     EXIT_SKIP_DOWNSTREAM,
+    NON_RETRYABLE_EXIT_CODES,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -78,7 +80,7 @@ def crm_env(connection_id: str) -> dict[str, str]:
         inherited = {k: os.environ.get(k, "") for k in (ENV_CRM_BASE_URL, ENV_CRM_API_TOKEN)}
         if all(inherited.values()):
             return inherited  # the worker's own (e.g. a developer's shell): passed on as they are
-        raise AirflowException(
+        raise AirflowFailException(  # configuration: retrying cannot create the connection
             f"the publish step needs the Airflow connection {connection_id!r} (crm.connection_id): "
             "create it in the UI (type http, host = the CRM base URL, password = the API token) "
             f"or set AIRFLOW_CONN_{connection_id.upper()}='http://:<token>@127.0.0.1:8765'"
@@ -125,7 +127,7 @@ class LocalStepOperator(BaseOperator):
         programs = {"python": bin_dir / "python", "horovodrun": bin_dir / "horovodrun"}
         command = [str(programs.get(self.arguments[0], self.arguments[0])), *self.arguments[1:]]
         if not Path(command[0]).exists() and self.arguments[0] in programs:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"{command[0]} does not exist: the workload venv {steps_venv()} lacks "
                 f"{self.arguments[0]!r}. Run `make setup`, or point MLOPS_STEPS_VENV at a venv "
                 "with images/steps and its extras installed."
@@ -159,6 +161,11 @@ class LocalStepOperator(BaseOperator):
             raise AirflowSkipException(f"step exited with {exit_code}: {reason}")
         if exit_code != 0:
             last = "\n".join(tail)
+            if exit_code in NON_RETRYABLE_EXIT_CODES:
+                raise AirflowFailException(
+                    f"step exited with code {exit_code} ({NON_RETRYABLE_EXIT_CODES[exit_code]}): "
+                    f"a retry cannot fix it, so the task fails now; last output:\n{last}"
+                )
             raise AirflowException(f"step exited with code {exit_code}; last output:\n{last}")
         if result is None:
             raise AirflowException(

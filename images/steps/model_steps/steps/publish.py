@@ -37,7 +37,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from model_steps import lake, model_loader
-from model_steps.contract import ENV_CRM_API_TOKEN, ENV_CRM_BASE_URL, StepContext, StepError
+from model_steps.contract import (
+    ENV_CRM_API_TOKEN,
+    ENV_CRM_BASE_URL,
+    StepContext,
+    StepError,
+    UsageError,
+)
 from model_steps.crm import BatchOutcome, CrmClient, mask, redact_url
 from model_steps.model_api import Model, ModelContext
 from model_steps.scoring import score_columns, scores_table_uri
@@ -66,8 +72,8 @@ def credentials(env: dict[str, str], connection_id: str) -> tuple[str, str]:
     base_url = (env.get(ENV_CRM_BASE_URL) or "").strip()
     token = (env.get(ENV_CRM_API_TOKEN) or "").strip()
     missing = [n for n, v in ((ENV_CRM_BASE_URL, base_url), (ENV_CRM_API_TOKEN, token)) if not v]
-    if missing:
-        raise StepError(
+    if missing:  # configuration: a usage error (exit 2), which no retry can fix
+        raise UsageError(
             f"{' and '.join(missing)} not set: in the cluster both come from the Secret "
             f"{connection_id.replace('_', '-')} (CRM_BASE_URL may default from the ConfigMap "
             "step-env); in the local runtime the "

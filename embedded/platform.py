@@ -1,0 +1,228 @@
+"""The embedded platform: the one definition of what a local Airflow and its steps run against.
+
+``make run`` (scripts/run_example.py), ``make airflow`` (scripts/airflow_local.py) and the tests all
+go through :func:`embedded_platform`:
+
+* the embedded services (``embedded.services``: a local S3 endpoint and an MLflow server), started,
+  or reused when a running set already answers in the state folder (then left running on exit);
+* the local CRM receiver (``embedded.crm_receiver``), reached through the Airflow connection
+  ``crm_default`` (``AIRFLOW_CONN_CRM_DEFAULT``);
+* the example data (``mlmodels.restaurant_chain.datagen``, the example tenant's source package)
+  for every customer whose raw zone is still empty;
+* :attr:`Platform.env`, the platform settings every Airflow component and so every step gets
+  (``LAKE_URI``, ``MLFLOW_TRACKING_URI``, the S3 endpoint, ``SCORES_URI``, the CRM connection),
+  plus :func:`airflow_env`, the Airflow settings both scripts share;
+* teardown in reverse order, also when the caller is interrupted.
+
+Stdlib only, like ``embedded.services``: the control plane's venv runs it, and the workload's
+programs (moto_server, mlflow, the receiver, datagen) are started from ``.venv-steps``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedded import services
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS_PY = REPO / ".venv-steps" / "bin" / "python"
+CP_BIN = REPO / ".venv" / "bin"
+SCORES_BUCKET = "mlops-scores"
+CRM_TOKEN = "local-crm-token"
+CRM_CONNECTION_ENV = "AIRFLOW_CONN_CRM_DEFAULT"
+# the example data's last drop day (restaurant_chain.datagen.DEFAULT_DATA_DATE): the data date to run with
+DATA_DATE = "2026-06-29"
+DEFAULT_SIZE = "small"
+# the example tenant's raw-data generator (a source package beside the models, models/restaurant_chain)
+EXAMPLE_DATA = "mlmodels.restaurant_chain.datagen"
+# Variables of the caller's interpreter that must not reach the other venv's programs.
+_INTERPRETER_ONLY = ("VIRTUAL_ENV", "PYTHONHOME")
+
+
+class PlatformError(RuntimeError):
+    """The embedded platform could not be brought up; the message says which part and why."""
+
+
+@dataclass
+class Platform:
+    """A running embedded platform: where things are, and the environment that reaches them."""
+
+    root: Path
+    lake: Path
+    services: dict[str, Any]
+    crm_url: str
+    reused_services: bool
+    generated: list[str] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The platform settings of the step contract, as the local runtime passes them on."""
+        crm = urllib.parse.urlsplit(self.crm_url)
+        return {
+            **self.services["env"],
+            "LAKE_URI": self.lake.as_uri(),
+            "SCORES_URI": f"s3://{SCORES_BUCKET}",
+            CRM_CONNECTION_ENV: f"http://:{CRM_TOKEN}@{crm.netloc}",
+            "MLOPS_RUNTIME": "local",
+        }
+
+
+def airflow_env(dags_folder: Path = REPO / "dags") -> dict[str, str]:
+    """Airflow settings every component needs here. ``PATH`` starts with the control plane's venv
+    because ``airflow standalone`` starts its scheduler, DAG processor, API server and triggerer as
+    ``airflow`` from ``PATH``."""
+    return {
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(REPO / "plugins"),
+        "MLOPS_RUNTIME": "local",
+        "PATH": os.pathsep.join([str(CP_BIN), os.environ.get("PATH", "")]),
+    }
+
+
+def base_env() -> dict[str, str]:
+    """The caller's environment without its interpreter's own variables."""
+    return {k: v for k, v in os.environ.items() if k not in _INTERPRETER_ONLY}
+
+
+def _steps_python() -> str:
+    if not STEPS_PY.exists():
+        raise PlatformError(f"{STEPS_PY} does not exist: run `make setup` first")
+    return str(STEPS_PY)
+
+
+@contextmanager
+def _services(
+    state: Path, env: dict[str, str], log: Callable[[str], None]
+) -> Iterator[tuple[dict[str, Any], bool]]:
+    """Reuse the services of ``state`` when they answer, else start them (and stop them on exit).
+
+    A fresh start also drops the MLflow registry left in ``state``: its model artifacts lived on the
+    previous, in-memory S3 endpoint, so a champion recorded there could no longer be loaded."""
+    running = _running_services(state)
+    if running is not None:
+        log(f"reusing the embedded services of {state} (left running on exit)")
+        services.create_bucket(running["s3_endpoint"], SCORES_BUCKET)
+        yield running, True
+        return
+    (state / "mlflow.db").unlink(missing_ok=True)
+    command = [_steps_python(), "-m", "embedded.services", "up", "--state", str(state),
+               "--bucket", SCORES_BUCKET]  # fmt: skip
+    up = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO, check=False)
+    if up.returncode != 0:
+        raise PlatformError(f"embedded services did not start:\n{up.stdout}{up.stderr}")
+    try:
+        yield json.loads((state / services.STATE_FILE).read_text()), False
+    finally:
+        services.down(state)
+
+
+def _running_services(state: Path) -> dict[str, Any] | None:
+    path = state / services.STATE_FILE
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    healthy = all(
+        info.get(key) and services._http_ok(url)
+        for key, url in (
+            ("tracking_uri", f"{info.get('tracking_uri')}/health"),
+            ("s3_endpoint", f"{info.get('s3_endpoint')}/"),
+        )
+    )
+    return info if healthy and "env" in info else None
+
+
+@contextmanager
+def crm_receiver(root: Path, env: dict[str, str]) -> Iterator[str]:
+    """The local CRM stand-in on a free loopback port, its records in ``root/crm.sqlite``."""
+    log_path = root / "crm_receiver.log"
+    with log_path.open("a") as log:
+        proc = subprocess.Popen(
+            [_steps_python(), "-m", "embedded.crm_receiver", "--db", str(root / "crm.sqlite"),
+             "--port", "0", "--token", CRM_TOKEN],
+            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if "listening on" not in line:
+                raise PlatformError(f"the CRM receiver did not start (see {log_path})")
+            yield line.split("listening on ", 1)[1].split()[0]
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def has_example_data(lake: Path, customer: str) -> bool:
+    """Datagen writes ``raw/customer=<id>/_datagen.json`` last: its presence means a whole drop."""
+    return (lake / "raw" / f"customer={customer}" / "_datagen.json").exists()
+
+
+def ensure_example_data(
+    lake: Path, customers: Sequence[str], env: dict[str, str], size: str = DEFAULT_SIZE
+) -> list[str]:
+    """Generate the example raw zone for each customer that has none; returns those generated.
+
+    Each customer (a restaurant chain) gets its own diners: seed 7 + its index in ``customers``."""
+    generated = []
+    for index, customer in enumerate(customers):
+        if has_example_data(lake, customer):
+            continue
+        command = [_steps_python(), "-m", EXAMPLE_DATA, "--customer", customer,
+                   "--lake", lake.as_uri(), "--size", size, "--seed", str(7 + index)]  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise PlatformError(f"example data for {customer} failed:\n{done.stderr[-3000:]}")
+        generated.append(customer)
+    return generated
+
+
+def example_customers(dags_folder: Path = REPO / "dags") -> list[str]:
+    """Every customer id of every DAG module (DAG ids are ``<pipeline>__<customer>``).
+
+    Parses the modules, so it needs the control plane's venv (Airflow, plugins/ on sys.path)."""
+    import runpy
+
+    sys.path.insert(0, str(REPO / "plugins"))
+    found: set[str] = set()
+    for module in sorted(dags_folder.glob("*.py")):
+        names = runpy.run_path(str(module))
+        found.update(k.split("__", 1)[1] for k in names if "__" in k and not k.startswith("_"))
+    return sorted(found)
+
+
+@contextmanager
+def embedded_platform(
+    root: Path,
+    customers: Sequence[str],
+    *,
+    size: str = DEFAULT_SIZE,
+    log: Callable[[str], None] = print,
+) -> Iterator[Platform]:
+    """Bring the embedded platform up under ``root`` (services state, lake, CRM store, logs) and
+    tear down what this call started when the block ends, however it ends."""
+    root = root.resolve()
+    lake = root / "lake"
+    lake.mkdir(parents=True, exist_ok=True)
+    env = base_env()
+    with ExitStack() as stack:
+        info, reused = stack.enter_context(_services(root / "services", env, log))
+        crm_url = stack.enter_context(crm_receiver(root, env))
+        platform = Platform(root, lake, info, crm_url, reused)
+        platform.generated = ensure_example_data(lake, customers, env, size)
+        yield platform

@@ -14,12 +14,47 @@ service provider's send/open/click/conversion events) is daily JSON lines.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 SEGMENTS: tuple[str, ...] = ("family", "student", "professional", "senior", "occasional")
 REGIONS: tuple[str, ...] = ("north", "south", "east", "west", "central")
 CHANNELS: tuple[str, ...] = ("dine_in", "takeaway", "delivery", "app")
 EVENT_TYPES: tuple[str, ...] = ("send", "open", "click", "conversion")
+
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The values a categorical column may hold. An unknown value is an ``error`` where the model
+    cannot use the row correctly (a one-hot or share feature would silently miss it) and a
+    ``warning`` where it is only ignored (a new event type the features do not count)."""
+
+    values: tuple[str, ...]
+    severity: Severity = "error"
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """``column`` must hold a key of the declared table ``table`` (its ``key`` column): a row
+    whose value that table does not have is an orphan (warning; error above the share)."""
+
+    column: str
+    table: str
+    max_orphan_share: float | None = None  # None: the raw_guards.max_orphan_share setting
+
+
+@dataclass(frozen=True)
+class VolumeCheck:
+    """Options of the per-drop row-count check (thresholds are the raw_guards.volume settings).
+
+    A drop most of whose rows have a ``ts_column`` older than ``backfill_age_days`` before its drop
+    day is a backfill (a full export): it is compared only with earlier backfills, and the daily
+    deltas only with deltas. None: the table has no backfills."""
+
+    backfill_age_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -28,10 +63,16 @@ class RawTable:
     fmt: str  # "csv" or "jsonl"
     # column -> logical type: string | date | timestamp | double | int
     columns: dict[str, str]
-    key: str | None = None  # unique per row across the table (checked by ingest)
+    key: str | None = None  # unique per row across every drop read (checked by ingest)
     required: tuple[str, ...] = ()  # must never be null/empty
     ts_column: str | None = None  # the event time that must not lie after the file's drop day
     non_negative: tuple[str, ...] = ()
+    # numeric column -> (lowest, highest) allowed value, None for no bound on that side; every
+    # double value must also be finite (no NaN/Infinity)
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    domains: dict[str, Domain] = field(default_factory=dict)  # categorical column -> its values
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    volume: VolumeCheck | None = None  # None: no row-count check (bursty tables)
 
     @property
     def ext(self) -> str:
@@ -51,6 +92,11 @@ DINERS = RawTable(
     key="diner_id",
     required=("diner_id", "signup_date", "segment", "region"),
     ts_column="signup_date",
+    bounds={"loyalty_member": (0, 1)},
+    # one-hot encoded features: an unknown segment or region would be all zeros
+    domains={"segment": Domain(SEGMENTS), "region": Domain(REGIONS)},
+    # the first drop is a backfill of everybody who signed up before the export began
+    volume=VolumeCheck(backfill_age_days=7),
 )
 
 ORDERS = RawTable(
@@ -68,6 +114,11 @@ ORDERS = RawTable(
     required=("order_id", "diner_id", "order_ts", "amount", "channel"),
     ts_column="order_ts",
     non_negative=("amount",),
+    # no restaurant ticket reaches 100k; the bound also keeps sums far from overflowing
+    bounds={"amount": (None, 100_000.0)},
+    domains={"channel": Domain(CHANNELS)},  # the channel-mix shares must add up
+    foreign_keys=(ForeignKey("diner_id", "diners"),),
+    volume=VolumeCheck(backfill_age_days=7),
 )
 
 EMAIL_EVENTS = RawTable(
@@ -83,6 +134,10 @@ EMAIL_EVENTS = RawTable(
     key="event_id",
     required=("event_id", "diner_id", "campaign_id", "event_type", "event_ts"),
     ts_column="event_ts",
+    # the features count known event types only: a new one (bounce, unsubscribe) is ignored
+    domains={"event_type": Domain(EVENT_TYPES, severity="warning")},
+    foreign_keys=(ForeignKey("diner_id", "diners"),),
+    # no volume check: campaign days hold thousands of sends, days between them a few opens
 )
 
 TABLES: dict[str, RawTable] = {t.name: t for t in (DINERS, ORDERS, EMAIL_EVENTS)}

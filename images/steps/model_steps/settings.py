@@ -89,3 +89,54 @@ def crm_settings(config: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(s["offer_code"], str) or not s["offer_code"]:
         raise UsageError("STEP_CONFIG crm.offer_code must be a non-empty string")
     return s
+
+
+RAW_GUARD_DEFAULTS: dict[str, Any] = {
+    # the control plane's keys (plugins/mlplatform/settings.py RawGuardSettings; a test keeps them
+    # equal). The guards ingest applies to every declared raw table (raw_schema.RawTable).
+    "enabled": True,  # false skips bounds, domains, keys, foreign keys and volume (benchmarks)
+    "max_orphan_share": 0.01,  # foreign-key orphans: a warning up to this share of rows, then error
+    "max_examples": 3,  # example rows/values per finding
+    "volume": {
+        "history_drops": 28,  # the trailing median is taken over this many earlier drops
+        "min_history_drops": 7,  # fewer earlier drops: the drop is not judged
+        "min_median_rows": 30,  # a smaller median is too noisy to judge (a few orders a day)
+        "warn_below": 0.3,  # ratios of a drop's rows to the trailing median
+        "error_below": 0.05,
+        "warn_above": 3.0,
+        "error_above": 10.0,
+    },
+}
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def raw_guard_settings(config: dict[str, Any]) -> dict[str, Any]:
+    s = _merged(config, "raw_guards", RAW_GUARD_DEFAULTS)
+    vol = _merged({"volume": s["volume"]}, "volume", RAW_GUARD_DEFAULTS["volume"])
+    s["volume"] = vol
+    if not isinstance(s["enabled"], bool):
+        raise UsageError(
+            f"STEP_CONFIG raw_guards.enabled must be true or false, got {s['enabled']!r}"
+        )
+    if not _number(s["max_orphan_share"]) or not 0 <= s["max_orphan_share"] <= 1:
+        raise UsageError("STEP_CONFIG raw_guards.max_orphan_share must be in [0, 1]")
+    if not isinstance(s["max_examples"], int) or not 1 <= s["max_examples"] <= 100:
+        raise UsageError("STEP_CONFIG raw_guards.max_examples must be an integer in [1, 100]")
+    for k in ("history_drops", "min_history_drops", "min_median_rows"):
+        if not isinstance(vol[k], int) or isinstance(vol[k], bool) or vol[k] < 1:
+            raise UsageError(f"STEP_CONFIG raw_guards.volume.{k} must be a positive integer")
+    if vol["min_history_drops"] > vol["history_drops"]:
+        raise UsageError("STEP_CONFIG raw_guards.volume.min_history_drops must be <= history_drops")
+    ratios = [vol[k] for k in ("error_below", "warn_below", "warn_above", "error_above")]
+    if (
+        not all(_number(r) for r in ratios)
+        or not 0 <= ratios[0] <= ratios[1] < 1 < ratios[2] <= ratios[3]
+    ):
+        raise UsageError(
+            "STEP_CONFIG raw_guards.volume ratios must satisfy "
+            "0 <= error_below <= warn_below < 1 < warn_above <= error_above"
+        )
+    return s

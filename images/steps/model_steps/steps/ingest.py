@@ -35,7 +35,7 @@ from model_steps.features import (
     training_cutoff,
 )
 from model_steps.raw_reader import read_raw
-from model_steps.settings import data_settings
+from model_steps.settings import data_settings, raw_guard_settings
 from model_steps.spark_config import get_session, spark_conf
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ def commit_table(
 def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
     cfg = data_settings(ctx.config)
+    guards = raw_guard_settings(ctx.config)  # a bad setting fails before Spark starts
     lookback, window = cfg["lookback_days"], cfg["label_window_days"]
     cutoff = training_cutoff(ctx.data_date, window)
     spark = get_session(spark_conf(ctx.config, ctx.lake_uri, ctx.env))
@@ -95,6 +96,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         lookback_days=lookback,
         label_window_days=window,
         require_label_window=bool(cfg["require_label_window"]),
+        guards=guards,
     )
     for w in report.warnings:
         log.warning("raw input: %s", w)

@@ -115,8 +115,9 @@ def _number(v: Any) -> bool:
 
 def raw_guard_settings(config: dict[str, Any]) -> dict[str, Any]:
     s = _merged(config, "raw_guards", RAW_GUARD_DEFAULTS)
-    vol = _merged({"volume": s["volume"]}, "volume", RAW_GUARD_DEFAULTS["volume"])
-    s["volume"] = vol
+    if not isinstance(s["volume"], dict):
+        raise UsageError("STEP_CONFIG raw_guards.volume must be an object")
+    vol = s["volume"] = {**RAW_GUARD_DEFAULTS["volume"], **s["volume"]}
     if not isinstance(s["enabled"], bool):
         raise UsageError(
             f"STEP_CONFIG raw_guards.enabled must be true or false, got {s['enabled']!r}"

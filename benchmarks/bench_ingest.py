@@ -2,6 +2,7 @@
 
     .venv-steps/bin/python benchmarks/bench_ingest.py --quick     # one small size, ~1 minute
     .venv-steps/bin/python benchmarks/bench_ingest.py             # 100k, 1M, 5M order rows
+    .venv-steps/bin/python benchmarks/bench_ingest.py --orders 1000000 --guards-off-too
 
 For each size it generates the example raw zone (datagen, seed 7) in a scratch lake, then times
   * spark:  the ingest step body itself (``model_steps.steps.ingest.run``): file checks, the Spark
@@ -10,6 +11,8 @@ For each size it generates the example raw zone (datagen, seed 7) in a scratch l
   * pandas: pyarrow CSV/JSON reading of the same files + ``build_features_pandas`` for the same two
             tables + parquet writes (no row-level checks: the "just compute it on one machine"
             baseline).
+With ``--guards-off-too`` the Spark ingest also runs with ``raw_guards.enabled: false`` on the
+same raw zone, right before the timed run with the guards on: the guards' cost as a ratio.
 Prints a table and writes benchmarks/results/bench_ingest-<time>.json. Timings are measurements on
 the machine it runs on, never test assertions.
 """
@@ -17,6 +20,7 @@ the machine it runs on, never test assertions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -116,6 +120,11 @@ def main() -> int:
     ap.add_argument("--orders", type=int, nargs="*", help="order-row sizes (default 100k 1M 5M)")
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed)")
     ap.add_argument("--driver-memory", default="6g")
+    ap.add_argument(
+        "--guards-off-too",
+        action="store_true",
+        help="also time the Spark ingest with raw_guards.enabled false (the guards' cost)",
+    )
     args = ap.parse_args()
     sizes = args.orders or ([20_000] if args.quick else [100_000, 1_000_000, 5_000_000])
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -177,6 +186,12 @@ def main() -> int:
                 config={},
                 env={"LAKE_URI": f"file://{lake}"},
             )
+            off_s = None
+            if args.guards_off_too:
+                off = dataclasses.replace(ctx, config={"raw_guards": {"enabled": False}})
+                t = time.monotonic()
+                ingest.run(off)
+                off_s = time.monotonic() - t
             t = time.monotonic()
             res = ingest.run(ctx)
             spark_s = time.monotonic() - t
@@ -206,6 +221,8 @@ def main() -> int:
                     "spark_rows_per_s": round(read_rows / spark_s),
                     "pandas_rows_per_s": round(read_rows / pandas_s),
                     "spark_over_pandas_time": round(spark_s / pandas_s, 2),
+                    "spark_guards_off_s": None if off_s is None else round(off_s, 2),
+                    "guards_cost": None if off_s is None else round(spark_s / off_s - 1, 3),
                 }
             )
             print(
@@ -229,6 +246,8 @@ def main() -> int:
         "pandas s",
         "pandas rows/s",
         "spark/pandas time",
+        "guards off s",
+        "guards cost",
     ]
     lines = [
         [
@@ -241,6 +260,8 @@ def main() -> int:
             f"{r['pandas_s']}",
             f"{r['pandas_rows_per_s']:,}",
             f"{r['spark_over_pandas_time']}x",
+            "-" if r["spark_guards_off_s"] is None else f"{r['spark_guards_off_s']}",
+            "-" if r["guards_cost"] is None else f"{r['guards_cost']:+.1%}",
         ]
         for r in rows
     ]

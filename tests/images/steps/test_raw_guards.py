@@ -162,3 +162,31 @@ def test_guard_settings_merge_partially():
     s = settings.raw_guard_settings({"raw_guards": {"volume": {"warn_above": 4}}})
     assert s["volume"]["warn_above"] == 4 and s["volume"]["history_drops"] == 28
     assert s["max_orphan_share"] == 0.01 and s["enabled"] is True
+
+
+def test_guards_off_lets_what_only_the_guards_see_through(spark, lake):
+    """``raw_guards.enabled: false`` (the benchmark's baseline) skips the guards, not the file
+    and type checks: an unknown channel passes, a non-numeric amount still fails."""
+    from datasteps_helpers import DATA_DATE, TENANT
+
+    from model_steps.contract import StepError
+
+    f = max(
+        (lake / "raw" / f"customer={TENANT}" / "orders").rglob("*.csv"),
+        key=lambda p: p.stat().st_size,
+    )
+    lines = f.read_text().splitlines()
+    lines[1] = lines[1].replace(lines[1].split(",")[4], "kiosk")
+    f.write_text("\n".join(lines) + "\n")
+    args = (spark, f"file://{lake}", TENANT, DATA_DATE)
+    kw = {"lookback_days": 365, "label_window_days": 14}
+    off = settings.raw_guard_settings({"raw_guards": {"enabled": False}})
+    _frames, report = raw_reader.read_raw(*args, **kw, guards=off)
+    spark.catalog.clearCache()
+    assert report.errors == [] and report.rows["orders"] > 0
+    with pytest.raises(StepError, match=r"column channel has value\(s\) outside its domain"):
+        raw_reader.read_raw(*args, **kw)
+    lines[1] = lines[1].replace(lines[1].split(",")[3], "twelve")
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StepError, match="not a valid double"):
+        raw_reader.read_raw(*args, **kw, guards=off)

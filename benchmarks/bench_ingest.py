@@ -2,6 +2,7 @@
 
     .venv-steps/bin/python benchmarks/bench_ingest.py --quick     # one small size, ~1 minute
     .venv-steps/bin/python benchmarks/bench_ingest.py             # 100k, 1M, 5M order rows
+    .venv-steps/bin/python benchmarks/bench_ingest.py --orders 1000000 --guards-off-too
 
 For each size it generates the example raw zone (datagen, seed 7) in a scratch lake, then times
   * spark:  the ingest step body itself (``model_steps.steps.ingest.run``): file checks, the Spark
@@ -10,6 +11,8 @@ For each size it generates the example raw zone (datagen, seed 7) in a scratch l
   * pandas: pyarrow CSV/JSON reading of the same files + ``build_features_pandas`` for the same two
             tables + parquet writes (no row-level checks: the "just compute it on one machine"
             baseline).
+With ``--guards-off-too`` the Spark ingest also runs with ``raw_guards.enabled: false`` on the
+same raw zone, right before the timed run with the guards on: the guards' cost as a ratio.
 Prints a table and writes benchmarks/results/bench_ingest-<time>.json. Timings are measurements on
 the machine it runs on, never test assertions.
 """
@@ -17,6 +20,7 @@ the machine it runs on, never test assertions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -36,16 +40,19 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "images" / "steps"))
 
+from mlmodels.customer_propensity import MODEL  # noqa: E402
+from mlmodels.customer_propensity.features import build_features_pandas  # noqa: E402
 from mlmodels.restaurant_chain import datagen  # noqa: E402
-from model_steps import raw_schema  # noqa: E402
 from model_steps.contract import StepContext  # noqa: E402
-from model_steps.features import build_features_pandas, training_cutoff  # noqa: E402
+from model_steps.features import training_cutoff  # noqa: E402
 from model_steps.raw_reader import plan_files, raw_plan  # noqa: E402
 from model_steps.spark_config import get_session, spark_conf  # noqa: E402
 
 TENANT = "bench-foods"
 ORDERS_PER_DINER = 5.1  # what datagen produces over its history (measured)
 DATA_DATE = datagen.DEFAULT_DATA_DATE  # the last drop day datagen writes
+# the ingest step reads the model it runs from STEP_MODEL (as the control plane sets it)
+STEP_ENV = {"STEP_MODEL": json.dumps({"ref": "mlmodels.customer_propensity", "task": MODEL.task})}
 
 
 def pandas_ingest(
@@ -53,10 +60,10 @@ def pandas_ingest(
 ) -> dict[str, int]:
     """The ingest step's tables named in ``out_dirs`` ("features": the training table,
     "population") written to their folders; returns their row counts."""
-    plans = raw_plan(DATA_DATE, lookback_days=lookback, label_window_days=window)
+    plans = raw_plan(MODEL.raw_tables, DATA_DATE, lookback_days=lookback, label_window_days=window)
     frames = {}
     for name, (lo, hi) in plans.items():
-        spec = raw_schema.TABLES[name]
+        spec = MODEL.table[name]
         paths = [u[len("file://") :] for _, u in plan_files(lake_uri, TENANT, spec, lo, hi)]
         types = {
             c: {
@@ -117,6 +124,11 @@ def main() -> int:
     ap.add_argument("--orders", type=int, nargs="*", help="order-row sizes (default 100k 1M 5M)")
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed)")
     ap.add_argument("--driver-memory", default="6g")
+    ap.add_argument(
+        "--guards-off-too",
+        action="store_true",
+        help="also time the Spark ingest with raw_guards.enabled false (the guards' cost)",
+    )
     args = ap.parse_args()
     sizes = args.orders or ([20_000] if args.quick else [100_000, 1_000_000, 5_000_000])
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -150,7 +162,7 @@ def main() -> int:
             run_id="warmup",
             data_date=DATA_DATE,
             config={},
-            env={"LAKE_URI": f"file://{warm}"},
+            env={"LAKE_URI": f"file://{warm}", **STEP_ENV},
         )
     )
     shutil.rmtree(warm, ignore_errors=True)
@@ -176,8 +188,14 @@ def main() -> int:
                 run_id=f"bench-{target}",
                 data_date=DATA_DATE,
                 config={},
-                env={"LAKE_URI": f"file://{lake}"},
+                env={"LAKE_URI": f"file://{lake}", **STEP_ENV},
             )
+            off_s = None
+            if args.guards_off_too:
+                off = dataclasses.replace(ctx, config={"raw_guards": {"enabled": False}})
+                t = time.monotonic()
+                ingest.run(off)
+                off_s = time.monotonic() - t
             t = time.monotonic()
             res = ingest.run(ctx)
             spark_s = time.monotonic() - t
@@ -207,6 +225,8 @@ def main() -> int:
                     "spark_rows_per_s": round(read_rows / spark_s),
                     "pandas_rows_per_s": round(read_rows / pandas_s),
                     "spark_over_pandas_time": round(spark_s / pandas_s, 2),
+                    "spark_guards_off_s": None if off_s is None else round(off_s, 2),
+                    "guards_cost": None if off_s is None else round(spark_s / off_s - 1, 3),
                 }
             )
             print(
@@ -230,6 +250,8 @@ def main() -> int:
         "pandas s",
         "pandas rows/s",
         "spark/pandas time",
+        "guards off s",
+        "guards cost",
     ]
     lines = [
         [
@@ -242,6 +264,8 @@ def main() -> int:
             f"{r['pandas_s']}",
             f"{r['pandas_rows_per_s']:,}",
             f"{r['spark_over_pandas_time']}x",
+            "-" if r["spark_guards_off_s"] is None else f"{r['spark_guards_off_s']}",
+            "-" if r["guards_cost"] is None else f"{r['guards_cost']:+.1%}",
         ]
         for r in rows
     ]

@@ -95,7 +95,9 @@ def read_previous_models(path: pathlib.Path | None) -> dict[str, dict[str, str]]
     for model, images in models.items():
         for kind, ref in images.items():
             if not MODEL_REF_RE.match(ref):
-                raise ManifestError(f"previous manifest entry {model}/{kind}={ref!r} is not a digest")
+                raise ManifestError(
+                    f"previous manifest entry {model}/{kind}={ref!r} is not a digest"
+                )
     return models
 
 

@@ -71,7 +71,9 @@ def render_block(models: dict[str, list[str]]) -> str:
     for model, extras in models.items():
         lines.append(f"# {model}: extra requirements {', '.join(extras)}")
         for kind in KINDS:
-            lines.append(f"build-model-{model.replace('_', '-')}-{kind}: {json.dumps(job(model, kind))}")
+            lines.append(
+                f"build-model-{model.replace('_', '-')}-{kind}: {json.dumps(job(model, kind))}"
+            )
     lines.append(END)
     return "\n".join(lines) + "\n"
 

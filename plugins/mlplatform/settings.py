@@ -6,9 +6,11 @@ from mlplatform_contract.settings import (
     CustomerSettings,
     DataSettings,
     GateSettings,
+    RawGuardSettings,
     ScoringSettings,
     TrainingSettings,
     ValidationSettings,
+    VolumeGuardSettings,
     deep_merge,
 )
 
@@ -17,8 +19,10 @@ __all__ = [
     "CustomerSettings",
     "DataSettings",
     "GateSettings",
+    "RawGuardSettings",
     "ScoringSettings",
     "TrainingSettings",
     "ValidationSettings",
+    "VolumeGuardSettings",
     "deep_merge",
 ]

@@ -63,6 +63,41 @@ class ValidationSettings(_Strict):
         return self
 
 
+class VolumeGuardSettings(_Strict):
+    """Each raw drop's row count against the trailing median of the table's earlier drops."""
+
+    history_drops: int = Field(28, ge=1, le=3650, description="drops the median is taken over")
+    min_history_drops: int = Field(7, ge=1, description="fewer earlier drops: not judged")
+    min_median_rows: int = Field(30, ge=1, description="a smaller median is too noisy to judge")
+    warn_below: float = Field(0.3, ge=0, lt=1)
+    error_below: float = Field(0.05, ge=0, lt=1)
+    warn_above: float = Field(3.0, gt=1)
+    error_above: float = Field(10.0, gt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VolumeGuardSettings:
+        if self.min_history_drops > self.history_drops:
+            raise ValueError("min_history_drops must not exceed history_drops")
+        if self.error_below > self.warn_below:
+            raise ValueError("error_below must not exceed warn_below")
+        if self.warn_above > self.error_above:
+            raise ValueError("warn_above must not exceed error_above")
+        return self
+
+
+class RawGuardSettings(_Strict):
+    """Ingest's guards over every declared raw table (docs/data-steps.md "Raw-zone guards")."""
+
+    enabled: bool = Field(
+        True, description="false skips bounds, domains, keys, foreign keys and volume"
+    )
+    max_orphan_share: float = Field(
+        0.01, ge=0, le=1, description="foreign-key orphans warn up to this share, then fail"
+    )
+    max_examples: int = Field(3, ge=1, le=100, description="example rows/values per finding")
+    volume: VolumeGuardSettings = VolumeGuardSettings()
+
+
 class TrainingSettings(_Strict):
     """The platform's training loop; the network's own knobs are in the ``model`` section."""
 
@@ -120,6 +155,7 @@ class CustomerSettings(_Strict):
     )
     data: DataSettings = DataSettings()
     validation: ValidationSettings = ValidationSettings()
+    raw_guards: RawGuardSettings = RawGuardSettings()
     training: TrainingSettings = TrainingSettings()
     gate: GateSettings = GateSettings()
     scoring: ScoringSettings = ScoringSettings()

@@ -256,7 +256,9 @@ def test_unknown_runtime_is_an_import_error(runtime, dagbag) -> None:
     errors = dagbag(DAGS).import_errors.values()
     assert len(errors) == len(MODULES)
     for error in errors:
-        assert "MLOPS_RUNTIME='kubernetes-ish' is not a runtime; use one of local, kubernetes" in error
+        assert (
+            "MLOPS_RUNTIME='kubernetes-ish' is not a runtime; use one of local, kubernetes" in error
+        )
 
 
 @pytest.mark.parametrize(

@@ -21,14 +21,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from model_steps import lake
+from mlplatform_contract.settings import RawGuardSettings
+from model_steps import lake, raw_guards
 from model_steps.contract import StepError
 from model_steps.features import training_cutoff
 from model_steps.raw_schema import RawTable, raw_table_root
 
 log = logging.getLogger(__name__)
+# the raw_guards settings section's defaults (mlplatform_contract.settings, one definition)
+DEFAULT_GUARDS: dict[str, Any] = RawGuardSettings().model_dump()
 CORRUPT = "_corrupt_record"
-FILE = "_file"
+FILE = raw_guards.FILE
 _DT_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 REPLACEMENT_CHAR = "\ufffd"
 
@@ -76,50 +79,104 @@ def plan_files(
     return out
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+OTHER_SEPARATORS = {";": "';'", "\t": "a tab", "|": "'|'"}
+
+
+def _quirks_warnings(spec: RawTable, quirks: dict[str, list[str]]) -> list[str]:
+    """One warning per unambiguous encoding quirk of a table, with how many files and which."""
+    what = {
+        "bom": "start with a UTF-8 byte-order mark (stripped; the rows are read as usual)",
+        "crlf": "end their lines with CRLF (Windows line ends; read as usual)",
+    }
+    return [
+        f"{spec.name}: {len(files)} file(s) {what[q]}; e.g. {', '.join(files[:3])}"
+        for q, files in quirks.items()
+        if files
+    ]
+
+
+def _separator_error(where: str, spec: RawTable, text: str) -> str | None:
+    """A CSV header that is one field holding another separator: say what was seen."""
+    for sep, name in OTHER_SEPARATORS.items():
+        if "," not in text and sep in text:
+            return (
+                f"{where}: the header is separated by {name}, not ',' (saw {text[:80]!r}); "
+                f"{spec.name} files must be comma-separated: re-export with ',' as the separator"
+            )
+    return None
+
+
+def _header_columns(
+    where: str, spec: RawTable, head: bytes, quirks: dict[str, list[str]], report: RawReport
+) -> list[str] | None:
+    """The file's column names from its first line, or None after recording why not."""
+    if head.startswith(UTF16_BOMS):
+        report.errors.append(
+            f"{where}: the file is UTF-16 (byte-order mark {head[:2]!r}); files must be UTF-8: "
+            "re-export as UTF-8"
+        )
+        return None
+    if head.startswith(UTF8_BOM):
+        head = head[len(UTF8_BOM) :]
+        quirks["bom"].append(where)
+    first_line = head.split(b"\n", 1)[0]
+    if first_line.endswith(b"\r"):
+        quirks["crlf"].append(where)
+    first_line = first_line.rstrip(b"\r")
+    try:
+        text = first_line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        report.errors.append(
+            f"{where}: first line is not valid UTF-8 (byte {exc.start}: "
+            f"{first_line[exc.start : exc.start + 4]!r})"
+        )
+        return None
+    if spec.fmt == "csv":
+        return [c.strip() for c in next(csv.reader(io.StringIO(text)), [])]
+    try:
+        obj = json.loads(text)
+        if not isinstance(obj, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        report.errors.append(
+            f"{where}: first line is not a JSON object (corrupt or truncated file?): {text[:80]!r}"
+        )
+        return None
+    return list(obj)
+
+
 def check_headers(
     files: list[tuple[str, str]], spec: RawTable, lake_uri: str, report: RawReport
 ) -> dict[tuple[str, ...], list[str]]:
-    """Check each file's first line; group readable files by header (CSV columns are positional)."""
+    """Check each file's first line; group readable files by header (CSV columns are positional).
+
+    Unambiguous quirks are handled and said once per table (a UTF-8 byte-order mark, CRLF line
+    ends); an ambiguous one (another separator) is an error that shows what was seen."""
     groups: dict[tuple[str, ...], list[str]] = {}
     expected = list(spec.columns)
+    quirks: dict[str, list[str]] = {"bom": [], "crlf": []}
     for _day, uri in files:
         where = _rel(uri, lake_uri)
         head = lake.read_head(uri, 1 << 16)
-        if not head.strip():
+        if not head.strip() or head.strip() == UTF8_BOM:
             if (
                 spec.fmt == "jsonl"
             ):  # JSON lines have no header: an empty file is a day without events
                 continue
             report.errors.append(f"{where}: file is empty ({len(head)} bytes, not even a header)")
             continue
-        first_line = head.split(b"\n", 1)[0].rstrip(b"\r")
-        try:
-            text = first_line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            report.errors.append(
-                f"{where}: first line is not valid UTF-8 (byte {exc.start}: "
-                f"{first_line[exc.start : exc.start + 4]!r})"
-            )
+        cols = _header_columns(where, spec, head, quirks, report)
+        if cols is None:
             continue
-        if spec.fmt == "csv":
-            cols = [c.strip() for c in next(csv.reader(io.StringIO(text)), [])]
-        else:
-            try:
-                obj = json.loads(text)
-                if not isinstance(obj, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                report.errors.append(
-                    f"{where}: first line is not a JSON object "
-                    f"(corrupt or truncated file?): {text[:80]!r}"
-                )
-                continue
-            cols = list(obj)
         missing = [c for c in expected if c not in cols]
         extra = [c for c in cols if c not in spec.columns]
         if missing:
+            sep = _separator_error(where, spec, ",".join(cols)) if len(cols) == 1 else None
             report.errors.append(
-                f"{where}: missing column(s) {', '.join(missing)}; "
+                sep
+                or f"{where}: missing column(s) {', '.join(missing)}; "
                 f"{spec.name} files must have {', '.join(expected)}"
             )
             continue
@@ -130,6 +187,7 @@ def check_headers(
             )
         key = tuple(cols) if spec.fmt == "csv" else tuple(expected)
         groups.setdefault(key, []).append(lake.spark_uri(uri))
+    report.warnings.extend(_quirks_warnings(spec, quirks))
     return groups
 
 
@@ -185,30 +243,32 @@ def _typed(col: str, kind: str) -> Any:
     raise ValueError(kind)
 
 
-def check_rows(spark: Any, spec: RawTable, raw: Any, lake_uri: str, report: RawReport) -> Any:
-    """Aggregate the row-level checks; return the typed frame (raises nothing, records errors)."""
+def _base_checks(spec: RawTable, drop_day: Any) -> dict[str, raw_guards.Check]:
+    """The type-level checks: malformed rows, UTF-8, required, types, negatives, future times."""
     from pyspark.sql import functions as F
 
-    drop_day = F.to_date(F.regexp_extract(F.col(FILE), r"dt=(\d{4}-\d{2}-\d{2})", 1))
     checks: dict[
-        str, tuple[Any, str, str | None]
-    ] = {}  # name -> (bad-row condition, message, column)
+        str, raw_guards.Check
+    ] = {}  # name -> (bad-row condition, message, column, severity)
     checks["corrupt"] = (
         F.col(CORRUPT).isNotNull(),
         "malformed row(s) (wrong number of fields, broken quoting or a truncated file)",
         None,
+        "error",
     )
     for c in spec.columns:
         checks[f"utf8:{c}"] = (
             F.coalesce(F.col(c).contains(REPLACEMENT_CHAR), F.lit(False)),
             f"column {c} holds bytes that are not valid UTF-8 (the file must be UTF-8 encoded)",
             c,
+            "error",
         )
     for c in spec.required:
         checks[f"null:{c}"] = (
             F.col(c).isNull() | (F.trim(F.col(c)) == ""),
             f"column {c} is empty/null, and it is required",
             c,
+            "error",
         )
     for c, kind in spec.columns.items():
         if kind != "string":
@@ -216,12 +276,14 @@ def check_rows(spark: Any, spec: RawTable, raw: Any, lake_uri: str, report: RawR
                 F.col(c).isNotNull() & (F.trim(F.col(c)) != "") & _typed(c, kind).isNull(),
                 f"column {c} has values that are not a valid {kind}",
                 c,
+                "error",
             )
     for c in spec.non_negative:
         checks[f"neg:{c}"] = (
             _typed(c, spec.columns[c]) < 0,
             f"column {c} has negative values (must be >= 0)",
             c,
+            "error",
         )
     if spec.ts_column:
         ts = _typed(spec.ts_column, spec.columns[spec.ts_column])
@@ -235,62 +297,95 @@ def check_rows(spark: Any, spec: RawTable, raw: Any, lake_uri: str, report: RawR
             f"column {spec.ts_column} has dates in the future: after the day the file was "
             "dropped (dt=…), which a source system cannot know",
             spec.ts_column,
+            "error",
         )
+    return checks
 
+
+def _old_rows(spec: RawTable, drop_day: Any) -> Any:
+    """Rows older than the table's backfill age before their drop day (1) or not (0)."""
+    from pyspark.sql import functions as F
+
+    age = spec.volume.backfill_age_days if spec.volume else None
+    if age is None or not spec.ts_column:
+        return F.lit(0)
+    ts = F.to_date(_typed(spec.ts_column, spec.columns[spec.ts_column]))
+    return F.when(ts < F.date_sub(drop_day, age), 1).otherwise(0)
+
+
+def _examples(
+    raw: Any, spec: RawTable, cond: Any, col: str | None, lake_uri: str, n: int
+) -> list[str]:
+    show = [FILE] + ([spec.key] if spec.key else []) + ([col] if col and col != spec.key else [])
+    examples = []
+    for r in raw.where(cond).select(*show, CORRUPT).limit(n).collect():
+        where = _rel(r[FILE], lake_uri)
+        if col is None:
+            examples.append(f"{where}: {str(r[CORRUPT])[:80]!r}")
+        else:
+            key = f"{spec.key}={r[spec.key]!r}" if spec.key and col != spec.key else ""
+            examples.append(f"{where} {key} {col}={r[col]!r}".replace("  ", " "))
+    return examples
+
+
+def check_rows(
+    spark: Any,
+    spec: RawTable,
+    raw: Any,
+    lake_uri: str,
+    report: RawReport,
+    guards: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """Aggregate the row-level checks in one job grouped by source file; return the typed frame
+    and each file's (rows, rows older than the backfill age). Records findings, raises nothing."""
+    from pyspark.sql import functions as F
+
+    guards = guards or DEFAULT_GUARDS
+    drop_day = F.to_date(F.regexp_extract(F.col(FILE), r"dt=(\d{4}-\d{2}-\d{2})", 1))
+    checks = _base_checks(spec, drop_day)
+    if guards["enabled"]:
+        checks.update(raw_guards.row_checks(spec, _typed))
     # a malformed row is reported once, as malformed, not again for each field it lacks
     ok_row = F.col(CORRUPT).isNull()
     checks = {
-        name: (cond if name == "corrupt" else (ok_row & cond), msg, col)
-        for name, (cond, msg, col) in checks.items()
+        name: (cond if name == "corrupt" else (ok_row & cond), msg, col, sev)
+        for name, (cond, msg, col, sev) in checks.items()
     }
-    aggs = [F.count(F.lit(1)).alias("rows")] + [
+    old = _old_rows(spec, drop_day) if guards["enabled"] else F.lit(0)
+    aggs = [F.count(F.lit(1)).alias("rows"), F.sum(old).alias("old_rows")]
+    aggs += [
         F.sum(F.when(cond, 1).otherwise(0)).alias(name.replace(":", "__"))
-        for name, (cond, _m, _c) in checks.items()
+        for name, (cond, _m, _c, _s) in checks.items()
     ]
-    if spec.key and not spec.windowed:  # entity keys: unique across every drop
-        aggs.append(F.count_distinct(F.col(spec.key)).alias("distinct_keys"))
-        aggs.append(F.count(F.col(spec.key)).alias("nonnull_keys"))
-    stats = raw.agg(*aggs).collect()[0].asDict()
-    report.rows[spec.name] = int(stats["rows"])
+    # grouped by file for the volume guard; with the guards off, the one global aggregation
+    by = [FILE] if guards["enabled"] else []
+    per_file = raw.groupBy(*by).agg(*aggs).collect()
+    files = {(r[FILE] if by else ""): (int(r["rows"]), int(r["old_rows"] or 0)) for r in per_file}
+    report.rows[spec.name] = sum(n for n, _ in files.values())
 
-    for name, (cond, msg, col) in checks.items():
-        bad = int(stats[name.replace(":", "__")] or 0)
+    n_examples = int(guards["max_examples"])
+    for name, (cond, msg, col, sev) in checks.items():
+        bad = sum(int(r[name.replace(":", "__")] or 0) for r in per_file)
         if not bad:
             continue
-        examples = []
-        show = (
-            [FILE] + ([spec.key] if spec.key else []) + ([col] if col and col != spec.key else [])
+        examples = _examples(raw, spec, cond, col, lake_uri, n_examples)
+        counts = ""
+        if name.startswith("domain:") and col:
+            counts = f": {raw_guards.unknown_value_counts(raw, cond, col, n_examples + 2)}"
+        (report.errors if sev == "error" else report.warnings).append(
+            f"{spec.name}: {bad} row(s): {msg}{counts}; e.g. " + "; ".join(examples)
         )
-        for r in raw.where(cond).select(*show, CORRUPT).limit(3).collect():
-            where = _rel(r[FILE], lake_uri)
-            if col is None:
-                examples.append(f"{where}: {str(r[CORRUPT])[:80]!r}")
-            else:
-                key = f"{spec.key}={r[spec.key]!r}" if spec.key and col != spec.key else ""
-                examples.append(f"{where} {key} {col}={r[col]!r}".replace("  ", " "))
-        report.errors.append(f"{spec.name}: {bad} row(s): {msg}; e.g. " + "; ".join(examples))
-
-    if "distinct_keys" in stats:
-        dup = int(stats["nonnull_keys"]) - int(stats["distinct_keys"])
-        if dup:
-            rows = (
-                raw.groupBy(spec.key)
-                .agg(F.count(F.lit(1)).alias("n"), F.collect_set(FILE).alias("files"))
-                .where("n > 1")
-                .limit(3)
-                .collect()
+    if spec.key and guards["enabled"]:
+        report.errors.extend(
+            raw_guards.key_findings(
+                spec,
+                raw,
+                {f: n for f, (n, _) in files.items()},
+                lambda u: _rel(u, lake_uri),
+                n_examples,
             )
-            examples = [
-                f"{spec.key}={r[spec.key]!r} x{r['n']} in "
-                + ", ".join(_rel(f, lake_uri) for f in sorted(r["files"])[:2])
-                for r in rows
-            ]
-            report.errors.append(
-                f"{spec.name}: {dup} duplicate {spec.key} value(s) ({spec.key} must be "
-                "unique); e.g. " + "; ".join(examples)
-            )
-
-    return raw.select(*[_typed(c, k).alias(c) for c, k in spec.columns.items()])
+        )
+    return raw.select(*[_typed(c, k).alias(c) for c, k in spec.columns.items()]), files
 
 
 def raw_plan(
@@ -307,6 +402,43 @@ def raw_plan(
     return {t.name: ((first if t.windowed else None), data_date) for t in tables}
 
 
+def _drops(
+    files: list[tuple[str, str]], file_rows: dict[str, tuple[int, int]], lake_uri: str
+) -> list[raw_guards.Drop]:
+    """Each drop day's rows (a header-only file counts, as 0) from the per-file counts."""
+    by_day: dict[str, raw_guards.Drop] = {}
+    for day, uri in files:
+        by_day.setdefault(day, raw_guards.Drop(day, 0, 0, [])).files.append(uri)
+    for f, (rows, old) in file_rows.items():
+        m = raw_guards.FILE_DAY.search(f)
+        if m and m.group(1) in by_day:
+            by_day[m.group(1)].rows += rows
+            by_day[m.group(1)].old_rows += old
+    return list(by_day.values())
+
+
+def _table_guards(
+    specs: dict[str, RawTable],
+    raw_frames: dict[str, Any],
+    drops: dict[str, list[raw_guards.Drop]],
+    lake_uri: str,
+    guards: dict[str, Any],
+    report: RawReport,
+) -> None:
+    """The guards that need a table's every drop, or another table: volume and foreign keys."""
+    rel = lambda u: _rel(u, lake_uri)  # noqa: E731
+    parents = {n: (specs[n], f) for n, f in raw_frames.items() if specs[n].key}
+    for name, raw in raw_frames.items():
+        errors, warnings = raw_guards.volume_findings(
+            specs[name], drops[name], guards["volume"], rel
+        )
+        fk_errors, fk_warnings = raw_guards.foreign_key_findings(
+            specs[name], raw, parents, rel, guards
+        )
+        report.errors.extend(errors + fk_errors)
+        report.warnings.extend(warnings + fk_warnings)
+
+
 def read_raw(
     spark: Any,
     lake_uri: str,
@@ -317,23 +449,30 @@ def read_raw(
     lookback_days: int,
     label_window_days: int,
     require_label_window: bool = True,
+    guards: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], RawReport]:
     """Typed frames of the declared raw tables for this data date, or StepError listing every
     problem.
 
     With ``require_label_window``, the event tables must have drops up to the data date: that is
     where the training table's label window ends (and what the population's features are as of).
+    ``guards`` are the raw_guards settings (defaults when None).
     """
     from pyspark import StorageLevel
 
+    guards = guards or DEFAULT_GUARDS
+    declared = {t.name: t for t in tables}
+    broken = raw_guards.declaration_errors(declared)
+    if broken:
+        raise StepError("raw table declarations are inconsistent:\n  - " + "\n  - ".join(broken))
     report = RawReport()
     cutoff = training_cutoff(data_date, label_window_days)
     plan = raw_plan(
         tables, data_date, lookback_days=lookback_days, label_window_days=label_window_days
     )
-    declared = {t.name: t for t in tables}
     frames: dict[str, Any] = {}
     raw_frames: dict[str, Any] = {}
+    drops: dict[str, list[raw_guards.Drop]] = {}
     for name, (lo, hi) in plan.items():
         spec = declared[name]
         files = plan_files(lake_uri, tenant, spec, lo, hi)
@@ -366,16 +505,20 @@ def read_raw(
             continue
         raw = read_strings(spark, spec, groups).persist(StorageLevel.MEMORY_AND_DISK)
         raw_frames[name] = raw
-        frames[name] = check_rows(spark, spec, raw, lake_uri, report)
+        frames[name], file_rows = check_rows(spark, spec, raw, lake_uri, report, guards)
+        drops[name] = _drops(files, file_rows, lake_uri)
         if report.rows.get(name, 0) == 0:
             report.errors.append(
                 f"{name}: {len(files)} file(s) in {where} for drop days "
                 f"{days[0]}..{days[-1]} hold no rows (empty input)"
             )
+    if guards["enabled"]:
+        _table_guards(declared, raw_frames, drops, lake_uri, guards, report)
     if report.errors:
         for raw in raw_frames.values():
             raw.unpersist()
+        also = "".join(f"\n  - (warning) {w}" for w in report.warnings)
         raise StepError(
-            "raw input rejected, nothing was written:\n  - " + "\n  - ".join(report.errors)
+            "raw input rejected, nothing was written:\n  - " + "\n  - ".join(report.errors) + also
         )
     return frames, report

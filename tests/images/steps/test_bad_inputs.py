@@ -4,12 +4,17 @@ failing step, and the raw zone is byte-identical afterwards (checksums before/af
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from datasteps_helpers import PIPELINE, TENANT, raw_checksums, run_chain
+
+from model_steps import datagen
 
 RAW = Path("raw") / f"customer={TENANT}"
 
@@ -159,6 +164,133 @@ def label_window_incomplete(lake):
     return None
 
 
+# ---- the raw-zone guards (model_steps.raw_guards) -----------------------------------------------
+
+
+def nan_amount(lake):
+    return _set_field(lake, "orders", 3, "NaN")
+
+
+def infinite_amount(lake):
+    return _set_field(lake, "orders", 3, "1e400")  # parses, but as Infinity
+
+
+def amount_over_bound(lake):
+    return _set_field(lake, "orders", 3, "1e308")  # finite, but a sum of two overflows
+
+
+def loyalty_out_of_bounds(lake):
+    return _set_field(lake, "diners", 4, "7")
+
+
+def unknown_channel(lake):
+    return _set_field(lake, "orders", 4, "kiosk")
+
+
+def unknown_event_type(lake):
+    f = _a_busy_file(lake, "email_events")
+    f.write_text(f.read_text().replace('"event_type":"open"', '"event_type":"bounce"', 4))
+    return f
+
+
+def redelivered_drop(lake):
+    """A re-sent export: an earlier day's orders file lands again in a later dt= folder."""
+    src = _a_busy_file(lake, "orders", skip_last=40)
+    later = _files(lake, "orders")[-25]
+    dst = later.parent / src.name
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def duplicate_order_ids(lake):
+    files = _files(lake, "orders")
+    src, dst = _a_busy_file(lake, "orders", skip_last=40), files[-30]
+    row = src.read_text().splitlines()[1]
+    dst.write_text(dst.read_text() + row + "\n")
+    return dst
+
+
+def duplicate_event_ids(lake):
+    f = _a_busy_file(lake, "email_events")
+    lines = f.read_text().splitlines(keepends=True)
+    f.write_text("".join(lines + lines[:2]))
+    return f
+
+
+def orphan_orders(lake):
+    """Orders of diners the CRM export does not have: many of them, above the orphan share."""
+    for f in _files(lake, "orders")[-120:]:
+        _rewrite_csv(f, lambda ls: [ls[0]] + [re.sub(r",D(\d+),", r",X\1,", x) for x in ls[1:]])
+    return None
+
+
+def orphan_order_few(lake):
+    return _set_field(lake, "orders", 1, "D99999999")
+
+
+def orphan_email_events(lake):
+    f = _a_busy_file(lake, "email_events")
+    f.write_text(re.sub(r'"diner_id":"D', '"diner_id":"Z', f.read_text()))
+    return f
+
+
+def bom_and_crlf(lake):
+    f = _a_busy_file(lake, "orders")
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes().replace(b"\n", b"\r\n"))
+    return f
+
+
+def bom_jsonl(lake):
+    f = _a_busy_file(lake, "email_events")
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    return f
+
+
+def semicolon_separated(lake):
+    f = _a_busy_file(lake, "diners")
+    f.write_text(f.read_text().replace(",", ";"))
+    return f
+
+
+def utf16_file(lake):
+    f = _a_busy_file(lake, "orders")
+    f.write_bytes(f.read_text().encode("utf-16"))
+    return f
+
+
+@functools.cache
+def _small_raw_zone() -> Path:
+    """A small example raw zone (4,000 diners, ~50 orders a day): enough daily rows for the
+    volume check to judge, which the tiny zone's few orders a day are not."""
+    root = Path(tempfile.mkdtemp(prefix="small-raw-")) / "lake"
+    datagen.write_raw(datagen.generate(4_000, seed=11), f"file://{root}", TENANT)
+    return root
+
+
+def _use_small(lake: Path) -> None:
+    shutil.rmtree(lake / "raw")
+    shutil.copytree(_small_raw_zone() / "raw", lake / "raw")
+
+
+def volume_lost_rows(lake):
+    _use_small(lake)
+    f = _a_busy_file(lake, "orders")
+    _rewrite_csv(f, lambda ls: ls[:2])  # the header and one row of ~50
+    return f
+
+
+def volume_many_times(lake):
+    _use_small(lake)
+    f = _a_busy_file(lake, "orders")
+    _rewrite_csv(
+        f,
+        lambda ls: (
+            ls + [re.sub(r"^O", f"R{k:02d}", x) for k in range(12) for x in ls[1:]]
+        ),  # new order ids
+    )
+    return f
+
+
 # case -> (mutation, step that stops it (None: passes), substrings the message must contain)
 CASES = {
     "missing_column": (missing_column, "ingest", ["missing column(s) channel"]),
@@ -196,13 +328,80 @@ CASES = {
     ),
     "unknown_category": (
         unknown_category,
-        "validate",
-        ["column segment: expect_column_values_to_be_in_set", "vip"],
+        "ingest",
+        ["column segment has value(s) outside its domain", "'vip' x"],
     ),
     "label_window_incomplete": (
         label_window_incomplete,
         "ingest",
         ["label window is not complete", "needs drops up to dt=2026-06-29"],
+    ),
+    # the raw-zone guards
+    "nan_amount": (nan_amount, "ingest", ["column amount has values that are not finite", "'NaN'"]),
+    "infinite_amount": (infinite_amount, "ingest", ["not finite numbers", "amount='1e400'"]),
+    "amount_over_bound": (
+        amount_over_bound,
+        "ingest",
+        ["column amount has values outside its declared bounds [-inf, 100000]", "'1e308'"],
+    ),
+    "loyalty_out_of_bounds": (
+        loyalty_out_of_bounds,
+        "ingest",
+        ["column loyalty_member has values outside its declared bounds [0, 1]", "='7'"],
+    ),
+    "unknown_channel": (
+        unknown_channel,
+        "ingest",
+        ["column channel has value(s) outside its domain", "'kiosk' x1", "an error"],
+    ),
+    "unknown_event_type_warns": (
+        unknown_event_type,
+        None,
+        ["column event_type has value(s) outside its domain", "'bounce' x4", "a warning"],
+    ),
+    "redelivered_drop": (
+        redelivered_drop,
+        "ingest",
+        ["re-delivers raw/customer=acme-foods/orders/dt=", "remove one of the two files"],
+    ),
+    "duplicate_order_ids": (
+        duplicate_order_ids,
+        "ingest",
+        ["duplicate order_id value(s)", "unique across every drop read"],
+    ),
+    "duplicate_event_ids": (duplicate_event_ids, "ingest", ["duplicate event_id value(s)"]),
+    "orphan_orders": (
+        orphan_orders,
+        "ingest",
+        ["have a diner_id that diners.diner_id does not have", "above raw_guards max_orphan_share"],
+    ),
+    "orphan_order_few_warns": (
+        orphan_order_few,
+        None,
+        ["1 of ", "within raw_guards max_orphan_share 1.00%", "diner_id='D99999999'"],
+    ),
+    "orphan_email_events": (
+        orphan_email_events,
+        "ingest",
+        ["email_events:", "diners.diner_id does not have", "error: above"],
+    ),
+    "bom_and_crlf_warn": (bom_and_crlf, None, ["UTF-8 byte-order mark (stripped", "CRLF"]),
+    "bom_jsonl_warns": (bom_jsonl, None, ["email_events: 1 file(s) start with a UTF-8 byte-order"]),
+    "semicolon_separated": (
+        semicolon_separated,
+        "ingest",
+        ["the header is separated by ';', not ','", "saw 'diner_id;signup_date"],
+    ),
+    "utf16_file": (utf16_file, "ingest", ["the file is UTF-16", "re-export as UTF-8"]),
+    "volume_lost_rows": (
+        volume_lost_rows,
+        "ingest",
+        ["orders: drop dt=", "holds 1 row(s)", "far below the usual volume", "error below 0.05x"],
+    ),
+    "volume_many_times": (
+        volume_many_times,
+        "ingest",
+        ["orders: drop dt=", "far above the usual volume", "error above 10x"],
     ),
 }
 

@@ -88,6 +88,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         lookback_days=lookback,
         label_window_days=label_window,
         require_label_window=cfg.require_label_window,
+        guards=loaded.platform.raw_guards.model_dump(),
     )
     for w in report.warnings:
         log.warning("raw input: %s", w)

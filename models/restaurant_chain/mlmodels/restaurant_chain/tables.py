@@ -10,7 +10,7 @@ email service provider's send/open/click/conversion events) is daily JSON lines.
 
 from __future__ import annotations
 
-from model_steps.raw_schema import RawTable
+from model_steps.raw_schema import Domain, ForeignKey, RawTable, VolumeCheck
 
 SEGMENTS: tuple[str, ...] = ("family", "student", "professional", "senior", "occasional")
 REGIONS: tuple[str, ...] = ("north", "south", "east", "west", "central")
@@ -30,6 +30,11 @@ DINERS = RawTable(
     key="diner_id",
     required=("diner_id", "signup_date", "segment", "region"),
     ts_column="signup_date",
+    bounds={"loyalty_member": (0, 1)},
+    # one-hot encoded features: an unknown segment or region would be all zeros
+    domains={"segment": Domain(SEGMENTS), "region": Domain(REGIONS)},
+    # the first drop is a backfill of everybody who signed up before the export began
+    volume=VolumeCheck(backfill_age_days=7),
     windowed=False,
 )
 
@@ -48,6 +53,11 @@ ORDERS = RawTable(
     required=("order_id", "diner_id", "order_ts", "amount", "channel"),
     ts_column="order_ts",
     non_negative=("amount",),
+    # no restaurant ticket reaches 100k; the bound also keeps sums far from overflowing
+    bounds={"amount": (None, 100_000.0)},
+    domains={"channel": Domain(CHANNELS)},  # the channel-mix shares must add up
+    foreign_keys=(ForeignKey("diner_id", "diners"),),
+    volume=VolumeCheck(backfill_age_days=7),
 )
 
 EMAIL_EVENTS = RawTable(
@@ -63,6 +73,10 @@ EMAIL_EVENTS = RawTable(
     key="event_id",
     required=("event_id", "diner_id", "campaign_id", "event_type", "event_ts"),
     ts_column="event_ts",
+    # the features count known event types only: a new one (bounce, unsubscribe) is ignored
+    domains={"event_type": Domain(EVENT_TYPES, severity="warning")},
+    foreign_keys=(ForeignKey("diner_id", "diners"),),
+    # no volume check: campaign days hold thousands of sends, days between them a few opens
 )
 
 TABLES: dict[str, RawTable] = {t.name: t for t in (DINERS, ORDERS, EMAIL_EVENTS)}

@@ -89,7 +89,7 @@ class RawGuardSettings(_Strict):
     """Ingest's guards over every declared raw table (docs/data-steps.md "Raw-zone guards")."""
 
     enabled: bool = Field(
-        True, description="false skips bounds, domains, keys, foreign keys and volume"
+        True, strict=True, description="false skips bounds, domains, keys, foreign keys and volume"
     )
     max_orphan_share: float = Field(
         0.01, ge=0, le=1, description="foreign-key orphans warn up to this share, then fail"

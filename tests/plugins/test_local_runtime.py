@@ -21,10 +21,11 @@ WRITE_RESULT = (
 )
 
 
-def operator(arguments: list[str], **kwargs) -> LocalStepOperator:
-    return LocalStepOperator(
-        task_id="step", arguments=arguments, env_vars={"STEP_CONFIG": '{"k": 1}'}, **kwargs
-    )
+def operator(
+    arguments: list[str], env: dict[str, str] | None = None, **kwargs
+) -> LocalStepOperator:
+    env_vars = {"STEP_CONFIG": '{"k": 1}'} if env is None else env
+    return LocalStepOperator(task_id="step", arguments=arguments, env_vars=env_vars, **kwargs)
 
 
 def test_venv_python_runs_and_xcom_is_returned(capsys, monkeypatch) -> None:
@@ -83,8 +84,9 @@ def test_missing_lake_setting_fails_at_once_naming_what_sets_it(monkeypatch) -> 
     monkeypatch.delenv("LAKE_URI", raising=False)
     args = ["python", "-m", "model_steps", "ingest", "--pipeline", "customer_propensity",
             "--customer", "acme-foods", "--run-id", "r1", "--data-date", "2026-06-29"]  # fmt: skip
+    model = '{"ref": "mlmodels.customer_propensity", "task": "binary_classification"}'
     with pytest.raises(AirflowFailException) as caught:
-        operator(args).execute({})
+        operator(args, env={"STEP_CONFIG": "{}", "STEP_MODEL": model}).execute({})
     message = str(caught.value)
     assert "exited with code 2 (bad invocation or missing configuration)" in message
     assert "a retry cannot fix it" in message

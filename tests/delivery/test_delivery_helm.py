@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from delivery_helpers import (
     AIRFLOW_NAMESPACE,
     CHARTS,
@@ -178,55 +177,5 @@ def test_mlflow_chart_refuses_an_image_without_digest():
     assert proc.returncode != 0 and "image.digest" in proc.stderr
 
 
-# ---- Airflow (official chart) values -----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def airflow_values() -> dict:
-    return yaml.safe_load((HELM_DIR / "airflow" / "values.yaml").read_text())
-
-
-def test_airflow_values_kubernetes_executor_gitsync_remote_logs(airflow_values):
-    v = airflow_values
-    assert v["executor"] == "KubernetesExecutor"
-    git = v["dags"]["gitSync"]
-    assert (
-        git["enabled"] is True
-        and git["branch"] == git["ref"] == "airflow-dags"
-        and git["subPath"] == "dags"
-    )
-    assert v["config"]["core"]["plugins_folder"] == "/opt/airflow/dags/repo/plugins"
-    logging = v["config"]["logging"]
-    assert logging["remote_logging"] == "True"
-    assert (
-        logging["remote_base_log_folder"].startswith("s3://")
-        and "/airflow/" in logging["remote_base_log_folder"]
-    )
-    assert v["postgresql"]["enabled"] is False, "metadata lives in RDS"
-    env = {e["name"]: e["value"] for e in v["env"]}
-    assert env["MLOPS_RUNTIME"] == "kubernetes"
-
-
-def test_airflow_components_have_irsa_and_resources(airflow_values):
-    for component in ("workers", "scheduler", "triggerer", "dagProcessor", "apiServer"):
-        section = airflow_values[component]
-        assert "eks.amazonaws.com/role-arn" in section["serviceAccount"]["annotations"], component
-        assert section["resources"]["requests"] and section["resources"]["limits"], component
-    assert airflow_values["workers"]["serviceAccount"]["name"] == "airflow-worker"
-
-
-def test_airflow_values_hold_no_secret_values(airflow_values):
-    for key in ("fernetKey", "webserverSecretKey", "apiSecretKey", "jwtSecret"):
-        assert not airflow_values.get(key), key
-    assert "metadataConnection" not in airflow_values["data"]
-    for key in ("fernetKeySecretName", "apiSecretKeySecretName", "jwtSecretName"):
-        assert airflow_values[key]
-
-
-def test_platform_rbac_binds_the_airflow_service_accounts_of_the_values(
-    airflow_values, rendered_objects
-):
-    binding = by_kind(rendered_objects["platform"], "RoleBinding")["airflow-step-launcher"]
-    bound = {s["name"] for s in binding["subjects"]}
-    chart_names = {airflow_values[c]["serviceAccount"]["name"] for c in ("workers", "triggerer")}
-    assert bound == chart_names
+# ---- Airflow: the official chart rendered with helm/airflow/values.yaml is checked in
+# test_delivery_airflow_chart.py (it needs the vendored chart).

@@ -31,6 +31,9 @@ def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> 
             namespace=cluster.namespace,
             kubernetes_conn_id=cluster.kubernetes_conn_id,
             startup_timeout_seconds=profile.startup_timeout_seconds,
+            timeout_seconds=profile.timeout_minutes * 60,
+            # always: a multi-node training runs for hours and must not hold a worker slot
+            deferrable=True,
             **task_kwargs,
         )
     argv = invocation.argv(horovod_processes=profile.processes_per_pod)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from delivery_helpers import (
     AIRFLOW_NAMESPACE,
     CHARTS,
@@ -108,6 +109,40 @@ def test_airflow_worker_may_create_pods_and_mpijobs_in_ml_steps(rendered_objects
     binding = by_kind(rendered_objects["platform"], "RoleBinding")["airflow-step-launcher"]
     subjects = {(s["namespace"], s["name"]) for s in binding["subjects"]}
     assert (AIRFLOW_NAMESPACE, "airflow-worker") in subjects
+
+
+def test_ingest_may_run_spark_executors_as_step_ingest(rendered_objects, tmp_path):
+    """Spark client mode: the ingest pod (step-ingest) creates executor pods from the chart's
+    template, and the driver and executors may talk on the two Spark ports only."""
+    objs = rendered_objects["platform"]
+    role = by_kind(objs, "Role")["spark-driver"]
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
+    assert {"create", "watch", "delete"} <= rules[("", "pods")]
+    assert not any(r in ("secrets", "*", "pods/exec") for (_, r) in rules)
+    binding = by_kind(objs, "RoleBinding")["spark-driver"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "step-ingest", "namespace": STEPS_NAMESPACE}
+    ]
+    template = yaml.safe_load(
+        by_kind(objs, "ConfigMap")["spark-executor-pod-template"]["data"][
+            "executor-pod-template.yaml"
+        ]
+    )
+    template["metadata"]["name"] = "executor"
+    template["spec"]["containers"][0]["image"] = "registry/mlops/ingest@sha256:" + "a" * 64
+    pod_file = tmp_path / "spark-executor-template.yaml"
+    pod_file.write_text(yaml.safe_dump(template))
+    proc = run([tool("kubernetes-validate"), "--strict", "-k", K8S_VERSION, str(pod_file)])
+    assert proc.returncode == 0, output_of(proc)
+    spec = template["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["nodeSelector"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+    policy = by_kind(objs, "NetworkPolicy")["ingest-spark"]["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"mlops.io/step": "ingest"}}
+    (ingress,) = policy["ingress"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": 7078, "endPort": 7079}]
 
 
 def test_priority_classes_quota_limitrange_networkpolicies(rendered_objects):

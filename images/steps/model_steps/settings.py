@@ -13,6 +13,14 @@ DATA_DEFAULTS: dict[str, Any] = {
     "require_label_window": True,  # training runs need the label window's events to have arrived
     "output_rows_per_file": 1_000_000,
 }
+# data.spark: the control plane's SparkSettings (plugins/mlplatform/settings.py), same keys and defaults.
+SPARK_DEFAULTS: dict[str, Any] = {
+    "executors": 0,  # 0: local[N] in the step's pod; >0 with the kubernetes runtime: executor pods
+    "executor_cores": 2,
+    "executor_memory": "6g",
+    "driver_memory": "2g",
+    "shuffle_partitions": None,
+}
 VALIDATION_DEFAULTS: dict[str, Any] = {
     "min_rows": 100,
     "max_rows": 50_000_000,

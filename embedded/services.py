@@ -19,9 +19,9 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,10 +44,30 @@ class ServiceError(RuntimeError):
     pass
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# How each server reports the port it bound when asked for port 0 (werkzeug: moto_server;
+# uvicorn: mlflow server). Asking for 0 and reading the answer leaves no window in which another
+# process could take a port picked in advance.
+BOUND_PORT = {
+    "moto_server": re.compile(r"Running on http://127\.0\.0\.1:(\d+)"),
+    "mlflow server": re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)"),
+}
+
+
+def bound_port(name: str, proc: subprocess.Popen, log: Path, timeout: float) -> int:
+    """The port a service started with port 0 reports in its log."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise ServiceError(
+                f"{name} exited with code {proc.returncode} before it bound a port; "
+                f"log {log}:\n{_tail(log)}"
+            )
+        with contextlib.suppress(OSError):
+            found = BOUND_PORT[name].search(log.read_text(errors="replace"))
+            if found:
+                return int(found.group(1))
+        time.sleep(0.1)
+    raise ServiceError(f"{name} reported no port within {timeout:.0f}s; log {log}:\n{_tail(log)}")
 
 
 def executable(name: str) -> str:
@@ -130,18 +150,20 @@ def up(
     if (state / STATE_FILE).exists():
         down(state)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    s3_port, mlflow_port = free_port(), free_port()
-    s3_endpoint = f"http://127.0.0.1:{s3_port}"
     info: dict[str, Any] = {"state": str(state), "pids": {}}
     procs: dict[str, subprocess.Popen] = {}
+    for log in ("moto.log", "mlflow.log"):  # the bound port is read from a fresh log
+        (state / "logs" / log).unlink(missing_ok=True)
     try:
         procs["s3"] = _spawn(
-            [executable("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+            [executable("moto_server"), "-H", "127.0.0.1", "-p", "0"],
             base_env,
             state / "logs" / "moto.log",
         )
         info["pids"]["s3"] = procs["s3"].pid
         _write_state(state, info)  # so `down` can clean up even if the next start fails
+        s3_port = bound_port("moto_server", procs["s3"], state / "logs" / "moto.log", timeout)
+        s3_endpoint = f"http://127.0.0.1:{s3_port}"
         info["s3_ready_s"] = round(
             _wait_ready(
                 "moto_server", f"{s3_endpoint}/", procs["s3"], state / "logs" / "moto.log", timeout
@@ -151,7 +173,6 @@ def up(
         for bucket in (ARTIFACT_BUCKET, *buckets):
             create_bucket(s3_endpoint, bucket)
 
-        tracking_uri = f"http://127.0.0.1:{mlflow_port}"
         server_env = {
             **base_env,
             **DUMMY_AWS,
@@ -173,7 +194,7 @@ def up(
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(mlflow_port),
+                "0",
                 "--workers",
                 str(mlflow_workers),
             ],
@@ -182,6 +203,10 @@ def up(
         )
         info["pids"]["mlflow"] = procs["mlflow"].pid
         _write_state(state, info)
+        mlflow_log = state / "logs" / "mlflow.log"
+        tracking_uri = (
+            f"http://127.0.0.1:{bound_port('mlflow server', procs['mlflow'], mlflow_log, timeout)}"
+        )
         info["mlflow_ready_s"] = round(
             _wait_ready(
                 "mlflow server",

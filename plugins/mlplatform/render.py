@@ -56,9 +56,7 @@ def render_task(task: BaseOperator) -> dict[str, Any]:
         pod = task.build_pod_request_obj(context, dry_run=True)
         return dict(ApiClient().sanitize_for_serialization(pod))
     if isinstance(task, MPIJobOperator):
-        job = dict(task.mpijob)
-        job["metadata"] = {**job["metadata"], "name": task.job_name(context)}
-        return job
+        return task.job_body(context)
     raise TypeError(f"{task.dag_id}.{task.task_id} is a {type(task).__name__}, not a cluster task")
 
 

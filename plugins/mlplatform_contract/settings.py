@@ -20,7 +20,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+JVM_MEMORY = r"^[1-9][0-9]*[mg]$"
+
+
+class SparkSettings(_Strict):
+    """How ingest runs Spark. ``executors: 0`` (default) is ``local[N]`` inside the step's own pod;
+    more, in the kubernetes runtime, makes the step's pod the driver of up to that many executor
+    pods (Spark client mode: docs/data-steps.md, "Spark on Kubernetes"). The local runtime always
+    runs ``local[N]``."""
+
+    executors: int = Field(
+        0, ge=0, le=200, description="max executor pods; 0 = local[N] in the pod"
+    )
+    executor_cores: int = Field(2, ge=1, le=16)
+    executor_memory: str = Field("6g", pattern=JVM_MEMORY, description="JVM heap per executor")
+    driver_memory: str = Field("2g", pattern=JVM_MEMORY, description="JVM heap of the driver")
+    shuffle_partitions: int | None = Field(None, ge=1, le=20_000)
+
+
 class DataSettings(_Strict):
+    spark: SparkSettings = SparkSettings()
     lookback_days: int = Field(365, gt=0, le=3650, description="feature history before a cutoff")
     label_window_days: int = Field(
         14, gt=0, le=365, description="the label's window after the training cutoff"

@@ -144,3 +144,55 @@ def render_charts(out: Path) -> dict[str, Path]:
 
 def parse_charts(paths: dict[str, Path]) -> dict[str, list[dict]]:
     return {chart: load_yaml_docs(path.read_text()) for chart, path in paths.items()}
+
+
+# ---- upstream reference files (../shared/vendor) ------------------------------------------------
+
+VENDOR_ENV = "MLOPS_VENDOR_DIR"
+AIRFLOW_CHART_VERSION = "1.21.0"
+AIRFLOW_VALUES = REPO / "helm" / "airflow" / "values.yaml"
+AIRFLOW_COMPONENTS = ("workers", "scheduler", "triggerer", "dagProcessor", "apiServer")
+
+
+def _vendor_candidates() -> list[Path]:
+    """$MLOPS_VENDOR_DIR, else ../shared/vendor beside this checkout, else beside its main worktree."""
+    if os.environ.get(VENDOR_ENV):
+        return [Path(os.environ[VENDOR_ENV])]
+    candidates = [REPO.parent / "shared" / "vendor"]
+    proc = subprocess.run(
+        ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode == 0 and proc.stdout.strip():
+        main_checkout = Path(proc.stdout.strip()).parent
+        candidates.append(main_checkout.parent / "shared" / "vendor")
+    return candidates
+
+
+def vendored(relative: str) -> Path:
+    """Path of an upstream reference file under ../shared/vendor (see its README).
+
+    Absent outside CI (a fresh clone without ../shared), the calling test is skipped with the paths
+    it looked at; under CI=true the file must be there, so the test fails instead of passing unseen.
+    """
+    tried = [c / relative for c in _vendor_candidates()]
+    for path in tried:
+        if path.exists():
+            return path
+    message = (
+        f"upstream reference {relative!r} not found at {', '.join(map(str, tried))}: clone the "
+        f"project's shared/ folder beside the checkout or set {VENDOR_ENV}"
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def airflow_service_account(values: dict, component: str) -> dict:
+    """A component's serviceAccount section; KubernetesExecutor workers keep theirs in workers.kubernetes."""
+    section = values[component]
+    return (
+        section["kubernetes"]["serviceAccount"]
+        if component == "workers"
+        else section["serviceAccount"]
+    )

@@ -8,11 +8,13 @@ import re
 import pytest
 import yaml
 from delivery_helpers import (
+    AIRFLOW_COMPONENTS,
     AIRFLOW_NAMESPACE,
     HCL2_LIB,
     REPO,
     STEP_KINDS,
     STEPS_NAMESPACE,
+    airflow_service_account,
     assert_checkov_clean,
     checkov,
     output_of,
@@ -291,10 +293,7 @@ def test_airflow_irsa_trusts_exactly_the_service_accounts_of_the_airflow_values(
     components = re.search(r"for c in \[([^\]]*)\]", expr).group(1)
     tf_names = {f"airflow-{c.strip().strip(chr(34))}" for c in components.split(",")}
     values = yaml.safe_load((REPO / "helm" / "airflow" / "values.yaml").read_text())
-    chart_names = {
-        values[c]["serviceAccount"]["name"]
-        for c in ("workers", "scheduler", "triggerer", "dagProcessor", "apiServer")
-    }
+    chart_names = {airflow_service_account(values, c)["name"] for c in AIRFLOW_COMPONENTS}
     assert tf_names == chart_names
 
 

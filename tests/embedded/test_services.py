@@ -71,3 +71,20 @@ def test_a_service_that_dies_at_start_is_reported_with_its_log(tmp_path: Path, m
     ):
         services.up(tmp_path / "svc", timeout=20)
     assert not (tmp_path / "svc" / "services.json").exists()
+
+
+def test_the_port_is_the_one_the_service_reports_after_binding_port_0(tmp_path: Path):
+    import subprocess
+
+    log = tmp_path / "moto.log"
+    line = "print(' * Running on http://127.0.0.1:40123', flush=True); import time; time.sleep(30)"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", line], stdout=fh)
+    try:
+        assert services.bound_port("moto_server", proc, log, timeout=30) == 40123
+    finally:
+        proc.kill()
+    with open(log, "wb") as fh:
+        dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], stdout=fh)
+    with pytest.raises(services.ServiceError, match="exited with code 3 before it bound a port"):
+        services.bound_port("mlflow server", dead, log, timeout=30)

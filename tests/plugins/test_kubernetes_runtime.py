@@ -414,3 +414,56 @@ def test_skip_exit_code_still_skips_in_the_pod_operator(runtime, manifest_file) 
     task.client = FakeCoreV1(pod)
     with pytest.raises(AirflowSkipException):
         task.cleanup(pod, pod)
+
+
+BIG_CUSTOMER = textwrap.dedent(
+    '''
+    """Airflow DAG module: one customer too big for one ingest pod."""
+    from mlplatform import register_pipeline
+
+    register_pipeline(globals(), {
+        "name": "big_data", "owner": "ml-core", "description": "Spark executors for ingest.",
+        "steps": {"ingest": {}, "train": {}},
+        "tiers": {"xl": {"data": {"spark": {"executors": 24, "executor_memory": "12g"}}},
+                  "std": {}},
+        "customers": [{"id": "giant-co", "tier": "xl"}, {"id": "small-co", "tier": "std"}],
+    })
+    '''
+)
+
+
+def test_a_tier_switches_ingest_to_spark_executors(runtime, manifest_file, dags_folder) -> None:
+    import json
+
+    runtime("kubernetes", manifest_file())
+    folder = dags_folder({"big_data.py": BIG_CUSTOMER}, with_project=False)
+    rendered = {(d, t): o for d, t, o in iter_rendered(folder)}
+    big = rendered[("big_data__giant-co", "ingest")]
+    validate_strict(big)
+    container = main_container(big)
+    env = {e["name"]: e for e in container["env"]}
+    image = container["image"]
+    assert "@sha256:" in image
+    assert env["MLOPS_SPARK_MASTER"]["value"] == "k8s://https://kubernetes.default.svc"
+    assert env["SPARK_EXECUTOR_IMAGE"]["value"] == image
+    assert env["SPARK_EXECUTOR_NAMESPACE"]["value"] == "ml-steps"
+    assert env["SPARK_EXECUTOR_SERVICE_ACCOUNT"]["value"] == big["spec"]["serviceAccountName"]
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert big["spec"]["automountServiceAccountToken"] is True, "the driver creates its executors"
+    volumes = {v["name"]: v for v in big["spec"]["volumes"]}
+    assert volumes["spark-executor-template"]["configMap"]["name"] == "spark-executor-pod-template"
+    config = json.loads(env["STEP_CONFIG"]["value"])
+    assert config["data"]["spark"]["executors"] == 24
+    # the same model's standard customer, and every other step, keep local[N] and no API token
+    small = rendered[("big_data__small-co", "ingest")]
+    assert "MLOPS_SPARK_MASTER" not in {e["name"] for e in main_container(small)["env"]}
+    assert small["spec"]["automountServiceAccountToken"] is False
+    train = rendered[("big_data__giant-co", "train")]
+    assert "MLOPS_SPARK_MASTER" not in {e["name"] for e in main_container(train)["env"]}
+
+
+def test_spark_settings_are_checked_at_parse_time(runtime, dags_folder, dagbag) -> None:
+    runtime("local")
+    bad = BIG_CUSTOMER.replace('"executor_memory": "12g"', '"executor_memory": "12GB"')
+    (error,) = dagbag(dags_folder({"big_data.py": bad}, with_project=False)).import_errors.values()
+    assert "data.spark.executor_memory" in error

@@ -1,5 +1,6 @@
-"""Client for a CRM's batch upsert HTTP API (stdlib only: http.client, one keep-alive connection per
-sending thread).
+"""Client for a CRM's batch upsert HTTP API: httpx (a pooled, thread-safe connection pool with
+timeouts) for the transport, tenacity for the retry policy (bounded attempts, equal-jitter exponential
+backoff, the server's Retry-After honoured).
 
 The API it expects (docs/publish.md has the whole contract)::
 
@@ -20,7 +21,6 @@ through :func:`mask` first, and URLs are logged without user info or query.
 from __future__ import annotations
 
 import email.utils
-import http.client
 import json
 import logging
 import random
@@ -31,6 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
+import tenacity
+
 from model_steps.contract import StepError
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 BATCH_UPSERT_PATH = "/v1/contacts:batchUpsert"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
-NETWORK_ERRORS = (OSError, http.client.HTTPException)  # refused, reset, timeout, dropped answer
+NETWORK_ERRORS = (httpx.TransportError,)  # refused, reset, timeout, dropped answer
 
 
 class CrmError(StepError):
@@ -99,8 +102,16 @@ class BatchOutcome:
     waited_seconds: float = 0.0
 
 
+class _Retryable(Exception):
+    """One failed attempt worth retrying: a 429/5xx (with its Retry-After) or a network error."""
+
+    def __init__(self, reason: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.retry_after = reason, detail, retry_after
+
+
 class CrmClient:
-    """Sends batches with bounded retries; thread-safe (each thread keeps its own connection)."""
+    """Sends batches with bounded retries; thread-safe (one httpx pool shared by the senders)."""
 
     def __init__(
         self,
@@ -111,23 +122,21 @@ class CrmClient:
         max_retries: int = 8,
         backoff_base: float = 0.5,
         backoff_max: float = 60.0,
+        max_connections: int = 8,
         stop: threading.Event | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         parts = urlsplit(base_url)
         try:
-            port = parts.port
-        except ValueError:  # "host:abc"
-            port, parts = None, parts._replace(scheme="")  # refused just below
+            parts.port  # noqa: B018 - raises ValueError for "host:abc"
+        except ValueError:
+            parts = parts._replace(scheme="")  # refused just below
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise CrmError(
                 f"CRM base URL {redact_url(base_url)!r} must be http(s)://host[:port][/path]"
             )
         self.base_url = base_url
-        self._scheme = parts.scheme
-        self._host = parts.hostname
-        self._port = port
-        self._prefix = parts.path.rstrip("/")
+        self._url = base_url.rstrip("/") + BATCH_UPSERT_PATH
         self._token = token
         self.timeout = timeout
         self.max_retries = max_retries
@@ -135,128 +144,114 @@ class CrmClient:
         self.backoff_max = backoff_max
         self.stop = stop or threading.Event()
         self._rng = rng
-        self._local = threading.local()
-        self._connections: list[http.client.HTTPConnection] = []
-        self._connections_lock = threading.Lock()
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": "model-steps-publish/1",
+            },
+        )
 
     @property
     def safe_url(self) -> str:
         return redact_url(self.base_url)
 
-    # --- connections ----------------------------------------------------------------------
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            cls = (
-                http.client.HTTPSConnection
-                if self._scheme == "https"
-                else http.client.HTTPConnection
-            )
-            conn = cls(self._host, self._port, timeout=self.timeout)
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
-
-    def _drop_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
     def close(self) -> None:
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-
-    def _post(
-        self, path: str, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, dict[str, str], bytes]:
-        conn = self._connection()
-        try:
-            conn.request("POST", self._prefix + path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except BaseException:
-            self._drop_connection()  # its state is unknown: the next attempt opens a new one
-            raise
-        if resp.will_close:
-            self._drop_connection()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+        self._http.close()
 
     # --- the API --------------------------------------------------------------------------
     def upsert_batch(self, body: bytes, key: str, records: int) -> BatchOutcome:
         """POST one batch (``body`` is the JSON request); retried with the same key until acked."""
-        headers = {
-            "Authorization": f"Bearer {self._token}",
-            "Idempotency-Key": key,
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": "model-steps-publish/1",
-        }
         outcome = BatchOutcome(key=key, records=records)
-        while True:
-            if self.stop.is_set():
-                raise CrmStopped(f"batch {key[:16]}… not sent: sending was stopped")
-            outcome.attempts += 1
-            retry_after: float | None = None
-            try:
-                status, resp_headers, data = self._post(BATCH_UPSERT_PATH, body, headers)
-            except NETWORK_ERRORS as exc:
-                reason, detail = "network", f"{type(exc).__name__}: {exc}"
-            else:
-                if 200 <= status < 300:
-                    outcome.replayed = _replayed(resp_headers, data)
-                    return outcome
-                detail = self._excerpt(data)
-                if status in AUTH_STATUS:
-                    raise CrmAuthError(
-                        f"the CRM at {self.safe_url} refused the credentials (HTTP {status}: "
-                        f"{detail}); check CRM_API_TOKEN (locally: the Airflow connection's "
-                        "password; in the cluster: the Secret named like crm.connection_id, _ as -)"
-                    )
-                if status not in RETRYABLE_STATUS:
-                    hint = " (lower crm.batch_size)" if status == 413 else ""
-                    raise CrmError(
-                        f"the CRM at {self.safe_url} rejected batch {key[:16]}… with HTTP "
-                        f"{status}{hint}: {detail}"
-                    )
-                reason = str(status)
-                retry_after = parse_retry_after(resp_headers.get("retry-after"))
-            if outcome.attempts > self.max_retries:
-                raise CrmError(
-                    f"batch {key[:16]}… ({records} records) still failing after "
-                    f"{outcome.attempts} attempts to {self.safe_url}: last {reason}: "
-                    f"{mask(detail, self._token)}"
-                )
-            wait = self._wait_seconds(outcome.attempts, retry_after)
-            outcome.retries[reason] += 1
-            outcome.waited_seconds += wait
-            log.warning(
-                "CRM batch %s…: %s%s, retry %d/%d in %.2fs",
-                key[:16],
-                reason,
-                " (Retry-After)" if retry_after is not None else "",
-                outcome.attempts,
-                self.max_retries,
-                wait,
-            )
-            if self.stop.wait(wait):
-                raise CrmStopped(f"batch {key[:16]}… not acknowledged: sending was stopped")
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            sleep=lambda seconds: self._sleep(seconds, key),
+            before_sleep=lambda state: self._note_retry(state, outcome),
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    outcome.attempts = attempt.retry_state.attempt_number
+                    self._attempt(body, key, outcome)
+        except tenacity.RetryError as exc:
+            last = exc.last_attempt.exception()
+            assert isinstance(last, _Retryable)
+            raise CrmError(
+                f"batch {key[:16]}… ({records} records) still failing after "
+                f"{outcome.attempts} attempts to {self.safe_url}: last {last.reason}: "
+                f"{mask(last.detail, self._token)}"
+            ) from None
+        return outcome
 
-    def _wait_seconds(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:  # the server knows best; capped so a bad header cannot hang us
-            return min(retry_after, self.backoff_max)
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-        return ceiling * (0.5 + 0.5 * self._rng())  # "equal jitter": spread, but never near zero
+    def _attempt(self, body: bytes, key: str, outcome: BatchOutcome) -> None:
+        """One POST: returns when acknowledged, raises _Retryable or a final CrmError otherwise."""
+        if self.stop.is_set():
+            raise CrmStopped(f"batch {key[:16]}… not sent: sending was stopped")
+        try:
+            resp = self._http.post(self._url, content=body, headers={"Idempotency-Key": key})
+        except NETWORK_ERRORS as exc:
+            raise _Retryable("network", mask(f"{type(exc).__name__}: {exc}", self._token)) from None
+        status = resp.status_code
+        if 200 <= status < 300:
+            outcome.replayed = _replayed(resp.headers, resp.content)
+            return
+        detail = self._excerpt(resp.content)
+        if status in AUTH_STATUS:
+            raise CrmAuthError(
+                f"the CRM at {self.safe_url} refused the credentials (HTTP {status}: "
+                f"{detail}); check CRM_API_TOKEN (locally: the Airflow connection's "
+                "password; in the cluster: the Secret named like crm.connection_id, _ as -)"
+            )
+        if status not in RETRYABLE_STATUS:
+            hint = " (lower crm.batch_size)" if status == 413 else ""
+            raise CrmError(
+                f"the CRM at {self.safe_url} rejected batch {key[:16]}… with HTTP "
+                f"{status}{hint}: {detail}"
+            )
+        raise _Retryable(str(status), detail, parse_retry_after(resp.headers.get("retry-after")))
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """Retry-After when the server sent one (capped so a bad header cannot hang us), else
+        exponential backoff with "equal jitter": spread out, but never near zero."""
+        failure = state.outcome.exception() if state.outcome else None
+        if isinstance(failure, _Retryable) and failure.retry_after is not None:
+            return min(failure.retry_after, self.backoff_max)
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (state.attempt_number - 1))
+        return ceiling * (0.5 + 0.5 * self._rng())
+
+    def _sleep(self, seconds: float, key: str) -> None:
+        if self.stop.wait(seconds):
+            raise CrmStopped(f"batch {key[:16]}… not acknowledged: sending was stopped")
+
+    def _note_retry(self, state: tenacity.RetryCallState, outcome: BatchOutcome) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        assert isinstance(failure, _Retryable)
+        wait = state.upcoming_sleep
+        outcome.retries[failure.reason] += 1
+        outcome.waited_seconds += wait
+        log.warning(
+            "CRM batch %s…: %s%s, retry %d/%d in %.2fs",
+            outcome.key[:16],
+            failure.reason,
+            " (Retry-After)" if failure.retry_after is not None else "",
+            state.attempt_number,
+            self.max_retries,
+            wait,
+        )
 
     def _excerpt(self, data: bytes) -> str:
         text = data[:300].decode("utf-8", "replace").strip() or "(empty body)"
         return mask(text, self._token)
 
 
-def _replayed(headers: dict[str, str], data: bytes) -> bool:
+def _replayed(headers: httpx.Headers, data: bytes) -> bool:
     if headers.get("idempotent-replayed", "").lower() == "true":
         return True
     try:

@@ -1,22 +1,27 @@
 """Spark configuration for the ingest step: local on the embedded default, s3a + IRSA and optionally
 Spark-on-Kubernetes executors in production.
 
-Everything is derived from ``STEP_CONFIG["data"]["spark"]`` (all keys optional) and the lake URI:
+Derived from ``STEP_CONFIG["data"]["spark"]`` (``mlplatform_contract.settings.SparkSettings``, the
+one definition both sides read), the lake URI and the environment the runtime gives the pod:
 
 =========================  ==================================================================
 key                        meaning (default)
 =========================  ==================================================================
-master                     ``local[N]`` (``local[2]``) or ``k8s://https://kubernetes.default.svc``
-driver_memory              JVM heap of the driver (``2g``); in local mode also the executors' heap
-shuffle_partitions         ``spark.sql.shuffle.partitions`` (8 local, 200 on Kubernetes)
-executor_instances         Kubernetes executors (4)
+executors                  max executor pods (0: ``local[2]`` in the step's own pod)
 executor_cores             cores per executor (2)
 executor_memory            heap per executor (``6g``); overhead adds 20%
-k8s_namespace              namespace of the executor pods (``ml-workloads``)
-k8s_image                  image for executors (``SPARK_EXECUTOR_IMAGE`` env, i.e. the ingest image)
-k8s_service_account        service account of executors (``ml-steps``: the IRSA role for the lake)
-extra_conf                 free-form ``{spark.key: value}`` applied last
+driver_memory              JVM heap of the driver (``2g``); in local mode also the executors' heap
+shuffle_partitions         ``spark.sql.shuffle.partitions`` (8 local, 200 on Kubernetes)
+master                     workload-only override for tests and benchmarks (``local[N]``)
+extra_conf                 workload-only free-form ``{spark.key: value}`` applied last
 =========================  ==================================================================
+
+Executors run only when the kubernetes runtime asks for them: with ``executors > 0`` it sets
+``MLOPS_SPARK_MASTER`` (the in-cluster API server), ``SPARK_EXECUTOR_IMAGE`` (the ingest image by
+digest), ``SPARK_EXECUTOR_NAMESPACE``, ``SPARK_EXECUTOR_SERVICE_ACCOUNT`` (``step-ingest``, its IRSA
+role) and ``POD_IP``; the executors' pod template (security context, node pool) is the platform
+chart's ConfigMap ``spark-executor-pod-template``, mounted at ``EXECUTOR_POD_TEMPLATE``. The local
+runtime sets none of these, so the same settings run ``local[N]`` there.
 
 s3a cannot run here (hadoop-aws jars cannot be fetched); the production image carries
 ``hadoop-aws`` and ``spark-hadoop-cloud`` matching Spark 4's Hadoop 3.4 (AWS SDK v2), and the
@@ -30,6 +35,16 @@ import json
 import os
 import sys
 from typing import Any
+
+from mlplatform_contract.settings import SparkSettings
+from model_steps.contract import UsageError
+
+# data.spark's defaults: the one settings schema's (tests and benchmarks may add master/extra_conf)
+SPARK_DEFAULTS: dict[str, Any] = SparkSettings().model_dump()
+
+ENV_SPARK_MASTER = "MLOPS_SPARK_MASTER"
+EXECUTOR_POD_TEMPLATE = "/etc/mlops/spark/executor-pod-template.yaml"
+DRIVER_PORT, BLOCK_MANAGER_PORT = 7078, 7079
 
 S3A_CONF: dict[str, str] = {
     # IRSA: the pod's projected web-identity token (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN env,
@@ -59,8 +74,9 @@ def spark_conf(
 ) -> dict[str, str]:
     """The full ``{key: value}`` Spark configuration for this step invocation."""
     env = dict(os.environ if env is None else env)
-    sc = dict(((config or {}).get("data") or {}).get("spark") or {})
-    master = str(sc.get("master", "local[2]"))
+    given = dict(((config or {}).get("data") or {}).get("spark") or {})
+    sc = {**SPARK_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    master = env.get(ENV_SPARK_MASTER) or str(given.get("master", "local[2]"))
     on_k8s = master.startswith("k8s://")
     conf: dict[str, str] = {
         "spark.master": master,
@@ -68,7 +84,7 @@ def spark_conf(
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
-        "spark.sql.shuffle.partitions": str(sc.get("shuffle_partitions", 200 if on_k8s else 8)),
+        "spark.sql.shuffle.partitions": str(sc.get("shuffle_partitions") or (200 if on_k8s else 8)),
         "spark.driver.memory": str(sc.get("driver_memory", "2g")),
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.parquet.compression.codec": "snappy",
@@ -90,51 +106,54 @@ def spark_conf(
             conf["spark.hadoop.fs.s3a.endpoint"] = env["S3_ENDPOINT_URL"]
             conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
     if on_k8s:
-        executor_memory = str(sc.get("executor_memory", "6g"))
-        conf.update(
-            {
-                # client mode: the driver is this step's pod; executors are pods it creates
-                "spark.submit.deployMode": "client",
-                "spark.kubernetes.namespace": str(sc.get("k8s_namespace", "ml-workloads")),
-                "spark.kubernetes.container.image": str(
-                    sc.get(
-                        "k8s_image", env.get("SPARK_EXECUTOR_IMAGE", "model-steps-ingest:latest")
-                    )
-                ),
-                "spark.kubernetes.authenticate.serviceAccountName": str(
-                    sc.get("k8s_service_account", "ml-steps")
-                ),
-                "spark.kubernetes.executor.serviceAccountName": str(
-                    sc.get("k8s_service_account", "ml-steps")
-                ),
-                "spark.kubernetes.driver.pod.name": env.get(
-                    "HOSTNAME", ""
-                ),  # executors owned by the pod
-                "spark.driver.host": env.get("POD_IP", "0.0.0.0"),
-                "spark.driver.bindAddress": "0.0.0.0",
-                "spark.driver.port": "7078",
-                "spark.blockManager.port": "7079",
-                "spark.executor.instances": str(sc.get("executor_instances", 4)),
-                "spark.executor.cores": str(sc.get("executor_cores", 2)),
-                "spark.executor.memory": executor_memory,
-                "spark.executor.memoryOverheadFactor": "0.2",
-                "spark.kubernetes.executor.request.cores": str(sc.get("executor_cores", 2)),
-                "spark.kubernetes.executor.label.app.kubernetes.io/part-of": "ml-platform",
-                "spark.kubernetes.executor.label.ml-platform/step": "ingest",
-                "spark.kubernetes.executor.deleteOnTermination": "true",
-                "spark.kubernetes.executor.podTemplateFile": str(
-                    sc.get("executor_pod_template", "/opt/spark/conf/executor-pod-template.yaml")
-                ),
-                # executors scale with the data; shuffle tracking replaces the external shuffle service
-                "spark.dynamicAllocation.enabled": "true",
-                "spark.dynamicAllocation.shuffleTracking.enabled": "true",
-                "spark.dynamicAllocation.minExecutors": "1",
-                "spark.dynamicAllocation.maxExecutors": str(sc.get("executor_instances", 4)),
-            }
-        )
+        conf.update(_executor_conf(sc, env))
     for k, v in dict(sc.get("extra_conf") or {}).items():
         conf[str(k)] = str(v)
     return conf
+
+
+def _executor_conf(sc: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    """Client mode: this step's pod is the driver; executors are pods it creates beside it."""
+    image = env.get("SPARK_EXECUTOR_IMAGE")
+    if not image or "@sha256:" not in image:
+        raise UsageError(
+            f"Spark executors need SPARK_EXECUTOR_IMAGE pinned by digest (got {image!r}); the "
+            "kubernetes runtime sets it to the ingest image when data.spark.executors > 0"
+        )
+    account = env.get("SPARK_EXECUTOR_SERVICE_ACCOUNT", "step-ingest")
+    executors = str(sc.get("executors") or sc.get("executor_instances") or 1)
+    return {
+        "spark.submit.deployMode": "client",
+        "spark.kubernetes.namespace": env.get("SPARK_EXECUTOR_NAMESPACE", "ml-steps"),
+        "spark.kubernetes.container.image": image,
+        "spark.kubernetes.container.image.pullPolicy": "IfNotPresent",
+        "spark.kubernetes.authenticate.driver.serviceAccountName": account,
+        "spark.kubernetes.executor.serviceAccountName": account,
+        # executors are owned by the driver pod, so they go when the step's pod goes
+        "spark.kubernetes.driver.pod.name": env.get("HOSTNAME", ""),
+        "spark.driver.host": env.get("POD_IP", "0.0.0.0"),
+        "spark.driver.bindAddress": "0.0.0.0",
+        "spark.driver.port": str(DRIVER_PORT),
+        "spark.driver.blockManager.port": str(BLOCK_MANAGER_PORT),
+        "spark.blockManager.port": str(BLOCK_MANAGER_PORT),
+        "spark.executor.instances": executors,
+        "spark.executor.cores": str(sc["executor_cores"]),
+        "spark.executor.memory": str(sc["executor_memory"]),
+        "spark.executor.memoryOverheadFactor": "0.2",
+        "spark.kubernetes.executor.request.cores": str(sc["executor_cores"]),
+        "spark.kubernetes.executor.limit.cores": str(sc["executor_cores"]),
+        # the labels the platform's NetworkPolicy admits driver <-> executor traffic by
+        "spark.kubernetes.executor.label.app.kubernetes.io/part-of": "mlops-platform",
+        "spark.kubernetes.executor.label.mlops.io/step": "ingest",
+        "spark.kubernetes.executor.label.mlops.io/spark-role": "executor",
+        "spark.kubernetes.executor.deleteOnTermination": "true",
+        "spark.kubernetes.executor.podTemplateFile": EXECUTOR_POD_TEMPLATE,
+        # executors scale with the data; shuffle tracking replaces the external shuffle service
+        "spark.dynamicAllocation.enabled": "true",
+        "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+        "spark.dynamicAllocation.minExecutors": "1",
+        "spark.dynamicAllocation.maxExecutors": executors,
+    }
 
 
 def get_session(conf: dict[str, str]):  # type: ignore[no-untyped-def]

@@ -7,8 +7,8 @@ Layout (see docs/training.md):
 * one **registered model per model and customer**: ``<pipeline>-<customer>``; each training run adds
   a version; the evaluate gate moves the ``champion`` alias (MLflow 3: aliases, not stages).
 
-Dead server: a step checks ``<tracking uri>/health`` before any work, retrying with exponential
-backoff for at most ``MLOPS_MLFLOW_WAIT_S`` seconds (default 60), then fails with a message naming
+Dead server: a step checks ``<tracking uri>/health`` before any work, retrying (tenacity) with
+exponential backoff for at most ``MLOPS_MLFLOW_WAIT_S`` seconds (default 60), then fails with a message naming
 the URI. MLflow's own HTTP client is bounded too (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``_TIMEOUT``
 defaults are set when unset), so a server that dies mid-run fails the step instead of hanging it.
 """
@@ -20,6 +20,8 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any
+
+import tenacity
 
 from model_steps.contract import (
     ENV_GIT_SHA,
@@ -54,38 +56,57 @@ def tracking_uri(ctx: StepContext) -> str:
     return uri
 
 
+class _NotReady(Exception):
+    """One /health probe that did not answer 200 (the reason is the message)."""
+
+
+def _probe(uri: str, timeout: float) -> None:
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+            if resp.status != 200:
+                raise _NotReady(f"HTTP {resp.status}")
+    except urllib.error.HTTPError as exc:
+        raise _NotReady(f"HTTP {exc.code}") from None
+    except (OSError, urllib.error.URLError) as exc:
+        raise _NotReady(str(getattr(exc, "reason", exc))) from None
+
+
 def wait_for_server(uri: str, *, budget_s: float | None = None, sleep=time.sleep) -> float:
-    """Return the seconds it took ``uri`` to answer /health; raise StepError after the budget."""
+    """Return the seconds it took ``uri`` to answer /health; raise StepError after the budget.
+
+    tenacity retries the probe with exponential backoff (1 s doubling to 15 s) and stops before a
+    wait would overrun the budget (counting the waits themselves, so an injected ``sleep`` works).
+    """
     if not uri.startswith(("http://", "https://")):
         return 0.0  # file:, sqlite: stores need no server
     budget = float(
         os.environ.get("MLOPS_MLFLOW_WAIT_S", DEFAULT_WAIT_S) if budget_s is None else budget_s
     )
-    started = time.monotonic()
-    delay, attempts, last, slept = 1.0, 0, "no attempt", 0.0
-    while True:
-        attempts += 1
-        remaining = budget - (time.monotonic() - started)
-        try:
-            timeout = max(1.0, min(10.0, remaining))
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
-                if resp.status == 200:
-                    return time.monotonic() - started
-                last = f"HTTP {resp.status}"
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}"
-        except (OSError, urllib.error.URLError) as exc:
-            last = str(getattr(exc, "reason", exc))
-        elapsed = max(time.monotonic() - started, slept)
-        if elapsed + delay > budget:
-            raise StepError(
-                f"MLflow tracking server {uri} is not reachable: {attempts} attempt(s) over "
-                f"{elapsed:.0f}s, last error: {last}. Check {ENV_MLFLOW_URI} and that the server is "
-                "up (locally: python -m embedded.services status --state var/services)"
-            )
-        sleep(delay)
-        slept += delay
-        delay = min(delay * 2, 15.0)
+    started, slept = time.monotonic(), [0.0]
+
+    def pause(seconds: float) -> None:
+        sleep(seconds)
+        slept[0] += seconds
+
+    def elapsed() -> float:
+        return max(time.monotonic() - started, slept[0])
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(_NotReady),
+        wait=tenacity.wait_exponential(multiplier=1, min=1, max=15),
+        stop=lambda state: elapsed() + (state.upcoming_sleep or 0) > budget,
+        sleep=pause,
+    )
+    try:
+        retrying(lambda: _probe(uri, max(1.0, min(10.0, budget - elapsed()))))
+    except tenacity.RetryError as exc:
+        raise StepError(
+            f"MLflow tracking server {uri} is not reachable: {exc.last_attempt.attempt_number} "
+            f"attempt(s) over {elapsed():.0f}s, last error: {exc.last_attempt.exception()}. Check "
+            f"{ENV_MLFLOW_URI} and that the server is up (locally: python -m embedded.services "
+            "status --state var/services)"
+        ) from None
+    return time.monotonic() - started
 
 
 def bound_mlflow_client() -> None:

@@ -72,9 +72,14 @@ def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> 
             namespace=cluster.namespace,
             kubernetes_conn_id=cluster.kubernetes_conn_id,
             startup_timeout_seconds=profile.startup_timeout_seconds,
+            timeout_seconds=profile.timeout_minutes * 60,
+            # always: a multi-node training runs for hours and must not hold a worker slot
+            deferrable=True,
             **task_kwargs,
         )
     argv = invocation.argv(horovod_processes=profile.processes_per_pod)
+    spark = spark_executors(invocation)
+    volume, mount = pods.spark_template_volume()
     return StepPodOperator(
         kubernetes_conn_id=cluster.kubernetes_conn_id,
         namespace=cluster.namespace,
@@ -83,22 +88,27 @@ def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> 
         image_pull_policy="IfNotPresent",
         cmds=argv[:1],
         arguments=argv[1:],
-        env_vars={**invocation.env, **pods.lineage_env(image, manifest.commit)},
-        pod_runtime_info_envs=pods.try_number_env(),
+        env_vars={
+            **invocation.env,
+            **pods.lineage_env(image, manifest.commit),
+            **(pods.spark_driver_env(image, cluster.namespace) if spark else {}),
+        },
+        pod_runtime_info_envs=pods.try_number_env() + (pods.pod_ip_env() if spark else []),
         env_from=pods.env_from(
             invocation.kind, cluster, invocation.customer.settings.crm.connection_id
         ),
         labels=invocation.labels,
         container_resources=pods.resources(profile),
-        volumes=pods.volumes(profile),
-        volume_mounts=pods.volume_mounts(profile),
+        volumes=pods.volumes(profile) + ([volume] if spark else []),
+        volume_mounts=pods.volume_mounts(profile) + ([mount] if spark else []),
         node_selector=pods.node_selector(profile),
         tolerations=pods.tolerations(profile),
         security_context=pods.pod_security_context(),
         container_security_context=pods.container_security_context(),
         xcom_sidecar_container_security_context=pods.container_security_context(),
         service_account_name=cluster.service_account(invocation.kind),
-        automount_service_account_token=False,  # IRSA projects its own token; no API access needed
+        # IRSA projects its own token; only a Spark driver calls the API (to create its executors)
+        automount_service_account_token=spark,
         priority_class_name=profile.priority_class,
         startup_timeout_seconds=profile.startup_timeout_seconds,
         active_deadline_seconds=profile.timeout_minutes * 60,
@@ -111,6 +121,11 @@ def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> 
         get_logs=True,
         **task_kwargs,
     )
+
+
+def spark_executors(invocation: StepInvocation) -> bool:
+    """Whether this step runs Spark with executor pods (ingest, data.spark.executors > 0)."""
+    return invocation.step == "ingest" and invocation.customer.settings.data.spark.executors > 0
 
 
 def execution_timeout(invocation: StepInvocation) -> dt.timedelta:

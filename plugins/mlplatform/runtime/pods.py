@@ -22,6 +22,11 @@ from mlplatform.profiles import ResourceProfile
 from mlplatform.steps import ENV_GIT_SHA, ENV_IMAGE_DIGEST, ENV_TRY_NUMBER, StepKind
 
 RUN_AS_USER = 10001
+# Spark on Kubernetes (ingest with data.spark.executors > 0): names shared with helm/platform and
+# the workload's model_steps/spark_config.py.
+SPARK_TEMPLATE_CONFIGMAP = "spark-executor-pod-template"
+SPARK_TEMPLATE_DIR = "/etc/mlops/spark"
+IN_CLUSTER_API = "k8s://https://kubernetes.default.svc"
 GPU_RESOURCE = "nvidia.com/gpu"
 NODE_POOL_LABEL = "mlops.io/node-pool"
 CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"
@@ -164,3 +169,42 @@ def try_number_env() -> list[k8s.V1EnvVar]:
 def _try_number_env() -> tuple[k8s.V1EnvVar, ...]:
     label = k8s.V1ObjectFieldSelector(field_path="metadata.labels['try_number']")
     return (k8s.V1EnvVar(name=ENV_TRY_NUMBER, value_from=k8s.V1EnvVarSource(field_ref=label)),)
+
+
+def spark_driver_env(image: str, namespace: str) -> dict[str, str]:
+    """What makes an ingest pod a Spark driver with executor pods (model_steps/spark_config.py):
+    the executors run the same image by digest, in the same namespace, as step-ingest (its IRSA
+    role reads and writes the lake)."""
+    return {
+        "MLOPS_SPARK_MASTER": IN_CLUSTER_API,
+        "SPARK_EXECUTOR_IMAGE": image,
+        "SPARK_EXECUTOR_NAMESPACE": namespace,
+        "SPARK_EXECUTOR_SERVICE_ACCOUNT": ClusterSettings.service_account("ingest"),
+    }
+
+
+@cache
+def _pod_ip_env() -> tuple[k8s.V1EnvVar, ...]:
+    ip = k8s.V1ObjectFieldSelector(field_path="status.podIP")
+    return (k8s.V1EnvVar(name="POD_IP", value_from=k8s.V1EnvVarSource(field_ref=ip)),)
+
+
+def pod_ip_env() -> list[k8s.V1EnvVar]:
+    """The pod's IP, which executors dial back to (the driver's spark.driver.host)."""
+    return list(_pod_ip_env())
+
+
+@cache
+def _spark_template_volume() -> tuple[k8s.V1Volume, k8s.V1VolumeMount]:
+    source = k8s.V1ConfigMapVolumeSource(name=SPARK_TEMPLATE_CONFIGMAP)
+    return (
+        k8s.V1Volume(name="spark-executor-template", config_map=source),
+        k8s.V1VolumeMount(
+            name="spark-executor-template", mount_path=SPARK_TEMPLATE_DIR, read_only=True
+        ),
+    )
+
+
+def spark_template_volume() -> tuple[k8s.V1Volume, k8s.V1VolumeMount]:
+    """The platform chart's executor pod template, mounted where spark_config expects it."""
+    return _spark_template_volume()

@@ -13,6 +13,7 @@ from mlmodels.customer_propensity import MODEL
 from mlmodels.customer_propensity.features import build_features_pandas
 from mlmodels.restaurant_chain import datagen
 from mlplatform_contract.settings import step_settings
+from model_steps.contract import UsageError
 from model_steps.expectations import load_suite
 from model_steps.model_loader import ENTRY_POINT_GROUP
 from model_steps.profile import build_profile, drift, psi
@@ -49,26 +50,40 @@ def test_production_s3a_conf_uses_web_identity_and_a_committer():
     assert not any("secret" in k.lower() or "access.key" in k.lower() for k in conf)
 
 
+K8S_ENV = {
+    "MLOPS_SPARK_MASTER": "k8s://https://kubernetes.default.svc",
+    "SPARK_EXECUTOR_IMAGE": "registry/mlops/ingest@sha256:" + "a" * 64,
+    "SPARK_EXECUTOR_NAMESPACE": "ml-steps",
+    "SPARK_EXECUTOR_SERVICE_ACCOUNT": "step-ingest",
+    "HOSTNAME": "ingest-pod",
+    "POD_IP": "10.0.0.5",
+}
+
+
 def test_spark_on_kubernetes_conf():
     cfg = {
-        "data": {
-            "spark": {
-                "master": "k8s://https://kubernetes.default.svc",
-                "executor_instances": 8,
-                "executor_memory": "12g",
-                "k8s_image": "registry/ingest@sha256:abc",
-            }
-        }
+        "data": {"spark": {"executors": 8, "executor_memory": "12g", "shuffle_partitions": None}}
     }
-    conf = spark_conf(
-        cfg, "s3a://acme-lake/prod", env={"HOSTNAME": "ingest-pod", "POD_IP": "10.0.0.5"}
-    )
-    assert conf["spark.kubernetes.container.image"] == "registry/ingest@sha256:abc"
+    conf = spark_conf(cfg, "s3a://acme-lake/prod", env=K8S_ENV)
+    assert conf["spark.master"] == "k8s://https://kubernetes.default.svc"
+    assert conf["spark.kubernetes.container.image"] == K8S_ENV["SPARK_EXECUTOR_IMAGE"]
+    assert conf["spark.kubernetes.namespace"] == "ml-steps"
+    assert conf["spark.kubernetes.executor.serviceAccountName"] == "step-ingest"
     assert conf["spark.kubernetes.driver.pod.name"] == "ingest-pod"
     assert conf["spark.driver.host"] == "10.0.0.5"
     assert conf["spark.executor.memory"] == "12g"
     assert conf["spark.dynamicAllocation.maxExecutors"] == "8"
     assert conf["spark.sql.shuffle.partitions"] == "200"
+    assert conf["spark.kubernetes.executor.label.mlops.io/step"] == "ingest"
+    assert conf["spark.kubernetes.executor.podTemplateFile"].endswith("executor-pod-template.yaml")
+
+
+def test_executors_need_the_kubernetes_runtime_and_a_digest():
+    cfg = {"data": {"spark": {"executors": 8}}}
+    assert spark_conf(cfg, "file:///tmp/lake", env={})["spark.master"] == "local[2]"
+    unpinned = {**K8S_ENV, "SPARK_EXECUTOR_IMAGE": "registry/mlops/ingest:latest"}
+    with pytest.raises(UsageError, match="SPARK_EXECUTOR_IMAGE pinned by digest"):
+        spark_conf(cfg, "s3a://acme-lake/prod", env=unpinned)
 
 
 def test_settings_defaults_and_checks():

@@ -369,6 +369,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         timeout=float(s["timeout_seconds"]),
         max_retries=int(s["max_retries"]),
         backoff_max=float(s["backoff_max_seconds"]),
+        max_connections=int(s["max_concurrency"]),  # one pooled connection per sender
     )
     retries: Counter[str] = Counter()
     progress = {"records": 0, "batches": 0, "logged_at": time.monotonic()}

@@ -24,7 +24,8 @@ MULTI_NODE = textwrap.dedent(
     from mlplatform import register_pipeline
 
     register_pipeline(globals(), {
-        "name": "big_model", "owner": "ml-core", "description": "Multi-node.",
+        "name": "big_model", "model": "mlmodels.customer_propensity",
+        "task": "binary_classification", "owner": "ml-core", "description": "Multi-node.",
         "steps": {"train": {"gpu": 8, "nodes": 3, "memory": "200Gi", "shm_size": "32Gi"}},
         "tiers": {"t": {}}, "customers": [{"id": "giant-co", "tier": "t"}],
     })

@@ -422,7 +422,9 @@ BIG_CUSTOMER = textwrap.dedent(
     from mlplatform import register_pipeline
 
     register_pipeline(globals(), {
-        "name": "big_data", "owner": "ml-core", "description": "Spark executors for ingest.",
+        "name": "big_data", "model": "mlmodels.customer_propensity",
+        "task": "binary_classification", "owner": "ml-core",
+        "description": "Spark executors for ingest.",
         "steps": {"ingest": {}, "train": {}},
         "tiers": {"xl": {"data": {"spark": {"executors": 24, "executor_memory": "12g"}}},
                   "std": {}},

@@ -13,23 +13,14 @@ pytest.importorskip("pyspark")
 from datasteps_helpers import TENANT, TINY_DINERS
 
 from mlmodels.restaurant_chain import datagen
-from model_steps.spark_config import spark_conf
+from model_steps.testing import local_spark
 
 
 @pytest.fixture(scope="session")
 def spark():
-    from pyspark.sql import SparkSession
-
-    conf = spark_conf(
-        {"data": {"spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g"}}},
-        "file:///tmp",
-    )
-    builder = SparkSession.builder
-    for k, v in conf.items():
-        builder = builder.config(k, v)
-    session = builder.getOrCreate()
+    """The test kit's local SparkSession (model_steps.testing), with Arrow for toPandas."""
+    session = local_spark()
     session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-    session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
 

@@ -82,5 +82,6 @@ class StepInvocation:
             "mlops.io/pipeline": self.pipeline,
             "mlops.io/customer": self.customer.id,
             "mlops.io/step": self.step,
+            "mlops.io/kind": self.kind,  # the platform step whose image and account it uses
             "mlops.io/team": self.customer.pipeline.owner,
         }

@@ -124,10 +124,10 @@ def pod_labels(obj: dict) -> list[dict]:
 
 
 def test_every_step_kind_is_rendered(rendered_pods):
-    steps = {
-        labels["mlops.io/step"] for obj in objects(rendered_pods) for labels in pod_labels(obj)
-    }
-    assert steps == set(STEP_KINDS)
+    labels = [labels for obj in objects(rendered_pods) for labels in pod_labels(obj)]
+    assert {label["mlops.io/kind"] for label in labels} == set(STEP_KINDS)
+    # a model's own step (next_spend's spend_report) runs as one of the platform's kinds
+    assert {label["mlops.io/step"] for label in labels} == {*STEP_KINDS, "spend_report"}
 
 
 def test_pods_use_service_accounts_the_platform_chart_renders(rendered_pods, rendered_objects):
@@ -140,7 +140,7 @@ def test_pods_use_service_accounts_the_platform_chart_renders(rendered_pods, ren
             assert sa in service_accounts, (
                 f"{obj['metadata']['name']}: {sa} not rendered by helm/platform"
             )
-            assert sa == f"step-{labels['mlops.io/step']}"
+            assert sa == f"step-{labels['mlops.io/kind']}"
 
 
 def test_pods_refer_only_to_objects_the_platform_provides(rendered_pods, rendered_objects):

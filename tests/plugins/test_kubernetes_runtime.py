@@ -106,7 +106,7 @@ def test_labels_images_and_contract(rendered) -> None:
         labels = pod["metadata"]["labels"]
         assert labels["mlops.io/pipeline"] == pipeline
         assert labels["mlops.io/customer"] == customer
-        assert labels["mlops.io/step"] == task_id
+        assert labels["mlops.io/step"] == task_id and labels["mlops.io/kind"] == kind
         assert labels["mlops.io/team"] == TEAMS[pipeline]
         assert pod["metadata"]["namespace"] == "ml-steps"
         container = main_container(pod)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from datasteps_helpers import PIPELINE, TENANT, raw_checksums, run_chain
 
-from model_steps import datagen
+from mlmodels.restaurant_chain import datagen
 
 RAW = Path("raw") / f"customer={TENANT}"
 

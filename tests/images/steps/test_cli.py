@@ -103,11 +103,23 @@ def test_bad_arguments_exit_2_naming_the_argument(bad: list[str], message: str, 
     assert message in out.stderr
 
 
-def test_unknown_step_is_a_usage_error(xcom: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "model_steps", "deploy"], capture_output=True, text=True
+def test_unknown_step_is_a_usage_error(xcom: Path, tmp_path: Path) -> None:
+    """A name that cannot be a step is refused by the parser; a well-formed name the model has no
+    step for (Model.steps) is refused once the model is known, naming the model's steps."""
+    import os
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "model_steps", "Deploy!"], capture_output=True, text=True
     )
-    assert out.returncode == 2 and "invalid choice: 'deploy'" in out.stderr
+    assert bad.returncode == 2 and "invalid choice: 'Deploy!'" in bad.stderr
+    env = {**os.environ, "LAKE_URI": f"file://{tmp_path}", "STEP_CONFIG": "{}",
+           "STEP_MODEL": '{"ref": "mlmodels.customer_propensity"}'}  # fmt: skip
+    unknown = subprocess.run(
+        [sys.executable, "-m", "model_steps", "deploy", *ARGS[1:]],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert unknown.returncode == 2
+    assert "model customer_propensity has no step 'deploy' (its steps: none" in unknown.stdout
 
 
 def test_run_key_is_safe_stable_and_distinct() -> None:

@@ -178,7 +178,7 @@ def ensure_example_data(
 ) -> list[str]:
     """Generate the example raw zone for each customer that has none; returns those generated.
 
-    Each customer (a restaurant chain) gets its own diners: seed 7 + its index in ``customers``."""
+    Each customer gets its own example data: seed 7 + its index in ``customers``."""
     generated = []
     for index, customer in enumerate(customers):
         if has_example_data(lake, customer):

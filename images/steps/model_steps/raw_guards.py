@@ -110,7 +110,7 @@ def _span(lo: float | None, hi: float | None) -> str:
 
 
 def unknown_value_counts(raw: Any, cond: Any, col: str, limit: int) -> str:
-    """``'vip' x232, 'gold' x3`` for a domain finding: which unknown values, how often."""
+    """``'x' x232, 'y' x3`` for a domain finding: which unknown values, how often."""
     from pyspark.sql import functions as F
 
     rows = raw.where(cond).groupBy(col).agg(F.count(F.lit(1)).alias("n")).orderBy(F.desc("n"), col)

@@ -165,6 +165,42 @@ class CrmSettings(_Strict):
     checkpoint_interval_seconds: float = Field(
         1.0, ge=0, le=3600, description="how often acknowledged batches are saved (0 = each one)"
     )
+    control_fraction: float = Field(
+        0.1,
+        gt=0,
+        le=0.5,
+        description="share of the selected contacts held out as the campaign's control group "
+        "(never sent; a hash of contact and run, so a retry holds out the same ones)",
+    )
+
+
+class MonitoringSettings(_Strict):
+    """Outcome monitoring (the ``monitor`` step) and the retraining it may ask for."""
+
+    enabled: bool = Field(True, description="build the customer's monitoring DAG")
+    schedule: str | None = Field(
+        "0 7 * * *", description="the monitoring DAG's cron (it also runs when raw data lands)"
+    )
+    min_arm_size: int = Field(
+        50, ge=2, description="fewer contacts than this in an arm: the uplift is inconclusive"
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="of the uplift's interval")
+    retrain_on_degradation: bool = Field(
+        True,
+        description="ask for retraining when the realized metric misses the gate's threshold "
+        "or the score drift exceeds validation.drift_psi_fail",
+    )
+    retrain_cooldown_hours: float = Field(
+        72, ge=0, le=24 * 90, description="no retrain request within this long of the champion"
+    )
+
+
+class ContinuousTrainingSettings(_Strict):
+    """What (besides the schedule) starts a training run: Airflow asset events."""
+
+    on_new_data: bool = Field(True, description="the customer's raw data landed (asset event)")
+    on_new_image: bool = Field(True, description="CI published a new image manifest")
+    on_degradation: bool = Field(True, description="monitoring asked for retraining")
 
 
 class CustomerSettings(_Strict):
@@ -179,6 +215,8 @@ class CustomerSettings(_Strict):
     gate: GateSettings = GateSettings()
     scoring: ScoringSettings = ScoringSettings()
     crm: CrmSettings = CrmSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    continuous_training: ContinuousTrainingSettings = ContinuousTrainingSettings()
     model: dict[str, Any] = Field(
         default_factory=dict, description="the model's own settings, validated by the model"
     )

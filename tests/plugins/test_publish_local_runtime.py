@@ -84,11 +84,12 @@ def test_publish_task_sends_the_top_fraction_with_the_connections_token(
     task = dag.get_task("publish")
 
     result = _execute(task)
-    assert result["records"] == 100  # top 20% of 500 (platform default top_fraction)
+    assert result["selected"] == 100  # top 20% of 500 (platform default top_fraction)
+    assert result["records"] == result["arms"]["treated"] == 100 - result["arms"]["control"]
     assert result["sent_batches"] == result["batches"] and result["retries"] == 0
     req = urllib.request.Request(receiver + "/_stats")
     stats = json.loads(urllib.request.urlopen(req, timeout=5).read())
-    assert stats["contacts"] == 100 and stats["duplicate_writes"] == 0
+    assert stats["contacts"] == result["records"] and stats["duplicate_writes"] == 0
     assert TOKEN not in capsys.readouterr().out
     assert not any("CRM_" in k for k in task.env_vars)
 

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 STEP_NAMES: tuple[str, ...] = ("ingest", "validate", "train", "evaluate", "score", "publish")
+# Outside the training chain: the monitoring DAG's step (it runs in the ingest image: Spark reads
+# the outcomes through the model's own label hook).
+MONITOR_STEP = "monitor"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -143,15 +146,16 @@ class StepContext:
 
     def lake_path(self, zone: str, *parts: str) -> str:
         """Where this run's output for ``zone`` lives: zone/pipeline/customer=C/run=R/…"""
+        return self.run_path(zone, self.run_key, *parts)
+
+    def run_path(self, zone: str, key: str, *parts: str) -> str:
+        """Where the output of the run with run key ``key`` lives (the monitor reads past runs)."""
+        return "/".join([self.customer_path(zone), f"run={key}", *parts])
+
+    def customer_path(self, zone: str) -> str:
+        """The folder of every run of this pipeline and customer in ``zone``."""
         return "/".join(
-            [
-                self.lake_uri.rstrip("/"),
-                zone,
-                self.pipeline,
-                f"customer={self.customer}",
-                f"run={self.run_key}",
-                *parts,
-            ]
+            [self.lake_uri.rstrip("/"), zone, self.pipeline, f"customer={self.customer}"]
         )
 
 

@@ -9,6 +9,7 @@ model code); here the package is imported, and a missing or broken package is a 
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import traceback
 from dataclasses import dataclass
@@ -145,13 +146,24 @@ def parse_platform_settings(
         raise UsageError(f"{source}: invalid settings: {problems}") from None
 
 
-def model_context(ctx: StepContext, loaded: LoadedModel, rank: int = 0, size: int = 1) -> Any:
-    """The hooks' context for this run, at the training cutoff's window."""
+def model_context(
+    ctx: StepContext,
+    loaded: LoadedModel,
+    rank: int = 0,
+    size: int = 1,
+    *,
+    cutoff: dt.date | None = None,
+    lookback_days: int | None = None,
+) -> Any:
+    """The hooks' context for this run, at the window of ``cutoff`` (default: the training
+    cutoff, the last one whose label window has passed by the data date)."""
     from model_steps.features import training_cutoff, window
     from model_steps.model_api import ModelContext
 
     data = loaded.platform.data
-    cutoff = training_cutoff(ctx.data_date, data.label_window_days)
+    if cutoff is None:
+        cutoff = training_cutoff(ctx.data_date, data.label_window_days)
+    lookback = data.lookback_days if lookback_days is None else lookback_days
     return ModelContext(
         pipeline=ctx.pipeline,
         customer=ctx.customer,
@@ -159,7 +171,7 @@ def model_context(ctx: StepContext, loaded: LoadedModel, rank: int = 0, size: in
         lake_uri=ctx.lake_uri,
         settings=loaded.settings,
         platform=loaded.platform,
-        window=window(cutoff, data.lookback_days, data.label_window_days),
+        window=window(cutoff, lookback, data.label_window_days),
         hyperparameters={
             **loaded.platform.training.model_dump(),
             **loaded.settings.model_dump(mode="json"),

@@ -20,6 +20,12 @@ def score_columns(model: Model) -> tuple[str, str, str]:
     return (model.key, model.output_column, "model_version")
 
 
-def scores_table_uri(ctx: StepContext) -> str:
+def scores_root(ctx: StepContext) -> str:
+    """The folder of every scored run of this pipeline and customer."""
     root = ctx.env.get(ENV_SCORES_URI) or lake.join(ctx.lake_uri, "scores")
-    return lake.join(root, ctx.pipeline, f"customer={ctx.customer}", f"run={ctx.run_key}")
+    return lake.join(root, ctx.pipeline, f"customer={ctx.customer}")
+
+
+def scores_table_uri(ctx: StepContext, run_key: str | None = None) -> str:
+    """One run's scores table (this run's unless ``run_key`` names another)."""
+    return lake.join(scores_root(ctx), f"run={run_key or ctx.run_key}")

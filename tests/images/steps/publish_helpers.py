@@ -16,7 +16,7 @@ from typing import Any
 from datasteps_helpers import model_env
 
 from model_steps import lake
-from model_steps.contract import StepContext
+from model_steps.contract import StepContext, run_key
 from model_steps.scoring import scores_table_uri
 
 REPO = Path(__file__).resolve().parents[3]
@@ -60,11 +60,21 @@ def scores_uri(lake_uri: str, run_id: str) -> str:
 
 
 def expected_top(n: int, fraction: float) -> list[str]:
+    """The diners the model selects (the top ``fraction`` by score), best first."""
     import math
 
     scores = {f"d{i:07d}": round(((i * 7919) % 1000) / 1000, 3) for i in range(n)}
     ranked = sorted(scores, key=lambda d: (-scores[d], d))
     return ranked[: min(n, max(1, math.ceil(fraction * n)))]
+
+
+def expected_sent(n: int, fraction: float, run_id: str, control_fraction: float = 0.1) -> list[str]:
+    """The selected diners minus the control arm publish holds back for this run."""
+    from model_steps.campaign import held_out
+
+    top = expected_top(n, fraction)
+    identity = f"{PIPELINE}/{TENANT}/{run_key(run_id)}"
+    return [d for d, c in zip(top, held_out(top, identity, control_fraction), strict=True) if not c]
 
 
 class Receiver:

@@ -20,7 +20,7 @@ from publish_helpers import (
     TENANT,
     TOKEN,
     Receiver,
-    expected_top,
+    expected_sent,
     model_env,
     publish_argv,
     publish_env,
@@ -78,10 +78,13 @@ def test_happy_path_top_fraction_batches_and_a_retry_sends_nothing(crm, lake_uri
     env = publish_env(lake_uri, crm.url, tmp_path / "xcom.json", cfg)
     code, out, result = run_publish(env, run_id)
     assert code == 0, out
-    assert result["records"] == 200 and result["scored_rows"] == 1000
-    assert result["batches"] == result["sent_batches"] == 4
+    sent = expected_sent(1000, 0.2, run_id)  # the top 20% minus the control arm
+    assert result["selected"] == 200 and result["scored_rows"] == 1000
+    assert result["records"] == len(sent) == result["arms"]["treated"]
+    assert result["arms"]["control"] == 200 - len(sent) > 0
+    assert result["batches"] == result["sent_batches"] == -(-len(sent) // 50)
     assert result["skipped_batches"] == 0 and result["retries"] == 0
-    assert_exactly_once(crm, expected_top(1000, 0.2))
+    assert_exactly_once(crm, sent)
     record = crm.contacts()[0]
     assert record["offer_code"] == "summer-10" and record["model_version"] == "7"
     assert record["model"] == PIPELINE and isinstance(record["propensity_score"], float)
@@ -93,8 +96,8 @@ def test_happy_path_top_fraction_batches_and_a_retry_sends_nothing(crm, lake_uri
     code, out, again = run_publish(env, run_id)  # Airflow retries a succeeded task: no resend
     assert code == 0, out
     assert again["sent_batches"] == 0 and again["skipped_batches"] == 4
-    assert again["skipped_records"] == 200
-    assert crm.stats()["counters"]["requests"] == 4
+    assert again["skipped_records"] == len(sent)
+    assert crm.stats()["counters"]["requests"] == result["batches"]
 
 
 def test_killed_half_way_then_retried_every_diner_exactly_once(crm, lake_uri, tmp_path):
@@ -122,9 +125,11 @@ def test_killed_half_way_then_retried_every_diner_exactly_once(crm, lake_uri, tm
     code, out, result = run_publish(env, run_id)
     assert code == 0, out
     assert result["skipped_batches"] >= saved["acked_batches"] >= 8
-    assert result["sent_batches"] + result["skipped_batches"] == result["batches"] == 40
-    assert result["skipped_records"] + result["sent_records"] == n
-    assert_exactly_once(crm, [f"d{i:07d}" for i in range(n)])
+    sent = expected_sent(n, 1.0, run_id)
+    assert result["sent_batches"] + result["skipped_batches"] == result["batches"]
+    assert result["batches"] == -(-len(sent) // 50)
+    assert result["skipped_records"] + result["sent_records"] == len(sent)
+    assert_exactly_once(crm, sent)
     assert progress(lake_uri, run_id)["complete"] is True
 
 
@@ -154,7 +159,7 @@ def test_sigterm_saves_progress_and_exits_1_then_resumes(crm, lake_uri, tmp_path
     code, out, result = run_publish(env, run_id)
     assert code == 0, out
     assert result["skipped_batches"] == saved["acked_batches"]
-    assert_exactly_once(crm, [f"d{i:07d}" for i in range(1200)])
+    assert_exactly_once(crm, expected_sent(1200, 1.0, run_id))
 
 
 @pytest.mark.parametrize(
@@ -175,7 +180,7 @@ def test_crm_answering_429_or_500_for_a_while_still_completes(
     if retry_after:  # Retry-After honoured: the retried batches waited the server's second
         assert result["seconds"] >= 1.0
         assert "(Retry-After)" in out
-    assert_exactly_once(crm, expected_top(600, 0.5))
+    assert_exactly_once(crm, expected_sent(600, 0.5, run_id))
 
 
 def test_a_retry_with_other_settings_resends_but_never_duplicates_a_diner(crm, lake_uri, tmp_path):
@@ -189,10 +194,12 @@ def test_a_retry_with_other_settings_resends_but_never_duplicates_a_diner(crm, l
     code, out, result = run_publish(env, run_id)
     assert code == 0, out
     assert "written for other scores or settings" in out
-    assert result["skipped_batches"] == 0 and result["sent_records"] == 300
+    sent = expected_sent(300, 1.0, run_id)
+    assert result["skipped_batches"] == 0 and result["sent_records"] == len(sent)
     stats = crm.stats()
-    assert stats["contacts"] == 300 and stats["max_writes_per_contact"] == 2  # upserted, not added
-    assert len(progress(lake_uri, run_id)["acked"]) == 8  # the old plan's keys are dropped
+    assert stats["contacts"] == len(sent) and stats["max_writes_per_contact"] == 2  # upserted
+    # the old plan's keys are dropped
+    assert len(progress(lake_uri, run_id)["acked"]) == -(-len(sent) // 40)
 
 
 def test_lost_acknowledgements_are_replayed_not_applied_twice(crm, lake_uri, tmp_path):
@@ -205,7 +212,7 @@ def test_lost_acknowledgements_are_replayed_not_applied_twice(crm, lake_uri, tmp
     assert code == 0, out
     assert result["replayed_batches"] == 2 and result["retries_by_reason"] == {"network": 2}
     assert crm.stats()["counters"]["replayed"] == 2
-    assert_exactly_once(crm, [f"d{i:07d}" for i in range(400)])
+    assert_exactly_once(crm, expected_sent(400, 1.0, run_id))
 
 
 def test_bad_token_fails_clearly_without_showing_the_token(crm, lake_uri, tmp_path):
@@ -416,8 +423,36 @@ def test_publish_reads_what_the_score_step_writes(tmp_path, lake_uri):
     finally:
         server.shutdown()
         server.server_close()
-    assert result["scored_rows"] == n and result["records"] == 25 and result["batches"] == 4
+    assert result["scored_rows"] == n and result["selected"] == 25
+    assert result["batches"] == -(-result["records"] // 7)
     scores = {f"x{i:04d}": ((i * 37) % 101) / 101 for i in range(n)}
     top = sorted(scores, key=lambda d: (-scores[d], d))[:25]
-    assert sorted(r["contact_id"] for r in page["records"]) == sorted(top)
+    control = set(top) - {r["contact_id"] for r in page["records"]}
+    assert len(control) == result["arms"]["control"] and len(page["records"]) == result["records"]
+    assert {r["contact_id"] for r in page["records"]} <= set(top)
     assert {r["model_version"] for r in page["records"]} == {"4"}
+
+
+def test_held_out_diners_never_reach_the_crm_and_a_retry_holds_out_the_same(
+    crm, lake_uri, tmp_path
+):
+    run_id = "manual__control-arm"
+    write_scores(lake_uri, run_id, n=2000)
+    env = publish_env(lake_uri, crm.url, tmp_path / "xcom.json",
+                      {"batch_size": 100, "top_fraction": 0.5, "control_fraction": 0.2})  # fmt: skip
+    code, out, result = run_publish(env, run_id)
+    assert code == 0, out
+    arms, manifest = lake.read_parquet_table(result["campaign_uri"])
+    assert manifest["arms"] == result["arms"] and manifest["control_fraction"] == 0.2
+    rows = arms.to_pylist()
+    control = {r["diner_id"] for r in rows if r["arm"] == "control"}
+    treated = {r["diner_id"] for r in rows if r["arm"] == "treated"}
+    assert len(control) + len(treated) == 1000 and 150 < len(control) < 250  # ~20% of the 1000
+    received = {r["contact_id"] for r in crm.contacts()}
+    assert received == treated and not received & control  # the receiver's own records
+    first = manifest["attempt"]
+    code, out, _ = run_publish(env, run_id)  # a retry: the same draw, committed again
+    assert code == 0, out
+    again, manifest = lake.read_parquet_table(result["campaign_uri"])
+    assert manifest["attempt"] != first and again.to_pylist() == rows
+    assert {r["contact_id"] for r in crm.contacts()} == treated

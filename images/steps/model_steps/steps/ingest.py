@@ -25,8 +25,8 @@ from typing import Any
 
 from model_steps import lake, model_loader
 from model_steps.contract import StepContext
-from model_steps.features import FEATURES, POPULATION, build_table, training_cutoff, window
-from model_steps.model_api import Model, ModelContext
+from model_steps.features import FEATURES, POPULATION, build_table, training_cutoff
+from model_steps.model_api import Model
 from model_steps.raw_reader import read_raw
 from model_steps.spark_config import get_session, spark_conf
 
@@ -111,11 +111,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     }
     tables = {}
     for table, as_of, labelled in ((POPULATION, ctx.data_date, False), (FEATURES, cutoff, True)):
-        mctx = ModelContext(
-            pipeline=ctx.pipeline, customer=ctx.customer, data_date=ctx.data_date,
-            lake_uri=ctx.lake_uri, settings=loaded.settings, platform=loaded.platform,
-            window=window(as_of, lookback, label_window),
-        )  # fmt: skip
+        mctx = model_loader.model_context(ctx, loaded, cutoff=as_of)
         df = build_table(frames, model, mctx, labelled)
         tables[table] = commit_table(
             df,

@@ -10,6 +10,9 @@ where the scores root is ``SCORES_URI`` when set (the cluster's scores bucket), 
 The model decides which rows are pushed, in which order (``Model.crm_select``), and what a record
 holds (``Model.crm_record``); the platform wraps each as ``{contact_id, model, model_version,
 run_key, **the model's fields}`` and cuts them into batches of ``crm.batch_size`` in that fixed order.
+Before sending, a deterministic control arm (``crm.control_fraction`` of the selection, a hash of
+run and contact: :mod:`model_steps.campaign`) is held out and never sent; both arms are committed
+to ``<lake>/campaign/…`` for the monitor step's uplift.
 Each batch's idempotency key hashes the run, its index and its exact body, so a retried run rebuilds
 the same batches with the same keys. Acknowledged keys are saved to::
 
@@ -36,7 +39,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from model_steps import lake, model_loader
+from model_steps import campaign, lake, model_loader
 from model_steps.contract import (
     ENV_CRM_API_TOKEN,
     ENV_CRM_BASE_URL,
@@ -317,19 +320,42 @@ def send_batches(
     return outcomes, error
 
 
+def hold_out_control(
+    ctx: StepContext, chosen: Selection, scores: dict[str, Any], fraction: float, identity: str
+) -> tuple[Selection, dict[str, int]]:
+    """Split off the control arm and commit both arms before anything is sent (so the record of
+    who was held out exists whenever a record reached the CRM); return the treated selection."""
+    treated, assignment = campaign.split(chosen.table, chosen.model.key, identity, fraction)
+    arms = {campaign.TREATED: treated.num_rows, campaign.CONTROL: len(chosen) - treated.num_rows}
+    lake.commit_parquet_table(
+        ctx.lake_path(campaign.CAMPAIGN_ZONE),
+        [assignment],
+        {
+            "table": "campaign", "pipeline": ctx.pipeline, "customer": ctx.customer,
+            "run_key": ctx.run_key, "data_date": ctx.data_date.isoformat(),
+            "model": chosen.model.name, "key": chosen.model.key,
+            "control_fraction": fraction, "arms": arms,
+            "scores_attempt": scores.get("attempt"), "model_version": scores.get("model_version"),
+        },
+    )  # fmt: skip
+    log.info(
+        "campaign: %d selected, %d treated, %d held out as control (fraction %.2f)",
+        len(chosen), arms[campaign.TREATED], arms[campaign.CONTROL], fraction,
+    )  # fmt: skip
+    return Selection(treated, chosen.model, chosen.context, chosen.run_key), arms
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
     loaded = model_loader.load(ctx)
     s = loaded.platform.crm.model_dump()
     base_url, token = credentials(ctx.env, s["connection_id"])
     scores_uri = scores_table_uri(ctx)
-    context = ModelContext(
-        pipeline=ctx.pipeline, customer=ctx.customer, data_date=ctx.data_date,
-        lake_uri=ctx.lake_uri, settings=loaded.settings, platform=loaded.platform,
-    )  # fmt: skip
-    records, scored_rows, manifest = select_records(scores_uri, loaded.model, context, ctx.run_key)
+    context = model_loader.model_context(ctx, loaded)
+    chosen, scored_rows, manifest = select_records(scores_uri, loaded.model, context, ctx.run_key)
     own_settings = json.dumps(loaded.settings.model_dump(mode="json"), sort_keys=True)
     identity = f"{ctx.pipeline}/{ctx.customer}/{ctx.run_key}"
+    records, arms = hold_out_control(ctx, chosen, manifest, float(s["control_fraction"]), identity)
     batch_size = int(s["batch_size"])
     n_batches = -(-len(records) // batch_size)
     plan = {
@@ -414,6 +440,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
     seconds = time.monotonic() - started
     result = {
         "records": len(records),
+        "selected": len(chosen),
+        "arms": arms,
+        "campaign_uri": ctx.lake_path(campaign.CAMPAIGN_ZONE),
         "scored_rows": scored_rows,
         "batches": n_batches,
         "sent_batches": sent,

@@ -155,7 +155,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     out_uri = scores_table_uri(ctx)
     chunk_rows = loaded.platform.scoring.chunk_rows
     meta = {"pipeline": ctx.pipeline, "customer": ctx.customer, "run_key": ctx.run_key,
-            "registered_model": name}  # fmt: skip
+            "registered_model": name, "data_date": ctx.data_date.isoformat()}  # fmt: skip
     done = score_table(
         served, loaded.model, features_uri, out_uri,
         chunk_rows=chunk_rows, model_version=version, meta=meta,

@@ -28,6 +28,7 @@ from model_steps.contract import (
     EXIT_OK,
     EXIT_SKIP_DOWNSTREAM,
     EXIT_USAGE,
+    MONITOR_STEP,
     PIPELINE_NAME_PATTERN,
     RESULT_LOG_PREFIX,
     STEP_NAMES,
@@ -41,6 +42,7 @@ from model_steps.contract import (
 
 log = logging.getLogger("model_steps")
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$")  # a model's own step (extra_steps)
+PLATFORM_STEPS = (*STEP_NAMES, MONITOR_STEP)
 
 
 def _pattern_arg(pattern: Any, what: str):  # type: ignore[no-untyped-def]
@@ -63,7 +65,7 @@ def build_parser(extra: str | None = None) -> argparse.ArgumentParser:
     """The contract's parser; ``extra`` adds a model's own step name (``Model.steps``)."""
     parser = argparse.ArgumentParser(prog="python -m model_steps", description=__doc__)
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-    for name in (*STEP_NAMES, *([extra] if extra else [])):
+    for name in (*PLATFORM_STEPS, *([extra] if extra else [])):
         p = sub.add_parser(name, help=f"run the {name} step")
         p.add_argument(
             "--pipeline", required=True, type=_pattern_arg(PIPELINE_NAME_PATTERN, "pipeline")
@@ -90,7 +92,7 @@ def _report(result: dict[str, Any], xcom_path: str) -> None:
 
 
 def _step_body(step: str):  # type: ignore[no-untyped-def]
-    if step not in STEP_NAMES:
+    if step not in PLATFORM_STEPS:
         return _model_step(step)
     module_name = f"model_steps.steps.{step}"
     try:
@@ -131,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stdout,
     )
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[0] if argv and argv[0] not in STEP_NAMES and STEP_NAME.fullmatch(argv[0]) else None
+    extra = (
+        argv[0] if argv and argv[0] not in PLATFORM_STEPS and STEP_NAME.fullmatch(argv[0]) else None
+    )
     try:
         args = build_parser(extra).parse_args(argv)
     except SystemExit as exc:  # argparse already printed the reason

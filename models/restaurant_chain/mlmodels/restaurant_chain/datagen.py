@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -46,29 +47,22 @@ LABEL_WINDOW_DAYS = 14
 DEFAULT_DATA_DATE = DEFAULT_CUTOFF + dt.timedelta(days=LABEL_WINDOW_DAYS)
 CAMPAIGN_EVERY_DAYS = 28
 CAMPAIGN_REACH = 0.25  # share of diners each regular campaign goes to
+# What the platform's CRM pushes do to the diners who receive them (the outcome window only): the
+# propensity offer adds to the conversion logit of the newsletter after the data date, a VIP
+# record makes a diner order more often. Held-out (control) diners get neither.
+OFFER_EFFECT_LOGIT = 0.8
+VIP_ORDER_RATE_BOOST = 1.25
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def generate(
-    n_diners: int,
-    *,
-    seed: int = 7,
-    cutoff: dt.date = DEFAULT_CUTOFF,
-    history_days: int = DEFAULT_HISTORY_DAYS,
-    label_window_days: int = LABEL_WINDOW_DAYS,
-) -> dict[str, pd.DataFrame]:
-    """Three raw tables as DataFrames (string/typed columns as the files will hold them)."""
-    rng = np.random.default_rng(seed)
+def _hidden_state(rng: np.random.Generator, n: int, start: Any, end: Any) -> dict[str, Any]:
+    """Who the diners are and how they behave (never written out): the first draws of a seed, so
+    :func:`generate` and :func:`generate_outcomes` rebuild the same world from the same seed."""
     day = np.timedelta64(1, "D")
-    end = np.datetime64(cutoff + dt.timedelta(days=label_window_days), "D")  # last drop day
-    start = np.datetime64(cutoff - dt.timedelta(days=history_days), "D")
-    cutoff64 = np.datetime64(cutoff, "D")
-
-    # ---- diners: 65% signed up before the export started (backfill), the rest during it
-    n = n_diners
+    # 65% signed up before the export started (backfill), the rest during it
     before = rng.random(n) < 0.65
     signup = np.where(
         before,
@@ -86,8 +80,93 @@ def generate(
     loyalty = (rng.random(n) < 0.2 + 0.5 * engagement).astype(int)
     churns = rng.random(n) < 0.35
     churn_at = (start + rng.integers(0, int((end - start) / day), n) * day).astype("datetime64[D]")
-    churn_at = np.where(churns, churn_at, end + day)
+    churn_at = np.where(churns, churn_at, end + day)  # end + 1 day: still active at the end
     diner_ids = np.char.add("D", np.char.zfill(np.arange(1, n + 1).astype(str), 8))
+    return {
+        "signup": signup, "segment_idx": segment_idx, "region_idx": region_idx, "rate": rate,
+        "spend": spend, "engagement": engagement, "loyalty": loyalty, "churn_at": churn_at,
+        "diner_ids": diner_ids,
+    }  # fmt: skip
+
+
+CHANNEL_P = np.array(
+    [
+        [0.45, 0.2, 0.2, 0.15],
+        [0.2, 0.3, 0.2, 0.3],
+        [0.3, 0.25, 0.3, 0.15],
+        [0.7, 0.2, 0.08, 0.02],
+        [0.4, 0.3, 0.2, 0.1],
+    ]
+)
+
+
+def _orders(
+    rng: np.random.Generator,
+    h: dict[str, Any],
+    active_from: Any,
+    active_to: Any,
+    rate: np.ndarray,
+    first_id: int = 1,
+) -> pd.DataFrame:
+    """Poisson orders over each diner's active span ``[active_from, active_to)``, uniform times."""
+    day = np.timedelta64(1, "D")
+    span_days = np.maximum((active_to - active_from) / day, 0).astype(float)
+    counts = rng.poisson(rate * span_days / 30.0)
+    idx = np.repeat(np.arange(len(rate)), counts)
+    m = idx.size
+    offs = rng.random(m) * span_days[idx] * 86400.0
+    order_ts = active_from[idx].astype("datetime64[s]") + offs.astype("int64").astype(
+        "timedelta64[s]"
+    )
+    amount = np.round(h["spend"][idx] * np.exp(rng.normal(0, 0.3, m)), 2)
+    u = rng.random(m)
+    channel_idx = (u[:, None] > np.cumsum(CHANNEL_P[h["segment_idx"][idx]], axis=1)).sum(axis=1)
+    channel_idx = np.minimum(channel_idx, len(source.CHANNELS) - 1)
+    store = h["region_idx"][idx] * 10 + rng.integers(0, 10, m)
+    ids = np.arange(first_id, first_id + m).astype(str)
+    orders = pd.DataFrame(
+        {
+            "order_id": np.char.add("O", np.char.zfill(ids, 10)),
+            "diner_id": h["diner_ids"][idx],
+            "order_ts": order_ts,
+            "amount": amount,
+            "channel": np.array(source.CHANNELS)[channel_idx],
+            "store_id": np.char.add("S", np.char.zfill(store.astype(str), 3)),
+        }
+    ).sort_values("order_ts", kind="stable")
+    orders["dt"] = orders["order_ts"].values.astype("datetime64[D]")
+    return orders
+
+
+def _conversion_logit(h: dict[str, Any], who: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """How likely a campaign email converts: recent activity, spend and engagement."""
+    recent = np.log(h["rate"][who] / 0.42) * alive - 2.2 * (~alive)
+    return (
+        -3.1
+        + 0.9 * recent
+        + 0.55 * np.log(h["spend"][who] / 24.0) / 0.35
+        + 3.0 * (h["engagement"][who] - 0.33)
+        + 0.3 * h["loyalty"][who]
+    )
+
+
+def generate(
+    n_diners: int,
+    *,
+    seed: int = 7,
+    cutoff: dt.date = DEFAULT_CUTOFF,
+    history_days: int = DEFAULT_HISTORY_DAYS,
+    label_window_days: int = LABEL_WINDOW_DAYS,
+) -> dict[str, pd.DataFrame]:
+    """Three raw tables as DataFrames (string/typed columns as the files will hold them)."""
+    rng = np.random.default_rng(seed)
+    day = np.timedelta64(1, "D")
+    end = np.datetime64(cutoff + dt.timedelta(days=label_window_days), "D")  # last drop day
+    start = np.datetime64(cutoff - dt.timedelta(days=history_days), "D")
+    cutoff64 = np.datetime64(cutoff, "D")
+    h = _hidden_state(rng, n_diners, start, end)
+    n, signup, segment_idx, region_idx = n_diners, h["signup"], h["segment_idx"], h["region_idx"]
+    rate, loyalty, churn_at, diner_ids = h["rate"], h["loyalty"], h["churn_at"], h["diner_ids"]
 
     diners = pd.DataFrame(
         {
@@ -104,45 +183,13 @@ def generate(
     # ---- orders: Poisson count over each diner's active span, uniform times inside it
     active_from = np.maximum(signup, start)
     active_to = np.minimum(churn_at, end + day)  # exclusive
-    span_days = np.maximum((active_to - active_from) / day, 0).astype(float)
-    counts = rng.poisson(rate * span_days / 30.0)
-    idx = np.repeat(np.arange(n), counts)
-    m = idx.size
-    offs = rng.random(m) * span_days[idx] * 86400.0
-    order_ts = active_from[idx].astype("datetime64[s]") + offs.astype("int64").astype(
-        "timedelta64[s]"
-    )
-    amount = np.round(spend[idx] * np.exp(rng.normal(0, 0.3, m)), 2)
-    ch_p = np.array(
-        [
-            [0.45, 0.2, 0.2, 0.15],
-            [0.2, 0.3, 0.2, 0.3],
-            [0.3, 0.25, 0.3, 0.15],
-            [0.7, 0.2, 0.08, 0.02],
-            [0.4, 0.3, 0.2, 0.1],
-        ]
-    )
-    u = rng.random(m)
-    channel_idx = (u[:, None] > np.cumsum(ch_p[segment_idx[idx]], axis=1)).sum(axis=1)
-    channel_idx = np.minimum(channel_idx, len(source.CHANNELS) - 1)
-    store = region_idx[idx] * 10 + rng.integers(0, 10, m)
-    orders = pd.DataFrame(
-        {
-            "order_id": np.char.add("O", np.char.zfill(np.arange(1, m + 1).astype(str), 10)),
-            "diner_id": diner_ids[idx],
-            "order_ts": order_ts,
-            "amount": amount,
-            "channel": np.array(source.CHANNELS)[channel_idx],
-            "store_id": np.char.add("S", np.char.zfill(store.astype(str), 3)),
-        }
-    ).sort_values("order_ts", kind="stable")
-    orders["dt"] = orders["order_ts"].values.astype("datetime64[D]")
+    orders = _orders(rng, h, active_from, active_to, rate)
 
     # ---- email campaigns: regular ones reach a random share; the last one (day after the cutoff)
     # reaches everybody signed up by then and carries the label window.
     campaign_days = list(np.arange(start + 3 * day, cutoff64 - 6 * day, CAMPAIGN_EVERY_DAYS * day))
     campaign_days.append(cutoff64 + day)
-    frames = []
+    frames: list[pd.DataFrame] = []
     ev_counter = 0
     for c_no, cday in enumerate(campaign_days, start=1):
         last = c_no == len(campaign_days)
@@ -152,58 +199,123 @@ def generate(
         who = np.flatnonzero(eligible)
         if who.size == 0:
             continue
-        # activity "now": diners who churned before the send barely respond
-        alive = churn_at[who] > cday
-        recent = np.log(rate[who] / 0.42) * alive - 2.2 * (~alive)
-        logit = (
-            -3.1
-            + 0.9 * recent
-            + 0.55 * np.log(spend[who] / 24.0) / 0.35
-            + 3.0 * (engagement[who] - 0.33)
-            + 0.3 * loyalty[who]
-        )
-        p_conv = _sigmoid(logit)
-        p_open = np.clip(0.08 + 0.85 * engagement[who], 0, 0.95)
-        p_click = np.clip(0.15 + 0.5 * engagement[who], 0, 0.9)
-        conv = rng.random(who.size) < p_conv
-        opened = conv | (rng.random(who.size) < p_open)
-        clicked = conv | (opened & (rng.random(who.size) < p_click))
-        send_ts = cday.astype("datetime64[s]") + (
-            9 * 3600 + rng.integers(0, 7200, who.size)
-        ).astype("timedelta64[s]")
-        open_ts = send_ts + (rng.exponential(20 * 3600, who.size) + 60).astype("int64").astype(
-            "timedelta64[s]"
-        )
-        click_ts = open_ts + rng.integers(5, 600, who.size).astype("timedelta64[s]")
-        conv_ts = click_ts + (rng.exponential(2.5 * 86400, who.size) + 300).astype("int64").astype(
-            "timedelta64[s]"
-        )
-        camp = f"C{cday.astype(dt.date):%Y%m%d}"
-        for mask, ts, etype in (
-            (np.ones(who.size, bool), send_ts, "send"),
-            (opened, open_ts, "open"),
-            (clicked, click_ts, "click"),
-            (conv, conv_ts, "conversion"),
-        ):
-            k = int(mask.sum())
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "event_no": np.arange(ev_counter, ev_counter + k),
-                        "diner_id": diner_ids[who[mask]],
-                        "campaign_id": camp,
-                        "event_type": etype,
-                        "event_ts": ts[mask],
-                    }
-                )
-            )
-            ev_counter += k
+        frame = _campaign_events(rng, h, who, cday, ev_counter)
+        frames.append(frame)
+        ev_counter += len(frame)
+    events = _event_table(frames, end + day)
+    return {"diners": diners, "orders": orders, "email_events": events}
+
+
+def _event_table(frames: list[pd.DataFrame], until: Any) -> pd.DataFrame:
+    """Campaign events before ``until`` (exclusive), in time order, with their ids and drop days."""
     events = pd.concat(frames, ignore_index=True)
-    events = events[events["event_ts"] < (end + day).astype("datetime64[s]")]
+    events = events[events["event_ts"] < until.astype("datetime64[s]")]
     events = events.sort_values("event_ts", kind="stable")
     events.insert(0, "event_id", "E" + events.pop("event_no").astype(str).str.zfill(10))
     events["dt"] = events["event_ts"].values.astype("datetime64[D]")
-    return {"diners": diners, "orders": orders, "email_events": events}
+    return events
+
+
+def _campaign_events(
+    rng: np.random.Generator,
+    h: dict[str, Any],
+    who: np.ndarray,
+    cday: Any,
+    first_no: int,
+    logit_shift: np.ndarray | float = 0.0,
+) -> pd.DataFrame:
+    """One campaign email to ``who`` on ``cday``: sends, opens, clicks and conversions.
+    ``logit_shift`` adds to each recipient's conversion logit (an offer's effect)."""
+    # activity "now": diners who churned before the send barely respond
+    alive = h["churn_at"][who] > cday
+    p_conv = _sigmoid(_conversion_logit(h, who, alive) + logit_shift)
+    engagement = h["engagement"][who]
+    p_open = np.clip(0.08 + 0.85 * engagement, 0, 0.95)
+    p_click = np.clip(0.15 + 0.5 * engagement, 0, 0.9)
+    conv = rng.random(who.size) < p_conv
+    opened = conv | (rng.random(who.size) < p_open)
+    clicked = conv | (opened & (rng.random(who.size) < p_click))
+    send_ts = cday.astype("datetime64[s]") + (9 * 3600 + rng.integers(0, 7200, who.size)).astype(
+        "timedelta64[s]"
+    )
+    open_ts = send_ts + (rng.exponential(20 * 3600, who.size) + 60).astype("int64").astype(
+        "timedelta64[s]"
+    )
+    click_ts = open_ts + rng.integers(5, 600, who.size).astype("timedelta64[s]")
+    conv_ts = click_ts + (rng.exponential(2.5 * 86400, who.size) + 300).astype("int64").astype(
+        "timedelta64[s]"
+    )
+    camp = f"C{cday.astype(dt.date):%Y%m%d}"
+    parts, no = [], first_no
+    for mask, ts, etype in (
+        (np.ones(who.size, bool), send_ts, "send"),
+        (opened, open_ts, "open"),
+        (clicked, click_ts, "click"),
+        (conv, conv_ts, "conversion"),
+    ):
+        k = int(mask.sum())
+        parts.append(
+            pd.DataFrame(
+                {
+                    "event_no": np.arange(no, no + k),
+                    "diner_id": h["diner_ids"][who[mask]],
+                    "campaign_id": camp,
+                    "event_type": etype,
+                    "event_ts": ts[mask],
+                }
+            )
+        )
+        no += k
+    return pd.concat(parts, ignore_index=True)
+
+
+def generate_outcomes(
+    n_diners: int,
+    *,
+    days: int,
+    seed: int = 7,
+    cutoff: dt.date = DEFAULT_CUTOFF,
+    history_days: int = DEFAULT_HISTORY_DAYS,
+    label_window_days: int = LABEL_WINDOW_DAYS,
+    offer_treated: Iterable[str] = (),
+    vip_treated: Iterable[str] = (),
+) -> dict[str, pd.DataFrame]:
+    """The ``days`` after the data date of :func:`generate` (same arguments): what happened next.
+
+    The same seed rebuilds the same diners; a separate stream draws the future: orders of the
+    diners still active, and the newsletter the day after the data date, to everybody, on which
+    ``offer_treated`` diners convert more (``OFFER_EFFECT_LOGIT``); ``vip_treated`` diners order
+    more often. So a campaign's true effect is known, and monitoring can be checked against it.
+    """
+    day = np.timedelta64(1, "D")
+    end = np.datetime64(cutoff + dt.timedelta(days=label_window_days), "D")
+    start = np.datetime64(cutoff - dt.timedelta(days=history_days), "D")
+    h = _hidden_state(np.random.default_rng(seed), n_diners, start, end)
+    # who had not churned by the data date stays active through the outcome window
+    h["churn_at"] = np.where(h["churn_at"] > end, np.datetime64("2100-01-01"), h["churn_at"])
+    rng = np.random.default_rng([seed, 1])
+    first, until = end + day, end + (days + 1) * day
+    ids = pd.Index(h["diner_ids"])
+    offer = np.zeros(n_diners, bool)
+    offer[ids.get_indexer(list(offer_treated))] = True
+    vip = np.zeros(n_diners, bool)
+    vip[ids.get_indexer(list(vip_treated))] = True
+    active = (h["churn_at"] > end) & (h["signup"] <= end)
+    active_from = np.full(n_diners, first)
+    active_to = np.where(active, until, first).astype("datetime64[D]")
+    rate = h["rate"] * np.where(vip, VIP_ORDER_RATE_BOOST, 1.0)
+    orders = _orders(rng, h, active_from, active_to, rate, first_id=10**9)
+    who = np.flatnonzero(h["signup"] <= end)
+    newsletter = _campaign_events(
+        rng, h, who, first, 9 * 10**9, np.where(offer[who], OFFER_EFFECT_LOGIT, 0.0)
+    )
+    diners = pd.DataFrame({c: pd.Series(dtype=object) for c in source.TABLES["diners"].columns})
+    diners["dt"] = pd.Series(dtype="datetime64[ns]")
+    return {
+        "diners": diners,
+        "orders": orders[orders["order_ts"] < until.astype("datetime64[s]")],
+        "email_events": _event_table([newsletter], until),
+    }
 
 
 def _format(table: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -216,10 +328,20 @@ def _format(table: str, df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_raw(tables: dict[str, pd.DataFrame], lake_uri: str, tenant: str) -> dict[str, int]:
-    """Write one file per table and drop day. Returns the number of files per table."""
+def write_raw(
+    tables: dict[str, pd.DataFrame],
+    lake_uri: str,
+    tenant: str,
+    drop_days: tuple[dt.date, dt.date] | None = None,
+) -> dict[str, int]:
+    """Write one file per table and drop day (each table's first day to the last of any, or
+    ``drop_days`` (first, last) for every table). Returns the number of files per table."""
     files: dict[str, int] = {}
-    end_day = max(str(pd.Timestamp(df["dt"].max()).date()) for df in tables.values())
+    end_day = (
+        drop_days[1].isoformat()
+        if drop_days
+        else max(str(pd.Timestamp(df["dt"].max()).date()) for df in tables.values())
+    )
     for name, df in tables.items():
         spec = source.TABLES[name]
         formatted = _format(name, df)
@@ -232,7 +354,8 @@ def write_raw(tables: dict[str, pd.DataFrame], lake_uri: str, tenant: str) -> di
             zip(uniq, zip(first, [*list(first[1:]), len(days_sorted)], strict=False), strict=False)
         )
         # a source system drops a file every day, also on a day without rows
-        all_days = pd.date_range(uniq[0], end_day).strftime("%Y-%m-%d") if len(uniq) else []
+        first_day = drop_days[0].isoformat() if drop_days else (uniq[0] if len(uniq) else None)
+        all_days = pd.date_range(first_day, end_day).strftime("%Y-%m-%d") if first_day else []
         for d in all_days:
             lo, hi = bounds.get(d, (0, 0))
             part = formatted.iloc[lo:hi]
@@ -273,31 +396,63 @@ def main(argv: list[str] | None = None) -> int:
         "to run the pipeline with",
     )
     p.add_argument("--history-days", type=int, default=DEFAULT_HISTORY_DAYS)
+    p.add_argument(
+        "--outcome-days",
+        type=int,
+        help="instead: write the drops of this many days after the data date (what happened "
+        "next), for the same --seed/--size/--cutoff",
+    )
+    p.add_argument("--offer-treated", help="file of diner ids that got the offer (one a line)")
+    p.add_argument("--vip-treated", help="file of diner ids pushed as VIPs (one a line)")
     args = p.parse_args(argv)
     if not args.lake:
         p.error("--lake or LAKE_URI is required")
     n = args.diners or SIZES[args.size]
     t0 = time.monotonic()
-    tables = generate(n, seed=args.seed, cutoff=args.cutoff, history_days=args.history_days)
-    files = write_raw(tables, args.lake, args.customer)
-    info: dict[str, Any] = {
-        "tenant": args.customer,
-        "seed": args.seed,
-        "diners": n,
-        "rows": {k: len(v) for k, v in tables.items()},
-        "files": files,
-        "training_cutoff": args.cutoff.isoformat(),
-        "data_date": (args.cutoff + dt.timedelta(days=LABEL_WINDOW_DAYS)).isoformat(),
-        "label_window_days": LABEL_WINDOW_DAYS,
-        "history_days": args.history_days,
-    }
-    lake.write_json_atomic(
-        lake.join(args.lake, "raw", f"customer={args.customer}", "_datagen.json"), info
-    )
+    shape = {"seed": args.seed, "cutoff": args.cutoff, "history_days": args.history_days}
+    data_date = args.cutoff + dt.timedelta(days=LABEL_WINDOW_DAYS)
+    if args.outcome_days:
+        treated = {k: _ids(getattr(args, k)) for k in ("offer_treated", "vip_treated")}
+        tables = generate_outcomes(n, days=args.outcome_days, **shape, **treated)
+        last = data_date + dt.timedelta(days=args.outcome_days)
+        files = write_raw(tables, args.lake, args.customer, (data_date + _DAY, last))
+        info: dict[str, Any] = {
+            "tenant": args.customer,
+            "outcome_window": [(data_date + _DAY).isoformat(), last.isoformat()],
+            "treated": {k: len(v) for k, v in treated.items()},
+            "rows": {k: len(v) for k, v in tables.items()},
+            "files": files,
+        }
+    else:
+        tables = generate(n, **shape)
+        files = write_raw(tables, args.lake, args.customer)
+        info = {
+            "tenant": args.customer,
+            "seed": args.seed,
+            "diners": n,
+            "rows": {k: len(v) for k, v in tables.items()},
+            "files": files,
+            "training_cutoff": args.cutoff.isoformat(),
+            "data_date": data_date.isoformat(),
+            "label_window_days": LABEL_WINDOW_DAYS,
+            "history_days": args.history_days,
+        }
+        marker = lake.join(args.lake, "raw", f"customer={args.customer}", "_datagen.json")
+        lake.write_json_atomic(marker, info)
     info["seconds"] = round(time.monotonic() - t0, 1)
     json.dump(info, sys.stdout, indent=2)
     print()
     return 0
+
+
+_DAY = dt.timedelta(days=1)
+
+
+def _ids(path: str | None) -> list[str]:
+    if not path:
+        return []
+    with open(path) as fh:
+        return [line.strip() for line in fh if line.strip()]
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def test_checkov_gitlab_ci_clean():
 
 
 def test_ci_scripts_pass_shellcheck():
-    scripts = sorted(str(p) for p in (REPO / "ci").glob("*.sh"))
+    scripts = sorted(str(p) for d in ("ci", "tools") for p in (REPO / d).glob("*.sh"))
     assert scripts
     proc = run([tool("shellcheck"), "--severity=style", *scripts])
     assert proc.returncode == 0, output_of(proc)

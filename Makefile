@@ -33,7 +33,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 .PHONY: help setup run test lint format bench airflow lock clean new-model
 
 include make/delivery.mk
-include make/browser.mk
+include make/apt-tools.mk
 
 help:
 	@echo "make run     set up, then run the example pipeline end to end on this machine"
@@ -90,7 +90,7 @@ format: $(CP_STAMP)
 
 # Every model package's own tests (models/<name>/tests) run with the workload's.
 MODEL_TESTS := $(wildcard models/*/tests)
-test: setup delivery-tools browser-tools lint
+test: setup delivery-tools apt-tools lint
 	$(CP_VENV)/bin/pytest tests/dags tests/plugins tests/delivery tests/scripts
 	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images tests/embedded $(MODEL_TESTS)
 

@@ -1,7 +1,7 @@
 """`make airflow` as an operator uses it, in a real browser.
 
 scripts/airflow_local.py starts the embedded platform (tiny example data) and Airflow standalone on a
-free port; headless Chromium (Debian's chromium + chromium-driver, `make browser-tools`) driven by
+free port; headless Chromium (Debian's chromium + chromium-driver, `make apt-tools`) driven by
 selenium logs in, sees every DAG with no import error, opens a DAG's graph, fills the trigger form
 with the example data date and triggers; the run must succeed end to end on the embedded services.
 Then Ctrl-C (SIGINT) must leave no process and no listening port behind. One start for both tests
@@ -150,7 +150,7 @@ def browser() -> Iterator[Any]:
 
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
-        pytest.fail("chromium and chromedriver are needed: run `make browser-tools`")
+        pytest.fail("chromium and chromedriver are needed: run `make apt-tools`")
     options = webdriver.ChromeOptions()
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)

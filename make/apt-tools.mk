@@ -9,7 +9,7 @@
 APT_PACKAGES := chromium chromium-driver rsync
 APT_COMMANDS := chromium chromedriver rsync
 APT_STAMP    := $(STAMPS)/apt-tools-$(shell echo $(APT_PACKAGES) | sha256sum | cut -c1-16)
-APT_MISSING  := $(foreach c,$(APT_COMMANDS),$(if $(shell command -v $(c) 2>/dev/null),,$(c)))
+APT_MISSING  := $(strip $(foreach c,$(APT_COMMANDS),$(if $(shell command -v $(c) 2>/dev/null),,$(c))))
 
 .PHONY: apt-tools
 
@@ -27,5 +27,5 @@ $(APT_STAMP):
 		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends \
 			$(APT_PACKAGES); \
 	fi
-	chromium --version && chromedriver --version && rsync --version | head -1
+	chromium --version && chromedriver --version && rsync --version | sed -n 1p
 	@mkdir -p $(STAMPS) && touch $@

@@ -192,6 +192,24 @@ def ensure_example_data(
     return generated
 
 
+def land_outcomes(
+    lake: Path, customers: Sequence[str], env: dict[str, str], days: int, size: str = DEFAULT_SIZE
+) -> dict[str, dict[str, Any]]:
+    """What happened in the ``days`` after the example data date, for each customer (the same
+    seed as its example data, so the same entities), with the treated arms of the campaigns publish
+    recorded: the outcome window the monitoring DAGs measure."""
+    landed = {}
+    for index, customer in enumerate(customers):
+        command = [_steps_python(), "-m", EXAMPLE_DATA, "--customer", customer,
+                   "--lake", lake.as_uri(), "--size", size, "--seed", str(7 + index),
+                   "--outcome-days", str(days), "--campaigns"]  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise PlatformError(f"outcomes for {customer} failed:\n{done.stderr[-3000:]}")
+        landed[customer] = json.loads(done.stdout)
+    return landed
+
+
 def example_customers(dags_folder: Path = REPO / "dags") -> list[str]:
     """Every customer id of every DAG module (DAG ids are ``<pipeline>__<customer>``).
 
@@ -202,7 +220,8 @@ def example_customers(dags_folder: Path = REPO / "dags") -> list[str]:
     found: set[str] = set()
     for module in sorted(dags_folder.glob("*.py")):
         names = runpy.run_path(str(module))
-        found.update(k.split("__", 1)[1] for k in names if "__" in k and not k.startswith("_"))
+        # DAG ids: <pipeline>__<customer>, and <pipeline>__<customer>__monitor
+        found.update(k.split("__")[1] for k in names if "__" in k and not k.startswith("_"))
     return sorted(found)
 
 

@@ -28,14 +28,36 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from embedded.platform import DATA_DATE, airflow_env, base_env, embedded_platform  # noqa: E402
+from embedded.platform import (  # noqa: E402
+    DATA_DATE,
+    airflow_env,
+    base_env,
+    embedded_platform,
+    land_outcomes,
+)
 
 VAR = REPO / "var" / "run"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
 console = Console()
 STEP_ORDER = {
-    s: i for i, s in enumerate(("ingest", "validate", "train", "evaluate", "score", "publish"))
+    s: i
+    for i, s in enumerate(
+        (
+            "ingest",
+            "validate",
+            "train",
+            "evaluate",
+            "score",
+            "publish",
+            "monitor",
+            "request_retrain",
+        )
+    )
 }
+# The loop's second half: the days after the data date the generator writes (long enough for
+# every example model's label window, 14 and 28 days), and the monitoring runs' data date.
+OUTCOME_DAYS = 28
+MONITOR_DATE = "2026-07-27"
 
 
 def run(
@@ -69,7 +91,7 @@ def example_dags() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for module in sorted((REPO / "dags").glob("*.py")):
         for name in runpy.run_path(str(module)):
-            if "__" in name and not name.startswith("_"):
+            if "__" in name and not name.startswith("_") and not name.endswith("__monitor"):
                 pipeline, customer = name.split("__", 1)
                 found.setdefault(pipeline, []).append(customer)
     return found
@@ -137,8 +159,30 @@ def _detail(step: str, r: dict[str, Any]) -> str:
     if step == "score":
         return f"{r.get('rows')} rows → {r.get('output_uri')}"
     if step == "publish":
-        return f"{r.get('sent_records')} records sent to the CRM ({r.get('retries')} retries)"
+        arms = r.get("arms") or {}
+        return (
+            f"{r.get('sent_records')} records sent to the CRM ({r.get('retries')} retries); "
+            f"{arms.get('control')} of {r.get('selected')} selected held out as control"
+        )
+    if step == "monitor":
+        return _monitor_detail(r)
     return ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int | float | str))[:160]
+
+
+def _monitor_detail(r: dict[str, Any]) -> str:
+    m, up = r.get("realized") or {}, r.get("uplift") or {}
+    shown = [k for k in ("roc_auc", "pr_auc", "rmse", "mae", "lift_top_decile") if k in m]
+    realized = ", ".join(f"{k} {m[k]:.3f}" for k in shown) or "nothing monitored yet"
+    if up.get("verdict") in (None, "inconclusive"):
+        uplift = f"uplift {up.get('verdict', 'n/a')}: {up.get('reason', '')}"
+    else:
+        uplift = (
+            f"uplift treated - control {up['difference']:+.4f} "
+            f"[{up['ci_low']:+.4f}, {up['ci_high']:+.4f}] ({up['confidence']:.0%}) "
+            f"{up['verdict']}, {up['n_treated']} treated / {up['n_control']} control"
+        )
+    retrain = "retrain requested" if (r.get("retrain") or {}).get("requested") else "no retrain"
+    return f"realized {realized}; {uplift}; {retrain}; report {r.get('report_uri')}"
 
 
 def summary(results: dict[str, dict[str, Any]], services: dict[str, Any]) -> Table:
@@ -146,7 +190,7 @@ def summary(results: dict[str, dict[str, Any]], services: dict[str, Any]) -> Tab
     for column in ("model", "customer", "step", "state", "result"):
         table.add_column(column, overflow="fold")
     for dag_id, res in results.items():
-        model, customer = dag_id.split("__", 1)
+        model, customer = dag_id.split("__")[:2]
         tasks = sorted(res["tasks"].items(), key=lambda kv: STEP_ORDER.get(kv[0], len(STEP_ORDER)))
         for i, (step, task) in enumerate(tasks):
             state = task.get("state", "-")
@@ -172,7 +216,7 @@ def migrate_template(env: dict[str, str]) -> None:
         raise SystemExit("airflow db migrate failed")
 
 
-def run_dag(dag_id: str, env: dict[str, str]) -> dict[str, Any]:
+def run_dag(dag_id: str, env: dict[str, str], data_date: str = DATA_DATE) -> dict[str, Any]:
     """One DAG (model x customer) through `airflow dags test`, in its own Airflow home (own sqlite
     DB, a copy of the migrated template), so DAGs can run side by side."""
     home = VAR / "airflow" / dag_id
@@ -181,10 +225,27 @@ def run_dag(dag_id: str, env: dict[str, str]) -> dict[str, Any]:
     env = {**env, "AIRFLOW_HOME": str(home)}
     log = VAR / f"{dag_id}.log"
     label = dag_id.replace("customer_propensity", "propensity")[:24]
-    rc = run([str(AIRFLOW), "dags", "test", dag_id, DATA_DATE,
-              "--conf", json.dumps({"data_date": DATA_DATE})], env, log=log, label=label)  # fmt: skip
+    rc = run([str(AIRFLOW), "dags", "test", dag_id, data_date,
+              "--conf", json.dumps({"data_date": data_date})], env, log=log, label=label)  # fmt: skip
     console.print(f"  {label:<24} {'[green]succeeded' if rc == 0 else '[red]failed'}[/] ({log})")
     return xcom_results(env, dag_id)
+
+
+def close_the_loop(
+    platform: Any, customers: list[str], dags: list[str], env: dict[str, str], args: Any
+) -> dict[str, dict[str, Any]]:
+    """The outcome window after the data date (the generator knows who converts and who got the
+    campaigns), then each customer's monitoring DAG on it."""
+    console.rule(f"[bold]{OUTCOME_DAYS} days later: outcomes land, monitoring runs")
+    for customer, info in land_outcomes(
+        platform.lake, customers, env, OUTCOME_DAYS, args.size
+    ).items():
+        console.print(f"  outcome window {info['outcome_window']} for {customer}: "
+                      f"treated {info['treated']}")  # fmt: skip
+    monitors = [f"{d}__monitor" for d in dags]
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        futures = {d: pool.submit(run_dag, d, env, MONITOR_DATE) for d in monitors}
+        return {d: f.result() for d, f in futures.items()}
 
 
 def main() -> int:
@@ -224,6 +285,7 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
             futures = {d: pool.submit(run_dag, d, env) for d in chosen_dags}
             results = {d: f.result() for d, f in futures.items()}
+        results |= close_the_loop(platform, chosen, chosen_dags, env, args)
     console.print(summary(results, services))
     failed = [c for c, r in results.items() if r["state"] != "success"]
     console.print(f"took {time.monotonic() - started:.0f}s; lake: {lake}")

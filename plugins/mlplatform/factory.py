@@ -12,12 +12,15 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, BaseOperator, Param
 
+from mlplatform import assets
 from mlplatform.invocation import StepInvocation
 from mlplatform.models import ModelPackageError, check_model_ref
 from mlplatform.runtime import Runtime, current_runtime
 from mlplatform.spec import PipelineSpecError, ResolvedCustomer, parse_pipeline, resolve_customers
+from mlplatform.steps import MONITOR_STEP
 
 PARAMS = {
     "data_date": Param(
@@ -64,6 +67,25 @@ def _doc(customer: ResolvedCustomer, runtime: Runtime) -> str:
     )
 
 
+MONITOR_PARAMS = {
+    "data_date": Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        title="Data date (as of)",
+        description="The last day whose raw data has landed: every scored run whose label window "
+        "has closed by then is monitored. Empty: the day the run was due minus the customer's "
+        "data.landing_delay_days.",
+    ),
+    "remonitor": Param(
+        False,
+        type="boolean",
+        title="Monitor again",
+        description="Recompute runs already monitored (the same inputs give the same figures).",
+    ),
+}
+
+
 def _task_kwargs(invocation: StepInvocation, runtime: Runtime) -> dict[str, Any]:
     profile = invocation.profile
     timeout = dt.timedelta(minutes=profile.timeout_minutes)
@@ -78,6 +100,7 @@ def _task_kwargs(invocation: StepInvocation, runtime: Runtime) -> dict[str, Any]
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": dt.timedelta(hours=1),
         "execution_timeout": timeout,
+        "outlets": assets.outlets(invocation.customer, invocation.step),
     }
 
 
@@ -103,7 +126,7 @@ def build_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
     with DAG(
         dag_id=customer.dag_id,
         description=f"{spec.description.splitlines()[0]} — customer {customer.id}",
-        schedule=customer.schedule,
+        schedule=assets.training_schedule(customer),
         start_date=dt.datetime.combine(spec.start_date, dt.time(), tzinfo=dt.UTC),
         catchup=False,
         max_active_runs=1,  # runs of one customer share its champion alias and output keys
@@ -128,6 +151,62 @@ def build_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
     return dag
 
 
+def request_retrain(ti: Any, **_: Any) -> dict[str, Any]:
+    """Emit the retrain asset (this task's outlet) only when the monitor step asked for it: a
+    skipped task emits nothing, so the training DAG starts only on a real request."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    decision = (ti.xcom_pull(task_ids=MONITOR_STEP) or {}).get("retrain") or {}
+    reasons = "; ".join(decision.get("reasons") or ["the monitor step gave no decision"])
+    if not decision.get("requested"):
+        raise AirflowSkipException(f"no retraining: {reasons}")
+    print(f"retraining requested: {reasons}")
+    return decision
+
+
+def build_monitor_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
+    """The customer's monitoring DAG: outcomes of past scored runs, and maybe a retrain request."""
+    spec = customer.pipeline
+    with DAG(
+        dag_id=customer.monitor_dag_id,
+        description=f"Outcome monitoring of {spec.name} — customer {customer.id}",
+        schedule=assets.monitoring_schedule(customer),
+        start_date=dt.datetime.combine(spec.start_date, dt.time(), tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,  # one writer of the customer's monitoring results and report
+        tags=[*spec.tags, f"pipeline:{spec.name}", f"customer:{customer.id}", "monitoring"],
+        params=MONITOR_PARAMS,
+        default_args={"owner": spec.owner},
+        doc_md=_monitor_doc(customer),
+    ) as dag:
+        monitor = build_task(StepInvocation(customer, MONITOR_STEP), runtime)
+        retrain = PythonOperator(
+            task_id="request_retrain",
+            python_callable=request_retrain,
+            outlets=[assets.pipeline_asset(customer, assets.RETRAIN)],
+            retries=2,
+            retry_delay=dt.timedelta(seconds=30),
+            retry_exponential_backoff=2.0,
+            execution_timeout=dt.timedelta(minutes=5),
+        )
+        monitor >> retrain
+    return dag
+
+
+def _monitor_doc(customer: ResolvedCustomer) -> str:
+    m = customer.settings.monitoring
+    return (
+        f"### Monitoring {customer.pipeline.name} for `{customer.id}`\n\n"
+        "Joins each scored run's scores with the outcomes of its label window once it has closed "
+        "(the model's own label), and the campaign's treated and control arms: realized metrics, "
+        "calibration, lift and uplift, in MLflow and the lake's trend report. *request_retrain* "
+        "emits the retrain asset the training DAG listens to when the champion's realized metric "
+        "misses the gate's threshold or its scores drift beyond validation.drift_psi_fail, "
+        f"outside a cool-down of {m.retrain_cooldown_hours} h after the champion's registration. "
+        f"Schedule: `{m.schedule}` and whenever the customer's raw data lands."
+    )
+
+
 def register_pipeline(module_globals: dict[str, Any], spec: dict[str, Any]) -> list[DAG]:
     """Validate ``spec`` and add its DAGs to the calling module's globals (where Airflow looks)."""
     source = Path(module_globals.get("__file__", "<unknown module>")).name
@@ -139,7 +218,11 @@ def register_pipeline(module_globals: dict[str, Any], spec: dict[str, Any]) -> l
     except ModelPackageError as exc:
         raise PipelineSpecError(source, [f"model: {exc}"]) from None
     runtime = current_runtime()
-    dags = [build_dag(customer, runtime) for customer in resolve_customers(pipeline, source)]
+    dags = []
+    for customer in resolve_customers(pipeline, source):
+        dags.append(build_dag(customer, runtime))
+        if customer.monitored:
+            dags.append(build_monitor_dag(customer, runtime))
     for dag in dags:
         module_globals[dag.dag_id] = dag
     return dags

@@ -118,3 +118,10 @@ PLATFORM_DEFAULTS: dict[StepKind, dict[str, object]] = {
         "retries": 5,
     },
 }
+# The monitor step (the ingest image's Spark, on the outcome window only): smaller than ingest.
+MONITOR_DEFAULTS: dict[str, object] = {
+    **PLATFORM_DEFAULTS["ingest"],
+    "cpu": "2",
+    "memory": "8Gi",
+    "timeout_minutes": 60,
+}

@@ -44,12 +44,17 @@ def render_context(task: BaseOperator, run_id: str = SAMPLE_RUN_ID) -> dict[str,
     }
 
 
-def render_task(task: BaseOperator) -> dict[str, Any]:
-    """The Kubernetes object one task creates: a Pod, or an MPIJob for multi-node training."""
+def render_task(task: BaseOperator) -> dict[str, Any] | None:
+    """The Kubernetes object one task creates: a Pod, or an MPIJob for multi-node training; None
+    for the control plane's own small tasks (request_retrain), which run in the Airflow worker's
+    pod (the official chart's pod template) and create nothing of their own."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.standard.operators.python import PythonOperator
 
     from mlplatform.runtime.mpijob import MPIJobOperator
 
+    if isinstance(task, PythonOperator):
+        return None
     context = render_context(task)
     task.render_template_fields(context)
     if isinstance(task, KubernetesPodOperator):
@@ -70,7 +75,8 @@ def iter_rendered(dags_folder: Path) -> Iterator[tuple[str, str, dict[str, Any]]
         raise SystemExit(f"DAG import errors:\n{problems}")
     for dag_id in sorted(bag.dags):
         for task in bag.dags[dag_id].tasks:
-            yield dag_id, task.task_id, render_task(task)
+            if (obj := render_task(task)) is not None:
+                yield dag_id, task.task_id, obj
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,9 +8,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlplatform.profiles import PLATFORM_DEFAULTS, ResourceProfile
+from mlplatform.profiles import MONITOR_DEFAULTS, PLATFORM_DEFAULTS, ResourceProfile
 from mlplatform.settings import CustomerSettings, deep_merge
-from mlplatform.steps import CUSTOMER_ID_REGEX, PIPELINE_NAME_REGEX, STEP_KINDS, StepKind
+from mlplatform.steps import (
+    CUSTOMER_ID_REGEX,
+    MONITOR_RUNS_IN,
+    MONITOR_STEP,
+    PIPELINE_NAME_REGEX,
+    STEP_KINDS,
+    StepKind,
+)
 from mlplatform_contract.tasks import TASKS, TaskType
 
 LABEL_VALUE_REGEX = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
@@ -139,7 +146,7 @@ class PipelineSpec(_Strict):
 
         known = set(self.steps)
         for name, extra in self.extra_steps.items():  # declaration order: each after a known one
-            if not re.fullmatch(PIPELINE_NAME_REGEX, name) or name in STEP_KINDS:
+            if not re.fullmatch(PIPELINE_NAME_REGEX, name) or name in (*STEP_KINDS, MONITOR_STEP):
                 raise ValueError(
                     f"extra_steps.{name}: a step name is 3-40 of a-z, 0-9 and _, and not one of "
                     f"the platform's ({', '.join(STEP_KINDS)})"
@@ -190,8 +197,19 @@ class ResolvedCustomer:
     def steps(self) -> list[StepKind]:
         return [kind for kind in STEP_KINDS if kind in self.pipeline.steps]
 
+    @property
+    def monitored(self) -> bool:
+        """Whether the customer gets a monitoring DAG: its runs score, and monitoring is on."""
+        return self.settings.monitoring.enabled and "score" in self.pipeline.steps
+
+    @property
+    def monitor_dag_id(self) -> str:
+        return f"{self.dag_id}__monitor"
+
     def kind_of(self, step: str) -> StepKind:
         """The platform step whose image, account and defaults a step uses (itself, or runs_in)."""
+        if step == MONITOR_STEP:
+            return MONITOR_RUNS_IN
         extra = self.pipeline.extra_steps.get(step)
         return extra.runs_in if extra else step  # type: ignore[return-value]
 
@@ -273,6 +291,7 @@ def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]
         profile = _profile([PLATFORM_DEFAULTS[extra.runs_in], extra.resources], where, problems)
         if profile is not None:
             base_profiles[name] = profile
+    base_profiles[MONITOR_STEP] = ResourceProfile.model_validate(MONITOR_DEFAULTS)
     if problems:
         raise PipelineSpecError(source, problems)
 
@@ -296,6 +315,13 @@ def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]
         profiles = dict(base_profiles)
         for kind, overrides in settings.resources.items():
             extra = spec.extra_steps.get(kind)
+            if kind == MONITOR_STEP:
+                profile = _profile(
+                    [MONITOR_DEFAULTS, overrides], f"{where}.resources.{kind}", problems
+                )
+                if profile is not None:
+                    profiles[kind] = profile
+                continue
             if kind not in spec.steps and extra is None:
                 problems.append(f"{where}.resources.{kind}: the pipeline has no {kind} step")
                 continue

@@ -8,6 +8,10 @@ from typing import Literal
 
 StepKind = Literal["ingest", "validate", "train", "evaluate", "score", "publish"]
 STEP_KINDS: tuple[StepKind, ...] = ("ingest", "validate", "train", "evaluate", "score", "publish")
+# The monitoring DAG's step, outside the training chain: it runs in the ingest image and account
+# (Spark applies the model's label hook to the outcome window; the lake and scores are read).
+MONITOR_STEP = "monitor"
+MONITOR_RUNS_IN: StepKind = "ingest"
 
 WORKLOAD_MODULE = "model_steps"
 EXIT_SKIP_DOWNSTREAM = 99

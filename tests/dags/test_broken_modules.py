@@ -7,13 +7,15 @@ import textwrap
 
 import pytest
 
-GOOD_DAG_IDS = {
+TRAINING_DAG_IDS = {
     "customer_propensity__acme-foods",
     "customer_propensity__bella-pasta",
     "customer_propensity__casa-tacos",
     "next_spend__acme-foods",
     "next_spend__bella-pasta",
 }
+# each customer's monitoring DAG beside its training DAG
+GOOD_DAG_IDS = TRAINING_DAG_IDS | {f"{d}__monitor" for d in TRAINING_DAG_IDS}
 
 
 def module(spec_literal: str) -> str:

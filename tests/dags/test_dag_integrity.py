@@ -24,13 +24,15 @@ def test_no_import_errors(project_bag) -> None:
 
 def test_example_models_have_one_dag_per_customer(project_bag) -> None:
     ids = sorted(project_bag.dag_ids)
-    assert ids == [
+    training = [
         "customer_propensity__acme-foods",
         "customer_propensity__bella-pasta",
         "customer_propensity__casa-tacos",
         "next_spend__acme-foods",
         "next_spend__bella-pasta",
     ]
+    # and beside each, its monitoring DAG (monitor -> request_retrain)
+    assert ids == sorted([*training, *(f"{d}__monitor" for d in training)])
 
 
 def test_every_dag_has_owner_tags_retries_and_docs(project_bag) -> None:
@@ -70,8 +72,12 @@ def test_operators_can_trigger_with_params(project_bag) -> None:
 
 def test_tiers_set_schedule(project_bag) -> None:
     # standard tier overrides the pipeline's daily schedule with a weekly one
-    assert project_bag.dags["customer_propensity__bella-pasta"].timetable.expression == "0 6 * * 1"
-    assert project_bag.dags["customer_propensity__acme-foods"].timetable.expression == "0 5 * * *"
+    # (the cron of the training DAG's AssetOrTimeSchedule: it also runs on its assets)
+    bella = project_bag.dags["customer_propensity__bella-pasta"].timetable
+    assert bella.timetable.expression == "0 6 * * 1"
+    assert project_bag.dags["customer_propensity__acme-foods"].timetable.timetable.expression == (
+        "0 5 * * *"
+    )
 
 
 @pytest.mark.parametrize("runtime", ["local", "kubernetes"])

@@ -126,8 +126,11 @@ def pod_labels(obj: dict) -> list[dict]:
 def test_every_step_kind_is_rendered(rendered_pods):
     labels = [labels for obj in objects(rendered_pods) for labels in pod_labels(obj)]
     assert {label["mlops.io/kind"] for label in labels} == set(STEP_KINDS)
-    # a model's own step (next_spend's spend_report) runs as one of the platform's kinds
-    assert {label["mlops.io/step"] for label in labels} == {*STEP_KINDS, "spend_report"}
+    # a model's own step (next_spend's spend_report) and the monitoring DAG's monitor run as one of
+    # the platform's kinds
+    assert {label["mlops.io/step"] for label in labels} == {*STEP_KINDS, "spend_report", "monitor"}
+    monitor = {label["mlops.io/kind"] for label in labels if label["mlops.io/step"] == "monitor"}
+    assert monitor == {"ingest"}
 
 
 def test_pods_use_service_accounts_the_platform_chart_renders(rendered_pods, rendered_objects):

@@ -276,10 +276,14 @@ def test_irsa_roles_for_each_step_kind_mlflow_and_airflow(hcl):
     assert "mlflow" in roles and "airflow" in roles and "${var.steps_namespace}:mlflow" in roles
     step_access = locals_["step_access"]
     assert set(step_access) == set(STEP_KINDS)
-    # Least privilege: only ingest writes the lake, only score writes scores, publish only reads scores.
-    assert step_access["ingest"]["write"] == {"lake": "*"}
-    assert step_access["score"]["write"] == {"scores": "*"}
-    assert step_access["publish"] == {"read": ["scores"], "write": {}}
+    # Least privilege: only ingest (and the monitor, in its account) writes the lake at large, only
+    # score writes scores; publish reads scores and writes only its checkpoint and campaign arms.
+    assert step_access["ingest"] == {"read": ["lake", "scores"], "write": {"lake": ["*"]}}
+    assert step_access["score"]["write"] == {"scores": ["*"]}
+    assert step_access["publish"] == {
+        "read": ["scores"],
+        "write": {"lake": ["publish/*", "campaign/*"]},
+    }
     for kind in ("train", "evaluate"):
         assert step_access[kind]["write"] == {}
 

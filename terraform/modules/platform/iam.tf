@@ -4,14 +4,16 @@
 locals {
   oidc_provider = module.eks.oidc_provider
 
-  # Access per step kind: bucket => "read" | "write"; optional prefix restriction for writes.
+  # Access per step kind: buckets it reads, and per bucket the key prefixes it writes (and reads).
+  # The monitor step runs in ingest's account: it reads the scores it measures.
+  # Publish writes its progress checkpoint and the campaign's arms (treated / control) to the lake.
   step_access = {
-    ingest   = { read = ["lake"], write = { lake = "*" } }
-    validate = { read = ["lake"], write = { artifacts = "validation/*" } }
+    ingest   = { read = ["lake", "scores"], write = { lake = ["*"] } }
+    validate = { read = ["lake"], write = { artifacts = ["validation/*"] } }
     train    = { read = ["lake"], write = {} }
     evaluate = { read = ["lake"], write = {} }
-    score    = { read = ["lake"], write = { scores = "*" } }
-    publish  = { read = ["scores"], write = {} }
+    score    = { read = ["lake"], write = { scores = ["*"] } }
+    publish  = { read = ["scores"], write = { lake = ["publish/*", "campaign/*"] } }
   }
 }
 
@@ -61,8 +63,10 @@ data "aws_iam_policy_document" "step" {
       sid    = "WriteObjects"
       effect = "Allow"
       # Delete is needed by the atomic-commit pattern (staging prefix removed after the move).
-      actions   = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-      resources = [for b, prefix in each.value.write : "${local.bucket_arns[b]}/${prefix}"]
+      actions = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+      resources = flatten([
+        for b, prefixes in each.value.write : [for p in prefixes : "${local.bucket_arns[b]}/${p}"]
+      ])
     }
   }
 

@@ -8,7 +8,7 @@ has no monitoring result yet, the step
    platform's point-in-time cut, as ingest does for training), so training and monitoring share
    one definition of the outcome;
 2. joins the run's scores with those outcomes (and with the campaign's arms that publish
-   recorded), and computes the realized metrics, calibration, top-decile lift, the pushed segment's
+   recorded), and computes the realized metrics, calibration, top-decile lift, the pushed contacts'
    realized outcome, and the uplift of treated over control with its interval
    (:mod:`model_steps.monitoring`);
 3. logs them to MLflow against the model version that scored (a run per scored run, found again
@@ -134,7 +134,7 @@ def joined(loaded: LoadedModel, run: ScoredRun, observed: Any, ctx: StepContext)
 
 
 def figures(loaded: LoadedModel, run: ScoredRun, table: Any) -> dict[str, Any]:
-    """Realized metrics over every scored contact, the pushed segment's outcome, the uplift."""
+    """Realized metrics over every scored contact, the pushed contacts' outcome, the uplift."""
     import numpy as np
 
     model, settings = loaded.model, loaded.platform.monitoring
@@ -149,7 +149,7 @@ def figures(loaded: LoadedModel, run: ScoredRun, table: Any) -> dict[str, Any]:
         "registered_model": run.manifest.get("registered_model"),
         "rows": int(table.num_rows),
         "realized": monitoring.realized(model.task, y, p),
-        "pushed_segment": {
+        "pushed": {
             "contacts": int(treated.size),
             "realized_outcome": round(float(treated.mean()), 6) if treated.size else None,
         },

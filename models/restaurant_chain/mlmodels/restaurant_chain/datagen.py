@@ -52,6 +52,8 @@ CAMPAIGN_REACH = 0.25  # share of diners each regular campaign goes to
 # record makes a diner order more often. Held-out (control) diners get neither.
 OFFER_EFFECT_LOGIT = 0.8
 VIP_ORDER_RATE_BOOST = 1.25
+# which of the example models' campaigns is which treatment (--campaigns reads their arms)
+TREATMENTS = {"customer_propensity": "offer_treated", "next_spend": "vip_treated"}
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -404,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--offer-treated", help="file of diner ids that got the offer (one a line)")
     p.add_argument("--vip-treated", help="file of diner ids pushed as VIPs (one a line)")
+    p.add_argument(
+        "--campaigns",
+        action="store_true",
+        help="take the treated diners from the campaigns the platform's publish step recorded "
+        "in the lake for the data date (the example models' treated arms)",
+    )
     args = p.parse_args(argv)
     if not args.lake:
         p.error("--lake or LAKE_URI is required")
@@ -413,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     data_date = args.cutoff + dt.timedelta(days=LABEL_WINDOW_DAYS)
     if args.outcome_days:
         treated = {k: _ids(getattr(args, k)) for k in ("offer_treated", "vip_treated")}
+        if args.campaigns:
+            for kind, ids in campaign_arms(args.lake, args.customer, data_date).items():
+                treated[kind] += ids
         tables = generate_outcomes(n, days=args.outcome_days, **shape, **treated)
         last = data_date + dt.timedelta(days=args.outcome_days)
         files = write_raw(tables, args.lake, args.customer, (data_date + _DAY, last))
@@ -446,6 +457,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _DAY = dt.timedelta(days=1)
+
+
+def campaign_arms(lake_uri: str, tenant: str, data_date: dt.date) -> dict[str, list[str]]:
+    """Treated diners of each example model's campaign for ``data_date``, from the arms publish
+    committed (``<lake>/campaign/<model>/customer=<tenant>/run=*/``); held-out ones stay out."""
+    from model_steps.campaign import CAMPAIGN_ZONE, TREATED
+
+    out: dict[str, list[str]] = {}
+    for model, kind in TREATMENTS.items():
+        root = lake.join(lake_uri, CAMPAIGN_ZONE, model, f"customer={tenant}")
+        for run in lake.list_dirs(root):
+            uri = lake.join(root, run)
+            if not lake.exists(lake.join(uri, lake.MANIFEST)):
+                continue
+            table, manifest = lake.read_parquet_table(uri)
+            if table is not None and manifest.get("data_date") == data_date.isoformat():
+                rows = zip(
+                    table[manifest["key"]].to_pylist(), table["arm"].to_pylist(), strict=True
+                )
+                out.setdefault(kind, []).extend(k for k, arm in rows if arm == TREATED)
+    return out
 
 
 def _ids(path: str | None) -> list[str]:

@@ -47,9 +47,13 @@ def render_context(task: BaseOperator, run_id: str = SAMPLE_RUN_ID) -> dict[str,
 def render_task(task: BaseOperator) -> dict[str, Any]:
     """The Kubernetes object one task creates: a Pod, or an MPIJob for multi-node training."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
 
     from mlplatform.runtime.mpijob import MPIJobOperator
+    from mlplatform.tuning import unmapped_sample
 
+    if isinstance(task, MappedOperator):  # a tuning trial: the pod one of its trials gets
+        task = unmapped_sample(task)
     context = render_context(task)
     task.render_template_fields(context)
     if isinstance(task, KubernetesPodOperator):

@@ -94,8 +94,9 @@ def test_a_retry_and_another_run_plan_the_same_trials(search) -> None:
     assert (
         search["other_run_plan"] == plan
     )  # seeded by tuning.seed, pipeline and customer, not the run id
-    assert plan["trial-00"]["params"] == {"training.batch_size": 128, "training.learning_rate":
-                                          0.003, "model.dropout": 0.1, "model.hidden_units": [32]}  # fmt: skip
+    baseline = {"training.batch_size": 128, "training.learning_rate": 0.003,
+                "model.dropout": 0.1, "model.hidden_units": [32]}  # fmt: skip
+    assert plan["trial-00"]["params"] == baseline  # trial 0: the settings as configured
 
 
 def test_a_failing_trial_does_not_fail_the_stage(search) -> None:

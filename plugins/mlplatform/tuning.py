@@ -70,10 +70,11 @@ def _mapped_trials(
     """One trial task per entry of ``source``'s XCom (``trial=(name, trial)``)."""
     from mlplatform.factory import task_spec
 
+    tuning = customer.settings.tuning
     operator, kwargs = task_spec(TuningInvocation(customer, "trial"), runtime)
     kwargs |= {
         "task_id": task_id,
-        "max_active_tis_per_dagrun": customer.settings.tuning.parallel_trials,
+        "max_active_tis_per_dagrun": min(tuning.parallel_trials, tuning.trials),
     }
     mapped = operator.partial(**kwargs).expand(trial=source.output)
     source >> mapped

@@ -146,7 +146,10 @@ class TuningSettings(_Strict):
     enabled: bool = Field(False, strict=True, description="adds tune -> trials -> select")
     trials: int = Field(8, ge=1, le=256, description="configurations sampled per run")
     parallel_trials: int = Field(
-        2, ge=1, le=64, description="trials running at once (max_active_tis_per_dagrun)"
+        2,
+        ge=1,
+        le=64,
+        description="trials at once per run (max_active_tis_per_dagrun; capped at trials)",
     )
     seed: int = Field(0, description="with pipeline and customer: the same trials on every retry")
     objective: str | None = Field(
@@ -170,8 +173,6 @@ class TuningSettings(_Strict):
     def _within_budget(self) -> TuningSettings:
         if self.min_successful_trials > self.trials:
             raise ValueError("min_successful_trials must not exceed trials")
-        if self.parallel_trials > self.trials:
-            raise ValueError("parallel_trials must not exceed trials")
         return self
 
 

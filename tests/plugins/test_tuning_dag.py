@@ -143,8 +143,8 @@ def _spec(tuning: dict, tiers: dict | None = None, task: str = "binary_classific
         ({"objective": "rmse"}, None, "binary_classification",
          r"customers\[0\] \(acme-foods\)\.settings\.tuning\.objective: 'rmse' is not a "
          r"binary_classification metric"),
-        ({"trials": 2, "parallel_trials": 3}, None, "regression",
-         r"settings\.tuning: parallel_trials must not exceed trials"),
+        ({"trials": 2, "min_successful_trials": 3}, None, "regression",
+         r"settings\.tuning: min_successful_trials must not exceed trials"),
         ({}, {"t": {"tuning": {"trails": 3}}}, "regression",
          r"settings\.tuning\.trails: unknown field"),
         ({"halving": {"rung_fraction": 1.5}}, None, "regression",

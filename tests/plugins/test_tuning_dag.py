@@ -173,3 +173,29 @@ def test_a_mapped_task_gets_its_trial_not_the_pair() -> None:
     trial = {"name": "trial-03", "index": 3, "params": {"training.learning_rate": 0.004}}
     assert json.loads(trial_value(("trial-03", trial))) == trial  # Airflow's (key, value)
     assert json.loads(trial_value(trial)) == trial
+
+
+def test_parallel_trials_of_the_example_modules_fit_the_namespace_quota(monkeypatch) -> None:
+    """At most parallel_trials trial pods of the train profile at once (max_active_tis_per_dagrun):
+    with make run's search turned on, every example customer's concurrent trials fit the GPU and
+    CPU quota of helm/platform (a run's trials alone, the bound the DAG itself controls)."""
+    import runpy
+
+    import yaml
+
+    import mlplatform
+    from mlplatform.profiles import quantity_value
+
+    quota = yaml.safe_load((DAGS.parent / "helm/platform/values.yaml").read_text())["resourceQuota"]
+    example = runpy.run_path(str(DAGS.parent / "scripts/run_example.py"))["EXAMPLE_TUNING"]
+    monkeypatch.setenv("MLOPS_TUNING", json.dumps(example))
+    specs: list = []
+    monkeypatch.setattr(mlplatform, "register_pipeline", lambda g, spec: specs.append(spec))
+    for module in sorted(DAGS.glob("*.py")):
+        runpy.run_path(str(module))
+    for spec in specs:
+        for customer in resolve_customers(parse_pipeline(spec, "dags/x.py"), "dags/x.py"):
+            tuning, train = customer.settings.tuning, customer.profiles["train"]
+            at_once = min(tuning.parallel_trials, tuning.trials)
+            assert at_once * train.gpu <= int(quota["requests.nvidia.com/gpu"]), customer.dag_id
+            assert at_once * quantity_value(train.cpu) <= quantity_value(quota["requests.cpu"])

@@ -582,5 +582,9 @@ def _register(
         "checkpoint_uri": fitted["checkpoint_uri"],
         "profile_uri": profile_uri,
         "features_uri": table_uri,
-        "tuning": {"trial": selected["trial"], "params": selected["params"]} if selected else None,
+        **(
+            {"tuning": {"trial": selected["trial"], "params": selected["params"]}}
+            if selected
+            else {}
+        ),
     }

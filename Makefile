@@ -44,7 +44,7 @@ help:
 	@echo "make airflow Airflow UI on http://localhost:8080: the project's DAGs on the embedded platform"
 	@echo "make lock    re-resolve requirements.lock and images/steps/requirements.lock"
 	@echo "make new-model NAME=<name> [TASK=regression]   scaffold dags/<name>.py + models/<name>/"
-	@echo "make run MODEL=<name> [CUSTOMER=<id>]           run one model (one customer) end to end"
+	@echo "make run MODEL=<name> [CUSTOMER=<id>] [TUNE=1]  run one model (one customer) end to end"
 
 .tools/uv/bin/uv:
 	$(PYTHON) -m venv .tools/uv
@@ -97,8 +97,10 @@ test: setup delivery-tools apt-tools lint
 # MODEL=<name> runs one model's DAGs, CUSTOMER=<id> one customer (default: every example model).
 MODEL ?=
 CUSTOMER ?=
+TUNE ?=
 run: setup
-	$(CP_PY) scripts/run_example.py $(if $(MODEL),--model $(MODEL)) $(if $(CUSTOMER),--customer $(CUSTOMER))
+	$(CP_PY) scripts/run_example.py $(if $(MODEL),--model $(MODEL)) $(if $(CUSTOMER),--customer $(CUSTOMER)) \
+		$(if $(TUNE),--tune)
 
 NAME ?=
 TASK ?= binary_classification
@@ -115,6 +117,7 @@ bench: setup
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_score.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_publish.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_monitor.py $(BENCH_ARGS)
+	PYTHONPATH= $(STEPS_PY) benchmarks/bench_tune.py $(BENCH_ARGS)
 
 # AIRFLOW_ARGS: e.g. --port 8081, --size medium, --schedules (scripts/airflow_local.py --help)
 AIRFLOW_ARGS ?=

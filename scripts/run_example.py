@@ -8,6 +8,8 @@ under var/run/ (recreated on each run).
 
 By default: every model in dags/, each with its first customer (within the 5-minute budget on 2
 cores); ``--model M`` (repeatable) runs all customers of M, ``--customer C`` narrows to C.
+``--tune`` (``make run TUNE=1``) turns the tuning stage on for every DAG with a small search
+(EXAMPLE_TUNING, through the platform's settings layer MLOPS_TUNING; README "Tuning").
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from embedded.platform import (  # noqa: E402
 VAR = REPO / "var" / "run"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
 console = Console()
+# a small search for `make run TUNE=1`: 4 trials, 2 at a time, the worse half stopped halfway
+EXAMPLE_TUNING = {"enabled": True, "trials": 4, "parallel_trials": 2, "halving": {"enabled": True}}
 STEP_ORDER = {
     s: i
     for i, s in enumerate(
@@ -151,6 +155,11 @@ def _detail(step: str, r: dict[str, Any]) -> str:
         return (
             f"{r.get('model_uri')}  holdout {headline} {m.get(headline)}  ({r.get('ranks')} ranks)"
         )
+    if step == "select":
+        return (
+            f"best {r.get('trial')}: {r.get('objective')} {r.get('value'):.4f} on validation, "
+            f"{r.get('finished')} trials finished; params {json.dumps(r.get('params'))}"
+        )
     if step == "evaluate":
         verdict = (
             "promoted" if r.get("promote") else "kept champion" if r.get("passed") is False else ""
@@ -256,12 +265,17 @@ def main() -> int:
     parser.add_argument("--model", action="append", help="only this model (repeatable)")
     parser.add_argument("--customer", action="append", help="only this customer (repeatable)")
     parser.add_argument("--parallel", type=int, default=3, help="DAG runs side by side")
+    parser.add_argument(
+        "--tune", action="store_true", help="with the tuning stage (a small search)"
+    )
     args = parser.parse_args()
 
     shutil.rmtree(VAR, ignore_errors=True)
     VAR.mkdir(parents=True)
     lake = VAR / "lake"
     env = {**base_env(), **airflow_env()}
+    if args.tune:
+        env["MLOPS_TUNING"] = json.dumps(EXAMPLE_TUNING)
     started = time.monotonic()
     chosen_dags = choose(example_dags(), args.model, args.customer)
     chosen = sorted({d.split("__", 1)[1] for d in chosen_dags})

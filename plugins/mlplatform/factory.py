@@ -104,21 +104,26 @@ def _task_kwargs(invocation: StepInvocation, runtime: Runtime) -> dict[str, Any]
     }
 
 
-def build_task(invocation: StepInvocation, runtime: Runtime) -> BaseOperator:
-    """The one switch between runtimes: same invocation, different executor."""
+def task_spec(invocation: StepInvocation, runtime: Runtime) -> tuple[type[BaseOperator], dict]:
+    """The one switch between runtimes: same invocation, different executor (the operator class
+    and its arguments, so the tuning stage can also ``.partial(...).expand(...)`` it)."""
     kwargs = _task_kwargs(invocation, runtime)
     if runtime == "kubernetes":
-        from mlplatform.runtime.kubernetes import build_step_task
+        from mlplatform.runtime.kubernetes import step_task_spec
 
-        return build_step_task(invocation, kwargs)
+        return step_task_spec(invocation, kwargs)
     from mlplatform.runtime.local import LocalStepOperator
 
     processes = invocation.profile.local_processes if invocation.kind == "train" else 1
     if invocation.kind == "publish":  # a pod gets these from a Secret of that name
         kwargs["crm_connection_id"] = invocation.customer.settings.crm.connection_id
-    return LocalStepOperator(
-        arguments=invocation.argv(processes, gloo=True), env_vars=dict(invocation.env), **kwargs
-    )
+    argv = invocation.argv(processes, gloo=True)
+    return LocalStepOperator, {"arguments": argv, "env_vars": dict(invocation.env), **kwargs}
+
+
+def build_task(invocation: StepInvocation, runtime: Runtime, **overrides: Any) -> BaseOperator:
+    operator, kwargs = task_spec(invocation, runtime)
+    return operator(**{**kwargs, **overrides})
 
 
 def build_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
@@ -141,10 +146,19 @@ def build_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
         doc_md=_doc(customer, runtime),
     ) as dag:
         tasks: dict[str, BaseOperator] = {}
+        previous: Any = None
         for kind in customer.steps:
+            if kind == "train" and customer.settings.tuning.enabled:  # tune -> trials -> select
+                from mlplatform.tuning import build_tuning_stage
+
+                first, last = build_tuning_stage(customer, runtime)
+                if previous is not None:
+                    previous >> first
+                previous = last
             tasks[kind] = build_task(StepInvocation(customer, kind), runtime)
-            if len(tasks) > 1:
-                list(tasks.values())[-2] >> tasks[kind]
+            if previous is not None:
+                previous >> tasks[kind]
+            previous = tasks[kind]
         for name, extra in spec.extra_steps.items():  # each after the step it names
             tasks[name] = build_task(StepInvocation(customer, name), runtime)
             tasks[extra.after] >> tasks[name]

@@ -50,11 +50,15 @@ def render_task(task: BaseOperator) -> dict[str, Any] | None:
     pod (the official chart's pod template) and create nothing of their own."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
 
     from mlplatform.runtime.mpijob import MPIJobOperator
+    from mlplatform.tuning import unmapped_sample
 
     if isinstance(task, PythonOperator):
         return None
+    if isinstance(task, MappedOperator):  # a tuning trial: the pod one of its trials gets
+        task = unmapped_sample(task)
     context = render_context(task)
     task.render_template_fields(context)
     if isinstance(task, KubernetesPodOperator):

@@ -16,6 +16,7 @@ from mlplatform.steps import (
     MONITOR_STEP,
     PIPELINE_NAME_REGEX,
     STEP_KINDS,
+    TUNING_STEPS,
     StepKind,
 )
 from mlplatform_contract.tasks import TASKS, TaskType
@@ -146,10 +147,14 @@ class PipelineSpec(_Strict):
 
         known = set(self.steps)
         for name, extra in self.extra_steps.items():  # declaration order: each after a known one
-            if not re.fullmatch(PIPELINE_NAME_REGEX, name) or name in (*STEP_KINDS, MONITOR_STEP):
+            if not re.fullmatch(PIPELINE_NAME_REGEX, name) or name in (
+                *STEP_KINDS,
+                *TUNING_STEPS,
+                MONITOR_STEP,
+            ):
                 raise ValueError(
                     f"extra_steps.{name}: a step name is 3-40 of a-z, 0-9 and _, and not one of "
-                    f"the platform's ({', '.join(STEP_KINDS)})"
+                    f"the platform's ({', '.join(STEP_KINDS + TUNING_STEPS)})"
                 )
             if extra.after not in known:
                 raise ValueError(
@@ -252,13 +257,37 @@ def _raw_settings_problems(raw: dict[str, Any], known: list[str]) -> list[str]:
 def _task_problems(settings: CustomerSettings, task: str, where: str) -> list[str]:
     """The gate may only name the task's metrics (a regression has no roc_auc)."""
     info = TASKS[task]
-    named = [settings.gate.metric] if settings.gate.metric else []
-    named += list(settings.gate.thresholds or {})
+    named = [("gate", settings.gate.metric)] if settings.gate.metric else []
+    named += [("gate", m) for m in settings.gate.thresholds or {}]
+    if settings.tuning.objective:  # the trials' objective is measured like the gate's metrics
+        named.append(("tuning.objective", settings.tuning.objective))
     return [
-        f"{where}.gate: {m!r} is not a {task} metric (allowed: {', '.join(info.metrics)})"
-        for m in named
+        f"{where}.{field}: {m!r} is not a {task} metric (allowed: {', '.join(info.metrics)})"
+        for field, m in named
         if m not in info.metrics
     ]
+
+
+TUNING_ENV = "MLOPS_TUNING"
+
+
+def platform_layer() -> dict[str, Any]:
+    """The platform's own settings layer, below a module's ``defaults``: ``MLOPS_TUNING`` (JSON of a
+    partial ``tuning`` section, read at parse time like MLOPS_RUNTIME) turns tuning on for every
+    module that does not say otherwise, e.g. ``make run TUNE=1``."""
+    import json
+    import os
+
+    raw = os.environ.get(TUNING_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise PipelineSpecError(TUNING_ENV, [f"not JSON ({exc})"]) from None
+    if not isinstance(value, dict):
+        raise PipelineSpecError(TUNING_ENV, ["must be a JSON object (a partial tuning section)"])
+    return {"tuning": value}
 
 
 def _profile(
@@ -296,12 +325,14 @@ def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]
         raise PipelineSpecError(source, problems)
 
     resolved: list[ResolvedCustomer] = []
+    platform = platform_layer()
     for index, customer in enumerate(spec.customers):
         if not customer.enabled:
             continue
         where = f"customers[{index}] ({customer.id}).settings"
         layered = deep_merge(
-            deep_merge(spec.defaults, spec.tiers[customer.tier]), customer.settings
+            deep_merge(deep_merge(platform, spec.defaults), spec.tiers[customer.tier]),
+            customer.settings,
         )
         try:
             settings = CustomerSettings.model_validate(layered)
@@ -312,6 +343,8 @@ def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]
             ]
             continue
         problems += [p for p in _task_problems(settings, spec.task, where) if p not in problems]
+        if settings.tuning.enabled and "train" not in spec.steps:
+            problems.append(f"{where}.tuning.enabled: the pipeline has no train step to tune")
         profiles = dict(base_profiles)
         for kind, overrides in settings.resources.items():
             extra = spec.extra_steps.get(kind)

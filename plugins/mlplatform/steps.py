@@ -12,6 +12,10 @@ STEP_KINDS: tuple[StepKind, ...] = ("ingest", "validate", "train", "evaluate", "
 # (Spark applies the model's label hook to the outcome window; the lake and scores are read).
 MONITOR_STEP = "monitor"
 MONITOR_RUNS_IN: StepKind = "ingest"
+# The tuning stage's steps (settings tuning.enabled): plan, one trial, keep the better half, pick
+# the best. They run in the train image as the train kind; no DAG has them unless tuning is on.
+TUNING_STEPS: tuple[str, ...] = ("tune", "trial", "halve", "select")
+ENV_TRIAL = "STEP_TRIAL"  # the trial a mapped trial task trains: JSON {"name", "index", "params"…}
 
 WORKLOAD_MODULE = "model_steps"
 EXIT_SKIP_DOWNSTREAM = 99
@@ -42,3 +46,13 @@ RESULT_LOG_PREFIX = "STEP_RESULT_JSON="
 
 CUSTOMER_ID_REGEX = r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$"
 PIPELINE_NAME_REGEX = r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$"
+
+
+def trial_value(trial: object) -> str:
+    """``STEP_TRIAL`` of a mapped trial task: the task maps over the tune (or halve) step's result,
+    a dict, so Airflow hands each task a (name, trial) pair; the step gets the trial as JSON."""
+    import json
+
+    if isinstance(trial, list | tuple) and len(trial) == 2 and isinstance(trial[0], str):
+        trial = trial[1]
+    return json.dumps(trial, sort_keys=True)

@@ -11,6 +11,7 @@ validates it with its own schema when a step starts (the scheduler cannot import
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -128,6 +129,53 @@ class TrainingSettings(_Strict):
     seed: int = 42
 
 
+class HalvingSettings(_Strict):
+    """Successive halving: every trial trains ``rung_fraction`` of its epochs, the better half
+    (by the objective on the validation split) continues from its checkpoint to all epochs."""
+
+    enabled: bool = Field(False, strict=True)
+    rung_fraction: float = Field(
+        0.34, gt=0, lt=1, description="share of training.epochs before the cut (at least 1 epoch)"
+    )
+
+
+class TuningSettings(_Strict):
+    """Hyperparameter search over the model's ``search_space`` (docs/training.md "Tuning"): the
+    budget of one run. Off by default: the DAG is then exactly the untuned one."""
+
+    enabled: bool = Field(False, strict=True, description="adds tune -> trials -> select")
+    trials: int = Field(8, ge=1, le=256, description="configurations sampled per run")
+    parallel_trials: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="trials at once per run (max_active_tis_per_dagrun; capped at trials)",
+    )
+    seed: int = Field(0, description="with pipeline and customer: the same trials on every retry")
+    objective: str | None = Field(
+        None, description="a metric of the task, on the validation split (default: the task's)"
+    )
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of the training split the trials are scored on"
+    )
+    min_successful_trials: int = Field(
+        1, ge=1, description="fewer finished trials fail the select step"
+    )
+    halving: HalvingSettings = HalvingSettings()
+
+    def rung_epochs(self, epochs: int) -> list[int]:
+        """The epoch each rung of the trials ends at: all epochs, or with halving the cut first.
+        Both sides read it: the factory builds one mapped trial task per rung."""
+        cut = max(1, math.ceil(self.halving.rung_fraction * epochs))
+        return [cut, epochs] if self.halving.enabled and cut < epochs else [epochs]
+
+    @model_validator(mode="after")
+    def _within_budget(self) -> TuningSettings:
+        if self.min_successful_trials > self.trials:
+            raise ValueError("min_successful_trials must not exceed trials")
+        return self
+
+
 class GateSettings(_Strict):
     """The evaluation gate's policy. ``metric`` and ``thresholds`` default per task type
     (mlplatform_contract.tasks); the spec checks them against the module's task."""
@@ -212,6 +260,7 @@ class CustomerSettings(_Strict):
     validation: ValidationSettings = ValidationSettings()
     raw_guards: RawGuardSettings = RawGuardSettings()
     training: TrainingSettings = TrainingSettings()
+    tuning: TuningSettings = TuningSettings()
     gate: GateSettings = GateSettings()
     scoring: ScoringSettings = ScoringSettings()
     crm: CrmSettings = CrmSettings()

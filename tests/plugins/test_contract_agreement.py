@@ -7,6 +7,8 @@ from model_steps import contract
 def test_both_sides_agree_on_the_contract() -> None:
     assert steps.STEP_KINDS == contract.STEP_NAMES
     assert steps.MONITOR_STEP == contract.MONITOR_STEP
+    assert steps.TUNING_STEPS == contract.TUNING_STEPS
+    assert steps.ENV_TRIAL == contract.ENV_TRIAL
     assert steps.EXIT_SKIP_DOWNSTREAM == contract.EXIT_SKIP_DOWNSTREAM
     assert steps.EXIT_USAGE == contract.EXIT_USAGE
     assert tuple(steps.NON_RETRYABLE_EXIT_CODES) == contract.NON_RETRYABLE_EXIT_CODES

@@ -32,6 +32,7 @@ from model_steps.contract import (
     PIPELINE_NAME_PATTERN,
     RESULT_LOG_PREFIX,
     STEP_NAMES,
+    TUNING_STEPS,
     SkipDownstream,
     StepContext,
     StepError,
@@ -65,7 +66,7 @@ def build_parser(extra: str | None = None) -> argparse.ArgumentParser:
     """The contract's parser; ``extra`` adds a model's own step name (``Model.steps``)."""
     parser = argparse.ArgumentParser(prog="python -m model_steps", description=__doc__)
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-    for name in (*PLATFORM_STEPS, *([extra] if extra else [])):
+    for name in (*PLATFORM_STEPS, *TUNING_STEPS, *([extra] if extra else [])):
         p = sub.add_parser(name, help=f"run the {name} step")
         p.add_argument(
             "--pipeline", required=True, type=_pattern_arg(PIPELINE_NAME_PATTERN, "pipeline")
@@ -92,6 +93,10 @@ def _report(result: dict[str, Any], xcom_path: str) -> None:
 
 
 def _step_body(step: str):  # type: ignore[no-untyped-def]
+    if step in TUNING_STEPS:  # one module for the stage (it needs the train extra)
+        from model_steps.steps import tuning
+
+        return getattr(tuning, step)
     if step not in PLATFORM_STEPS:
         return _model_step(step)
     module_name = f"model_steps.steps.{step}"
@@ -133,9 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stdout,
     )
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = (
-        argv[0] if argv and argv[0] not in PLATFORM_STEPS and STEP_NAME.fullmatch(argv[0]) else None
-    )
+    known = (*PLATFORM_STEPS, *TUNING_STEPS)
+    extra = argv[0] if argv and argv[0] not in known and STEP_NAME.fullmatch(argv[0]) else None
     try:
         args = build_parser(extra).parse_args(argv)
     except SystemExit as exc:  # argparse already printed the reason

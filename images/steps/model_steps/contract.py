@@ -25,6 +25,10 @@ STEP_NAMES: tuple[str, ...] = ("ingest", "validate", "train", "evaluate", "score
 # Outside the training chain: the monitoring DAG's step (it runs in the ingest image: Spark reads
 # the outcomes through the model's own label hook).
 MONITOR_STEP = "monitor"
+# The tuning stage (settings tuning.enabled; model_steps/steps/tuning.py): plan the trials, train
+# one trial (the train step in trial mode), keep the better half (successive halving), pick the best.
+TUNING_STEPS: tuple[str, ...] = ("tune", "trial", "halve", "select")
+ENV_TRIAL = "STEP_TRIAL"  # which trial a mapped trial task trains (JSON, from the tune step's XCom)
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -18,6 +18,8 @@ The model owns what only it knows:
 ``settings``           the pydantic schema of its ``model:`` settings section
 ``example_data``       writes a tiny raw zone its hooks run on in `make test`
 ``steps``              its own steps (same CLI contract), placed by the DAG module's extra_steps
+``search_space``       what a tuning run may vary: ``training.<field>``/``model.<field>`` ->
+                       Choice | Uniform | LogUniform | IntRange (model_steps.search_space)
 =====================  =====================================================================
 
 Hooks get one context object; they import Spark/TensorFlow themselves (this module imports neither).
@@ -35,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlplatform_contract.tasks import TASKS, Task, TaskType
 from model_steps.raw_schema import RawTable
+from model_steps.search_space import Distribution
 
 CUTOFF_COLUMN = "cutoff_date"  # added by the platform to every feature table
 
@@ -121,6 +124,8 @@ class Model:
     # the model's own steps (the DAG module places them with extra_steps): name -> hook taking the
     # step's contract context (model_steps.contract.StepContext) and the model context
     steps: Mapping[str, Callable[[Any, ModelContext], dict[str, Any]]] = field(default_factory=dict)
+    # the hyperparameters a tuning run (settings tuning.enabled) samples, by dotted setting name
+    search_space: Mapping[str, Distribution] = field(default_factory=dict)
     description: str = ""
 
     @property

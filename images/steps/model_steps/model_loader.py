@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from mlplatform_contract.settings import CustomerSettings, step_settings
 from model_steps.contract import ENV_MODEL, StepContext, UsageError, load_json_env
 from model_steps.model_api import Model
+from model_steps.search_space import space_problems
 
 ENTRY_POINT_GROUP = "mlplatform.models"
 SETTING_TYPES = ("string", "int", "double", "date")
@@ -101,6 +102,7 @@ def check_model(model: Any, ref: ModelRef) -> Model:
         )
     if not model.raw_tables:
         problems.append("it declares no raw tables")
+    problems += space_problems(model.search_space, set(model.settings.model_fields))
     if problems:
         raise UsageError(f"{ref.where}, which is inconsistent: " + "; ".join(problems))
     return model

@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- data
 
 
-def holdout_mask(keys: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+VALIDATION_SALT = "validation"
+
+
+def holdout_mask(keys: np.ndarray, fraction: float, seed: int | str) -> np.ndarray:
     prefix = f"{seed}:".encode()
     buckets = np.fromiter(
         (zlib.crc32(prefix + str(k).encode()) % 10_000 for k in keys),
@@ -83,8 +86,13 @@ def read_shard(
     size: int,
     holdout_fraction: float,
     seed: int,
+    validation_fraction: float = 0.0,
 ) -> Shard:
-    """This rank's rows of ``split`` ("train", "holdout" or "all"; size=1 reads everything)."""
+    """This rank's rows of ``split`` ("train", "holdout" or "all"; size=1 reads everything).
+
+    Tuning trials split the training split once more: "validation" (``validation_fraction`` of it,
+    by a hash salted differently from the holdout's) scores them, "fit" is the rest. The holdout,
+    which the gate compares candidate and champion on, is never seen by a trial."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -109,10 +117,12 @@ def read_shard(
     if not by_unit and size > 1:
         keep &= (np.arange(table.num_rows) % size) == rank
     if split != "all":
-        hold = holdout_mask(
-            table.column(key).to_numpy(zero_copy_only=False), holdout_fraction, seed
-        )
+        keys = table.column(key).to_numpy(zero_copy_only=False)
+        hold = holdout_mask(keys, holdout_fraction, seed)
         keep &= hold if split == "holdout" else ~hold
+        if split in ("fit", "validation"):
+            val = holdout_mask(keys, validation_fraction, f"{seed}:{VALIDATION_SALT}")
+            keep &= val if split == "validation" else ~val
     idx = np.flatnonzero(keep)
     columns: dict[str, np.ndarray] = {}
     for c in numeric:

@@ -14,7 +14,12 @@ from mlplatform.images import load_manifest
 from mlplatform.invocation import StepInvocation
 from mlplatform.runtime import pods
 from mlplatform.runtime.mpijob import MPIJobOperator, render_mpijob
-from mlplatform.steps import EXIT_SKIP_DOWNSTREAM, NON_RETRYABLE_EXIT_CODES
+from mlplatform.steps import (
+    ENV_TRIAL,
+    EXIT_SKIP_DOWNSTREAM,
+    NON_RETRYABLE_EXIT_CODES,
+    trial_value,
+)
 
 
 def base_container_exit_code(remote_pod: k8s.V1Pod | None, container: str) -> int | None:
@@ -34,6 +39,21 @@ class StepPodOperator(KubernetesPodOperator):
     The provider turns any failed pod into a retryable AirflowException in ``cleanup``, which both
     the synchronous and the deferrable path call once the pod has finished; the container's exit
     code is in the pod status handed to it."""
+
+    def __init__(self, *, trial: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # a mapped trial task's trial (the tune/halve step's XCom entry), as STEP_TRIAL
+        self.trial = trial
+
+    def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        if self.trial is not None:
+            step = next(c for c in pod.spec.containers if c.name == self.base_container_name)
+            step.env = [
+                *(step.env or []),
+                k8s.V1EnvVar(name=ENV_TRIAL, value=trial_value(self.trial)),
+            ]
+        return pod
 
     def cleanup(
         self,
@@ -62,12 +82,20 @@ def pod_name(invocation: StepInvocation) -> str:
 
 
 def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> BaseOperator:
+    operator, kwargs = step_task_spec(invocation, task_kwargs)
+    return operator(**kwargs)
+
+
+def step_task_spec(
+    invocation: StepInvocation, task_kwargs: dict[str, Any]
+) -> tuple[type[BaseOperator], dict[str, Any]]:
+    """The operator class (pod, or MPIJob for multi-node training) and its arguments."""
     cluster = pods.ClusterSettings()
     manifest = load_manifest()
     image = manifest.image_for(invocation.kind, invocation.pipeline)
     profile = invocation.profile
     if profile.nodes > 1:
-        return MPIJobOperator(
+        return MPIJobOperator, dict(
             mpijob=render_mpijob(invocation, image, manifest.commit, cluster),
             namespace=cluster.namespace,
             kubernetes_conn_id=cluster.kubernetes_conn_id,
@@ -80,7 +108,7 @@ def build_step_task(invocation: StepInvocation, task_kwargs: dict[str, Any]) -> 
     argv = invocation.argv(horovod_processes=profile.processes_per_pod)
     spark = spark_executors(invocation)
     volume, mount = pods.spark_template_volume()
-    return StepPodOperator(
+    return StepPodOperator, dict(
         kubernetes_conn_id=cluster.kubernetes_conn_id,
         namespace=cluster.namespace,
         name=pod_name(invocation),

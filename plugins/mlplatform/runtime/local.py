@@ -28,9 +28,11 @@ from mlplatform.steps import (
     ENV_CRM_BASE_URL,
     ENV_GIT_SHA,
     ENV_IMAGE_DIGEST,
+    ENV_TRIAL,
     ENV_XCOM_PATH,
     EXIT_SKIP_DOWNSTREAM,
     NON_RETRYABLE_EXIT_CODES,
+    trial_value,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -111,9 +113,11 @@ class LocalStepOperator(BaseOperator):
         env_vars: dict[str, str] | None = None,
         skip_on_exit_code: int = EXIT_SKIP_DOWNSTREAM,
         crm_connection_id: str | None = None,
+        trial: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.trial = trial  # a mapped trial task's trial (the tune/halve step's XCom entry)
         self.arguments = arguments
         self.env_vars = env_vars or {}
         self.skip_on_exit_code = skip_on_exit_code
@@ -144,6 +148,8 @@ class LocalStepOperator(BaseOperator):
                 k: v for k, v in os.environ.items() if k not in _CONTROL_PLANE_ONLY
             }
             env.update(self.env_vars)
+            if self.trial is not None:
+                env[ENV_TRIAL] = trial_value(self.trial)
             secrets: list[str] = []
             if self.crm_connection_id:
                 crm = crm_env(self.crm_connection_id)

@@ -19,17 +19,20 @@ Lake outputs of rank 0 (``<run dir>`` = ``<lake>/models/<pipeline>/customer=<ten
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
 import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 from model_steps import gate, lake, model_loader
 from model_steps.contract import StepContext, StepError
 from model_steps.features import FEATURES
 from model_steps.model_api import Model, TrainingData
+from model_steps.search_space import apply
 from model_steps.tracking import (
     bound_mlflow_client,
     experiment_name,
@@ -62,6 +65,20 @@ PIP_REQUIREMENTS = [
 ]
 
 
+@dataclass(frozen=True)
+class FitPlan:
+    """What a fit reads, how long it runs and how its MLflow run is named: the train step's own
+    (training split, scored on the holdout, all epochs) or a tuning trial's (model_steps/steps/
+    tuning.py: the training split's "fit" part, scored on its "validation" part, up to a rung)."""
+
+    fit_split: str = "train"
+    score_split: str = "holdout"
+    epochs: int | None = None  # stop after this epoch (a halving rung); None: training.epochs
+    validation_fraction: float = 0.0
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
 def _configure_tf(hvd: Any) -> None:
     import tensorflow as tf
 
@@ -84,6 +101,7 @@ def _mlflow_run(
     settings: dict[str, Any],
     latest: dict | None,
     extra_tags: dict[str, Any],
+    run_name: str | None = None,
 ) -> tuple[str, bool]:
     """Start (or, on a retry of the same Airflow run, continue) the MLflow run. Rank 0 only."""
     import mlflow
@@ -100,7 +118,8 @@ def _mlflow_run(
             return previous, True
         except Exception as exc:
             log.warning("cannot continue MLflow run %s (%s): starting a new one", previous, exc)
-    run = mlflow.start_run(run_name=f"{ctx.customer}/{ctx.run_key}", tags=run_tags(ctx, extra_tags))
+    name = run_name or f"{ctx.customer}/{ctx.run_key}"
+    run = mlflow.start_run(run_name=name, tags=run_tags(ctx, extra_tags))
     lake.write_json_atomic(
         marker, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}
     )
@@ -170,6 +189,13 @@ def _params(loaded: model_loader.LoadedModel, **extra: Any) -> dict[str, Any]:
 def run(ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
     loaded = model_loader.load(ctx)
+    selected = None
+    if loaded.platform.tuning.enabled:  # train with the best trial's parameters, on all the data
+        from model_steps.steps import tuning
+
+        selected = tuning.read_selection(ctx)
+        ctx = dataclasses.replace(ctx, config=apply(ctx.config, selected["params"]))
+        loaded = model_loader.load(ctx)
     uri = tracking_uri(ctx)
     bound_mlflow_client()
     # every rank checks: none is left waiting in a collective for a rank that gave up
@@ -190,10 +216,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     hvd.init()
     _configure_tf(hvd)
-    fitted = _fit(ctx, loaded, run_dir, uri, hvd)
+    plan = FitPlan(tags=tuning_tags(selected))
+    fitted = _fit(ctx, loaded, run_dir, uri, hvd, plan)
     if hvd.rank() != 0:
         return {"rank": hvd.rank()}
-    result = _register(ctx, loaded, fitted, run_dir)
+    result = _register(ctx, loaded, fitted, run_dir, selected)
     result["seconds"] = round(time.monotonic() - started, 1)
     lake.write_json_atomic(done_uri, result)
     log.info(
@@ -210,8 +237,95 @@ def run(ctx: StepContext) -> dict[str, Any]:
     return result
 
 
+def run_trial(
+    ctx: StepContext, trial: dict[str, Any], *, parent_run_id: str, epochs: int, rung: int,
+    objective: str, result: str,
+) -> dict[str, Any]:  # fmt: skip
+    """One tuning trial (model_steps/steps/tuning.py): the trial's parameters over the settings,
+    fit on the training split's "fit" part up to ``epochs``, scored on its "validation" part, an
+    MLflow child run of ``parent_run_id``; no model is registered. A retry, or the next rung,
+    resumes from the trial's own checkpoints."""
+    started = time.monotonic()
+    ctx = dataclasses.replace(ctx, config=apply(ctx.config, trial["params"]))
+    loaded = model_loader.load(ctx)
+    uri = tracking_uri(ctx)
+    bound_mlflow_client()
+    wait_for_server(uri)
+    if lake.exists(result):
+        return lake.read_json(result)
+    import horovod.tensorflow.keras as hvd
+
+    hvd.init()
+    _configure_tf(hvd)
+    name = trial["name"]
+    plan = FitPlan(
+        "fit", "validation", epochs, loaded.platform.tuning.validation_fraction,
+        run_name=f"{ctx.customer}/{ctx.run_key}/{name}",
+        tags={"mlflow.parentRunId": parent_run_id, "tuning.role": "trial", "tuning.trial": name},
+    )  # fmt: skip
+    fitted = _fit(ctx, loaded, ctx.lake_path("models", "trials", name), uri, hvd, plan)
+    if hvd.rank() != 0:
+        return {"rank": hvd.rank()}
+    out = _score_trial(loaded, fitted, objective, epochs)
+    out |= {"name": name, "index": trial["index"], "params": trial["params"], "rung": rung,
+            "epochs": epochs, "start_epoch": fitted["start_epoch"],
+            "mlflow_run_id": fitted["mlflow_run_id"],
+            "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+    lake.write_json_atomic(result, out)
+    log.info("trial %s rung %d (epoch %d): %s %s = %s", name, rung, epochs, out["status"],
+             objective, out["objective"])  # fmt: skip
+    return out
+
+
+def _score_trial(
+    loaded: model_loader.LoadedModel, fitted: dict[str, Any], objective: str, epochs: int
+) -> dict[str, Any]:
+    """Rank 0: the objective on the whole validation split, logged to the trial's child run, which
+    ends FINISHED, or FAILED when the trial diverged (non-finite predictions or objective)."""
+    import mlflow
+    import numpy as np
+
+    model, tr, tuning = loaded.model, loaded.platform.training, loaded.platform.tuning
+    val = read_shard(fitted["table_uri"], model, split="validation", rank=0, size=1,
+                     holdout_fraction=tr.holdout_fraction, seed=tr.seed,
+                     validation_fraction=tuning.validation_fraction)  # fmt: skip
+    data = make_dataset(val, model, batch_size=4 * tr.batch_size, shuffle=False, seed=tr.seed)
+    preds = fitted["net"].predict(data, verbose=0).ravel()
+    status, metrics, value = "failed", {}, float("nan")
+    if np.all(np.isfinite(preds)):
+        metrics = gate.metrics(model.task, val.label, preds)
+        value = float(metrics[objective])
+        status = "ok" if math.isfinite(value) else "failed"
+    if metrics:
+        mlflow.log_metrics({f"validation_{k}": v for k, v in metrics.items()}, step=epochs)
+    if status == "ok":
+        mlflow.log_metric("objective", value, step=epochs)
+    mlflow.set_tag("tuning.status", status)
+    mlflow.end_run(status="FINISHED" if status == "ok" else "FAILED")
+    reason = {} if status == "ok" else {"reason": "diverged: non-finite predictions or objective"}
+    return {"status": status, "objective": value if status == "ok" else None,
+            "objective_metric": objective, "metrics": metrics, "validation_rows": val.rows,
+            **reason}  # fmt: skip
+
+
+def tuning_tags(selected: dict[str, Any] | None) -> dict[str, str]:
+    """Run tags linking a tuned training run to its search (MLflow parent run and trial)."""
+    if not selected:
+        return {}
+    return {
+        "tuning.trial": selected["trial"],
+        "tuning.parent_run_id": selected["parent_run_id"],
+        "tuning.trial_run_id": selected.get("trial_run_id") or "",
+    }
+
+
 def _fit(
-    ctx: StepContext, loaded: model_loader.LoadedModel, run_dir: str, uri: str, hvd: Any
+    ctx: StepContext,
+    loaded: model_loader.LoadedModel,
+    run_dir: str,
+    uri: str,
+    hvd: Any,
+    plan: FitPlan = FitPlan(),
 ) -> dict[str, Any]:
     """Every rank: read its shard, build the network, resume, fit. Returns what rank 0 needs."""
     import horovod.tensorflow as hvd_tf
@@ -221,12 +335,13 @@ def _fit(
     rank, size = hvd.rank(), hvd.size()
     mctx = model_loader.model_context(ctx, loaded, rank, size)
     table_uri = ctx.lake_path(FEATURES)
-    seed, bs, epochs = tr.seed, tr.batch_size, tr.epochs
+    seed, bs, epochs = tr.seed, tr.batch_size, plan.epochs or tr.epochs
 
     t_read = time.monotonic()
-    shard_args = {"rank": rank, "size": size, "holdout_fraction": tr.holdout_fraction, "seed": seed}
-    train = read_shard(table_uri, model, split="train", **shard_args)
-    val = read_shard(table_uri, model, split="holdout", **shard_args)
+    shard_args = {"rank": rank, "size": size, "holdout_fraction": tr.holdout_fraction,
+                  "seed": seed, "validation_fraction": plan.validation_fraction}  # fmt: skip
+    train = read_shard(table_uri, model, split=plan.fit_split, **shard_args)
+    val = read_shard(table_uri, model, split=plan.score_split, **shard_args)
     read_s = time.monotonic() - t_read
 
     # whole-training-split statistics for the Normalization layer: sums over all ranks' shards
@@ -249,6 +364,7 @@ def _fit(
     state = {
         "table_uri": table_uri, "rows_train": rows_train, "steps_per_epoch": steps_per_epoch,
         "read_seconds": round(read_s, 2), "ranks": size, "scaled_lr": scaled_lr, "mctx": mctx,
+        "score_split": val,
     }  # fmt: skip
 
     mlflow_run_id = None
@@ -262,7 +378,8 @@ def _fit(
         )
         t_fit = time.monotonic()
         if rank == 0:
-            mlflow_run_id, _ = _mlflow_run(ctx, run_dir, {}, None, {"horovod.size": size})
+            tags = {"horovod.size": size, **plan.tags}
+            mlflow_run_id, _ = _mlflow_run(ctx, run_dir, {}, None, tags, plan.run_name)
             mlflow.log_params(_params(loaded, horovod_size=size, train_fn="model"))
         net = model.train_fn(data, mctx)
         return {**state, "net": net, "mlflow_run_id": mlflow_run_id, "epochs": epochs,
@@ -285,9 +402,8 @@ def _fit(
             train, model, batch_size=bs, shuffle=True, seed=seed + rank + start_epoch, repeat=True
         )
     if rank == 0:
-        mlflow_run_id, resumed = _mlflow_run(
-            ctx, run_dir, {}, latest, {"horovod.size": size, "features_uri": table_uri}
-        )
+        tags = {"horovod.size": size, "features_uri": table_uri, **plan.tags}
+        mlflow_run_id, resumed = _mlflow_run(ctx, run_dir, {}, latest, tags, plan.run_name)
         if not resumed:
             mlflow.log_params(
                 _params(
@@ -302,7 +418,7 @@ def _fit(
 
     epoch_log: list[dict[str, Any]] = []
     callbacks = _callbacks(hvd, tr, scaled_lr, steps_per_epoch, start_epoch, epoch_log,
-                           checkpoints, ckpt, mlflow_run_id, bs)  # fmt: skip
+                           checkpoints, ckpt, mlflow_run_id, bs, epochs)  # fmt: skip
     t_fit = time.monotonic()
     if start_epoch < epochs:
         net.fit(
@@ -323,7 +439,7 @@ def _fit(
 def _callbacks(
     hvd: Any, tr: Any, scaled_lr: float, steps_per_epoch: int, start_epoch: int,
     epoch_log: list[dict[str, Any]], checkpoints: Checkpoints, ckpt: Any,
-    mlflow_run_id: str | None, bs: int,
+    mlflow_run_id: str | None, bs: int, epochs: int,
 ) -> list[Any]:  # fmt: skip
     import tensorflow as tf
 
@@ -354,7 +470,7 @@ def _callbacks(
             log.info(
                 "epoch %d/%d: %s",
                 epoch + 1,
-                tr.epochs,
+                epochs,
                 ", ".join(f"{k}={v:.4g}" for k, v in sorted(row.items())),
             )
 
@@ -374,7 +490,11 @@ def _callbacks(
 
 
 def _register(
-    ctx: StepContext, loaded: model_loader.LoadedModel, fitted: dict[str, Any], run_dir: str
+    ctx: StepContext,
+    loaded: model_loader.LoadedModel,
+    fitted: dict[str, Any],
+    run_dir: str,
+    selected: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Rank 0: exact metrics on the whole holdout, profile, data inputs, model, registry."""
     import mlflow
@@ -424,6 +544,8 @@ def _register(
         "task": model.task,
         headline: metrics[headline],
         "features_uri": table_uri,
+        **({"tuning_trial": selected["trial"]} if selected else {}),
+        **({"tuning_parent_run_id": selected["parent_run_id"]} if selected else {}),
     }.items():
         client.set_model_version_tag(reg_name, version, k, str(v))
     client.set_registered_model_tag(reg_name, "pipeline", ctx.pipeline)
@@ -460,4 +582,9 @@ def _register(
         "checkpoint_uri": fitted["checkpoint_uri"],
         "profile_uri": profile_uri,
         "features_uri": table_uri,
+        **(
+            {"tuning": {"trial": selected["trial"], "params": selected["params"]}}
+            if selected
+            else {}
+        ),
     }

@@ -16,6 +16,15 @@ from mlmodels.customer_propensity.settings import PropensitySettings
 from mlmodels.restaurant_chain.datagen import example_data
 from mlmodels.restaurant_chain.tables import DINERS, EMAIL_EVENTS, ORDERS
 from model_steps.model_api import Model
+from model_steps.search_space import Choice, LogUniform, Uniform
+
+# what a tuning run (settings tuning.enabled) may vary; trial 0 is always the configured settings
+SEARCH_SPACE = {
+    "training.learning_rate": LogUniform(1e-3, 1e-2),
+    "training.batch_size": Choice((128, 256, 512)),
+    "model.hidden_units": Choice(([64, 32], [128, 64], [256, 128])),
+    "model.dropout": Uniform(0.0, 0.3),
+}
 
 MODEL = Model(
     name="customer_propensity",
@@ -35,5 +44,6 @@ MODEL = Model(
     crm_record=crm_record,
     suite=Path(__file__).with_name("expectations.json"),
     example_data=example_data,
+    search_space=SEARCH_SPACE,
     settings=PropensitySettings,
 )

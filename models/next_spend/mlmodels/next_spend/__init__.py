@@ -19,6 +19,14 @@ from mlmodels.next_spend.settings import SpendSettings
 from mlmodels.restaurant_chain.datagen import example_data
 from mlmodels.restaurant_chain.tables import DINERS, ORDERS
 from model_steps.model_api import Model
+from model_steps.search_space import Choice, LogUniform
+
+# what a tuning run (settings tuning.enabled) may vary; trial 0 is always the configured settings
+SEARCH_SPACE = {
+    "training.learning_rate": LogUniform(1e-3, 1e-2),
+    "training.batch_size": Choice((128, 256, 512)),
+    "model.deep_units": Choice(([32, 16], [64, 32], [128, 64])),
+}
 
 MODEL = Model(
     name="next_spend",
@@ -39,5 +47,6 @@ MODEL = Model(
     suite=Path(__file__).with_name("expectations.json"),
     example_data=example_data,
     steps={"spend_report": spend_report},
+    search_space=SEARCH_SPACE,
     settings=SpendSettings,
 )

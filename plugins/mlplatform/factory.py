@@ -126,23 +126,30 @@ def build_task(invocation: StepInvocation, runtime: Runtime, **overrides: Any) -
     return operator(**{**kwargs, **overrides})
 
 
+def _dag(customer: ResolvedCustomer, **kwargs: Any) -> DAG:
+    """What every DAG of a customer shares: start, no catch-up, one run at a time (its runs share
+    the champion alias, output keys and monitoring results), owner and tags."""
+    spec = customer.pipeline
+    tags = [*spec.tags, f"pipeline:{spec.name}", f"customer:{customer.id}", *kwargs.pop("tags")]
+    return DAG(
+        start_date=dt.datetime.combine(spec.start_date, dt.time(), tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=tags,
+        default_args={"owner": spec.owner},
+        **kwargs,
+    )
+
+
 def build_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
     spec = customer.pipeline
-    with DAG(
+    with _dag(
+        customer,
         dag_id=customer.dag_id,
         description=f"{spec.description.splitlines()[0]} — customer {customer.id}",
         schedule=assets.training_schedule(customer),
-        start_date=dt.datetime.combine(spec.start_date, dt.time(), tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,  # runs of one customer share its champion alias and output keys
-        tags=[
-            *spec.tags,
-            f"pipeline:{spec.name}",
-            f"customer:{customer.id}",
-            f"tier:{customer.tier}",
-        ],
+        tags=[f"tier:{customer.tier}"],
         params=PARAMS,
-        default_args={"owner": spec.owner},
         doc_md=_doc(customer, runtime),
     ) as dag:
         tasks: dict[str, BaseOperator] = {}
@@ -180,17 +187,13 @@ def request_retrain(ti: Any, **_: Any) -> dict[str, Any]:
 
 def build_monitor_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
     """The customer's monitoring DAG: outcomes of past scored runs, and maybe a retrain request."""
-    spec = customer.pipeline
-    with DAG(
+    with _dag(
+        customer,
         dag_id=customer.monitor_dag_id,
-        description=f"Outcome monitoring of {spec.name} — customer {customer.id}",
+        description=f"Outcome monitoring of {customer.pipeline.name} — customer {customer.id}",
         schedule=assets.monitoring_schedule(customer),
-        start_date=dt.datetime.combine(spec.start_date, dt.time(), tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,  # one writer of the customer's monitoring results and report
-        tags=[*spec.tags, f"pipeline:{spec.name}", f"customer:{customer.id}", "monitoring"],
+        tags=["monitoring"],
         params=MONITOR_PARAMS,
-        default_args={"owner": spec.owner},
         doc_md=_monitor_doc(customer),
     ) as dag:
         monitor = build_task(StepInvocation(customer, MONITOR_STEP), runtime)

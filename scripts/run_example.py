@@ -29,6 +29,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from embedded.platform import DATA_DATE, airflow_env, base_env, embedded_platform  # noqa: E402
+from embedded.pushgateway import INSTALL_HINT  # noqa: E402
+from embedded.pushgateway import groups as gateway_groups  # noqa: E402
 
 VAR = REPO / "var" / "run"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
@@ -159,6 +161,25 @@ def summary(results: dict[str, dict[str, Any]], services: dict[str, Any]) -> Tab
     return table
 
 
+def monitoring_report(platform: Any) -> list[str]:
+    """Where the steps' metrics went (the gateway and the groups it holds) and the notifications
+    the runs sent (embedded/platform.py's notification file)."""
+    url = platform.pushgateway_url
+    if url is None:
+        lines = [f"metrics: not pushed, no Pushgateway installed here ({INSTALL_HINT})"]
+    else:
+        held = gateway_groups(url)
+        kept = platform.root / "pushgateway.metrics"
+        lines = [
+            f"metrics: {len(held)} metric groups (pipeline x customer x step) pushed to the "
+            f"Pushgateway {url} (stopped with the platform; its groups are kept in {kept})"
+        ]
+    notes = platform.notify_file
+    sent = notes.read_text().splitlines() if notes.exists() else []
+    lines.append(f"notifications: {len(sent)} in {notes}")
+    return lines + [f"  {line}" for line in sent]
+
+
 TEMPLATE_HOME = VAR / "airflow" / "_migrated"
 
 
@@ -224,7 +245,10 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
             futures = {d: pool.submit(run_dag, d, env) for d in chosen_dags}
             results = {d: f.result() for d, f in futures.items()}
+        monitoring = monitoring_report(platform)  # while the gateway still runs
     console.print(summary(results, services))
+    for line in monitoring:
+        console.print(line)
     failed = [c for c, r in results.items() if r["state"] != "success"]
     console.print(f"took {time.monotonic() - started:.0f}s; lake: {lake}")
     if failed:

@@ -14,6 +14,7 @@ from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, Param
 
+from mlplatform import notify
 from mlplatform.invocation import StepInvocation
 from mlplatform.models import ModelPackageError, check_model_ref
 from mlplatform.runtime import Runtime, current_runtime
@@ -114,7 +115,7 @@ def build_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
             f"tier:{customer.tier}",
         ],
         params=PARAMS,
-        default_args={"owner": spec.owner},
+        default_args={"owner": spec.owner, **notify.callbacks(spec.owner)},
         doc_md=_doc(customer, runtime),
     ) as dag:
         tasks: dict[str, BaseOperator] = {}

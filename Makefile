@@ -99,7 +99,7 @@ test: setup delivery-tools browser-tools monitoring-tools lint
 MODEL ?=
 CUSTOMER ?=
 run: setup
-	@$(MAKE) --no-print-directory monitoring-tools || echo "make run: no Pushgateway here, the steps' metrics are not pushed"
+	@$(MAKE) -s --no-print-directory monitoring-tools || echo "make run: no Pushgateway here, the steps' metrics are not pushed"
 	$(CP_PY) scripts/run_example.py $(if $(MODEL),--model $(MODEL)) $(if $(CUSTOMER),--customer $(CUSTOMER))
 
 NAME ?=
@@ -120,7 +120,7 @@ bench: setup
 # AIRFLOW_ARGS: e.g. --port 8081, --size medium, --schedules (scripts/airflow_local.py --help)
 AIRFLOW_ARGS ?=
 airflow: setup
-	@$(MAKE) --no-print-directory monitoring-tools || echo "make airflow: no Pushgateway here, the steps' metrics are not pushed"
+	@$(MAKE) -s --no-print-directory monitoring-tools || echo "make airflow: no Pushgateway here, the steps' metrics are not pushed"
 	$(CP_PY) scripts/airflow_local.py $(AIRFLOW_ARGS)
 
 clean:

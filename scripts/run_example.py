@@ -238,6 +238,8 @@ def main() -> int:
             f"  local S3 endpoint: {services['s3_endpoint']} (scores in {env['SCORES_URI']})"
         )
         console.print(f"  CRM receiver:      {platform.crm_url}")
+        gateway = platform.pushgateway_url or f"none: the steps push no metrics ({INSTALL_HINT})"
+        console.print(f"  Pushgateway:       {gateway}")
         for customer in platform.generated:
             console.print(f"  generated raw zone for {customer}")
         migrated.result()

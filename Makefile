@@ -34,6 +34,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 
 include make/delivery.mk
 include make/apt-tools.mk
+include make/monitoring.mk
 
 help:
 	@echo "make run     set up, then run the example pipeline end to end on this machine"
@@ -90,7 +91,7 @@ format: $(CP_STAMP)
 
 # Every model package's own tests (models/<name>/tests) run with the workload's.
 MODEL_TESTS := $(wildcard models/*/tests)
-test: setup delivery-tools apt-tools lint
+test: setup delivery-tools apt-tools monitoring-tools lint
 	$(CP_VENV)/bin/pytest tests/dags tests/plugins tests/delivery tests/scripts
 	PYTHONPATH= $(STEPS_VENV)/bin/pytest tests/images tests/embedded $(MODEL_TESTS)
 
@@ -99,6 +100,7 @@ MODEL ?=
 CUSTOMER ?=
 TUNE ?=
 run: setup
+	@$(MAKE) -s --no-print-directory monitoring-tools || echo "make run: no Pushgateway here, the steps' metrics are not pushed"
 	$(CP_PY) scripts/run_example.py $(if $(MODEL),--model $(MODEL)) $(if $(CUSTOMER),--customer $(CUSTOMER)) \
 		$(if $(TUNE),--tune)
 
@@ -122,6 +124,7 @@ bench: setup
 # AIRFLOW_ARGS: e.g. --port 8081, --size medium, --schedules (scripts/airflow_local.py --help)
 AIRFLOW_ARGS ?=
 airflow: setup
+	@$(MAKE) -s --no-print-directory monitoring-tools || echo "make airflow: no Pushgateway here, the steps' metrics are not pushed"
 	$(CP_PY) scripts/airflow_local.py $(AIRFLOW_ARGS)
 
 clean:

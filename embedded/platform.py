@@ -7,6 +7,8 @@ go through :func:`embedded_platform`:
   or reused when a running set already answers in the state folder (then left running on exit);
 * the local CRM receiver (``embedded.crm_receiver``), reached through the Airflow connection
   ``crm_default`` (``AIRFLOW_CONN_CRM_DEFAULT``);
+* a Pushgateway for the steps' metrics (``embedded.pushgateway``, ``MLOPS_PUSHGATEWAY_URL``) where
+  its binary is installed (``make monitoring-tools``);
 * the example data (``mlmodels.restaurant_chain.datagen``, the example tenant's source package)
   for every customer whose raw zone is still empty;
 * :attr:`Platform.env`, the platform settings every Airflow component and so every step gets
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from embedded import services
+from embedded.pushgateway import pushgateway
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PY = REPO / ".venv-steps" / "bin" / "python"
@@ -39,6 +42,8 @@ CP_BIN = REPO / ".venv" / "bin"
 SCORES_BUCKET = "mlops-scores"
 CRM_TOKEN = "local-crm-token"
 CRM_CONNECTION_ENV = "AIRFLOW_CONN_CRM_DEFAULT"
+PUSHGATEWAY_ENV = "MLOPS_PUSHGATEWAY_URL"  # model_steps.metrics.ENV_PUSHGATEWAY_URL
+NOTIFY_FILE_ENV = "MLOPS_NOTIFY_FILE"  # mlplatform.notify.ENV_NOTIFY_FILE
 # the example data's last drop day (restaurant_chain.datagen.DEFAULT_DATA_DATE): the data date to run with
 DATA_DATE = "2026-06-29"
 DEFAULT_SIZE = "small"
@@ -62,6 +67,13 @@ class Platform:
     crm_url: str
     reused_services: bool
     generated: list[str] = field(default_factory=list)
+    # the steps' metrics go here (embedded/pushgateway.py); None where no Pushgateway is installed
+    pushgateway_url: str | None = None
+
+    @property
+    def notify_file(self) -> Path:
+        """Where the local notifier (mlplatform.notify) appends its notifications, one JSON a line."""
+        return self.root / "notifications.jsonl"
 
     @property
     def env(self) -> dict[str, str]:
@@ -73,6 +85,8 @@ class Platform:
             "SCORES_URI": f"s3://{SCORES_BUCKET}",
             CRM_CONNECTION_ENV: f"http://:{CRM_TOKEN}@{crm.netloc}",
             "MLOPS_RUNTIME": "local",
+            NOTIFY_FILE_ENV: str(self.notify_file),
+            **({PUSHGATEWAY_ENV: self.pushgateway_url} if self.pushgateway_url else {}),
         }
 
 
@@ -242,6 +256,7 @@ def embedded_platform(
     with ExitStack() as stack:
         info, reused = stack.enter_context(_services(root / "services", env, log))
         crm_url = stack.enter_context(crm_receiver(root, env))
-        platform = Platform(root, lake, info, crm_url, reused)
+        gateway = stack.enter_context(pushgateway(root))
+        platform = Platform(root, lake, info, crm_url, reused, pushgateway_url=gateway)
         platform.generated = ensure_example_data(lake, customers, env, size)
         yield platform

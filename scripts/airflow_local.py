@@ -112,6 +112,8 @@ def banner(url: str, home: Path, platform: Platform) -> str:
         f"MLflow:            {platform.services['tracking_uri']}",
         f"local S3 endpoint: {platform.services['s3_endpoint']}",
         f"CRM receiver:      {platform.crm_url}",
+        f"Pushgateway:       {platform.pushgateway_url or 'none (make monitoring-tools)'}",
+        f"notifications:     {platform.notify_file}",
         f"lake:              {platform.lake}",
         f"Try: open {dag}, Trigger, data_date {DATA_DATE}. Ctrl-C stops everything.",
         "",

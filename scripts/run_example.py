@@ -37,6 +37,8 @@ from embedded.platform import (  # noqa: E402
     embedded_platform,
     land_outcomes,
 )
+from embedded.pushgateway import INSTALL_HINT  # noqa: E402
+from embedded.pushgateway import groups as gateway_groups  # noqa: E402
 
 VAR = REPO / "var" / "run"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
@@ -212,6 +214,25 @@ def summary(results: dict[str, dict[str, Any]], services: dict[str, Any]) -> Tab
     return table
 
 
+def monitoring_report(platform: Any) -> list[str]:
+    """Where the steps' metrics went (the gateway and the groups it holds) and the notifications
+    the runs sent (embedded/platform.py's notification file)."""
+    url = platform.pushgateway_url
+    if url is None:
+        lines = [f"metrics: not pushed, no Pushgateway installed here ({INSTALL_HINT})"]
+    else:
+        held = gateway_groups(url)
+        kept = platform.root / "pushgateway.metrics"
+        lines = [
+            f"metrics: {len(held)} metric groups (pipeline x customer x step) pushed to the "
+            f"Pushgateway {url} (stopped with the platform; its groups are kept in {kept})"
+        ]
+    notes = platform.notify_file
+    sent = notes.read_text().splitlines() if notes.exists() else []
+    lines.append(f"notifications: {len(sent)} in {notes}")
+    return lines + [f"  {line}" for line in sent]
+
+
 TEMPLATE_HOME = VAR / "airflow" / "_migrated"
 
 
@@ -292,6 +313,8 @@ def main() -> int:
             f"  local S3 endpoint: {services['s3_endpoint']} (scores in {env['SCORES_URI']})"
         )
         console.print(f"  CRM receiver:      {platform.crm_url}")
+        gateway = platform.pushgateway_url or f"none: the steps push no metrics ({INSTALL_HINT})"
+        console.print(f"  Pushgateway:       {gateway}")
         for customer in platform.generated:
             console.print(f"  generated raw zone for {customer}")
         migrated.result()
@@ -300,7 +323,10 @@ def main() -> int:
             futures = {d: pool.submit(run_dag, d, env) for d in chosen_dags}
             results = {d: f.result() for d, f in futures.items()}
         results |= close_the_loop(platform, chosen, chosen_dags, env, args)
+        monitoring = monitoring_report(platform)  # while the gateway still runs
     console.print(summary(results, services))
+    for line in monitoring:
+        console.print(line)
     failed = [c for c, r in results.items() if r["state"] != "success"]
     console.print(f"took {time.monotonic() - started:.0f}s; lake: {lake}")
     if failed:

@@ -15,7 +15,7 @@ from typing import Any
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, BaseOperator, Param
 
-from mlplatform import assets
+from mlplatform import assets, notify
 from mlplatform.invocation import StepInvocation
 from mlplatform.models import ModelPackageError, check_model_ref
 from mlplatform.runtime import Runtime, current_runtime
@@ -136,7 +136,7 @@ def _dag(customer: ResolvedCustomer, **kwargs: Any) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=tags,
-        default_args={"owner": spec.owner},
+        default_args={"owner": spec.owner, **notify.callbacks(spec.owner)},
         **kwargs,
     )
 

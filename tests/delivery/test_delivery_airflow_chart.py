@@ -250,3 +250,15 @@ def test_platform_rbac_binds_the_rendered_worker_and_triggerer_accounts(objects,
     for subject in binding["subjects"]:
         assert subject["namespace"] == AIRFLOW_NAMESPACE
         assert subject["name"] in accounts, f"{subject['name']} is not an account the chart creates"
+
+
+def test_statsd_exporter_serves_what_the_platform_chart_scrapes(airflow_cfg, objects):
+    """Airflow sends StatsD to the chart's exporter, whose Service the platform chart's
+    ServiceMonitor airflow-statsd selects (component: statsd, port statsd-scrape)."""
+    assert airflow_cfg["metrics"]["statsd_on"] == "True"
+    assert airflow_cfg["metrics"]["statsd_host"] == "airflow-statsd"
+    assert "airflow-statsd" in named(objects, "Deployment")
+    service = named(objects, "Service")["airflow-statsd"]
+    assert service["metadata"]["labels"]["component"] == "statsd"
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert ports["statsd-scrape"] == 9102 and ports["statsd-ingest"] == 9125

@@ -168,6 +168,7 @@ def test_step_env_configmap_has_exactly_the_agreed_keys(rendered_objects):
         "SCORES_URI",
         "AWS_REGION",
         "CRM_BASE_URL",
+        "MLOPS_PUSHGATEWAY_URL",  # model_steps.metrics.ENV_PUSHGATEWAY_URL
     }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from embedded import platform, services
+from embedded import platform, pushgateway, services
 
 pytest.importorskip("moto")
 pytest.importorskip("mlflow")
@@ -42,7 +42,14 @@ def test_platform_env_data_and_teardown(tmp_path: Path) -> None:
             (root / "lake" / "raw" / "customer=acme-foods" / "_datagen.json").read_text()
         )
         assert info["data_date"] == platform.DATA_DATE
+        assert env["MLOPS_NOTIFY_FILE"] == str(up.notify_file)
         urls = [up.services["tracking_uri"], up.services["s3_endpoint"], up.crm_url]
+        if pushgateway.binary() is not None:  # make monitoring-tools
+            assert env["MLOPS_PUSHGATEWAY_URL"] == up.pushgateway_url
+            assert pushgateway.groups(up.pushgateway_url) == []
+            urls.append(up.pushgateway_url)
+        else:
+            assert "MLOPS_PUSHGATEWAY_URL" not in env, "no gateway: the steps push nothing"
         assert all(_port_open(u) for u in urls)
     assert [u for u in urls if _port_open(u)] == []  # everything it started is stopped
 

@@ -19,12 +19,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from model_steps import metrics
 from model_steps.contract import (
     CUSTOMER_ID_PATTERN,
     DEFAULT_XCOM_PATH,
     ENV_CONFIG,
     ENV_PARAMS,
     ENV_XCOM_PATH,
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_SKIP_DOWNSTREAM,
     EXIT_USAGE,
@@ -146,6 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if exc.code else EXIT_OK
     xcom_path = os.environ.get(ENV_XCOM_PATH, DEFAULT_XCOM_PATH)
     started = time.monotonic()
+    code, result = EXIT_FAILED, None
+    try:
+        code, result = _run(args, xcom_path, started)
+    finally:  # also when the step crashed (exit 1, no result): the gateway hears of every ending
+        if _is_primary_rank():
+            key = metrics.grouping_key(args.pipeline, args.customer, args.step)
+            metrics.push(os.environ, key, code, time.monotonic() - started, result)
+    return code
+
+
+def _run(
+    args: argparse.Namespace, xcom_path: str, started: float
+) -> tuple[int, dict[str, Any] | None]:
+    """The step itself: its exit code and the result it reported (None when it failed)."""
     try:
         ctx = StepContext(
             step=args.step,
@@ -169,10 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SkipDownstream as skip:
         _report(skip.result, xcom_path)
         log.warning("step %s asks to skip downstream: %s", args.step, skip)
-        return EXIT_SKIP_DOWNSTREAM
+        return EXIT_SKIP_DOWNSTREAM, skip.result
     except StepError as exc:
         log.error("step %s failed: %s", args.step, exc)
-        return exc.exit_code
+        return exc.exit_code, None
     _report(result, xcom_path)
     log.info("step %s done in %.1fs", args.step, time.monotonic() - started)
-    return EXIT_OK
+    return EXIT_OK, result

@@ -168,6 +168,7 @@ def retrain_decision(
     cooling = dt.datetime.now(dt.UTC) < until
     decision = {
         "requested": bool(reasons) and not cooling,
+        "degraded": bool(reasons),
         "reasons": reasons or [f"champion v{version} is healthy"],
         "champion_version": version,
         "score_drift_psi": drift,

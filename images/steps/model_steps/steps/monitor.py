@@ -275,6 +275,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "uplift": latest["uplift"] if latest else {},
         "latest_run": {k: latest[k] for k in named} if latest else None,
         "retrain": retrain,
+        # the owner's notifier reads this (plugins/mlplatform/notify.py)
+        "degraded": bool(retrain.get("degraded")),
+        "reasons": retrain.get("reasons", []),
         "report_uri": report_uri,
         "seconds": round(time.monotonic() - started, 1),
     }

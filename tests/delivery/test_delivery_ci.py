@@ -89,7 +89,10 @@ def test_manifest_then_dag_deploy_on_the_default_branch(ci):
     assert "dags/image_manifest.json" in manifest["artifacts"]["paths"]
     deploy = ci["deploy-dags"]
     assert "image-manifest" in deploy["needs"] and "test" in deploy["needs"]
-    assert deploy["script"] == ["sh ci/deploy-dags.sh"]
+    assert deploy["script"] == [
+        "sh ci/deploy-dags.sh",
+        'python ci/announce_asset.py mlops://images/manifest --extra "commit=$CI_COMMIT_SHA"',
+    ]
     for job in (manifest, deploy):
         assert job["rules"] == [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]
 

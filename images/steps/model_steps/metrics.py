@@ -33,9 +33,8 @@ log = logging.getLogger(__name__)
 
 ENV_PUSHGATEWAY_URL = "MLOPS_PUSHGATEWAY_URL"
 JOB = "mlops_step"
-MAX_DEPTH = (
-    2  # e.g. raw_rows.orders, expectations.failed_critical; deeper tables are per-table copies
-)
+# e.g. raw_rows.<table>, expectations.failed_critical; deeper tables are per-table copies
+MAX_DEPTH = 2
 
 # metric name -> help. The one list the dashboard and the alert rules may read.
 METRICS: dict[str, str] = {

@@ -22,15 +22,22 @@ from mlplatform.runtime import Runtime, current_runtime
 from mlplatform.spec import PipelineSpecError, ResolvedCustomer, parse_pipeline, resolve_customers
 from mlplatform.steps import MONITOR_STEP
 
-PARAMS = {
-    "data_date": Param(
+
+def _data_date_param(what_it_does: str) -> Param:
+    """The trigger form's data date, the same field in every DAG of the platform."""
+    return Param(
         None,
         type=["null", "string"],
         format="date",
         title="Data date (as of)",
-        description="The last day whose raw data has landed: the model trains on labels up to it "
-        "and scores features as of it. Empty: the day the run was due minus the customer's "
-        "data.landing_delay_days (1 by default).",
+        description=f"The last day whose raw data has landed: {what_it_does}. Empty: the day the "
+        "run was due minus the customer's data.landing_delay_days (1 by default).",
+    )
+
+
+PARAMS = {
+    "data_date": _data_date_param(
+        "the model trains on labels up to it and scores features as of it"
     ),
     "force_promote": Param(
         False,
@@ -68,14 +75,8 @@ def _doc(customer: ResolvedCustomer, runtime: Runtime) -> str:
 
 
 MONITOR_PARAMS = {
-    "data_date": Param(
-        None,
-        type=["null", "string"],
-        format="date",
-        title="Data date (as of)",
-        description="The last day whose raw data has landed: every scored run whose label window "
-        "has closed by then is monitored. Empty: the day the run was due minus the customer's "
-        "data.landing_delay_days.",
+    "data_date": _data_date_param(
+        "every scored run whose label window has closed by then is monitored"
     ),
     "remonitor": Param(
         False,

@@ -133,11 +133,10 @@ def champion(ctx: StepContext) -> tuple[str, dt.datetime] | None:
     return str(mv.version), dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
 
 
-def champion_drift(ctx: StepContext, loaded: LoadedModel, version: str) -> float | None:
-    """PSI of the champion's newest scores against its first scored run's."""
-    from model_steps.steps.monitor import scored_runs
-
-    runs = [r for r in scored_runs(ctx) if r.model_version == version]
+def champion_drift(loaded: LoadedModel, version: str, scored: list[Any]) -> float | None:
+    """PSI of the champion's newest scores against its first scored run's (``scored``: the
+    monitor step's ScoredRun list, oldest first)."""
+    runs = [r for r in scored if r.model_version == version]
     if len(runs) < 2:
         return None
     column = loaded.model.output_column
@@ -149,7 +148,7 @@ def champion_drift(ctx: StepContext, loaded: LoadedModel, version: str) -> float
 
 
 def retrain_decision(
-    ctx: StepContext, loaded: LoadedModel, runs: list[dict[str, Any]]
+    ctx: StepContext, loaded: LoadedModel, runs: list[dict[str, Any]], scored: list[Any]
 ) -> dict[str, Any]:
     """Whether to ask for retraining: the champion degraded or drifted, outside the cool-down."""
     settings = loaded.platform.monitoring
@@ -161,7 +160,7 @@ def retrain_decision(
     version, registered = current
     own = [r for r in runs if r["model_version"] == version]
     reasons = degradation(loaded, own[-1]) if own else []
-    drift = champion_drift(ctx, loaded, version)
+    drift = champion_drift(loaded, version, scored)
     if drift is not None and drift > loaded.platform.validation.drift_psi_fail:
         reasons.append(f"score drift PSI {drift:.3f} > drift_psi_fail")
     until = registered + dt.timedelta(hours=settings.retrain_cooldown_hours)

@@ -229,12 +229,14 @@ def _headline(task: str, result: dict[str, Any]) -> str:
     return ", ".join(f"realized {m} {realized[m]:.4f}" for m in TASKS[task].metrics[:2])
 
 
-def plan(ctx: StepContext, loaded: LoadedModel) -> tuple[list[ScoredRun], list[dict[str, Any]]]:
-    """(runs to monitor now, runs still pending with the reason), over every scored run."""
+def plan(
+    ctx: StepContext, loaded: LoadedModel, runs: list[ScoredRun]
+) -> tuple[list[ScoredRun], list[dict[str, Any]]]:
+    """(runs to monitor now, runs still pending with the reason), over the scored runs."""
     due, pending = [], []
     window_days = loaded.platform.data.label_window_days
     redo = bool(ctx.params.get("remonitor"))
-    for run in scored_runs(ctx):
+    for run in runs:
         done = lake.exists(ctx.run_path(MONITOR_ZONE, run.run_key, lake.MANIFEST))
         if done and not redo:
             continue
@@ -257,14 +259,15 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     started = time.monotonic()
     loaded = model_loader.load(ctx)
-    due, pending = plan(ctx, loaded)
+    runs = scored_runs(ctx)  # listed once: the plan and the drift check both read them
+    due, pending = plan(ctx, loaded, runs)
     results = []
     if due:
         spark = get_session(spark_conf(ctx.config, ctx.lake_uri, ctx.env))
         results = [monitor_run(ctx, loaded, spark, r) for r in due]
     history = monitor_report.history(ctx)
     report_uri = monitor_report.write(ctx, loaded, history) if history else None
-    retrain = monitor_report.retrain_decision(ctx, loaded, history)
+    retrain = monitor_report.retrain_decision(ctx, loaded, history, runs)
     latest = results[-1] if results else (history[-1] if history else None)
     named = ("scored_run_key", "data_date", "model_version")
     return {

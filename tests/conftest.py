@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "300")
 os.environ.pop("MLOPS_RUNTIME", None)
 
+AIRFLOW = Path(sys.executable).parent / "airflow"
 ML_LIBRARIES = ("tensorflow", "pyspark", "mlflow", "great_expectations", "horovod", "torch")
 STEP_KINDS = ("ingest", "validate", "train", "evaluate", "score", "publish")
 
@@ -83,3 +86,36 @@ def dagbag() -> Callable[[Path], object]:
     from airflow.dag_processing.dagbag import DagBag
 
     return lambda folder: DagBag(dag_folder=str(folder))
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """A fresh Airflow home with a migrated sqlite metadata DB, made by copying one template.
+
+    `airflow db migrate` costs ~20 s of CPU; the tests that run Airflow's CLI (dags test, the
+    scheduler's run creation, reserialize) each need their own DB, but not their own migration:
+    ``make run`` starts its DAG runs the same way (scripts/run_example.py)."""
+    template = tmp_path_factory.mktemp("airflow-migrated")
+    env = {**os.environ, "AIRFLOW_HOME": str(template), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    def make(home: Path) -> Path:
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(template / "airflow.db", home / "airflow.db")
+        return home
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def two_models(tmp_path_factory: pytest.TempPathFactory, airflow_home):
+    """Both example models' DAGs run once through Airflow on the embedded platform, for the whole
+    session (tests/two_models.py); every test reading a whole run's traces shares it."""
+    from two_models import assert_succeeded, two_models_run, workload_ready
+
+    if not workload_ready():
+        pytest.skip("workload venv without every extra (make setup)")
+    with two_models_run(tmp_path_factory.mktemp("two-models"), airflow_home) as run:
+        assert_succeeded(run)
+        yield run

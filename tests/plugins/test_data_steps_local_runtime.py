@@ -1,9 +1,10 @@
-"""Ingest -> validate of the real customer_propensity DAG through the local runtime.
+"""Ingest -> validate of customer_propensity through the local runtime.
 
-The tasks are the DAG factory's own LocalStepOperators, rendered with a run context and executed:
-each one runs ``python -m model_steps <step> ...`` in the workload venv, as a pod would run it, on
-a small generated raw zone. Needs the workload venv with the ingest/validate extras (``make setup``)
-and Java for Spark; skipped otherwise.
+The passing run is the session's shared one (tests/two_models.py: the factory's LocalStepOperators
+under ``airflow dags test``, with dags/customer_propensity.py's data settings); the failing retry is
+the real DAG module's ingest task, rendered with a run context and executed here: it runs
+``python -m model_steps ingest ...`` in the workload venv, as a pod would run it. Needs the workload
+venv with the ingest/validate extras (``make setup``) and Java for Spark; skipped otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from mlplatform.runtime.local import steps_venv
 DATA_DATE = (
     "2026-06-29"  # the example data's last drop day (restaurant_chain.datagen.DEFAULT_DATA_DATE)
 )
-RUN_ID = "manual__2026-06-29T06:00:00+00:00"
 
 
 def _workload_ready() -> bool:
@@ -41,39 +41,45 @@ pytestmark = [
 ]
 
 
-def _execute(task) -> dict:
-    context = render_context(task, run_id=RUN_ID)
+def _execute(task, run_id: str) -> dict:
+    context = render_context(task, run_id=run_id)
     context["params"] = {**context["params"], "data_date": DATA_DATE}
     task.render_template_fields(context)
     return task.execute(context)
 
 
-def test_ingest_then_validate_through_local_step_operators(runtime, dagbag, tmp_path, monkeypatch):
-    lake = tmp_path / "lake"
-    gen = [str(steps_venv() / "bin" / "python"), "-m", "mlmodels.restaurant_chain.datagen",
-           "--customer", "acme-foods", "--lake", f"file://{lake}", "--size", "tiny"]  # fmt: skip
-    subprocess.run(gen, check=True, capture_output=True)
-    monkeypatch.setenv("LAKE_URI", f"file://{lake}")  # platform-wide: the runtime passes it on
-    runtime("local")
-    dag = dagbag(DAGS).dags["customer_propensity__acme-foods"]
-
-    ingest = _execute(dag.get_task("ingest"))
+def test_ingest_then_validate_through_local_step_operators(two_models) -> None:
+    ingest = two_models.result("customer_propensity", "ingest")
+    validate = two_models.result("customer_propensity", "validate")
     assert ingest["status"] == "passed" and ingest["rows"] > 500
-    validate = _execute(dag.get_task("validate"))
     assert validate["status"] == "passed", validate
     assert validate["features_uri"] == ingest["features_uri"]
     assert validate["data_docs_uri"].endswith("data_docs/index.html")
+    lake = two_models.lake
     summary = json.loads((lake / validate["validation_uri"][len(f"file://{lake}/") :] /
                           "summary.json").read_text())  # fmt: skip
     assert summary["status"] == "passed"
 
-    # a broken raw file fails the ingest task (a retry of the same run) with the step's message
+
+def test_a_broken_raw_file_fails_the_retried_ingest_and_commits_nothing(
+    two_models, runtime, dagbag, tmp_path, monkeypatch
+):
+    """A retry of the shared run's ingest (the real DAG module's task, same run id) on a copy of its
+    lake where one raw file went bad: the task fails with the step's message, and the table the first
+    try committed is untouched."""
+    lake = tmp_path / "lake"
+    shutil.copytree(two_models.lake, lake)
+    ingest = two_models.result("customer_propensity", "ingest")
+    manifest = lake / ingest["manifest_uri"][len(f"file://{two_models.lake}/") :]
+    committed = manifest.read_bytes()
     bad = sorted((lake / "raw" / "customer=acme-foods" / "orders").rglob("*.csv"))[-20]
     lines = bad.read_text().splitlines()
     lines[1] = lines[1].replace(lines[1].split(",")[3], "-5.00", 1)
     bad.write_text("\n".join(lines) + "\n")
-    manifest = lake / ingest["manifest_uri"][len(f"file://{lake}/") :]
-    committed = manifest.read_bytes()
+    monkeypatch.setenv("LAKE_URI", f"file://{lake}")  # platform-wide: the runtime passes it on
+    runtime("local")
+    dag = dagbag(DAGS).dags["customer_propensity__acme-foods"]
+    run_id = two_models.runs["customer_propensity"]["run_id"]
     with pytest.raises(AirflowException, match=r"(?s)code 1.*column amount has negative values"):
-        _execute(dag.get_task("ingest"))
+        _execute(dag.get_task("ingest"), run_id)
     assert manifest.read_bytes() == committed  # the failed retry committed nothing

@@ -134,8 +134,10 @@ DAG_TEST = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_airflow_calls_the_notifier_on_failure_and_on_a_rejecting_gate(tmp_path) -> None:
-    home, path = tmp_path / "home", tmp_path / "notifications.jsonl"
+def test_airflow_calls_the_notifier_on_failure_and_on_a_rejecting_gate(
+    tmp_path, airflow_home
+) -> None:
+    home, path = airflow_home(tmp_path / "home"), tmp_path / "notifications.jsonl"
     (tmp_path / "dags").mkdir()
     (tmp_path / "dags" / "notify_probe.py").write_text(DAG_TEST)
     env = {**os.environ, "AIRFLOW_HOME": str(home), notify.ENV_NOTIFY_FILE: str(path),
@@ -143,7 +145,6 @@ def test_airflow_calls_the_notifier_on_failure_and_on_a_rejecting_gate(tmp_path)
            "PYTHONPATH": str(REPO / "plugins")}  # fmt: skip
     env.pop(notify.ENV_NOTIFY_OWNERS, None)
     airflow = str(Path(sys.executable).parent / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
     done = subprocess.run([airflow, "dags", "test", "notify_probe"], env=env,
                           capture_output=True, text=True)  # fmt: skip
     notes = {n["task_id"]: n for n in lines(path)}

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from model_steps import metrics
+from model_steps import metrics, startup
 from model_steps.contract import (
     CUSTOMER_ID_PATTERN,
     DEFAULT_XCOM_PATH,
@@ -46,6 +46,8 @@ from model_steps.contract import (
 log = logging.getLogger("model_steps")
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$")  # a model's own step (extra_steps)
 PLATFORM_STEPS = (*STEP_NAMES, MONITOR_STEP)
+# the last log line of every step: how it ended, and its time split into start-up and work
+_ENDINGS = {EXIT_OK: "done", EXIT_SKIP_DOWNSTREAM: "skipped downstream"}
 
 
 def _pattern_arg(pattern: Any, what: str):  # type: ignore[no-untyped-def]
@@ -139,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
+    # as a command (not called in-process by a test), the interpreter's own start counts too
+    interpreter_s = startup.since_process_start() if argv is None else None
+    startup.watch_imports()
     argv = list(sys.argv[1:] if argv is None else argv)
     known = (*PLATFORM_STEPS, *TUNING_STEPS)
     extra = argv[0] if argv and argv[0] not in known and STEP_NAME.fullmatch(argv[0]) else None
@@ -152,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code, result = _run(args, xcom_path, started)
     finally:  # also when the step crashed (exit 1, no result): the gateway hears of every ending
+        took = startup.describe(time.monotonic() - started, interpreter_s)
+        log.info("step %s %s in %s", args.step, _ENDINGS.get(code, "failed"), took)
         if _is_primary_rank():
             key = metrics.grouping_key(args.pipeline, args.customer, args.step)
             metrics.push(os.environ, key, code, time.monotonic() - started, result)
@@ -190,5 +197,4 @@ def _run(
         log.error("step %s failed: %s", args.step, exc)
         return exc.exit_code, None
     _report(result, xcom_path)
-    log.info("step %s done in %.1fs", args.step, time.monotonic() - started)
     return EXIT_OK, result

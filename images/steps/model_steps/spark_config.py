@@ -37,6 +37,7 @@ import sys
 from typing import Any
 
 from mlplatform_contract.settings import SparkSettings
+from model_steps import startup
 from model_steps.contract import UsageError
 
 # data.spark's defaults: the one settings schema's (tests and benchmarks may add master/extra_conf)
@@ -166,7 +167,8 @@ def get_session(conf: dict[str, str]):  # type: ignore[no-untyped-def]
     builder = SparkSession.builder
     for k, v in conf.items():
         builder = builder.config(k, v)
-    return builder.getOrCreate()
+    with startup.paying("spark session"):  # the JVM: start-up, not the step's work
+        return builder.getOrCreate()
 
 
 def main(argv: list[str] | None = None) -> int:

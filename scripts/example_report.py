@@ -1,0 +1,221 @@
+"""What `make run` shows: each step as it starts and ends, then one summary table.
+
+Read by scripts/run_example.py. Two sources, both written by the runs themselves:
+
+* the DAG run's log (``airflow dags test``'s output): the local runtime logs ``Running step command:
+  … model_steps <step> …`` when a step starts, and the step CLI ends with ``step <step> done in
+  41.0s: start-up 13.2s (interpreter 1.4s, import tensorflow 9.1s), work 27.8s``
+  (model_steps/startup.py); Airflow logs each task's new state;
+* the run's sqlite metadata DB: task states, durations and the steps' XCom results, read with the
+  standard library (Airflow's import alone costs seconds per DAG run, four runs per ``make run``).
+
+Everything printed names the full DAG id and the step, and nothing wraps when stdout is a log file
+(the console is wide there, so URIs stay on one line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+# a log file or CI: a console wide enough for the summary's URIs (COLUMNS still wins)
+console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 250)))
+
+STEP_ORDER = ("ingest", "validate", "tune", "trial", "halve", "trial_final", "select", "train",
+              "evaluate", "score", "publish", "monitor", "request_retrain")  # fmt: skip
+STEP_STARTED = re.compile(r"Running step command: .*?model_steps (?P<step>[a-z0-9_]+) ")
+STEP_ENDED = re.compile(
+    r"step (?P<step>[a-z0-9_]+) (?P<how>done|failed|skipped downstream) in (?P<total>[\d.]+)s: "
+    r"start-up (?P<startup>[\d.]+)s(?: \((?P<detail>[^)]*)\))?, work (?P<work>[\d.]+)s"
+)
+STATE = re.compile(r"Task instance state updated.*?new_state=(?P<state>[A-Za-z_.]+)")
+
+
+@dataclass
+class StepTime:
+    """One step process's wall time, split as the step CLI split it."""
+
+    total: float
+    startup: float
+    detail: str = ""
+
+
+@dataclass
+class Progress:
+    """Follows one DAG run's log: prints each step's start and end, keeps each step's time."""
+
+    dag_id: str
+    width: int
+    current: str = "-"
+    times: dict[str, StepTime] = field(default_factory=dict)
+
+    def line(self, text: str) -> None:
+        if started := STEP_STARTED.search(text):
+            self.current = started["step"]
+            self._print(f"[cyan]▶[/] {self.current}")
+        elif ended := STEP_ENDED.search(text):
+            step = ended["step"]
+            if step not in self.times:  # under horovodrun every rank reports; rank 0 is first
+                self.times[step] = StepTime(
+                    float(ended["total"]), float(ended["startup"]), ended["detail"] or ""
+                )
+                colour = "red" if ended["how"] == "failed" else "green"
+                self._print(f"[{colour}]■[/] {step} {ended['how']} in {ended['total']}s "
+                            f"(start-up {ended['startup']}s, work {ended['work']}s)")  # fmt: skip
+        elif state := STATE.search(text):
+            value = state["state"].removeprefix("TaskInstanceState.").lower()
+            colour = "green" if value == "success" else "yellow" if "retry" in value else "red"
+            self._print(f"  {self.current}: [{colour}]{value}[/]")
+
+    def _print(self, text: str) -> None:
+        console.print(f"  {self.dag_id:<{self.width}} {text}", highlight=False)
+
+
+def _json_value(raw: Any) -> Any:
+    """An XCom value as stored: JSON, sometimes a JSON string of JSON (XComModel.serialize_value)."""
+    value = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def airflow_results(db: Path, dag_id: str) -> dict[str, Any]:
+    """The latest run of ``dag_id`` in an Airflow sqlite DB: its state, and per task its state,
+    duration and XCom result (a mapped task's instances as ``task[0]``, ``task[1]``…)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        run = con.execute(
+            "SELECT id, run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1",
+            (dag_id,),
+        ).fetchone()
+        if run is None:
+            return {"state": "not run", "run_id": None, "tasks": {}}
+        run_pk, run_id, state = run
+        xcoms = {
+            (task, index): _json_value(value)
+            for task, index, value in con.execute(
+                "SELECT task_id, map_index, value FROM xcom WHERE dag_run_id = ? "
+                "AND key = 'return_value'",
+                (run_pk,),
+            )
+        }
+        tasks = {}
+        for task, index, ti_state, duration in con.execute(
+            "SELECT task_id, map_index, state, duration FROM task_instance "
+            "WHERE dag_id = ? AND run_id = ? ORDER BY map_index",
+            (dag_id, run_id),
+        ):
+            key = task if index < 0 else f"{task}[{index}]"
+            tasks[key] = {"state": ti_state or "none", "duration": duration,
+                          "result": xcoms.get((task, index))}  # fmt: skip
+    return {"state": state, "run_id": run_id, "tasks": tasks}
+
+
+def detail(step: str, r: dict[str, Any]) -> str:
+    """A step's result in one line of the summary."""
+    if step == "ingest":
+        return (
+            f"training: {r.get('rows')} rows at {r.get('cutoff_date')}, label mean "
+            f"{r.get('label_rate')}; population: {r.get('population_rows')}"
+        )
+    if step == "validate":
+        return f"{r.get('status')}"
+    if step == "train":
+        m = r.get("metrics", {})
+        headline = "roc_auc" if "roc_auc" in m else "rmse"
+        return (
+            f"{r.get('model_uri')}  holdout {headline} {m.get(headline)}  ({r.get('ranks')} ranks)"
+        )
+    if step == "select":
+        return (
+            f"best {r.get('trial')}: {r.get('objective')} {r.get('value'):.4f} on validation, "
+            f"{r.get('finished')} trials finished; params {json.dumps(r.get('params'))}"
+        )
+    if step == "evaluate":
+        verdict = (
+            "promoted" if r.get("promote") else "kept champion" if r.get("passed") is False else ""
+        )
+        return f"{verdict}; scores with {r.get('scoring_model_uri')}"
+    if step == "score":
+        return f"{r.get('rows')} rows → {r.get('output_uri')}"
+    if step == "publish":
+        arms = r.get("arms") or {}
+        return (
+            f"{r.get('sent_records')} records sent to the CRM ({r.get('retries')} retries); "
+            f"{arms.get('control')} of {r.get('selected')} selected held out as control"
+        )
+    if step == "monitor":
+        return _monitor_detail(r)
+    return ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int | float | str))[:160]
+
+
+def _monitor_detail(r: dict[str, Any]) -> str:
+    m, up = r.get("realized") or {}, r.get("uplift") or {}
+    shown = [k for k in ("roc_auc", "pr_auc", "rmse", "mae", "lift_top_decile") if k in m]
+    realized = ", ".join(f"{k} {m[k]:.3f}" for k in shown) or "nothing monitored yet"
+    if up.get("verdict") in (None, "inconclusive"):
+        uplift = f"uplift {up.get('verdict', 'n/a')}: {up.get('reason', '')}"
+    else:
+        uplift = (
+            f"uplift treated - control {up['difference']:+.4f} "
+            f"[{up['ci_low']:+.4f}, {up['ci_high']:+.4f}] ({up['confidence']:.0%}) "
+            f"{up['verdict']}, {up['n_treated']} treated / {up['n_control']} control"
+        )
+    retrain = "retrain requested" if (r.get("retrain") or {}).get("requested") else "no retrain"
+    return f"realized {realized}; {uplift}; {retrain}; report {r.get('report_uri')}"
+
+
+def _order(task: str) -> tuple[int, str]:
+    base = task.split("[", 1)[0]
+    return (STEP_ORDER.index(base) if base in STEP_ORDER else len(STEP_ORDER), task)
+
+
+def summary(
+    results: dict[str, dict[str, Any]], times: dict[str, dict[str, StepTime]], caption: str
+) -> Table:
+    """One row per task of every DAG run: state, task time, the step's start-up, its result."""
+    table = Table(title="the example models on the embedded default", caption=caption)
+    for column in ("DAG", "step", "state", "task s", "start-up s", "result"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("DAG", "step"))
+    for dag_id, res in results.items():
+        for i, (task, ti) in enumerate(sorted(res["tasks"].items(), key=lambda kv: _order(kv[0]))):
+            state = ti.get("state", "-")
+            colour = {"success": "green", "skipped": "yellow"}.get(state, "red")
+            step_time = times.get(dag_id, {}).get(task.split("[", 1)[0])
+            duration = ti.get("duration")
+            table.add_row(
+                dag_id if i == 0 else "", task, f"[{colour}]{state}[/]",
+                f"{duration:.0f}" if duration else "",
+                f"{step_time.startup:.0f}" if step_time else "",
+                detail(task, ti["result"]) if ti.get("result") else "",
+            )  # fmt: skip
+    return table
+
+
+def where_the_time_went(
+    phases: dict[str, float], times: dict[str, dict[str, StepTime]]
+) -> list[str]:
+    """The run's phases, and how much of the steps' time was start-up (interpreter, imports, JVM)."""
+    total = sum(phases.values())
+    lines = ["took " + f"{total:.0f}s: " + ", ".join(f"{k} {v:.0f}s" for k, v in phases.items())]
+    steps = [t for per_dag in times.values() for t in per_dag.values()]
+    if steps:
+        step_total = sum(t.total for t in steps)
+        startup = sum(t.startup for t in steps)
+        lines.append(
+            f"{len(steps)} step processes ran {step_total:.0f}s in all (side by side, on "
+            f"{os.cpu_count()} cores): {startup:.0f}s start-up ({startup / step_total:.0%}), "
+            f"{step_total - startup:.0f}s work"
+        )
+    return lines

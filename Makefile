@@ -104,12 +104,17 @@ format: $(CP_STAMP)
 	$(CP_VENV)/bin/ruff check --fix .
 
 # `make test` runs its phases one after another, each timed by tools/test_phases.py (wall time, exit
-# code, test counts), and ends with a table of them against ci/test-budget.json (a WARNING for a phase
-# 20% over its figure). A failing test phase does not stop the later ones; the run exits non-zero.
+# code, test counts, test time per folder), and ends with a table of them against ci/test-budget.json
+# (a WARNING for a phase 20% over its figure). A failing test phase does not stop the later ones; the
+# run exits non-zero. Each pytest phase runs on TEST_WORKERS processes (pytest-xdist): a module's
+# tests stay on one worker, so do the modules that share a session's run (tests/conftest.py), and
+# the longest groups start first. TEST_WORKERS=0 runs in one process (docs/testing.md).
 # Every model package's own tests (models/<name>/tests) run with the workload's.
 MODEL_TESTS := $(wildcard models/*/tests)
 TEST_TIMES := var/test-times
+TEST_WORKERS ?= 2
 PHASE = $(PYTHON) tools/test_phases.py run
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 # pytest's options every phase shares: the 25 slowest tests, and the JUnit file the table counts
 pytest_opts = --durations=25 --durations-min=1 --junitxml=$(TEST_TIMES)/$(1).xml
 CP_PYTEST := $(CP_VENV)/bin/pytest
@@ -122,24 +127,23 @@ test:
 		|| { $(PYTHON) tools/test_phases.py report; exit 1; }
 	@failed=0; \
 	$(PHASE) lint -- $(MAKE) -s --no-print-directory lint || failed=1; \
-	$(PHASE) control-plane -- $(CP_PYTEST) $(call pytest_opts,control-plane) \
-		tests/dags tests/plugins || failed=1; \
-	$(PHASE) delivery -- $(CP_PYTEST) $(call pytest_opts,delivery) tests/delivery || failed=1; \
-	$(PHASE) browser -- $(CP_PYTEST) $(call pytest_opts,browser) tests/scripts || failed=1; \
-	$(PHASE) workload -- $(STEPS_PYTEST) $(call pytest_opts,workload) \
+	$(PHASE) control-plane -- $(CP_PYTEST) $(XDIST) $(call pytest_opts,control-plane) \
+		tests/dags tests/plugins tests/delivery tests/scripts || failed=1; \
+	$(PHASE) workload -- $(STEPS_PYTEST) $(XDIST) $(call pytest_opts,workload) \
 		tests/images tests/embedded $(MODEL_TESTS) || failed=1; \
 	$(PYTHON) tools/test_phases.py report; \
 	exit $$failed
 
 # The inner loop (docs/testing.md): lint, then the tests not marked `slow` in both environments (unit
-# tests, DAG parsing; no Spark JVM, no step process, no Airflow DB). Budget: 3 minutes warm.
+# tests, DAG parsing, rendered pods; no Spark JVM, no step process, no Airflow DB, no delivery tool:
+# `make check-delivery` runs tests/delivery). Budget: 3 minutes warm.
 FAST := -m "not slow" -q
 test-fast: $(CP_STAMP) $(STEPS_STAMP)
 	@$(PYTHON) tools/test_phases.py reset
 	@failed=0; \
 	$(PHASE) lint -- $(MAKE) -s --no-print-directory lint || failed=1; \
 	$(PHASE) fast-control -- $(CP_PYTEST) $(FAST) $(call pytest_opts,fast-control) \
-		tests/dags tests/plugins tests/delivery || failed=1; \
+		tests/dags tests/plugins || failed=1; \
 	$(PHASE) fast-workload -- $(STEPS_PYTEST) $(FAST) $(call pytest_opts,fast-workload) \
 		tests/images tests/embedded $(MODEL_TESTS) || failed=1; \
 	$(PYTHON) tools/test_phases.py report --target test-fast; \

@@ -23,6 +23,10 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 # machine that alone can pass Airflow's 30 s import timeout, failing a test for the machine's sake.
 os.environ.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "300")
 os.environ.pop("MLOPS_RUNTIME", None)
+# pyspark.sql.connect (great_expectations imports it) takes a __main__ module without __file__ for
+# its own doctest runner and calls sys.exit(0); an xdist worker's __main__ (execnet's) has none.
+if not hasattr(sys.modules["__main__"], "__file__"):
+    sys.modules["__main__"].__file__ = "<pytest-xdist worker>"
 
 AIRFLOW = Path(sys.executable).parent / "airflow"
 ML_LIBRARIES = ("tensorflow", "pyspark", "mlflow", "great_expectations", "horovod", "torch")
@@ -119,3 +123,62 @@ def two_models(tmp_path_factory: pytest.TempPathFactory, airflow_home):
     with two_models_run(tmp_path_factory.mktemp("two-models"), airflow_home) as run:
         assert_succeeded(run)
         yield run
+
+
+# What makes a test `slow` (left out of `make test-fast`): a fixture that starts something costly,
+# a JVM, a server, a DAG run, an Airflow DB. Tests that start processes on their own say so with
+# @pytest.mark.slow (or a module's pytestmark).
+COSTLY_FIXTURES = frozenset(
+    {"two_models", "airflow_home", "spark", "mlflow_services", "small_features_lake",
+     "pristine_lake", "served", "receiver"}
+)  # fmt: skip
+# Session-scoped runs that several modules read: their tests share one xdist worker, so the run
+# happens once (make test runs each pytest phase with `-n 2 --dist loadgroup`, docs/testing.md).
+SHARED_RUNS = ("two_models", "small_features_lake")
+# The longest groups go to the workers first, so no worker is left with one long group at the end.
+LONG_GROUPS = ("two_models", "small_features_lake", "tests/scripts/test_airflow_local")
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0].removesuffix(".py")
+
+
+def _groups(items: list[pytest.Item]) -> dict[str, str]:
+    """module -> its xdist group: the first shared run any of its tests uses, else the module."""
+    groups: dict[str, str] = {}
+    for item in items:
+        shared = next((name for name in SHARED_RUNS if name in item.fixturenames), None)
+        if shared or _module(item) not in groups:
+            groups[_module(item)] = shared or groups.get(_module(item)) or _module(item)
+    return groups
+
+
+def _tag_for_xdist(item: pytest.Item) -> None:
+    """xdist 3.8 (the last release) tells the scheduler a test's group by setting
+    ``item._nodeid = "<nodeid>@<group>"``, which pytest 9 no longer reads (the id is ``item._id``),
+    so every test became a group of its own; this does what it means to do."""
+    group = next(item.iter_markers("xdist_group")).args[0]
+    if not item.nodeid.endswith(f"@{group}"):
+        item._id = type(item._id).parse(f"{item.nodeid}@{group}")
+
+
+@pytest.hookimpl(wrapper=True)  # before every plugin's hook, xdist's (it reads the groups) included
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
+    """Mark costly tests slow, and group tests for xdist: a module's tests in one group (its
+    module-scoped fixtures run once), the modules of a shared session run in one; long groups first
+    (a stable sort: a module's tests stay together and in order)."""
+    groups = _groups(items)
+    for item in items:
+        if COSTLY_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(groups[_module(item)]))
+        if config.getvalue("loadgroup"):  # in an xdist worker
+            _tag_for_xdist(item)
+    rank = {
+        g: LONG_GROUPS.index(g) if g in LONG_GROUPS else len(LONG_GROUPS) for g in groups.values()
+    }
+    items.sort(key=lambda item: rank.get(groups[_module(item)], len(LONG_GROUPS)))
+    return (yield)

@@ -29,16 +29,23 @@ PHASES_FILE = TIMES_DIR / "phases.jsonl"
 BUDGET_FILE = REPO / "ci" / "test-budget.json"
 
 
-def junit_counts(path: Path) -> dict[str, int] | None:
-    """Tests, failures, errors and skips of one pytest run, from its JUnit XML (None if absent)."""
+def junit_counts(path: Path) -> dict[str, Any] | None:
+    """Tests, failures, errors and skips of one pytest run, and its test time per folder, from its
+    JUnit XML (None if absent). With xdist the folders' times overlap: they add up to more than
+    the phase's wall time, and show where the work is, not when it ran."""
     if not path.is_file():
         return None
     root = ET.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    totals: dict[str, Any] = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for suite in suites:
         for key in totals:
             totals[key] += int(suite.get(key, 0))
+    folders: dict[str, float] = {}
+    for case in root.iter("testcase"):
+        folder = "/".join(case.get("classname", "?").split(".")[:2])
+        folders[folder] = folders.get(folder, 0.0) + float(case.get("time", 0))
+    totals["folders"] = {k: round(v, 1) for k, v in sorted(folders.items())}
     return totals
 
 
@@ -104,6 +111,8 @@ def report(
         flag = "" if record["rc"] == 0 else f"  exit {record['rc']}"
         tests = _tests_column(record.get("counts"))
         lines.append(f"{name:<15}{seconds:>8.0f}{budget_s or '-':>8}{ratio:>7}  {tests}{flag}")
+        for folder, test_s in ((record.get("counts") or {}).get("folders") or {}).items():
+            lines.append(f"  {folder:<28}{test_s:>6.0f} s of test time")
         if over_budget(seconds, budget_s, tolerance):
             warnings.append(_warning(f"phase {name}", seconds, budget_s, budget_file))
     total_budget = budget.get("total")

@@ -14,6 +14,8 @@ import pytest
 
 from embedded import platform, pushgateway, services
 
+pytestmark = pytest.mark.slow  # starts step processes / servers (not in make test-fast)
+
 pytest.importorskip("moto")
 pytest.importorskip("mlflow")
 

@@ -15,6 +15,8 @@ import pytest
 
 from embedded import services
 
+pytestmark = pytest.mark.slow  # starts step processes / servers (not in make test-fast)
+
 pytest.importorskip("moto")
 pytest.importorskip("mlflow")
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("pyspark")
 
-from datasteps_helpers import TENANT, TINY_DINERS
+from datasteps_helpers import TENANT, TINY_DINERS, run_chain
 
 from mlmodels.restaurant_chain import datagen
 from model_steps.testing import local_spark
@@ -57,3 +57,15 @@ def mlflow_services(tmp_path_factory):
         yield info
     finally:
         services.down(state)
+
+
+@pytest.fixture(scope="session")
+def small_features_lake(tmp_path_factory, spark) -> Path:
+    """A raw zone of 4,000 diners (datagen "small", seed 7) and the ingest step's committed tables
+    for datasteps_helpers.RUN_ID, made once per session (one Spark ingest): the training, gate and
+    tuning tests each start from a private copy (``features_lake``)."""
+    root = tmp_path_factory.mktemp("small") / "lake"
+    datagen.write_raw(datagen.generate(datagen.SIZES["small"], seed=7), f"file://{root}", TENANT)
+    [res] = run_chain(root, tmp_path_factory.mktemp("ingest"), steps=("ingest",))
+    assert res["rc"] == 0, res
+    return root

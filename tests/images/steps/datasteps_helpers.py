@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,10 @@ class _null:
 
     def __exit__(self, *a):
         return False
+
+
+def features_lake(small_features_lake: Path, tmp: Path) -> Path:
+    """A private copy of the session's ingested small lake (conftest.small_features_lake)."""
+    root = tmp / "lake"
+    shutil.copytree(small_features_lake, root)
+    return root

@@ -12,7 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from datasteps_helpers import PIPELINE, RUN_ID, TENANT, model_env
+
+pytestmark = pytest.mark.slow  # starts step processes / servers (not in make test-fast)
 
 CONFIG = {
     "data": {"lookback_days": 365, "label_window_days": 14},

@@ -20,6 +20,7 @@ pytest.importorskip("tensorflow")
 REPO = Path(__file__).resolve().parents[3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["binary_classification", "regression"])
 def test_the_scaffold_runs_end_to_end(task, tmp_path, monkeypatch) -> None:
     name = f"scaffolded_{task[:3]}"

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import datasteps_helpers
 import pytest
-from datasteps_helpers import DATA_DATE, PIPELINE, TENANT, model_env, run_chain
+from datasteps_helpers import DATA_DATE, PIPELINE, TENANT, features_lake, model_env
 
-from mlmodels.restaurant_chain import datagen
 from model_steps.contract import run_key
 
 pytest.importorskip("tensorflow")
@@ -43,14 +42,10 @@ REGISTERED = f"{PIPELINE}-{TENANT}"
 
 
 @pytest.fixture(scope="module")
-def train_lake(tmp_path_factory, spark) -> Path:
-    """Raw zone of 4,000 diners and the ingest step's committed feature table for RUN_ID (ingest
-    through the CLI in this process, sharing the session's SparkSession)."""
-    root = tmp_path_factory.mktemp("train") / "lake"
-    datagen.write_raw(datagen.generate(datagen.SIZES["small"], seed=7), f"file://{root}", TENANT)
-    [res] = run_chain(root, tmp_path_factory.mktemp("ingest"), steps=("ingest",))
-    assert res["rc"] == 0, res
-    return root
+def train_lake(tmp_path_factory, small_features_lake) -> Path:
+    """Raw zone of 4,000 diners and the ingest step's committed feature table for RUN_ID: a copy of
+    the session's (conftest.small_features_lake: one Spark ingest for every training test)."""
+    return features_lake(small_features_lake, tmp_path_factory.mktemp("train"))
 
 
 def ingest(lake: Path, run_id: str) -> None:

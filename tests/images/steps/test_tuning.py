@@ -17,9 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from datasteps_helpers import DATA_DATE, PIPELINE, RUN_ID, TENANT, model_env, run_chain
-
-from mlmodels.restaurant_chain import datagen
+from datasteps_helpers import DATA_DATE, PIPELINE, RUN_ID, TENANT, features_lake, model_env
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("horovod.tensorflow")
@@ -35,12 +33,9 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def tune_lake(tmp_path_factory, spark) -> Path:
-    root = tmp_path_factory.mktemp("tune") / "lake"
-    datagen.write_raw(datagen.generate(datagen.SIZES["small"], seed=7), f"file://{root}", TENANT)
-    [res] = run_chain(root, tmp_path_factory.mktemp("ingest"), steps=("ingest",))
-    assert res["rc"] == 0, res
-    return root
+def tune_lake(tmp_path_factory, small_features_lake) -> Path:
+    """A copy of the session's ingested small lake (conftest.small_features_lake)."""
+    return features_lake(small_features_lake, tmp_path_factory.mktemp("tune"))
 
 
 def step(lake: Path, services: dict, tmp: Path, name: str, run_id: str = RUN_ID,

@@ -128,7 +128,7 @@ test:
 	@failed=0; \
 	$(PHASE) lint -- $(MAKE) -s --no-print-directory lint || failed=1; \
 	$(PHASE) control-plane -- $(CP_PYTEST) $(XDIST) $(call pytest_opts,control-plane) \
-		tests/dags tests/plugins tests/delivery tests/scripts || failed=1; \
+		tests/dags tests/plugins tests/tools tests/delivery tests/scripts || failed=1; \
 	$(PHASE) workload -- $(STEPS_PYTEST) $(XDIST) $(call pytest_opts,workload) \
 		tests/images tests/embedded $(MODEL_TESTS) || failed=1; \
 	$(PYTHON) tools/test_phases.py report; \
@@ -143,7 +143,7 @@ test-fast: $(CP_STAMP) $(STEPS_STAMP)
 	@failed=0; \
 	$(PHASE) lint -- $(MAKE) -s --no-print-directory lint || failed=1; \
 	$(PHASE) fast-control -- $(CP_PYTEST) $(FAST) $(call pytest_opts,fast-control) \
-		tests/dags tests/plugins || failed=1; \
+		tests/dags tests/plugins tests/tools tests/scripts || failed=1; \
 	$(PHASE) fast-workload -- $(STEPS_PYTEST) $(FAST) $(call pytest_opts,fast-workload) \
 		tests/images tests/embedded $(MODEL_TESTS) || failed=1; \
 	$(PYTHON) tools/test_phases.py report --target test-fast; \

@@ -156,7 +156,8 @@ def run_dag(dag_id: str, env: dict[str, str], width: int, data_date: str = DATA_
     env = {**env, "AIRFLOW_HOME": str(home)}
     log = VAR / f"{dag_id}.log"
     progress = Progress(dag_id, width)
-    rc = follow([str(AIRFLOW), "dags", "test", dag_id, data_date,
+    module = REPO / "dags" / f"{dag_id.split('__', 1)[0]}.py"  # parse only the DAG's own module
+    rc = follow([str(AIRFLOW), "dags", "test", dag_id, data_date, "--dagfile-path", str(module),
                  "--conf", json.dumps({"data_date": data_date})], env, log, progress)  # fmt: skip
     verdict = "[green]succeeded" if rc == 0 else "[red]failed"
     console.print(f"  {dag_id:<{width}} {verdict}[/] (log: {log})", highlight=False)

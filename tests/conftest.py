@@ -175,7 +175,7 @@ def pytest_collection_modifyitems(
             item.add_marker(pytest.mark.slow)
         if not any(item.iter_markers("xdist_group")):
             item.add_marker(pytest.mark.xdist_group(groups[_module(item)]))
-        if config.getvalue("loadgroup"):  # in an xdist worker
+        if config.getoption("loadgroup", default=False):  # in an xdist worker
             _tag_for_xdist(item)
     rank = {
         g: LONG_GROUPS.index(g) if g in LONG_GROUPS else len(LONG_GROUPS) for g in groups.values()

@@ -1,0 +1,90 @@
+"""What `make run` prints (scripts/example_report.py), read as a log file would show it: the full DAG
+id and the step on every progress line, and a summary whose URIs are not broken across lines.
+(test_airflow_dags_test.py reads a real DAG run's DB and log with the same code.)"""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+from conftest import REPO
+from rich.console import Console
+
+sys.path.insert(0, str(REPO / "scripts"))
+import example_report
+from example_report import Progress, StepTime, summary, where_the_time_went
+
+DAG_ID = "next_spend__acme-foods__monitor"
+LOG = [
+    "[2026-12-04 07:01:02] INFO - Running step command: /x/.venv-steps/bin/python -m model_steps "
+    "monitor --pipeline next_spend --customer acme-foods --run-id r --data-date 2026-07-27",
+    "2026-12-04 07:01:40 INFO model_steps: step monitor done in 38.2s: start-up 14.0s "
+    "(interpreter 1.1s, import pyspark 0.9s, spark session 8.0s, import mlflow 4.0s), work 24.2s",
+    "[2026-12-04 07:01:41] INFO - Task instance state updated new_state=success rows_affected=1",
+]
+
+
+@pytest.fixture
+def printed(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """example_report's console as it is when stdout is a log file (not a terminal)."""
+    out = io.StringIO()
+    monkeypatch.setattr(example_report, "console", Console(file=out, width=250))
+    return out
+
+
+def test_every_progress_line_names_the_whole_dag_and_the_step(printed: io.StringIO) -> None:
+    progress = Progress(DAG_ID, len(DAG_ID))
+    for line in LOG:
+        progress.line(line)
+    lines = printed.getvalue().splitlines()
+    assert len(lines) == 3 and all(line.strip().startswith(DAG_ID) for line in lines)
+    assert [line.split(DAG_ID)[1].split()[:2] for line in lines] == [
+        ["▶", "monitor"],
+        ["■", "monitor"],
+        ["monitor:", "success"],
+    ]
+    assert "start-up 14.0s, work 24.2s" in lines[1]
+    assert progress.times == {
+        "monitor": StepTime(
+            38.2,
+            14.0,
+            "interpreter 1.1s, import pyspark 0.9s, spark session 8.0s, import mlflow 4.0s",
+        )
+    }
+
+
+def test_the_summary_keeps_each_uri_on_one_line_in_a_log_file(printed: io.StringIO) -> None:
+    uri = "s3://mlops-scores/customer_propensity/customer=acme-foods/run=manual__2026-06-29T00_00_00_00_00-b0866f72"
+    results = {
+        "customer_propensity__acme-foods": {
+            "state": "success",
+            "tasks": {
+                "score": {"state": "success", "duration": 31.0,
+                          "result": {"rows": 4000, "output_uri": uri}},
+                "ingest": {"state": "success", "duration": 40.0, "result": None},
+            },
+        }
+    }  # fmt: skip
+    times = {"customer_propensity__acme-foods": {"score": StepTime(30.0, 12.0)}}
+    example_report.console.print(summary(results, times, "MLflow: http://127.0.0.1:5000"))
+    text = printed.getvalue()
+    assert uri in text  # not folded at 80 columns
+    assert "customer_propensity__acme-foods" in text
+    rows = [
+        line for line in text.splitlines() if "│" in line and ("ingest" in line or "score" in line)
+    ]
+    assert [("ingest" in r, "score" in r) for r in rows] == [
+        (True, False),
+        (False, True),
+    ]  # DAG order
+    assert "12" in rows[1] and "31" in rows[1]  # the step's start-up and the task's time
+
+
+def test_where_the_time_went_adds_up_the_phases_and_the_start_up_share() -> None:
+    lines = where_the_time_went(
+        {"services": 20.0, "training DAGs": 150.0},
+        {"a": {"ingest": StepTime(40.0, 10.0)}, "b": {"train": StepTime(60.0, 20.0)}},
+    )
+    assert lines[0] == "took 170s: services 20s, training DAGs 150s"
+    assert "2 step processes ran 100s" in lines[1] and "30s start-up (30%), 70s work" in lines[1]

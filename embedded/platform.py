@@ -28,6 +28,7 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,10 +254,12 @@ def embedded_platform(
     lake = root / "lake"
     lake.mkdir(parents=True, exist_ok=True)
     env = base_env()
-    with ExitStack() as stack:
+    # the example data does not need the services: generate it while they start
+    with ExitStack() as stack, ThreadPoolExecutor(max_workers=1) as background:
+        generating = background.submit(ensure_example_data, lake, customers, env, size)
         info, reused = stack.enter_context(_services(root / "services", env, log))
         crm_url = stack.enter_context(crm_receiver(root, env))
         gateway = stack.enter_context(pushgateway(root))
         platform = Platform(root, lake, info, crm_url, reused, pushgateway_url=gateway)
-        platform.generated = ensure_example_data(lake, customers, env, size)
+        platform.generated = generating.result()
         yield platform

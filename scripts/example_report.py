@@ -9,8 +9,8 @@ Read by scripts/run_example.py. Two sources, both written by the runs themselves
 * the run's sqlite metadata DB: task states, durations and the steps' XCom results, read with the
   standard library (Airflow's import alone costs seconds per DAG run, four runs per ``make run``).
 
-Everything printed names the full DAG id and the step, and nothing wraps when stdout is a log file
-(the console is wide there, so URIs stay on one line).
+Everything printed names the full DAG id and the step, and nothing wraps when stdout is a log file:
+the summary is then plain aligned lines, one per task, instead of a table.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from rich.console import Console
 from rich.table import Table
 
 # a log file or CI: a console wide enough for the summary's URIs (COLUMNS still wins)
-console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 250)))
+_TERMINAL = sys.stdout.isatty()
+console = Console(
+    width=None if _TERMINAL else int(os.environ.get("COLUMNS", 160)), soft_wrap=not _TERMINAL
+)
 
 STEP_ORDER = ("ingest", "validate", "tune", "trial", "halve", "trial_final", "select", "train",
               "evaluate", "score", "publish", "monitor", "request_retrain")  # fmt: skip
@@ -181,26 +184,47 @@ def _order(task: str) -> tuple[int, str]:
     return (STEP_ORDER.index(base) if base in STEP_ORDER else len(STEP_ORDER), task)
 
 
-def summary(
-    results: dict[str, dict[str, Any]], times: dict[str, dict[str, StepTime]], caption: str
-) -> Table:
-    """One row per task of every DAG run: state, task time, the step's start-up, its result."""
-    table = Table(title="the example models on the embedded default", caption=caption)
-    for column in ("DAG", "step", "state", "task s", "start-up s", "result"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("DAG", "step"))
+def summary_rows(
+    results: dict[str, dict[str, Any]], times: dict[str, dict[str, StepTime]]
+) -> list[tuple[str, str, str, str, str, str]]:
+    """One row per task of every DAG run: DAG, step, state, task s, start-up s, result."""
+    rows = []
     for dag_id, res in results.items():
         for i, (task, ti) in enumerate(sorted(res["tasks"].items(), key=lambda kv: _order(kv[0]))):
-            state = ti.get("state", "-")
-            colour = {"success": "green", "skipped": "yellow"}.get(state, "red")
             step_time = times.get(dag_id, {}).get(task.split("[", 1)[0])
             duration = ti.get("duration")
-            table.add_row(
-                dag_id if i == 0 else "", task, f"[{colour}]{state}[/]",
+            rows.append((
+                dag_id if i == 0 else "", task, ti.get("state", "-"),
                 f"{duration:.0f}" if duration else "",
                 f"{step_time.startup:.0f}" if step_time else "",
                 detail(task, ti["result"]) if ti.get("result") else "",
-            )  # fmt: skip
+            ))  # fmt: skip
+    return rows
+
+
+HEADER = ("DAG", "step", "state", "task s", "start-up s", "result")
+
+
+def summary(rows: list[tuple[str, ...]], caption: str) -> Table:
+    """The rows as a table, for a terminal (a log file gets :func:`summary_text`)."""
+    table = Table(title="the example models on the embedded default", caption=caption)
+    for column in HEADER:
+        table.add_column(column, overflow="fold", no_wrap=column in ("DAG", "step"))
+    for row in rows:
+        colour = {"success": "green", "skipped": "yellow"}.get(row[2], "red")
+        table.add_row(*row[:2], f"[{colour}]{row[2]}[/]", *row[3:])
     return table
+
+
+def summary_text(rows: list[tuple[str, ...]], caption: str) -> list[str]:
+    """The rows as plain lines for a log file: aligned columns, each row on one line however long
+    its result (a URI is never broken), so grep and a pager read it whole."""
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER) - 1)]
+    lines = []
+    for row in [HEADER, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return ["the example models on the embedded default", *lines, caption]
 
 
 def where_the_time_went(

@@ -35,6 +35,8 @@ from example_report import (  # noqa: E402
     airflow_results,
     console,
     summary,
+    summary_rows,
+    summary_text,
     where_the_time_went,
 )
 
@@ -262,7 +264,12 @@ def report(runs: dict[str, DagRun], platform: Any, monitoring: list[str], clock:
     """The summary table, where the metrics and notifications went, the time; 1 if a run failed."""
     caption = f"MLflow (stopped with the services): {platform.services['tracking_uri']}"
     times = {dag_id: run.times for dag_id, run in runs.items()}
-    console.print(summary({d: r.results for d, r in runs.items()}, times, caption))
+    rows = summary_rows({d: r.results for d, r in runs.items()}, times)
+    if console.is_terminal:
+        console.print(summary(rows, caption))
+    else:  # a log file: one line per task, never wrapped
+        for line in summary_text(rows, caption):
+            console.print(line, highlight=False, markup=False)
     for line in monitoring + where_the_time_went(clock.phases, times):
         console.print(line, highlight=False)
     console.print(f"lake: {platform.lake}; logs: {VAR}/<DAG id>.log", highlight=False)

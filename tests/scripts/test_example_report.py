@@ -13,7 +13,14 @@ from rich.console import Console
 
 sys.path.insert(0, str(REPO / "scripts"))
 import example_report
-from example_report import Progress, StepTime, summary, where_the_time_went
+from example_report import (
+    Progress,
+    StepTime,
+    summary,
+    summary_rows,
+    summary_text,
+    where_the_time_went,
+)
 
 DAG_ID = "next_spend__acme-foods__monitor"
 LOG = [
@@ -54,8 +61,13 @@ def test_every_progress_line_names_the_whole_dag_and_the_step(printed: io.String
     }
 
 
-def test_the_summary_keeps_each_uri_on_one_line_in_a_log_file(printed: io.StringIO) -> None:
-    uri = "s3://mlops-scores/customer_propensity/customer=acme-foods/run=manual__2026-06-29T00_00_00_00_00-b0866f72"
+def test_the_summary_is_one_line_per_task_in_a_log_file_and_a_table_in_a_terminal(
+    printed: io.StringIO,
+) -> None:
+    uri = (
+        "s3://mlops-scores/customer_propensity/customer=acme-foods/"
+        "run=manual__2026-06-29T00_00_00_00_00-b0866f72"
+    )
     results = {
         "customer_propensity__acme-foods": {
             "state": "success",
@@ -67,18 +79,16 @@ def test_the_summary_keeps_each_uri_on_one_line_in_a_log_file(printed: io.String
         }
     }  # fmt: skip
     times = {"customer_propensity__acme-foods": {"score": StepTime(30.0, 12.0)}}
-    example_report.console.print(summary(results, times, "MLflow: http://127.0.0.1:5000"))
-    text = printed.getvalue()
-    assert uri in text  # not folded at 80 columns
-    assert "customer_propensity__acme-foods" in text
-    rows = [
-        line for line in text.splitlines() if "│" in line and ("ingest" in line or "score" in line)
-    ]
-    assert [("ingest" in r, "score" in r) for r in rows] == [
-        (True, False),
-        (False, True),
-    ]  # DAG order
-    assert "12" in rows[1] and "31" in rows[1]  # the step's start-up and the task's time
+    rows = summary_rows(results, times)
+    assert [r[:2] for r in rows] == [("customer_propensity__acme-foods", "ingest"), ("", "score")]
+    assert rows[1][2:5] == ("success", "31", "12")  # the task's time, the step's start-up
+    lines = summary_text(rows, "MLflow: http://127.0.0.1:5000")
+    (score_line,) = [line for line in lines if " score " in line]
+    assert score_line.endswith(f"4000 rows → {uri}")  # whole, on the task's own line
+    header = next(line for line in lines if line.startswith("DAG"))
+    assert header.index("result") == score_line.index("4000")  # aligned columns
+    example_report.console.print(summary(rows, "caption"))  # the terminal's table
+    assert "customer_propensity__acme-foods" in printed.getvalue()
 
 
 def test_where_the_time_went_adds_up_the_phases_and_the_start_up_share() -> None:

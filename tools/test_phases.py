@@ -119,6 +119,13 @@ def report(
     lines += ["-" * 66, f"{'total':<15}{total:>8.0f}{total_budget or '-':>8}"]
     if over_budget(total, total_budget, tolerance):
         warnings.append(_warning(f"make {target}", total, total_budget, budget_file))
+    counted = [r["counts"] for r in records if r.get("counts")]
+    if counted:  # the plain closing line a CI log reader looks for
+        failed = sum(c["failures"] + c["errors"] for c in counted)
+        passed = sum(c["tests"] for c in counted) - failed - sum(c["skipped"] for c in counted)
+        warnings.append(
+            f"tests: {passed} passed, {failed} failed, {sum(c['skipped'] for c in counted)} skipped"
+        )
     return [line.rstrip() for line in lines] + warnings
 
 

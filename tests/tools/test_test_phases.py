@@ -56,14 +56,16 @@ def test_only_a_phase_over_its_budget_by_more_than_the_tolerance_warns(tmp_path,
     phases = tmp_path / "phases.jsonl"
     rows = [
         {"phase": "lint", "seconds": 11.5, "rc": 0, "counts": None},  # +15%: fine
-        {"phase": "control-plane", "seconds": 125.0, "rc": 1, "counts": None},
-    ]  # +25%
+        {"phase": "control-plane", "seconds": 125.0, "rc": 1,  # +25%
+         "counts": {"tests": 4, "failures": 1, "errors": 0, "skipped": 2}},
+    ]  # fmt: skip
     phases.write_text("\n".join(json.dumps(r) for r in rows))
     lines = test_phases.report("test", phases, budget)
     warnings = [line for line in lines if line.startswith("WARNING")]
     assert len(warnings) == 1 and "phase control-plane took 125 s, 25% over" in warnings[0]
     assert any(line.startswith("control-plane") and "exit 1" in line for line in lines)
     assert any(line.startswith("total") and "136" in line for line in lines)
+    assert lines[-1] == "tests: 1 passed, 1 failed, 2 skipped"  # CI's closing line, last
 
 
 def test_the_budget_file_covers_every_phase_the_makefile_times() -> None:

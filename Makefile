@@ -39,7 +39,7 @@ include make/monitoring.mk
 help:
 	@echo "make run     set up, then run the example pipeline end to end on this machine"
 	@echo "make test    set up, then run lint and every test (phases timed against ci/test-budget.json)"
-	@echo "make test-fast   lint + the tests not marked slow: the inner loop, ~3 minutes"
+	@echo "make test-fast   lint + the tests not marked slow: the inner loop, ~70 s"
 	@echo "make setup   create/refresh .venv (Airflow) and .venv-steps (workload); idempotent"
 	@echo "make lint    ruff check + format check"
 	@echo "make bench   benchmarks (tables printed, JSON in benchmarks/results/)"

@@ -36,7 +36,6 @@ from embedded.platform import CRM_TOKEN, airflow_env, base_env, embedded_platfor
 
 CUSTOMER = "acme-foods"
 DUE = "2026-06-30"  # a run due then, with no data_date given, uses 2026-06-29 (landing delay 1)
-DATA_DATE = "2026-06-29"
 STEPS_PY = REPO / ".venv-steps" / "bin" / "python"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
 

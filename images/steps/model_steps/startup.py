@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -43,18 +44,11 @@ def paying(what: str) -> Iterator[None]:
             _costs[what] = _costs.get(what, 0.0) + time.monotonic() - started
 
 
-def costs() -> dict[str, float]:
-    """Start-up paid so far in this process, by what paid it."""
-    return dict(_costs)
-
-
 def since_process_start() -> float | None:
     """Seconds since this process started (Linux: /proc/self/stat against CLOCK_BOOTTIME)."""
     try:
         fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         started_ticks = int(fields[19])  # field 22 of proc(5), counted from field 3
-        import os
-
         now = time.clock_gettime(time.CLOCK_BOOTTIME)
         return max(0.0, now - started_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, AttributeError):
@@ -94,10 +88,10 @@ def describe(total_s: float, interpreter_s: float | None) -> str:
     parts = dict(_costs)
     if interpreter_s is not None:
         parts = {"interpreter": interpreter_s, **parts}
+    wall = total_s + (interpreter_s or 0.0)
     startup = sum(parts.values())
-    work = max(0.0, total_s + (interpreter_s or 0.0) - startup)
     detail = ", ".join(f"{what} {seconds:.1f}s" for what, seconds in parts.items())
     return (
-        f"{total_s + (interpreter_s or 0.0):.1f}s: start-up {startup:.1f}s"
-        f"{f' ({detail})' if detail else ''}, work {work:.1f}s"
+        f"{wall:.1f}s: start-up {startup:.1f}s"
+        f"{f' ({detail})' if detail else ''}, work {max(0.0, wall - startup):.1f}s"
     )

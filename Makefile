@@ -174,6 +174,7 @@ bench: setup
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_publish.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_monitor.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_tune.py $(BENCH_ARGS)
+	PYTHONPATH= $(STEPS_PY) benchmarks/bench_bandit.py $(BENCH_ARGS)
 
 # AIRFLOW_ARGS: e.g. --port 8081, --size medium, --schedules (scripts/airflow_local.py --help)
 AIRFLOW_ARGS ?=

@@ -15,21 +15,34 @@ label window has passed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
+
+import numpy as np
 
 CAMPAIGN_ZONE = "campaign"
 TREATED, CONTROL = "treated", "control"
 _SCALE = float(1 << 64)
 
 
+def hashed_uniforms(keys: Iterable[str], salt: bytes) -> np.ndarray:
+    """One fixed pseudo-random number in [0, 1) per contact: BLAKE2b of salt + contact, so a retry
+    of the run draws the same numbers and another run (another salt) draws afresh."""
+    return (
+        np.fromiter(
+            (
+                int.from_bytes(hashlib.blake2b(salt + k.encode(), digest_size=8).digest(), "big")
+                for k in keys
+            ),
+            dtype=np.float64,
+        )
+        / _SCALE
+    )
+
+
 def held_out(keys: list[str], identity: str, fraction: float) -> list[bool]:
     """Whether each contact is in the control arm: hash(run identity, contact) < fraction."""
-    salt = identity.encode() + b"\n"
-    out = []
-    for key in keys:
-        digest = hashlib.blake2b(salt + key.encode(), digest_size=8).digest()
-        out.append(int.from_bytes(digest, "big") / _SCALE < fraction)
-    return out
+    return (hashed_uniforms(keys, identity.encode() + b"\n") < fraction).tolist()
 
 
 def split(selection: Any, key: str, identity: str, fraction: float) -> tuple[Any, Any]:

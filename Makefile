@@ -30,7 +30,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: help setup run test test-fast lint format bench airflow lock clean new-model
+.PHONY: help setup run test test-fast lint format bench airflow lock clean new-model suite
 
 include make/delivery.mk
 include make/apt-tools.mk
@@ -47,6 +47,7 @@ help:
 	@echo "make lock    re-resolve requirements.lock and images/steps/requirements.lock"
 	@echo "make new-model NAME=<name> [TASK=regression]   scaffold dags/<name>.py + models/<name>/"
 	@echo "make run MODEL=<name> [CUSTOMER=<id>] [TUNE=1]  run one model (one customer) end to end"
+	@echo "make suite MODEL=<name>   rewrite the suite's part derived from the model's declarations"
 
 .tools/uv/bin/uv:
 	$(PYTHON) -m venv .tools/uv
@@ -163,6 +164,12 @@ TASK ?= binary_classification
 new-model: setup
 	@test -n "$(NAME)" || { echo "usage: make new-model NAME=<name> [TASK=regression]"; exit 2; }
 	$(CP_PY) scripts/new_model.py --name $(NAME) --task $(TASK)
+
+# Rewrites the part of models/<name>/.../expectations.json derived from the model's declarations
+# (columns, types, not-null, label classes and rate); the expectations you added are kept.
+suite: $(STEPS_STAMP)
+	@test -n "$(MODEL)" || { echo "usage: make suite MODEL=<name>"; exit 2; }
+	PYTHONPATH= $(STEPS_PY) -m model_steps.expectations mlmodels.$(MODEL)
 
 # BENCH_ARGS=--quick runs each benchmark at its smallest size (a smoke run, not figures to quote).
 BENCH_ARGS ?=

@@ -3,7 +3,8 @@
 The cutoff is the *end* of its day (``cutoff_end = cutoff + 1 day, 00:00 UTC``). Before calling the
 model, the platform cuts every raw frame by its table's ``ts_column``: the model's ``features`` hook
 sees event rows with ``cutoff_end - lookback_days <= ts < cutoff_end`` and entity rows with
-``ts < cutoff_end``; its ``label`` hook sees only rows with ``cutoff_end <= ts < label_end``.
+``ts < cutoff_end``; its ``label`` hook sees event rows with ``cutoff_end <= ts < label_end`` and
+entity rows with ``ts < label_end`` (entities that exist by the window's end).
 So data that arrives after the cutoff cannot leak into features, whatever the model's code does
 (``tests/images/steps/test_features.py`` proves it by rewriting the future and comparing).
 

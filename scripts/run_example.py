@@ -9,7 +9,7 @@ under var/run/ (recreated on each run).
 By default: every model in dags/, each with its first customer (within the 5-minute budget on 2
 cores); ``--model M`` (repeatable) runs all customers of M, ``--customer C`` narrows to C.
 ``--tune`` (``make run TUNE=1``) turns the tuning stage on for every DAG with a small search
-(EXAMPLE_TUNING, through the platform's settings layer MLOPS_TUNING; README "Tuning").
+(EXAMPLE_TUNING, through the platform's settings layer MLOPS_TUNING; docs/reference.md "Tuning").
 """
 
 from __future__ import annotations

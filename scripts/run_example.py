@@ -273,6 +273,10 @@ def report(runs: dict[str, DagRun], platform: Any, monitoring: list[str], clock:
     for line in monitoring + where_the_time_went(clock.phases, times):
         console.print(line, highlight=False)
     console.print(f"lake: {platform.lake}; logs: {VAR}/<DAG id>.log", highlight=False)
+    kept = VAR / "services" / "s3"
+    console.print(f"kept after the run: models and reports in {kept}/mlflow-artifacts, scores in "
+                  f"{kept}/mlops-scores; `make mlflow-ui` opens the registry on them",
+                  highlight=False)  # fmt: skip
     failed = [d for d, r in runs.items() if r.results["state"] != "success"]
     if failed:
         console.print(f"[red]failed runs: {', '.join(failed)}")

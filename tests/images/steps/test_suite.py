@@ -76,6 +76,7 @@ def test_the_example_models_suites_are_current() -> None:
         expectations.check_current(model, json.loads(model.suite.read_text()))
 
 
+@pytest.mark.slow  # Great Expectations' import and run: ~5 s alone
 def test_a_one_class_label_is_stopped_by_validate_naming_the_label(tmp_path) -> None:
     """A label hook whose label is 1 for nobody: the derived suite fails it, critically, and the
     message names the label column and why (not a NaN AUC three steps later)."""

@@ -1,4 +1,4 @@
-# Two environments, never mixed (see README "Layout"):
+# Two environments, never mixed (see docs/reference.md "Layout"):
 #   .venv        control plane: Airflow 3 + cncf-kubernetes + amazon providers (requirements.lock)
 #   .venv-steps  workload: the model_steps package with every step's extra (images/steps)
 # Every install is keyed on the hash of the files that define it (stamp files in .stamps/), so a
@@ -30,7 +30,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: help setup run test test-fast lint format bench airflow lock clean new-model
+.PHONY: help setup run test test-fast lint format bench airflow lock clean new-model suite mlflow-ui
 
 include make/delivery.mk
 include make/apt-tools.mk
@@ -47,6 +47,8 @@ help:
 	@echo "make lock    re-resolve requirements.lock and images/steps/requirements.lock"
 	@echo "make new-model NAME=<name> [TASK=regression]   scaffold dags/<name>.py + models/<name>/"
 	@echo "make run MODEL=<name> [CUSTOMER=<id>] [TUNE=1]  run one model (one customer) end to end"
+	@echo "make suite MODEL=<name>   rewrite the suite's part derived from the model's declarations"
+	@echo "make mlflow-ui   the MLflow UI on what the last make run kept (models, reports; scores in var/run/services/s3)"
 
 .tools/uv/bin/uv:
 	$(PYTHON) -m venv .tools/uv
@@ -163,6 +165,23 @@ TASK ?= binary_classification
 new-model: setup
 	@test -n "$(NAME)" || { echo "usage: make new-model NAME=<name> [TASK=regression]"; exit 2; }
 	$(CP_PY) scripts/new_model.py --name $(NAME) --task $(TASK)
+
+# The MLflow UI on what the last `make run` kept (var/run/services: the registry's sqlite DB and the
+# S3 objects saved when the run stopped), artifacts served from those files. MLFLOW_UI_PORT=5000.
+MLFLOW_UI_PORT ?= 5000
+KEPT := $(CURDIR)/var/run/services
+mlflow-ui: $(STEPS_STAMP)
+	@test -f $(KEPT)/mlflow.db || { echo "nothing kept in $(KEPT): run \`make run\` first"; exit 2; }
+	@echo "MLflow UI on http://127.0.0.1:$(MLFLOW_UI_PORT) (Ctrl-C stops it)"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(STEPS_VENV)/bin/mlflow server \
+		--backend-store-uri sqlite:///$(KEPT)/mlflow.db \
+		--artifacts-destination $(KEPT)/s3/mlflow-artifacts --host 127.0.0.1 --port $(MLFLOW_UI_PORT)
+
+# Rewrites the part of models/<name>/.../expectations.json derived from the model's declarations
+# (columns, types, not-null, label classes and rate); the expectations you added are kept.
+suite: $(STEPS_STAMP)
+	@test -n "$(MODEL)" || { echo "usage: make suite MODEL=<name>"; exit 2; }
+	PYTHONPATH= $(STEPS_PY) -m model_steps.expectations mlmodels.$(MODEL)
 
 # BENCH_ARGS=--quick runs each benchmark at its smallest size (a smoke run, not figures to quote).
 BENCH_ARGS ?=

@@ -122,15 +122,17 @@ def _services(
 ) -> Iterator[tuple[dict[str, Any], bool]]:
     """Reuse the services of ``state`` when they answer, else start them (and stop them on exit).
 
-    A fresh start also drops the MLflow registry left in ``state``: its model artifacts lived on the
-    previous, in-memory S3 endpoint, so a champion recorded there could no longer be loaded."""
+    A fresh start keeps the MLflow registry left in ``state`` only with the S3 objects saved beside
+    it (``state/s3``, which the endpoint loads back): without them a champion recorded there could
+    no longer be loaded."""
     running = _running_services(state)
     if running is not None:
         log(f"reusing the embedded services of {state} (left running on exit)")
         services.create_bucket(running["s3_endpoint"], SCORES_BUCKET)
         yield running, True
         return
-    (state / "mlflow.db").unlink(missing_ok=True)
+    if not (state / services.S3_DIR).is_dir():
+        (state / "mlflow.db").unlink(missing_ok=True)
     command = [_steps_python(), "-m", "embedded.services", "up", "--state", str(state),
                "--bucket", SCORES_BUCKET]  # fmt: skip
     up = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO, check=False)

@@ -5,12 +5,18 @@
   ``s3://mlflow-artifacts/`` on that endpoint (clients upload through the server, so a step needs
   only ``MLFLOW_TRACKING_URI``).
 
+The endpoint (moto) keeps its objects in memory, so ``down`` first saves every bucket to
+``<state>/s3/<bucket>/<key>`` and ``up`` loads them back: the models, reports and scores of a run
+stay readable on disk after it (``make mlflow-ui`` serves the registry with those files), and the
+registry in ``<state>/mlflow.db`` keeps matching its artifacts across restarts.
+
     python -m embedded.services up --state var/services     # prints the env, writes services.json/.env
     python -m embedded.services down --state var/services   # stops both process groups
 
-Stdlib only (the control plane's venv can run it too); the executables are looked up next to the
-running interpreter first (``.venv-steps/bin``), then on PATH. ``up`` polls each service until it
-answers and gives up after a bounded time with the tail of the service's log in the error.
+Stdlib only but for boto3 (both venvs have it) to save and load the objects; the executables are
+looked up next to the running interpreter first (``.venv-steps/bin``), then on PATH. ``up`` polls
+each service until it answers and gives up after a bounded time with the tail of the service's log
+in the error.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import Any
 STATE_FILE = "services.json"
 ENV_FILE = "services.env"
 ARTIFACT_BUCKET = "mlflow-artifacts"
+S3_DIR = "s3"  # <state>/s3/<bucket>/<key>: the endpoint's objects, kept between runs
 DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -141,6 +148,54 @@ def create_bucket(endpoint: str, bucket: str) -> None:
             raise ServiceError(f"could not create bucket {bucket} on {endpoint}: {exc}") from exc
 
 
+def _client(endpoint: str) -> Any:
+    """A boto3 S3 client of the local endpoint (both venvs have boto3; moto refuses unsigned
+    object reads)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=DUMMY_AWS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_AWS["AWS_SECRET_ACCESS_KEY"],
+        region_name=DUMMY_AWS["AWS_DEFAULT_REGION"],
+    )
+
+
+def save_objects(endpoint: str, state: Path) -> int:
+    """Write every object of the endpoint to ``<state>/s3/<bucket>/<key>`` (replacing the last
+    copy whole); returns how many."""
+    s3 = _client(endpoint)
+    target, tmp = state / S3_DIR, state / (S3_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    count = 0
+    for bucket in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+        (tmp / bucket).mkdir(parents=True, exist_ok=True)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for key in [o["Key"] for o in page.get("Contents", [])]:
+                if key.endswith("/") or ".." in key.split("/"):
+                    continue
+                path = tmp / bucket / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, key, str(path))
+                count += 1
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return count
+
+
+def load_objects(endpoint: str, state: Path) -> int:
+    """Put back what :func:`save_objects` kept in ``<state>/s3``; returns how many objects."""
+    s3 = _client(endpoint)
+    count = 0
+    for bucket_dir in sorted(p for p in (state / S3_DIR).glob("*") if p.is_dir()):
+        create_bucket(endpoint, bucket_dir.name)
+        for path in sorted(p for p in bucket_dir.rglob("*") if p.is_file()):
+            s3.upload_file(str(path), bucket_dir.name, path.relative_to(bucket_dir).as_posix())
+            count += 1
+    return count
+
+
 def up(
     state: Path, *, timeout: float = 90.0, buckets: tuple[str, ...] = (), mlflow_workers: int = 1
 ) -> dict[str, Any]:
@@ -172,6 +227,7 @@ def up(
         )
         for bucket in (ARTIFACT_BUCKET, *buckets):
             create_bucket(s3_endpoint, bucket)
+        info["s3_objects_loaded"] = load_objects(s3_endpoint, state)
 
         server_env = {
             **base_env,
@@ -256,11 +312,14 @@ def down(state: Path, *, grace: float = 10.0) -> list[str]:
         return []
     info = json.loads(path.read_text())
     stopped = []
-    # the server first (it holds the sqlite db and talks to S3), then the endpoint
+    # the server first (it holds the sqlite db and talks to S3), then the endpoint, whose objects
+    # are saved to disk before it stops (its memory is all it has)
     for name in ("mlflow", "s3"):
         pid = info.get("pids", {}).get(name)
         if not pid:
             continue
+        if name == "s3" and info.get("s3_endpoint") and _alive(pid):
+            _save_quietly(info["s3_endpoint"], state)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -277,6 +336,15 @@ def down(state: Path, *, grace: float = 10.0) -> list[str]:
     path.unlink()
     (state / ENV_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def _save_quietly(endpoint: str, state: Path) -> None:
+    """Save the endpoint's objects; a failure is reported, never a reason not to stop."""
+    try:
+        save_objects(endpoint, state)
+    except Exception as exc:  # botocore's errors too: report, then stop the endpoint anyway
+        print(f"embedded services: could not save the S3 objects to {state / S3_DIR}: {exc}",
+              file=sys.stderr)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,14 +153,26 @@ def detail(step: str, r: dict[str, Any]) -> str:
     if step == "score":
         return f"{r.get('rows')} rows → {r.get('output_uri')}"
     if step == "publish":
-        arms = r.get("arms") or {}
-        return (
-            f"{r.get('sent_records')} records sent to the CRM ({r.get('retries')} retries); "
-            f"{arms.get('control')} of {r.get('selected')} selected held out as control"
-        )
+        return push_arithmetic(r)
     if step == "monitor":
         return _monitor_detail(r)
     return ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int | float | str))[:160]
+
+
+def push_arithmetic(r: dict[str, Any]) -> str:
+    """The publish step's funnel: scored -> selected by the model -> held out as control (never
+    sent) -> sent, so "top 10 %" visibly becomes about 9 % sent with a 10 % control group."""
+    arms = r.get("arms") or {}
+    scored, selected, sent = r.get("scored_rows") or 0, r.get("selected") or 0, r.get("records")
+
+    def share(n: Any) -> str:
+        return f" ({n / scored:.1%} of scored)" if scored and isinstance(n, int) else ""
+
+    return (
+        f"{scored} scored → {selected} selected{share(selected)} → {arms.get('control')} held "
+        f"out as control (never sent) → {sent} sent to the CRM{share(sent)}; "
+        f"{r.get('retries')} retries"
+    )
 
 
 def _monitor_detail(r: dict[str, Any]) -> str:

@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     repo: Path = args.repo
     if not NAME.fullmatch(args.name):
         p.error(f"NAME {args.name!r}: use 3-40 of a-z, 0-9 and _, starting with a letter")
+    if len(args.description) > 72 or '"' in args.description or "\n" in args.description:
+        p.error("--description: one line of at most 72 characters, without double quotes")
     targets = {repo / t.format(name=args.name): TEMPLATE / s for s, t in FILES.items()}
     taken = [str(t.relative_to(repo)) for t in targets if t.exists()]
     if taken or (repo / "models" / args.name).exists():

@@ -9,7 +9,7 @@ under var/run/ (recreated on each run).
 By default: every model in dags/, each with its first customer (within the 5-minute budget on 2
 cores); ``--model M`` (repeatable) runs all customers of M, ``--customer C`` narrows to C.
 ``--tune`` (``make run TUNE=1``) turns the tuning stage on for every DAG with a small search
-(EXAMPLE_TUNING, through the platform's settings layer MLOPS_TUNING; README "Tuning").
+(EXAMPLE_TUNING, through the platform's settings layer MLOPS_TUNING; docs/reference.md "Tuning").
 """
 
 from __future__ import annotations
@@ -273,6 +273,10 @@ def report(runs: dict[str, DagRun], platform: Any, monitoring: list[str], clock:
     for line in monitoring + where_the_time_went(clock.phases, times):
         console.print(line, highlight=False)
     console.print(f"lake: {platform.lake}; logs: {VAR}/<DAG id>.log", highlight=False)
+    kept = VAR / "services" / "s3"
+    console.print(f"kept after the run: models and reports in {kept}/mlflow-artifacts, scores in "
+                  f"{kept}/mlops-scores; `make mlflow-ui` opens the registry on them",
+                  highlight=False)  # fmt: skip
     failed = [d for d, r in runs.items() if r.results["state"] != "success"]
     if failed:
         console.print(f"[red]failed runs: {', '.join(failed)}")

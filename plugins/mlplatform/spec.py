@@ -64,7 +64,7 @@ def problems_of(
         where = f"{prefix}.{where}" if prefix and where != "<spec>" else prefix or where
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling; the README lists the allowed fields)"
+            message = "unknown field (check the spelling; docs/reference.md lists the fields)"
         elif err["type"] == "literal_error":
             message = f"{message} (got {err['input']!r})"
         problems.append(f"{where}: {message}")

@@ -20,11 +20,16 @@ ENV_TRIAL = "STEP_TRIAL"  # the trial a mapped trial task trains: JSON {"name", 
 WORKLOAD_MODULE = "model_steps"
 EXIT_SKIP_DOWNSTREAM = 99
 EXIT_USAGE = 2
+EXIT_CHECK_FAILED = 3
 # Exit codes a retry cannot fix (the same command, environment and data give the same answer): both
 # runtimes fail the task at once, without its retries (AirflowFailException). Every other non-zero
 # code (a dead service, a missing drop, a killed spot node) keeps the step's retries.
 NON_RETRYABLE_EXIT_CODES: dict[int, str] = {
     EXIT_USAGE: "bad invocation or missing configuration",
+    EXIT_CHECK_FAILED: (
+        "the model broke its declared contract or the data failed validation; fix the model or "
+        "the data, then clear the task to re-run it"
+    ),
 }
 POD_XCOM_PATH = "/airflow/xcom/return.json"
 ENV_XCOM_PATH = "STEP_XCOM_PATH"

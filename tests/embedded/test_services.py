@@ -90,3 +90,65 @@ def test_the_port_is_the_one_the_service_reports_after_binding_port_0(tmp_path: 
         dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], stdout=fh)
     with pytest.raises(services.ServiceError, match="exited with code 3 before it bound a port"):
         services.bound_port("mlflow server", dead, log, timeout=30)
+
+
+FRESH_READER = """
+import json, pathlib, sys, yaml
+root = pathlib.Path(sys.argv[1])
+mlmodel = sorted(root.glob("mlflow-artifacts/**/MLmodel"))
+scores = root / "mlops-scores" / "demo" / "customer=acme-foods" / "part-0.csv"
+print(json.dumps({"flavors": sorted(yaml.safe_load(mlmodel[0].read_text())["flavors"]),
+                  "scores": scores.read_text()}))
+"""
+
+
+def test_models_and_scores_outlive_the_services_on_disk(tmp_path: Path) -> None:
+    """After `down`, a registered model's MLmodel file and a scores object are plain files under
+    <state>/s3 that a fresh process reads; the next `up` serves them again, registry included."""
+    import subprocess
+
+    import mlflow
+
+    state = tmp_path / "svc"
+    info = services.up(state, timeout=120, buckets=("mlops-scores",))
+    key = "mlops-scores/demo/customer=acme-foods/part-0.csv"
+    try:
+        bucket, name = key.split("/", 1)
+        services._client(info["s3_endpoint"]).put_object(
+            Bucket=bucket, Key=name, Body=b"diner_id,score\nd1,0.9\n"
+        )
+        os.environ.update(services.DUMMY_AWS)
+        mlflow.set_tracking_uri(info["tracking_uri"])
+
+        class Constant(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input):
+                return [0.5] * len(model_input)
+
+        with mlflow.start_run():
+            logged = mlflow.pyfunc.log_model(
+                name="model", python_model=Constant(), registered_model_name="demo"
+            )
+    finally:
+        services.down(state)
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH_READER, str(state / services.S3_DIR)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    read = json.loads(out.stdout)
+    assert "python_function" in read["flavors"]
+    assert read["scores"] == "diner_id,score\nd1,0.9\n"
+
+    again = services.up(state, timeout=120)
+    try:
+        assert again["s3_objects_loaded"] >= 2
+        body = services._client(again["s3_endpoint"]).get_object(Bucket=bucket, Key=name)["Body"]
+        assert body.read() == b"diner_id,score\nd1,0.9\n"
+        mlflow.set_tracking_uri(again["tracking_uri"])
+        version = mlflow.MlflowClient().get_latest_versions("demo")[0]
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/demo/{version.version}", dst_path=str(tmp_path / "dl")
+        )
+        assert (Path(local) / "MLmodel").exists()
+        assert str(logged.registered_model_version) == version.version
+    finally:
+        services.down(state)

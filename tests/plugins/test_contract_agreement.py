@@ -11,6 +11,7 @@ def test_both_sides_agree_on_the_contract() -> None:
     assert steps.ENV_TRIAL == contract.ENV_TRIAL
     assert steps.EXIT_SKIP_DOWNSTREAM == contract.EXIT_SKIP_DOWNSTREAM
     assert steps.EXIT_USAGE == contract.EXIT_USAGE
+    assert steps.EXIT_CHECK_FAILED == contract.EXIT_CHECK_FAILED
     assert tuple(steps.NON_RETRYABLE_EXIT_CODES) == contract.NON_RETRYABLE_EXIT_CODES
     assert steps.POD_XCOM_PATH == contract.DEFAULT_XCOM_PATH
     assert steps.ENV_XCOM_PATH == contract.ENV_XCOM_PATH

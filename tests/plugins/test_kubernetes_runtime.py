@@ -381,14 +381,15 @@ def finished_pod(exit_code: int) -> Any:
 
 @pytest.mark.parametrize(
     ("exit_code", "retried"),
-    [(2, False), (1, True), (137, True)],
-    ids=["usage", "failed", "killed"],
+    [(2, False), (3, False), (1, True), (137, True)],
+    ids=["usage", "check_failed", "failed", "killed"],
 )
 def test_pod_exit_code_decides_whether_airflow_retries(
     runtime, manifest_file, exit_code: int, retried: bool
 ) -> None:
     """The operator's own post-completion path (cleanup, sync and deferrable alike) on a pod whose
-    step container exited with ``exit_code``: 2 is a failure without retries, others keep them."""
+    step container exited with ``exit_code``: 2 (usage) and 3 (a broken model contract, a failed
+    validation) are failures without retries, others keep them."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -401,8 +402,12 @@ def test_pod_exit_code_decides_whether_airflow_retries(
         task.cleanup(pod, pod)
     assert isinstance(caught.value, AirflowFailException) is not retried
     assert api.patched, "the operator still labels the failed pod as checked"
-    if not retried:
+    if exit_code == 2:
         assert "exited with code 2 (bad invocation or missing configuration)" in str(caught.value)
+    if exit_code == 3:
+        assert "exited with code 3 (the model broke its declared contract" in str(caught.value)
+        assert "clear the task to re-run it" in str(caught.value)
+    if not retried:
         assert "returned a failure" in str(caught.value)  # the provider's own message is kept
 
 

@@ -68,8 +68,8 @@ def test_skip_exit_code_skips_with_the_steps_reason() -> None:
 
 
 def test_failure_exit_code_fails_with_the_last_output() -> None:
-    with pytest.raises(AirflowException, match=r"(?s)exited with code 3.*line two"):
-        operator(["python", "-c", WRITE_RESULT.format(code=3)]).execute({})
+    with pytest.raises(AirflowException, match=r"(?s)exited with code 5.*line two"):
+        operator(["python", "-c", WRITE_RESULT.format(code=5)]).execute({})
 
 
 def test_retryable_failure_is_not_a_non_retryable_one() -> None:
@@ -92,6 +92,31 @@ def test_missing_lake_setting_fails_at_once_naming_what_sets_it(monkeypatch) -> 
     assert "a retry cannot fix it" in message
     assert "LAKE_URI is not set" in message and "make airflow" in message
     assert "step-env" in message
+
+
+CHECK_FAILED_STEP = (
+    "import sys\n"
+    "from model_steps import cli\n"
+    "from model_steps.contract import CheckFailed\n"
+    "def body(ctx):\n"
+    "    raise CheckFailed('model churn: its features hook returned no column(s) recency_days',"
+    " 'return every declared column.')\n"
+    "cli._step_body = lambda step: body\n"
+    "sys.exit(cli.main(['ingest', '--pipeline', 'churn', '--customer', 'acme-foods',"
+    " '--run-id', 'r1', '--data-date', '2026-06-29']))\n"
+)
+
+
+def test_a_broken_model_contract_fails_at_once_saying_what_to_fix() -> None:
+    """The real step CLI raising CheckFailed (a declared column missing, a failed validation) exits
+    3: the task fails without its retries, and the log says what to fix and to clear the task."""
+    with pytest.raises(AirflowFailException) as caught:
+        operator(["python", "-c", CHECK_FAILED_STEP]).execute({})
+    message = str(caught.value)
+    assert "exited with code 3 (the model broke its declared contract" in message
+    assert "a retry cannot fix it" in message
+    assert "returned no column(s) recency_days" in message
+    assert "To fix: return every declared column." in message and "clear the task" in message
 
 
 def test_success_without_result_breaks_the_contract() -> None:

@@ -98,3 +98,14 @@ def test_where_the_time_went_adds_up_the_phases_and_the_start_up_share() -> None
     )
     assert lines[0] == "took 170s: services 20s, training DAGs 150s"
     assert "2 step processes ran 100s" in lines[1] and "30s start-up (30%), 70s work" in lines[1]
+
+
+def test_the_summary_shows_the_push_arithmetic() -> None:
+    """Selected, held out as control and sent, each said: "top 10 %" is visibly not 10 % sent."""
+    publish = {"scored_rows": 12000, "selected": 1200, "records": 1063, "retries": 0,
+               "arms": {"treated": 1063, "control": 137}}  # fmt: skip
+    line = example_report.push_arithmetic(publish)
+    assert line == (
+        "12000 scored → 1200 selected (10.0% of scored) → 137 held out as control (never sent) "
+        "→ 1063 sent to the CRM (8.9% of scored); 0 retries"
+    )

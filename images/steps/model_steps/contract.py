@@ -33,12 +33,16 @@ ENV_TRIAL = "STEP_TRIAL"  # which trial a mapped trial task trains (JSON, from t
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# A model broke its own contract (a declared column missing, a value that does not fit its declared
+# type) or the data failed validation: the same code and data give the same answer, so no retry.
+EXIT_CHECK_FAILED = 3
 # KubernetesPodOperator(skip_on_exit_code=EXIT_SKIP_DOWNSTREAM) and the local runtime both turn
 # this code into a skipped task, so a gate can stop downstream steps without failing the run.
 EXIT_SKIP_DOWNSTREAM = 99
-# Codes a retry cannot fix: both runtimes fail the task without retries (UsageError's code). Every
-# other failure (EXIT_FAILED: a dead service, a drop not landed yet, a killed node) is retried.
-NON_RETRYABLE_EXIT_CODES: tuple[int, ...] = (EXIT_USAGE,)
+# Codes a retry cannot fix: both runtimes fail the task without retries (UsageError's and
+# CheckFailed's codes). Every other failure (EXIT_FAILED: a dead service, a drop not landed yet, a
+# killed node) is retried.
+NON_RETRYABLE_EXIT_CODES: tuple[int, ...] = (EXIT_USAGE, EXIT_CHECK_FAILED)
 
 DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
 # The CLI also logs the result on one line with this prefix: the MPIJob launcher has no XCom
@@ -102,6 +106,19 @@ class StepError(Exception):
 
 class UsageError(StepError):
     exit_code = EXIT_USAGE
+
+
+class CheckFailed(StepError):
+    """A deterministic failure: the model's output broke its declared contract, or the data failed
+    validation. Not retried; the message says what to fix, and the task re-runs once cleared."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+    def __init__(self, what: str, fix: str) -> None:
+        super().__init__(
+            f"{what}\nTo fix: {fix} A retry gives the same answer, so the task fails now; after "
+            "the fix, clear the task (Airflow UI or `airflow tasks clear`) to run it again."
+        )
 
 
 class SkipDownstream(Exception):

@@ -31,7 +31,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -127,6 +127,10 @@ class Model:
     # the hyperparameters a tuning run (settings tuning.enabled) samples, by dotted setting name
     search_space: Mapping[str, Distribution] = field(default_factory=dict)
     description: str = ""
+    # whether the outcome the label measures is good when it is 1 (or higher): a conversion, spend;
+    # or bad: churn, a complaint. Every judgement of the outcome uses it (the monitor's uplift
+    # verdict: a campaign "wins" when it moves the outcome the good way).
+    positive_outcome: Literal["good", "bad"] = "good"
 
     @property
     def task_info(self) -> Task:

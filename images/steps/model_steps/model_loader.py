@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import json
 import traceback
 from dataclasses import dataclass
 from functools import cache
@@ -100,12 +101,30 @@ def check_model(model: Any, ref: ModelRef) -> Model:
         problems.append(
             f"its expectation suite {model.suite} does not exist (every model needs one)"
         )
+    elif (stale := _suite_changes(model)) is not None:
+        problems.append(stale)
     if not model.raw_tables:
         problems.append("it declares no raw tables")
+    if model.positive_outcome not in ("good", "bad"):
+        problems.append(f"positive_outcome {model.positive_outcome!r} (allowed: good, bad)")
     problems += space_problems(model.search_space, set(model.settings.model_fields))
     if problems:
         raise UsageError(f"{ref.where}, which is inconsistent: " + "; ".join(problems))
     return model
+
+
+def _suite_changes(model: Model) -> str | None:
+    """Why the suite's derived part is out of date (None when current or unreadable: validate
+    names a broken file)."""
+    from model_steps.expectations import check_current
+
+    try:
+        check_current(model, json.loads(model.suite.read_text()))
+    except UsageError as exc:
+        return str(exc)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return None
 
 
 @cache

@@ -49,18 +49,28 @@ def calibration(task: str, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def uplift(
-    treated: np.ndarray, control: np.ndarray, *, min_arm: int, confidence: float
+    treated: np.ndarray,
+    control: np.ndarray,
+    *,
+    min_arm: int,
+    confidence: float,
+    positive_outcome: str = "good",
 ) -> dict[str, Any]:
     """Outcome treated vs control (a rate for a classifier, a mean for a regression) with a
     normal-approximation interval of the difference (Welch's standard error).
 
-    The verdict is ``win`` only when the whole interval lies above zero, ``harm`` when below,
-    ``no_effect_detected`` when it spans zero, and ``inconclusive`` (no numbers) when an arm has
-    fewer than ``min_arm`` contacts: too small a group to say anything.
+    The verdict follows the model's ``positive_outcome``: when a higher outcome is good (a
+    conversion) ``win`` means the whole interval lies above zero and ``harm`` below; when it is
+    bad (churn) the other way round. ``no_effect_detected`` when it spans zero, ``inconclusive``
+    (no numbers) when an arm has fewer than ``min_arm`` contacts: too small a group to say anything.
     """
     t = np.asarray(treated, dtype=np.float64).ravel()
     c = np.asarray(control, dtype=np.float64).ravel()
-    out: dict[str, Any] = {"n_treated": int(t.size), "n_control": int(c.size)}
+    out: dict[str, Any] = {
+        "n_treated": int(t.size),
+        "n_control": int(c.size),
+        "positive_outcome": positive_outcome,
+    }
     if min(t.size, c.size) < max(min_arm, 2):
         out.update(
             verdict="inconclusive",
@@ -72,7 +82,8 @@ def uplift(
     se = math.sqrt(t.var(ddof=1) / t.size + c.var(ddof=1) / c.size)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     low, high = diff - z * se, diff + z * se
-    verdict = "win" if low > 0 else "harm" if high < 0 else "no_effect_detected"
+    up, down = ("win", "harm") if positive_outcome == "good" else ("harm", "win")
+    verdict = up if low > 0 else down if high < 0 else "no_effect_detected"
     out.update(
         treated=round(float(t.mean()), 6),
         control=round(float(c.mean()), 6),

@@ -63,6 +63,30 @@ def spark() -> Any:
     session.stop()
 
 
+def dag_settings(model: Model, customer: str | None = None) -> dict[str, Any]:
+    """The settings the model's DAG module (``dags/<name>.py``) layers for ``customer`` (default:
+    its first): ``defaults`` <- its tier <- its own ``settings``, read from the module's literal
+    spec (the workload has no Airflow to import it with). {} when there is no DAG module."""
+    import ast
+    from pathlib import Path
+
+    from mlplatform_contract.settings import deep_merge
+
+    here = Path(model.suite).resolve()
+    modules = [p / "dags" / f"{model.name}.py" for p in here.parents]
+    module = next((m for m in modules if m.is_file()), None)
+    if module is None:
+        return {}
+    spec: dict[str, Any] = {}
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "register_pipeline":
+            spec = ast.literal_eval(node.args[1])
+    customers = spec.get("customers") or [{}]
+    chosen = next((c for c in customers if c.get("id") == customer), customers[0])
+    tier = spec.get("tiers", {}).get(chosen.get("tier", ""), {})
+    return deep_merge(deep_merge(spec.get("defaults", {}), tier), chosen.get("settings", {}))
+
+
 def contexts(
     model: Model, data_date: dt.date, config: dict[str, Any] | None, lake_uri: str
 ) -> tuple[CustomerSettings, Any, dict[str, ModelContext]]:
@@ -92,9 +116,12 @@ def run_hooks(
     model: Model, spark: Any, *, size: int = 600, config: dict[str, Any] | None = None
 ) -> HookRun:
     """Every hook of ``model`` on ``size`` entities of its example data (see the module doc),
-    with ``config`` as the customer's settings (the DAG module's ``defaults``, say)."""
+    with ``config`` as the customer's settings (default: what its DAG module layers for its first
+    customer, :func:`dag_settings`; pass ``{}`` for the platform's defaults)."""
     if model.example_data is None:
         raise pytest.skip.Exception(f"model {model.name} ships no example_data hook")
+    if config is None:
+        config = dag_settings(model)
     lake_uri = f"file://{tempfile.mkdtemp(prefix=f'{model.name}-')}/lake"
     data_date = model.example_data(lake_uri, TENANT, size)
     platform, _, ctxs = contexts(model, data_date, config, lake_uri)
@@ -122,7 +149,7 @@ def run_hooks(
 
 def _validate(model: Model, df: Any, platform: CustomerSettings) -> dict[str, Any]:
     from model_steps.expectations import load_suite
-    from model_steps.steps.validate import run_gx, suite_parameters
+    from model_steps.steps.validate import describe, run_gx, suite_parameters
 
     _, suite = load_suite(model)
     params = suite_parameters(
@@ -132,11 +159,8 @@ def _validate(model: Model, df: Any, platform: CustomerSettings) -> dict[str, An
     )
     with tempfile.TemporaryDirectory(prefix="gx-") as docs:
         result = run_gx({"features": (df, suite)}, params, docs)["features"]
-    failed = [
-        r.expectation_config.type + str(r.expectation_config.kwargs.get("column", ""))
-        for r in result.results
-        if not r.success
-    ]
+    # "features table column label: expect_…(…) failed: observed …": expectation and column apart
+    failed = [describe(r, "features table") for r in result.results if not r.success]
     return {"success": bool(result.success), "failed": failed}
 
 
@@ -190,7 +214,10 @@ def hook_run_problems(model: Model, run: HookRun) -> list[str]:
     if run.training[model.key].duplicated().any():
         problems.append(f"{model.key} is not unique in the training table")
     if not run.validation["success"]:
-        problems.append(f"its own suite fails on its example data: {run.validation['failed']}")
+        problems.append(
+            "its own suite fails on its example data:\n  - "
+            + "\n  - ".join(run.validation["failed"])
+        )
     if not np.isfinite(run.predictions).all():
         problems.append("the network predicts non-finite values")
     if (

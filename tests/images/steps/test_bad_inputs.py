@@ -15,6 +15,7 @@ import pytest
 from datasteps_helpers import PIPELINE, TENANT, raw_checksums, run_chain
 
 from mlmodels.restaurant_chain import datagen
+from model_steps.contract import EXIT_CHECK_FAILED, EXIT_FAILED
 
 RAW = Path("raw") / f"customer={TENANT}"
 
@@ -443,7 +444,9 @@ def test_bad_input(case, lake, tmp_path, reference_profile, caplog):
         message = text
     else:
         last = results[-1]
-        assert last["step"] == stopper and last["rc"] == 1, results
+        # validation failures are certain (exit 3, not retried); raw problems keep exit 1
+        code = EXIT_CHECK_FAILED if stopper == "validate" else EXIT_FAILED
+        assert last["step"] == stopper and last["rc"] == code, results
         assert steps_run == ["ingest", "validate"][: steps_run.index(stopper) + 1], (
             "nothing downstream of the failing step may run"
         )

@@ -78,6 +78,18 @@ def test_step_error_is_reported_without_traceback(xcom: Path, monkeypatch, caplo
     assert not xcom.exists()
 
 
+def test_a_certain_failure_exits_3_with_what_to_fix(xcom: Path, monkeypatch, caplog) -> None:
+    from model_steps.contract import EXIT_CHECK_FAILED, CheckFailed
+
+    def body(ctx: StepContext) -> dict[str, Any]:
+        raise CheckFailed("validation failed: column label", "fix the label hook.")
+
+    with_body(monkeypatch, body)
+    assert cli.main(ARGS) == EXIT_CHECK_FAILED == 3
+    assert "To fix: fix the label hook." in caplog.text and "clear the task" in caplog.text
+    assert not xcom.exists()
+
+
 def test_only_rank_zero_reports(xcom: Path, monkeypatch) -> None:
     with_body(monkeypatch, lambda ctx: {"rank": "any"})
     monkeypatch.setenv("HOROVOD_RANK", "1")

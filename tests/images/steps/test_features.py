@@ -227,3 +227,56 @@ def test_spark_and_pandas_implementations_agree(spark, tiny_tables):
             assert set(s[col]) == set(p[col]) == {CUT}
         else:
             assert (s[col] == p[col]).all(), col
+
+
+def _with_hook(**hooks):
+    import dataclasses
+
+    return dataclasses.replace(MODEL, **hooks)
+
+
+def _build(spark, model):
+    diners, orders, events = _frames()
+    ctx = ModelContext(
+        pipeline=model.name, customer="acme-foods", data_date=CUT, lake_uri="file:///tmp",
+        settings=model.settings(), platform=CustomerSettings(), window=window(CUT, 365, 14),
+    )  # fmt: skip
+    names = ["diners", "orders", "email_events"]
+    frames = dict(zip(names, _spark_frames(spark, diners, orders, events), strict=True))
+    return build_table(frames, model, ctx, labelled=True).toPandas()
+
+
+def test_a_missing_declared_column_fails_without_retry_saying_what_to_fix(spark):
+    from model_steps.contract import EXIT_CHECK_FAILED, CheckFailed
+
+    def features(frames, ctx):
+        return MODEL.features(frames, ctx).drop("open_rate")
+
+    with pytest.raises(CheckFailed) as caught:
+        _build(spark, _with_hook(features=features))
+    assert caught.value.exit_code == EXIT_CHECK_FAILED
+    message = str(caught.value)
+    assert "features hook returned no column(s) open_rate" in message
+    assert "To fix:" in message and "clear the task" in message
+
+
+def test_a_lossy_cast_to_a_declared_type_is_refused_naming_column_and_types(spark):
+    """A 0-1 rate declared int would become 0/1: refused, naming column, declared and seen type."""
+    from model_steps.contract import CheckFailed
+
+    schema = {**MODEL.feature_schema, "share_app": "int"}
+    with pytest.raises(CheckFailed) as caught:
+        _build(spark, _with_hook(feature_schema=schema))
+    message = str(caught.value)
+    assert "column share_app: declared int, seen double" in message, message
+    assert "e.g. '0.6667'" in message
+
+    # a cast that changes no value (a whole-number double declared int) is accepted
+    def features(frames, ctx):
+        from pyspark.sql import functions as F
+
+        out = MODEL.features(frames, ctx)
+        return out.withColumn("orders_lookback", F.col("orders_lookback").cast("double"))
+
+    table = _build(spark, _with_hook(features=features))
+    assert table["orders_lookback"].dtype.kind == "i"

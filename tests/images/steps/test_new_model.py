@@ -38,7 +38,7 @@ def test_the_scaffold_runs_end_to_end(task, tmp_path, monkeypatch) -> None:
     model = check_model(model, ModelRef(f"mlmodels.{name}", task))
     assert (tmp_path / "dags" / f"{name}.py").exists()
     assert (source / "tests" / f"test_{name}.py").exists()
-    run = run_hooks(model, local_spark(), config={"data": {"lookback_days": 180}})
+    run = run_hooks(model, local_spark())  # the scaffolded DAG module's layered settings
     assert hook_run_problems(model, run) == []
     assert model.output_column == ("prediction" if task == "regression" else "score")
 

@@ -154,7 +154,11 @@ def figures(loaded: LoadedModel, run: ScoredRun, table: Any) -> dict[str, Any]:
             "realized_outcome": round(float(treated.mean()), 6) if treated.size else None,
         },
         "uplift": monitoring.uplift(
-            treated, control, min_arm=settings.min_arm_size, confidence=settings.confidence
+            treated,
+            control,
+            min_arm=settings.min_arm_size,
+            confidence=settings.confidence,
+            positive_outcome=model.positive_outcome,
         ),
     }
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model_steps import lake, model_loader
-from model_steps.contract import StepContext, StepError
+from model_steps.contract import CheckFailed, StepContext, StepError
 from model_steps.expectations import load_suite, without_column
 from model_steps.features import FEATURES, POPULATION
 from model_steps.model_api import Model
@@ -344,8 +344,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
     for w in warnings:
         log.warning("validation warning: %s", w)
     if errors:
-        raise StepError(
+        raise CheckFailed(
             f"validation failed ({len(errors)} error(s); data docs: "
-            f"{summary['data_docs_uri']}):\n  - " + "\n  - ".join(errors)
+            f"{summary['data_docs_uri']}):\n  - " + "\n  - ".join(errors),
+            "fix the data (the raw drop) or the model's features/label hooks, or, if the "
+            "expectation is wrong, the model's expectations.json or its validation settings.",
         )
     return summary

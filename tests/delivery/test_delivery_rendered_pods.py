@@ -24,6 +24,7 @@ from delivery_helpers import (
     output_of,
     parse_charts,
     render_charts,
+    restricted_violations,
     run,
     tool,
 )
@@ -223,3 +224,12 @@ def test_checkov_on_rendered_pods_with_the_platform_policies(
     print(f"checkov kubernetes (DAG pods + platform): passed={summary['passed']} failed={summary['failed']} "
           f"waived={sorted(STEP_POD_WAIVERS)}")  # fmt: skip
     assert_checkov_clean(summary, min_passed=100)
+
+
+def test_every_pod_meets_pod_security_restricted(rendered_pods):
+    """ml-steps enforces Pod Security `restricted` (helm/platform values podSecurity): every step pod
+    (XCom sidecar included) and every MPIJob replica must pass it."""
+    for obj in objects(rendered_pods):
+        for spec in pod_specs(obj):
+            names = [c["name"] for c in spec["containers"]]
+            assert not restricted_violations(spec), (obj["metadata"]["name"], names)

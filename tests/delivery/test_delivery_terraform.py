@@ -275,7 +275,8 @@ def test_irsa_roles_for_each_step_kind_mlflow_and_airflow(hcl):
         == '${{for kind in var.step_kinds : kind => "step-${kind}"}}'
     )
     roles = locals_["irsa_roles"]
-    assert "mlflow" in roles and "airflow" in roles and "${var.steps_namespace}:mlflow" in roles
+    assert "mlflow" in roles and "airflow" in roles and "${var.mlflow_namespace}:mlflow" in roles
+    assert "${var.spark_namespace}:spark-executor" in roles
     # Each step kind's policy comes from the lake's zone definition (terraform/modules/step_policy);
     # tests/images/steps/test_iam_lake_access.py renders it and evaluates it against the steps' accesses.
     step_policy = one(blocks(hcl, "module"), f"{PLATFORM}/iam.tf::step_policy")

@@ -450,8 +450,11 @@ def test_a_tier_switches_ingest_to_spark_executors(runtime, manifest_file, dags_
     assert "@sha256:" in image
     assert env["MLOPS_SPARK_MASTER"]["value"] == "k8s://https://kubernetes.default.svc"
     assert env["SPARK_EXECUTOR_IMAGE"]["value"] == image
-    assert env["SPARK_EXECUTOR_NAMESPACE"]["value"] == "ml-steps"
-    assert env["SPARK_EXECUTOR_SERVICE_ACCOUNT"]["value"] == big["spec"]["serviceAccountName"]
+    # executors in their own namespace, as their own account (helm/platform sparkExecutors)
+    assert env["SPARK_EXECUTOR_NAMESPACE"]["value"] == "ml-spark"
+    assert env["SPARK_EXECUTOR_SERVICE_ACCOUNT"]["value"] == "spark-executor"
+    assert env["SPARK_DRIVER_NAMESPACE"]["value"] == big["metadata"]["namespace"]
+    assert big["spec"]["serviceAccountName"] == "step-ingest"
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert big["spec"]["automountServiceAccountToken"] is True, "the driver creates its executors"
     volumes = {v["name"]: v for v in big["spec"]["volumes"]}

@@ -119,7 +119,7 @@ def step_task_spec(
         env_vars={
             **invocation.env,
             **pods.lineage_env(image, manifest.commit),
-            **(pods.spark_driver_env(image, cluster.namespace) if spark else {}),
+            **(pods.spark_driver_env(image, cluster) if spark else {}),
         },
         pod_runtime_info_envs=pods.try_number_env() + (pods.pod_ip_env() if spark else []),
         env_from=pods.env_from(

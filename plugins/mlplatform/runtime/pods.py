@@ -46,6 +46,12 @@ class ClusterSettings:
     deferrable: bool = field(
         default_factory=lambda: os.environ.get("MLOPS_K8S_DEFERRABLE", "false").lower() == "true"
     )
+    # Spark executors: their own namespace and account (helm/platform values sparkExecutors), where
+    # an admission policy limits what the driver may create.
+    spark_namespace: str = field(
+        default_factory=lambda: os.environ.get("MLOPS_K8S_SPARK_NAMESPACE", "ml-spark")
+    )
+    spark_executor_account: str = "spark-executor"
 
     @staticmethod
     def service_account(step: StepKind) -> str:
@@ -171,15 +177,16 @@ def _try_number_env() -> tuple[k8s.V1EnvVar, ...]:
     return (k8s.V1EnvVar(name=ENV_TRY_NUMBER, value_from=k8s.V1EnvVarSource(field_ref=label)),)
 
 
-def spark_driver_env(image: str, namespace: str) -> dict[str, str]:
+def spark_driver_env(image: str, cluster: ClusterSettings) -> dict[str, str]:
     """What makes an ingest pod a Spark driver with executor pods (model_steps/spark_config.py):
-    the executors run the same image by digest, in the same namespace, as step-ingest (its IRSA
-    role reads and writes the lake)."""
+    the executors run the same image by digest, in their own namespace, as their own account (IRSA:
+    the ingest role, which reads and writes the lake)."""
     return {
         "MLOPS_SPARK_MASTER": IN_CLUSTER_API,
         "SPARK_EXECUTOR_IMAGE": image,
-        "SPARK_EXECUTOR_NAMESPACE": namespace,
-        "SPARK_EXECUTOR_SERVICE_ACCOUNT": ClusterSettings.service_account("ingest"),
+        "SPARK_EXECUTOR_NAMESPACE": cluster.spark_namespace,
+        "SPARK_EXECUTOR_SERVICE_ACCOUNT": cluster.spark_executor_account,
+        "SPARK_DRIVER_NAMESPACE": cluster.namespace,
     }
 
 

@@ -97,13 +97,17 @@ locals {
   irsa_roles = merge(
     {
       for kind, sa in local.step_service_accounts : "step-${kind}" => {
-        service_accounts = ["${var.steps_namespace}:${sa}"]
-        policy           = module.step_policy.policies[kind]
+        # Spark executors (their own namespace and account) act for ingest: same lake zones.
+        service_accounts = concat(
+          ["${var.steps_namespace}:${sa}"],
+          kind == "ingest" ? ["${var.spark_namespace}:spark-executor"] : [],
+        )
+        policy = module.step_policy.policies[kind]
       }
     },
     {
       mlflow = {
-        service_accounts = ["${var.steps_namespace}:mlflow"]
+        service_accounts = ["${var.mlflow_namespace}:mlflow"]
         policy           = data.aws_iam_policy_document.mlflow.json
       }
       airflow = {

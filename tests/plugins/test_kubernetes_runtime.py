@@ -127,8 +127,11 @@ def test_labels_images_and_contract(rendered) -> None:
         (try_number,) = [e for e in container["env"] if e["name"] == "AIRFLOW_CTX_TRY_NUMBER"]
         assert try_number["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['try_number']"
         assert {"configMapRef": {"name": "step-env"}} in container["envFrom"]
-        has_crm_secret = {"secretRef": {"name": "crm-default"}} in container["envFrom"]
-        assert has_crm_secret == (task_id == "publish")
+        assert not [f for f in container["envFrom"] if "secretRef" in f], "no Secret loaded whole"
+        secret_keys = {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                       for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}  # fmt: skip
+        crm = {("crm-default", "CRM_API_TOKEN"), ("crm-default", "CRM_BASE_URL")}
+        assert secret_keys == (crm if task_id == "publish" else set())
         assert pod["spec"]["serviceAccountName"] == f"step-{kind}"
         task = "regression" if pipeline == "next_spend" else "binary_classification"
         model = {"ref": f"mlmodels.{pipeline}", "source": f"dags/{pipeline}.py", "task": task}

@@ -44,7 +44,7 @@ help:
 	@echo "make lint    ruff check + format check"
 	@echo "make bench   benchmarks (tables printed, JSON in benchmarks/results/)"
 	@echo "make airflow Airflow UI on http://localhost:8080: the project's DAGs on the embedded platform"
-	@echo "make lock    re-resolve requirements.lock and images/steps/requirements.lock"
+	@echo "make lock    re-resolve requirements.lock, images/steps/requirements.lock and the image locks"
 	@echo "make new-model NAME=<name> [TASK=regression]   scaffold dags/<name>.py + models/<name>/"
 	@echo "make run MODEL=<name> [CUSTOMER=<id>] [TUNE=1]  run one model (one customer) end to end"
 	@echo "make suite MODEL=<name>   rewrite the suite's part derived from the model's declarations"
@@ -96,6 +96,7 @@ lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 requirements.txt requirements-dev.txt -o requirements.lock
 	$(UV) pip compile -q --python-version 3.11 --all-extras images/steps/pyproject.toml \
 		images/steps/requirements-dev.txt -o images/steps/requirements.lock
+	$(PYTHON) tools/lock_images.py --uv $(UV)
 
 lint: $(CP_STAMP)
 	$(CP_VENV)/bin/ruff check .

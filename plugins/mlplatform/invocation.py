@@ -9,12 +9,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
+
+from airflow.sdk import literal
 
 from mlplatform.profiles import ResourceProfile
 from mlplatform.spec import ResolvedCustomer
 from mlplatform.steps import ENV_CONFIG, ENV_MODEL, ENV_PARAMS, WORKLOAD_MODULE, StepKind
 
 PARAMS_TEMPLATE = "{{ params | tojson }}"
+# Customer settings and the model's identity are data, never Jinja: both runtimes hand these
+# variables to their operators' templated env wrapped in literal(), so a setting that reads
+# "{{ conn.crm_default.password }}" reaches the step as written (never the connection's password) and
+# a "{{" in a text setting cannot break a run. STEP_PARAMS stays a template (the run's params).
+LITERAL_VARS: tuple[str, ...] = (ENV_CONFIG, ENV_MODEL)
+
+
+def literal_env(env: dict[str, str]) -> dict[str, Any]:
+    """``env`` for an operator's templated field: the data variables wrapped in literal()."""
+    return {k: literal(v) if k in LITERAL_VARS else v for k, v in env.items()}
 
 
 def data_date_template(landing_delay_days: int) -> str:

@@ -254,6 +254,29 @@ def _raw_settings_problems(raw: dict[str, Any], known: list[str]) -> list[str]:
     return found
 
 
+# The platform's shared CRM connection (and Secret crm-default): every customer may use it.
+SHARED_CRM_CONNECTION = "crm_default"
+
+
+def own_crm_connection(customer_id: str) -> str:
+    """A customer's own CRM connection: crm_<id with - as _>, its Secret crm-<id>."""
+    return "crm_" + customer_id.replace("-", "_")
+
+
+def _crm_problems(settings: CustomerSettings, customer_id: str, where: str) -> list[str]:
+    """crm.connection_id names the Secret the publish pod reads its token from: only the shared CRM
+    or the customer's own, never another customer's Secret or any other Secret of the namespace."""
+    named = settings.crm.connection_id
+    allowed = (SHARED_CRM_CONNECTION, own_crm_connection(customer_id))
+    if named in allowed:
+        return []
+    return [
+        f"{where}.crm.connection_id: {named!r} is not this customer's CRM connection (it would "
+        f"read the Secret {named.replace('_', '-')!r}); use {allowed[0]!r} (the platform's CRM) or "
+        f"{allowed[1]!r} (this customer's own, Secret {allowed[1].replace('_', '-')!r})"
+    ]
+
+
 def _task_problems(settings: CustomerSettings, task: str, where: str) -> list[str]:
     """The gate may only name the task's metrics (a regression has no roc_auc)."""
     info = TASKS[task]
@@ -343,6 +366,7 @@ def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]
             ]
             continue
         problems += [p for p in _task_problems(settings, spec.task, where) if p not in problems]
+        problems += _crm_problems(settings, customer.id, where)
         if settings.tuning.enabled and "train" not in spec.steps:
             problems.append(f"{where}.tuning.enabled: the pipeline has no train step to tune")
         profiles = dict(base_profiles)

@@ -194,7 +194,7 @@ def test_no_default_user_and_no_credentials_generated_by_the_chart(objects):
     )
     for o in objects:
         pod = o.get("spec", {}).get("template", {}).get("spec", {})
-        for c in pod.get("containers", []) + pod.get("initContainers", []):
+        for c in (pod.get("containers") or []) + (pod.get("initContainers") or []):
             refs = [e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])
                     if "secretKeyRef" in e.get("valueFrom", {})]  # fmt: skip
             assert "airflow-broker-url" not in refs, o["metadata"]["name"]
@@ -205,7 +205,7 @@ def test_airflow_components_run_by_digest(objects):
         if o["kind"] not in ("Deployment", "Job"):
             continue
         pod = o["spec"]["template"]["spec"]
-        for c in pod["containers"] + pod.get("initContainers", []):
+        for c in pod["containers"] + (pod.get("initContainers") or []):
             if "apache/airflow" in c["image"]:
                 assert c["image"] == f"apache/airflow@{DIGEST}", (o["metadata"]["name"], c["name"])
 
@@ -262,3 +262,44 @@ def test_statsd_exporter_serves_what_the_platform_chart_scrapes(airflow_cfg, obj
     assert service["metadata"]["labels"]["component"] == "statsd"
     ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
     assert ports["statsd-scrape"] == 9102 and ports["statsd-ingest"] == 9125
+
+
+SIDECARS = ("git-sync", "log-groomer")
+DATABASE_ENV = {
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW_CONN_AIRFLOW_DB",
+}
+
+
+def env_names(container: dict) -> set[str]:
+    return {e["name"] for e in container.get("env", [])}
+
+
+def test_task_pods_get_no_metadata_db_uri_and_no_fernet_key(config):
+    """Airflow 3's worker model: task code reaches the API server only. The pod template of
+    KubernetesExecutor task pods carries neither the database URI nor the Fernet key."""
+    template = yaml.safe_load(config["pod_template_file.yaml"])
+    for c in template["spec"]["containers"] + (template["spec"].get("initContainers") or []):
+        assert not env_names(c) & DATABASE_ENV, c["name"]
+        assert not [f for f in c.get("envFrom", []) if "secretRef" in f], c["name"]
+
+
+def test_only_database_components_get_the_database_uri_and_fernet_key(objects):
+    """Scheduler, DAG processor, triggerer, API server and the migration job get both, from the
+    Secrets of docs/deploy.md step 5; nothing else does."""
+    wanted = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__FERNET_KEY"}
+    workloads = {**named(objects, "Deployment"), **named(objects, "Job")}
+    for name in (
+        "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server",
+        "airflow-run-airflow-migrations",
+    ):  # fmt: skip
+        pod = workloads[name]["spec"]["template"]["spec"]
+        airflow = [c for c in pod["containers"] if not c["name"].endswith(SIDECARS)]
+        for c in airflow:
+            assert wanted <= env_names(c), (name, c["name"], sorted(env_names(c)))
+    for name, workload in workloads.items():
+        pod = workload["spec"]["template"]["spec"]
+        for c in pod["containers"] + (pod.get("initContainers") or []):
+            if c["name"].endswith(SIDECARS):
+                assert not env_names(c) & DATABASE_ENV, (name, c["name"])

@@ -12,7 +12,9 @@ from delivery_helpers import (
     AIRFLOW_NAMESPACE,
     CHARTS,
     K8S_VERSION,
+    MLFLOW_NAMESPACE,
     REPO,
+    SPARK_NAMESPACE,
     STEP_KINDS,
     STEPS_NAMESPACE,
     assert_checkov_clean,
@@ -20,6 +22,7 @@ from delivery_helpers import (
     output_of,
     parse_charts,
     render_charts,
+    restricted_violations,
     run,
     tool,
 )
@@ -83,9 +86,16 @@ def test_yamllint_values_and_ci():
 
 def test_step_service_accounts_irsa_annotated_without_api_token(rendered_objects):
     sas = by_kind(rendered_objects["platform"], "ServiceAccount")
-    assert set(sas) == {f"step-{k}" for k in STEP_KINDS}
+    assert set(sas) == {f"step-{k}" for k in STEP_KINDS} | {"spark-executor"}
+    assert sas["spark-executor"]["metadata"]["namespace"] == SPARK_NAMESPACE
+    ingest_role = sas["step-ingest"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert (
+        sas["spark-executor"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        == ingest_role
+    )
     for name, sa in sas.items():
-        assert sa["metadata"]["namespace"] == STEPS_NAMESPACE
+        if name != "spark-executor":
+            assert sa["metadata"]["namespace"] == STEPS_NAMESPACE
         assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
             "arn:aws:iam::"
         ), name
@@ -111,16 +121,23 @@ def test_airflow_worker_may_create_pods_and_mpijobs_in_ml_steps(rendered_objects
     assert (AIRFLOW_NAMESPACE, "airflow-worker") in subjects
 
 
-def test_ingest_may_run_spark_executors_as_step_ingest(rendered_objects, tmp_path):
+def test_ingest_may_run_spark_executors_in_their_own_namespace_only(rendered_objects, tmp_path):
     """Spark client mode: the ingest pod (step-ingest) creates executor pods from the chart's
-    template, and the driver and executors may talk on the two Spark ports only."""
+    template in the executors' namespace only (no Role in ml-steps), and the driver and executors
+    may talk on the two Spark ports only."""
     objs = rendered_objects["platform"]
+    roles = [o for o in objs if o["kind"] == "Role"]
+    assert {
+        r["metadata"]["name"] for r in roles if r["metadata"]["namespace"] == STEPS_NAMESPACE
+    } == {"airflow-step-launcher"}
     role = by_kind(objs, "Role")["spark-driver"]
+    assert role["metadata"]["namespace"] == SPARK_NAMESPACE
     rules = {(g, r): set(rule["verbs"]) for rule in role["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
     assert {"create", "watch", "delete"} <= rules[("", "pods")]
     assert not any(r in ("secrets", "*", "pods/exec") for (_, r) in rules)
     binding = by_kind(objs, "RoleBinding")["spark-driver"]
+    assert binding["metadata"]["namespace"] == SPARK_NAMESPACE
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "step-ingest", "namespace": STEPS_NAMESPACE}
     ]
@@ -143,6 +160,10 @@ def test_ingest_may_run_spark_executors_as_step_ingest(rendered_objects, tmp_pat
     assert policy["podSelector"] == {"matchLabels": {"mlops.io/step": "ingest"}}
     (ingress,) = policy["ingress"]
     assert ingress["ports"] == [{"protocol": "TCP", "port": 7078, "endPort": 7079}]
+    (peer,) = ingress["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": SPARK_NAMESPACE
+    }
 
 
 def test_priority_classes_quota_limitrange_networkpolicies(rendered_objects):
@@ -152,11 +173,38 @@ def test_priority_classes_quota_limitrange_networkpolicies(rendered_objects):
     policies = by_kind(objs, "NetworkPolicy")
     deny = policies["default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
-    ns = by_kind(objs, "Namespace")[STEPS_NAMESPACE]
-    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] in (
-        "baseline",
-        "restricted",
-    )
+    namespaces = by_kind(objs, "Namespace")
+    assert set(namespaces) == {STEPS_NAMESPACE, MLFLOW_NAMESPACE, SPARK_NAMESPACE}
+    for name, ns in namespaces.items():
+        for mode in ("enforce", "warn", "audit"):
+            assert ns["metadata"]["labels"][f"pod-security.kubernetes.io/{mode}"] == "restricted", (
+                name
+            )
+
+
+def test_mlflow_admits_only_the_steps_that_call_it(rendered_objects):
+    """MLflow in its own namespace, default deny there; its API only from step pods of the kinds
+    that log, register, alias or load models (train, evaluate, score) and the monitor: not ingest,
+    validate or publish (their code never calls MLflow), not Spark executors, not Airflow."""
+    policies = [o for o in rendered_objects["platform"] if o["kind"] == "NetworkPolicy"]
+    in_mlflow = {p["metadata"]["name"]: p["spec"] for p in policies
+                 if p["metadata"]["namespace"] == MLFLOW_NAMESPACE}  # fmt: skip
+    assert in_mlflow["default-deny"]["podSelector"] == {}
+    (ingress,) = in_mlflow["mlflow"]["ingress"]
+    admitted = set()
+    for peer in ingress["from"]:
+        assert peer["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": STEPS_NAMESPACE
+        }
+        (expr,) = peer["podSelector"]["matchExpressions"]
+        assert expr["operator"] == "In"
+        admitted |= {(expr["key"], v) for v in expr["values"]}
+    assert admitted == {
+        ("mlops.io/kind", "train"),
+        ("mlops.io/kind", "evaluate"),
+        ("mlops.io/kind", "score"),
+        ("mlops.io/step", "monitor"),
+    }
 
 
 def test_step_env_configmap_has_exactly_the_agreed_keys(rendered_objects):
@@ -215,3 +263,15 @@ def test_mlflow_chart_refuses_an_image_without_digest():
 
 # ---- Airflow: the official chart rendered with helm/airflow/values.yaml is checked in
 # test_delivery_airflow_chart.py (it needs the vendored chart).
+
+
+def test_chart_pods_meet_pod_security_restricted(rendered_objects):
+    """The namespaces enforce `restricted`: MLflow's pods and the Spark executor template pass it."""
+    deploy = by_kind(rendered_objects["mlflow"], "Deployment")["mlflow"]
+    assert not restricted_violations(deploy["spec"]["template"]["spec"])
+    template = yaml.safe_load(
+        by_kind(rendered_objects["platform"], "ConfigMap")["spark-executor-pod-template"]["data"][
+            "executor-pod-template.yaml"
+        ]
+    )
+    assert not restricted_violations(template["spec"])

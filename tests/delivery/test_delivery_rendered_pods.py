@@ -24,6 +24,7 @@ from delivery_helpers import (
     output_of,
     parse_charts,
     render_charts,
+    restricted_violations,
     run,
     tool,
 )
@@ -51,7 +52,7 @@ STEP_POD_WAIVERS = {
     "CKV_K8S_15": "imagePullPolicy Always: images are pinned by sha256 digest, so IfNotPresent can never run "
     "a different image; Always would only add registry round-trips per pod",
     "CKV_K8S_35": "secret as env: the agreed step contract hands publish its CRM token as CRM_API_TOKEN; the "
-    "value comes from the customer's CRM Secret via envFrom and never appears in a manifest or image",
+    "value comes from the customer's CRM Secret via secretKeyRef and never appears in a manifest or image",
 }
 
 
@@ -160,18 +161,18 @@ def test_pods_refer_only_to_objects_the_platform_provides(rendered_pods, rendere
             )
             assert spec["priorityClassName"] == expected
             for container in spec["containers"]:
-                secrets = []
                 for source in container.get("envFrom", []) or []:
+                    assert "secretRef" not in source, "no pod loads a Secret whole"
                     if "configMapRef" in source:
                         assert source["configMapRef"]["name"] in configmaps
-                    if "secretRef" in source:
-                        secrets.append(source["secretRef"]["name"])
-                # only publish reads a Secret: its customer's CRM one (crm.connection_id, _ as -),
-                # created per customer as docs/publish.md says; nothing reads a Secret key by key
+                # only publish reads a Secret, key by key: its customer's CRM one (crm.connection_id,
+                # _ as -), created per customer as docs/publish.md says
+                keys = {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                        for e in container.get("env", []) or []
+                        if "secretKeyRef" in (e.get("valueFrom") or {})}  # fmt: skip
                 is_publish = labels["mlops.io/step"] == "publish" and container["name"] == "base"
-                assert secrets == (["crm-default"] if is_publish else []), (labels, secrets)
-                assert not [e for e in container.get("env", []) or []
-                            if "secretKeyRef" in (e.get("valueFrom") or {})]  # fmt: skip
+                crm = {("crm-default", "CRM_API_TOKEN"), ("crm-default", "CRM_BASE_URL")}
+                assert keys == (crm if is_publish else set()), (labels, keys)
 
 
 def test_every_container_pinned_by_digest_with_limits(rendered_pods):
@@ -223,3 +224,12 @@ def test_checkov_on_rendered_pods_with_the_platform_policies(
     print(f"checkov kubernetes (DAG pods + platform): passed={summary['passed']} failed={summary['failed']} "
           f"waived={sorted(STEP_POD_WAIVERS)}")  # fmt: skip
     assert_checkov_clean(summary, min_passed=100)
+
+
+def test_every_pod_meets_pod_security_restricted(rendered_pods):
+    """ml-steps enforces Pod Security `restricted` (helm/platform values podSecurity): every step pod
+    (XCom sidecar included) and every MPIJob replica must pass it."""
+    for obj in objects(rendered_pods):
+        for spec in pod_specs(obj):
+            names = [c["name"] for c in spec["containers"]]
+            assert not restricted_violations(spec), (obj["metadata"]["name"], names)

@@ -260,7 +260,9 @@ def test_inline_json_policies_have_no_wildcard_action(hcl):
 
 
 def test_irsa_roles_for_each_step_kind_mlflow_and_airflow(hcl):
-    variables = {k.split("::")[1]: v for k, v in blocks(hcl, "variable").items()}
+    variables = {
+        k.split("::")[1]: v for k, v in blocks(hcl, "variable").items() if k.startswith(PLATFORM)
+    }
     assert variables["step_kinds"]["default"] == list(STEP_KINDS)
     assert variables["steps_namespace"]["default"] == STEPS_NAMESPACE
     assert variables["airflow_namespace"]["default"] == AIRFLOW_NAMESPACE
@@ -273,19 +275,25 @@ def test_irsa_roles_for_each_step_kind_mlflow_and_airflow(hcl):
         == '${{for kind in var.step_kinds : kind => "step-${kind}"}}'
     )
     roles = locals_["irsa_roles"]
-    assert "mlflow" in roles and "airflow" in roles and "${var.steps_namespace}:mlflow" in roles
-    step_access = locals_["step_access"]
-    assert set(step_access) == set(STEP_KINDS)
-    # Least privilege: only ingest (and the monitor, in its account) writes the lake at large, only
-    # score writes scores; publish reads scores and writes only its checkpoint and campaign arms.
-    assert step_access["ingest"] == {"read": ["lake", "scores"], "write": {"lake": ["*"]}}
-    assert step_access["score"]["write"] == {"scores": ["*"]}
-    assert step_access["publish"] == {
-        "read": ["scores"],
-        "write": {"lake": ["publish/*", "campaign/*"]},
-    }
-    for kind in ("train", "evaluate"):
-        assert step_access[kind]["write"] == {}
+    assert "mlflow" in roles and "airflow" in roles and "${var.mlflow_namespace}:mlflow" in roles
+    assert "${var.spark_namespace}:spark-executor" in roles
+    # Each step kind's policy comes from the lake's zone definition (terraform/modules/step_policy);
+    # tests/images/steps/test_iam_lake_access.py renders it and evaluates it against the steps' accesses.
+    step_policy = one(blocks(hcl, "module"), f"{PLATFORM}/iam.tf::step_policy")
+    assert step_policy["source"] == "../step_policy"
+    assert step_policy["step_kinds"] == "${var.step_kinds}"
+    assert "module.step_policy.policies[kind]" in roles
+    module = hcl["modules/step_policy/main.tf"]["locals"][0]
+    assert "plugins/mlplatform_contract/lake_zones.json" in module["layout"]
+
+
+def test_no_workload_role_reads_the_database_master_secret(hcl):
+    """MLflow reads its database password from the Kubernetes Secret mlflow-db, never from Secrets
+    Manager: no workload policy names the RDS master secret or Secrets Manager at all."""
+    for where, statement in all_statements(hcl):
+        actions = " ".join(map(str, statement.get("actions", [])))
+        assert "secretsmanager" not in actions, where
+        assert "master_user_secret" not in str(statement.get("resources")), where
 
 
 def test_airflow_irsa_trusts_exactly_the_service_accounts_of_the_airflow_values(hcl):

@@ -127,8 +127,11 @@ def test_labels_images_and_contract(rendered) -> None:
         (try_number,) = [e for e in container["env"] if e["name"] == "AIRFLOW_CTX_TRY_NUMBER"]
         assert try_number["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['try_number']"
         assert {"configMapRef": {"name": "step-env"}} in container["envFrom"]
-        has_crm_secret = {"secretRef": {"name": "crm-default"}} in container["envFrom"]
-        assert has_crm_secret == (task_id == "publish")
+        assert not [f for f in container["envFrom"] if "secretRef" in f], "no Secret loaded whole"
+        secret_keys = {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                       for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}  # fmt: skip
+        crm = {("crm-default", "CRM_API_TOKEN"), ("crm-default", "CRM_BASE_URL")}
+        assert secret_keys == (crm if task_id == "publish" else set())
         assert pod["spec"]["serviceAccountName"] == f"step-{kind}"
         task = "regression" if pipeline == "next_spend" else "binary_classification"
         model = {"ref": f"mlmodels.{pipeline}", "source": f"dags/{pipeline}.py", "task": task}
@@ -455,8 +458,11 @@ def test_a_tier_switches_ingest_to_spark_executors(runtime, manifest_file, dags_
     assert "@sha256:" in image
     assert env["MLOPS_SPARK_MASTER"]["value"] == "k8s://https://kubernetes.default.svc"
     assert env["SPARK_EXECUTOR_IMAGE"]["value"] == image
-    assert env["SPARK_EXECUTOR_NAMESPACE"]["value"] == "ml-steps"
-    assert env["SPARK_EXECUTOR_SERVICE_ACCOUNT"]["value"] == big["spec"]["serviceAccountName"]
+    # executors in their own namespace, as their own account (helm/platform sparkExecutors)
+    assert env["SPARK_EXECUTOR_NAMESPACE"]["value"] == "ml-spark"
+    assert env["SPARK_EXECUTOR_SERVICE_ACCOUNT"]["value"] == "spark-executor"
+    assert env["SPARK_DRIVER_NAMESPACE"]["value"] == big["metadata"]["namespace"]
+    assert big["spec"]["serviceAccountName"] == "step-ingest"
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert big["spec"]["automountServiceAccountToken"] is True, "the driver creates its executors"
     volumes = {v["name"]: v for v in big["spec"]["volumes"]}

@@ -199,5 +199,5 @@ def test_factory_builds_local_tasks_with_the_contract_argv(dags_folder, dagbag, 
     assert train.arguments[:6] == ["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo"]
     ingest = dag.get_task("ingest")
     assert ingest.arguments[:4] == ["python", "-m", "model_steps", "ingest"]
-    config = json.loads(ingest.env_vars["STEP_CONFIG"])
+    config = json.loads(ingest.env_vars["STEP_CONFIG"].value)  # literal(): settings are data
     assert config["training"]["epochs"] == 12  # premium tier

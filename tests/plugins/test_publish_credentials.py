@@ -103,7 +103,11 @@ def test_only_the_publish_task_resolves_the_customers_connection():
         "steps": {"ingest": {}, "score": {}, "publish": {}},
         "customers": [
             {"id": "alpha-co", "tier": "basic"},
-            {"id": "beta-co", "tier": "basic", "settings": {"crm": {"connection_id": "crm_beta"}}},
+            {
+                "id": "beta-co",
+                "tier": "basic",
+                "settings": {"crm": {"connection_id": "crm_beta_co"}},
+            },
         ],
         "tiers": {"basic": {}},
     }
@@ -114,16 +118,17 @@ def test_only_the_publish_task_resolves_the_customers_connection():
         ids[customer.id] = {t.task_id: t.crm_connection_id for t in dag.tasks}
     assert ids == {
         "alpha-co": {"ingest": None, "score": None, "publish": "crm_default"},
-        "beta-co": {"ingest": None, "score": None, "publish": "crm_beta"},
+        "beta-co": {"ingest": None, "score": None, "publish": "crm_beta_co"},
     }
 
 
 def test_in_the_cluster_each_customer_reads_the_secret_named_after_its_connection(
     runtime, manifest_file
 ):
-    """The same setting means the same CRM in both runtimes: crm_beta is the Airflow connection
-    locally and the Secret crm-beta in the cluster, loaded only by the publish pod, after step-env
-    (so a customer's own CRM_BASE_URL wins over the platform default)."""
+    """The same setting means the same CRM in both runtimes: crm_beta_co is the Airflow connection
+    locally and the Secret crm-beta-co in the cluster, read only by the publish pod and only key by
+    key (the token, and the customer's own base URL if its Secret has one: optional, and an env
+    entry wins over step-env's default). No pod loads a Secret whole (envFrom)."""
     runtime("kubernetes", manifest_file())
     spec = {
         "name": "churn_model", "model": "mlmodels.churn", "task": "binary_classification",
@@ -131,21 +136,56 @@ def test_in_the_cluster_each_customer_reads_the_secret_named_after_its_connectio
         "steps": {"score": {}, "publish": {}}, "tiers": {"basic": {}},
         "customers": [
             {"id": "alpha-co", "tier": "basic"},
-            {"id": "beta-co", "tier": "basic", "settings": {"crm": {"connection_id": "crm_beta"}}},
+            {"id": "beta-co", "tier": "basic", "settings": {"crm": {"connection_id": "crm_beta_co"}}},
         ],
     }  # fmt: skip
-    sources = {}
+    sources, keys = {}, {}
     for customer in resolve_customers(parse_pipeline(spec, "dags/churn.py"), "dags/churn.py"):
         dag = build_dag(customer, "kubernetes")
-        sources[customer.id] = {
-            t.task_id: [s.secret_ref.name if s.secret_ref else s.config_map_ref.name
-                        for s in t.env_from]
-            for t in dag.tasks
-        }  # fmt: skip
+        for t in dag.tasks:
+            assert [s.config_map_ref.name for s in t.env_from] == ["step-env"], t.task_id
+            assert not [s for s in t.env_from if s.secret_ref], t.task_id
+            refs = [
+                e for e in t.pod_runtime_info_envs if e.value_from and e.value_from.secret_key_ref
+            ]
+            sources[(customer.id, t.task_id)] = {e.value_from.secret_key_ref.name for e in refs}
+            keys[(customer.id, t.task_id)] = {
+                (e.name, e.value_from.secret_key_ref.key, e.value_from.secret_key_ref.optional)
+                for e in refs
+            }
     assert sources == {
-        "alpha-co": {"score": ["step-env"], "publish": ["step-env", "crm-default"]},
-        "beta-co": {"score": ["step-env"], "publish": ["step-env", "crm-beta"]},
+        ("alpha-co", "score"): set(),
+        ("alpha-co", "publish"): {"crm-default"},
+        ("beta-co", "score"): set(),
+        ("beta-co", "publish"): {"crm-beta-co"},
     }
+    assert keys[("beta-co", "publish")] == {
+        ("CRM_API_TOKEN", "CRM_API_TOKEN", None),
+        ("CRM_BASE_URL", "CRM_BASE_URL", True),
+    }
+
+
+@pytest.mark.parametrize(
+    "named",
+    ["crm_alpha_co", "mlflow_db", "airflow_metadata_db", "crm_beta", "crm_default_x"],
+)
+def test_a_connection_id_naming_another_secret_is_refused_at_parse_time(named):
+    """A customer may name only the shared CRM or its own: not another customer's CRM Secret, nor
+    any other Secret (the error names the file, the customer and the field)."""
+    spec = {
+        "name": "churn_model", "model": "mlmodels.churn", "task": "binary_classification",
+        "owner": "retention-ml", "description": "Churn.",
+        "steps": {"publish": {}}, "tiers": {"basic": {}},
+        "customers": [{"id": "alpha-co", "tier": "basic"},
+                      {"id": "beta-co", "tier": "basic",
+                       "settings": {"crm": {"connection_id": named}}}],
+    }  # fmt: skip
+    with pytest.raises(PipelineSpecError) as caught:
+        resolve_customers(parse_pipeline(spec, "dags/churn.py"), "dags/churn.py")
+    message = str(caught.value)
+    assert "dags/churn.py" in message
+    assert f"customers[1] (beta-co).settings.crm.connection_id: {named!r}" in message
+    assert "'crm_beta_co'" in message and "'crm_default'" in message
 
 
 @pytest.mark.parametrize("bad", ["CRM_Beta", "crm beta", "crm_", "x" * 61])

@@ -9,7 +9,7 @@ Where the reference comes from, in order:
 1. ``validation.reference_profile_uri`` in STEP_CONFIG: a profile JSON, or a committed feature table
    folder (one with ``_MANIFEST.json``), i.e. a reference dataset;
 2. the current champion's profile:
-   ``<lake>/models/<pipeline>/customer=<tenant>/champion/feature_profile.json``
+   ``<lake>/evaluation/<pipeline>/customer=<tenant>/champion/feature_profile.json``
    (whoever promotes a champion copies the profile of its training table there; every validate run
    writes the profile of its table next to its results, ready to be copied);
 3. the first-run baseline ``<lake>/reference/<pipeline>/customer=<tenant>/feature_profile.json``,
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mlplatform_contract.lake_zones import EVALUATION, REFERENCE
 from model_steps import lake
 from model_steps.model_api import Model
 
@@ -96,20 +97,20 @@ def drift(reference: dict[str, Any], df: Any) -> dict[str, float]:
 
 
 def champion_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
+    """The champion's training profile: evaluate writes it when it moves the alias, in its own zone
+    (only the gate may say what the champion looks like; lake_zones.json)."""
     return lake.join(
-        lake_uri, "models", pipeline, f"customer={tenant}", "champion", "feature_profile.json"
+        lake_uri, EVALUATION, pipeline, f"customer={tenant}", "champion", "feature_profile.json"
     )
 
 
 def baseline_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
-    return lake.join(lake_uri, "reference", pipeline, f"customer={tenant}", "feature_profile.json")
+    return lake.join(lake_uri, REFERENCE, pipeline, f"customer={tenant}", "feature_profile.json")
 
 
 def last_population_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
     """The profile of the last population that passed validation: the next one's drift reference."""
-    return lake.join(
-        lake_uri, "reference", pipeline, f"customer={tenant}", "population_profile.json"
-    )
+    return lake.join(lake_uri, REFERENCE, pipeline, f"customer={tenant}", "population_profile.json")
 
 
 def load_reference(uri: str, model: Model) -> dict[str, Any]:

@@ -121,17 +121,22 @@ def _executor_conf(sc: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
             f"Spark executors need SPARK_EXECUTOR_IMAGE pinned by digest (got {image!r}); the "
             "kubernetes runtime sets it to the ingest image when data.spark.executors > 0"
         )
-    account = env.get("SPARK_EXECUTOR_SERVICE_ACCOUNT", "step-ingest")
+    account = env.get("SPARK_EXECUTOR_SERVICE_ACCOUNT", "spark-executor")
     executors = str(sc.get("executors") or sc.get("executor_instances") or 1)
+    namespace = env.get("SPARK_EXECUTOR_NAMESPACE", "ml-spark")
+    # Executors are owned by the driver pod (they go when the step's pod goes) only when they share
+    # its namespace: Spark looks the driver pod up in the executors' namespace. In their own
+    # namespace they exit when the driver stops answering, and Spark deletes them on stop.
+    same_namespace = namespace == env.get("SPARK_DRIVER_NAMESPACE", namespace)
+    owner = {"spark.kubernetes.driver.pod.name": env.get("HOSTNAME", "")} if same_namespace else {}
     return {
+        **owner,
         "spark.submit.deployMode": "client",
-        "spark.kubernetes.namespace": env.get("SPARK_EXECUTOR_NAMESPACE", "ml-steps"),
+        "spark.kubernetes.namespace": namespace,
         "spark.kubernetes.container.image": image,
         "spark.kubernetes.container.image.pullPolicy": "IfNotPresent",
         "spark.kubernetes.authenticate.driver.serviceAccountName": account,
         "spark.kubernetes.executor.serviceAccountName": account,
-        # executors are owned by the driver pod, so they go when the step's pod goes
-        "spark.kubernetes.driver.pod.name": env.get("HOSTNAME", ""),
         "spark.driver.host": env.get("POD_IP", "0.0.0.0"),
         "spark.driver.bindAddress": "0.0.0.0",
         "spark.driver.port": str(DRIVER_PORT),

@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from kubernetes.client import models as k8s
 
 from mlplatform.images import load_manifest
-from mlplatform.invocation import StepInvocation
+from mlplatform.invocation import StepInvocation, literal_env
 from mlplatform.runtime import pods
 from mlplatform.runtime.mpijob import MPIJobOperator, render_mpijob
 from mlplatform.steps import (
@@ -117,14 +117,15 @@ def step_task_spec(
         cmds=argv[:1],
         arguments=argv[1:],
         env_vars={
-            **invocation.env,
+            **literal_env(invocation.env),
             **pods.lineage_env(image, manifest.commit),
-            **(pods.spark_driver_env(image, cluster.namespace) if spark else {}),
+            **(pods.spark_driver_env(image, cluster) if spark else {}),
         },
-        pod_runtime_info_envs=pods.try_number_env() + (pods.pod_ip_env() if spark else []),
-        env_from=pods.env_from(
-            invocation.kind, cluster, invocation.customer.settings.crm.connection_id
-        ),
+        # plain V1EnvVar entries beside env_vars: the try, the pod IP, publish's CRM Secret keys
+        pod_runtime_info_envs=pods.try_number_env()
+        + (pods.pod_ip_env() if spark else [])
+        + pods.crm_env(invocation.kind, invocation.customer.settings.crm.connection_id),
+        env_from=pods.env_from(cluster),
         labels=invocation.labels,
         container_resources=pods.resources(profile),
         volumes=pods.volumes(profile) + ([volume] if spark else []),

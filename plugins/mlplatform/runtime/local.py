@@ -23,6 +23,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from mlplatform.invocation import literal_env
 from mlplatform.steps import (
     ENV_CRM_API_TOKEN,
     ENV_CRM_BASE_URL,
@@ -100,6 +101,12 @@ def crm_env(connection_id: str) -> dict[str, str]:
     return {ENV_CRM_BASE_URL: host, ENV_CRM_API_TOKEN: token}
 
 
+def resolved(env: dict[str, Any]) -> dict[str, str]:
+    """The variables as the process gets them: a literal() not rendered yet (a direct execute())
+    is unwrapped, never rendered."""
+    return {k: getattr(v, "value", v) for k, v in env.items()}
+
+
 class LocalStepOperator(BaseOperator):
     """Run one step of the contract as a local process and stream its output into the task log."""
 
@@ -119,7 +126,8 @@ class LocalStepOperator(BaseOperator):
         super().__init__(**kwargs)
         self.trial = trial  # a mapped trial task's trial (the tune/halve step's XCom entry)
         self.arguments = arguments
-        self.env_vars = env_vars or {}
+        # settings are data: STEP_CONFIG and STEP_MODEL are never rendered as Jinja (invocation.py)
+        self.env_vars = literal_env(env_vars or {})
         self.skip_on_exit_code = skip_on_exit_code
         # publish only: the Airflow connection resolved into CRM_BASE_URL/CRM_API_TOKEN at execute
         self.crm_connection_id = crm_connection_id
@@ -147,7 +155,7 @@ class LocalStepOperator(BaseOperator):
             env = lineage_env() | {
                 k: v for k, v in os.environ.items() if k not in _CONTROL_PLANE_ONLY
             }
-            env.update(self.env_vars)
+            env.update(resolved(self.env_vars))
             if self.trial is not None:
                 env[ENV_TRIAL] = trial_value(self.trial)
             secrets: list[str] = []

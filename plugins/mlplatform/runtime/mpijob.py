@@ -20,12 +20,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, literal
 from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
-from mlplatform.invocation import StepInvocation
+from mlplatform.invocation import LITERAL_VARS, StepInvocation
 from mlplatform.profiles import ResourceProfile
 from mlplatform.runtime import pods
 from mlplatform.steps import ENV_TRY_NUMBER, RESULT_LOG_PREFIX
@@ -67,9 +67,7 @@ def _pod_template(
                 ENV_TRY_NUMBER: "{{ ti.try_number }}",
             }.items()
         ],
-        env_from=pods.env_from(
-            invocation.kind, cluster, invocation.customer.settings.crm.connection_id
-        ),
+        env_from=pods.env_from(cluster),  # training: no Secret (pods.crm_env is publish's)
         resources=pods.resources(profile),
         security_context=pods.container_security_context(),
         volume_mounts=[
@@ -91,7 +89,11 @@ def _pod_template(
             restart_policy="Never",
         ),
     )
-    return ApiClient().sanitize_for_serialization(template)
+    manifest = ApiClient().sanitize_for_serialization(template)
+    for env in manifest["spec"]["containers"][0]["env"]:  # settings are data (invocation.py)
+        if env["name"] in LITERAL_VARS:
+            env["value"] = literal(env["value"])
+    return manifest
 
 
 def render_mpijob(

@@ -19,7 +19,14 @@ from functools import cache
 from kubernetes.client import models as k8s
 
 from mlplatform.profiles import ResourceProfile
-from mlplatform.steps import ENV_GIT_SHA, ENV_IMAGE_DIGEST, ENV_TRY_NUMBER, StepKind
+from mlplatform.steps import (
+    ENV_CRM_API_TOKEN,
+    ENV_CRM_BASE_URL,
+    ENV_GIT_SHA,
+    ENV_IMAGE_DIGEST,
+    ENV_TRY_NUMBER,
+    StepKind,
+)
 
 RUN_AS_USER = 10001
 # Spark on Kubernetes (ingest with data.spark.executors > 0): names shared with helm/platform and
@@ -46,6 +53,12 @@ class ClusterSettings:
     deferrable: bool = field(
         default_factory=lambda: os.environ.get("MLOPS_K8S_DEFERRABLE", "false").lower() == "true"
     )
+    # Spark executors: their own namespace and account (helm/platform values sparkExecutors), where
+    # an admission policy limits what the driver may create.
+    spark_namespace: str = field(
+        default_factory=lambda: os.environ.get("MLOPS_K8S_SPARK_NAMESPACE", "ml-spark")
+    )
+    spark_executor_account: str = "spark-executor"
 
     @staticmethod
     def service_account(step: StepKind) -> str:
@@ -137,21 +150,46 @@ def crm_secret_name(connection_id: str) -> str:
     return connection_id.replace("_", "-")
 
 
-def env_from(
-    step: StepKind, cluster: ClusterSettings, crm_connection_id: str
-) -> list[k8s.V1EnvFromSource]:
-    """Platform-wide settings from the chart's ConfigMap; the customer's CRM Secret only for
-    publish, after the ConfigMap so that its CRM_BASE_URL wins over the platform default."""
-    secret = crm_secret_name(crm_connection_id) if step == "publish" else None
-    return list(_env_from(cluster.step_env_configmap, secret))
+def env_from(cluster: ClusterSettings) -> list[k8s.V1EnvFromSource]:
+    """Platform-wide settings from the chart's ConfigMap (every step pod)."""
+    return list(_env_from(cluster.step_env_configmap))
 
 
 @cache
-def _env_from(configmap: str, crm_secret: str | None) -> tuple[k8s.V1EnvFromSource, ...]:
-    sources = [k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=configmap))]
-    if crm_secret:
-        sources.append(k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=crm_secret)))
-    return tuple(sources)
+def _env_from(configmap: str) -> tuple[k8s.V1EnvFromSource, ...]:
+    return (k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=configmap)),)
+
+
+# The keys the publish pod takes from the customer's CRM Secret, and whether each must be there.
+CRM_SECRET_KEYS: tuple[tuple[str, bool], ...] = (
+    (ENV_CRM_API_TOKEN, True),
+    (ENV_CRM_BASE_URL, False),
+)
+
+
+def crm_env(step: StepKind, crm_connection_id: str) -> list[k8s.V1EnvVar]:
+    """The publish pod's CRM token (and the customer's own base URL, if its Secret has one), key by
+    key from the Secret the customer's crm.connection_id names (spec.py allows only the shared CRM
+    or the customer's own). An ``env`` entry wins over the ConfigMap's CRM_BASE_URL default; an
+    optional key the Secret lacks leaves that default. Other steps get no Secret at all."""
+    if step != "publish":
+        return []
+    return list(_crm_env(crm_secret_name(crm_connection_id)))
+
+
+@cache
+def _crm_env(secret: str) -> tuple[k8s.V1EnvVar, ...]:
+    return tuple(
+        k8s.V1EnvVar(
+            name=key,
+            value_from=k8s.V1EnvVarSource(
+                secret_key_ref=k8s.V1SecretKeySelector(
+                    name=secret, key=key, optional=None if required else True
+                )
+            ),
+        )
+        for key, required in CRM_SECRET_KEYS
+    )
 
 
 def lineage_env(image: str, commit: str | None) -> dict[str, str]:
@@ -171,15 +209,16 @@ def _try_number_env() -> tuple[k8s.V1EnvVar, ...]:
     return (k8s.V1EnvVar(name=ENV_TRY_NUMBER, value_from=k8s.V1EnvVarSource(field_ref=label)),)
 
 
-def spark_driver_env(image: str, namespace: str) -> dict[str, str]:
+def spark_driver_env(image: str, cluster: ClusterSettings) -> dict[str, str]:
     """What makes an ingest pod a Spark driver with executor pods (model_steps/spark_config.py):
-    the executors run the same image by digest, in the same namespace, as step-ingest (its IRSA
-    role reads and writes the lake)."""
+    the executors run the same image by digest, in their own namespace, as their own account (IRSA:
+    the ingest role, which reads and writes the lake)."""
     return {
         "MLOPS_SPARK_MASTER": IN_CLUSTER_API,
         "SPARK_EXECUTOR_IMAGE": image,
-        "SPARK_EXECUTOR_NAMESPACE": namespace,
-        "SPARK_EXECUTOR_SERVICE_ACCOUNT": ClusterSettings.service_account("ingest"),
+        "SPARK_EXECUTOR_NAMESPACE": cluster.spark_namespace,
+        "SPARK_EXECUTOR_SERVICE_ACCOUNT": cluster.spark_executor_account,
+        "SPARK_DRIVER_NAMESPACE": cluster.namespace,
     }
 
 

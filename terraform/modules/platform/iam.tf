@@ -3,18 +3,17 @@
 # evaluate reach the artifact store through the MLflow server and need no artifacts-bucket access.
 locals {
   oidc_provider = module.eks.oidc_provider
+}
 
-  # Access per step kind: buckets it reads, and per bucket the key prefixes it writes (and reads).
-  # The monitor step runs in ingest's account: it reads the scores it measures.
-  # Publish writes its progress checkpoint and the campaign's arms (treated / control) to the lake.
-  step_access = {
-    ingest   = { read = ["lake", "scores"], write = { lake = ["*"] } }
-    validate = { read = ["lake"], write = { artifacts = ["validation/*"] } }
-    train    = { read = ["lake"], write = {} }
-    evaluate = { read = ["lake"], write = {} }
-    score    = { read = ["lake"], write = { scores = ["*"] } }
-    publish  = { read = ["scores"], write = { lake = ["publish/*", "campaign/*"] } }
-  }
+# Each step kind's policy: the zones it writes come from the lake's one zone definition
+# (plugins/mlplatform_contract/lake_zones.json), which the step code reads too. The monitor step runs
+# in ingest's account; a model's own steps in the kind they run in (score by default).
+module "step_policy" {
+  source = "../step_policy"
+
+  step_kinds  = var.step_kinds
+  bucket_arns = local.bucket_arns
+  kms_key_arn = aws_kms_key.platform.arn
 }
 
 data "aws_iam_policy_document" "irsa_trust" {
@@ -40,44 +39,8 @@ data "aws_iam_policy_document" "irsa_trust" {
   }
 }
 
-data "aws_iam_policy_document" "step" {
-  for_each = local.step_access
-
-  statement {
-    sid       = "ListReadableBuckets"
-    effect    = "Allow"
-    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
-    resources = [for b in distinct(concat(each.value.read, keys(each.value.write))) : local.bucket_arns[b]]
-  }
-
-  statement {
-    sid       = "ReadObjects"
-    effect    = "Allow"
-    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
-    resources = [for b in distinct(concat(each.value.read, keys(each.value.write))) : "${local.bucket_arns[b]}/*"]
-  }
-
-  dynamic "statement" {
-    for_each = length(each.value.write) > 0 ? [1] : []
-    content {
-      sid    = "WriteObjects"
-      effect = "Allow"
-      # Delete is needed by the atomic-commit pattern (staging prefix removed after the move).
-      actions = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-      resources = flatten([
-        for b, prefixes in each.value.write : [for p in prefixes : "${local.bucket_arns[b]}/${p}"]
-      ])
-    }
-  }
-
-  statement {
-    sid       = "UsePlatformKey"
-    effect    = "Allow"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
-    resources = [aws_kms_key.platform.arn]
-  }
-}
-
+# MLflow: its artifacts only. No Secrets Manager: its database password comes from the Kubernetes
+# Secret mlflow-db (helm/mlflow), and the RDS master password is in no workload role.
 data "aws_iam_policy_document" "mlflow" {
   statement {
     sid       = "ListArtifacts"
@@ -98,13 +61,6 @@ data "aws_iam_policy_document" "mlflow" {
     effect    = "Allow"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
     resources = [aws_kms_key.platform.arn]
-  }
-
-  statement {
-    sid       = "ReadDatabaseSecret"
-    effect    = "Allow"
-    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
-    resources = [aws_db_instance.metadata.master_user_secret[0].secret_arn]
   }
 }
 
@@ -141,13 +97,17 @@ locals {
   irsa_roles = merge(
     {
       for kind, sa in local.step_service_accounts : "step-${kind}" => {
-        service_accounts = ["${var.steps_namespace}:${sa}"]
-        policy           = data.aws_iam_policy_document.step[kind].json
+        # Spark executors (their own namespace and account) act for ingest: same lake zones.
+        service_accounts = concat(
+          ["${var.steps_namespace}:${sa}"],
+          kind == "ingest" ? ["${var.spark_namespace}:spark-executor"] : [],
+        )
+        policy = module.step_policy.policies[kind]
       }
     },
     {
       mlflow = {
-        service_accounts = ["${var.steps_namespace}:mlflow"]
+        service_accounts = ["${var.mlflow_namespace}:mlflow"]
         policy           = data.aws_iam_policy_document.mlflow.json
       }
       airflow = {

@@ -1,5 +1,5 @@
-# Platform buckets (modules/bucket): lake (curated step inputs/outputs), artifacts (MLflow artifacts,
-# validation reports), scores (batch predictions handed to publish), logs (Airflow remote task logs).
+# Platform buckets (modules/bucket): lake (curated step inputs/outputs), artifacts (MLflow artifacts),
+# scores (batch predictions handed to publish), logs (Airflow remote task logs).
 module "bucket_lake" {
   source = "../bucket"
 

@@ -95,9 +95,21 @@ variable "airflow_namespace" {
 }
 
 variable "steps_namespace" {
-  description = "Kubernetes namespace of the step pods and MLflow."
+  description = "Kubernetes namespace of the step pods."
   type        = string
   default     = "ml-steps"
+}
+
+variable "mlflow_namespace" {
+  description = "Kubernetes namespace of the MLflow server (helm/platform values mlflowNamespace)."
+  type        = string
+  default     = "mlflow"
+}
+
+variable "spark_namespace" {
+  description = "Kubernetes namespace of Spark executors (helm/platform values sparkExecutors.namespace)."
+  type        = string
+  default     = "ml-spark"
 }
 
 variable "db_instance_class" {

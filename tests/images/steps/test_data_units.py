@@ -53,8 +53,9 @@ def test_production_s3a_conf_uses_web_identity_and_a_committer():
 K8S_ENV = {
     "MLOPS_SPARK_MASTER": "k8s://https://kubernetes.default.svc",
     "SPARK_EXECUTOR_IMAGE": "registry/mlops/ingest@sha256:" + "a" * 64,
-    "SPARK_EXECUTOR_NAMESPACE": "ml-steps",
-    "SPARK_EXECUTOR_SERVICE_ACCOUNT": "step-ingest",
+    "SPARK_EXECUTOR_NAMESPACE": "ml-spark",
+    "SPARK_EXECUTOR_SERVICE_ACCOUNT": "spark-executor",
+    "SPARK_DRIVER_NAMESPACE": "ml-steps",
     "HOSTNAME": "ingest-pod",
     "POD_IP": "10.0.0.5",
 }
@@ -67,9 +68,14 @@ def test_spark_on_kubernetes_conf():
     conf = spark_conf(cfg, "s3a://acme-lake/prod", env=K8S_ENV)
     assert conf["spark.master"] == "k8s://https://kubernetes.default.svc"
     assert conf["spark.kubernetes.container.image"] == K8S_ENV["SPARK_EXECUTOR_IMAGE"]
-    assert conf["spark.kubernetes.namespace"] == "ml-steps"
-    assert conf["spark.kubernetes.executor.serviceAccountName"] == "step-ingest"
-    assert conf["spark.kubernetes.driver.pod.name"] == "ingest-pod"
+    assert conf["spark.kubernetes.namespace"] == "ml-spark"
+    assert conf["spark.kubernetes.executor.serviceAccountName"] == "spark-executor"
+    # the driver pod is in another namespace: Spark could not find it there, so no owner reference
+    assert "spark.kubernetes.driver.pod.name" not in conf
+    same = spark_conf(
+        cfg, "s3a://acme-lake/prod", env={**K8S_ENV, "SPARK_DRIVER_NAMESPACE": "ml-spark"}
+    )
+    assert same["spark.kubernetes.driver.pod.name"] == "ingest-pod"
     assert conf["spark.driver.host"] == "10.0.0.5"
     assert conf["spark.executor.memory"] == "12g"
     assert conf["spark.dynamicAllocation.maxExecutors"] == "8"

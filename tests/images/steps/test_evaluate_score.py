@@ -116,7 +116,7 @@ def test_first_candidate_becomes_champion_and_scores(world) -> None:
         p.name for p in report.parent.iterdir()
     }
     champion_profile = (
-        lake / "models" / PIPELINE / f"customer={TENANT}" / "champion" / "feature_profile.json"
+        lake / "evaluation" / PIPELINE / f"customer={TENANT}" / "champion" / "feature_profile.json"
     )
     assert champion_profile.is_file()
 

@@ -10,7 +10,7 @@ Lake layout::
     evaluation/<pipeline>/customer=<c>/run=<key>/decision.json    written last: a retry of a
                                                                    decided run reuses it
     evaluation/<pipeline>/customer=<c>/run=<key>/report/{index.html,*.png}
-    models/<pipeline>/customer=<c>/champion/feature_profile.json  copied on promotion
+    evaluation/<pipeline>/customer=<c>/champion/feature_profile.json  copied on promotion
 
 Exit: 0 when there is a model to score with (the candidate, or the champion under the
 ``score_with_champion`` policy); 99 (skip downstream) when nothing may be scored.

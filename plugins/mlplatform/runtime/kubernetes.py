@@ -121,7 +121,9 @@ def step_task_spec(
             **pods.lineage_env(image, manifest.commit),
             **(pods.spark_driver_env(image, cluster.namespace) if spark else {}),
         },
-        pod_runtime_info_envs=pods.try_number_env() + (pods.pod_ip_env() if spark else []),
+        pod_runtime_info_envs=pods.try_number_env()
+        + (pods.pod_ip_env() if spark else [])
+        + pods.registry_env(invocation.step, invocation.customer.id),
         env_from=pods.env_from(
             invocation.kind, cluster, invocation.customer.settings.crm.connection_id
         ),

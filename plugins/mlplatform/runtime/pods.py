@@ -20,6 +20,7 @@ from kubernetes.client import models as k8s
 
 from mlplatform.profiles import ResourceProfile
 from mlplatform.steps import ENV_GIT_SHA, ENV_IMAGE_DIGEST, ENV_TRY_NUMBER, StepKind
+from mlplatform_contract.registry_access import ENV_PASSWORD, ENV_USERNAME, step_username
 
 RUN_AS_USER = 10001
 # Spark on Kubernetes (ingest with data.spark.executors > 0): names shared with helm/platform and
@@ -152,6 +153,26 @@ def _env_from(configmap: str, crm_secret: str | None) -> tuple[k8s.V1EnvFromSour
     if crm_secret:
         sources.append(k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=crm_secret)))
     return tuple(sources)
+
+
+def registry_secret_name(user: str) -> str:
+    """The Secret holding one registry identity (``scorer@acme-foods`` -> ``mlflow-scorer-acme-foods``),
+    written by the registry provisioning job, keys ``username`` and ``password``."""
+    return "mlflow-" + user.replace("@", "-")
+
+
+def registry_env(step: str, customer: str) -> list[k8s.V1EnvVar]:
+    """The step's own MLflow identity, key by key from its Secret; none for a step that never calls
+    MLflow (mlplatform_contract.registry_access.STEP_ROLES)."""
+    user = step_username(step, customer)
+    if not user:
+        return []
+    secret = registry_secret_name(user)
+    return [
+        k8s.V1EnvVar(name=env, value_from=k8s.V1EnvVarSource(
+            secret_key_ref=k8s.V1SecretKeySelector(name=secret, key=key)))
+        for env, key in ((ENV_USERNAME, "username"), (ENV_PASSWORD, "password"))
+    ]  # fmt: skip
 
 
 def lineage_env(image: str, commit: str | None) -> dict[str, str]:

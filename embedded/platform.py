@@ -45,6 +45,7 @@ CRM_TOKEN = "local-crm-token"
 CRM_CONNECTION_ENV = "AIRFLOW_CONN_CRM_DEFAULT"
 PUSHGATEWAY_ENV = "MLOPS_PUSHGATEWAY_URL"  # model_steps.metrics.ENV_PUSHGATEWAY_URL
 NOTIFY_FILE_ENV = "MLOPS_NOTIFY_FILE"  # mlplatform.notify.ENV_NOTIFY_FILE
+ENV_REGISTRY_CREDENTIALS = "MLOPS_REGISTRY_CREDENTIALS"  # mlplatform_contract.registry_access
 # the example data's last drop day (restaurant_chain.datagen.DEFAULT_DATA_DATE): the data date to run with
 DATA_DATE = "2026-06-29"
 DEFAULT_SIZE = "small"
@@ -70,6 +71,9 @@ class Platform:
     generated: list[str] = field(default_factory=list)
     # the steps' metrics go here (embedded/pushgateway.py); None where no Pushgateway is installed
     pushgateway_url: str | None = None
+    # each registry identity's password (model_steps.registry_admin); the local runtime hands a
+    # step only its own role's entry
+    registry_identities: Path | None = None
 
     @property
     def notify_file(self) -> Path:
@@ -87,6 +91,11 @@ class Platform:
             CRM_CONNECTION_ENV: f"http://:{CRM_TOKEN}@{crm.netloc}",
             "MLOPS_RUNTIME": "local",
             NOTIFY_FILE_ENV: str(self.notify_file),
+            **(
+                {ENV_REGISTRY_CREDENTIALS: str(self.registry_identities)}
+                if self.registry_identities
+                else {}
+            ),
             **({PUSHGATEWAY_ENV: self.pushgateway_url} if self.pushgateway_url else {}),
         }
 
@@ -227,19 +236,44 @@ def land_outcomes(
     return landed
 
 
-def example_customers(dags_folder: Path = REPO / "dags") -> list[str]:
-    """Every customer id of every DAG module (DAG ids are ``<pipeline>__<customer>``).
+def example_pipelines(dags_folder: Path = REPO / "dags") -> list[tuple[str, str]]:
+    """Every (pipeline, customer) of every DAG module (DAG ids are ``<pipeline>__<customer>``).
 
     Parses the modules, so it needs the control plane's venv (Airflow, plugins/ on sys.path)."""
     import runpy
 
     sys.path.insert(0, str(REPO / "plugins"))
-    found: set[str] = set()
+    found: set[tuple[str, str]] = set()
     for module in sorted(dags_folder.glob("*.py")):
         names = runpy.run_path(str(module))
         # DAG ids: <pipeline>__<customer>, and <pipeline>__<customer>__monitor
-        found.update(k.split("__")[1] for k in names if "__" in k and not k.startswith("_"))
+        found.update(
+            (k.split("__")[0], k.split("__")[1])
+            for k in names
+            if "__" in k and not k.startswith("_")
+        )
     return sorted(found)
+
+
+def example_customers(dags_folder: Path = REPO / "dags") -> list[str]:
+    """Every customer id of every DAG module."""
+    return sorted({customer for _, customer in example_pipelines(dags_folder)})
+
+
+def grant_registry(
+    state: Path, info: dict[str, Any], pairs: Sequence[tuple[str, str]], env: dict[str, str]
+) -> Path:
+    """Create each pipeline's experiment and registered model and grant its customer's registry
+    identities (as the MLflow admin, in the workload venv); returns the identities file."""
+    identities = state / services.AUTH_DIR / services.IDENTITIES_FILE
+    command = [_steps_python(), "-m", "model_steps.registry_admin",
+               "--tracking-uri", info["tracking_uri"], "--identities", str(identities),
+               *(f"--pipeline={p}:{c}" for p, c in pairs)]  # fmt: skip
+    done = subprocess.run(command, env={**env, **services.admin_env(state)}, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise PlatformError(f"granting the registry failed:\n{done.stderr[-3000:]}")
+    return identities
 
 
 @contextmanager
@@ -249,19 +283,25 @@ def embedded_platform(
     *,
     size: str = DEFAULT_SIZE,
     log: Callable[[str], None] = print,
+    dags_folder: Path = REPO / "dags",
 ) -> Iterator[Platform]:
     """Bring the embedded platform up under ``root`` (services state, lake, CRM store, logs) and
-    tear down what this call started when the block ends, however it ends."""
+    tear down what this call started when the block ends, however it ends. The registry is
+    granted for every pipeline of ``dags_folder`` whose customer is in ``customers``."""
     root = root.resolve()
     lake = root / "lake"
     lake.mkdir(parents=True, exist_ok=True)
     env = base_env()
     # the example data does not need the services: generate it while they start
-    with ExitStack() as stack, ThreadPoolExecutor(max_workers=1) as background:
+    with ExitStack() as stack, ThreadPoolExecutor(max_workers=2) as background:
         generating = background.submit(ensure_example_data, lake, customers, env, size)
+        parsing = background.submit(example_pipelines, dags_folder)
         info, reused = stack.enter_context(_services(root / "services", env, log))
+        pairs = [(p, c) for p, c in parsing.result() if c in customers]
+        identities = grant_registry(root / "services", info, pairs, env)
         crm_url = stack.enter_context(crm_receiver(root, env))
         gateway = stack.enter_context(pushgateway(root))
-        platform = Platform(root, lake, info, crm_url, reused, pushgateway_url=gateway)
+        platform = Platform(root, lake, info, crm_url, reused, pushgateway_url=gateway,
+                            registry_identities=identities)  # fmt: skip
         platform.generated = generating.result()
         yield platform

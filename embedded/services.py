@@ -3,7 +3,10 @@
 * ``moto_server``: a local S3 endpoint (MLflow's artifact store, the S3 sinks of later steps);
 * ``mlflow server``: tracking + model registry, sqlite backend, artifacts proxied by the server into
   ``s3://mlflow-artifacts/`` on that endpoint (clients upload through the server, so a step needs
-  only ``MLFLOW_TRACKING_URI``).
+  only ``MLFLOW_TRACKING_URI`` and its credentials). Like the cluster's, it runs MLflow's basic-auth
+  app with ``default_permission = NO_PERMISSIONS``: the admin password is generated on the first
+  start and kept in ``<state>/auth/admin.json`` (mode 0600) with the users database beside it; the
+  step identities are granted by ``model_steps.registry_admin`` (docs/registry-access.md).
 
 The endpoint (moto) keeps its objects in memory, so ``down`` first saves every bucket to
 ``<state>/s3/<bucket>/<key>`` and ``up`` loads them back: the models, reports and scores of a run
@@ -26,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -47,8 +51,59 @@ DUMMY_AWS = {
 }
 
 
+AUTH_DIR = "auth"
+IDENTITIES_FILE = "identities.json"  # the step identities' passwords (model_steps.registry_admin)
+ADMIN_USER = "admin"
+
+
 class ServiceError(RuntimeError):
     pass
+
+
+def _private_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a secret file readable by its owner only, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
+def auth_config(state: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The basic-auth app's config for this state dir: (server env, admin credentials env).
+
+    The admin password and the users database live and die together: a state dir with one but not
+    the other starts both afresh (the old users could not be logged in as any more)."""
+    folder = state / AUTH_DIR
+    admin_file, users_db = folder / "admin.json", folder / "users.db"
+    if not (admin_file.exists() and users_db.exists()):
+        users_db.unlink(missing_ok=True)
+        (folder / IDENTITIES_FILE).unlink(missing_ok=True)  # granted in the old database
+        _private_json(admin_file, {"username": ADMIN_USER, "password": secrets.token_urlsafe(24)})
+    password = json.loads(admin_file.read_text())["password"]
+    ini = folder / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\ndefault_permission = NO_PERMISSIONS\nauth_cache_ttl_seconds = 300\n"
+        f"database_uri = sqlite:///{users_db}\nadmin_username = {ADMIN_USER}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    server_env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,  # read once, when the users database is created
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
+    }
+    return server_env, {
+        "MLFLOW_TRACKING_USERNAME": ADMIN_USER,
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
+
+
+def admin_env(state: Path) -> dict[str, str]:
+    """The admin's client credentials (provisioning, tests); never part of a step's environment."""
+    admin = json.loads((state.resolve() / AUTH_DIR / "admin.json").read_text())
+    return {"MLFLOW_TRACKING_USERNAME": admin["username"],
+            "MLFLOW_TRACKING_PASSWORD": admin["password"]}  # fmt: skip
 
 
 # How each server reports the port it bound when asked for port 0 (werkzeug: moto_server;
@@ -229,8 +284,10 @@ def up(
             create_bucket(s3_endpoint, bucket)
         info["s3_objects_loaded"] = load_objects(s3_endpoint, state)
 
+        auth_env, _ = auth_config(state)
         server_env = {
             **base_env,
+            **auth_env,
             **DUMMY_AWS,
             "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
             "AWS_ENDPOINT_URL": s3_endpoint,
@@ -243,6 +300,8 @@ def up(
             [
                 executable("mlflow"),
                 "server",
+                "--app-name",
+                "basic-auth",
                 "--backend-store-uri",
                 f"sqlite:///{db}",
                 "--artifacts-destination",

@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from example_report import airflow_results  # noqa: E402
 
+from embedded import services  # noqa: E402
 from embedded.platform import CRM_TOKEN, airflow_env, base_env, embedded_platform  # noqa: E402
 
 CUSTOMER = "acme-foods"
@@ -89,6 +90,7 @@ class TwoModels:
     crm_token: str
     runs: dict[str, dict[str, Any]]  # model -> airflow_results (state, tasks, run_id)
     logs: dict[str, str]  # model -> the `airflow dags test` output
+    registry_admin: dict[str, str]  # the MLflow admin's credentials, for the tests' own reads
 
     def result(self, model: str, task: str) -> dict[str, Any]:
         return dict(self.runs[model]["tasks"][task]["result"])
@@ -129,7 +131,9 @@ def two_models_run(root: Path, airflow_home: Callable[[Path], Path]) -> Iterator
     """Bring the platform up under ``root``, run both DAGs side by side, tear down on exit."""
     _generate(root / "lake")
     _write_modules(root / "dags")
-    with embedded_platform(root, [CUSTOMER], log=lambda _: None) as platform:
+    with embedded_platform(
+        root, [CUSTOMER], log=lambda _: None, dags_folder=root / "dags"
+    ) as platform:
         env = {**base_env(), **airflow_env(root / "dags"), **platform.env}
         env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW__DATABASE")}
         with ThreadPoolExecutor(max_workers=len(MODELS)) as pool:
@@ -142,6 +146,7 @@ def two_models_run(root: Path, airflow_home: Callable[[Path], Path]) -> Iterator
             root=root, lake=platform.lake, env=platform.env, crm=platform.crm_url,
             crm_token=CRM_TOKEN, runs={m: r for m, (r, _) in done.items()},
             logs={m: log for m, (_, log) in done.items()},
+            registry_admin=services.admin_env(root / "services"),
         )  # fmt: skip
 
 

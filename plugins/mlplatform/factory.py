@@ -21,6 +21,7 @@ from mlplatform.models import ModelPackageError, check_model_ref
 from mlplatform.runtime import Runtime, current_runtime
 from mlplatform.spec import PipelineSpecError, ResolvedCustomer, parse_pipeline, resolve_customers
 from mlplatform.steps import MONITOR_STEP
+from mlplatform_contract.registry_access import step_username
 
 
 def _data_date_param(what_it_does: str) -> Param:
@@ -118,6 +119,8 @@ def task_spec(invocation: StepInvocation, runtime: Runtime) -> tuple[type[BaseOp
     processes = invocation.profile.local_processes if invocation.kind == "train" else 1
     if invocation.kind == "publish":  # a pod gets these from a Secret of that name
         kwargs["crm_connection_id"] = invocation.customer.settings.crm.connection_id
+    if registry_user := step_username(invocation.step, invocation.customer.id):
+        kwargs["registry_user"] = registry_user  # a pod gets it from that identity's Secret
     argv = invocation.argv(processes, gloo=True)
     return LocalStepOperator, {"arguments": argv, "env_vars": dict(invocation.env), **kwargs}
 

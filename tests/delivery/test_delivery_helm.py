@@ -245,6 +245,15 @@ def test_mlflow_server_non_root_probes_secret_backend_s3_artifacts(rendered_obje
     assert not any("backend-store-uri" in a for a in container["args"]), (
         "password stays out of argv"
     )
+    # the basic-auth app, its config (users database URI) and keys from the auth Secret only
+    assert "--app-name=basic-auth" in container["args"]
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth", name
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["auth-config"]["secret"]["secretName"] == "mlflow-auth"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["auth-config"]["readOnly"] is True
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].startswith(mounts["auth-config"]["mountPath"])
 
 
 def test_mlflow_chart_refuses_an_image_without_digest():

@@ -15,6 +15,7 @@ import pytest
 from conftest import DAGS
 
 from mlplatform.render import iter_rendered, render_task
+from mlplatform_contract.registry_access import STEP_ROLES
 
 K8S_VERSION = "1.33.0"  # EKS's current standard-support range
 MODULES = sorted(p.name for p in DAGS.glob("*.py"))  # a broken manifest breaks each model's file
@@ -482,3 +483,20 @@ def test_spark_settings_are_checked_at_parse_time(runtime, dags_folder, dagbag) 
     bad = BIG_CUSTOMER.replace('"executor_memory": "12g"', '"executor_memory": "12GB"')
     (error,) = dagbag(dags_folder({"big_data.py": bad}, with_project=False)).import_errors.values()
     assert "data.spark.executor_memory" in error
+
+
+def test_each_pod_gets_only_its_own_registry_identity_key_by_key(rendered) -> None:
+    for (dag_id, task_id), pod in rendered.items():
+        customer = dag_id.split("__")[1]
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in main_container(pod)["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        role = STEP_ROLES.get(task_id)
+        if role is None:  # ingest, validate, publish, a model's own step: never call MLflow
+            assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} & set(refs), task_id
+            continue
+        secret = f"mlflow-{role}-{customer}"
+        assert refs["MLFLOW_TRACKING_USERNAME"] == {"name": secret, "key": "username"}, task_id
+        assert refs["MLFLOW_TRACKING_PASSWORD"] == {"name": secret, "key": "password"}, task_id

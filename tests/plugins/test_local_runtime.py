@@ -57,6 +57,35 @@ def test_steps_get_lineage_the_worker_can_override(monkeypatch) -> None:
     assert operator(["python", "-c", script]).execute({})["MLOPS_GIT_SHA"] == "f" * 40
 
 
+SHOW_REGISTRY_ENV = (
+    "import json, os\n"
+    "keys = ('MLFLOW_TRACKING_USERNAME', 'MLFLOW_TRACKING_PASSWORD', 'MLOPS_REGISTRY_CREDENTIALS')\n"
+    "json.dump({k: os.environ.get(k) for k in keys}, open(os.environ['STEP_XCOM_PATH'], 'w'))\n"
+    "print('my password is', os.environ.get('MLFLOW_TRACKING_PASSWORD'))\n"
+)
+
+
+def test_a_step_gets_only_its_own_registry_identity(monkeypatch, tmp_path, capsys) -> None:
+    identities = tmp_path / "identities.json"
+    identities.write_text(
+        json.dumps({"scorer@acme-foods": "s3cret-scorer", "gate@acme-foods": "g"})
+    )
+    monkeypatch.setenv("MLOPS_REGISTRY_CREDENTIALS", str(identities))
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # the worker's own: never passed on
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "admin-password")
+    argv = ["python", "-c", SHOW_REGISTRY_ENV]
+    seen = operator(argv, registry_user="scorer@acme-foods").execute({})
+    assert seen == {"MLFLOW_TRACKING_USERNAME": "scorer@acme-foods",
+                    "MLFLOW_TRACKING_PASSWORD": "s3cret-scorer",
+                    "MLOPS_REGISTRY_CREDENTIALS": None}  # fmt: skip
+    assert "s3cret-scorer" not in capsys.readouterr().out  # masked in the task log
+    # a step that never calls MLflow (ingest, publish, a model's own step) gets no identity
+    assert set(operator(argv).execute({}).values()) == {None}
+    # an identity that was never granted fails at once, saying what grants it
+    with pytest.raises(AirflowFailException, match=r"not in .*identities\.json.*restart"):
+        operator(argv, registry_user="scorer@globex").execute({})
+
+
 def test_skip_exit_code_skips_with_the_steps_reason() -> None:
     script = (
         "import json, os, sys\n"
@@ -199,5 +228,10 @@ def test_factory_builds_local_tasks_with_the_contract_argv(dags_folder, dagbag, 
     assert train.arguments[:6] == ["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo"]
     ingest = dag.get_task("ingest")
     assert ingest.arguments[:4] == ["python", "-m", "model_steps", "ingest"]
+    # each step's registry identity (mlplatform_contract.registry_access); ingest never calls MLflow
+    assert (train.registry_user, ingest.registry_user) == ("trainer@acme-foods", None)
+    assert dag.get_task("evaluate").registry_user == "gate@acme-foods"
+    assert dag.get_task("score").registry_user == "scorer@acme-foods"
+    assert dag.get_task("publish").registry_user is None
     config = json.loads(ingest.env_vars["STEP_CONFIG"].value)  # literal(): settings are data
     assert config["training"]["epochs"] == 12  # premium tier

@@ -2,10 +2,14 @@
 
 Layout (see docs/training.md):
 
-* one **experiment per model** (pipeline): ``<pipeline>``; the customer is a run tag (``customer``),
-  so one experiment compares a model across customers and the experiment count stays bounded;
+* one **experiment per model and customer**: ``<pipeline>/<customer>``, the unit a customer's
+  registry identities are granted on (mlplatform_contract.registry_access), so no customer's step
+  reads another's runs; a model is compared across customers with a search over its experiments;
 * one **registered model per model and customer**: ``<pipeline>-<customer>``; each training run adds
   a version; the evaluate gate moves the ``champion`` alias (MLflow 3: aliases, not stages).
+
+Credentials: the MLflow client reads ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` itself; each runtime
+hands a step only its own role's (docs/registry-access.md).
 
 Dead server: a step checks ``<tracking uri>/health`` before any work, retrying (tenacity) with
 exponential backoff for at most ``MLOPS_MLFLOW_WAIT_S`` seconds (default 60), then fails with a message naming
@@ -23,6 +27,12 @@ from typing import Any
 
 import tenacity
 
+from mlplatform_contract.registry_access import (  # re-exported: one definition for both sides
+    experiment_name as experiment_name,
+)
+from mlplatform_contract.registry_access import (
+    registered_model_name as registered_model_name,
+)
 from model_steps.contract import (
     ENV_GIT_SHA,
     ENV_IMAGE_DIGEST,
@@ -39,14 +49,6 @@ MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-
-
-def experiment_name(pipeline: str) -> str:
-    return pipeline
-
-
-def registered_model_name(pipeline: str, customer: str) -> str:
-    return f"{pipeline}-{customer}"
 
 
 def tracking_uri(ctx: StepContext) -> str:

@@ -121,10 +121,12 @@ def step_task_spec(
             **pods.lineage_env(image, manifest.commit),
             **(pods.spark_driver_env(image, cluster) if spark else {}),
         },
-        # plain V1EnvVar entries beside env_vars: the try, the pod IP, publish's CRM Secret keys
+        # plain V1EnvVar entries beside env_vars: the try, the pod IP, publish's CRM Secret keys,
+        # the step's own registry identity
         pod_runtime_info_envs=pods.try_number_env()
         + (pods.pod_ip_env() if spark else [])
-        + pods.crm_env(invocation.kind, invocation.customer.settings.crm.connection_id),
+        + pods.crm_env(invocation.kind, invocation.customer.settings.crm.connection_id)
+        + pods.registry_env(invocation.step, invocation.customer.id),
         env_from=pods.env_from(cluster),
         labels=invocation.labels,
         container_resources=pods.resources(profile),

@@ -35,12 +35,21 @@ from mlplatform.steps import (
     NON_RETRYABLE_EXIT_CODES,
     trial_value,
 )
+from mlplatform_contract.registry_access import (
+    ENV_PASSWORD,
+    ENV_REGISTRY_CREDENTIALS,
+    ENV_USERNAME,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # Where `make setup` puts the workload venv; a deployment using the local runtime sets the variable.
 DEFAULT_STEPS_VENV = REPO_ROOT / ".venv-steps"
-# Variables of the control plane's own interpreter that must not leak into the workload venv.
-_CONTROL_PLANE_ONLY = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+# Variables of the control plane's own interpreter that must not leak into the workload venv, and
+# the worker's own registry access (a step gets only its role's identity, from registry_env).
+_CONTROL_PLANE_ONLY = (
+    "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME",
+    ENV_REGISTRY_CREDENTIALS, ENV_USERNAME, ENV_PASSWORD,
+)  # fmt: skip
 
 
 def steps_venv() -> Path:
@@ -107,6 +116,27 @@ def resolved(env: dict[str, Any]) -> dict[str, str]:
     return {k: getattr(v, "value", v) for k, v in env.items()}
 
 
+def registry_env(user: str) -> dict[str, str]:
+    """The MLflow credentials of one registry identity, from the identities file the platform's
+    provisioning wrote (``MLOPS_REGISTRY_CREDENTIALS``): the local counterpart of the pod's
+    per-identity Secret. Without the file (a registry without auth), no credentials."""
+    from airflow.sdk.log import mask_secret
+
+    path = os.environ.get(ENV_REGISTRY_CREDENTIALS)
+    if not path:
+        return {}
+    try:
+        password = json.loads(Path(path).read_text())[user]
+    except (OSError, ValueError, KeyError):
+        raise AirflowFailException(  # configuration: a retry finds the same file
+            f"the registry identity {user!r} is not in {path}: its pipeline was not granted "
+            "(the embedded platform grants every DAG module's pipelines when it starts: restart "
+            "it; in a cluster, run the registry provisioning job)"
+        ) from None
+    mask_secret(password)
+    return {ENV_USERNAME: user, ENV_PASSWORD: password}
+
+
 class LocalStepOperator(BaseOperator):
     """Run one step of the contract as a local process and stream its output into the task log."""
 
@@ -120,6 +150,7 @@ class LocalStepOperator(BaseOperator):
         env_vars: dict[str, str] | None = None,
         skip_on_exit_code: int = EXIT_SKIP_DOWNSTREAM,
         crm_connection_id: str | None = None,
+        registry_user: str | None = None,
         trial: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -131,6 +162,8 @@ class LocalStepOperator(BaseOperator):
         self.skip_on_exit_code = skip_on_exit_code
         # publish only: the Airflow connection resolved into CRM_BASE_URL/CRM_API_TOKEN at execute
         self.crm_connection_id = crm_connection_id
+        # the MLflow identity of this step's registry role (None: the step never calls MLflow)
+        self.registry_user = registry_user
         self._process: subprocess.Popen[str] | None = None
 
     def resolved_command(self) -> list[str]:
@@ -163,6 +196,10 @@ class LocalStepOperator(BaseOperator):
                 crm = crm_env(self.crm_connection_id)
                 env.update(crm)
                 secrets.append(crm[ENV_CRM_API_TOKEN])
+            if self.registry_user:
+                registry = registry_env(self.registry_user)
+                env.update(registry)
+                secrets.extend(v for k, v in registry.items() if k == ENV_PASSWORD)
             env.update({ENV_XCOM_PATH: str(xcom_path), "PYTHONUNBUFFERED": "1"})
             bin_dir = str(steps_venv() / "bin")
             env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])

@@ -27,6 +27,7 @@ from mlplatform.steps import (
     ENV_TRY_NUMBER,
     StepKind,
 )
+from mlplatform_contract.registry_access import ENV_PASSWORD, ENV_USERNAME, step_username
 
 RUN_AS_USER = 10001
 # Spark on Kubernetes (ingest with data.spark.executors > 0): names shared with helm/platform and
@@ -190,6 +191,26 @@ def _crm_env(secret: str) -> tuple[k8s.V1EnvVar, ...]:
         )
         for key, required in CRM_SECRET_KEYS
     )
+
+
+def registry_secret_name(user: str) -> str:
+    """The Secret holding one registry identity (``scorer@acme-foods`` -> ``mlflow-scorer-acme-foods``),
+    written by the registry provisioning job, keys ``username`` and ``password``."""
+    return "mlflow-" + user.replace("@", "-")
+
+
+def registry_env(step: str, customer: str) -> list[k8s.V1EnvVar]:
+    """The step's own MLflow identity, key by key from its Secret; none for a step that never calls
+    MLflow (mlplatform_contract.registry_access.STEP_ROLES)."""
+    user = step_username(step, customer)
+    if not user:
+        return []
+    secret = registry_secret_name(user)
+    return [
+        k8s.V1EnvVar(name=env, value_from=k8s.V1EnvVarSource(
+            secret_key_ref=k8s.V1SecretKeySelector(name=secret, key=key)))
+        for env, key in ((ENV_USERNAME, "username"), (ENV_PASSWORD, "password"))
+    ]  # fmt: skip
 
 
 def lineage_env(image: str, commit: str | None) -> dict[str, str]:

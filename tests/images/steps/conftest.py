@@ -3,6 +3,7 @@ generated raw zone that each test copies before changing it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -53,6 +54,10 @@ def mlflow_services(tmp_path_factory):
 
     state = tmp_path_factory.mktemp("services")
     info = services.up(state, timeout=120)
+    # these tests drive the steps directly, as the registry's admin; the per-role identities are
+    # exercised through the runtimes (two_models, make run) and tests/embedded/test_registry_access
+    info["env"] = {**info["env"], **services.admin_env(state)}
+    os.environ.update(services.admin_env(state))  # the tests' own MLflow clients in this process
     try:
         yield info
     finally:

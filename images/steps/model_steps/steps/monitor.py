@@ -172,7 +172,7 @@ def log_to_mlflow(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
 
     connect(tracking_uri(ctx))
     client = mlflow.MlflowClient()
-    experiment = mlflow.set_experiment(experiment_name(ctx.pipeline))
+    experiment = mlflow.set_experiment(experiment_name(ctx.pipeline, ctx.customer))
     key = result["scored_run_key"]
     found = client.search_runs(
         [experiment.experiment_id],

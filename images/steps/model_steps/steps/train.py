@@ -106,7 +106,7 @@ def _mlflow_run(
     """Start (or, on a retry of the same Airflow run, continue) the MLflow run. Rank 0 only."""
     import mlflow
 
-    mlflow.set_experiment(experiment_name(ctx.pipeline))
+    mlflow.set_experiment(experiment_name(ctx.pipeline, ctx.customer))
     marker = lake.join(run_dir, "mlflow_run.json")
     previous = (latest or {}).get("mlflow_run_id") or (
         lake.read_json(marker)["run_id"] if lake.exists(marker) else None
@@ -560,7 +560,7 @@ def _register(
         "model": model.name,
         "task": model.task,
         "mlflow_run_id": fitted["mlflow_run_id"],
-        "experiment": experiment_name(ctx.pipeline),
+        "experiment": experiment_name(ctx.pipeline, ctx.customer),
         "registered_model": reg_name,
         "model_version": version,
         "model_uri": f"models:/{reg_name}/{version}",

@@ -102,7 +102,7 @@ def _parent_run(
     import mlflow
 
     connect(tracking_uri(ctx))
-    experiment = mlflow.set_experiment(experiment_name(ctx.pipeline))
+    experiment = mlflow.set_experiment(experiment_name(ctx.pipeline, ctx.customer))
     client = mlflow.MlflowClient()
     tags = run_tags(ctx, {"tuning.role": "parent"})
     run = client.create_run(experiment.experiment_id, run_name=f"{ctx.customer}/{ctx.run_key}/tune",

@@ -24,7 +24,8 @@ class Variant(_Strict):
 
     id: str = Field(pattern=VARIANT_ID, description="stable id: the posterior is kept under it")
     crm: dict[str, str | int | float] = Field(
-        default_factory=dict, description="fields sent with the contact (offer_code, template, ...)"
+        default_factory=dict,
+        description="fields sent with the contact (an offer code, a template, ...)",
     )
     cost: float = Field(0.0, ge=0, description="cost per contact sent, in the reward's unit")
     retired: bool = Field(False, description="gets no traffic; its posterior is kept")

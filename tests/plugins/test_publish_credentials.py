@@ -153,10 +153,10 @@ def test_in_the_cluster_each_customer_reads_the_secret_named_after_its_connectio
                 (e.name, e.value_from.secret_key_ref.key, e.value_from.secret_key_ref.optional)
                 for e in refs
             }
-    assert sources == {
-        ("alpha-co", "score"): set(),
+    assert sources == {  # score reads only its own registry identity, never a CRM Secret
+        ("alpha-co", "score"): {"mlflow-scorer-alpha-co"},
         ("alpha-co", "publish"): {"crm-default"},
-        ("beta-co", "score"): set(),
+        ("beta-co", "score"): {"mlflow-scorer-beta-co"},
         ("beta-co", "publish"): {"crm-beta-co"},
     }
     assert keys[("beta-co", "publish")] == {

@@ -1,6 +1,6 @@
 """Several campaigns, one contact, one day: which campaign may send, under a frequency cap.
 
-Two models of one customer (or two campaigns of one model) can select the same diner for the same
+Two models of one customer (or two campaigns of one model) can select the same contact for the same
 day. Arbitration runs on the campaigns' *selections*, before any of them splits its contacts into a
 treated and a held-out control arm. Each contact is owned that day by the campaigns that win it, and
 each campaign draws its control group only from the contacts it owns. That keeps every control group

@@ -7,7 +7,7 @@ permission on those two resources (mlplatform_contract.registry_access). Idempot
 changes nothing, a changed table updates the grants.
 
     python -m model_steps.registry_admin --tracking-uri URI --identities FILE \\
-        --pipeline customer_propensity:acme-foods [--pipeline ...]
+        --pipeline <pipeline>:<customer> [--pipeline ...]
 
 The identities file maps each username to its password (mode 0600). The embedded platform keeps it
 in its services state and the local runtime hands each step only its own entry; in the cluster

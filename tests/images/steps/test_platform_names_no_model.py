@@ -16,8 +16,10 @@ WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # words a model's CRM record or docs use that its declarations do not hold
 RECORD_WORDS = {"offer_code", "propensity", "vip", "diner", "diners"}
 # plain words the platform itself needs: "label" (a Kubernetes label, the label window) and
-# "region" (an AWS region) are also column names of the example models
-GENERIC = {"label", "region"}
+# "region" (an AWS region) are also column names of the example models; "segment" (the campaign
+# experiments' unit of allocation, model_steps.bandit) and "propensity" (the probability a logged
+# contact got its variant, model_steps.ope) are the bandit and off-policy literature's own terms
+GENERIC = {"label", "region", "segment", "propensity"}
 
 
 def model_words() -> dict[str, str]:

@@ -20,7 +20,8 @@ from mlplatform.invocation import StepInvocation
 from mlplatform.models import ModelPackageError, check_model_ref
 from mlplatform.runtime import Runtime, current_runtime
 from mlplatform.spec import PipelineSpecError, ResolvedCustomer, parse_pipeline, resolve_customers
-from mlplatform.steps import MONITOR_STEP
+from mlplatform_contract.results import MonitorResult
+from mlplatform_contract.steps import MONITOR_STEP
 
 
 def _data_date_param(what_it_does: str) -> Param:
@@ -178,12 +179,15 @@ def request_retrain(ti: Any, **_: Any) -> dict[str, Any]:
     skipped task emits nothing, so the training DAG starts only on a real request."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    decision = (ti.xcom_pull(task_ids=MONITOR_STEP) or {}).get("retrain") or {}
-    reasons = "; ".join(decision.get("reasons") or ["the monitor step gave no decision"])
-    if not decision.get("requested"):
+    payload = ti.xcom_pull(task_ids=MONITOR_STEP)
+    if payload is None:
+        raise AirflowSkipException("no retraining: the monitor step gave no decision")
+    decision = MonitorResult.model_validate(payload).retrain
+    reasons = "; ".join(decision.reasons or ["the monitor step gave no decision"])
+    if not decision.requested:
         raise AirflowSkipException(f"no retraining: {reasons}")
     print(f"retraining requested: {reasons}")
-    return decision
+    return decision.model_dump(mode="json")
 
 
 def build_monitor_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from mlplatform.steps import STEP_KINDS, StepKind
+from mlplatform_contract.steps import STEP_KINDS, StepKind
 
 MANIFEST_VARIABLE = "mlops_image_manifest"
 MANIFEST_PATH_ENV = "MLOPS_IMAGE_MANIFEST"

@@ -12,7 +12,7 @@ from functools import cached_property
 
 from mlplatform.profiles import ResourceProfile
 from mlplatform.spec import ResolvedCustomer
-from mlplatform.steps import ENV_CONFIG, ENV_MODEL, ENV_PARAMS, WORKLOAD_MODULE, StepKind
+from mlplatform_contract.steps import ENV_CONFIG, ENV_MODEL, ENV_PARAMS, WORKLOAD_MODULE, StepKind
 
 PARAMS_TEMPLATE = "{{ params | tojson }}"
 

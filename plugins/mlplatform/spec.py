@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlplatform.profiles import MONITOR_DEFAULTS, PLATFORM_DEFAULTS, ResourceProfile
 from mlplatform.settings import CustomerSettings, deep_merge
-from mlplatform.steps import (
+from mlplatform_contract.steps import (
     CUSTOMER_ID_REGEX,
     MONITOR_RUNS_IN,
     MONITOR_STEP,
     PIPELINE_NAME_REGEX,
     STEP_KINDS,
+    STEP_NAME_PATTERN,
     TUNING_STEPS,
     StepKind,
 )
@@ -143,11 +144,9 @@ class PipelineSpec(_Strict):
 
     @model_validator(mode="after")
     def _extra_steps_placed(self) -> PipelineSpec:
-        import re
-
         known = set(self.steps)
         for name, extra in self.extra_steps.items():  # declaration order: each after a known one
-            if not re.fullmatch(PIPELINE_NAME_REGEX, name) or name in (
+            if not STEP_NAME_PATTERN.fullmatch(name) or name in (
                 *STEP_KINDS,
                 *TUNING_STEPS,
                 MONITOR_STEP,

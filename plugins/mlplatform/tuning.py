@@ -23,7 +23,7 @@ from mlplatform.invocation import StepInvocation
 from mlplatform.profiles import ResourceProfile
 from mlplatform.runtime import Runtime
 from mlplatform.spec import ResolvedCustomer
-from mlplatform.steps import StepKind
+from mlplatform_contract.steps import StepKind
 
 # tune, halve and select only read and write small JSON and talk to MLflow: no GPU, no train pod
 _LIGHT = {"cpu": "1", "memory": "2Gi", "gpu": 0, "shm_size": None, "node_pool": "cpu",

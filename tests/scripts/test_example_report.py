@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO
 from rich.console import Console
 
+from mlplatform_contract.results import EXAMPLES
+
 sys.path.insert(0, str(REPO / "scripts"))
 import example_report
 from example_report import (
@@ -68,12 +70,13 @@ def test_the_summary_is_one_line_per_task_in_a_log_file_and_a_table_in_a_termina
         "s3://mlops-scores/customer_propensity/customer=acme-foods/"
         "run=manual__2026-06-29T00_00_00_00_00-b0866f72"
     )
+    score = EXAMPLES["score"].model_copy(update={"rows": 4000, "output_uri": uri}).to_xcom()
     results = {
         "customer_propensity__acme-foods": {
             "state": "success",
             "tasks": {
                 "score": {"state": "success", "duration": 31.0,
-                          "result": {"rows": 4000, "output_uri": uri}},
+                          "result": score},
                 "ingest": {"state": "success", "duration": 40.0, "result": None},
             },
         }

@@ -13,7 +13,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -22,7 +21,6 @@ from typing import Any
 from model_steps import metrics, startup
 from model_steps.contract import (
     CUSTOMER_ID_PATTERN,
-    DEFAULT_XCOM_PATH,
     ENV_CONFIG,
     ENV_PARAMS,
     ENV_XCOM_PATH,
@@ -30,10 +28,11 @@ from model_steps.contract import (
     EXIT_OK,
     EXIT_SKIP_DOWNSTREAM,
     EXIT_USAGE,
-    MONITOR_STEP,
     PIPELINE_NAME_PATTERN,
+    PLATFORM_STEPS,
+    POD_XCOM_PATH,
     RESULT_LOG_PREFIX,
-    STEP_NAMES,
+    STEP_NAME_PATTERN,
     TUNING_STEPS,
     SkipDownstream,
     StepContext,
@@ -44,8 +43,6 @@ from model_steps.contract import (
 )
 
 log = logging.getLogger("model_steps")
-STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$")  # a model's own step (extra_steps)
-PLATFORM_STEPS = (*STEP_NAMES, MONITOR_STEP)
 # the last log line of every step: how it ended, and its time split into start-up and work
 _ENDINGS = {EXIT_OK: "done", EXIT_SKIP_DOWNSTREAM: "skipped downstream"}
 
@@ -89,11 +86,13 @@ def _is_primary_rank() -> bool:
     return rank == "0"
 
 
-def _report(result: dict[str, Any], xcom_path: str) -> None:
+def _report(result: Any, xcom_path: str) -> None:
+    """The result as JSON (a step's result model dumped; a model's own step returns a dict)."""
     if not _is_primary_rank():
         return
-    write_result(result, xcom_path)
-    print(RESULT_LOG_PREFIX + json.dumps(result, default=str, sort_keys=True), flush=True)
+    payload = result if isinstance(result, dict) else result.to_xcom()
+    write_result(payload, xcom_path)
+    print(RESULT_LOG_PREFIX + json.dumps(payload, default=str, sort_keys=True), flush=True)
 
 
 def _step_body(step: str):  # type: ignore[no-untyped-def]
@@ -146,12 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     startup.watch_imports()
     argv = list(sys.argv[1:] if argv is None else argv)
     known = (*PLATFORM_STEPS, *TUNING_STEPS)
-    extra = argv[0] if argv and argv[0] not in known and STEP_NAME.fullmatch(argv[0]) else None
+    extra = (
+        argv[0] if argv and argv[0] not in known and STEP_NAME_PATTERN.fullmatch(argv[0]) else None
+    )
     try:
         args = build_parser(extra).parse_args(argv)
     except SystemExit as exc:  # argparse already printed the reason
         return EXIT_USAGE if exc.code else EXIT_OK
-    xcom_path = os.environ.get(ENV_XCOM_PATH, DEFAULT_XCOM_PATH)
+    xcom_path = os.environ.get(ENV_XCOM_PATH, POD_XCOM_PATH)
     started = time.monotonic()
     code, result = EXIT_FAILED, None
     try:
@@ -161,14 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("step %s %s in %s", args.step, _ENDINGS.get(code, "failed"), took)
         if _is_primary_rank():
             key = metrics.grouping_key(args.pipeline, args.customer, args.step)
-            metrics.push(os.environ, key, code, time.monotonic() - started, result)
+            metrics.push(os.environ, key, code, time.monotonic() - started, result,
+                         replace=code in _ENDINGS)  # fmt: skip
     return code
 
 
-def _run(
-    args: argparse.Namespace, xcom_path: str, started: float
-) -> tuple[int, dict[str, Any] | None]:
-    """The step itself: its exit code and the result it reported (None when it failed)."""
+def _run(args: argparse.Namespace, xcom_path: str, started: float) -> tuple[int, Any]:
+    """The step itself: its exit code and its result (a failed step's partial result, or None:
+    pushed as metrics, never reported as XCom)."""
     try:
         ctx = StepContext(
             step=args.step,
@@ -195,6 +196,6 @@ def _run(
         return EXIT_SKIP_DOWNSTREAM, skip.result
     except StepError as exc:
         log.error("step %s failed: %s", args.step, exc)
-        return exc.exit_code, None
+        return exc.exit_code, exc.result
     _report(result, xcom_path)
     return EXIT_OK, result

@@ -23,7 +23,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from mlplatform.steps import (
+from mlplatform_contract.steps import (
     ENV_CRM_API_TOKEN,
     ENV_CRM_BASE_URL,
     ENV_GIT_SHA,

@@ -28,7 +28,7 @@ from kubernetes.client import models as k8s
 from mlplatform.invocation import StepInvocation
 from mlplatform.profiles import ResourceProfile
 from mlplatform.runtime import pods
-from mlplatform.steps import ENV_TRY_NUMBER, RESULT_LOG_PREFIX
+from mlplatform_contract.steps import ENV_TRY_NUMBER, RESULT_LOG_PREFIX
 
 if TYPE_CHECKING:
     from mlplatform.runtime.mpijob_api import MPIJobApi

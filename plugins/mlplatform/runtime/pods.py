@@ -19,7 +19,7 @@ from functools import cache
 from kubernetes.client import models as k8s
 
 from mlplatform.profiles import ResourceProfile
-from mlplatform.steps import ENV_GIT_SHA, ENV_IMAGE_DIGEST, ENV_TRY_NUMBER, StepKind
+from mlplatform_contract.steps import ENV_GIT_SHA, ENV_IMAGE_DIGEST, ENV_TRY_NUMBER, StepKind
 
 RUN_AS_USER = 10001
 # Spark on Kubernetes (ingest with data.spark.executors > 0): names shared with helm/platform and

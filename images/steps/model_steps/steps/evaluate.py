@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mlplatform_contract.results import EvaluateResult, TrainResult
 from model_steps import gate, lake, model_loader
 from model_steps.contract import SkipDownstream, StepContext, StepError
 from model_steps.model_api import Model
@@ -143,7 +144,7 @@ def _report(
     return [*files, "index.html"]
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+def run(ctx: StepContext) -> EvaluateResult:
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -153,13 +154,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
         decision_uri
     ):  # a retry of a run already decided: same decision, no re-promotion
         log.info("decision already made for this run: %s", decision_uri)
-        return dict(lake.read_json(decision_uri))
+        return EvaluateResult.model_validate(lake.read_json(decision_uri))
     train_uri = lake.join(ctx.lake_path("models"), "train_result.json")
     if not lake.exists(train_uri):
         raise StepError(
             f"{train_uri} does not exist: the train step has not completed for this run"
         )
-    trained = lake.read_json(train_uri)
+    trained = TrainResult.model_validate(lake.read_json(train_uri))
 
     loaded = model_loader.load(ctx)
     model = loaded.model
@@ -167,14 +168,14 @@ def run(ctx: StepContext) -> dict[str, Any]:
     connect(uri)
     client = mlflow.MlflowClient()
     name = registered_model_name(ctx.pipeline, ctx.customer)
-    candidate_version = str(trained["model_version"])
+    candidate_version = trained.model_version
     try:
         champ = client.get_model_version_by_alias(name, ALIAS)
         champion_version: str | None = str(champ.version)
     except MlflowException:
         champion_version = None
 
-    holdout = _holdout(trained["features_uri"], model, loaded.platform.training)
+    holdout = _holdout(trained.features_uri, model, loaded.platform.training)
     y = holdout[model.label_column].to_numpy()
     scores = {"candidate": _predict(f"models:/{name}/{candidate_version}", model, holdout)}
     if champion_version == candidate_version:
@@ -194,42 +195,42 @@ def run(ctx: StepContext) -> dict[str, Any]:
         files = _report(Path(tmp), y, scores, decision, model)
         report_uri = lake.join(out_uri, "report")
         lake.put_tree(tmp, report_uri)
-        with mlflow.start_run(run_id=trained["mlflow_run_id"]):
+        with mlflow.start_run(run_id=trained.mlflow_run_id):
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
             mlflow.log_dict(decision.as_dict(), "evaluation/decision.json")
             mlflow.log_metrics({f"gate_{k}": v for k, v in measured["candidate"].items()})
             mlflow.set_tag("gate.passed", str(decision.passed).lower())
 
-    result = {
+    result = EvaluateResult(
         **decision.as_dict(),
-        "registered_model": name,
-        "candidate_version": candidate_version,
-        "champion_version": champion_version,
-        "scoring_model_uri": f"models:/{name}/{decision.scoring_version}"
+        registered_model=name,
+        candidate_version=candidate_version,
+        champion_version=champion_version,
+        scoring_model_uri=f"models:/{name}/{decision.scoring_version}"
         if decision.scoring_version
         else None,
-        "report_uri": lake.join(report_uri, "index.html"),
-        "report_files": files,
-        "decision_uri": decision_uri,
-        "profile_uri": trained["profile_uri"],
-    }
+        report_uri=lake.join(report_uri, "index.html"),
+        report_files=files,
+        decision_uri=decision_uri,
+        profile_uri=trained.profile_uri,
+    )
     # The decision is committed before it is applied, so a retry after a crash in between applies
     # the same decision instead of comparing the candidate with itself.
-    lake.write_json_atomic(decision_uri, result)
+    lake.write_json_atomic(decision_uri, result.to_xcom())
     return _apply(ctx, result)
 
 
-def _apply(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+def _apply(ctx: StepContext, result: EvaluateResult) -> EvaluateResult:
     """Carry out a committed decision (idempotent): move the alias and the drift reference."""
-    if result["promote"]:
+    if result.promote:
         import mlflow
 
         connect(tracking_uri(ctx))
-        name, version = result["registered_model"], result["candidate_version"]
+        name, version = result.registered_model, result.candidate_version
         mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, version)
         target = champion_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)
-        lake.write_json_atomic(target, lake.read_json(result["profile_uri"]))
+        lake.write_json_atomic(target, lake.read_json(result.profile_uri))
         log.info("promoted %s v%s to @%s", name, version, ALIAS)
-    if result["scoring_model_uri"] is None:
-        raise SkipDownstream("; ".join(result["reasons"][-2:]), result)
+    if result.scoring_model_uri is None:
+        raise SkipDownstream("; ".join(result.reasons[-2:]), result)
     return result

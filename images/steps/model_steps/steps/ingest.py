@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Any
 
+from mlplatform_contract.results import IngestResult
 from model_steps import lake, model_loader
 from model_steps.contract import StepContext
 from model_steps.features import FEATURES, POPULATION, build_table, training_cutoff
@@ -72,7 +73,7 @@ def commit_table(
     return manifest
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+def run(ctx: StepContext) -> IngestResult:
     started = time.monotonic()
     loaded = model_loader.load(ctx)
     model, cfg = loaded.model, loaded.platform.data
@@ -140,17 +141,17 @@ def run(ctx: StepContext) -> dict[str, Any]:
         report.rows,
         seconds,
     )
-    return {
-        "model": model.name,
-        "features_uri": ctx.lake_path(FEATURES),
-        "manifest_uri": lake.join(ctx.lake_path(FEATURES), lake.MANIFEST),
-        "population_uri": ctx.lake_path(POPULATION),
-        "cutoff_date": cutoff.isoformat(),
-        "rows": training["rows"],
-        "population_rows": population["rows"],
-        "label_rate": training["label_rate"],
-        "raw_rows": report.rows,
-        "warnings": report.warnings,
-        "status": "passed_with_warnings" if report.warnings else "passed",
-        "seconds": seconds,
-    }
+    return IngestResult(
+        model=model.name,
+        features_uri=ctx.lake_path(FEATURES),
+        manifest_uri=lake.join(ctx.lake_path(FEATURES), lake.MANIFEST),
+        population_uri=ctx.lake_path(POPULATION),
+        cutoff_date=cutoff.isoformat(),
+        rows=training["rows"],
+        population_rows=population["rows"],
+        label_rate=training["label_rate"],
+        raw_rows=report.rows,
+        warnings=report.warnings,
+        status="passed_with_warnings" if report.warnings else "passed",
+        seconds=seconds,
+    )

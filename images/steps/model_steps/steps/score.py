@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from mlplatform_contract.results import ScoreResult
 from model_steps import lake, model_loader
 from model_steps.contract import StepContext, StepError
 from model_steps.features import POPULATION
@@ -146,7 +147,7 @@ def score_table(
     return {**committed, "seconds": time.monotonic() - started, "predict_seconds": predict_s}
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+def run(ctx: StepContext) -> ScoreResult:
     started = time.monotonic()
     loaded = model_loader.load(ctx)
     features_uri = ctx.lake_path(POPULATION)
@@ -164,15 +165,15 @@ def run(ctx: StepContext) -> dict[str, Any]:
     log.info(
         "scored %d rows with %s v%s in %.1fs -> %s", done["rows"], name, version, seconds, out_uri
     )
-    return {
-        "status": "scored",
-        "rows": done["rows"],
-        "model_uri": f"models:/{name}/{version}",
-        "model_version": version,
-        "output_uri": out_uri,
-        "manifest_uri": lake.join(out_uri, lake.MANIFEST),
-        "parts": len(done["files"]),
-        "rows_per_second": round(done["rows"] / done["seconds"], 1),
-        "predict_seconds": round(done["predict_seconds"], 2),
-        "seconds": round(seconds, 1),
-    }
+    return ScoreResult(
+        status="scored",
+        rows=done["rows"],
+        model_uri=f"models:/{name}/{version}",
+        model_version=version,
+        output_uri=out_uri,
+        manifest_uri=lake.join(out_uri, lake.MANIFEST),
+        parts=len(done["files"]),
+        rows_per_second=round(done["rows"] / done["seconds"], 1),
+        predict_seconds=round(done["predict_seconds"], 2),
+        seconds=round(seconds, 1),
+    )

@@ -29,6 +29,7 @@ import logging
 import math
 from typing import Any
 
+from mlplatform_contract.results import RankResult, SelectResult, TrialMap, TrialResult
 from mlplatform_contract.tasks import TASKS
 from model_steps import lake, model_loader
 from model_steps.contract import ENV_TRIAL, StepContext, StepError, UsageError
@@ -64,7 +65,7 @@ def _objective(loaded: model_loader.LoadedModel) -> tuple[str, bool]:
     return name, name in task.lower_is_better
 
 
-def tune(ctx: StepContext) -> dict[str, Any]:
+def tune(ctx: StepContext) -> TrialMap:
     """Plan the trials and open the MLflow parent run; a retry returns the committed plan."""
     loaded = _loaded(ctx)
     plan_uri = _dir(ctx, "plan.json")
@@ -91,9 +92,9 @@ def tune(ctx: StepContext) -> dict[str, Any]:
     return _trial_map(trials, rung=0)
 
 
-def _trial_map(trials: list[dict[str, Any]], rung: int) -> dict[str, Any]:
+def _trial_map(trials: list[dict[str, Any]], rung: int) -> TrialMap:
     """The XCom the mapped trial task expands over: one (name, trial) pair per task."""
-    return {t["name"]: {**t, "rung": rung} for t in trials}
+    return TrialMap({t["name"]: {**t, "rung": rung} for t in trials})
 
 
 def _parent_run(
@@ -119,7 +120,7 @@ def _parent_run(
     return run.info.run_id
 
 
-def trial(ctx: StepContext) -> dict[str, Any]:
+def trial(ctx: StepContext) -> TrialResult | RankResult:
     """One trial, to the end of its rung (``STEP_TRIAL``, set by the mapped task)."""
     from model_steps.steps import train
 
@@ -187,7 +188,7 @@ def _enough(loaded: Any, ranked: list[dict], results: list[dict], what: str) -> 
                         f"is {need} ({reasons})")  # fmt: skip
 
 
-def halve(ctx: StepContext) -> dict[str, Any]:
+def halve(ctx: StepContext) -> TrialMap:
     """Successive halving's cut: the better half of the planned trials goes on to all epochs."""
     loaded = _loaded(ctx)
     done_uri = _dir(ctx, "halving.json")
@@ -213,12 +214,12 @@ def halve(ctx: StepContext) -> dict[str, Any]:
     return _trial_map(kept, rung=1)
 
 
-def select(ctx: StepContext) -> dict[str, Any]:
+def select(ctx: StepContext) -> SelectResult:
     """The best finished trial by the objective: committed for the final train step."""
     loaded = _loaded(ctx)
     done_uri = _dir(ctx, "selected.json")
     if lake.exists(done_uri):
-        return lake.read_json(done_uri)
+        return SelectResult.model_validate(lake.read_json(done_uri))
     plan = _plan(ctx)
     rung = len(plan["rungs"]) - 1
     halving_uri = _dir(ctx, "halving.json")
@@ -231,37 +232,37 @@ def select(ctx: StepContext) -> dict[str, Any]:
     _enough(loaded, ranked, results, "selection")
     _finish_runs(ctx, [r for r in results if r["status"] != "ok"], "FAILED", "failed")
     best = ranked[0]
-    selected = {
-        "trial": best["name"], "params": best["params"], "objective": plan["objective"],
-        "value": best["objective"], "parent_run_id": plan["parent_run_id"],
-        "trial_run_id": best.get("mlflow_run_id"), "finished": len(ranked),
-        "trials": {r["name"]: {"status": r["status"], "objective": r.get("objective")}
-                   for r in _results(ctx, plan["trials"], 0)},
-    }  # fmt: skip
+    selected = SelectResult(
+        trial=best["name"], params=best["params"], objective=plan["objective"],
+        value=best["objective"], parent_run_id=plan["parent_run_id"],
+        trial_run_id=best.get("mlflow_run_id"), finished=len(ranked),
+        trials={r["name"]: {"status": r["status"], "objective": r.get("objective")}
+                for r in _results(ctx, plan["trials"], 0)},
+    )  # fmt: skip
     _close_parent(selected)
-    lake.write_json_atomic(done_uri, selected)
+    lake.write_json_atomic(done_uri, selected.to_xcom())
     log.info("selected %s: %s %.4f with %s", best["name"], plan["objective"], best["objective"],
              best["params"])  # fmt: skip
     return selected
 
 
-def _close_parent(selected: dict[str, Any]) -> None:
+def _close_parent(selected: SelectResult) -> None:
     import mlflow
 
-    client, run_id = mlflow.MlflowClient(), selected["parent_run_id"]
-    for name, value in selected["params"].items():
+    client, run_id = mlflow.MlflowClient(), selected.parent_run_id
+    for name, value in selected.params.items():
         client.log_param(run_id, f"best.{name}", json.dumps(value))
-    client.log_metric(run_id, f"best_{selected['objective']}", selected["value"])
-    client.log_metric(run_id, "finished_trials", selected["finished"])
-    client.set_tag(run_id, "tuning.best_trial", selected["trial"])
-    client.set_tag(run_id, "tuning.best_run_id", selected["trial_run_id"] or "")
+    client.log_metric(run_id, f"best_{selected.objective}", selected.value)
+    client.log_metric(run_id, "finished_trials", selected.finished)
+    client.set_tag(run_id, "tuning.best_trial", selected.trial)
+    client.set_tag(run_id, "tuning.best_run_id", selected.trial_run_id or "")
     client.set_terminated(run_id, "FINISHED")
 
 
-def read_selection(ctx: StepContext) -> dict[str, Any]:
+def read_selection(ctx: StepContext) -> SelectResult:
     """What the final train step trains with (tuning.enabled): the select step's commit."""
     uri = _dir(ctx, "selected.json")
     if not lake.exists(uri):
         raise StepError(f"tuning.enabled, but no selection at {uri}: the select step must run "
                         "before train")  # fmt: skip
-    return lake.read_json(uri)
+    return SelectResult.model_validate(lake.read_json(uri))

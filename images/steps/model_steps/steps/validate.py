@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform_contract.results import ValidateResult
 from model_steps import lake, model_loader
 from model_steps.contract import StepContext, StepError
 from model_steps.expectations import load_suite, without_column
@@ -229,7 +230,7 @@ def without_psi(drift_summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in drift_summary.items() if k != "psi"}
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+def run(ctx: StepContext) -> ValidateResult:
     started = time.monotonic()
     loaded = model_loader.load(ctx)
     model, vs = loaded.model, loaded.platform.validation.model_dump()
@@ -284,24 +285,25 @@ def run(ctx: StepContext) -> dict[str, Any]:
     status = "failed" if errors else ("passed_with_warnings" if warnings else "passed")
     drift_limits = {"warn_at": vs["drift_psi_warn"], "fail_at": vs["drift_psi_fail"]}
     tables = {"features": training.summary, POPULATION: scored.summary}
-    summary: dict[str, Any] = {
-        "status": status,
-        "features_uri": table_uri,
-        "population_uri": population_uri,
-        "rows": training.summary["rows"],
-        "population_rows": scored.summary["rows"],
-        "label_rate": round(float(df[label].mean()), 6) if label in df and len(df) else None,
-        "suite": suite_file,
-        "expectations": training.summary["expectations"],
-        "drift": {**without_psi(training.summary["drift"]), **drift_limits},
-        "tables": {name: {**t, "drift": without_psi(t["drift"])} for name, t in tables.items()},
-        "errors": errors,
-        "warnings": warnings,
-        "validation_uri": out_uri,
-        "gx_validation_uri": lake.join(out_uri, "gx_validation.json"),
-        "data_docs_uri": lake.join(out_uri, "data_docs", "index.html"),
-        "profile_uri": lake.join(out_uri, "feature_profile.json"),
-    }
+    summary = ValidateResult(
+        status="passed_with_warnings" if warnings else "passed",
+        features_uri=table_uri,
+        population_uri=population_uri,
+        rows=training.summary["rows"],
+        population_rows=scored.summary["rows"],
+        label_rate=round(float(df[label].mean()), 6) if label in df and len(df) else None,
+        suite=suite_file,
+        expectations=training.summary["expectations"],
+        drift={**without_psi(training.summary["drift"]), **drift_limits},
+        tables={name: {**t, "drift": without_psi(t["drift"])} for name, t in tables.items()},
+        errors=errors,
+        warnings=warnings,
+        validation_uri=out_uri,
+        gx_validation_uri=lake.join(out_uri, "gx_validation.json"),
+        data_docs_uri=lake.join(out_uri, "data_docs", "index.html"),
+        profile_uri=lake.join(out_uri, "feature_profile.json"),
+        seconds=0.0,
+    )
     lake.write_json_atomic(
         lake.join(out_uri, "gx_validation.json"),
         {name: vr.to_json_dict() for name, vr in results.items()},
@@ -318,7 +320,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
     )
     lake.write_json_atomic(lake.join(out_uri, "feature_profile.json"), profile)
     lake.write_json_atomic(lake.join(out_uri, "population_profile.json"), population_profile)
-    lake.write_json_atomic(lake.join(out_uri, "summary.json"), summary)
+    lake.write_json_atomic(  # the failed run's summary too (status "failed"), read by no step
+        lake.join(out_uri, "summary.json"),
+        {**summary.model_dump(mode="json", exclude={"seconds"}), "status": status},
+    )
     lake.write_json_atomic(
         lake.join(out_uri, lake.MANIFEST),
         {
@@ -339,13 +344,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
         lake.write_json_atomic(
             baseline_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer), profile
         )
-        summary["drift"]["reference"] = "none: this run's profile is now the first-run baseline"
-    summary["seconds"] = round(time.monotonic() - started, 1)
+        summary.drift["reference"] = "none: this run's profile is now the first-run baseline"
+    summary.seconds = round(time.monotonic() - started, 1)
     for w in warnings:
         log.warning("validation warning: %s", w)
     if errors:
         raise StepError(
             f"validation failed ({len(errors)} error(s); data docs: "
-            f"{summary['data_docs_uri']}):\n  - " + "\n  - ".join(errors)
+            f"{summary.data_docs_uri}):\n  - " + "\n  - ".join(errors)
         )
     return summary

@@ -123,17 +123,11 @@ def degradation(loaded: LoadedModel, latest: MonitoredRun) -> list[str]:
 
 def champion(ctx: StepContext) -> tuple[str, dt.datetime] | None:
     """(version, registered at) of the champion, or None without one."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from model_steps.steps.evaluate import ALIAS
-    from model_steps.tracking import connect, registered_model_name, tracking_uri
+    from model_steps.tracking import champion_version, connect, registered_model_name, tracking_uri
 
     connect(tracking_uri(ctx))
-    name = registered_model_name(ctx.pipeline, ctx.customer)
-    try:
-        mv = mlflow.MlflowClient().get_model_version_by_alias(name, ALIAS)
-    except MlflowException:
+    mv = champion_version(registered_model_name(ctx.pipeline, ctx.customer))
+    if mv is None:
         return None
     return str(mv.version), dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
 

@@ -41,6 +41,23 @@ MLFLOW_CLIENT_DEFAULTS = {
 }
 
 
+# The registry alias of the model that scores a customer: evaluate moves it, score and the monitor
+# read it (champion_version, the one lookup).
+CHAMPION_ALIAS = "champion"
+
+
+def champion_version(name: str) -> Any | None:
+    """The MLflow ModelVersion of ``name`` behind @champion, or None without one (the tracking
+    server is already connected)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        return None
+
+
 def experiment_name(pipeline: str) -> str:
     return pipeline
 

@@ -28,10 +28,15 @@ from model_steps import gate, lake, model_loader
 from model_steps.contract import SkipDownstream, StepContext, StepError
 from model_steps.model_api import Model
 from model_steps.profile import champion_profile_uri
-from model_steps.tracking import connect, registered_model_name, tracking_uri
+from model_steps.tracking import (
+    CHAMPION_ALIAS,
+    champion_version,
+    connect,
+    registered_model_name,
+    tracking_uri,
+)
 
 log = logging.getLogger("model_steps.evaluate")
-ALIAS = "champion"
 
 
 def _holdout(features_uri: str, model: Model, training: Any) -> Any:
@@ -146,7 +151,6 @@ def _report(
 
 def run(ctx: StepContext) -> EvaluateResult:
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     out_uri = ctx.lake_path("evaluation")
     decision_uri = lake.join(out_uri, "decision.json")
@@ -166,26 +170,22 @@ def run(ctx: StepContext) -> EvaluateResult:
     model = loaded.model
     uri = tracking_uri(ctx)
     connect(uri)
-    client = mlflow.MlflowClient()
     name = registered_model_name(ctx.pipeline, ctx.customer)
     candidate_version = trained.model_version
-    try:
-        champ = client.get_model_version_by_alias(name, ALIAS)
-        champion_version: str | None = str(champ.version)
-    except MlflowException:
-        champion_version = None
+    champ = champion_version(name)
+    champion: str | None = None if champ is None else str(champ.version)
 
     holdout = _holdout(trained.features_uri, model, loaded.platform.training)
     y = holdout[model.label_column].to_numpy()
     scores = {"candidate": _predict(f"models:/{name}/{candidate_version}", model, holdout)}
-    if champion_version == candidate_version:
-        champion_version = None  # promoted by an earlier attempt that died before deciding
-    if champion_version is not None:
-        scores["champion"] = _predict(f"models:/{name}/{champion_version}", model, holdout)
+    if champion == candidate_version:
+        champion = None  # promoted by an earlier attempt that died before deciding
+    if champion is not None:
+        scores["champion"] = _predict(f"models:/{name}/{champion}", model, holdout)
     measured = {k: gate.metrics(model.task, y, p) for k, p in scores.items()}
     decision = gate.decide(
         loaded.platform.gate.model_dump(), measured["candidate"], candidate_version,
-        measured.get("champion"), champion_version, task=model.task,
+        measured.get("champion"), champion, task=model.task,
         force_promote=bool(ctx.params.get("force_promote")),
     )  # fmt: skip
     for reason in decision.reasons:
@@ -205,7 +205,7 @@ def run(ctx: StepContext) -> EvaluateResult:
         **decision.as_dict(),
         registered_model=name,
         candidate_version=candidate_version,
-        champion_version=champion_version,
+        champion_version=champion,
         scoring_model_uri=f"models:/{name}/{decision.scoring_version}"
         if decision.scoring_version
         else None,
@@ -227,10 +227,10 @@ def _apply(ctx: StepContext, result: EvaluateResult) -> EvaluateResult:
 
         connect(tracking_uri(ctx))
         name, version = result.registered_model, result.candidate_version
-        mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, version)
+        mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, version)
         target = champion_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)
         lake.write_json_atomic(target, lake.read_json(result.profile_uri))
-        log.info("promoted %s v%s to @%s", name, version, ALIAS)
+        log.info("promoted %s v%s to @%s", name, version, CHAMPION_ALIAS)
     if result.scoring_model_uri is None:
         raise SkipDownstream("; ".join(result.reasons[-2:]), result)
     return result

@@ -24,24 +24,27 @@ from model_steps.contract import StepContext, StepError
 from model_steps.features import POPULATION
 from model_steps.model_api import Model
 from model_steps.scoring import score_columns, scores_table_uri
-from model_steps.steps.evaluate import ALIAS
-from model_steps.tracking import connect, registered_model_name, tracking_uri
+from model_steps.tracking import (
+    CHAMPION_ALIAS,
+    champion_version,
+    connect,
+    registered_model_name,
+    tracking_uri,
+)
 
 log = logging.getLogger("model_steps.score")
 
 
 def _champion(ctx: StepContext) -> tuple[Any, str, str]:
-    import mlflow
     import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(ctx)
     connect(uri)
     name = registered_model_name(ctx.pipeline, ctx.customer)
-    try:
-        version = str(mlflow.MlflowClient().get_model_version_by_alias(name, ALIAS).version)
-    except MlflowException as exc:
-        raise StepError(f"{name} has no @{ALIAS} in MLflow ({uri}): nothing to score with") from exc
+    champion = champion_version(name)
+    if champion is None:
+        raise StepError(f"{name} has no @{CHAMPION_ALIAS} in MLflow ({uri}): nothing to score with")
+    version = str(champion.version)
     model_uri = f"models:/{name}/{version}"  # pinned: the alias may move while we score
     return mlflow.pyfunc.load_model(model_uri), name, version
 

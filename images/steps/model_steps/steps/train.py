@@ -52,6 +52,7 @@ from model_steps.training import (
     numeric_moments,
     read_shard,
 )
+from model_steps.tuning_lake import read_selection
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +193,7 @@ def run(ctx: StepContext) -> TrainResult | RankResult:
     loaded = model_loader.load(ctx)
     selected = None
     if loaded.platform.tuning.enabled:  # train with the best trial's parameters, on all the data
-        from model_steps.steps import tuning
-
-        selected = tuning.read_selection(ctx)
+        selected = read_selection(ctx)
         ctx = dataclasses.replace(ctx, config=apply(ctx.config, selected.params))
         loaded = model_loader.load(ctx)
     uri = tracking_uri(ctx)

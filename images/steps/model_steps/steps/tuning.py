@@ -14,7 +14,7 @@ Steps, each ``python -m model_steps <step> …`` in the train image:
             ``tuning.status=pruned``) and returns the survivors: the second trial tasks' XCom.
 ``select``  picks the best finished trial by the objective, fails only if fewer than
             ``min_successful_trials`` finished, logs the best parameters on the parent run and
-            commits the selection the final train step reads (``read_selection``).
+            commits the selection the final train step reads (``model_steps.tuning_lake.read_selection``).
 
 Lake (``<lake>/tuning/<pipeline>/customer=<c>/run=<key>/``): ``plan.json``,
 ``trials/<name>/rung=<r>.json`` (each trial's result), ``halving.json``, ``selected.json``; trial
@@ -35,16 +35,9 @@ from model_steps import lake, model_loader
 from model_steps.contract import ENV_TRIAL, StepContext, StepError, UsageError
 from model_steps.search_space import current_values, describe, sample_trials
 from model_steps.tracking import connect, experiment_name, run_tags, tracking_uri
+from model_steps.tuning_lake import SELECTION_FILE, result_uri, tuning_path
 
 log = logging.getLogger("model_steps.tuning")
-
-
-def _dir(ctx: StepContext, *parts: str) -> str:
-    return ctx.lake_path("tuning", *parts)
-
-
-def result_uri(ctx: StepContext, trial: str, rung: int) -> str:
-    return _dir(ctx, "trials", trial, f"rung={rung}.json")
 
 
 def _loaded(ctx: StepContext) -> model_loader.LoadedModel:
@@ -68,7 +61,7 @@ def _objective(loaded: model_loader.LoadedModel) -> tuple[str, bool]:
 def tune(ctx: StepContext) -> TrialMap:
     """Plan the trials and open the MLflow parent run; a retry returns the committed plan."""
     loaded = _loaded(ctx)
-    plan_uri = _dir(ctx, "plan.json")
+    plan_uri = tuning_path(ctx, "plan.json")
     if lake.exists(plan_uri):
         return _trial_map(lake.read_json(plan_uri)["trials"], rung=0)
     tuning, space = loaded.platform.tuning, loaded.model.search_space
@@ -122,7 +115,7 @@ def _parent_run(
 
 def trial(ctx: StepContext) -> TrialResult | RankResult:
     """One trial, to the end of its rung (``STEP_TRIAL``, set by the mapped task)."""
-    from model_steps.steps import train
+    from model_steps.steps import train  # the train step's libraries: only a trial needs them
 
     raw = ctx.env.get(ENV_TRIAL) or ""
     try:
@@ -140,7 +133,7 @@ def trial(ctx: StepContext) -> TrialResult | RankResult:
 
 
 def _plan(ctx: StepContext) -> dict[str, Any]:
-    uri = _dir(ctx, "plan.json")
+    uri = tuning_path(ctx, "plan.json")
     if not lake.exists(uri):
         raise StepError(f"no tuning plan at {uri}: the tune step did not finish")
     return lake.read_json(uri)
@@ -191,7 +184,7 @@ def _enough(loaded: Any, ranked: list[dict], results: list[dict], what: str) -> 
 def halve(ctx: StepContext) -> TrialMap:
     """Successive halving's cut: the better half of the planned trials goes on to all epochs."""
     loaded = _loaded(ctx)
-    done_uri = _dir(ctx, "halving.json")
+    done_uri = tuning_path(ctx, "halving.json")
     plan = _plan(ctx)
     if lake.exists(done_uri):
         return _trial_map(lake.read_json(done_uri)["kept"], rung=1)
@@ -217,12 +210,12 @@ def halve(ctx: StepContext) -> TrialMap:
 def select(ctx: StepContext) -> SelectResult:
     """The best finished trial by the objective: committed for the final train step."""
     loaded = _loaded(ctx)
-    done_uri = _dir(ctx, "selected.json")
+    done_uri = tuning_path(ctx, SELECTION_FILE)
     if lake.exists(done_uri):
         return SelectResult.model_validate(lake.read_json(done_uri))
     plan = _plan(ctx)
     rung = len(plan["rungs"]) - 1
-    halving_uri = _dir(ctx, "halving.json")
+    halving_uri = tuning_path(ctx, "halving.json")
     if rung and not lake.exists(halving_uri):
         raise StepError(f"no halving result at {halving_uri}: the halve step did not finish")
     candidates = lake.read_json(halving_uri)["kept"] if rung else plan["trials"]
@@ -257,12 +250,3 @@ def _close_parent(selected: SelectResult) -> None:
     client.set_tag(run_id, "tuning.best_trial", selected.trial)
     client.set_tag(run_id, "tuning.best_run_id", selected.trial_run_id or "")
     client.set_terminated(run_id, "FINISHED")
-
-
-def read_selection(ctx: StepContext) -> SelectResult:
-    """What the final train step trains with (tuning.enabled): the select step's commit."""
-    uri = _dir(ctx, "selected.json")
-    if not lake.exists(uri):
-        raise StepError(f"tuning.enabled, but no selection at {uri}: the select step must run "
-                        "before train")  # fmt: skip
-    return SelectResult.model_validate(lake.read_json(uri))

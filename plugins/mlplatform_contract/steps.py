@@ -58,6 +58,7 @@ ENV_PARAMS = "STEP_PARAMS"  # the Airflow run's params (the trigger form's overr
 ENV_MODEL = "STEP_MODEL"
 ENV_TRIAL = "STEP_TRIAL"  # the trial a mapped trial task trains: JSON {"name", "index", "params"…}
 ENV_LAKE_URI = "LAKE_URI"
+ENV_SCORES_URI = "SCORES_URI"  # the scores tables' root (the scores bucket); unset: <lake>/scores
 ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"
 # The publish step's CRM endpoint and token: the customer's crm.connection_id names both the Airflow
 # connection (local runtime) and the Secret of that name with _ as - (cluster; runtime/pods.py).

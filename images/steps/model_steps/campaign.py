@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-CAMPAIGN_ZONE = "campaign"
+from mlplatform_contract import layout
+
+CAMPAIGN_ZONE = layout.CAMPAIGN
 TREATED, CONTROL = "treated", "control"
 _SCALE = float(1 << 64)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 # The contract's names, exit codes and id patterns are defined once, in the shared package both
 # sides install (plugins/mlplatform_contract/steps.py); the workload imports them from here.
+from mlplatform_contract.layout import CustomerLayout, RunLayout
 from mlplatform_contract.steps import (
     CUSTOMER_ID_PATTERN,
     ENV_CONFIG,
@@ -36,6 +37,7 @@ from mlplatform_contract.steps import (
     ENV_MLFLOW_URI,
     ENV_MODEL,
     ENV_PARAMS,
+    ENV_SCORES_URI,
     ENV_TRIAL,
     ENV_TRY_NUMBER,
     ENV_XCOM_PATH,
@@ -56,8 +58,8 @@ from mlplatform_contract.steps import (
 
 __all__ = [
     "CUSTOMER_ID_PATTERN", "ENV_CONFIG", "ENV_CRM_API_TOKEN", "ENV_CRM_BASE_URL", "ENV_GIT_SHA",
-    "ENV_IMAGE_DIGEST", "ENV_LAKE_URI", "ENV_MLFLOW_URI", "ENV_MODEL", "ENV_PARAMS", "ENV_TRIAL",
-    "ENV_TRY_NUMBER", "ENV_XCOM_PATH", "EXIT_FAILED", "EXIT_OK", "EXIT_SKIP_DOWNSTREAM",
+    "ENV_IMAGE_DIGEST", "ENV_LAKE_URI", "ENV_MLFLOW_URI", "ENV_MODEL", "ENV_PARAMS", "ENV_SCORES_URI",
+    "ENV_TRIAL", "ENV_TRY_NUMBER", "ENV_XCOM_PATH", "EXIT_FAILED", "EXIT_OK", "EXIT_SKIP_DOWNSTREAM",
     "EXIT_USAGE", "MONITOR_STEP", "NON_RETRYABLE_EXIT_CODES", "PIPELINE_NAME_PATTERN",
     "PLATFORM_STEPS", "POD_XCOM_PATH", "RESULT_LOG_PREFIX", "STEP_KINDS", "STEP_NAME_PATTERN",
     "TUNING_STEPS", "SkipDownstream", "StepContext", "StepError", "UsageError", "load_json_env",
@@ -149,6 +151,13 @@ class StepContext:
         return run_key(self.run_id)
 
     @property
+    def layout(self) -> RunLayout:
+        """Every zone and path of this run (mlplatform_contract.layout)."""
+        scores = self.env.get(ENV_SCORES_URI) or None
+        customer = CustomerLayout(self.lake_uri, self.pipeline, self.customer, scores)
+        return customer.run(self.run_key)
+
+    @property
     def lake_uri(self) -> str:
         try:
             return self.env[ENV_LAKE_URI]
@@ -157,17 +166,15 @@ class StepContext:
 
     def lake_path(self, zone: str, *parts: str) -> str:
         """Where this run's output for ``zone`` lives: zone/pipeline/customer=C/run=R/…"""
-        return self.run_path(zone, self.run_key, *parts)
+        return self.layout.path(zone, *parts)
 
     def run_path(self, zone: str, key: str, *parts: str) -> str:
         """Where the output of the run with run key ``key`` lives (the monitor reads past runs)."""
-        return "/".join([self.customer_path(zone), f"run={key}", *parts])
+        return self.layout.customer.run(key).path(zone, *parts)
 
     def customer_path(self, zone: str) -> str:
         """The folder of every run of this pipeline and customer in ``zone``."""
-        return "/".join(
-            [self.lake_uri.rstrip("/"), zone, self.pipeline, f"customer={self.customer}"]
-        )
+        return self.layout.customer.zone(zone)
 
 
 def load_json_env(env: dict[str, str], name: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import io
 import logging
 from typing import Any
 
+from mlplatform_contract.layout import MONITORING
 from mlplatform_contract.results import MonitoredRun, RetrainDecision
 from mlplatform_contract.tasks import TASKS
 from model_steps import lake, monitoring
@@ -23,8 +24,7 @@ from model_steps.model_loader import LoadedModel
 
 log = logging.getLogger(__name__)
 
-MONITOR_ZONE = "monitoring"
-REPORT_DIR = "report"
+MONITOR_ZONE = MONITORING
 
 
 def history(ctx: StepContext) -> list[MonitoredRun]:
@@ -93,7 +93,7 @@ def _value(value: float | None) -> float:
 def write(ctx: StepContext, loaded: LoadedModel, runs: list[MonitoredRun]) -> str:
     """Rewrite the report from the whole history; returns its index.html URI."""
     metrics = plotted_metrics(loaded)
-    folder = lake.join(ctx.customer_path(MONITOR_ZONE), REPORT_DIR)
+    folder = ctx.layout.customer.monitoring_report
     lake.write_bytes_atomic(lake.join(folder, "trend.png"), trend_png(loaded, runs))
     head = "".join(f"<th>{m}</th>" for m in ["data date", "scored run", "version", *metrics])
     body = "\n".join(_row(r, metrics) for r in runs)

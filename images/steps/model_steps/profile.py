@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mlplatform_contract.layout import CustomerLayout
 from model_steps import lake
 from model_steps.model_api import Model
 
@@ -96,20 +97,16 @@ def drift(reference: dict[str, Any], df: Any) -> dict[str, float]:
 
 
 def champion_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
-    return lake.join(
-        lake_uri, "models", pipeline, f"customer={tenant}", "champion", "feature_profile.json"
-    )
+    return CustomerLayout(lake_uri, pipeline, tenant).champion_profile
 
 
 def baseline_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
-    return lake.join(lake_uri, "reference", pipeline, f"customer={tenant}", "feature_profile.json")
+    return CustomerLayout(lake_uri, pipeline, tenant).baseline_profile
 
 
 def last_population_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
     """The profile of the last population that passed validation: the next one's drift reference."""
-    return lake.join(
-        lake_uri, "reference", pipeline, f"customer={tenant}", "population_profile.json"
-    )
+    return CustomerLayout(lake_uri, pipeline, tenant).last_population_profile
 
 
 def load_reference(uri: str, model: Model) -> dict[str, Any]:

@@ -12,12 +12,11 @@ from mlplatform_contract.results import SelectResult
 from model_steps import lake
 from model_steps.contract import StepContext, StepError
 
-TUNING_ZONE = "tuning"
 SELECTION_FILE = "selected.json"
 
 
 def tuning_path(ctx: StepContext, *parts: str) -> str:
-    return ctx.lake_path(TUNING_ZONE, *parts)
+    return ctx.layout.tuning(*parts)
 
 
 def result_uri(ctx: StepContext, trial: str, rung: int) -> str:

@@ -27,7 +27,6 @@ from mlplatform_contract.results import EvaluateResult, TrainResult
 from model_steps import gate, lake, model_loader
 from model_steps.contract import SkipDownstream, StepContext, StepError
 from model_steps.model_api import Model
-from model_steps.profile import champion_profile_uri
 from model_steps.tracking import (
     CHAMPION_ALIAS,
     champion_version,
@@ -150,16 +149,25 @@ def _report(
 
 
 def run(ctx: StepContext) -> EvaluateResult:
+    """Decide once (a retry reuses the committed decision instead of comparing the candidate with
+    itself, or with a champion it already replaced), then carry the decision out."""
+    result = lake.once(
+        ctx.layout.decision, lambda: _decide(ctx), load=_reused, dump=EvaluateResult.to_xcom
+    )
+    return _apply(ctx, result)
+
+
+def _reused(payload: Any) -> EvaluateResult:
+    log.info("decision already made for this run: reusing it")
+    return EvaluateResult.model_validate(payload)
+
+
+def _decide(ctx: StepContext) -> EvaluateResult:
+    """Score the holdout with the candidate and the champion, apply the gate, write the report."""
     import mlflow
 
-    out_uri = ctx.lake_path("evaluation")
-    decision_uri = lake.join(out_uri, "decision.json")
-    if lake.exists(
-        decision_uri
-    ):  # a retry of a run already decided: same decision, no re-promotion
-        log.info("decision already made for this run: %s", decision_uri)
-        return EvaluateResult.model_validate(lake.read_json(decision_uri))
-    train_uri = lake.join(ctx.lake_path("models"), "train_result.json")
+    out_uri, decision_uri = ctx.layout.evaluation, ctx.layout.decision
+    train_uri = ctx.layout.train_result
     if not lake.exists(train_uri):
         raise StepError(
             f"{train_uri} does not exist: the train step has not completed for this run"
@@ -214,10 +222,9 @@ def run(ctx: StepContext) -> EvaluateResult:
         decision_uri=decision_uri,
         profile_uri=trained.profile_uri,
     )
-    # The decision is committed before it is applied, so a retry after a crash in between applies
-    # the same decision instead of comparing the candidate with itself.
-    lake.write_json_atomic(decision_uri, result.to_xcom())
-    return _apply(ctx, result)
+    # The decision is committed (lake.once) before it is applied, so a retry after a crash in
+    # between applies the same decision instead of comparing the candidate with itself.
+    return result
 
 
 def _apply(ctx: StepContext, result: EvaluateResult) -> EvaluateResult:
@@ -228,7 +235,7 @@ def _apply(ctx: StepContext, result: EvaluateResult) -> EvaluateResult:
         connect(tracking_uri(ctx))
         name, version = result.registered_model, result.candidate_version
         mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, version)
-        target = champion_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)
+        target = ctx.layout.customer.champion_profile
         lake.write_json_atomic(target, lake.read_json(result.profile_uri))
         log.info("promoted %s v%s to @%s", name, version, CHAMPION_ALIAS)
     if result.scoring_model_uri is None:

@@ -18,7 +18,6 @@ The population is committed before the training table, whose manifest is the ste
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import Any
@@ -41,15 +40,14 @@ def commit_table(
     from pyspark.sql import functions as F
 
     key, label = model.key, model.label_column
-    attempt = f"attempt={lake.new_attempt_id()}"
-    out_uri = lake.join(table_uri, attempt)
+    attempt = lake.new_attempt(table_uri)
     (
         df.repartition(n_files, key)
         .sortWithinPartitions(key)
         .write.mode("overwrite")
-        .parquet(lake.spark_uri(out_uri))
+        .parquet(lake.spark_uri(attempt.uri))
     )
-    written = df.sparkSession.read.parquet(lake.spark_uri(out_uri))
+    written = df.sparkSession.read.parquet(lake.spark_uri(attempt.uri))
     counts = [F.count(F.lit(1)).alias("rows")]
     if labelled:
         counts.append(F.sum(label).alias("label_sum"))
@@ -61,16 +59,8 @@ def commit_table(
         manifest.update(label=label, label_rate=round(total / rows, 6) if rows else None)
         if model.task == "binary_classification":
             manifest["label_positives"] = int(total)
-    manifest.update(
-        attempt=attempt,
-        files=sorted(f for f in lake.list_files(out_uri) if f.endswith(".parquet")),
-        committed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    )
-    lake.write_json_atomic(lake.join(table_uri, lake.MANIFEST), manifest)  # the commit point
-    for d in lake.list_dirs(table_uri):  # a retry's older attempts are garbage now
-        if d.startswith("attempt=") and d != attempt:
-            lake.remove_tree(lake.join(table_uri, d))
-    return manifest
+    files = sorted(f for f in lake.list_files(attempt.uri) if f.endswith(".parquet"))
+    return attempt.commit(manifest, files)
 
 
 def run(ctx: StepContext) -> IngestResult:

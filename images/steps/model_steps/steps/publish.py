@@ -54,7 +54,6 @@ from model_steps.scoring import score_columns, scores_table_uri
 
 log = logging.getLogger(__name__)
 
-PUBLISH_ZONE = "publish"  # <lake>/publish/<pipeline>/customer=<c>/run=<key>/progress.json
 PROGRESS_FILE = "progress.json"
 # What makes two attempts' batches the same: if any differs, earlier keys mostly will not match.
 PLAN_IDENTITY = ("records", "batch_size", "scores_attempt", "model_settings")
@@ -334,7 +333,7 @@ def hold_out_control(
     treated, assignment = campaign.split(chosen.table, chosen.model.key, identity, fraction)
     arms = {campaign.TREATED: treated.num_rows, campaign.CONTROL: len(chosen) - treated.num_rows}
     lake.commit_parquet_table(
-        ctx.lake_path(campaign.CAMPAIGN_ZONE),
+        ctx.layout.campaign,
         [assignment],
         {
             "table": "campaign", "pipeline": ctx.pipeline, "customer": ctx.customer,
@@ -408,7 +407,7 @@ def plan_publish(ctx: StepContext, loaded: model_loader.LoadedModel) -> Plan:
         "model_settings": hashlib.sha256(own_settings.encode()).hexdigest()[:16],
         "run_id": ctx.run_id,
     }
-    progress_uri = ctx.lake_path(PUBLISH_ZONE, PROGRESS_FILE)
+    progress_uri = ctx.layout.publish(PROGRESS_FILE)
     checkpoint = Checkpoint(progress_uri, plan, float(s.checkpoint_interval_seconds))
     earlier = checkpoint.load()
     return Plan(records, chosen, arms, scored_rows, scores_uri, batch_size, n_batches, identity,
@@ -456,7 +455,7 @@ def publish_result(
         records=len(plan.records),
         selected=len(plan.chosen),
         arms=plan.arms,
-        campaign_uri=ctx.lake_path(campaign.CAMPAIGN_ZONE),
+        campaign_uri=ctx.layout.campaign,
         scored_rows=plan.scored_rows,
         batches=plan.batches,
         sent_batches=len(sent.outcomes),

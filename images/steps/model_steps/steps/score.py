@@ -9,7 +9,6 @@ the model, so a retry replaces the output exactly.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import queue
 import threading
@@ -90,10 +89,10 @@ def score_table(
     key, inputs, output = model.key, list(model.input_columns), model.output_column
     started = time.monotonic()
     manifest = lake.read_manifest(features_uri)
-    attempt = f"attempt={lake.new_attempt_id()}"
+    attempt = lake.new_attempt(out_uri)
     fs_in, _ = lake.filesystem(features_uri)
     fs_out, _ = lake.filesystem(out_uri)
-    fs_out.makedirs(lake.filesystem(lake.join(out_uri, attempt))[1], exist_ok=True)
+    fs_out.makedirs(lake.filesystem(attempt.uri)[1], exist_ok=True)
 
     def chunks() -> Iterator[tuple[Any, Any]]:
         for source in manifest["files"]:
@@ -104,7 +103,7 @@ def score_table(
                     yield batch, batch.select(inputs).to_pandas()
 
     def write(table: Any, part: str) -> None:
-        with fs_out.open(lake.filesystem(lake.join(out_uri, attempt, part))[1], "wb") as out:
+        with fs_out.open(lake.filesystem(lake.join(attempt.uri, part))[1], "wb") as out:
             pq.write_table(table, out)
 
     # Reading the next chunk and writing the last one overlap with predicting this one (Arrow and
@@ -130,23 +129,19 @@ def score_table(
             done.result()  # a failed write fails the step before anything is committed
     if rows != manifest["rows"]:
         raise StepError(f"scored {rows} rows but {features_uri} holds {manifest['rows']}")
-    committed = {
-        "table": "scores",
-        **(meta or {}),
-        "model_version": model_version,
-        "features_uri": features_uri,
-        "rows": rows,
-        "attempt": attempt,
-        "files": files,
-        "key": key,
-        "value": output,
-        "columns": list(score_columns(model)),
-        "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    lake.write_json_atomic(lake.join(out_uri, lake.MANIFEST), committed)  # the commit point
-    for d in lake.list_dirs(out_uri):
-        if d.startswith("attempt=") and d != attempt:
-            lake.remove_tree(lake.join(out_uri, d))
+    committed = attempt.commit(
+        {
+            "table": "scores",
+            **(meta or {}),
+            "model_version": model_version,
+            "features_uri": features_uri,
+            "rows": rows,
+            "key": key,
+            "value": output,
+            "columns": list(score_columns(model)),
+        },
+        files,
+    )
     return {**committed, "seconds": time.monotonic() - started, "predict_seconds": predict_s}
 
 

@@ -201,28 +201,34 @@ def run(ctx: StepContext) -> TrainResult | RankResult:
     # every rank checks: none is left waiting in a collective for a rank that gave up
     wait_for_server(uri)
 
-    run_dir = ctx.lake_path("models")
-    done_uri = lake.join(run_dir, "train_result.json")
-    if lake.exists(done_uri):
-        result = TrainResult.model_validate(lake.read_json(done_uri))
-        log.info(
-            "this run already trained and registered %s v%s: returning its result",
-            result.registered_model,
-            result.model_version,
-        )
-        return result
+    return lake.once(
+        ctx.layout.train_result, lambda: _train(ctx, loaded, uri, selected, started),
+        load=_reused, dump=TrainResult.to_xcom, keep=lambda r: isinstance(r, TrainResult),
+    )  # fmt: skip
 
+
+def _reused(payload: Any) -> TrainResult:
+    result = TrainResult.model_validate(payload)
+    log.info("this run already trained and registered %s v%s: returning its result",
+             result.registered_model, result.model_version)  # fmt: skip
+    return result
+
+
+def _train(
+    ctx: StepContext, loaded: model_loader.LoadedModel, uri: str, selected: SelectResult | None,
+    started: float,
+) -> TrainResult | RankResult:  # fmt: skip
+    """Every rank fits; rank 0 registers the model and says what it trained."""
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
     _configure_tf(hvd)
-    plan = FitPlan(tags=tuning_tags(selected))
-    fitted = _fit(ctx, loaded, run_dir, uri, hvd, plan)
+    run_dir = ctx.layout.models
+    fitted = _fit(ctx, loaded, run_dir, uri, hvd, FitPlan(tags=tuning_tags(selected)))
     if hvd.rank() != 0:
         return RankResult(rank=hvd.rank())
     result = _register(ctx, loaded, fitted, run_dir, selected)
     result.seconds = round(time.monotonic() - started, 1)
-    lake.write_json_atomic(done_uri, result.to_xcom())
     log.info(
         "trained %s v%s: holdout %s %.4f (%d ranks, epochs %d..%d, %.1fs)",
         result.registered_model,
@@ -251,8 +257,19 @@ def run_trial(
     uri = tracking_uri(ctx)
     bound_mlflow_client()
     wait_for_server(uri)
-    if lake.exists(result):
-        return TrialResult.model_validate(lake.read_json(result))
+    return lake.once(
+        result, lambda: _trial(ctx, loaded, trial, uri, parent_run_id, epochs, rung, objective,
+                               started),
+        load=TrialResult.model_validate, dump=TrialResult.to_xcom,
+        keep=lambda r: isinstance(r, TrialResult),
+    )  # fmt: skip
+
+
+def _trial(
+    ctx: StepContext, loaded: model_loader.LoadedModel, trial: dict[str, Any], uri: str,
+    parent_run_id: str, epochs: int, rung: int, objective: str, started: float,
+) -> TrialResult | RankResult:  # fmt: skip
+    """Every rank fits the trial to its rung; rank 0 scores it on the validation part."""
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
@@ -263,7 +280,7 @@ def run_trial(
         run_name=f"{ctx.customer}/{ctx.run_key}/{name}",
         tags={"mlflow.parentRunId": parent_run_id, "tuning.role": "trial", "tuning.trial": name},
     )  # fmt: skip
-    fitted = _fit(ctx, loaded, ctx.lake_path("models", "trials", name), uri, hvd, plan)
+    fitted = _fit(ctx, loaded, ctx.layout.trial_models(name), uri, hvd, plan)
     if hvd.rank() != 0:
         return RankResult(rank=hvd.rank())
     out = TrialResult(
@@ -272,7 +289,6 @@ def run_trial(
         start_epoch=fitted["start_epoch"], mlflow_run_id=fitted["mlflow_run_id"],
         seconds=round(time.monotonic() - started, 1),
     )  # fmt: skip
-    lake.write_json_atomic(result, out.to_xcom())
     log.info("trial %s rung %d (epoch %d): %s %s = %s", name, rung, epochs, out.status,
              objective, out.objective)  # fmt: skip
     return out

@@ -61,9 +61,12 @@ def _objective(loaded: model_loader.LoadedModel) -> tuple[str, bool]:
 def tune(ctx: StepContext) -> TrialMap:
     """Plan the trials and open the MLflow parent run; a retry returns the committed plan."""
     loaded = _loaded(ctx)
-    plan_uri = tuning_path(ctx, "plan.json")
-    if lake.exists(plan_uri):
-        return _trial_map(lake.read_json(plan_uri)["trials"], rung=0)
+    plan = lake.once(tuning_path(ctx, "plan.json"), lambda: _new_plan(ctx, loaded))
+    return _trial_map(plan["trials"], rung=0)
+
+
+def _new_plan(ctx: StepContext, loaded: model_loader.LoadedModel) -> dict[str, Any]:
+    """Sample the trials and open the MLflow parent run."""
     tuning, space = loaded.platform.tuning, loaded.model.search_space
     params = sample_trials(
         space, tuning.trials, seed=tuning.seed, pipeline=ctx.pipeline, customer=ctx.customer,
@@ -77,12 +80,10 @@ def tune(ctx: StepContext) -> TrialMap:
     objective, lower = _objective(loaded)
     rungs = tuning.rung_epochs(loaded.platform.training.epochs)
     parent = _parent_run(ctx, loaded, trials, objective, rungs)
-    plan = {"parent_run_id": parent, "objective": objective, "lower_is_better": lower,
-            "rungs": rungs, "space": describe(space), "trials": trials}  # fmt: skip
-    lake.write_json_atomic(plan_uri, plan)
     log.info("planned %d trials (rungs at epochs %s), MLflow parent run %s", len(trials), rungs,
              parent)  # fmt: skip
-    return _trial_map(trials, rung=0)
+    return {"parent_run_id": parent, "objective": objective, "lower_is_better": lower,
+            "rungs": rungs, "space": describe(space), "trials": trials}  # fmt: skip
 
 
 def _trial_map(trials: list[dict[str, Any]], rung: int) -> TrialMap:
@@ -169,7 +170,7 @@ def _finish_runs(ctx: StepContext, results: list[dict], status: str, tag: str) -
 
 
 def _trial_run_id(ctx: StepContext, name: str) -> str | None:
-    marker = lake.join(ctx.lake_path("models", "trials", name), "mlflow_run.json")
+    marker = lake.join(ctx.layout.trial_models(name), "mlflow_run.json")
     return lake.read_json(marker)["run_id"] if lake.exists(marker) else None
 
 
@@ -184,10 +185,15 @@ def _enough(loaded: Any, ranked: list[dict], results: list[dict], what: str) -> 
 def halve(ctx: StepContext) -> TrialMap:
     """Successive halving's cut: the better half of the planned trials goes on to all epochs."""
     loaded = _loaded(ctx)
-    done_uri = tuning_path(ctx, "halving.json")
     plan = _plan(ctx)
-    if lake.exists(done_uri):
-        return _trial_map(lake.read_json(done_uri)["kept"], rung=1)
+    summary = lake.once(tuning_path(ctx, "halving.json"), lambda: _halving(ctx, loaded, plan))
+    return _trial_map(summary["kept"], rung=1)
+
+
+def _halving(
+    ctx: StepContext, loaded: model_loader.LoadedModel, plan: dict[str, Any]
+) -> dict[str, Any]:
+    """Rank the first rung, close the pruned and failed trials' runs; what is kept."""
     connect(tracking_uri(ctx))
     results = _results(ctx, plan["trials"], rung=0)
     ranked = _ranked(results, plan["lower_is_better"])
@@ -201,18 +207,21 @@ def halve(ctx: StepContext) -> TrialMap:
     summary = {"rung_epochs": plan["rungs"][0], "kept": kept,
                "pruned": [r["name"] for r in pruned],
                "failed": [r["name"] for r in results if r["status"] != "ok"]}  # fmt: skip
-    lake.write_json_atomic(done_uri, summary)
     log.info("halving at epoch %d: kept %s, pruned %s", plan["rungs"][0], sorted(kept_names),
              summary["pruned"])  # fmt: skip
-    return _trial_map(kept, rung=1)
+    return summary
 
 
 def select(ctx: StepContext) -> SelectResult:
     """The best finished trial by the objective: committed for the final train step."""
     loaded = _loaded(ctx)
-    done_uri = tuning_path(ctx, SELECTION_FILE)
-    if lake.exists(done_uri):
-        return SelectResult.model_validate(lake.read_json(done_uri))
+    return lake.once(
+        tuning_path(ctx, SELECTION_FILE), lambda: _select(ctx, loaded),
+        load=SelectResult.model_validate, dump=SelectResult.to_xcom,
+    )  # fmt: skip
+
+
+def _select(ctx: StepContext, loaded: model_loader.LoadedModel) -> SelectResult:
     plan = _plan(ctx)
     rung = len(plan["rungs"]) - 1
     halving_uri = tuning_path(ctx, "halving.json")
@@ -233,7 +242,6 @@ def select(ctx: StepContext) -> SelectResult:
                 for r in _results(ctx, plan["trials"], 0)},
     )  # fmt: skip
     _close_parent(selected)
-    lake.write_json_atomic(done_uri, selected.to_xcom())
     log.info("selected %s: %s %.4f with %s", best["name"], plan["objective"], best["objective"],
              best["params"])  # fmt: skip
     return selected

@@ -40,11 +40,8 @@ from model_steps.expectations import load_suite, without_column
 from model_steps.features import FEATURES, POPULATION
 from model_steps.model_api import Model
 from model_steps.profile import (
-    baseline_profile_uri,
     build_profile,
-    champion_profile_uri,
     drift,
-    last_population_profile_uri,
     load_reference,
     read_table,
 )
@@ -145,8 +142,8 @@ def resolve_reference(
 ) -> tuple[str, dict[str, Any] | None]:
     candidates = [
         ("config", vs.get("reference_profile_uri")),
-        ("champion", champion_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)),
-        ("first_run_baseline", baseline_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)),
+        ("champion", ctx.layout.customer.champion_profile),
+        ("first_run_baseline", ctx.layout.customer.baseline_profile),
     ]
     for kind, uri in candidates:
         if not uri:
@@ -241,7 +238,7 @@ def run(ctx: StepContext) -> ValidateResult:
     )
     df, population = read_table(table_uri), read_table(population_uri)
     suite_file, suite_json = load_suite(model)
-    out_uri = ctx.lake_path("validation")
+    out_uri = ctx.layout.validation
 
     ref_name, reference = resolve_reference(ctx, vs, model)
     profile = build_profile(df, model, source=table_uri)
@@ -261,7 +258,7 @@ def run(ctx: StepContext) -> ValidateResult:
     # Its drift only warns: a real change of behaviour (a campaign to everybody, a season) is what
     # has to be scored, not a reason to hold back the CRM push. Its suite's critical expectations
     # (schema, nulls, types, categories, row bounds) still fail the run.
-    last_population = last_population_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)
+    last_population = ctx.layout.customer.last_population_profile
     population_reference = (
         (f"last_population:{last_population}", load_reference(last_population, model))
         if lake.exists(last_population)
@@ -341,9 +338,7 @@ def run(ctx: StepContext) -> ValidateResult:
     if not errors:
         lake.write_json_atomic(last_population, population_profile)
     if reference is None and not errors:
-        lake.write_json_atomic(
-            baseline_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer), profile
-        )
+        lake.write_json_atomic(ctx.layout.customer.baseline_profile, profile)
         summary.drift["reference"] = "none: this run's profile is now the first-run baseline"
     summary.seconds = round(time.monotonic() - started, 1)
     for w in warnings:

@@ -25,12 +25,12 @@ import datetime as dt
 import functools
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
+from mlplatform_contract.environment import control_plane
 from mlplatform_contract.results import EvaluateResult, MonitorResult, parse_result
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class LocalNotifier(BaseNotifier):
         if note is None:
             return
         self.log.warning("notification to owner %s: %s", note["owner"], json.dumps(note))
-        path = os.environ.get(ENV_NOTIFY_FILE)
+        path = control_plane().notify_file
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a", encoding="utf-8") as out:  # one short write: lines stay whole
@@ -102,7 +102,7 @@ class LocalNotifier(BaseNotifier):
 
 def owner_channels(owner: str, event: str) -> tuple[BaseNotifier, ...]:
     """The owner's configured channels (``MLOPS_NOTIFY_OWNERS``), as provider notifiers."""
-    raw = os.environ.get(ENV_NOTIFY_OWNERS, "").strip()
+    raw = control_plane().notify_owners
     if not raw:
         return ()
     try:

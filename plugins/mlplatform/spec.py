@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlplatform.profiles import MONITOR_DEFAULTS, PLATFORM_DEFAULTS, ResourceProfile
 from mlplatform.settings import CustomerSettings, deep_merge
+from mlplatform_contract.environment import control_plane
 from mlplatform_contract.steps import (
     CUSTOMER_ID_REGEX,
     MONITOR_RUNS_IN,
@@ -275,9 +276,8 @@ def platform_layer() -> dict[str, Any]:
     partial ``tuning`` section, read at parse time like MLOPS_RUNTIME) turns tuning on for every
     module that does not say otherwise, e.g. ``make run TUNE=1``."""
     import json
-    import os
 
-    raw = os.environ.get(TUNING_ENV, "").strip()
+    raw = control_plane().tuning
     if not raw:
         return {}
     try:

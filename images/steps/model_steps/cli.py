@@ -18,19 +18,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mlplatform_contract.environment import EnvironmentError_, StepEnvironment
 from model_steps import metrics, startup
 from model_steps.contract import (
     CUSTOMER_ID_PATTERN,
     ENV_CONFIG,
     ENV_PARAMS,
-    ENV_XCOM_PATH,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_SKIP_DOWNSTREAM,
     EXIT_USAGE,
     PIPELINE_NAME_PATTERN,
     PLATFORM_STEPS,
-    POD_XCOM_PATH,
     RESULT_LOG_PREFIX,
     STEP_NAME_PATTERN,
     TUNING_STEPS,
@@ -80,10 +79,18 @@ def build_parser(extra: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _process_env() -> StepEnvironment:
+    """The step process's environment; an invalid one is reported by the step (exit 2), so here
+    it falls back to the defaults (rank 0, INFO, the pod's XCom path)."""
+    try:
+        return StepEnvironment.of()
+    except EnvironmentError_:
+        return StepEnvironment.of({})
+
+
 def _is_primary_rank() -> bool:
     """Under horovodrun every rank runs this CLI; only rank 0 speaks for the step."""
-    rank = os.environ.get("HOROVOD_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "0"
-    return rank == "0"
+    return _process_env().rank == 0
 
 
 def _report(result: Any, xcom_path: str) -> None:
@@ -136,7 +143,7 @@ def _model_step(step: str):  # type: ignore[no-untyped-def]
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
-        level=os.environ.get("STEP_LOG_LEVEL", "INFO"),
+        level=_process_env().log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
@@ -152,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(extra).parse_args(argv)
     except SystemExit as exc:  # argparse already printed the reason
         return EXIT_USAGE if exc.code else EXIT_OK
-    xcom_path = os.environ.get(ENV_XCOM_PATH, POD_XCOM_PATH)
+    xcom_path = _process_env().xcom_path
     started = time.monotonic()
     code, result = EXIT_FAILED, None
     try:

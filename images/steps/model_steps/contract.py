@@ -14,6 +14,7 @@ image needs an extra just to speak the contract.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from typing import Any
 
 # The contract's names, exit codes and id patterns are defined once, in the shared package both
 # sides install (plugins/mlplatform_contract/steps.py); the workload imports them from here.
+from mlplatform_contract.environment import EnvironmentError_, StepEnvironment
 from mlplatform_contract.layout import CustomerLayout, RunLayout
 from mlplatform_contract.steps import (
     CUSTOMER_ID_PATTERN,
@@ -150,19 +152,26 @@ class StepContext:
     def run_key(self) -> str:
         return run_key(self.run_id)
 
+    @functools.cached_property
+    def settings(self) -> StepEnvironment:
+        """The step's environment (``env``), typed and validated once (a bad value: exit 2)."""
+        try:
+            return StepEnvironment.of(self.env)
+        except EnvironmentError_ as exc:
+            raise UsageError(str(exc)) from None
+
     @property
     def layout(self) -> RunLayout:
         """Every zone and path of this run (mlplatform_contract.layout)."""
-        scores = self.env.get(ENV_SCORES_URI) or None
+        scores = self.settings.scores_uri or None
         customer = CustomerLayout(self.lake_uri, self.pipeline, self.customer, scores)
         return customer.run(self.run_key)
 
     @property
     def lake_uri(self) -> str:
-        try:
-            return self.env[ENV_LAKE_URI]
-        except KeyError:
-            raise missing_setting(ENV_LAKE_URI) from None
+        if not self.settings.lake_uri:
+            raise missing_setting(ENV_LAKE_URI)
+        return self.settings.lake_uri
 
     def lake_path(self, zone: str, *parts: str) -> str:
         """Where this run's output for ``zone`` lives: zone/pipeline/customer=C/run=R/…"""

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from mlplatform_contract.environment import EnvironmentError_, StepEnvironment
 from mlplatform_contract.results import RESULTS, VERSION_FIELDS, AnyResult
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,11 @@ def push(
     replace: bool | None = None,
 ) -> bool:
     """Push one step's metrics; True when the gateway took them. Never raises."""
-    url = env.get(ENV_PUSHGATEWAY_URL, "").strip()
+    try:
+        url = StepEnvironment.of(env).pushgateway_url
+    except EnvironmentError_ as exc:  # metrics must never fail the step
+        log.warning("metrics: %s; nothing pushed", exc)
+        return False
     if not url:
         log.info("metrics: %s is not set, nothing pushed", ENV_PUSHGATEWAY_URL)
         return False

@@ -23,11 +23,9 @@ from typing import Any
 
 import tenacity
 
+from mlplatform_contract.environment import StepEnvironment
 from model_steps.contract import (
-    ENV_GIT_SHA,
-    ENV_IMAGE_DIGEST,
     ENV_MLFLOW_URI,
-    ENV_TRY_NUMBER,
     StepContext,
     StepError,
     missing_setting,
@@ -67,7 +65,7 @@ def registered_model_name(pipeline: str, customer: str) -> str:
 
 
 def tracking_uri(ctx: StepContext) -> str:
-    uri = ctx.env.get(ENV_MLFLOW_URI, "").strip()
+    uri = ctx.settings.mlflow_tracking_uri
     if not uri:
         raise missing_setting(ENV_MLFLOW_URI)
     return uri
@@ -96,9 +94,7 @@ def wait_for_server(uri: str, *, budget_s: float | None = None, sleep=time.sleep
     """
     if not uri.startswith(("http://", "https://")):
         return 0.0  # file:, sqlite: stores need no server
-    budget = float(
-        os.environ.get("MLOPS_MLFLOW_WAIT_S", DEFAULT_WAIT_S) if budget_s is None else budget_s
-    )
+    budget = StepEnvironment.of().mlflow_wait_s if budget_s is None else float(budget_s)
     started, slept = time.monotonic(), [0.0]
 
     def pause(seconds: float) -> None:
@@ -142,21 +138,21 @@ def connect(uri: str) -> None:
 
 def run_tags(ctx: StepContext, extra: dict[str, Any] | None = None) -> dict[str, str]:
     """Tags every training run carries: who (customer, pipeline), which Airflow run, which code."""
-    env = ctx.env
+    env = ctx.settings
     tags = {
         "pipeline": ctx.pipeline,
         "customer": ctx.customer,
         "data_date": ctx.data_date.isoformat(),
-        "airflow.dag_id": env.get("AIRFLOW_CTX_DAG_ID") or f"{ctx.pipeline}__{ctx.customer}",
-        "airflow.run_id": env.get("AIRFLOW_CTX_DAG_RUN_ID") or ctx.run_id,
-        "airflow.task_id": env.get("AIRFLOW_CTX_TASK_ID") or ctx.step,
-        "airflow.try_number": env.get(ENV_TRY_NUMBER, ""),
+        "airflow.dag_id": env.dag_id or f"{ctx.pipeline}__{ctx.customer}",
+        "airflow.run_id": env.dag_run_id or ctx.run_id,
+        "airflow.task_id": env.task_id or ctx.step,
+        "airflow.try_number": env.try_number,
         "run_key": ctx.run_key,
-        "git_sha": env.get(ENV_GIT_SHA, "unknown"),
-        "image_digest": env.get(ENV_IMAGE_DIGEST, "unknown"),
-        "runtime": env.get("MLOPS_RUNTIME", "local"),
+        "git_sha": env.git_sha or "unknown",
+        "image_digest": env.image_digest,
+        "runtime": env.runtime,
     }
-    if env.get(ENV_GIT_SHA):
-        tags["mlflow.source.git.commit"] = env[ENV_GIT_SHA]
+    if env.git_sha:
+        tags["mlflow.source.git.commit"] = env.git_sha
     tags.update({k: str(v) for k, v in (extra or {}).items()})
     return {k: v for k, v in tags.items() if v != ""}

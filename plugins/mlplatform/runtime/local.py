@@ -23,6 +23,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from mlplatform_contract.environment import control_plane
 from mlplatform_contract.steps import (
     ENV_CRM_API_TOKEN,
     ENV_CRM_BASE_URL,
@@ -43,7 +44,7 @@ _CONTROL_PLANE_ONLY = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
 
 
 def steps_venv() -> Path:
-    return Path(os.environ.get("MLOPS_STEPS_VENV", DEFAULT_STEPS_VENV))
+    return control_plane().steps_venv or Path(DEFAULT_STEPS_VENV)
 
 
 @cache

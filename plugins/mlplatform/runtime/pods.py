@@ -12,13 +12,13 @@ fresh copies so no caller can append into another's.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cache
 
 from kubernetes.client import models as k8s
 
 from mlplatform.profiles import ResourceProfile
+from mlplatform_contract.environment import control_plane
 from mlplatform_contract.steps import ENV_GIT_SHA, ENV_IMAGE_DIGEST, ENV_TRY_NUMBER, StepKind
 
 RUN_AS_USER = 10001
@@ -36,16 +36,10 @@ CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"
 class ClusterSettings:
     """Names shared with the Helm platform chart (helm/platform) and Terraform's IRSA roles."""
 
-    namespace: str = field(
-        default_factory=lambda: os.environ.get("MLOPS_K8S_NAMESPACE", "ml-steps")
-    )
+    namespace: str = field(default_factory=lambda: control_plane().k8s_namespace)
     step_env_configmap: str = "step-env"
-    kubernetes_conn_id: str = field(
-        default_factory=lambda: os.environ.get("MLOPS_K8S_CONN_ID", "kubernetes_default")
-    )
-    deferrable: bool = field(
-        default_factory=lambda: os.environ.get("MLOPS_K8S_DEFERRABLE", "false").lower() == "true"
-    )
+    kubernetes_conn_id: str = field(default_factory=lambda: control_plane().k8s_conn_id)
+    deferrable: bool = field(default_factory=lambda: control_plane().k8s_deferrable)
 
     @staticmethod
     def service_account(step: StepKind) -> str:

@@ -39,6 +39,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform_contract.environment import StepEnvironment
 from mlplatform_contract.results import PublishResult
 from model_steps import campaign, lake, model_loader
 from model_steps.contract import (
@@ -72,8 +73,8 @@ class Terminated(StepError):
 
 
 def credentials(env: dict[str, str], connection_id: str) -> tuple[str, str]:
-    base_url = (env.get(ENV_CRM_BASE_URL) or "").strip()
-    token = (env.get(ENV_CRM_API_TOKEN) or "").strip()
+    settings = StepEnvironment.of(env)
+    base_url, token = settings.crm_base_url, settings.crm_api_token.get_secret_value()
     missing = [n for n, v in ((ENV_CRM_BASE_URL, base_url), (ENV_CRM_API_TOKEN, token)) if not v]
     if missing:  # configuration: a usage error (exit 2), which no retry can fix
         raise UsageError(

@@ -328,6 +328,11 @@ def _examples() -> dict[str, AnyResult]:
     run = "run=manual__2026-06-29-1a2b3c4d"
     lake = f"file:///lake/%s/churn/customer=acme-foods/{run}"
     model = "churn-acme-foods"
+    return {**_data_examples(lake), **_model_examples(lake, model)}
+
+
+def _data_examples(lake: str) -> dict[str, AnyResult]:
+    model = "churn-acme-foods"
     return {
         "ingest": IngestResult(
             status="passed", model="churn", features_uri=lake % "features",
@@ -359,6 +364,11 @@ def _examples() -> dict[str, AnyResult]:
             checkpoint_uri=f"{lake % 'models'}/checkpoints", profile_uri=f"{lake % 'models'}/"
             "feature_profile.json", features_uri=lake % "features", seconds=31.0,
         ),
+    }  # fmt: skip
+
+
+def _model_examples(lake: str, model: str) -> dict[str, AnyResult]:
+    return {
         "evaluate": EvaluateResult(
             passed=True, promote=True, scoring_version="3",
             reasons=["roc_auc 0.7470 meets the threshold (at least 0.6)",

@@ -61,7 +61,6 @@ def _report(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     files = []
 
@@ -70,6 +69,18 @@ def _report(
         fig.savefig(out_dir / name, dpi=90)
         plt.close(fig)
         files.append(name)
+
+    _curves(plt, save, y, scores, model)
+    _calibration(plt, save, y, scores)
+    _comparison(plt, save, decision, model)
+    html = _index_html(decision, model, files)
+    (out_dir / "index.html").write_text(html)
+    return [*files, "index.html"]
+
+
+def _curves(plt: Any, save: Any, y: Any, scores: dict[str, Any], model: Model) -> None:
+    """ROC and PR curves (a classifier), predicted vs actual (a regression)."""
+    import numpy as np
 
     def curve(p: Any, kind: str) -> tuple[Any, Any]:
         order = np.argsort(-p, kind="mergesort")
@@ -99,6 +110,11 @@ def _report(
         ax.set(xlabel=xl, ylabel=yl, title=kind.upper())
         ax.legend()
         save(fig, f"{kind}.png")
+
+
+def _calibration(plt: Any, save: Any, y: Any, scores: dict[str, Any]) -> None:
+    import numpy as np
+
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, p in scores.items():
         bins = np.quantile(p, np.linspace(0, 1, 11))
@@ -110,6 +126,11 @@ def _report(
     ax.set(xlabel="mean predicted", ylabel="observed rate", title="calibration (deciles)")
     ax.legend()
     save(fig, "calibration.png")
+
+
+def _comparison(plt: Any, save: Any, decision: gate.Decision, model: Model) -> None:
+    import numpy as np
+
     fig, ax = plt.subplots(figsize=(6, 4))
     names = [m for m in model.task_info.metrics if m in decision.candidate]
     width = 0.38
@@ -131,21 +152,21 @@ def _report(
     ax.legend()
     save(fig, "comparison.png")
 
+
+def _index_html(decision: gate.Decision, model: Model, files: list[str]) -> str:
     rows = "".join(
         f"<tr><td>{m}</td><td>{decision.candidate.get(m)}</td>"
         f"<td>{(decision.champion or {}).get(m, '—')}</td></tr>"
         for m in (*model.task_info.metrics, "rows")
     )
     verdict = "PASSED" if decision.passed else "REFUSED"
-    html = (
+    return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation</title></head><body>"
         f"<h1>Gate {verdict}</h1><ul>{''.join(f'<li>{r}</li>' for r in decision.reasons)}</ul>"
         f"<table border=1><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{rows}</table>"
         + "".join(f"<p><img src='{f}'></p>" for f in files)
         + "</body></html>"
     )
-    (out_dir / "index.html").write_text(html)
-    return [*files, "index.html"]
 
 
 def run(ctx: StepContext) -> EvaluateResult:
@@ -162,18 +183,39 @@ def _reused(payload: Any) -> EvaluateResult:
     return EvaluateResult.model_validate(payload)
 
 
-def _decide(ctx: StepContext) -> EvaluateResult:
-    """Score the holdout with the candidate and the champion, apply the gate, write the report."""
-    import mlflow
-
-    out_uri, decision_uri = ctx.layout.evaluation, ctx.layout.decision
+def _trained(ctx: StepContext) -> TrainResult:
     train_uri = ctx.layout.train_result
     if not lake.exists(train_uri):
         raise StepError(
             f"{train_uri} does not exist: the train step has not completed for this run"
         )
-    trained = TrainResult.model_validate(lake.read_json(train_uri))
+    return TrainResult.model_validate(lake.read_json(train_uri))
 
+
+def _write_report(
+    ctx: StepContext, trained: TrainResult, holdout: tuple[Any, dict[str, Any], dict[str, Any]],
+    decision: gate.Decision, model: Model,
+) -> tuple[str, list[str]]:  # fmt: skip
+    """The report (plots and index.html) into the lake and the candidate's MLflow run, with the
+    decision and the gate's metrics: (report folder, its files)."""
+    import mlflow
+
+    y, scores, measured = holdout
+    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
+        files = _report(Path(tmp), y, scores, decision, model)
+        report_uri = lake.join(ctx.layout.evaluation, "report")
+        lake.put_tree(tmp, report_uri)
+        with mlflow.start_run(run_id=trained.mlflow_run_id):
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+            mlflow.log_dict(decision.as_dict(), "evaluation/decision.json")
+            mlflow.log_metrics({f"gate_{k}": v for k, v in measured["candidate"].items()})
+            mlflow.set_tag("gate.passed", str(decision.passed).lower())
+    return report_uri, files
+
+
+def _decide(ctx: StepContext) -> EvaluateResult:
+    """Score the holdout with the candidate and the champion, apply the gate, write the report."""
+    trained = _trained(ctx)
     loaded = model_loader.load(ctx)
     model = loaded.model
     uri = tracking_uri(ctx)
@@ -199,16 +241,7 @@ def _decide(ctx: StepContext) -> EvaluateResult:
     for reason in decision.reasons:
         log.info("gate: %s", reason)
 
-    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
-        files = _report(Path(tmp), y, scores, decision, model)
-        report_uri = lake.join(out_uri, "report")
-        lake.put_tree(tmp, report_uri)
-        with mlflow.start_run(run_id=trained.mlflow_run_id):
-            mlflow.log_artifacts(tmp, artifact_path="evaluation")
-            mlflow.log_dict(decision.as_dict(), "evaluation/decision.json")
-            mlflow.log_metrics({f"gate_{k}": v for k, v in measured["candidate"].items()})
-            mlflow.set_tag("gate.passed", str(decision.passed).lower())
-
+    report_uri, files = _write_report(ctx, trained, (y, scores, measured), decision, model)
     result = EvaluateResult(
         **decision.as_dict(),
         registered_model=name,
@@ -219,7 +252,7 @@ def _decide(ctx: StepContext) -> EvaluateResult:
         else None,
         report_uri=lake.join(report_uri, "index.html"),
         report_files=files,
-        decision_uri=decision_uri,
+        decision_uri=ctx.layout.decision,
         profile_uri=trained.profile_uri,
     )
     # The decision is committed (lake.once) before it is applied, so a retry after a crash in

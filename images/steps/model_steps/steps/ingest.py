@@ -18,6 +18,7 @@ The population is committed before the training table, whose manifest is the ste
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from typing import Any
@@ -86,35 +87,8 @@ def run(ctx: StepContext) -> IngestResult:
 
     entities = max((report.rows[t.name] for t in model.raw_tables if not t.windowed), default=0)
     n_files = max(1, -(-entities // cfg.output_rows_per_file))
-    common = {
-        "pipeline": ctx.pipeline,
-        "customer": ctx.customer,
-        "model": model.name,
-        "task": model.task,
-        "run_id": ctx.run_id,
-        "run_key": ctx.run_key,
-        "data_date": ctx.data_date.isoformat(),
-        "lookback_days": lookback,
-        "label_window_days": label_window,
-        "key": model.key,
-        "raw": {"files": report.files, "rows": report.rows, "drop_days": report.days},
-        "warnings": report.warnings,
-    }
-    tables = {}
-    for table, as_of, labelled in ((POPULATION, ctx.data_date, False), (FEATURES, cutoff, True)):
-        mctx = model_loader.model_context(ctx, loaded, cutoff=as_of)
-        df = build_table(frames, model, mctx, labelled)
-        tables[table] = commit_table(
-            df,
-            ctx.lake_path(table),
-            n_files,
-            {**common, "table": table, "cutoff_date": as_of.isoformat(),
-             "schema": model.table_schema(labelled)},
-            model,
-            labelled,
-        )  # fmt: skip
-    for df in frames.values():
-        df.unpersist()
+    common = _common_manifest(ctx, model, lookback, label_window, report)
+    tables = _build_and_commit(ctx, loaded, frames, n_files, common, cutoff)
     spark.catalog.clearCache()
 
     training, population = tables[FEATURES], tables[POPULATION]
@@ -145,3 +119,48 @@ def run(ctx: StepContext) -> IngestResult:
         status="passed_with_warnings" if report.warnings else "passed",
         seconds=seconds,
     )
+
+
+def _common_manifest(
+    ctx: StepContext, model: Model, lookback: int, label_window: int, report: Any
+) -> dict[str, Any]:
+    """What both tables' manifests say about the run and its raw input."""
+    return {
+        "pipeline": ctx.pipeline,
+        "customer": ctx.customer,
+        "model": model.name,
+        "task": model.task,
+        "run_id": ctx.run_id,
+        "run_key": ctx.run_key,
+        "data_date": ctx.data_date.isoformat(),
+        "lookback_days": lookback,
+        "label_window_days": label_window,
+        "key": model.key,
+        "raw": {"files": report.files, "rows": report.rows, "drop_days": report.days},
+        "warnings": report.warnings,
+    }
+
+
+def _build_and_commit(
+    ctx: StepContext, loaded: model_loader.LoadedModel, frames: dict[str, Any], n_files: int,
+    common: dict[str, Any], cutoff: dt.date,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The population (as of the data date), then the training table (as of the cutoff, its
+    manifest the step's commit point), each built by the model's hooks and committed."""
+    model = loaded.model
+    tables = {}
+    for table, as_of, labelled in ((POPULATION, ctx.data_date, False), (FEATURES, cutoff, True)):
+        mctx = model_loader.model_context(ctx, loaded, cutoff=as_of)
+        df = build_table(frames, model, mctx, labelled)
+        tables[table] = commit_table(
+            df,
+            ctx.lake_path(table),
+            n_files,
+            {**common, "table": table, "cutoff_date": as_of.isoformat(),
+             "schema": model.table_schema(labelled)},
+            model,
+            labelled,
+        )  # fmt: skip
+    for df in frames.values():
+        df.unpersist()
+    return tables

@@ -314,16 +314,22 @@ def send_batches(
         except BaseException as exc:  # SIGTERM / Ctrl-C while waiting
             client.stop.set()
             error = error or exc
-            for future in list(inflight):
-                future.cancel()
-            for future in list(inflight):
-                if not future.cancelled():
-                    try:
-                        future.exception()  # waits for the request already on the wire
-                    except BaseException:  # cancelled between the two checks
-                        continue
-                    record(future, inflight[future])
+            _drain(inflight, record)
     return outcomes, error, refused
+
+
+def _drain(inflight: dict[Future[BatchOutcome], Batch], record: Any) -> None:
+    """Sending stopped: cancel what has not started, wait for the requests already on the wire and
+    record them (an acknowledged batch is kept in the checkpoint)."""
+    for future in list(inflight):
+        future.cancel()
+    for future in list(inflight):
+        if not future.cancelled():
+            try:
+                future.exception()  # waits for the request already on the wire
+            except BaseException:  # cancelled between the two checks
+                continue
+            record(future, inflight[future])
 
 
 def hold_out_control(

@@ -82,11 +82,7 @@ def score_table(
 
     Returns the committed manifest plus timing. Parts are numbered in reading order, so the same
     table and model give the same files."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    key, inputs, output = model.key, list(model.input_columns), model.output_column
+    key, output = model.key, model.output_column
     started = time.monotonic()
     manifest = lake.read_manifest(features_uri)
     attempt = lake.new_attempt(out_uri)
@@ -94,39 +90,10 @@ def score_table(
     fs_out, _ = lake.filesystem(out_uri)
     fs_out.makedirs(lake.filesystem(attempt.uri)[1], exist_ok=True)
 
-    def chunks() -> Iterator[tuple[Any, Any]]:
-        for source in manifest["files"]:
-            path = lake.filesystem(lake.join(features_uri, manifest["attempt"], source))[1]
-            with fs_in.open(path, "rb") as fh:
-                reader = pq.ParquetFile(fh)
-                for batch in reader.iter_batches(batch_size=chunk_rows, columns=[key, *inputs]):
-                    yield batch, batch.select(inputs).to_pandas()
-
-    def write(table: Any, part: str) -> None:
-        with fs_out.open(lake.filesystem(lake.join(attempt.uri, part))[1], "wb") as out:
-            pq.write_table(table, out)
-
-    # Reading the next chunk and writing the last one overlap with predicting this one (Arrow and
-    # TensorFlow release the GIL): the step keeps up with the model's raw in-memory throughput.
-    files, rows, predict_s, writes = [], 0, 0.0, []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-write") as writer:
-        for batch, frame in _prefetch(chunks()):
-            t0 = time.monotonic()
-            scores = served.predict(frame)[output].to_numpy()
-            predict_s += time.monotonic() - t0
-            version = pa.DictionaryArray.from_arrays(
-                pa.array(np.zeros(batch.num_rows, np.int32)), pa.array([model_version])
-            )
-            table = pa.table({
-                key: batch.column(key).cast(pa.string()),
-                output: pa.array(scores, pa.float64()),
-                "model_version": version,
-            })  # fmt: skip
-            files.append(f"part-{len(files):05d}.parquet")
-            writes.append(writer.submit(write, table, files[-1]))
-            rows += batch.num_rows
-        for done in writes:
-            done.result()  # a failed write fails the step before anything is committed
+    files, rows, predict_s = _score_parts(
+        served, model, (features_uri, manifest, fs_in), (attempt, fs_out), chunk_rows,
+        model_version,
+    )  # fmt: skip
     if rows != manifest["rows"]:
         raise StepError(f"scored {rows} rows but {features_uri} holds {manifest['rows']}")
     committed = attempt.commit(
@@ -175,3 +142,51 @@ def run(ctx: StepContext) -> ScoreResult:
         predict_seconds=round(done["predict_seconds"], 2),
         seconds=round(seconds, 1),
     )
+
+
+def _score_parts(
+    served: Any, model: Model, source: tuple[str, dict[str, Any], Any], out: tuple[Any, Any],
+    chunk_rows: int, model_version: str,
+) -> tuple[list[str], int, float]:  # fmt: skip
+    """Read, predict and write part by part: (part files, rows, seconds spent predicting)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    key, inputs, output = model.key, list(model.input_columns), model.output_column
+    (features_uri, manifest, fs_in), (attempt, fs_out) = source, out
+
+    def chunks() -> Iterator[tuple[Any, Any]]:
+        for source in manifest["files"]:
+            path = lake.filesystem(lake.join(features_uri, manifest["attempt"], source))[1]
+            with fs_in.open(path, "rb") as fh:
+                reader = pq.ParquetFile(fh)
+                for batch in reader.iter_batches(batch_size=chunk_rows, columns=[key, *inputs]):
+                    yield batch, batch.select(inputs).to_pandas()
+
+    def write(table: Any, part: str) -> None:
+        with fs_out.open(lake.filesystem(lake.join(attempt.uri, part))[1], "wb") as out:
+            pq.write_table(table, out)
+
+    # Reading the next chunk and writing the last one overlap with predicting this one (Arrow and
+    # TensorFlow release the GIL): the step keeps up with the model's raw in-memory throughput.
+    files, rows, predict_s, writes = [], 0, 0.0, []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-write") as writer:
+        for batch, frame in _prefetch(chunks()):
+            t0 = time.monotonic()
+            scores = served.predict(frame)[output].to_numpy()
+            predict_s += time.monotonic() - t0
+            version = pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(batch.num_rows, np.int32)), pa.array([model_version])
+            )
+            table = pa.table({
+                key: batch.column(key).cast(pa.string()),
+                output: pa.array(scores, pa.float64()),
+                "model_version": version,
+            })  # fmt: skip
+            files.append(f"part-{len(files):05d}.parquet")
+            writes.append(writer.submit(write, table, files[-1]))
+            rows += batch.num_rows
+        for done in writes:
+            done.result()  # a failed write fails the step before anything is committed
+    return files, rows, predict_s

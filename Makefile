@@ -41,7 +41,7 @@ help:
 	@echo "make test    set up, then run lint and every test (phases timed against ci/test-budget.json)"
 	@echo "make test-fast   lint + the tests not marked slow: the inner loop, ~70 s"
 	@echo "make setup   create/refresh .venv (Airflow) and .venv-steps (workload); idempotent"
-	@echo "make lint    ruff check + format check"
+	@echo "make lint    ruff check + format check + import-linter contracts (pyproject.toml)"
 	@echo "make bench   benchmarks (tables printed, JSON in benchmarks/results/)"
 	@echo "make airflow Airflow UI on http://localhost:8080: the project's DAGs on the embedded platform"
 	@echo "make lock    re-resolve requirements.lock, images/steps/requirements.lock and the image locks"
@@ -101,6 +101,7 @@ lock: | $(UV)
 lint: $(CP_STAMP)
 	$(CP_VENV)/bin/ruff check .
 	$(CP_VENV)/bin/ruff format --check .
+	PYTHONPATH=plugins:images/steps $(CP_VENV)/bin/lint-imports --no-cache --no-logo
 
 format: $(CP_STAMP)
 	$(CP_VENV)/bin/ruff format .

@@ -126,7 +126,7 @@ def step(url: str, lake_uri: str, batch_size: int, concurrency: int) -> tuple[fl
         env={"LAKE_URI": lake_uri, "CRM_BASE_URL": url, "CRM_API_TOKEN": TOKEN,
              "STEP_MODEL": STEP_MODEL},
     )  # fmt: skip
-    lake.remove_tree(ctx.lake_path(publish.PUBLISH_ZONE))  # no checkpoint: send everything
+    lake.remove_tree(ctx.layout.publish())  # no checkpoint: send everything
     started = time.perf_counter()
     result = publish.run(ctx)
     return time.perf_counter() - started, result

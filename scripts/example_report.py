@@ -27,14 +27,28 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mlplatform_contract.results import (
+    EvaluateResult,
+    IngestResult,
+    MonitorResult,
+    PublishResult,
+    ScoreResult,
+    SelectResult,
+    TrainResult,
+    ValidateResult,
+    parse_result,
+)
+from mlplatform_contract.steps import MONITOR_STEP, STEP_KINDS, TUNING_STEPS
+
 # a log file or CI: a console wide enough for the summary's URIs (COLUMNS still wins)
 _TERMINAL = sys.stdout.isatty()
 console = Console(
     width=None if _TERMINAL else int(os.environ.get("COLUMNS", 160)), soft_wrap=not _TERMINAL
 )
 
-STEP_ORDER = ("ingest", "validate", "tune", "trial", "halve", "trial_final", "select", "train",
-              "evaluate", "score", "publish", "monitor", "request_retrain")  # fmt: skip
+# the summary's task order: the contract's steps, the tuning stage between validate and train
+STEP_ORDER = (*STEP_KINDS[:2], *TUNING_STEPS[:3], "trial_final", TUNING_STEPS[3], *STEP_KINDS[2:],
+              MONITOR_STEP, "request_retrain")  # fmt: skip
 STEP_STARTED = re.compile(r"Running step command: .*?model_steps (?P<step>[a-z0-9_]+) ")
 STEP_ENDED = re.compile(
     r"step (?P<step>[a-z0-9_]+) (?P<how>done|failed|skipped downstream) in (?P<total>[\d.]+)s: "
@@ -125,58 +139,54 @@ def airflow_results(db: Path, dag_id: str) -> dict[str, Any]:
     return {"state": state, "run_id": run_id, "tasks": tasks}
 
 
-def detail(step: str, r: dict[str, Any]) -> str:
-    """A step's result in one line of the summary."""
-    if step == "ingest":
+def detail(step: str, payload: dict[str, Any]) -> str:
+    """A step's result in one line of the summary (its XCom read with the step's result model)."""
+    r = parse_result(step, payload)
+    if isinstance(r, IngestResult):
         return (
-            f"training: {r.get('rows')} rows at {r.get('cutoff_date')}, label mean "
-            f"{r.get('label_rate')}; population: {r.get('population_rows')}"
+            f"training: {r.rows} rows at {r.cutoff_date}, label mean "
+            f"{r.label_rate}; population: {r.population_rows}"
         )
-    if step == "validate":
-        return f"{r.get('status')}"
-    if step == "train":
-        m = r.get("metrics", {})
-        headline = "roc_auc" if "roc_auc" in m else "rmse"
+    if isinstance(r, ValidateResult):
+        return r.status
+    if isinstance(r, TrainResult):
+        headline = "roc_auc" if "roc_auc" in r.metrics else "rmse"
+        return f"{r.model_uri}  holdout {headline} {r.metrics.get(headline)}  ({r.ranks} ranks)"
+    if isinstance(r, SelectResult):
         return (
-            f"{r.get('model_uri')}  holdout {headline} {m.get(headline)}  ({r.get('ranks')} ranks)"
+            f"best {r.trial}: {r.objective} {r.value:.4f} on validation, "
+            f"{r.finished} trials finished; params {json.dumps(r.params)}"
         )
-    if step == "select":
-        return (
-            f"best {r.get('trial')}: {r.get('objective')} {r.get('value'):.4f} on validation, "
-            f"{r.get('finished')} trials finished; params {json.dumps(r.get('params'))}"
-        )
-    if step == "evaluate":
-        verdict = (
-            "promoted" if r.get("promote") else "kept champion" if r.get("passed") is False else ""
-        )
-        return f"{verdict}; scores with {r.get('scoring_model_uri')}"
-    if step == "score":
-        return f"{r.get('rows')} rows → {r.get('output_uri')}"
-    if step == "publish":
+    if isinstance(r, EvaluateResult):
+        verdict = "promoted" if r.promote else "kept champion" if not r.passed else ""
+        return f"{verdict}; scores with {r.scoring_model_uri}"
+    if isinstance(r, ScoreResult):
+        return f"{r.rows} rows → {r.output_uri}"
+    if isinstance(r, PublishResult):
         return push_arithmetic(r)
-    if step == "monitor":
+    if isinstance(r, MonitorResult):
         return _monitor_detail(r)
-    return ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int | float | str))[:160]
+    flat = payload.items() if isinstance(payload, dict) else ()
+    return ", ".join(f"{k}={v}" for k, v in flat if isinstance(v, int | float | str))[:160]
 
 
-def push_arithmetic(r: dict[str, Any]) -> str:
+def push_arithmetic(r: PublishResult) -> str:
     """The publish step's funnel: scored -> selected by the model -> held out as control (never
     sent) -> sent, so "top 10 %" visibly becomes about 9 % sent with a 10 % control group."""
-    arms = r.get("arms") or {}
-    scored, selected, sent = r.get("scored_rows") or 0, r.get("selected") or 0, r.get("records")
+    scored = r.scored_rows
 
-    def share(n: Any) -> str:
-        return f" ({n / scored:.1%} of scored)" if scored and isinstance(n, int) else ""
+    def share(n: int) -> str:
+        return f" ({n / scored:.1%} of scored)" if scored else ""
 
     return (
-        f"{scored} scored → {selected} selected{share(selected)} → {arms.get('control')} held "
-        f"out as control (never sent) → {sent} sent to the CRM{share(sent)}; "
-        f"{r.get('retries')} retries"
+        f"{scored} scored → {r.selected} selected{share(r.selected)} → {r.arms.get('control')} "
+        f"held out as control (never sent) → {r.records} sent to the CRM{share(r.records)}; "
+        f"{r.retries} retries"
     )
 
 
-def _monitor_detail(r: dict[str, Any]) -> str:
-    m, up = r.get("realized") or {}, r.get("uplift") or {}
+def _monitor_detail(r: MonitorResult) -> str:
+    m, up = r.realized, r.uplift
     shown = [k for k in ("roc_auc", "pr_auc", "rmse", "mae", "lift_top_decile") if k in m]
     realized = ", ".join(f"{k} {m[k]:.3f}" for k in shown) or "nothing monitored yet"
     if up.get("verdict") in (None, "inconclusive"):
@@ -187,8 +197,8 @@ def _monitor_detail(r: dict[str, Any]) -> str:
             f"[{up['ci_low']:+.4f}, {up['ci_high']:+.4f}] ({up['confidence']:.0%}) "
             f"{up['verdict']}, {up['n_treated']} treated / {up['n_control']} control"
         )
-    retrain = "retrain requested" if (r.get("retrain") or {}).get("requested") else "no retrain"
-    return f"realized {realized}; {uplift}; {retrain}; report {r.get('report_uri')}"
+    retrain = "retrain requested" if r.retrain.requested else "no retrain"
+    return f"realized {realized}; {uplift}; {retrain}; report {r.report_uri}"
 
 
 def _order(task: str) -> tuple[int, str]:

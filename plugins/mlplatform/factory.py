@@ -19,9 +19,11 @@ from mlplatform import assets, notify
 from mlplatform.invocation import StepInvocation
 from mlplatform.models import ModelPackageError, check_model_ref
 from mlplatform.runtime import Runtime, current_runtime
+from mlplatform.runtime.tasks import build_task
 from mlplatform.spec import PipelineSpecError, ResolvedCustomer, parse_pipeline, resolve_customers
-from mlplatform.steps import MONITOR_STEP
-from mlplatform_contract.registry_access import step_username
+from mlplatform.tuning import build_tuning_stage
+from mlplatform_contract.results import MonitorResult
+from mlplatform_contract.steps import MONITOR_STEP
 
 
 def _data_date_param(what_it_does: str) -> Param:
@@ -88,48 +90,6 @@ MONITOR_PARAMS = {
 }
 
 
-def _task_kwargs(invocation: StepInvocation, runtime: Runtime) -> dict[str, Any]:
-    profile = invocation.profile
-    timeout = dt.timedelta(minutes=profile.timeout_minutes)
-    if runtime == "kubernetes":
-        from mlplatform.runtime.kubernetes import execution_timeout
-
-        timeout = execution_timeout(invocation)
-    return {
-        "task_id": invocation.step,
-        "retries": profile.retries,
-        "retry_delay": dt.timedelta(seconds=profile.retry_delay_seconds),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": dt.timedelta(hours=1),
-        "execution_timeout": timeout,
-        "outlets": assets.outlets(invocation.customer, invocation.step),
-    }
-
-
-def task_spec(invocation: StepInvocation, runtime: Runtime) -> tuple[type[BaseOperator], dict]:
-    """The one switch between runtimes: same invocation, different executor (the operator class
-    and its arguments, so the tuning stage can also ``.partial(...).expand(...)`` it)."""
-    kwargs = _task_kwargs(invocation, runtime)
-    if runtime == "kubernetes":
-        from mlplatform.runtime.kubernetes import step_task_spec
-
-        return step_task_spec(invocation, kwargs)
-    from mlplatform.runtime.local import LocalStepOperator
-
-    processes = invocation.profile.local_processes if invocation.kind == "train" else 1
-    if invocation.kind == "publish":  # a pod gets these from a Secret of that name
-        kwargs["crm_connection_id"] = invocation.customer.settings.crm.connection_id
-    if registry_user := step_username(invocation.step, invocation.customer.id):
-        kwargs["registry_user"] = registry_user  # a pod gets it from that identity's Secret
-    argv = invocation.argv(processes, gloo=True)
-    return LocalStepOperator, {"arguments": argv, "env_vars": dict(invocation.env), **kwargs}
-
-
-def build_task(invocation: StepInvocation, runtime: Runtime, **overrides: Any) -> BaseOperator:
-    operator, kwargs = task_spec(invocation, runtime)
-    return operator(**{**kwargs, **overrides})
-
-
 def _dag(customer: ResolvedCustomer, **kwargs: Any) -> DAG:
     """What every DAG of a customer shares: start, no catch-up, one run at a time (its runs share
     the champion alias, output keys and monitoring results), owner and tags."""
@@ -160,8 +120,6 @@ def build_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
         previous: Any = None
         for kind in customer.steps:
             if kind == "train" and customer.settings.tuning.enabled:  # tune -> trials -> select
-                from mlplatform.tuning import build_tuning_stage
-
                 first, last = build_tuning_stage(customer, runtime)
                 if previous is not None:
                     previous >> first
@@ -181,12 +139,15 @@ def request_retrain(ti: Any, **_: Any) -> dict[str, Any]:
     skipped task emits nothing, so the training DAG starts only on a real request."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    decision = (ti.xcom_pull(task_ids=MONITOR_STEP) or {}).get("retrain") or {}
-    reasons = "; ".join(decision.get("reasons") or ["the monitor step gave no decision"])
-    if not decision.get("requested"):
+    payload = ti.xcom_pull(task_ids=MONITOR_STEP)
+    if payload is None:
+        raise AirflowSkipException("no retraining: the monitor step gave no decision")
+    decision = MonitorResult.model_validate(payload).retrain
+    reasons = "; ".join(decision.reasons or ["the monitor step gave no decision"])
+    if not decision.requested:
         raise AirflowSkipException(f"no retraining: {reasons}")
     print(f"retraining requested: {reasons}")
-    return decision
+    return decision.model_dump(mode="json")
 
 
 def build_monitor_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:

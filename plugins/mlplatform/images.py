@@ -12,13 +12,13 @@ DAG file at parse time with a message saying which step and which manifest.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from mlplatform.steps import STEP_KINDS, StepKind
+from mlplatform_contract.environment import control_plane
+from mlplatform_contract.steps import STEP_KINDS, StepKind
 
 MANIFEST_VARIABLE = "mlops_image_manifest"
 MANIFEST_PATH_ENV = "MLOPS_IMAGE_MANIFEST"
@@ -103,7 +103,7 @@ def load_manifest() -> ImageManifest:
     if override:
         text = override if isinstance(override, str) else json.dumps(override)
         return parse_manifest(text, f"Airflow Variable {MANIFEST_VARIABLE!r}")
-    path = Path(os.environ.get(MANIFEST_PATH_ENV, DEFAULT_MANIFEST))
+    path = control_plane().image_manifest or Path(DEFAULT_MANIFEST)
     if not path.is_file():
         raise ImageManifestError(
             f"no image manifest at {path}: the kubernetes runtime needs one (GitLab CI publishes it "

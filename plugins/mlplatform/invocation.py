@@ -15,7 +15,7 @@ from airflow.sdk import literal
 
 from mlplatform.profiles import ResourceProfile
 from mlplatform.spec import ResolvedCustomer
-from mlplatform.steps import ENV_CONFIG, ENV_MODEL, ENV_PARAMS, WORKLOAD_MODULE, StepKind
+from mlplatform_contract.steps import ENV_CONFIG, ENV_MODEL, ENV_PARAMS, WORKLOAD_MODULE, StepKind
 
 PARAMS_TEMPLATE = "{{ params | tojson }}"
 # Customer settings and the model's identity are data, never Jinja: both runtimes hand these

@@ -14,9 +14,10 @@ Results are cached per package by the files' modification times, so a parse loop
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
+
+from mlplatform_contract.environment import control_plane
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_MODELS_PATH = "MLOPS_MODELS_PATH"
@@ -27,7 +28,7 @@ class ModelPackageError(ValueError):
 
 
 def models_root() -> Path:
-    return Path(os.environ.get(ENV_MODELS_PATH) or REPO_ROOT / "models")
+    return control_plane().models_path or REPO_ROOT / "models"
 
 
 def locate(module: str, root: Path) -> Path | None:

@@ -4,9 +4,9 @@ Every task gets :func:`callbacks` (factory.build_dag's ``default_args``):
 
 * ``on_failure_callback``: the task failed for good (retries spent, or a non-retryable exit);
 * ``on_success_callback`` / ``on_skipped_callback``: a step that judges a model (:data:`JUDGES`)
-  reported it degraded: a result with ``"passed": false`` (the evaluate gate rejected the candidate
-  and scoring went on with the champion) or ``"degraded": true`` (the hook a monitoring step uses),
-  or the gate skipped downstream (exit 99).
+  reported it degraded: an ``EvaluateResult`` with ``passed`` false (the gate rejected the candidate
+  and scoring went on with the champion), a ``MonitorResult`` with ``degraded`` true
+  (mlplatform_contract.results), or the gate skipped downstream (exit 99).
 
 Where notifications go is configured per owner (the spec's ``owner``), in the JSON of
 ``MLOPS_NOTIFY_OWNERS``: ``{"<owner>" or "*": {"email": ["a@x"], "smtp_conn_id": "smtp_default"}}``
@@ -25,11 +25,13 @@ import datetime as dt
 import functools
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
+
+from mlplatform_contract.environment import control_plane
+from mlplatform_contract.results import EvaluateResult, MonitorResult, parse_result
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,15 @@ ENV_NOTIFY_OWNERS = "MLOPS_NOTIFY_OWNERS"
 JUDGES = frozenset({"evaluate", "monitor"})  # steps whose result says whether the model is healthy
 
 
-def degraded_reason(result: Any) -> str | None:
-    """Why a judging step's result means the model is degraded, or None when it is healthy."""
-    if not isinstance(result, dict):
+def degraded_reason(step: str, payload: Any) -> str | None:
+    """Why a judging step's result (its XCom) means the model is degraded, or None when healthy."""
+    if not isinstance(payload, dict):
         return None
-    if result.get("passed") is False or result.get("degraded") is True:
-        reasons = result.get("reasons") or result.get("reason") or "no reason given"
-        return "; ".join(reasons) if isinstance(reasons, list) else str(reasons)
+    result = parse_result(step, payload)
+    if isinstance(result, EvaluateResult) and not result.passed:
+        return "; ".join(result.reasons) or result.reason or "no reason given"
+    if isinstance(result, MonitorResult) and result.degraded:
+        return "; ".join(result.reasons) or "no reason given"
     return None
 
 
@@ -59,7 +63,7 @@ def describe(context: Any, event: str) -> dict[str, Any] | None:
     elif event == "skipped":  # exit 99 leaves no XCom; the reason is in the task log
         event, reason = "degraded", "the gate skipped everything downstream (see the task log)"
     else:
-        reason = degraded_reason(ti.xcom_pull(task_ids=task_id, key="return_value"))
+        reason = degraded_reason(task_id, ti.xcom_pull(task_ids=task_id, key="return_value"))
         if reason is None:
             return None
     task = context.get("task")
@@ -87,7 +91,7 @@ class LocalNotifier(BaseNotifier):
         if note is None:
             return
         self.log.warning("notification to owner %s: %s", note["owner"], json.dumps(note))
-        path = os.environ.get(ENV_NOTIFY_FILE)
+        path = control_plane().notify_file
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a", encoding="utf-8") as out:  # one short write: lines stay whole
@@ -98,7 +102,7 @@ class LocalNotifier(BaseNotifier):
 
 def owner_channels(owner: str, event: str) -> tuple[BaseNotifier, ...]:
     """The owner's configured channels (``MLOPS_NOTIFY_OWNERS``), as provider notifiers."""
-    raw = os.environ.get(ENV_NOTIFY_OWNERS, "").strip()
+    raw = control_plane().notify_owners
     if not raw:
         return ()
     try:

@@ -10,12 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlplatform.profiles import MONITOR_DEFAULTS, PLATFORM_DEFAULTS, ResourceProfile
 from mlplatform.settings import CustomerSettings, deep_merge
-from mlplatform.steps import (
+from mlplatform_contract.environment import control_plane
+from mlplatform_contract.steps import (
     CUSTOMER_ID_REGEX,
     MONITOR_RUNS_IN,
     MONITOR_STEP,
     PIPELINE_NAME_REGEX,
     STEP_KINDS,
+    STEP_NAME_PATTERN,
     TUNING_STEPS,
     StepKind,
 )
@@ -143,11 +145,9 @@ class PipelineSpec(_Strict):
 
     @model_validator(mode="after")
     def _extra_steps_placed(self) -> PipelineSpec:
-        import re
-
         known = set(self.steps)
         for name, extra in self.extra_steps.items():  # declaration order: each after a known one
-            if not re.fullmatch(PIPELINE_NAME_REGEX, name) or name in (
+            if not STEP_NAME_PATTERN.fullmatch(name) or name in (
                 *STEP_KINDS,
                 *TUNING_STEPS,
                 MONITOR_STEP,
@@ -299,9 +299,8 @@ def platform_layer() -> dict[str, Any]:
     partial ``tuning`` section, read at parse time like MLOPS_RUNTIME) turns tuning on for every
     module that does not say otherwise, e.g. ``make run TUNE=1``."""
     import json
-    import os
 
-    raw = os.environ.get(TUNING_ENV, "").strip()
+    raw = control_plane().tuning
     if not raw:
         return {}
     try:

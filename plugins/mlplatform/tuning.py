@@ -22,8 +22,9 @@ from airflow.sdk import BaseOperator
 from mlplatform.invocation import StepInvocation
 from mlplatform.profiles import ResourceProfile
 from mlplatform.runtime import Runtime
+from mlplatform.runtime.tasks import build_task, task_spec
 from mlplatform.spec import ResolvedCustomer
-from mlplatform.steps import StepKind
+from mlplatform_contract.steps import StepKind
 
 # tune, halve and select only read and write small JSON and talk to MLflow: no GPU, no train pod
 _LIGHT = {"cpu": "1", "memory": "2Gi", "gpu": 0, "shm_size": None, "node_pool": "cpu",
@@ -50,8 +51,6 @@ class TuningInvocation(StepInvocation):
 
 def build_tuning_stage(customer: ResolvedCustomer, runtime: Runtime) -> tuple[Any, Any]:
     """The stage's tasks in the current DAG; returns (first, last) for the factory to chain."""
-    from mlplatform.factory import build_task
-
     tuning = customer.settings.tuning
     tune = build_task(TuningInvocation(customer, "tune"), runtime)
     trials = _mapped_trials(customer, runtime, "trial", tune)
@@ -68,8 +67,6 @@ def _mapped_trials(
     customer: ResolvedCustomer, runtime: Runtime, task_id: str, source: BaseOperator
 ) -> Any:
     """One trial task per entry of ``source``'s XCom (``trial=(name, trial)``)."""
-    from mlplatform.factory import task_spec
-
     tuning = customer.settings.tuning
     operator, kwargs = task_spec(TuningInvocation(customer, "trial"), runtime)
     kwargs |= {

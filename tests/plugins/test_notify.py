@@ -16,6 +16,18 @@ from typing import Any
 import pytest
 
 from mlplatform import notify
+from mlplatform_contract.results import EXAMPLES
+
+
+def evaluate_xcom(passed: bool, reasons: list[str]) -> dict[str, Any]:
+    """An evaluate step's XCom (its EvaluateResult as JSON) with this verdict."""
+    return EXAMPLES["evaluate"].model_copy(update={"passed": passed, "reasons": reasons}).to_xcom()
+
+
+def monitor_xcom(degraded: bool, reasons: list[str]) -> dict[str, Any]:
+    update = {"degraded": degraded, "reasons": reasons}
+    return EXAMPLES["monitor"].model_copy(update=update).to_xcom()
+
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,14 +79,14 @@ def test_failure_is_written_with_owner_and_reason(notify_file) -> None:
 
 def test_degraded_only_for_judging_steps_that_say_so(notify_file) -> None:
     degraded = notify.LocalNotifier("degraded")
-    healthy = TaskInstance("evaluate", {"passed": True, "reasons": ["fine"]})
+    healthy = TaskInstance("evaluate", evaluate_xcom(True, ["fine"]))
     degraded({"ti": healthy, "task": Task()})
-    other = TaskInstance("score", {"passed": False})
+    other = TaskInstance("score", EXAMPLES["score"].to_xcom())
     degraded({"ti": other, "task": Task()})
     assert lines(notify_file) == [] and other.pulled == [], "only judges' XCom is read"
-    rejected = TaskInstance("evaluate", {"passed": False, "reasons": ["roc_auc 0.6 < 0.65"]})
+    rejected = TaskInstance("evaluate", evaluate_xcom(False, ["roc_auc 0.6 < 0.65"]))
     degraded({"ti": rejected, "task": Task()})
-    monitor = TaskInstance("monitor", {"degraded": True, "reason": "realized roc_auc 0.55"})
+    monitor = TaskInstance("monitor", monitor_xcom(True, ["realized roc_auc 0.55"]))
     degraded({"ti": monitor, "task": Task()})
     notify.LocalNotifier("skipped")({"ti": TaskInstance("evaluate"), "task": Task()})
     notes = lines(notify_file)
@@ -116,12 +128,14 @@ DAG_TEST = textwrap.dedent(
     import datetime as dt
     from airflow.sdk import DAG, task
     from mlplatform import notify
+    from mlplatform_contract.results import EXAMPLES
 
     with DAG("notify_probe", schedule=None, start_date=dt.datetime(2026, 1, 1),
              default_args={"owner": "retention-ml", **notify.callbacks("retention-ml")}) as dag:
         @task(task_id="evaluate")
         def evaluate():
-            return {"passed": False, "reasons": ["roc_auc 0.61 is below 0.65"]}
+            rejected = {"passed": False, "reasons": ["roc_auc 0.61 is below 0.65"]}
+            return EXAMPLES["evaluate"].model_copy(update=rejected).to_xcom()
 
         @task(task_id="ingest", retries=0)
         def ingest():

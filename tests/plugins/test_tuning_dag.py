@@ -14,7 +14,7 @@ from conftest import DAGS
 
 from mlplatform.render import render_task
 from mlplatform.spec import PipelineSpecError, parse_pipeline, resolve_customers
-from mlplatform.steps import trial_value
+from mlplatform_contract.steps import trial_value
 
 MODULE = '''
 """Airflow DAG module of a tuned model."""

@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO
 from rich.console import Console
 
+from mlplatform_contract.results import EXAMPLES
+
 sys.path.insert(0, str(REPO / "scripts"))
 import example_report
 from example_report import (
@@ -68,12 +70,13 @@ def test_the_summary_is_one_line_per_task_in_a_log_file_and_a_table_in_a_termina
         "s3://mlops-scores/customer_propensity/customer=acme-foods/"
         "run=manual__2026-06-29T00_00_00_00_00-b0866f72"
     )
+    score = EXAMPLES["score"].model_copy(update={"rows": 4000, "output_uri": uri}).to_xcom()
     results = {
         "customer_propensity__acme-foods": {
             "state": "success",
             "tasks": {
                 "score": {"state": "success", "duration": 31.0,
-                          "result": {"rows": 4000, "output_uri": uri}},
+                          "result": score},
                 "ingest": {"state": "success", "duration": 40.0, "result": None},
             },
         }
@@ -102,8 +105,9 @@ def test_where_the_time_went_adds_up_the_phases_and_the_start_up_share() -> None
 
 def test_the_summary_shows_the_push_arithmetic() -> None:
     """Selected, held out as control and sent, each said: "top 10 %" is visibly not 10 % sent."""
-    publish = {"scored_rows": 12000, "selected": 1200, "records": 1063, "retries": 0,
-               "arms": {"treated": 1063, "control": 137}}  # fmt: skip
+    publish = EXAMPLES["publish"].model_copy(update={
+        "scored_rows": 12000, "selected": 1200, "records": 1063, "retries": 0,
+        "arms": {"treated": 1063, "control": 137}})  # fmt: skip
     line = example_report.push_arithmetic(publish)
     assert line == (
         "12000 scored → 1200 selected (10.0% of scored) → 137 held out as control (never sent) "

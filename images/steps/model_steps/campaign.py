@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-CAMPAIGN_ZONE = "campaign"
+from mlplatform_contract import layout
+
+CAMPAIGN_ZONE = layout.CAMPAIGN
 TREATED, CONTROL = "treated", "control"
 _SCALE = float(1 << 64)
 

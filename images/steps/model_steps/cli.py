@@ -13,27 +13,25 @@ import importlib
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from mlplatform_contract.environment import EnvironmentError_, StepEnvironment
 from model_steps import metrics, startup
 from model_steps.contract import (
     CUSTOMER_ID_PATTERN,
-    DEFAULT_XCOM_PATH,
     ENV_CONFIG,
     ENV_PARAMS,
-    ENV_XCOM_PATH,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_SKIP_DOWNSTREAM,
     EXIT_USAGE,
-    MONITOR_STEP,
     PIPELINE_NAME_PATTERN,
+    PLATFORM_STEPS,
     RESULT_LOG_PREFIX,
-    STEP_NAMES,
+    STEP_NAME_PATTERN,
     TUNING_STEPS,
     SkipDownstream,
     StepContext,
@@ -44,8 +42,6 @@ from model_steps.contract import (
 )
 
 log = logging.getLogger("model_steps")
-STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$")  # a model's own step (extra_steps)
-PLATFORM_STEPS = (*STEP_NAMES, MONITOR_STEP)
 # the last log line of every step: how it ended, and its time split into start-up and work
 _ENDINGS = {EXIT_OK: "done", EXIT_SKIP_DOWNSTREAM: "skipped downstream"}
 
@@ -83,17 +79,27 @@ def build_parser(extra: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _process_env() -> StepEnvironment:
+    """The step process's environment; an invalid one is reported by the step (exit 2), so here
+    it falls back to the defaults (rank 0, INFO, the pod's XCom path)."""
+    try:
+        return StepEnvironment.of()
+    except EnvironmentError_:
+        return StepEnvironment.of({})
+
+
 def _is_primary_rank() -> bool:
     """Under horovodrun every rank runs this CLI; only rank 0 speaks for the step."""
-    rank = os.environ.get("HOROVOD_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "0"
-    return rank == "0"
+    return _process_env().rank == 0
 
 
-def _report(result: dict[str, Any], xcom_path: str) -> None:
+def _report(result: Any, xcom_path: str) -> None:
+    """The result as JSON (a step's result model dumped; a model's own step returns a dict)."""
     if not _is_primary_rank():
         return
-    write_result(result, xcom_path)
-    print(RESULT_LOG_PREFIX + json.dumps(result, default=str, sort_keys=True), flush=True)
+    payload = result if isinstance(result, dict) else result.to_xcom()
+    write_result(payload, xcom_path)
+    print(RESULT_LOG_PREFIX + json.dumps(payload, default=str, sort_keys=True), flush=True)
 
 
 def _step_body(step: str):  # type: ignore[no-untyped-def]
@@ -137,7 +143,7 @@ def _model_step(step: str):  # type: ignore[no-untyped-def]
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
-        level=os.environ.get("STEP_LOG_LEVEL", "INFO"),
+        level=_process_env().log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
@@ -146,12 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     startup.watch_imports()
     argv = list(sys.argv[1:] if argv is None else argv)
     known = (*PLATFORM_STEPS, *TUNING_STEPS)
-    extra = argv[0] if argv and argv[0] not in known and STEP_NAME.fullmatch(argv[0]) else None
+    extra = (
+        argv[0] if argv and argv[0] not in known and STEP_NAME_PATTERN.fullmatch(argv[0]) else None
+    )
     try:
         args = build_parser(extra).parse_args(argv)
     except SystemExit as exc:  # argparse already printed the reason
         return EXIT_USAGE if exc.code else EXIT_OK
-    xcom_path = os.environ.get(ENV_XCOM_PATH, DEFAULT_XCOM_PATH)
+    xcom_path = _process_env().xcom_path
     started = time.monotonic()
     code, result = EXIT_FAILED, None
     try:
@@ -161,14 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("step %s %s in %s", args.step, _ENDINGS.get(code, "failed"), took)
         if _is_primary_rank():
             key = metrics.grouping_key(args.pipeline, args.customer, args.step)
-            metrics.push(os.environ, key, code, time.monotonic() - started, result)
+            metrics.push(os.environ, key, code, time.monotonic() - started, result,
+                         replace=code in _ENDINGS)  # fmt: skip
     return code
 
 
-def _run(
-    args: argparse.Namespace, xcom_path: str, started: float
-) -> tuple[int, dict[str, Any] | None]:
-    """The step itself: its exit code and the result it reported (None when it failed)."""
+def _run(args: argparse.Namespace, xcom_path: str, started: float) -> tuple[int, Any]:
+    """The step itself: its exit code and its result (a failed step's partial result, or None:
+    pushed as metrics, never reported as XCom)."""
     try:
         ctx = StepContext(
             step=args.step,
@@ -195,6 +203,6 @@ def _run(
         return EXIT_SKIP_DOWNSTREAM, skip.result
     except StepError as exc:
         log.error("step %s failed: %s", args.step, exc)
-        return exc.exit_code, None
+        return exc.exit_code, exc.result
     _report(result, xcom_path)
     return EXIT_OK, result

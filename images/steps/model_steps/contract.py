@@ -5,13 +5,16 @@ environment. It writes its small result as JSON to the XCom file that Kubernetes
 (``/airflow/xcom/return.json``; the local runtime passes another path in ``STEP_XCOM_PATH``) and
 reports through its exit code. Large data goes to the lake, never through XCom.
 
-This module is stdlib-only on purpose: the control plane's tests import it to check that both sides
-agree on names and exit codes, and no image should need an extra just to speak the contract.
+The contract's names, exit codes and id patterns come from ``mlplatform_contract.steps`` (one
+definition, shared with the control plane); this module adds what only the workload needs: the
+step's context, its errors and the result file. Standard library (and the shared package) only: no
+image needs an extra just to speak the contract.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -21,51 +24,80 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STEP_NAMES: tuple[str, ...] = ("ingest", "validate", "train", "evaluate", "score", "publish")
-# Outside the training chain: the monitoring DAG's step (it runs in the ingest image: Spark reads
-# the outcomes through the model's own label hook).
-MONITOR_STEP = "monitor"
-# The tuning stage (settings tuning.enabled; model_steps/steps/tuning.py): plan the trials, train
-# one trial (the train step in trial mode), keep the better half (successive halving), pick the best.
-TUNING_STEPS: tuple[str, ...] = ("tune", "trial", "halve", "select")
-ENV_TRIAL = "STEP_TRIAL"  # which trial a mapped trial task trains (JSON, from the tune step's XCom)
+# The contract's names, exit codes and id patterns are defined once, in the shared package both
+# sides install (plugins/mlplatform_contract/steps.py); the workload imports them from here.
+from mlplatform_contract.environment import EnvironmentError_, StepEnvironment
+from mlplatform_contract.layout import CustomerLayout, RunLayout
+from mlplatform_contract.steps import (
+    CUSTOMER_ID_PATTERN,
+    ENV_CONFIG,
+    ENV_CRM_API_TOKEN,
+    ENV_CRM_BASE_URL,
+    ENV_GIT_SHA,
+    ENV_IMAGE_DIGEST,
+    ENV_LAKE_URI,
+    ENV_MLFLOW_URI,
+    ENV_MODEL,
+    ENV_PARAMS,
+    ENV_SCORES_URI,
+    ENV_TRIAL,
+    ENV_TRY_NUMBER,
+    ENV_XCOM_PATH,
+    EXIT_CHECK_FAILED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_SKIP_DOWNSTREAM,
+    EXIT_USAGE,
+    MONITOR_STEP,
+    NON_RETRYABLE_EXIT_CODES,
+    PIPELINE_NAME_PATTERN,
+    PLATFORM_STEPS,
+    POD_XCOM_PATH,
+    RESULT_LOG_PREFIX,
+    STEP_KINDS,
+    STEP_NAME_PATTERN,
+    TUNING_STEPS,
+)
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-# A model broke its own contract (a declared column missing, a value that does not fit its declared
-# type) or the data failed validation: the same code and data give the same answer, so no retry.
-EXIT_CHECK_FAILED = 3
-# KubernetesPodOperator(skip_on_exit_code=EXIT_SKIP_DOWNSTREAM) and the local runtime both turn
-# this code into a skipped task, so a gate can stop downstream steps without failing the run.
-EXIT_SKIP_DOWNSTREAM = 99
-# Codes a retry cannot fix: both runtimes fail the task without retries (UsageError's and
-# CheckFailed's codes). Every other failure (EXIT_FAILED: a dead service, a drop not landed yet, a
-# killed node) is retried.
-NON_RETRYABLE_EXIT_CODES: tuple[int, ...] = (EXIT_USAGE, EXIT_CHECK_FAILED)
-
-DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
-# The CLI also logs the result on one line with this prefix: the MPIJob launcher has no XCom
-# sidecar, so its operator recovers the result from the launcher's log.
-RESULT_LOG_PREFIX = "STEP_RESULT_JSON="
-
-# Environment variables of the contract (names only; values come from the runtime).
-ENV_XCOM_PATH = "STEP_XCOM_PATH"
-ENV_CONFIG = "STEP_CONFIG"
-ENV_PARAMS = "STEP_PARAMS"  # the Airflow run's params (the operator's trigger-form overrides)
-# Which model the step runs: JSON {"ref": import path, "task": declared task type, "source": the DAG
-# file}; the step imports the model package named by ref (model_steps.model_loader).
-ENV_MODEL = "STEP_MODEL"
-ENV_LAKE_URI = "LAKE_URI"
-ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"
-ENV_IMAGE_DIGEST = "MLOPS_IMAGE_DIGEST"  # lineage, recorded as MLflow run tags (tracking.run_tags)
-ENV_GIT_SHA = "MLOPS_GIT_SHA"
-ENV_TRY_NUMBER = "AIRFLOW_CTX_TRY_NUMBER"
-# The publish step's CRM endpoint and credential: in the cluster from the customer's Secret named
-# like crm.connection_id with _ as - (the base URL may default from the ConfigMap step-env);
-# locally the LocalStepOperator resolves the Airflow connection crm.connection_id into them.
-ENV_CRM_BASE_URL = "CRM_BASE_URL"
-ENV_CRM_API_TOKEN = "CRM_API_TOKEN"
+__all__ = [
+    "CUSTOMER_ID_PATTERN",
+    "ENV_CONFIG",
+    "ENV_CRM_API_TOKEN",
+    "ENV_CRM_BASE_URL",
+    "ENV_GIT_SHA",
+    "ENV_IMAGE_DIGEST",
+    "ENV_LAKE_URI",
+    "ENV_MLFLOW_URI",
+    "ENV_MODEL",
+    "ENV_PARAMS",
+    "ENV_SCORES_URI",
+    "ENV_TRIAL",
+    "ENV_TRY_NUMBER",
+    "ENV_XCOM_PATH",
+    "EXIT_CHECK_FAILED",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_SKIP_DOWNSTREAM",
+    "EXIT_USAGE",
+    "MONITOR_STEP",
+    "NON_RETRYABLE_EXIT_CODES",
+    "PIPELINE_NAME_PATTERN",
+    "PLATFORM_STEPS",
+    "POD_XCOM_PATH",
+    "RESULT_LOG_PREFIX",
+    "STEP_KINDS",
+    "STEP_NAME_PATTERN",
+    "TUNING_STEPS",
+    "CheckFailed",
+    "SkipDownstream",
+    "StepContext",
+    "StepError",
+    "UsageError",
+    "load_json_env",
+    "missing_setting",
+    "run_key",
+    "write_result",
+]  # fmt: skip
 
 # Platform settings a step may need: what it is for, and its value on the embedded platform (which
 # `make airflow` and `make run` start: embedded/platform.py). The cluster sets them in the ConfigMap
@@ -93,15 +125,18 @@ def missing_setting(name: str) -> UsageError:
     )
 
 
-CUSTOMER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
-PIPELINE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,38}[a-z0-9]$")
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class StepError(Exception):
-    """A failure the step explains to its user; the CLI prints it without a traceback."""
+    """A failure the step explains to its user; the CLI prints it without a traceback. ``result``:
+    what the step did before it failed (a step result model), pushed as metrics, never as XCom."""
 
     exit_code = EXIT_FAILED
+
+    def __init__(self, *args: object, result: Any = None) -> None:
+        super().__init__(*args)
+        self.result = result
 
 
 class UsageError(StepError):
@@ -124,9 +159,12 @@ class CheckFailed(StepError):
 class SkipDownstream(Exception):
     """Raised by a step (a gate) whose policy says: stop here, skip what follows, fail nothing."""
 
-    def __init__(self, reason: str, result: dict[str, Any] | None = None) -> None:
+    def __init__(self, reason: str, result: Any = None) -> None:
         super().__init__(reason)
-        self.result = {"skipped": True, "reason": reason, **(result or {})}
+        if result is None or isinstance(result, dict):  # a model's own step: a plain dict
+            self.result = {"skipped": True, "reason": reason, **(result or {})}
+        else:  # a step result model with skipped/reason fields (EvaluateResult)
+            self.result = result.model_copy(update={"skipped": True, "reason": reason})
 
 
 def run_key(run_id: str) -> str:
@@ -158,26 +196,38 @@ class StepContext:
     def run_key(self) -> str:
         return run_key(self.run_id)
 
+    @functools.cached_property
+    def settings(self) -> StepEnvironment:
+        """The step's environment (``env``), typed and validated once (a bad value: exit 2)."""
+        try:
+            return StepEnvironment.of(self.env)
+        except EnvironmentError_ as exc:
+            raise UsageError(str(exc)) from None
+
+    @property
+    def layout(self) -> RunLayout:
+        """Every zone and path of this run (mlplatform_contract.layout)."""
+        scores = self.settings.scores_uri or None
+        customer = CustomerLayout(self.lake_uri, self.pipeline, self.customer, scores)
+        return customer.run(self.run_key)
+
     @property
     def lake_uri(self) -> str:
-        try:
-            return self.env[ENV_LAKE_URI]
-        except KeyError:
-            raise missing_setting(ENV_LAKE_URI) from None
+        if not self.settings.lake_uri:
+            raise missing_setting(ENV_LAKE_URI)
+        return self.settings.lake_uri
 
     def lake_path(self, zone: str, *parts: str) -> str:
         """Where this run's output for ``zone`` lives: zone/pipeline/customer=C/run=R/…"""
-        return self.run_path(zone, self.run_key, *parts)
+        return self.layout.path(zone, *parts)
 
     def run_path(self, zone: str, key: str, *parts: str) -> str:
         """Where the output of the run with run key ``key`` lives (the monitor reads past runs)."""
-        return "/".join([self.customer_path(zone), f"run={key}", *parts])
+        return self.layout.customer.run(key).path(zone, *parts)
 
     def customer_path(self, zone: str) -> str:
         """The folder of every run of this pipeline and customer in ``zone``."""
-        return "/".join(
-            [self.lake_uri.rstrip("/"), zone, self.pipeline, f"customer={self.customer}"]
-        )
+        return self.layout.customer.zone(zone)
 
 
 def load_json_env(env: dict[str, str], name: str) -> dict[str, Any]:

@@ -19,11 +19,15 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+# the lake zones of the labelled training table and of the unlabelled table that gets scored
+from mlplatform_contract import layout
 from model_steps.contract import CheckFailed
 from model_steps.model_api import CUTOFF_COLUMN, Model, ModelContext, Window
 
-FEATURES = "features"  # the lake zone of the labelled training table
-POPULATION = "population"  # the lake zone of the unlabelled table that gets scored
+# the lake zones of the labelled training table and of the unlabelled table that gets scored
+FEATURES = layout.FEATURES
+POPULATION = layout.POPULATION
+
 SPARK_TYPES = {"string": "string", "int": "int", "double": "double", "date": "date"}
 # Spark's simple type names that hold numbers (decimal(p,s) matched by prefix)
 _NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double", "decimal", "boolean")

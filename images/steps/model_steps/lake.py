@@ -17,10 +17,14 @@ import json
 import os
 import tempfile
 import uuid
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-MANIFEST = "_MANIFEST.json"
+from mlplatform_contract.layout import MANIFEST, join
+
+T = TypeVar("T")
 
 
 def fsspec_uri(uri: str) -> str:
@@ -53,10 +57,6 @@ def filesystem(uri: str):  # type: ignore[no-untyped-def]
         return fsspec.filesystem("file"), local_path(uri)
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
-
-
-def join(*parts: str) -> str:
-    return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
 
 
 def exists(uri: str) -> bool:
@@ -165,6 +165,61 @@ def read_manifest(table_uri: str) -> dict[str, Any]:
     return read_json(uri)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One write of a table: its parts go below :attr:`uri`; :meth:`commit` makes it the table.
+
+    The one commit protocol of every table (ingest's, score's, the campaign's, the monitor's):
+    parts into a fresh ``attempt=<id>/`` folder, then the manifest naming the attempt and its files
+    (the commit point: one atomic write), then the older attempts of a retry are removed."""
+
+    table_uri: str
+    name: str
+
+    @property
+    def uri(self) -> str:
+        return join(self.table_uri, self.name)
+
+    def commit(self, manifest: dict[str, Any], files: list[str]) -> dict[str, Any]:
+        """Write the manifest (plus attempt, files, committed_at), drop older attempts."""
+        import datetime as dt
+
+        committed = {
+            **manifest,
+            "attempt": self.name,
+            "files": files,
+            "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        write_json_atomic(join(self.table_uri, MANIFEST), committed)  # the commit point
+        for d in list_dirs(self.table_uri):  # a retry's older attempts are garbage now
+            if d.startswith("attempt=") and d != self.name:
+                remove_tree(join(self.table_uri, d))
+        return committed
+
+
+def new_attempt(table_uri: str) -> Attempt:
+    return Attempt(table_uri, f"attempt={new_attempt_id()}")
+
+
+def once(
+    uri: str,
+    compute: Callable[[], T],
+    *,
+    load: Callable[[Any], T] = lambda v: v,
+    dump: Callable[[T], Any] = lambda v: v,
+    keep: Callable[[T], bool] = lambda v: True,
+) -> T:
+    """The one idempotency guard: the result committed at ``uri`` when a try already made it (a
+    retry returns it unchanged), else ``compute()``, committed (JSON, atomically) when ``keep``
+    says so (a Horovod rank other than 0 keeps nothing), and returned."""
+    if exists(uri):
+        return load(read_json(uri))
+    value = compute()
+    if keep(value):
+        write_json_atomic(uri, dump(value))
+    return value
+
+
 def commit_parquet_table(
     table_uri: str, tables: Any, manifest_fields: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -174,13 +229,10 @@ def commit_parquet_table(
     manifest is written last (the commit point), then older attempts of a retry are removed. Returns
     the manifest.
     """
-    import datetime as dt
-
     import pyarrow.parquet as pq
 
-    attempt = f"attempt={new_attempt_id()}"
-    out_uri = join(table_uri, attempt)
-    fs, out_path = filesystem(out_uri)
+    attempt = new_attempt(table_uri)
+    fs, out_path = filesystem(attempt.uri)
     fs.makedirs(out_path, exist_ok=True)
     files: list[str] = []
     rows = 0
@@ -192,19 +244,7 @@ def commit_parquet_table(
         files.append(name)
         rows += table.num_rows
         schema = schema or {f.name: str(f.type) for f in table.schema}
-    manifest = {
-        **(manifest_fields or {}),
-        "attempt": attempt,
-        "files": files,
-        "rows": rows,
-        "schema": schema or {},
-        "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    write_json_atomic(join(table_uri, MANIFEST), manifest)  # the commit point
-    for d in list_dirs(table_uri):
-        if d.startswith("attempt=") and d != attempt:
-            remove_tree(join(table_uri, d))
-    return manifest
+    return attempt.commit({**(manifest_fields or {}), "rows": rows, "schema": schema or {}}, files)
 
 
 def read_parquet_table(table_uri: str, columns: list[str] | None = None):  # type: ignore[no-untyped-def]

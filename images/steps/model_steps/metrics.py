@@ -12,13 +12,16 @@ longer reports disappear; a failed step only *adds* its status metrics (POST), s
 the last good run's figures and ``mlops_step_last_success_timestamp_seconds``, which the alert
 "has not succeeded within its schedule" reads (helm/platform/templates/prometheusrules.yaml).
 
-The figures come from the step's result dict through one mapping (:func:`samples`): the numeric
-leaves of a named section become one family labelled by ``name`` (``metrics`` -> holdout metrics,
-``realized``/``uplift`` -> the monitor step's, ``drift`` -> PSI and its thresholds), a few top-level
-keys get their own family (rows, records sent, the gate decision), and every other numeric figure
-(to :data:`MAX_DEPTH` levels) is ``mlops_step_value{name=...}``. No per-step code: a new step or a
-new figure is pushed without a change here. :data:`METRICS` is the one list of metric names; the
-Grafana dashboard and the alert rules are checked against it (tests/delivery/test_delivery_monitoring.py).
+The figures come from the step's result model (mlplatform_contract.results) through one mapping
+(:func:`samples`): a field whose metadata names a section family has its numeric leaves as one
+family labelled by ``name`` (``metrics`` -> holdout metrics, ``realized``/``uplift`` -> the monitor
+step's, ``drift`` -> PSI and its thresholds), a field naming a family of its own is that family
+(rows, records sent, records the CRM refused, the gate decision), and every other numeric figure
+(to :data:`MAX_DEPTH` levels) is ``mlops_step_value{name=...}``. No per-step code here: a new
+figure is a new field of the step's model. A failed publish still pushes its partial result
+(``failed_records``), added to the group like the other failure metrics. :data:`METRICS` is the
+one list of metric names; the Grafana dashboard and the alert rules are checked against it
+(tests/delivery/test_delivery_monitoring.py).
 """
 
 from __future__ import annotations
@@ -29,12 +32,26 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from mlplatform_contract.environment import EnvironmentError_, StepEnvironment
+from mlplatform_contract.results import RESULTS, VERSION_FIELDS, AnyResult
+
 log = logging.getLogger(__name__)
 
 ENV_PUSHGATEWAY_URL = "MLOPS_PUSHGATEWAY_URL"
 JOB = "mlops_step"
 # e.g. raw_rows.<table>, expectations.failed_critical; deeper tables are per-table copies
 MAX_DEPTH = 2
+
+
+def _union_families() -> tuple[dict[str, str], dict[str, str]]:
+    named: dict[str, str] = {}
+    sections: dict[str, str] = {}
+    for model in RESULTS.values():
+        own_named, own_sections = model.families()
+        named |= own_named
+        sections |= own_sections
+    return named, sections
+
 
 # metric name -> help. The one list the dashboard and the alert rules may read.
 METRICS: dict[str, str] = {
@@ -54,23 +71,10 @@ METRICS: dict[str, str] = {
     "mlops_step_last_run_timestamp_seconds": "When the step last ended, however it ended.",
     "mlops_step_last_success_timestamp_seconds": "When the step last ended with exit 0 or 99.",
 }
-# a result section whose numeric leaves form one family, labelled by name
-SECTIONS: dict[str, str] = {
-    "metrics": "mlops_holdout_metric",
-    "candidate": "mlops_candidate_metric",
-    "champion": "mlops_champion_metric",
-    "realized": "mlops_realized_metric",
-    "uplift": "mlops_uplift",
-    "drift": "mlops_drift",
-}
-# a top-level key with a family of its own (it is also an mlops_step_value)
-NAMED: dict[str, str] = {
-    "rows": "mlops_rows",
-    "sent_records": "mlops_records_sent",
-    "failed_records": "mlops_records_failed",
-    "passed": "mlops_gate_passed",
-}
-VERSION_KEYS = ("model_version", "scoring_version", "candidate_version")
+# The families of result fields come from the step result models (mlplatform_contract.results: a
+# field's metadata names its family). A plain dict (a model's own step, or a test's trimmed result)
+# is read with the union of every model's families.
+NAMED, SECTIONS = _union_families()
 
 Sample = tuple[str, dict[str, str], float]
 
@@ -94,21 +98,28 @@ def _leaves(tree: Mapping[str, Any], depth: int, prefix: str = "") -> Iterator[t
             yield name, number
 
 
-def model_version(result: Mapping[str, Any]) -> str:
+def model_version(result: AnyResult | Mapping[str, Any]) -> str:
     """The model version the step worked with ('' for steps before train)."""
-    return next((str(result[k]) for k in VERSION_KEYS if result.get(k) is not None), "")
+    if not isinstance(result, Mapping):
+        return result.version_label()
+    return next((str(result[k]) for k in VERSION_FIELDS if result.get(k) is not None), "")
 
 
-def samples(result: Mapping[str, Any]) -> list[Sample]:
-    """The one mapping from a step's result dict to (metric, labels, value) samples."""
+def samples(result: AnyResult | Mapping[str, Any]) -> list[Sample]:
+    """The one mapping from a step's result to (metric, labels, value) samples: a result model's
+    fields name their families; a plain dict is read with every model's."""
     labels = {"model_version": model_version(result)}
+    if isinstance(result, Mapping):
+        named, sections, data = NAMED, SECTIONS, result
+    else:
+        (named, sections), data = result.families(), result.to_xcom()
     out: list[Sample] = []
-    for key, value in result.items():
-        if key in SECTIONS and isinstance(value, Mapping):
-            out += [(SECTIONS[key], {**labels, "name": n}, v) for n, v in _leaves(value, 8)]
+    for key, value in data.items():
+        if key in sections and isinstance(value, Mapping):
+            out += [(sections[key], {**labels, "name": n}, v) for n, v in _leaves(value, 8)]
             continue
-        if key in NAMED and (number := _number(value)) is not None:
-            out.append((NAMED[key], labels, number))
+        if key in named and (number := _number(value)) is not None:
+            out.append((named[key], labels, number))
         tree = {key: value}
         out += [("mlops_step_value", {**labels, "name": n}, v) for n, v in _leaves(tree, MAX_DEPTH)]
     return out
@@ -151,17 +162,23 @@ def push(
     key: dict[str, str],
     exit_code: int,
     seconds: float,
-    result: Mapping[str, Any] | None,
+    result: AnyResult | Mapping[str, Any] | None,
+    *,
+    replace: bool | None = None,
 ) -> bool:
     """Push one step's metrics; True when the gateway took them. Never raises."""
-    url = env.get(ENV_PUSHGATEWAY_URL, "").strip()
+    try:
+        url = StepEnvironment.of(env).pushgateway_url
+    except EnvironmentError_ as exc:  # metrics must never fail the step
+        log.warning("metrics: %s; nothing pushed", exc)
+        return False
     if not url:
         log.info("metrics: %s is not set, nothing pushed", ENV_PUSHGATEWAY_URL)
         return False
     try:
         rows = status_samples(exit_code, seconds) + (samples(result) if result is not None else [])
         registry = registry_of(rows)
-        _send(url, key, registry, replace=result is not None)
+        _send(url, key, registry, replace=result is not None if replace is None else replace)
     except Exception as exc:  # metrics must never fail the step
         log.warning("metrics: could not push to %s (%s); the step goes on", url, exc)
         return False

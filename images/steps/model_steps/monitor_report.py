@@ -15,6 +15,8 @@ import io
 import logging
 from typing import Any
 
+from mlplatform_contract.layout import MONITORING
+from mlplatform_contract.results import MonitoredRun, RetrainDecision
 from mlplatform_contract.tasks import TASKS
 from model_steps import lake, monitoring
 from model_steps.contract import StepContext
@@ -22,18 +24,17 @@ from model_steps.model_loader import LoadedModel
 
 log = logging.getLogger(__name__)
 
-MONITOR_ZONE = "monitoring"
-REPORT_DIR = "report"
+MONITOR_ZONE = MONITORING
 
 
-def history(ctx: StepContext) -> list[dict[str, Any]]:
+def history(ctx: StepContext) -> list[MonitoredRun]:
     """Every committed monitoring result of this pipeline and customer, by data date."""
     root, found = ctx.customer_path(MONITOR_ZONE), []
     for folder in lake.list_dirs(root):
         uri = lake.join(root, folder)
         if folder.startswith("run=") and lake.exists(lake.join(uri, lake.MANIFEST)):
-            found.append(lake.read_manifest(uri)["figures"])
-    return sorted(found, key=lambda f: (f["data_date"], f["scored_run_key"]))
+            found.append(MonitoredRun.model_validate(lake.read_manifest(uri)["figures"]))
+    return sorted(found, key=lambda f: (f.data_date, f.scored_run_key))
 
 
 def thresholds(loaded: LoadedModel) -> dict[str, float]:
@@ -47,7 +48,7 @@ def plotted_metrics(loaded: LoadedModel) -> list[str]:
     return [first, *[m for m in sorted(thresholds(loaded)) if m != first]]
 
 
-def trend_png(loaded: LoadedModel, runs: list[dict[str, Any]]) -> bytes:
+def trend_png(loaded: LoadedModel, runs: list[MonitoredRun]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,9 +56,9 @@ def trend_png(loaded: LoadedModel, runs: list[dict[str, Any]]) -> bytes:
 
     metrics, bounds = plotted_metrics(loaded), thresholds(loaded)
     fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 2.6 * len(metrics)), squeeze=False)
-    days = [r["data_date"] for r in runs]
+    days = [r.data_date for r in runs]
     for ax, metric in zip(axes[:, 0], metrics, strict=True):
-        ax.plot(days, [r["realized"].get(metric) for r in runs], marker="o", label="realized")
+        ax.plot(days, [r.realized.get(metric) for r in runs], marker="o", label="realized")
         if metric in bounds:
             ax.axhline(bounds[metric], color="tab:red", linestyle="--", label="gate threshold")
         ax.set_title(f"{loaded.model.name} / {metric} per scored run")
@@ -71,8 +72,8 @@ def trend_png(loaded: LoadedModel, runs: list[dict[str, Any]]) -> bytes:
     return out.getvalue()
 
 
-def _row(run: dict[str, Any], metrics: list[str]) -> str:
-    up = run["uplift"]
+def _row(run: MonitoredRun, metrics: list[str]) -> str:
+    up = run.uplift
     if up.get("verdict") == "inconclusive":
         lift = f"inconclusive ({up['n_treated']} treated, {up['n_control']} control)"
     else:
@@ -80,15 +81,19 @@ def _row(run: dict[str, Any], metrics: list[str]) -> str:
             f"{up['difference']:+.4f} [{up['ci_low']:+.4f}, {up['ci_high']:+.4f}] "
             f"{up['verdict']} ({up['n_treated']} / {up['n_control']})"
         )
-    cells = [run["data_date"], run["scored_run_key"], f"v{run['model_version']}"]
-    cells += [f"{run['realized'].get(m, float('nan')):.4f}" for m in metrics]
+    cells = [run.data_date, run.scored_run_key, f"v{run.model_version}"]
+    cells += [f"{_value(run.realized.get(m)):.4f}" for m in metrics]
     return "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in [*cells, lift]) + "</tr>"
 
 
-def write(ctx: StepContext, loaded: LoadedModel, runs: list[dict[str, Any]]) -> str:
+def _value(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
+def write(ctx: StepContext, loaded: LoadedModel, runs: list[MonitoredRun]) -> str:
     """Rewrite the report from the whole history; returns its index.html URI."""
     metrics = plotted_metrics(loaded)
-    folder = lake.join(ctx.customer_path(MONITOR_ZONE), REPORT_DIR)
+    folder = ctx.layout.customer.monitoring_report
     lake.write_bytes_atomic(lake.join(folder, "trend.png"), trend_png(loaded, runs))
     head = "".join(f"<th>{m}</th>" for m in ["data date", "scored run", "version", *metrics])
     body = "\n".join(_row(r, metrics) for r in runs)
@@ -106,11 +111,11 @@ def write(ctx: StepContext, loaded: LoadedModel, runs: list[dict[str, Any]]) -> 
     return index
 
 
-def degradation(loaded: LoadedModel, latest: dict[str, Any]) -> list[str]:
+def degradation(loaded: LoadedModel, latest: MonitoredRun) -> list[str]:
     """The gate's thresholds the latest realized figures miss."""
     info, reasons = TASKS[loaded.model.task], []
     for metric, bound in sorted(thresholds(loaded).items()):
-        value = latest["realized"].get(metric)
+        value = latest.realized.get(metric)
         if value is not None and value == value and not info.better(metric, value, bound):
             reasons.append(f"realized {metric} {value:.4f} misses the gate threshold {bound}")
     return reasons
@@ -118,17 +123,11 @@ def degradation(loaded: LoadedModel, latest: dict[str, Any]) -> list[str]:
 
 def champion(ctx: StepContext) -> tuple[str, dt.datetime] | None:
     """(version, registered at) of the champion, or None without one."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from model_steps.steps.evaluate import ALIAS
-    from model_steps.tracking import connect, registered_model_name, tracking_uri
+    from model_steps.tracking import champion_version, connect, registered_model_name, tracking_uri
 
     connect(tracking_uri(ctx))
-    name = registered_model_name(ctx.pipeline, ctx.customer)
-    try:
-        mv = mlflow.MlflowClient().get_model_version_by_alias(name, ALIAS)
-    except MlflowException:
+    mv = champion_version(registered_model_name(ctx.pipeline, ctx.customer))
+    if mv is None:
         return None
     return str(mv.version), dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
 
@@ -148,35 +147,35 @@ def champion_drift(loaded: LoadedModel, version: str, scored: list[Any]) -> floa
 
 
 def retrain_decision(
-    ctx: StepContext, loaded: LoadedModel, runs: list[dict[str, Any]], scored: list[Any]
-) -> dict[str, Any]:
+    ctx: StepContext, loaded: LoadedModel, runs: list[MonitoredRun], scored: list[Any]
+) -> RetrainDecision:
     """Whether to ask for retraining: the champion degraded or drifted, outside the cool-down."""
     settings = loaded.platform.monitoring
     if not settings.retrain_on_degradation:
-        return {"requested": False, "reasons": ["monitoring.retrain_on_degradation is off"]}
+        return RetrainDecision(
+            requested=False, reasons=["monitoring.retrain_on_degradation is off"]
+        )
     current = champion(ctx)
     if current is None:
-        return {"requested": False, "reasons": ["no champion yet"]}
+        return RetrainDecision(requested=False, reasons=["no champion yet"])
     version, registered = current
-    own = [r for r in runs if r["model_version"] == version]
+    own = [r for r in runs if r.model_version == version]
     reasons = degradation(loaded, own[-1]) if own else []
     drift = champion_drift(loaded, version, scored)
     if drift is not None and drift > loaded.platform.validation.drift_psi_fail:
         reasons.append(f"score drift PSI {drift:.3f} > drift_psi_fail")
     until = registered + dt.timedelta(hours=settings.retrain_cooldown_hours)
     cooling = dt.datetime.now(dt.UTC) < until
-    decision = {
-        "requested": bool(reasons) and not cooling,
-        "degraded": bool(reasons),
-        "reasons": reasons or [f"champion v{version} is healthy"],
-        "champion_version": version,
-        "score_drift_psi": drift,
-        "cooldown_until": until.isoformat(timespec="seconds"),
-    }
+    decision = RetrainDecision(
+        requested=bool(reasons) and not cooling,
+        degraded=bool(reasons),
+        reasons=reasons or [f"champion v{version} is healthy"],
+        champion_version=version,
+        score_drift_psi=drift,
+        cooldown_until=until.isoformat(timespec="seconds"),
+    )
     if reasons and cooling:
-        decision["reasons"].append(
-            f"but v{version} is in its cool-down until {until:%Y-%m-%d %H:%M}"
-        )
-    log.info("retraining %s: %s", "requested" if decision["requested"] else "not requested",
-             "; ".join(decision["reasons"]))  # fmt: skip
+        decision.reasons.append(f"but v{version} is in its cool-down until {until:%Y-%m-%d %H:%M}")
+    log.info("retraining %s: %s", "requested" if decision.requested else "not requested",
+             "; ".join(decision.reasons))  # fmt: skip
     return decision

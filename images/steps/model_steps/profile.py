@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mlplatform_contract.lake_zones import EVALUATION, REFERENCE
+from mlplatform_contract.layout import CustomerLayout
 from model_steps import lake
 from model_steps.model_api import Model
 
@@ -97,20 +97,16 @@ def drift(reference: dict[str, Any], df: Any) -> dict[str, float]:
 
 
 def champion_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
-    """The champion's training profile: evaluate writes it when it moves the alias, in its own zone
-    (only the gate may say what the champion looks like; lake_zones.json)."""
-    return lake.join(
-        lake_uri, EVALUATION, pipeline, f"customer={tenant}", "champion", "feature_profile.json"
-    )
+    return CustomerLayout(lake_uri, pipeline, tenant).champion_profile
 
 
 def baseline_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
-    return lake.join(lake_uri, REFERENCE, pipeline, f"customer={tenant}", "feature_profile.json")
+    return CustomerLayout(lake_uri, pipeline, tenant).baseline_profile
 
 
 def last_population_profile_uri(lake_uri: str, pipeline: str, tenant: str) -> str:
     """The profile of the last population that passed validation: the next one's drift reference."""
-    return lake.join(lake_uri, REFERENCE, pipeline, f"customer={tenant}", "population_profile.json")
+    return CustomerLayout(lake_uri, pipeline, tenant).last_population_profile
 
 
 def load_reference(uri: str, model: Model) -> dict[str, Any]:

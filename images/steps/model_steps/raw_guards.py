@@ -144,30 +144,7 @@ def key_findings(
         total = dups.agg(F.sum(F.col("n") - 1).alias("d")).collect()[0]["d"]
         if not total:
             return []  # only hash collisions
-        pairs = (
-            dups.select(
-                F.col("files")[0].alias("first"),
-                F.explode(F.expr("slice(files, 2, size(files))")).alias("other"),
-            )
-            .groupBy("first", "other")
-            .agg(F.count(F.lit(1)).alias("n"))
-            .orderBy(F.desc("n"))
-            .limit(20)
-            .collect()
-        )
-        out = []
-        for p in pairs:
-            first, other, n = p["first"], p["other"], int(p["n"])
-            if first == other:
-                continue
-            rows = file_rows.get(other, 0)
-            if n >= 2 and n >= REDELIVERY_SHARE * rows:
-                out.append(
-                    f"{spec.name}: {rel(other)} re-delivers {rel(first)}: {n} of its {rows} "
-                    f"row(s) repeat {key} values of that drop (re-delivery: >= "
-                    f"{REDELIVERY_SHARE:.0%} of a drop's rows); every record would be counted "
-                    "twice: remove one of the two files"
-                )
+        out = _redeliveries(spec, dups, file_rows, rel)
         sample = dups.orderBy(key).limit(examples).collect()
         eg = "; ".join(
             f"{key}={r[key]!r} x{r['n']} in "
@@ -181,6 +158,39 @@ def key_findings(
         return out
     finally:
         dups.unpersist()
+
+
+def _redeliveries(
+    spec: RawTable, dups: Any, file_rows: dict[str, int], rel: Callable[[str], str]
+) -> list[str]:
+    """A drop whose rows mostly repeat another drop's keys: a re-delivery, named as such."""
+    from pyspark.sql import functions as F
+
+    pairs = (
+        dups.select(
+            F.col("files")[0].alias("first"),
+            F.explode(F.expr("slice(files, 2, size(files))")).alias("other"),
+        )
+        .groupBy("first", "other")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .orderBy(F.desc("n"))
+        .limit(20)
+        .collect()
+    )
+    out = []
+    for p in pairs:
+        first, other, n = p["first"], p["other"], int(p["n"])
+        if first == other:
+            continue
+        rows = file_rows.get(other, 0)
+        if n >= 2 and n >= REDELIVERY_SHARE * rows:
+            out.append(
+                f"{spec.name}: {rel(other)} re-delivers {rel(first)}: {n} of its {rows} "
+                f"row(s) repeat {spec.key} values of that drop (re-delivery: >= "
+                f"{REDELIVERY_SHARE:.0%} of a drop's rows); every record would be counted "
+                "twice: remove one of the two files"
+            )
+    return out
 
 
 # ---- 3. foreign keys ----------------------------------------------------------------------------

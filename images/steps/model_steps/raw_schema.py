@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mlplatform_contract.layout import CustomerLayout
+
 Severity = Literal["error", "warning"]
 
 
@@ -74,7 +76,7 @@ class RawTable:
 
 
 def raw_table_root(lake_uri: str, tenant: str, table: str) -> str:
-    return f"{lake_uri.rstrip('/')}/raw/customer={tenant}/{table}"
+    return CustomerLayout(lake_uri, "", tenant).raw_table(table)
 
 
 def raw_file_path(lake_uri: str, tenant: str, table: RawTable, day: str) -> str:

@@ -7,11 +7,9 @@ so a half-written attempt is never seen.
 
 from __future__ import annotations
 
-from model_steps import lake
+from mlplatform_contract.layout import SCORES
 from model_steps.contract import StepContext
 from model_steps.model_api import Model
-
-ENV_SCORES_URI = "SCORES_URI"
 
 
 def score_columns(model: Model) -> tuple[str, str, str]:
@@ -21,11 +19,10 @@ def score_columns(model: Model) -> tuple[str, str, str]:
 
 
 def scores_root(ctx: StepContext) -> str:
-    """The folder of every scored run of this pipeline and customer."""
-    root = ctx.env.get(ENV_SCORES_URI) or lake.join(ctx.lake_uri, "scores")
-    return lake.join(root, ctx.pipeline, f"customer={ctx.customer}")
+    """The folder of every scored run of this pipeline and customer (mlplatform_contract.layout)."""
+    return ctx.layout.customer.zone(SCORES)
 
 
 def scores_table_uri(ctx: StepContext, run_key: str | None = None) -> str:
     """One run's scores table (this run's unless ``run_key`` names another)."""
-    return lake.join(scores_root(ctx), f"run={run_key or ctx.run_key}")
+    return ctx.layout.customer.run(run_key or ctx.run_key).scores

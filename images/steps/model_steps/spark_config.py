@@ -36,6 +36,7 @@ import os
 import sys
 from typing import Any
 
+from mlplatform_contract.environment import StepEnvironment
 from mlplatform_contract.settings import SparkSettings
 from model_steps import startup
 from model_steps.contract import UsageError
@@ -43,7 +44,6 @@ from model_steps.contract import UsageError
 # data.spark's defaults: the one settings schema's (tests and benchmarks may add master/extra_conf)
 SPARK_DEFAULTS: dict[str, Any] = SparkSettings().model_dump()
 
-ENV_SPARK_MASTER = "MLOPS_SPARK_MASTER"
 EXECUTOR_POD_TEMPLATE = "/etc/mlops/spark/executor-pod-template.yaml"
 DRIVER_PORT, BLOCK_MANAGER_PORT = 7078, 7079
 
@@ -74,10 +74,10 @@ def spark_conf(
     config: dict[str, Any] | None, lake_uri: str, env: dict[str, str] | None = None
 ) -> dict[str, str]:
     """The full ``{key: value}`` Spark configuration for this step invocation."""
-    env = dict(os.environ if env is None else env)
+    settings = StepEnvironment.of(env)
     given = dict(((config or {}).get("data") or {}).get("spark") or {})
     sc = {**SPARK_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
-    master = env.get(ENV_SPARK_MASTER) or str(given.get("master", "local[2]"))
+    master = settings.spark_master or str(given.get("master", "local[2]"))
     on_k8s = master.startswith("k8s://")
     conf: dict[str, str] = {
         "spark.master": master,
@@ -100,35 +100,34 @@ def spark_conf(
         conf["spark.sql.sources.parallelPartitionDiscovery.threshold"] = "100000"
     if lake_uri.startswith(("s3://", "s3a://")):
         conf.update(S3A_CONF)
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-        if region:
-            conf["spark.hadoop.fs.s3a.endpoint.region"] = region
-        if env.get("S3_ENDPOINT_URL"):  # e.g. a local S3 stand-in
-            conf["spark.hadoop.fs.s3a.endpoint"] = env["S3_ENDPOINT_URL"]
+        if settings.aws_region:
+            conf["spark.hadoop.fs.s3a.endpoint.region"] = settings.aws_region
+        if settings.s3_endpoint_url:  # e.g. a local S3 stand-in
+            conf["spark.hadoop.fs.s3a.endpoint"] = settings.s3_endpoint_url
             conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
     if on_k8s:
-        conf.update(_executor_conf(sc, env))
+        conf.update(_executor_conf(sc, settings))
     for k, v in dict(sc.get("extra_conf") or {}).items():
         conf[str(k)] = str(v)
     return conf
 
 
-def _executor_conf(sc: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+def _executor_conf(sc: dict[str, Any], env: StepEnvironment) -> dict[str, str]:
     """Client mode: this step's pod is the driver; executors are pods it creates beside it."""
-    image = env.get("SPARK_EXECUTOR_IMAGE")
+    image = env.spark_executor_image or None
     if not image or "@sha256:" not in image:
         raise UsageError(
             f"Spark executors need SPARK_EXECUTOR_IMAGE pinned by digest (got {image!r}); the "
             "kubernetes runtime sets it to the ingest image when data.spark.executors > 0"
         )
-    account = env.get("SPARK_EXECUTOR_SERVICE_ACCOUNT", "spark-executor")
+    account = env.spark_executor_service_account
     executors = str(sc.get("executors") or sc.get("executor_instances") or 1)
-    namespace = env.get("SPARK_EXECUTOR_NAMESPACE", "ml-spark")
+    namespace = env.spark_executor_namespace
     # Executors are owned by the driver pod (they go when the step's pod goes) only when they share
     # its namespace: Spark looks the driver pod up in the executors' namespace. In their own
     # namespace they exit when the driver stops answering, and Spark deletes them on stop.
-    same_namespace = namespace == env.get("SPARK_DRIVER_NAMESPACE", namespace)
-    owner = {"spark.kubernetes.driver.pod.name": env.get("HOSTNAME", "")} if same_namespace else {}
+    same_namespace = namespace == (env.spark_driver_namespace or namespace)
+    owner = {"spark.kubernetes.driver.pod.name": env.hostname} if same_namespace else {}
     return {
         **owner,
         "spark.submit.deployMode": "client",
@@ -137,7 +136,7 @@ def _executor_conf(sc: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
         "spark.kubernetes.container.image.pullPolicy": "IfNotPresent",
         "spark.kubernetes.authenticate.driver.serviceAccountName": account,
         "spark.kubernetes.executor.serviceAccountName": account,
-        "spark.driver.host": env.get("POD_IP", "0.0.0.0"),
+        "spark.driver.host": env.pod_ip,
         "spark.driver.bindAddress": "0.0.0.0",
         "spark.driver.port": str(DRIVER_PORT),
         "spark.driver.blockManager.port": str(BLOCK_MANAGER_PORT),

@@ -27,6 +27,7 @@ from typing import Any
 
 import tenacity
 
+from mlplatform_contract.environment import StepEnvironment
 from mlplatform_contract.registry_access import (  # re-exported: one definition for both sides
     experiment_name as experiment_name,
 )
@@ -34,10 +35,7 @@ from mlplatform_contract.registry_access import (
     registered_model_name as registered_model_name,
 )
 from model_steps.contract import (
-    ENV_GIT_SHA,
-    ENV_IMAGE_DIGEST,
     ENV_MLFLOW_URI,
-    ENV_TRY_NUMBER,
     StepContext,
     StepError,
     missing_setting,
@@ -51,8 +49,27 @@ MLFLOW_CLIENT_DEFAULTS = {
 }
 
 
+# The registry alias of the model that scores a customer: evaluate moves it, score and the monitor
+# read it (champion_version, the one lookup).
+CHAMPION_ALIAS = "champion"
+
+
+def champion_version(name: str) -> Any | None:
+    """The MLflow ModelVersion of ``name`` behind @champion, or None without one (the tracking
+    server is already connected)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        if exc.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+            raise  # no access is not "no champion": the step must fail, not train a first one
+        return None
+
+
 def tracking_uri(ctx: StepContext) -> str:
-    uri = ctx.env.get(ENV_MLFLOW_URI, "").strip()
+    uri = ctx.settings.mlflow_tracking_uri
     if not uri:
         raise missing_setting(ENV_MLFLOW_URI)
     return uri
@@ -81,9 +98,7 @@ def wait_for_server(uri: str, *, budget_s: float | None = None, sleep=time.sleep
     """
     if not uri.startswith(("http://", "https://")):
         return 0.0  # file:, sqlite: stores need no server
-    budget = float(
-        os.environ.get("MLOPS_MLFLOW_WAIT_S", DEFAULT_WAIT_S) if budget_s is None else budget_s
-    )
+    budget = StepEnvironment.of().mlflow_wait_s if budget_s is None else float(budget_s)
     started, slept = time.monotonic(), [0.0]
 
     def pause(seconds: float) -> None:
@@ -127,21 +142,21 @@ def connect(uri: str) -> None:
 
 def run_tags(ctx: StepContext, extra: dict[str, Any] | None = None) -> dict[str, str]:
     """Tags every training run carries: who (customer, pipeline), which Airflow run, which code."""
-    env = ctx.env
+    env = ctx.settings
     tags = {
         "pipeline": ctx.pipeline,
         "customer": ctx.customer,
         "data_date": ctx.data_date.isoformat(),
-        "airflow.dag_id": env.get("AIRFLOW_CTX_DAG_ID") or f"{ctx.pipeline}__{ctx.customer}",
-        "airflow.run_id": env.get("AIRFLOW_CTX_DAG_RUN_ID") or ctx.run_id,
-        "airflow.task_id": env.get("AIRFLOW_CTX_TASK_ID") or ctx.step,
-        "airflow.try_number": env.get(ENV_TRY_NUMBER, ""),
+        "airflow.dag_id": env.dag_id or f"{ctx.pipeline}__{ctx.customer}",
+        "airflow.run_id": env.dag_run_id or ctx.run_id,
+        "airflow.task_id": env.task_id or ctx.step,
+        "airflow.try_number": env.try_number,
         "run_key": ctx.run_key,
-        "git_sha": env.get(ENV_GIT_SHA, "unknown"),
-        "image_digest": env.get(ENV_IMAGE_DIGEST, "unknown"),
-        "runtime": env.get("MLOPS_RUNTIME", "local"),
+        "git_sha": env.git_sha or "unknown",
+        "image_digest": env.image_digest,
+        "runtime": env.runtime,
     }
-    if env.get(ENV_GIT_SHA):
-        tags["mlflow.source.git.commit"] = env[ENV_GIT_SHA]
+    if env.git_sha:
+        tags["mlflow.source.git.commit"] = env.git_sha
     tags.update({k: str(v) for k, v in (extra or {}).items()})
     return {k: v for k, v in tags.items() if v != ""}

@@ -14,7 +14,7 @@ from mlplatform.images import load_manifest
 from mlplatform.invocation import StepInvocation, literal_env
 from mlplatform.runtime import pods
 from mlplatform.runtime.mpijob import MPIJobOperator, render_mpijob
-from mlplatform.steps import (
+from mlplatform_contract.steps import (
     ENV_TRIAL,
     EXIT_SKIP_DOWNSTREAM,
     NON_RETRYABLE_EXIT_CODES,

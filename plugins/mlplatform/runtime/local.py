@@ -24,7 +24,13 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from mlplatform.invocation import literal_env
-from mlplatform.steps import (
+from mlplatform_contract.environment import control_plane
+from mlplatform_contract.registry_access import (
+    ENV_PASSWORD,
+    ENV_REGISTRY_CREDENTIALS,
+    ENV_USERNAME,
+)
+from mlplatform_contract.steps import (
     ENV_CRM_API_TOKEN,
     ENV_CRM_BASE_URL,
     ENV_GIT_SHA,
@@ -34,11 +40,6 @@ from mlplatform.steps import (
     EXIT_SKIP_DOWNSTREAM,
     NON_RETRYABLE_EXIT_CODES,
     trial_value,
-)
-from mlplatform_contract.registry_access import (
-    ENV_PASSWORD,
-    ENV_REGISTRY_CREDENTIALS,
-    ENV_USERNAME,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -53,7 +54,7 @@ _CONTROL_PLANE_ONLY = (
 
 
 def steps_venv() -> Path:
-    return Path(os.environ.get("MLOPS_STEPS_VENV", DEFAULT_STEPS_VENV))
+    return control_plane().steps_venv or Path(DEFAULT_STEPS_VENV)
 
 
 @cache
@@ -122,7 +123,7 @@ def registry_env(user: str) -> dict[str, str]:
     per-identity Secret. Without the file (a registry without auth), no credentials."""
     from airflow.sdk.log import mask_secret
 
-    path = os.environ.get(ENV_REGISTRY_CREDENTIALS)
+    path = control_plane().registry_credentials
     if not path:
         return {}
     try:

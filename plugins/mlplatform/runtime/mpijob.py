@@ -28,7 +28,8 @@ from kubernetes.client import models as k8s
 from mlplatform.invocation import LITERAL_VARS, StepInvocation
 from mlplatform.profiles import ResourceProfile
 from mlplatform.runtime import pods
-from mlplatform.steps import ENV_TRY_NUMBER, RESULT_LOG_PREFIX
+from mlplatform.runtime.mpijob_api import job_state
+from mlplatform_contract.steps import ENV_TRY_NUMBER, RESULT_LOG_PREFIX
 
 if TYPE_CHECKING:
     from mlplatform.runtime.mpijob_api import MPIJobApi
@@ -137,22 +138,6 @@ def render_mpijob(
             },
         },
     }
-
-
-def job_state(status: dict[str, Any] | None) -> str:
-    """'Succeeded', 'Failed' or 'Running' from the MPIJob's conditions (last true one wins)."""
-    for condition in reversed((status or {}).get("conditions") or []):
-        if condition.get("status") == "True" and condition.get("type") in ("Succeeded", "Failed"):
-            return str(condition["type"])
-    return "Running"
-
-
-def job_started(status: dict[str, Any] | None) -> bool:
-    """Whether the job got past scheduling: its launcher ran (Running) or it already ended."""
-    return any(
-        c.get("status") == "True" and c.get("type") in ("Running", "Succeeded", "Failed")
-        for c in (status or {}).get("conditions") or []
-    )
 
 
 def result_from_log(lines: Sequence[str]) -> dict[str, Any] | None:

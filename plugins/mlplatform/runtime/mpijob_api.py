@@ -220,3 +220,20 @@ def _parse_stamp(text: str) -> dt.datetime | None:
     except ValueError:
         return None
     return stamp + dt.timedelta(microseconds=int((frac or "0")[:6].ljust(6, "0")))
+
+
+# What an MPIJob's status says: read by the operator and by its deferred trigger alike.
+def job_state(status: dict[str, Any] | None) -> str:
+    """'Succeeded', 'Failed' or 'Running' from the MPIJob's conditions (last true one wins)."""
+    for condition in reversed((status or {}).get("conditions") or []):
+        if condition.get("status") == "True" and condition.get("type") in ("Succeeded", "Failed"):
+            return str(condition["type"])
+    return "Running"
+
+
+def job_started(status: dict[str, Any] | None) -> bool:
+    """Whether the job got past scheduling: its launcher ran (Running) or it already ended."""
+    return any(
+        c.get("status") == "True" and c.get("type") in ("Running", "Succeeded", "Failed")
+        for c in (status or {}).get("conditions") or []
+    )

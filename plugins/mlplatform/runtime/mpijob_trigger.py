@@ -15,8 +15,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from mlplatform.runtime.mpijob import job_started, job_state
-from mlplatform.runtime.mpijob_api import MPIJobApi, connect
+from mlplatform.runtime.mpijob_api import MPIJobApi, connect, job_started, job_state
 
 
 class MPIJobTrigger(BaseTrigger):

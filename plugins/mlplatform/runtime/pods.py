@@ -12,14 +12,15 @@ fresh copies so no caller can append into another's.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cache
 
 from kubernetes.client import models as k8s
 
 from mlplatform.profiles import ResourceProfile
-from mlplatform.steps import (
+from mlplatform_contract.environment import control_plane
+from mlplatform_contract.registry_access import ENV_PASSWORD, ENV_USERNAME, step_username
+from mlplatform_contract.steps import (
     ENV_CRM_API_TOKEN,
     ENV_CRM_BASE_URL,
     ENV_GIT_SHA,
@@ -27,7 +28,6 @@ from mlplatform.steps import (
     ENV_TRY_NUMBER,
     StepKind,
 )
-from mlplatform_contract.registry_access import ENV_PASSWORD, ENV_USERNAME, step_username
 
 RUN_AS_USER = 10001
 # Spark on Kubernetes (ingest with data.spark.executors > 0): names shared with helm/platform and
@@ -44,21 +44,13 @@ CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"
 class ClusterSettings:
     """Names shared with the Helm platform chart (helm/platform) and Terraform's IRSA roles."""
 
-    namespace: str = field(
-        default_factory=lambda: os.environ.get("MLOPS_K8S_NAMESPACE", "ml-steps")
-    )
+    namespace: str = field(default_factory=lambda: control_plane().k8s_namespace)
     step_env_configmap: str = "step-env"
-    kubernetes_conn_id: str = field(
-        default_factory=lambda: os.environ.get("MLOPS_K8S_CONN_ID", "kubernetes_default")
-    )
-    deferrable: bool = field(
-        default_factory=lambda: os.environ.get("MLOPS_K8S_DEFERRABLE", "false").lower() == "true"
-    )
+    kubernetes_conn_id: str = field(default_factory=lambda: control_plane().k8s_conn_id)
+    deferrable: bool = field(default_factory=lambda: control_plane().k8s_deferrable)
     # Spark executors: their own namespace and account (helm/platform values sparkExecutors), where
     # an admission policy limits what the driver may create.
-    spark_namespace: str = field(
-        default_factory=lambda: os.environ.get("MLOPS_K8S_SPARK_NAMESPACE", "ml-spark")
-    )
+    spark_namespace: str = field(default_factory=lambda: control_plane().k8s_spark_namespace)
     spark_executor_account: str = "spark-executor"
 
     @staticmethod

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from embedded import pushgateway as gw
+from mlplatform_contract.results import EXAMPLES
 from model_steps import cli, metrics
 from model_steps.contract import SkipDownstream, StepError
 
@@ -178,3 +179,34 @@ def test_a_crashing_step_and_a_gate_skip_are_pushed_too(gateway, monkeypatch, tm
     assert now[("mlops_step_exit_code", "train", "")] == 99
     assert now[("mlops_gate_passed", "train", "")] == 0
     assert ("mlops_step_last_success_timestamp_seconds", "train", "") in now
+
+
+def test_a_failed_publish_pushes_its_refused_records_and_a_success_clears_them(
+    gateway, monkeypatch, tmp_path
+):
+    """The publish step's result model through the CLI: a success replaces the group with
+    failed_records 0; a failure with the CRM's refusals adds mlops_records_failed to it (POST),
+    keeping the last success's figures; the next success replaces it again."""
+    published = EXAMPLES["publish"]
+    refused = published.model_copy(update={"failed_batches": 1, "failed_records": 20})
+    assert run_cli(monkeypatch, tmp_path, gateway, lambda ctx: published) == 0
+    assert served(gateway)[("mlops_records_failed", "train", "")] == 0
+
+    def fails(ctx):
+        raise StepError("the CRM rejected batch mlops-1a2b… with HTTP 422", result=refused)
+
+    assert run_cli(monkeypatch, tmp_path, gateway, fails) == 1
+    after = served(gateway)
+    assert after[("mlops_records_failed", "train", "")] == 20
+    assert after[("mlops_step_exit_code", "train", "")] == 1
+    assert ("mlops_step_last_success_timestamp_seconds", "train", "") in after
+    assert run_cli(monkeypatch, tmp_path, gateway, lambda ctx: published) == 0
+    assert served(gateway)[("mlops_records_failed", "train", "")] == 0
+
+
+def test_result_models_name_the_same_families_as_before() -> None:
+    """The families come from the models' field metadata: every model's figure is the family
+    its dict form had, so a typed result and its XCom JSON push the same samples."""
+    for step, result in EXAMPLES.items():
+        typed, plain = metrics.samples(result), metrics.samples(result.to_xcom())
+        assert sorted(map(repr, typed)) == sorted(map(repr, plain)), step

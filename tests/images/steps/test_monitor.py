@@ -104,11 +104,13 @@ def _land_outcomes(root: Path, treated: list[str]) -> None:
 
 def test_a_run_stays_pending_until_its_window_closes_and_its_drops_land(world):
     early = _ctx(world["root"], DATA_DATE + dt.timedelta(days=5), world["tmp"], "m1")
-    result = monitor.run(early)
+    result = monitor.run(early).to_xcom()
     assert result["status"] == "nothing_due" and result["monitored"] == []
     assert "closes on 2026-07-13" in result["pending"][0]["reason"]
     late = _ctx(world["root"], DATA_DATE + dt.timedelta(days=WINDOW), world["tmp"], "m2")
-    result = monitor.run(late)  # the window has closed, but no drop after the data date landed
+    result = monitor.run(
+        late
+    ).to_xcom()  # the window has closed, but no drop after the data date landed
     assert result["status"] == "nothing_due"
     reason = result["pending"][0]["reason"]
     assert reason.startswith("outcome drops not landed yet: orders (last drop 2026-06-29, needs "
@@ -120,7 +122,7 @@ def test_monitoring_recovers_the_realized_auc_and_the_known_uplift(world):
     root, truth, treated = world["root"], world["truth"], world["treated"]
     _land_outcomes(root, treated)
     ctx = _ctx(root, DATA_DATE + dt.timedelta(days=WINDOW), world["tmp"], "m3")
-    result = monitor.run(ctx)
+    result = monitor.run(ctx).to_xcom()
     assert result["monitored"] == [world["ctx"].run_key]
 
     # the outcome as the generator wrote it, read back with pandas, not through the step
@@ -165,10 +167,12 @@ def test_a_retry_gives_byte_identical_monitoring_output(world):
         return lake.read_bytes(part), json.dumps(manifest["figures"], sort_keys=True)
 
     before = output()
-    again = monitor.run(_ctx(world["root"], ctx.data_date, world["tmp"], "m3", remonitor=True))
+    again = monitor.run(
+        _ctx(world["root"], ctx.data_date, world["tmp"], "m3", remonitor=True)
+    ).to_xcom()
     assert again["monitored"] == [world["ctx"].run_key]
     assert output() == before
-    assert monitor.run(ctx)["status"] == "nothing_due"  # monitored once, not again
+    assert monitor.run(ctx).to_xcom()["status"] == "nothing_due"  # monitored once, not again
 
 
 def test_a_campaign_without_effect_is_not_reported_as_a_win(tmp_path, spark):
@@ -178,6 +182,8 @@ def test_a_campaign_without_effect_is_not_reported_as_a_win(tmp_path, spark):
     )
     _scored_and_published(root, tmp_path, _truth())
     _land_outcomes(root, [])  # the offer changed nothing
-    result = monitor.run(_ctx(root, DATA_DATE + dt.timedelta(days=WINDOW), tmp_path, "m1"))
+    result = monitor.run(
+        _ctx(root, DATA_DATE + dt.timedelta(days=WINDOW), tmp_path, "m1")
+    ).to_xcom()
     assert result["uplift"]["verdict"] != "win", result["uplift"]
     assert result["uplift"]["ci_low"] <= 0 <= result["uplift"]["ci_high"]

@@ -31,7 +31,8 @@ from publish_helpers import (
     write_scores,
 )
 
-from model_steps import lake, scoring
+from mlplatform_contract.results import PublishResult
+from model_steps import lake, metrics, scoring
 from model_steps.contract import StepContext, StepError, run_key
 from model_steps.crm import CrmClient, CrmError, mask, parse_retry_after, redact_url
 from model_steps.steps import publish
@@ -418,7 +419,9 @@ def test_publish_reads_what_the_score_step_writes(tmp_path, lake_uri):
     server, _ = serve(str(tmp_path / "crm.sqlite"), 0, "tk")
     try:
         env = {"LAKE_URI": lake_uri, "CRM_BASE_URL": server.url, "CRM_API_TOKEN": "tk"}
-        result = publish.run(context(lake_uri, env, run_id="r1", top_fraction=0.1, batch_size=7))
+        result = publish.run(
+            context(lake_uri, env, run_id="r1", top_fraction=0.1, batch_size=7)
+        ).to_xcom()
         page = server.store.page(1000, "")
     finally:
         server.shutdown()
@@ -456,3 +459,21 @@ def test_held_out_diners_never_reach_the_crm_and_a_retry_holds_out_the_same(
     again, manifest = lake.read_parquet_table(result["campaign_uri"])
     assert manifest["attempt"] != first and again.to_pylist() == rows
     assert {r["contact_id"] for r in crm.contacts()} == treated
+
+
+def test_records_the_crm_refuses_are_the_failed_records_of_the_result(crm, lake_uri, tmp_path):
+    """A refused batch (a final non-2xx: here bad credentials) fails the step; its error carries
+    the partial PublishResult whose failed_records the CLI pushes as mlops_records_failed."""
+    run_id = "manual__refused"
+    write_scores(lake_uri, run_id, n=300)
+    env = {"CRM_BASE_URL": crm.url, "CRM_API_TOKEN": "not-the-token"}
+    ctx = context(lake_uri, env, run_id=run_id, batch_size=20, max_concurrency=1, top_fraction=1.0)
+    with pytest.raises(StepError, match="refused the credentials") as err:
+        publish.run(ctx)
+    result = err.value.result
+    assert isinstance(result, PublishResult)
+    assert (result.failed_batches, result.failed_records) == (1, 20)
+    assert result.sent_records == 0 and "refused the credentials" in result.error
+    assert "not-the-token" not in result.error
+    failed = {m: v for m, _, v in metrics.samples(result) if m == "mlops_records_failed"}
+    assert failed == {"mlops_records_failed": 20.0}

@@ -23,14 +23,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mlplatform_contract.results import EvaluateResult, TrainResult
 from model_steps import gate, lake, model_loader
 from model_steps.contract import SkipDownstream, StepContext, StepError
 from model_steps.model_api import Model
-from model_steps.profile import champion_profile_uri
-from model_steps.tracking import connect, registered_model_name, tracking_uri
+from model_steps.tracking import (
+    CHAMPION_ALIAS,
+    champion_version,
+    connect,
+    registered_model_name,
+    tracking_uri,
+)
 
 log = logging.getLogger("model_steps.evaluate")
-ALIAS = "champion"
 
 
 def _holdout(features_uri: str, model: Model, training: Any) -> Any:
@@ -56,7 +61,6 @@ def _report(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     files = []
 
@@ -65,6 +69,18 @@ def _report(
         fig.savefig(out_dir / name, dpi=90)
         plt.close(fig)
         files.append(name)
+
+    _curves(plt, save, y, scores, model)
+    _calibration(plt, save, y, scores)
+    _comparison(plt, save, decision, model)
+    html = _index_html(decision, model, files)
+    (out_dir / "index.html").write_text(html)
+    return [*files, "index.html"]
+
+
+def _curves(plt: Any, save: Any, y: Any, scores: dict[str, Any], model: Model) -> None:
+    """ROC and PR curves (a classifier), predicted vs actual (a regression)."""
+    import numpy as np
 
     def curve(p: Any, kind: str) -> tuple[Any, Any]:
         order = np.argsort(-p, kind="mergesort")
@@ -94,6 +110,11 @@ def _report(
         ax.set(xlabel=xl, ylabel=yl, title=kind.upper())
         ax.legend()
         save(fig, f"{kind}.png")
+
+
+def _calibration(plt: Any, save: Any, y: Any, scores: dict[str, Any]) -> None:
+    import numpy as np
+
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, p in scores.items():
         bins = np.quantile(p, np.linspace(0, 1, 11))
@@ -105,6 +126,11 @@ def _report(
     ax.set(xlabel="mean predicted", ylabel="observed rate", title="calibration (deciles)")
     ax.legend()
     save(fig, "calibration.png")
+
+
+def _comparison(plt: Any, save: Any, decision: gate.Decision, model: Model) -> None:
+    import numpy as np
+
     fig, ax = plt.subplots(figsize=(6, 4))
     names = [m for m in model.task_info.metrics if m in decision.candidate]
     width = 0.38
@@ -126,110 +152,125 @@ def _report(
     ax.legend()
     save(fig, "comparison.png")
 
+
+def _index_html(decision: gate.Decision, model: Model, files: list[str]) -> str:
     rows = "".join(
         f"<tr><td>{m}</td><td>{decision.candidate.get(m)}</td>"
         f"<td>{(decision.champion or {}).get(m, '—')}</td></tr>"
         for m in (*model.task_info.metrics, "rows")
     )
     verdict = "PASSED" if decision.passed else "REFUSED"
-    html = (
+    return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation</title></head><body>"
         f"<h1>Gate {verdict}</h1><ul>{''.join(f'<li>{r}</li>' for r in decision.reasons)}</ul>"
         f"<table border=1><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{rows}</table>"
         + "".join(f"<p><img src='{f}'></p>" for f in files)
         + "</body></html>"
     )
-    (out_dir / "index.html").write_text(html)
-    return [*files, "index.html"]
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
-    import mlflow
-    from mlflow.exceptions import MlflowException
+def run(ctx: StepContext) -> EvaluateResult:
+    """Decide once (a retry reuses the committed decision instead of comparing the candidate with
+    itself, or with a champion it already replaced), then carry the decision out."""
+    result = lake.once(
+        ctx.layout.decision, lambda: _decide(ctx), load=_reused, dump=EvaluateResult.to_xcom
+    )
+    return _apply(ctx, result)
 
-    out_uri = ctx.lake_path("evaluation")
-    decision_uri = lake.join(out_uri, "decision.json")
-    if lake.exists(
-        decision_uri
-    ):  # a retry of a run already decided: same decision, no re-promotion
-        log.info("decision already made for this run: %s", decision_uri)
-        return dict(lake.read_json(decision_uri))
-    train_uri = lake.join(ctx.lake_path("models"), "train_result.json")
+
+def _reused(payload: Any) -> EvaluateResult:
+    log.info("decision already made for this run: reusing it")
+    return EvaluateResult.model_validate(payload)
+
+
+def _trained(ctx: StepContext) -> TrainResult:
+    train_uri = ctx.layout.train_result
     if not lake.exists(train_uri):
         raise StepError(
             f"{train_uri} does not exist: the train step has not completed for this run"
         )
-    trained = lake.read_json(train_uri)
+    return TrainResult.model_validate(lake.read_json(train_uri))
 
+
+def _write_report(
+    ctx: StepContext, trained: TrainResult, holdout: tuple[Any, dict[str, Any], dict[str, Any]],
+    decision: gate.Decision, model: Model,
+) -> tuple[str, list[str]]:  # fmt: skip
+    """The report (plots and index.html) into the lake and the candidate's MLflow run, with the
+    decision and the gate's metrics: (report folder, its files)."""
+    import mlflow
+
+    y, scores, measured = holdout
+    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
+        files = _report(Path(tmp), y, scores, decision, model)
+        report_uri = lake.join(ctx.layout.evaluation, "report")
+        lake.put_tree(tmp, report_uri)
+        with mlflow.start_run(run_id=trained.mlflow_run_id):
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+            mlflow.log_dict(decision.as_dict(), "evaluation/decision.json")
+            mlflow.log_metrics({f"gate_{k}": v for k, v in measured["candidate"].items()})
+            mlflow.set_tag("gate.passed", str(decision.passed).lower())
+    return report_uri, files
+
+
+def _decide(ctx: StepContext) -> EvaluateResult:
+    """Score the holdout with the candidate and the champion, apply the gate, write the report."""
+    trained = _trained(ctx)
     loaded = model_loader.load(ctx)
     model = loaded.model
     uri = tracking_uri(ctx)
     connect(uri)
-    client = mlflow.MlflowClient()
     name = registered_model_name(ctx.pipeline, ctx.customer)
-    candidate_version = str(trained["model_version"])
-    try:
-        champ = client.get_model_version_by_alias(name, ALIAS)
-        champion_version: str | None = str(champ.version)
-    except MlflowException:
-        champion_version = None
+    candidate_version = trained.model_version
+    champ = champion_version(name)
+    champion: str | None = None if champ is None else str(champ.version)
 
-    holdout = _holdout(trained["features_uri"], model, loaded.platform.training)
+    holdout = _holdout(trained.features_uri, model, loaded.platform.training)
     y = holdout[model.label_column].to_numpy()
     scores = {"candidate": _predict(f"models:/{name}/{candidate_version}", model, holdout)}
-    if champion_version == candidate_version:
-        champion_version = None  # promoted by an earlier attempt that died before deciding
-    if champion_version is not None:
-        scores["champion"] = _predict(f"models:/{name}/{champion_version}", model, holdout)
+    if champion == candidate_version:
+        champion = None  # promoted by an earlier attempt that died before deciding
+    if champion is not None:
+        scores["champion"] = _predict(f"models:/{name}/{champion}", model, holdout)
     measured = {k: gate.metrics(model.task, y, p) for k, p in scores.items()}
     decision = gate.decide(
         loaded.platform.gate.model_dump(), measured["candidate"], candidate_version,
-        measured.get("champion"), champion_version, task=model.task,
+        measured.get("champion"), champion, task=model.task,
         force_promote=bool(ctx.params.get("force_promote")),
     )  # fmt: skip
     for reason in decision.reasons:
         log.info("gate: %s", reason)
 
-    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
-        files = _report(Path(tmp), y, scores, decision, model)
-        report_uri = lake.join(out_uri, "report")
-        lake.put_tree(tmp, report_uri)
-        with mlflow.start_run(run_id=trained["mlflow_run_id"]):
-            mlflow.log_artifacts(tmp, artifact_path="evaluation")
-            mlflow.log_dict(decision.as_dict(), "evaluation/decision.json")
-            mlflow.log_metrics({f"gate_{k}": v for k, v in measured["candidate"].items()})
-            mlflow.set_tag("gate.passed", str(decision.passed).lower())
-
-    result = {
+    report_uri, files = _write_report(ctx, trained, (y, scores, measured), decision, model)
+    result = EvaluateResult(
         **decision.as_dict(),
-        "registered_model": name,
-        "candidate_version": candidate_version,
-        "champion_version": champion_version,
-        "scoring_model_uri": f"models:/{name}/{decision.scoring_version}"
+        registered_model=name,
+        candidate_version=candidate_version,
+        champion_version=champion,
+        scoring_model_uri=f"models:/{name}/{decision.scoring_version}"
         if decision.scoring_version
         else None,
-        "report_uri": lake.join(report_uri, "index.html"),
-        "report_files": files,
-        "decision_uri": decision_uri,
-        "profile_uri": trained["profile_uri"],
-    }
-    # The decision is committed before it is applied, so a retry after a crash in between applies
-    # the same decision instead of comparing the candidate with itself.
-    lake.write_json_atomic(decision_uri, result)
-    return _apply(ctx, result)
+        report_uri=lake.join(report_uri, "index.html"),
+        report_files=files,
+        decision_uri=ctx.layout.decision,
+        profile_uri=trained.profile_uri,
+    )
+    # The decision is committed (lake.once) before it is applied, so a retry after a crash in
+    # between applies the same decision instead of comparing the candidate with itself.
+    return result
 
 
-def _apply(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+def _apply(ctx: StepContext, result: EvaluateResult) -> EvaluateResult:
     """Carry out a committed decision (idempotent): move the alias and the drift reference."""
-    if result["promote"]:
+    if result.promote:
         import mlflow
 
         connect(tracking_uri(ctx))
-        name, version = result["registered_model"], result["candidate_version"]
-        mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, version)
-        target = champion_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)
-        lake.write_json_atomic(target, lake.read_json(result["profile_uri"]))
-        log.info("promoted %s v%s to @%s", name, version, ALIAS)
-    if result["scoring_model_uri"] is None:
-        raise SkipDownstream("; ".join(result["reasons"][-2:]), result)
+        name, version = result.registered_model, result.candidate_version
+        mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        target = ctx.layout.customer.champion_profile
+        lake.write_json_atomic(target, lake.read_json(result.profile_uri))
+        log.info("promoted %s v%s to @%s", name, version, CHAMPION_ALIAS)
+    if result.scoring_model_uri is None:
+        raise SkipDownstream("; ".join(result.reasons[-2:]), result)
     return result

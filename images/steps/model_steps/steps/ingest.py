@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Any
 
+from mlplatform_contract.results import IngestResult
 from model_steps import lake, model_loader
 from model_steps.contract import StepContext
 from model_steps.features import FEATURES, POPULATION, build_table, training_cutoff
@@ -40,15 +41,14 @@ def commit_table(
     from pyspark.sql import functions as F
 
     key, label = model.key, model.label_column
-    attempt = f"attempt={lake.new_attempt_id()}"
-    out_uri = lake.join(table_uri, attempt)
+    attempt = lake.new_attempt(table_uri)
     (
         df.repartition(n_files, key)
         .sortWithinPartitions(key)
         .write.mode("overwrite")
-        .parquet(lake.spark_uri(out_uri))
+        .parquet(lake.spark_uri(attempt.uri))
     )
-    written = df.sparkSession.read.parquet(lake.spark_uri(out_uri))
+    written = df.sparkSession.read.parquet(lake.spark_uri(attempt.uri))
     counts = [F.count(F.lit(1)).alias("rows")]
     if labelled:
         counts.append(F.sum(label).alias("label_sum"))
@@ -60,19 +60,11 @@ def commit_table(
         manifest.update(label=label, label_rate=round(total / rows, 6) if rows else None)
         if model.task == "binary_classification":
             manifest["label_positives"] = int(total)
-    manifest.update(
-        attempt=attempt,
-        files=sorted(f for f in lake.list_files(out_uri) if f.endswith(".parquet")),
-        committed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    )
-    lake.write_json_atomic(lake.join(table_uri, lake.MANIFEST), manifest)  # the commit point
-    for d in lake.list_dirs(table_uri):  # a retry's older attempts are garbage now
-        if d.startswith("attempt=") and d != attempt:
-            lake.remove_tree(lake.join(table_uri, d))
-    return manifest
+    files = sorted(f for f in lake.list_files(attempt.uri) if f.endswith(".parquet"))
+    return attempt.commit(manifest, files)
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+def run(ctx: StepContext) -> IngestResult:
     started = time.monotonic()
     loaded = model_loader.load(ctx)
     model, cfg = loaded.model, loaded.platform.data
@@ -95,35 +87,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     entities = max((report.rows[t.name] for t in model.raw_tables if not t.windowed), default=0)
     n_files = max(1, -(-entities // cfg.output_rows_per_file))
-    common = {
-        "pipeline": ctx.pipeline,
-        "customer": ctx.customer,
-        "model": model.name,
-        "task": model.task,
-        "run_id": ctx.run_id,
-        "run_key": ctx.run_key,
-        "data_date": ctx.data_date.isoformat(),
-        "lookback_days": lookback,
-        "label_window_days": label_window,
-        "key": model.key,
-        "raw": {"files": report.files, "rows": report.rows, "drop_days": report.days},
-        "warnings": report.warnings,
-    }
-    tables = {}
-    for table, as_of, labelled in ((POPULATION, ctx.data_date, False), (FEATURES, cutoff, True)):
-        mctx = model_loader.model_context(ctx, loaded, cutoff=as_of)
-        df = build_table(frames, model, mctx, labelled)
-        tables[table] = commit_table(
-            df,
-            ctx.lake_path(table),
-            n_files,
-            {**common, "table": table, "cutoff_date": as_of.isoformat(),
-             "schema": model.table_schema(labelled)},
-            model,
-            labelled,
-        )  # fmt: skip
-    for df in frames.values():
-        df.unpersist()
+    common = _common_manifest(ctx, model, lookback, label_window, report)
+    tables = _build_and_commit(ctx, loaded, frames, n_files, common, cutoff)
     spark.catalog.clearCache()
 
     training, population = tables[FEATURES], tables[POPULATION]
@@ -140,17 +105,62 @@ def run(ctx: StepContext) -> dict[str, Any]:
         report.rows,
         seconds,
     )
+    return IngestResult(
+        model=model.name,
+        features_uri=ctx.lake_path(FEATURES),
+        manifest_uri=lake.join(ctx.lake_path(FEATURES), lake.MANIFEST),
+        population_uri=ctx.lake_path(POPULATION),
+        cutoff_date=cutoff.isoformat(),
+        rows=training["rows"],
+        population_rows=population["rows"],
+        label_rate=training["label_rate"],
+        raw_rows=report.rows,
+        warnings=report.warnings,
+        status="passed_with_warnings" if report.warnings else "passed",
+        seconds=seconds,
+    )
+
+
+def _common_manifest(
+    ctx: StepContext, model: Model, lookback: int, label_window: int, report: Any
+) -> dict[str, Any]:
+    """What both tables' manifests say about the run and its raw input."""
     return {
+        "pipeline": ctx.pipeline,
+        "customer": ctx.customer,
         "model": model.name,
-        "features_uri": ctx.lake_path(FEATURES),
-        "manifest_uri": lake.join(ctx.lake_path(FEATURES), lake.MANIFEST),
-        "population_uri": ctx.lake_path(POPULATION),
-        "cutoff_date": cutoff.isoformat(),
-        "rows": training["rows"],
-        "population_rows": population["rows"],
-        "label_rate": training["label_rate"],
-        "raw_rows": report.rows,
+        "task": model.task,
+        "run_id": ctx.run_id,
+        "run_key": ctx.run_key,
+        "data_date": ctx.data_date.isoformat(),
+        "lookback_days": lookback,
+        "label_window_days": label_window,
+        "key": model.key,
+        "raw": {"files": report.files, "rows": report.rows, "drop_days": report.days},
         "warnings": report.warnings,
-        "status": "passed_with_warnings" if report.warnings else "passed",
-        "seconds": seconds,
     }
+
+
+def _build_and_commit(
+    ctx: StepContext, loaded: model_loader.LoadedModel, frames: dict[str, Any], n_files: int,
+    common: dict[str, Any], cutoff: dt.date,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The population (as of the data date), then the training table (as of the cutoff, its
+    manifest the step's commit point), each built by the model's hooks and committed."""
+    model = loaded.model
+    tables = {}
+    for table, as_of, labelled in ((POPULATION, ctx.data_date, False), (FEATURES, cutoff, True)):
+        mctx = model_loader.model_context(ctx, loaded, cutoff=as_of)
+        df = build_table(frames, model, mctx, labelled)
+        tables[table] = commit_table(
+            df,
+            ctx.lake_path(table),
+            n_files,
+            {**common, "table": table, "cutoff_date": as_of.isoformat(),
+             "schema": model.table_schema(labelled)},
+            model,
+            labelled,
+        )  # fmt: skip
+    for df in frames.values():
+        df.unpersist()
+    return tables

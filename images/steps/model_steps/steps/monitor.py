@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mlplatform_contract.results import MonitoredRun, MonitorResult
 from mlplatform_contract.tasks import TASKS
 from model_steps import campaign, lake, model_loader, monitoring
 from model_steps.contract import StepContext
@@ -133,7 +134,7 @@ def joined(loaded: LoadedModel, run: ScoredRun, observed: Any, ctx: StepContext)
     return table.sort_by(key).combine_chunks()
 
 
-def figures(loaded: LoadedModel, run: ScoredRun, table: Any) -> dict[str, Any]:
+def figures(loaded: LoadedModel, run: ScoredRun, table: Any) -> MonitoredRun:
     """Realized metrics over every scored contact, the pushed contacts' outcome, the uplift."""
     import numpy as np
 
@@ -142,28 +143,28 @@ def figures(loaded: LoadedModel, run: ScoredRun, table: Any) -> dict[str, Any]:
     p = table[model.output_column].to_numpy(zero_copy_only=False)
     arm = np.asarray(table["arm"].to_pylist(), dtype=object)
     treated, control = y[arm == campaign.TREATED], y[arm == campaign.CONTROL]
-    return {
-        "scored_run_key": run.run_key,
-        "data_date": run.data_date.isoformat(),
-        "model_version": run.model_version,
-        "registered_model": run.manifest.get("registered_model"),
-        "rows": int(table.num_rows),
-        "realized": monitoring.realized(model.task, y, p),
-        "pushed": {
+    return MonitoredRun(
+        scored_run_key=run.run_key,
+        data_date=run.data_date.isoformat(),
+        model_version=run.model_version,
+        registered_model=run.manifest.get("registered_model"),
+        rows=int(table.num_rows),
+        realized=monitoring.realized(model.task, y, p),
+        pushed={
             "contacts": int(treated.size),
             "realized_outcome": round(float(treated.mean()), 6) if treated.size else None,
         },
-        "uplift": monitoring.uplift(
+        uplift=monitoring.uplift(
             treated,
             control,
             min_arm=settings.min_arm_size,
             confidence=settings.confidence,
             positive_outcome=model.positive_outcome,
         ),
-    }
+    )
 
 
-def log_to_mlflow(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+def log_to_mlflow(ctx: StepContext, result: MonitoredRun) -> dict[str, Any]:
     """One MLflow run per monitored scored run (reused on a retry) and the version's tags."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -173,31 +174,31 @@ def log_to_mlflow(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
     connect(tracking_uri(ctx))
     client = mlflow.MlflowClient()
     experiment = mlflow.set_experiment(experiment_name(ctx.pipeline, ctx.customer))
-    key = result["scored_run_key"]
+    key = result.scored_run_key
     found = client.search_runs(
         [experiment.experiment_id],
         f"tags.`mlops.monitored_run` = '{key}' and tags.customer = '{ctx.customer}'",
         max_results=1,
     )
     tags = run_tags(ctx, {"mlops.kind": "monitoring", "mlops.monitored_run": key,
-                          "model_version": result["model_version"]})  # fmt: skip
-    flat = {f"realized_{k}": v for k, v in result["realized"].items() if _finite(v)}
+                          "model_version": result.model_version})  # fmt: skip
+    flat = {f"realized_{k}": v for k, v in result.realized.items() if _finite(v)}
     flat |= {f"uplift_{k}": v for k in ("difference", "ci_low", "ci_high")
-             if _finite(v := result["uplift"].get(k))}  # fmt: skip
+             if _finite(v := result.uplift.get(k))}  # fmt: skip
     run_id = found[0].info.run_id if found else None
     with mlflow.start_run(run_id=run_id, run_name=f"monitor {ctx.customer} {key}", tags=tags) as r:
         mlflow.log_metrics(flat)
-        mlflow.log_dict(result, "monitoring.json")
+        mlflow.log_dict(result.model_dump(mode="json", exclude={"mlflow"}), "monitoring.json")
     version = {"mlflow_run_id": r.info.run_id, "version_found": True}
     try:
         for name, value in flat.items():
             client.set_model_version_tag(
-                result["registered_model"], result["model_version"], name, str(value)
+                result.registered_model, result.model_version, name, str(value)
             )
     except MlflowException as exc:  # the version was deleted since it scored: report it
         log.warning("model version %s v%s is gone from the registry (%s): its figures stay on "
-                    "the monitoring run only", result["registered_model"],
-                    result["model_version"], exc.error_code)  # fmt: skip
+                    "the monitoring run only", result.registered_model,
+                    result.model_version, exc.error_code)  # fmt: skip
         version["version_found"] = False
     return version
 
@@ -206,11 +207,11 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and value == value and abs(value) != float("inf")
 
 
-def monitor_run(ctx: StepContext, loaded: LoadedModel, spark: Any, run: ScoredRun) -> dict:
+def monitor_run(ctx: StepContext, loaded: LoadedModel, spark: Any, run: ScoredRun) -> MonitoredRun:
     """Measure one scored run, log it, then commit (the manifest is the commit point)."""
     table = joined(loaded, run, outcomes(spark, ctx, loaded, run), ctx)
     result = figures(loaded, run, table)
-    result["mlflow"] = log_to_mlflow(ctx, result)
+    result.mlflow = log_to_mlflow(ctx, result)
     lake.commit_parquet_table(
         ctx.run_path(MONITOR_ZONE, run.run_key),
         [table],
@@ -219,17 +220,17 @@ def monitor_run(ctx: StepContext, loaded: LoadedModel, spark: Any, run: ScoredRu
             "pipeline": ctx.pipeline,
             "customer": ctx.customer,
             "monitored_by": ctx.run_key,
-            "figures": result,
+            "figures": result.model_dump(mode="json"),
         },
     )
     log.info("monitored run %s (data date %s, v%s): %s; uplift %s",
              run.run_key, run.data_date, run.model_version,
-             _headline(loaded.model.task, result), result["uplift"]["verdict"])  # fmt: skip
+             _headline(loaded.model.task, result), result.uplift["verdict"])  # fmt: skip
     return result
 
 
-def _headline(task: str, result: dict[str, Any]) -> str:
-    realized = result["realized"]
+def _headline(task: str, result: MonitoredRun) -> str:
+    realized = result.realized
     return ", ".join(f"realized {m} {realized[m]:.4f}" for m in TASKS[task].metrics[:2])
 
 
@@ -258,7 +259,7 @@ def plan(
     return due, pending
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+def run(ctx: StepContext) -> MonitorResult:
     from model_steps import monitor_report
 
     started = time.monotonic()
@@ -273,18 +274,18 @@ def run(ctx: StepContext) -> dict[str, Any]:
     report_uri = monitor_report.write(ctx, loaded, history) if history else None
     retrain = monitor_report.retrain_decision(ctx, loaded, history, runs)
     latest = results[-1] if results else (history[-1] if history else None)
-    named = ("scored_run_key", "data_date", "model_version")
-    return {
-        "status": "monitored" if results else "nothing_due",
-        "monitored": [r["scored_run_key"] for r in results],
-        "pending": pending,
-        "realized": latest["realized"] if latest else {},
-        "uplift": latest["uplift"] if latest else {},
-        "latest_run": {k: latest[k] for k in named} if latest else None,
-        "retrain": retrain,
+    named = {"scored_run_key", "data_date", "model_version"}
+    return MonitorResult(
+        status="monitored" if results else "nothing_due",
+        monitored=[r.scored_run_key for r in results],
+        pending=pending,
+        realized=latest.realized if latest else {},
+        uplift=latest.uplift if latest else {},
+        latest_run=latest.model_dump(include=named) if latest else None,
+        retrain=retrain,
         # the owner's notifier reads this (plugins/mlplatform/notify.py)
-        "degraded": bool(retrain.get("degraded")),
-        "reasons": retrain.get("reasons", []),
-        "report_uri": report_uri,
-        "seconds": round(time.monotonic() - started, 1),
-    }
+        degraded=retrain.degraded,
+        reasons=retrain.reasons,
+        report_uri=report_uri,
+        seconds=round(time.monotonic() - started, 1),
+    )

@@ -36,9 +36,11 @@ import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform_contract.environment import StepEnvironment
+from mlplatform_contract.results import PublishResult
 from model_steps import campaign, lake, model_loader
 from model_steps.contract import (
     ENV_CRM_API_TOKEN,
@@ -47,13 +49,12 @@ from model_steps.contract import (
     StepError,
     UsageError,
 )
-from model_steps.crm import BatchOutcome, CrmClient, mask, redact_url
+from model_steps.crm import BatchOutcome, CrmClient, CrmError, CrmStopped, mask, redact_url
 from model_steps.model_api import Model, ModelContext
 from model_steps.scoring import score_columns, scores_table_uri
 
 log = logging.getLogger(__name__)
 
-PUBLISH_ZONE = "publish"  # <lake>/publish/<pipeline>/customer=<c>/run=<key>/progress.json
 PROGRESS_FILE = "progress.json"
 # What makes two attempts' batches the same: if any differs, earlier keys mostly will not match.
 PLAN_IDENTITY = ("records", "batch_size", "scores_attempt", "model_settings")
@@ -72,8 +73,8 @@ class Terminated(StepError):
 
 
 def credentials(env: dict[str, str], connection_id: str) -> tuple[str, str]:
-    base_url = (env.get(ENV_CRM_BASE_URL) or "").strip()
-    token = (env.get(ENV_CRM_API_TOKEN) or "").strip()
+    settings = StepEnvironment.of(env)
+    base_url, token = settings.crm_base_url, settings.crm_api_token.get_secret_value()
     missing = [n for n, v in ((ENV_CRM_BASE_URL, base_url), (ENV_CRM_API_TOKEN, token)) if not v]
     if missing:  # configuration: a usage error (exit 2), which no retry can fix
         raise UsageError(
@@ -261,28 +262,34 @@ def send_batches(
     batches: Iterable[Batch],
     max_concurrency: int,
     on_ack: Any,
-) -> tuple[list[BatchOutcome], BaseException | None]:
+) -> tuple[list[BatchOutcome], BaseException | None, list[Batch]]:
     """Send with at most ``max_concurrency`` batches in flight; stop at the first hard failure.
 
     ``batches`` may be a generator: the next batch is built only when a slot frees up, so planning
     overlaps sending and only the batches in flight are held in memory. Returns the outcomes of
-    acknowledged batches (``on_ack`` already called for each, in this thread) and the error that
-    stopped sending, if any. Batches in flight when sending stops are
+    acknowledged batches (``on_ack`` already called for each, in this thread), the error that
+    stopped sending, if any, and the batches the CRM refused (a final answer that
+    is not a 2xx: rejected, bad credentials, or still failing after the retries; a batch merely
+    not sent because sending stopped is not refused). Batches in flight when sending stops are
     waited for, and recorded if they were acknowledged.
     """
     outcomes: list[BatchOutcome] = []
     error: BaseException | None = None
+    refused: list[Batch] = []
     pending = iter(batches)
     inflight: dict[Future[BatchOutcome], Batch] = {}
 
-    def record(future: Future[BatchOutcome]) -> None:
+    def record(future: Future[BatchOutcome], batch: Batch) -> None:
         nonlocal error
         exc = future.exception()
         if exc is None:
             outcome = future.result()
             outcomes.append(outcome)
             on_ack(outcome)
-        elif error is None:
+            return
+        if isinstance(exc, CrmError) and not isinstance(exc, CrmStopped):
+            refused.append(batch)
+        if error is None:
             error = exc
 
     with ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="crm") as pool:
@@ -300,24 +307,29 @@ def send_batches(
             while inflight:
                 done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 for future in done:
-                    inflight.pop(future)
-                    record(future)
+                    record(future, inflight.pop(future))
                 if error is not None:
                     client.stop.set()
                 fill()
         except BaseException as exc:  # SIGTERM / Ctrl-C while waiting
             client.stop.set()
             error = error or exc
-            for future in list(inflight):
-                future.cancel()
-            for future in list(inflight):
-                if not future.cancelled():
-                    try:
-                        future.exception()  # waits for the request already on the wire
-                    except BaseException:  # cancelled between the two checks
-                        continue
-                    record(future)
-    return outcomes, error
+            _drain(inflight, record)
+    return outcomes, error, refused
+
+
+def _drain(inflight: dict[Future[BatchOutcome], Batch], record: Any) -> None:
+    """Sending stopped: cancel what has not started, wait for the requests already on the wire and
+    record them (an acknowledged batch is kept in the checkpoint)."""
+    for future in list(inflight):
+        future.cancel()
+    for future in list(inflight):
+        if not future.cancelled():
+            try:
+                future.exception()  # waits for the request already on the wire
+            except BaseException:  # cancelled between the two checks
+                continue
+            record(future, inflight[future])
 
 
 def hold_out_control(
@@ -328,7 +340,7 @@ def hold_out_control(
     treated, assignment = campaign.split(chosen.table, chosen.model.key, identity, fraction)
     arms = {campaign.TREATED: treated.num_rows, campaign.CONTROL: len(chosen) - treated.num_rows}
     lake.commit_parquet_table(
-        ctx.lake_path(campaign.CAMPAIGN_ZONE),
+        ctx.layout.campaign,
         [assignment],
         {
             "table": "campaign", "pipeline": ctx.pipeline, "customer": ctx.customer,
@@ -345,18 +357,54 @@ def hold_out_control(
     return Selection(treated, chosen.model, chosen.context, chosen.run_key), arms
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
-    started = time.monotonic()
-    loaded = model_loader.load(ctx)
-    s = loaded.platform.crm.model_dump()
-    base_url, token = credentials(ctx.env, s["connection_id"])
+@dataclass
+class Plan:
+    """What this attempt sends: the treated records in fixed batches, and the checkpoint of the
+    batches earlier attempts got acknowledged."""
+
+    records: Selection
+    chosen: Selection
+    arms: dict[str, int]
+    scored_rows: int
+    scores_uri: str
+    batch_size: int
+    batches: int
+    identity: str
+    checkpoint: Checkpoint
+    earlier: frozenset[str]
+    planned: set[str] = field(default_factory=set)
+    skipped: dict[str, int] = field(default_factory=lambda: {"batches": 0, "records": 0})
+
+    def todo(self) -> Iterator[Batch]:
+        """The plan's batches minus those an earlier attempt got acknowledged, built lazily."""
+        for batch in iter_batches(self.records, self.batch_size, self.identity):
+            self.planned.add(batch.key)
+            if batch.key in self.earlier:
+                self.skipped["batches"] += 1
+                self.skipped["records"] += batch.records
+                continue
+            yield batch
+
+
+@dataclass
+class Sent:
+    """How sending ended: the acknowledged outcomes, the error that stopped it, refused records."""
+
+    outcomes: list[BatchOutcome]
+    error: BaseException | None
+    refused: list[Batch]
+
+
+def plan_publish(ctx: StepContext, loaded: model_loader.LoadedModel) -> Plan:
+    """Select the records, hold out the control arm, cut batches, load the checkpoint."""
+    s = loaded.platform.crm
     scores_uri = scores_table_uri(ctx)
     context = model_loader.model_context(ctx, loaded)
     chosen, scored_rows, manifest = select_records(scores_uri, loaded.model, context, ctx.run_key)
     own_settings = json.dumps(loaded.settings.model_dump(mode="json"), sort_keys=True)
     identity = f"{ctx.pipeline}/{ctx.customer}/{ctx.run_key}"
-    records, arms = hold_out_control(ctx, chosen, manifest, float(s["control_fraction"]), identity)
-    batch_size = int(s["batch_size"])
+    records, arms = hold_out_control(ctx, chosen, manifest, float(s.control_fraction), identity)
+    batch_size = int(s.batch_size)
     n_batches = -(-len(records) // batch_size)
     plan = {
         "records": len(records),
@@ -366,47 +414,25 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "model_settings": hashlib.sha256(own_settings.encode()).hexdigest()[:16],
         "run_id": ctx.run_id,
     }
-    progress_uri = ctx.lake_path(PUBLISH_ZONE, PROGRESS_FILE)
-    checkpoint = Checkpoint(progress_uri, plan, float(s["checkpoint_interval_seconds"]))
+    progress_uri = ctx.layout.publish(PROGRESS_FILE)
+    checkpoint = Checkpoint(progress_uri, plan, float(s.checkpoint_interval_seconds))
     earlier = checkpoint.load()
-    skipped = {"batches": 0, "records": 0}
-    planned: set[str] = set()
+    return Plan(records, chosen, arms, scored_rows, scores_uri, batch_size, n_batches, identity,
+                checkpoint, earlier)  # fmt: skip
 
-    def todo() -> Iterator[Batch]:
-        """The plan's batches minus those an earlier attempt got acknowledged, built lazily."""
-        for batch in iter_batches(records, batch_size, identity):
-            planned.add(batch.key)
-            if batch.key in earlier:
-                skipped["batches"] += 1
-                skipped["records"] += batch.records
-                continue
-            yield batch
 
-    log.info(
-        "publishing %d of %d scored rows (chosen by %s) to %s: %d batches of <= %d, "
-        "concurrency %d; checkpoint %s holds %d acknowledged batches",
-        len(records), scored_rows, loaded.model.name, redact_url(base_url), n_batches,
-        batch_size, s["max_concurrency"], progress_uri, len(earlier),
-    )  # fmt: skip
-
-    client = CrmClient(
-        base_url,
-        token,
-        timeout=float(s["timeout_seconds"]),
-        max_retries=int(s["max_retries"]),
-        backoff_max=float(s["backoff_max_seconds"]),
-        max_connections=int(s["max_concurrency"]),  # one pooled connection per sender
-    )
-    retries: Counter[str] = Counter()
+def send_plan(plan: Plan, client: CrmClient, max_concurrency: int) -> Sent:
+    """Send the plan's batches (SIGTERM saves progress), then save the checkpoint."""
     progress = {"records": 0, "batches": 0, "logged_at": time.monotonic()}
 
     def on_ack(outcome: BatchOutcome) -> None:
-        checkpoint.ack(outcome.key)
+        plan.checkpoint.ack(outcome.key)
         progress["records"] += outcome.records
         progress["batches"] += 1
         if time.monotonic() - progress["logged_at"] >= 5:
             progress["logged_at"] = time.monotonic()
-            log.info("sent %d/%d batches", progress["batches"] + skipped["batches"], n_batches)
+            done = progress["batches"] + plan.skipped["batches"]
+            log.info("sent %d/%d batches", done, plan.batches)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the saving short
@@ -415,50 +441,90 @@ def run(ctx: StepContext) -> dict[str, Any]:
     in_main = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
     try:
-        outcomes, error = send_batches(client, todo(), int(s["max_concurrency"]), on_ack)
+        outcomes, error, refused = send_batches(client, plan.todo(), max_concurrency, on_ack)
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous_handler)
         client.close()
-    for o in outcomes:
-        retries.update(o.retries)
     if error is None:
-        checkpoint.keep_only(planned)
-    checkpoint.save(complete=error is None)
-    sent = len(outcomes)
-    already = skipped["batches"]
-    if error is not None:
-        prefix = f"publish stopped after {already + sent}/{n_batches} acknowledged batches"
-        if isinstance(error, StepError):
-            raise type(error)(f"{prefix}: {error}") from None
-        if isinstance(error, OSError):
-            raise StepError(f"{prefix}: {mask(str(error), token)}") from None
-        # a bug, not the CRM: keep the traceback for the log, with the token masked
+        plan.checkpoint.keep_only(plan.planned)
+    plan.checkpoint.save(complete=error is None)
+    return Sent(outcomes, error, refused)
+
+
+def publish_result(
+    plan: Plan, sent: Sent, loaded: model_loader.LoadedModel, ctx: StepContext, seconds: float
+) -> PublishResult:
+    retries: Counter[str] = Counter()
+    for o in sent.outcomes:
+        retries.update(o.retries)
+    return PublishResult(
+        records=len(plan.records),
+        selected=len(plan.chosen),
+        arms=plan.arms,
+        campaign_uri=ctx.layout.campaign,
+        scored_rows=plan.scored_rows,
+        batches=plan.batches,
+        sent_batches=len(sent.outcomes),
+        sent_records=sum(o.records for o in sent.outcomes),
+        failed_batches=len(sent.refused),
+        failed_records=sum(b.records for b in sent.refused),
+        skipped_batches=plan.skipped["batches"],
+        skipped_records=plan.skipped["records"],
+        replayed_batches=sum(o.replayed for o in sent.outcomes),
+        retries=sum(retries.values()),
+        retries_by_reason=dict(sorted(retries.items())),
+        scores_uri=plan.scores_uri,
+        checkpoint_uri=plan.checkpoint.uri,
+        model=loaded.model.name,
+        seconds=round(seconds, 2),
+    )
+
+
+def failure(error: BaseException, result: PublishResult, token: str) -> StepError:
+    """The step's error for what stopped sending, the token masked, carrying the partial result
+    (its failed_records are pushed as metrics)."""
+    acked = result.skipped_batches + result.sent_batches
+    prefix = f"publish stopped after {acked}/{result.batches} acknowledged batches"
+    if isinstance(error, StepError):
+        message, kind = f"{prefix}: {error}", type(error)
+    elif isinstance(error, OSError):
+        message, kind = f"{prefix}: {mask(str(error), token)}", StepError
+    else:  # a bug, not the CRM: keep the traceback for the log, with the token masked
         trace = "".join(traceback.format_exception(error))
         log.error("unexpected error while sending:\n%s", mask(trace, token))
-        raise StepError(f"{prefix}: {type(error).__name__}: {mask(str(error), token)}") from None
-    seconds = time.monotonic() - started
-    result = {
-        "records": len(records),
-        "selected": len(chosen),
-        "arms": arms,
-        "campaign_uri": ctx.lake_path(campaign.CAMPAIGN_ZONE),
-        "scored_rows": scored_rows,
-        "batches": n_batches,
-        "sent_batches": sent,
-        "sent_records": sum(o.records for o in outcomes),
-        "skipped_batches": already,
-        "skipped_records": skipped["records"],
-        "replayed_batches": sum(o.replayed for o in outcomes),
-        "retries": sum(retries.values()),
-        "retries_by_reason": dict(sorted(retries.items())),
-        "scores_uri": scores_uri,
-        "checkpoint_uri": progress_uri,
-        "model": loaded.model.name,
-        "seconds": round(seconds, 2),
-    }
+        message = f"{prefix}: {type(error).__name__}: {mask(str(error), token)}"
+        kind = StepError
+    return kind(message, result=result.model_copy(update={"error": message}))
+
+
+def run(ctx: StepContext) -> PublishResult:
+    started = time.monotonic()
+    loaded = model_loader.load(ctx)
+    s = loaded.platform.crm
+    base_url, token = credentials(ctx.env, s.connection_id)
+    plan = plan_publish(ctx, loaded)
+    log.info(
+        "publishing %d of %d scored rows (chosen by %s) to %s: %d batches of <= %d, "
+        "concurrency %d; checkpoint %s holds %d acknowledged batches",
+        len(plan.records), plan.scored_rows, loaded.model.name, redact_url(base_url), plan.batches,
+        plan.batch_size, s.max_concurrency, plan.checkpoint.uri, len(plan.earlier),
+    )  # fmt: skip
+    client = CrmClient(
+        base_url,
+        token,
+        timeout=float(s.timeout_seconds),
+        max_retries=int(s.max_retries),
+        backoff_max=float(s.backoff_max_seconds),
+        max_connections=int(s.max_concurrency),  # one pooled connection per sender
+    )
+    sent = send_plan(plan, client, int(s.max_concurrency))
+    result = publish_result(plan, sent, loaded, ctx, time.monotonic() - started)
+    if sent.error is not None:
+        raise failure(sent.error, result, token) from None
     log.info(
         "published %d records in %d batches (%d skipped as already sent, %d retries) in %.1fs",
-        result["sent_records"], sent, already, result["retries"], seconds,
+        result.sent_records, result.sent_batches, result.skipped_batches, result.retries,
+        result.seconds,
     )  # fmt: skip
     return result

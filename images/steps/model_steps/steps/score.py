@@ -9,7 +9,6 @@ the model, so a retry replaces the output exactly.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import queue
 import threading
@@ -18,29 +17,33 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from mlplatform_contract.results import ScoreResult
 from model_steps import lake, model_loader
 from model_steps.contract import StepContext, StepError
 from model_steps.features import POPULATION
 from model_steps.model_api import Model
 from model_steps.scoring import score_columns, scores_table_uri
-from model_steps.steps.evaluate import ALIAS
-from model_steps.tracking import connect, registered_model_name, tracking_uri
+from model_steps.tracking import (
+    CHAMPION_ALIAS,
+    champion_version,
+    connect,
+    registered_model_name,
+    tracking_uri,
+)
 
 log = logging.getLogger("model_steps.score")
 
 
 def _champion(ctx: StepContext) -> tuple[Any, str, str]:
-    import mlflow
     import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(ctx)
     connect(uri)
     name = registered_model_name(ctx.pipeline, ctx.customer)
-    try:
-        version = str(mlflow.MlflowClient().get_model_version_by_alias(name, ALIAS).version)
-    except MlflowException as exc:
-        raise StepError(f"{name} has no @{ALIAS} in MLflow ({uri}): nothing to score with") from exc
+    champion = champion_version(name)
+    if champion is None:
+        raise StepError(f"{name} has no @{CHAMPION_ALIAS} in MLflow ({uri}): nothing to score with")
+    version = str(champion.version)
     model_uri = f"models:/{name}/{version}"  # pinned: the alias may move while we score
     return mlflow.pyfunc.load_model(model_uri), name, version
 
@@ -79,17 +82,79 @@ def score_table(
 
     Returns the committed manifest plus timing. Parts are numbered in reading order, so the same
     table and model give the same files."""
+    key, output = model.key, model.output_column
+    started = time.monotonic()
+    manifest = lake.read_manifest(features_uri)
+    attempt = lake.new_attempt(out_uri)
+    fs_in, _ = lake.filesystem(features_uri)
+    fs_out, _ = lake.filesystem(out_uri)
+    fs_out.makedirs(lake.filesystem(attempt.uri)[1], exist_ok=True)
+
+    files, rows, predict_s = _score_parts(
+        served, model, (features_uri, manifest, fs_in), (attempt, fs_out), chunk_rows,
+        model_version,
+    )  # fmt: skip
+    if rows != manifest["rows"]:
+        raise StepError(f"scored {rows} rows but {features_uri} holds {manifest['rows']}")
+    committed = attempt.commit(
+        {
+            "table": "scores",
+            **(meta or {}),
+            "model_version": model_version,
+            "features_uri": features_uri,
+            "rows": rows,
+            "key": key,
+            "value": output,
+            "columns": list(score_columns(model)),
+        },
+        files,
+    )
+    return {**committed, "seconds": time.monotonic() - started, "predict_seconds": predict_s}
+
+
+def run(ctx: StepContext) -> ScoreResult:
+    started = time.monotonic()
+    loaded = model_loader.load(ctx)
+    features_uri = ctx.lake_path(POPULATION)
+    lake.read_manifest(features_uri)  # a clear error before loading the model if ingest never ran
+    served, name, version = _champion(ctx)
+    out_uri = scores_table_uri(ctx)
+    chunk_rows = loaded.platform.scoring.chunk_rows
+    meta = {"pipeline": ctx.pipeline, "customer": ctx.customer, "run_key": ctx.run_key,
+            "registered_model": name, "data_date": ctx.data_date.isoformat()}  # fmt: skip
+    done = score_table(
+        served, loaded.model, features_uri, out_uri,
+        chunk_rows=chunk_rows, model_version=version, meta=meta,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    log.info(
+        "scored %d rows with %s v%s in %.1fs -> %s", done["rows"], name, version, seconds, out_uri
+    )
+    return ScoreResult(
+        status="scored",
+        rows=done["rows"],
+        model_uri=f"models:/{name}/{version}",
+        model_version=version,
+        output_uri=out_uri,
+        manifest_uri=lake.join(out_uri, lake.MANIFEST),
+        parts=len(done["files"]),
+        rows_per_second=round(done["rows"] / done["seconds"], 1),
+        predict_seconds=round(done["predict_seconds"], 2),
+        seconds=round(seconds, 1),
+    )
+
+
+def _score_parts(
+    served: Any, model: Model, source: tuple[str, dict[str, Any], Any], out: tuple[Any, Any],
+    chunk_rows: int, model_version: str,
+) -> tuple[list[str], int, float]:  # fmt: skip
+    """Read, predict and write part by part: (part files, rows, seconds spent predicting)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     key, inputs, output = model.key, list(model.input_columns), model.output_column
-    started = time.monotonic()
-    manifest = lake.read_manifest(features_uri)
-    attempt = f"attempt={lake.new_attempt_id()}"
-    fs_in, _ = lake.filesystem(features_uri)
-    fs_out, _ = lake.filesystem(out_uri)
-    fs_out.makedirs(lake.filesystem(lake.join(out_uri, attempt))[1], exist_ok=True)
+    (features_uri, manifest, fs_in), (attempt, fs_out) = source, out
 
     def chunks() -> Iterator[tuple[Any, Any]]:
         for source in manifest["files"]:
@@ -100,7 +165,7 @@ def score_table(
                     yield batch, batch.select(inputs).to_pandas()
 
     def write(table: Any, part: str) -> None:
-        with fs_out.open(lake.filesystem(lake.join(out_uri, attempt, part))[1], "wb") as out:
+        with fs_out.open(lake.filesystem(lake.join(attempt.uri, part))[1], "wb") as out:
             pq.write_table(table, out)
 
     # Reading the next chunk and writing the last one overlap with predicting this one (Arrow and
@@ -124,55 +189,4 @@ def score_table(
             rows += batch.num_rows
         for done in writes:
             done.result()  # a failed write fails the step before anything is committed
-    if rows != manifest["rows"]:
-        raise StepError(f"scored {rows} rows but {features_uri} holds {manifest['rows']}")
-    committed = {
-        "table": "scores",
-        **(meta or {}),
-        "model_version": model_version,
-        "features_uri": features_uri,
-        "rows": rows,
-        "attempt": attempt,
-        "files": files,
-        "key": key,
-        "value": output,
-        "columns": list(score_columns(model)),
-        "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    lake.write_json_atomic(lake.join(out_uri, lake.MANIFEST), committed)  # the commit point
-    for d in lake.list_dirs(out_uri):
-        if d.startswith("attempt=") and d != attempt:
-            lake.remove_tree(lake.join(out_uri, d))
-    return {**committed, "seconds": time.monotonic() - started, "predict_seconds": predict_s}
-
-
-def run(ctx: StepContext) -> dict[str, Any]:
-    started = time.monotonic()
-    loaded = model_loader.load(ctx)
-    features_uri = ctx.lake_path(POPULATION)
-    lake.read_manifest(features_uri)  # a clear error before loading the model if ingest never ran
-    served, name, version = _champion(ctx)
-    out_uri = scores_table_uri(ctx)
-    chunk_rows = loaded.platform.scoring.chunk_rows
-    meta = {"pipeline": ctx.pipeline, "customer": ctx.customer, "run_key": ctx.run_key,
-            "registered_model": name, "data_date": ctx.data_date.isoformat()}  # fmt: skip
-    done = score_table(
-        served, loaded.model, features_uri, out_uri,
-        chunk_rows=chunk_rows, model_version=version, meta=meta,
-    )  # fmt: skip
-    seconds = time.monotonic() - started
-    log.info(
-        "scored %d rows with %s v%s in %.1fs -> %s", done["rows"], name, version, seconds, out_uri
-    )
-    return {
-        "status": "scored",
-        "rows": done["rows"],
-        "model_uri": f"models:/{name}/{version}",
-        "model_version": version,
-        "output_uri": out_uri,
-        "manifest_uri": lake.join(out_uri, lake.MANIFEST),
-        "parts": len(done["files"]),
-        "rows_per_second": round(done["rows"] / done["seconds"], 1),
-        "predict_seconds": round(done["predict_seconds"], 2),
-        "seconds": round(seconds, 1),
-    }
+    return files, rows, predict_s

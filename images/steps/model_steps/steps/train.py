@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform_contract.results import RankResult, SelectResult, TrainResult, TrialResult
 from model_steps import gate, lake, model_loader
 from model_steps.contract import StepContext, StepError
 from model_steps.features import FEATURES
@@ -51,6 +52,7 @@ from model_steps.training import (
     numeric_moments,
     read_shard,
 )
+from model_steps.tuning_lake import read_selection
 
 log = logging.getLogger(__name__)
 
@@ -186,53 +188,57 @@ def _params(loaded: model_loader.LoadedModel, **extra: Any) -> dict[str, Any]:
     return {**training, **own, "model": loaded.model.name, "task": loaded.model.task, **extra}
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+def run(ctx: StepContext) -> TrainResult | RankResult:
     started = time.monotonic()
     loaded = model_loader.load(ctx)
     selected = None
     if loaded.platform.tuning.enabled:  # train with the best trial's parameters, on all the data
-        from model_steps.steps import tuning
-
-        selected = tuning.read_selection(ctx)
-        ctx = dataclasses.replace(ctx, config=apply(ctx.config, selected["params"]))
+        selected = read_selection(ctx)
+        ctx = dataclasses.replace(ctx, config=apply(ctx.config, selected.params))
         loaded = model_loader.load(ctx)
     uri = tracking_uri(ctx)
     bound_mlflow_client()
     # every rank checks: none is left waiting in a collective for a rank that gave up
     wait_for_server(uri)
 
-    run_dir = ctx.lake_path("models")
-    done_uri = lake.join(run_dir, "train_result.json")
-    if lake.exists(done_uri):
-        result = lake.read_json(done_uri)
-        log.info(
-            "this run already trained and registered %s v%s: returning its result",
-            result.get("registered_model"),
-            result.get("model_version"),
-        )
-        return result
+    return lake.once(
+        ctx.layout.train_result, lambda: _train(ctx, loaded, uri, selected, started),
+        load=_reused, dump=TrainResult.to_xcom, keep=lambda r: isinstance(r, TrainResult),
+    )  # fmt: skip
 
+
+def _reused(payload: Any) -> TrainResult:
+    result = TrainResult.model_validate(payload)
+    log.info("this run already trained and registered %s v%s: returning its result",
+             result.registered_model, result.model_version)  # fmt: skip
+    return result
+
+
+def _train(
+    ctx: StepContext, loaded: model_loader.LoadedModel, uri: str, selected: SelectResult | None,
+    started: float,
+) -> TrainResult | RankResult:  # fmt: skip
+    """Every rank fits; rank 0 registers the model and says what it trained."""
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
     _configure_tf(hvd)
-    plan = FitPlan(tags=tuning_tags(selected))
-    fitted = _fit(ctx, loaded, run_dir, uri, hvd, plan)
+    run_dir = ctx.layout.models
+    fitted = _fit(ctx, loaded, run_dir, uri, hvd, FitPlan(tags=tuning_tags(selected)))
     if hvd.rank() != 0:
-        return {"rank": hvd.rank()}
+        return RankResult(rank=hvd.rank())
     result = _register(ctx, loaded, fitted, run_dir, selected)
-    result["seconds"] = round(time.monotonic() - started, 1)
-    lake.write_json_atomic(done_uri, result)
+    result.seconds = round(time.monotonic() - started, 1)
     log.info(
         "trained %s v%s: holdout %s %.4f (%d ranks, epochs %d..%d, %.1fs)",
-        result["registered_model"],
-        result["model_version"],
+        result.registered_model,
+        result.model_version,
         loaded.model.task_info.default_metric,
-        result["metrics"][loaded.model.task_info.default_metric],
-        result["ranks"],
-        result["start_epoch"] + 1,
-        result["epochs"],
-        result["seconds"],
+        result.metrics[loaded.model.task_info.default_metric],
+        result.ranks,
+        result.start_epoch + 1,
+        result.epochs,
+        result.seconds,
     )
     return result
 
@@ -240,7 +246,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
 def run_trial(
     ctx: StepContext, trial: dict[str, Any], *, parent_run_id: str, epochs: int, rung: int,
     objective: str, result: str,
-) -> dict[str, Any]:  # fmt: skip
+) -> TrialResult | RankResult:  # fmt: skip
     """One tuning trial (model_steps/steps/tuning.py): the trial's parameters over the settings,
     fit on the training split's "fit" part up to ``epochs``, scored on its "validation" part, an
     MLflow child run of ``parent_run_id``; no model is registered. A retry, or the next rung,
@@ -251,8 +257,19 @@ def run_trial(
     uri = tracking_uri(ctx)
     bound_mlflow_client()
     wait_for_server(uri)
-    if lake.exists(result):
-        return lake.read_json(result)
+    return lake.once(
+        result, lambda: _trial(ctx, loaded, trial, uri, parent_run_id, epochs, rung, objective,
+                               started),
+        load=TrialResult.model_validate, dump=TrialResult.to_xcom,
+        keep=lambda r: isinstance(r, TrialResult),
+    )  # fmt: skip
+
+
+def _trial(
+    ctx: StepContext, loaded: model_loader.LoadedModel, trial: dict[str, Any], uri: str,
+    parent_run_id: str, epochs: int, rung: int, objective: str, started: float,
+) -> TrialResult | RankResult:  # fmt: skip
+    """Every rank fits the trial to its rung; rank 0 scores it on the validation part."""
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
@@ -263,17 +280,17 @@ def run_trial(
         run_name=f"{ctx.customer}/{ctx.run_key}/{name}",
         tags={"mlflow.parentRunId": parent_run_id, "tuning.role": "trial", "tuning.trial": name},
     )  # fmt: skip
-    fitted = _fit(ctx, loaded, ctx.lake_path("models", "trials", name), uri, hvd, plan)
+    fitted = _fit(ctx, loaded, ctx.layout.trial_models(name), uri, hvd, plan)
     if hvd.rank() != 0:
-        return {"rank": hvd.rank()}
-    out = _score_trial(loaded, fitted, objective, epochs)
-    out |= {"name": name, "index": trial["index"], "params": trial["params"], "rung": rung,
-            "epochs": epochs, "start_epoch": fitted["start_epoch"],
-            "mlflow_run_id": fitted["mlflow_run_id"],
-            "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
-    lake.write_json_atomic(result, out)
-    log.info("trial %s rung %d (epoch %d): %s %s = %s", name, rung, epochs, out["status"],
-             objective, out["objective"])  # fmt: skip
+        return RankResult(rank=hvd.rank())
+    out = TrialResult(
+        **_score_trial(loaded, fitted, objective, epochs),
+        name=name, index=trial["index"], params=trial["params"], rung=rung, epochs=epochs,
+        start_epoch=fitted["start_epoch"], mlflow_run_id=fitted["mlflow_run_id"],
+        seconds=round(time.monotonic() - started, 1),
+    )  # fmt: skip
+    log.info("trial %s rung %d (epoch %d): %s %s = %s", name, rung, epochs, out.status,
+             objective, out.objective)  # fmt: skip
     return out
 
 
@@ -308,14 +325,14 @@ def _score_trial(
             **reason}  # fmt: skip
 
 
-def tuning_tags(selected: dict[str, Any] | None) -> dict[str, str]:
+def tuning_tags(selected: SelectResult | None) -> dict[str, str]:
     """Run tags linking a tuned training run to its search (MLflow parent run and trial)."""
     if not selected:
         return {}
     return {
-        "tuning.trial": selected["trial"],
-        "tuning.parent_run_id": selected["parent_run_id"],
-        "tuning.trial_run_id": selected.get("trial_run_id") or "",
+        "tuning.trial": selected.trial,
+        "tuning.parent_run_id": selected.parent_run_id,
+        "tuning.trial_run_id": selected.trial_run_id or "",
     }
 
 
@@ -494,8 +511,8 @@ def _register(
     loaded: model_loader.LoadedModel,
     fitted: dict[str, Any],
     run_dir: str,
-    selected: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    selected: SelectResult | None = None,
+) -> TrainResult:
     """Rank 0: exact metrics on the whole holdout, profile, data inputs, model, registry."""
     import mlflow
 
@@ -544,8 +561,8 @@ def _register(
         "task": model.task,
         headline: metrics[headline],
         "features_uri": table_uri,
-        **({"tuning_trial": selected["trial"]} if selected else {}),
-        **({"tuning_parent_run_id": selected["parent_run_id"]} if selected else {}),
+        **({"tuning_trial": selected.trial} if selected else {}),
+        **({"tuning_parent_run_id": selected.parent_run_id} if selected else {}),
     }.items():
         client.set_model_version_tag(reg_name, version, k, str(v))
     client.set_registered_model_tag(reg_name, "pipeline", ctx.pipeline)
@@ -555,36 +572,32 @@ def _register(
 
     ran = list(fitted["epoch_log"])
     bs, size = tr.batch_size, fitted["ranks"]
-    return {
-        "status": "trained",
-        "model": model.name,
-        "task": model.task,
-        "mlflow_run_id": fitted["mlflow_run_id"],
-        "experiment": experiment_name(ctx.pipeline, ctx.customer),
-        "registered_model": reg_name,
-        "model_version": version,
-        "model_uri": f"models:/{reg_name}/{version}",
-        "run_model_uri": info.model_uri,
-        "metrics": metrics,
-        "epochs": tr.epochs,
-        "start_epoch": fitted["start_epoch"],
-        "resumed": bool(fitted["start_epoch"]),
-        "epochs_run": len(ran),
-        "ranks": size,
-        "rows_train": fitted["rows_train"],
-        "steps_per_epoch": fitted["steps_per_epoch"],
-        "global_batch_size": bs * size,
-        "epoch_seconds": [round(e["epoch_seconds"], 3) for e in ran],
-        "samples_per_second": [round(e["samples_per_second"], 1) for e in ran],
-        "read_seconds": fitted["read_seconds"],
-        "fit_seconds": round(fitted["fit_seconds"], 2),
-        "run_dir": run_dir,
-        "checkpoint_uri": fitted["checkpoint_uri"],
-        "profile_uri": profile_uri,
-        "features_uri": table_uri,
-        **(
-            {"tuning": {"trial": selected["trial"], "params": selected["params"]}}
-            if selected
-            else {}
-        ),
-    }
+    return TrainResult(
+        status="trained",
+        model=model.name,
+        task=model.task,
+        mlflow_run_id=fitted["mlflow_run_id"],
+        experiment=experiment_name(ctx.pipeline, ctx.customer),
+        registered_model=reg_name,
+        model_version=version,
+        model_uri=f"models:/{reg_name}/{version}",
+        run_model_uri=info.model_uri,
+        metrics=metrics,
+        epochs=tr.epochs,
+        start_epoch=fitted["start_epoch"],
+        resumed=bool(fitted["start_epoch"]),
+        epochs_run=len(ran),
+        ranks=size,
+        rows_train=fitted["rows_train"],
+        steps_per_epoch=fitted["steps_per_epoch"],
+        global_batch_size=bs * size,
+        epoch_seconds=[round(e["epoch_seconds"], 3) for e in ran],
+        samples_per_second=[round(e["samples_per_second"], 1) for e in ran],
+        read_seconds=fitted["read_seconds"],
+        fit_seconds=round(fitted["fit_seconds"], 2),
+        run_dir=run_dir,
+        checkpoint_uri=fitted["checkpoint_uri"],
+        profile_uri=profile_uri,
+        features_uri=table_uri,
+        tuning={"trial": selected.trial, "params": selected.params} if selected else None,
+    )

@@ -14,7 +14,7 @@ Steps, each ``python -m model_steps <step> …`` in the train image:
             ``tuning.status=pruned``) and returns the survivors: the second trial tasks' XCom.
 ``select``  picks the best finished trial by the objective, fails only if fewer than
             ``min_successful_trials`` finished, logs the best parameters on the parent run and
-            commits the selection the final train step reads (``read_selection``).
+            commits the selection the final train step reads (``model_steps.tuning_lake.read_selection``).
 
 Lake (``<lake>/tuning/<pipeline>/customer=<c>/run=<key>/``): ``plan.json``,
 ``trials/<name>/rung=<r>.json`` (each trial's result), ``halving.json``, ``selected.json``; trial
@@ -29,21 +29,15 @@ import logging
 import math
 from typing import Any
 
+from mlplatform_contract.results import RankResult, SelectResult, TrialMap, TrialResult
 from mlplatform_contract.tasks import TASKS
 from model_steps import lake, model_loader
 from model_steps.contract import ENV_TRIAL, StepContext, StepError, UsageError
 from model_steps.search_space import current_values, describe, sample_trials
 from model_steps.tracking import connect, experiment_name, run_tags, tracking_uri
+from model_steps.tuning_lake import SELECTION_FILE, result_uri, tuning_path
 
 log = logging.getLogger("model_steps.tuning")
-
-
-def _dir(ctx: StepContext, *parts: str) -> str:
-    return ctx.lake_path("tuning", *parts)
-
-
-def result_uri(ctx: StepContext, trial: str, rung: int) -> str:
-    return _dir(ctx, "trials", trial, f"rung={rung}.json")
 
 
 def _loaded(ctx: StepContext) -> model_loader.LoadedModel:
@@ -64,12 +58,15 @@ def _objective(loaded: model_loader.LoadedModel) -> tuple[str, bool]:
     return name, name in task.lower_is_better
 
 
-def tune(ctx: StepContext) -> dict[str, Any]:
+def tune(ctx: StepContext) -> TrialMap:
     """Plan the trials and open the MLflow parent run; a retry returns the committed plan."""
     loaded = _loaded(ctx)
-    plan_uri = _dir(ctx, "plan.json")
-    if lake.exists(plan_uri):
-        return _trial_map(lake.read_json(plan_uri)["trials"], rung=0)
+    plan = lake.once(tuning_path(ctx, "plan.json"), lambda: _new_plan(ctx, loaded))
+    return _trial_map(plan["trials"], rung=0)
+
+
+def _new_plan(ctx: StepContext, loaded: model_loader.LoadedModel) -> dict[str, Any]:
+    """Sample the trials and open the MLflow parent run."""
     tuning, space = loaded.platform.tuning, loaded.model.search_space
     params = sample_trials(
         space, tuning.trials, seed=tuning.seed, pipeline=ctx.pipeline, customer=ctx.customer,
@@ -83,17 +80,15 @@ def tune(ctx: StepContext) -> dict[str, Any]:
     objective, lower = _objective(loaded)
     rungs = tuning.rung_epochs(loaded.platform.training.epochs)
     parent = _parent_run(ctx, loaded, trials, objective, rungs)
-    plan = {"parent_run_id": parent, "objective": objective, "lower_is_better": lower,
-            "rungs": rungs, "space": describe(space), "trials": trials}  # fmt: skip
-    lake.write_json_atomic(plan_uri, plan)
     log.info("planned %d trials (rungs at epochs %s), MLflow parent run %s", len(trials), rungs,
              parent)  # fmt: skip
-    return _trial_map(trials, rung=0)
+    return {"parent_run_id": parent, "objective": objective, "lower_is_better": lower,
+            "rungs": rungs, "space": describe(space), "trials": trials}  # fmt: skip
 
 
-def _trial_map(trials: list[dict[str, Any]], rung: int) -> dict[str, Any]:
+def _trial_map(trials: list[dict[str, Any]], rung: int) -> TrialMap:
     """The XCom the mapped trial task expands over: one (name, trial) pair per task."""
-    return {t["name"]: {**t, "rung": rung} for t in trials}
+    return TrialMap({t["name"]: {**t, "rung": rung} for t in trials})
 
 
 def _parent_run(
@@ -119,9 +114,9 @@ def _parent_run(
     return run.info.run_id
 
 
-def trial(ctx: StepContext) -> dict[str, Any]:
+def trial(ctx: StepContext) -> TrialResult | RankResult:
     """One trial, to the end of its rung (``STEP_TRIAL``, set by the mapped task)."""
-    from model_steps.steps import train
+    from model_steps.steps import train  # the train step's libraries: only a trial needs them
 
     raw = ctx.env.get(ENV_TRIAL) or ""
     try:
@@ -139,7 +134,7 @@ def trial(ctx: StepContext) -> dict[str, Any]:
 
 
 def _plan(ctx: StepContext) -> dict[str, Any]:
-    uri = _dir(ctx, "plan.json")
+    uri = tuning_path(ctx, "plan.json")
     if not lake.exists(uri):
         raise StepError(f"no tuning plan at {uri}: the tune step did not finish")
     return lake.read_json(uri)
@@ -175,7 +170,7 @@ def _finish_runs(ctx: StepContext, results: list[dict], status: str, tag: str) -
 
 
 def _trial_run_id(ctx: StepContext, name: str) -> str | None:
-    marker = lake.join(ctx.lake_path("models", "trials", name), "mlflow_run.json")
+    marker = lake.join(ctx.layout.trial_models(name), "mlflow_run.json")
     return lake.read_json(marker)["run_id"] if lake.exists(marker) else None
 
 
@@ -187,13 +182,18 @@ def _enough(loaded: Any, ranked: list[dict], results: list[dict], what: str) -> 
                         f"is {need} ({reasons})")  # fmt: skip
 
 
-def halve(ctx: StepContext) -> dict[str, Any]:
+def halve(ctx: StepContext) -> TrialMap:
     """Successive halving's cut: the better half of the planned trials goes on to all epochs."""
     loaded = _loaded(ctx)
-    done_uri = _dir(ctx, "halving.json")
     plan = _plan(ctx)
-    if lake.exists(done_uri):
-        return _trial_map(lake.read_json(done_uri)["kept"], rung=1)
+    summary = lake.once(tuning_path(ctx, "halving.json"), lambda: _halving(ctx, loaded, plan))
+    return _trial_map(summary["kept"], rung=1)
+
+
+def _halving(
+    ctx: StepContext, loaded: model_loader.LoadedModel, plan: dict[str, Any]
+) -> dict[str, Any]:
+    """Rank the first rung, close the pruned and failed trials' runs; what is kept."""
     connect(tracking_uri(ctx))
     results = _results(ctx, plan["trials"], rung=0)
     ranked = _ranked(results, plan["lower_is_better"])
@@ -207,21 +207,24 @@ def halve(ctx: StepContext) -> dict[str, Any]:
     summary = {"rung_epochs": plan["rungs"][0], "kept": kept,
                "pruned": [r["name"] for r in pruned],
                "failed": [r["name"] for r in results if r["status"] != "ok"]}  # fmt: skip
-    lake.write_json_atomic(done_uri, summary)
     log.info("halving at epoch %d: kept %s, pruned %s", plan["rungs"][0], sorted(kept_names),
              summary["pruned"])  # fmt: skip
-    return _trial_map(kept, rung=1)
+    return summary
 
 
-def select(ctx: StepContext) -> dict[str, Any]:
+def select(ctx: StepContext) -> SelectResult:
     """The best finished trial by the objective: committed for the final train step."""
     loaded = _loaded(ctx)
-    done_uri = _dir(ctx, "selected.json")
-    if lake.exists(done_uri):
-        return lake.read_json(done_uri)
+    return lake.once(
+        tuning_path(ctx, SELECTION_FILE), lambda: _select(ctx, loaded),
+        load=SelectResult.model_validate, dump=SelectResult.to_xcom,
+    )  # fmt: skip
+
+
+def _select(ctx: StepContext, loaded: model_loader.LoadedModel) -> SelectResult:
     plan = _plan(ctx)
     rung = len(plan["rungs"]) - 1
-    halving_uri = _dir(ctx, "halving.json")
+    halving_uri = tuning_path(ctx, "halving.json")
     if rung and not lake.exists(halving_uri):
         raise StepError(f"no halving result at {halving_uri}: the halve step did not finish")
     candidates = lake.read_json(halving_uri)["kept"] if rung else plan["trials"]
@@ -231,37 +234,27 @@ def select(ctx: StepContext) -> dict[str, Any]:
     _enough(loaded, ranked, results, "selection")
     _finish_runs(ctx, [r for r in results if r["status"] != "ok"], "FAILED", "failed")
     best = ranked[0]
-    selected = {
-        "trial": best["name"], "params": best["params"], "objective": plan["objective"],
-        "value": best["objective"], "parent_run_id": plan["parent_run_id"],
-        "trial_run_id": best.get("mlflow_run_id"), "finished": len(ranked),
-        "trials": {r["name"]: {"status": r["status"], "objective": r.get("objective")}
-                   for r in _results(ctx, plan["trials"], 0)},
-    }  # fmt: skip
+    selected = SelectResult(
+        trial=best["name"], params=best["params"], objective=plan["objective"],
+        value=best["objective"], parent_run_id=plan["parent_run_id"],
+        trial_run_id=best.get("mlflow_run_id"), finished=len(ranked),
+        trials={r["name"]: {"status": r["status"], "objective": r.get("objective")}
+                for r in _results(ctx, plan["trials"], 0)},
+    )  # fmt: skip
     _close_parent(selected)
-    lake.write_json_atomic(done_uri, selected)
     log.info("selected %s: %s %.4f with %s", best["name"], plan["objective"], best["objective"],
              best["params"])  # fmt: skip
     return selected
 
 
-def _close_parent(selected: dict[str, Any]) -> None:
+def _close_parent(selected: SelectResult) -> None:
     import mlflow
 
-    client, run_id = mlflow.MlflowClient(), selected["parent_run_id"]
-    for name, value in selected["params"].items():
+    client, run_id = mlflow.MlflowClient(), selected.parent_run_id
+    for name, value in selected.params.items():
         client.log_param(run_id, f"best.{name}", json.dumps(value))
-    client.log_metric(run_id, f"best_{selected['objective']}", selected["value"])
-    client.log_metric(run_id, "finished_trials", selected["finished"])
-    client.set_tag(run_id, "tuning.best_trial", selected["trial"])
-    client.set_tag(run_id, "tuning.best_run_id", selected["trial_run_id"] or "")
+    client.log_metric(run_id, f"best_{selected.objective}", selected.value)
+    client.log_metric(run_id, "finished_trials", selected.finished)
+    client.set_tag(run_id, "tuning.best_trial", selected.trial)
+    client.set_tag(run_id, "tuning.best_run_id", selected.trial_run_id or "")
     client.set_terminated(run_id, "FINISHED")
-
-
-def read_selection(ctx: StepContext) -> dict[str, Any]:
-    """What the final train step trains with (tuning.enabled): the select step's commit."""
-    uri = _dir(ctx, "selected.json")
-    if not lake.exists(uri):
-        raise StepError(f"tuning.enabled, but no selection at {uri}: the select step must run "
-                        "before train")  # fmt: skip
-    return lake.read_json(uri)

@@ -33,17 +33,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform_contract.results import ValidateResult
 from model_steps import lake, model_loader
 from model_steps.contract import CheckFailed, StepContext, StepError
 from model_steps.expectations import load_suite, without_column
 from model_steps.features import FEATURES, POPULATION
 from model_steps.model_api import Model
 from model_steps.profile import (
-    baseline_profile_uri,
     build_profile,
-    champion_profile_uri,
     drift,
-    last_population_profile_uri,
     load_reference,
     read_table,
 )
@@ -144,8 +142,8 @@ def resolve_reference(
 ) -> tuple[str, dict[str, Any] | None]:
     candidates = [
         ("config", vs.get("reference_profile_uri")),
-        ("champion", champion_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)),
-        ("first_run_baseline", baseline_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)),
+        ("champion", ctx.layout.customer.champion_profile),
+        ("first_run_baseline", ctx.layout.customer.baseline_profile),
     ]
     for kind, uri in candidates:
         if not uri:
@@ -229,7 +227,7 @@ def without_psi(drift_summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in drift_summary.items() if k != "psi"}
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+def run(ctx: StepContext) -> ValidateResult:
     started = time.monotonic()
     loaded = model_loader.load(ctx)
     model, vs = loaded.model, loaded.platform.validation.model_dump()
@@ -240,41 +238,19 @@ def run(ctx: StepContext) -> dict[str, Any]:
     )
     df, population = read_table(table_uri), read_table(population_uri)
     suite_file, suite_json = load_suite(model)
-    out_uri = ctx.lake_path("validation")
+    out_uri = ctx.layout.validation
 
     ref_name, reference = resolve_reference(ctx, vs, model)
     profile = build_profile(df, model, source=table_uri)
-    with tempfile.TemporaryDirectory(prefix="gx-docs-") as docs_dir:
-        results = run_gx(
-            {
-                "features": (df, suite_json),
-                POPULATION: (population, without_column(suite_json, model.label_column)),
-            },
-            suite_parameters(vs, manifest, loaded.settings.model_dump(mode="json")),
-            docs_dir,
-        )
-        lake.put_tree(docs_dir, lake.join(out_uri, "data_docs"))
+    tables_in = {
+        "features": (df, suite_json),
+        POPULATION: (population, without_column(suite_json, model.label_column)),
+    }
+    params = suite_parameters(vs, manifest, loaded.settings.model_dump(mode="json"))
+    results = _run_suites(tables_in, params, out_uri)
     training = check_table(table_uri, manifest, df, results["features"], (ref_name, reference), vs)
-    # The population is compared with the last population that passed, not with a training table:
-    # a snapshot a label window later differs from its training table by design (campaign cycles).
-    # Its drift only warns: a real change of behaviour (a campaign to everybody, a season) is what
-    # has to be scored, not a reason to hold back the CRM push. Its suite's critical expectations
-    # (schema, nulls, types, categories, row bounds) still fail the run.
-    last_population = last_population_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer)
-    population_reference = (
-        (f"last_population:{last_population}", load_reference(last_population, model))
-        if lake.exists(last_population)
-        else ("none: the first population", None)
-    )
-    population_profile = build_profile(population, model, source=population_uri)
-    scored = check_table(
-        population_uri,
-        population_manifest,
-        population,
-        results[POPULATION],
-        population_reference,
-        vs,
-        drift_can_fail=False,
+    scored, population_profile = _check_population(
+        ctx, model, (population_uri, population_manifest, population), results[POPULATION], vs
     )
     errors = training.errors + scored.errors
     warnings = [f"raw input: {w}" for w in manifest.get("warnings", [])]
@@ -284,24 +260,56 @@ def run(ctx: StepContext) -> dict[str, Any]:
     status = "failed" if errors else ("passed_with_warnings" if warnings else "passed")
     drift_limits = {"warn_at": vs["drift_psi_warn"], "fail_at": vs["drift_psi_fail"]}
     tables = {"features": training.summary, POPULATION: scored.summary}
-    summary: dict[str, Any] = {
-        "status": status,
-        "features_uri": table_uri,
-        "population_uri": population_uri,
-        "rows": training.summary["rows"],
-        "population_rows": scored.summary["rows"],
-        "label_rate": round(float(df[label].mean()), 6) if label in df and len(df) else None,
-        "suite": suite_file,
-        "expectations": training.summary["expectations"],
-        "drift": {**without_psi(training.summary["drift"]), **drift_limits},
-        "tables": {name: {**t, "drift": without_psi(t["drift"])} for name, t in tables.items()},
-        "errors": errors,
-        "warnings": warnings,
-        "validation_uri": out_uri,
-        "gx_validation_uri": lake.join(out_uri, "gx_validation.json"),
-        "data_docs_uri": lake.join(out_uri, "data_docs", "index.html"),
-        "profile_uri": lake.join(out_uri, "feature_profile.json"),
-    }
+    label_rate = round(float(df[label].mean()), 6) if label in df and len(df) else None
+    summary = _summary(
+        (table_uri, population_uri, out_uri), (training.summary, scored.summary), label_rate,
+        suite_file, drift_limits, (errors, warnings),
+    )  # fmt: skip
+    _commit(out_uri, results, drift_limits, tables, (profile, population_profile))
+    lake.write_json_atomic(  # the failed run's summary too (status "failed"), read by no step
+        lake.join(out_uri, "summary.json"),
+        {**summary.model_dump(mode="json", exclude={"seconds"}), "status": status},
+    )
+    _write_manifest(out_uri, status)
+    if not errors:
+        lake.write_json_atomic(ctx.layout.customer.last_population_profile, population_profile)
+    if reference is None and not errors:
+        lake.write_json_atomic(ctx.layout.customer.baseline_profile, profile)
+        summary.drift["reference"] = "none: this run's profile is now the first-run baseline"
+    summary.seconds = round(time.monotonic() - started, 1)
+    for w in warnings:
+        log.warning("validation warning: %s", w)
+    _raise_on(errors, summary)
+    return summary
+
+
+def _check_population(
+    ctx: StepContext, model: Model, table: tuple[str, dict[str, Any], Any], gx_result: Any,
+    vs: dict[str, Any],
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """The population's checks and profile. It is compared with the last population that passed,
+    not with a training table: a snapshot a label window later differs from its training table by
+    design (campaign cycles). Its drift only warns: a real change of behaviour (a campaign to
+    everybody, a season) is what has to be scored, not a reason to hold back the CRM push. Its
+    suite's critical expectations (schema, nulls, types, categories, row bounds) still fail."""
+    uri, manifest, population = table
+    last_population = ctx.layout.customer.last_population_profile
+    reference = (
+        (f"last_population:{last_population}", load_reference(last_population, model))
+        if lake.exists(last_population)
+        else ("none: the first population", None)
+    )
+    profile = build_profile(population, model, source=uri)
+    checked = check_table(uri, manifest, population, gx_result, reference, vs, drift_can_fail=False)
+    return checked, profile
+
+
+def _commit(
+    out_uri: str, results: dict[str, Any], drift_limits: dict[str, float],
+    tables: dict[str, dict[str, Any]], profiles: tuple[dict[str, Any], dict[str, Any]],
+) -> None:  # fmt: skip
+    """The GX results, every feature's PSI and both profiles, into the run's validation folder."""
+    profile, population_profile = profiles
     lake.write_json_atomic(
         lake.join(out_uri, "gx_validation.json"),
         {name: vr.to_json_dict() for name, vr in results.items()},
@@ -318,7 +326,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
     )
     lake.write_json_atomic(lake.join(out_uri, "feature_profile.json"), profile)
     lake.write_json_atomic(lake.join(out_uri, "population_profile.json"), population_profile)
-    lake.write_json_atomic(lake.join(out_uri, "summary.json"), summary)
+
+
+def _write_manifest(out_uri: str, status: str) -> None:
     lake.write_json_atomic(
         lake.join(out_uri, lake.MANIFEST),
         {
@@ -333,21 +343,53 @@ def run(ctx: StepContext) -> dict[str, Any]:
             ],
         },
     )
-    if not errors:
-        lake.write_json_atomic(last_population, population_profile)
-    if reference is None and not errors:
-        lake.write_json_atomic(
-            baseline_profile_uri(ctx.lake_uri, ctx.pipeline, ctx.customer), profile
-        )
-        summary["drift"]["reference"] = "none: this run's profile is now the first-run baseline"
-    summary["seconds"] = round(time.monotonic() - started, 1)
-    for w in warnings:
-        log.warning("validation warning: %s", w)
+
+
+def _run_suites(
+    tables: dict[str, tuple[Any, dict[str, Any]]], params: dict[str, Any], out_uri: str
+) -> dict[str, Any]:
+    """Both tables' suites through GX; the data docs go to the run's validation folder."""
+    with tempfile.TemporaryDirectory(prefix="gx-docs-") as docs_dir:
+        results = run_gx(tables, params, docs_dir)
+        lake.put_tree(docs_dir, lake.join(out_uri, "data_docs"))
+    return results
+
+
+def _raise_on(errors: list[str], summary: ValidateResult) -> None:
     if errors:
         raise CheckFailed(
             f"validation failed ({len(errors)} error(s); data docs: "
-            f"{summary['data_docs_uri']}):\n  - " + "\n  - ".join(errors),
+            f"{summary.data_docs_uri}):\n  - " + "\n  - ".join(errors),
             "fix the data (the raw drop) or the model's features/label hooks, or, if the "
             "expectation is wrong, the model's expectations.json or its validation settings.",
         )
-    return summary
+
+
+def _summary(
+    uris: tuple[str, str, str], checked: tuple[dict[str, Any], dict[str, Any]],
+    label_rate: float | None, suite_file: str, drift_limits: dict[str, float],
+    problems: tuple[list[str], list[str]],
+) -> ValidateResult:  # fmt: skip
+    """The step's result: the training table's figures, both tables' summaries, the problems."""
+    (table_uri, population_uri, out_uri), (train, scored) = uris, checked
+    errors, warnings = problems
+    tables = {"features": train, POPULATION: scored}
+    return ValidateResult(
+        status="passed_with_warnings" if warnings else "passed",
+        features_uri=table_uri,
+        population_uri=population_uri,
+        rows=train["rows"],
+        population_rows=scored["rows"],
+        label_rate=label_rate,
+        suite=suite_file,
+        expectations=train["expectations"],
+        drift={**without_psi(train["drift"]), **drift_limits},
+        tables={name: {**t, "drift": without_psi(t["drift"])} for name, t in tables.items()},
+        errors=errors,
+        warnings=warnings,
+        validation_uri=out_uri,
+        gx_validation_uri=lake.join(out_uri, "gx_validation.json"),
+        data_docs_uri=lake.join(out_uri, "data_docs", "index.html"),
+        profile_uri=lake.join(out_uri, "feature_profile.json"),
+        seconds=0.0,
+    )

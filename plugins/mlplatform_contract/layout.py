@@ -1,0 +1,153 @@
+"""The lake layout, named once: every zone and path a customer's runs read and write.
+
+::
+
+    <lake>/raw/customer=<c>/<table>/dt=<day>/...                    the customer's drops
+    <lake>/<zone>/<pipeline>/customer=<c>/run=<run key>/...         one run's output in a zone
+    <lake>/<zone>/<pipeline>/customer=<c>/...                       what outlives a run
+    <scores>/<pipeline>/customer=<c>/run=<run key>/                 SCORES_URI, else <lake>/scores
+
+Zones of a run: ``features`` and ``population`` (ingest), ``validation``, ``models`` (train, its
+tuning trials), ``tuning``, ``evaluation``, ``scores``, ``campaign`` and ``publish`` (publish),
+``monitoring`` (the monitor, per scored run). Outside runs: ``models/…/champion/`` and
+``reference/`` (the drift references) and ``monitoring/…/report/``.
+
+Both sides may use it (the steps write and read these paths; the IAM prefixes of the infra can be
+derived from the same zone names). Pure standard library, like the rest of the step contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RAW = "raw"
+FEATURES = "features"  # the labelled training table (ingest)
+POPULATION = "population"  # the unlabelled table that gets scored (ingest)
+VALIDATION = "validation"
+MODELS = "models"
+TUNING = "tuning"
+EVALUATION = "evaluation"
+SCORES = "scores"
+CAMPAIGN = "campaign"
+PUBLISH = "publish"
+MONITORING = "monitoring"
+REFERENCE = "reference"
+RUN_ZONES = (FEATURES, POPULATION, VALIDATION, MODELS, TUNING, EVALUATION, SCORES, CAMPAIGN,
+             PUBLISH, MONITORING)  # fmt: skip
+MANIFEST = "_MANIFEST.json"
+
+
+def join(*parts: str) -> str:
+    """Join URI parts with one ``/`` between them (a leading ``file:///`` or ``s3://`` is kept)."""
+    return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
+
+
+@dataclass(frozen=True)
+class CustomerLayout:
+    """Where one pipeline's data for one customer lives."""
+
+    lake_uri: str
+    pipeline: str
+    customer: str
+    scores_uri: str | None = None  # SCORES_URI (the cluster's scores bucket); None: <lake>/scores
+
+    def zone(self, zone: str) -> str:
+        """The folder of every run of this pipeline and customer in ``zone``."""
+        if zone == SCORES:
+            root = self.scores_uri or join(self.lake_uri, SCORES)
+            return join(root, self.pipeline, f"customer={self.customer}")
+        return join(self.lake_uri, zone, self.pipeline, f"customer={self.customer}")
+
+    def run(self, run_key: str) -> RunLayout:
+        return RunLayout(self, run_key)
+
+    def raw_table(self, table: str) -> str:
+        """A raw table's drops (``dt=<day>/`` folders below it)."""
+        return join(self.lake_uri, RAW, f"customer={self.customer}", table)
+
+    @property
+    def champion_profile(self) -> str:
+        """The champion's feature profile: validate's drift reference, written by the gate on
+        promotion in its own zone (only evaluate may say what the champion looks like)."""
+        return join(self.zone(EVALUATION), "champion", "feature_profile.json")
+
+    @property
+    def baseline_profile(self) -> str:
+        """The first run's feature profile: the drift reference before any champion."""
+        return join(self.zone(REFERENCE), "feature_profile.json")
+
+    @property
+    def last_population_profile(self) -> str:
+        """The last population that passed validation: the next population's drift reference."""
+        return join(self.zone(REFERENCE), "population_profile.json")
+
+    @property
+    def monitoring_report(self) -> str:
+        return join(self.zone(MONITORING), "report")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where one run (one run key) of a customer's pipeline reads and writes."""
+
+    customer: CustomerLayout
+    run_key: str
+
+    def path(self, zone: str, *parts: str) -> str:
+        """``<zone root>/run=<run key>/<parts>``."""
+        return join(self.customer.zone(zone), f"run={self.run_key}", *parts)
+
+    def manifest(self, zone: str) -> str:
+        return self.path(zone, MANIFEST)
+
+    @property
+    def features(self) -> str:
+        return self.path(FEATURES)
+
+    @property
+    def population(self) -> str:
+        return self.path(POPULATION)
+
+    @property
+    def validation(self) -> str:
+        return self.path(VALIDATION)
+
+    @property
+    def models(self) -> str:
+        return self.path(MODELS)
+
+    @property
+    def train_result(self) -> str:
+        """The train step's committed result (evaluate reads it)."""
+        return self.path(MODELS, "train_result.json")
+
+    def trial_models(self, trial: str) -> str:
+        """A tuning trial's checkpoints and MLflow run marker."""
+        return self.path(MODELS, "trials", trial)
+
+    def tuning(self, *parts: str) -> str:
+        return self.path(TUNING, *parts)
+
+    @property
+    def evaluation(self) -> str:
+        return self.path(EVALUATION)
+
+    @property
+    def decision(self) -> str:
+        """The evaluate step's committed decision."""
+        return self.path(EVALUATION, "decision.json")
+
+    @property
+    def scores(self) -> str:
+        return self.path(SCORES)
+
+    @property
+    def campaign(self) -> str:
+        return self.path(CAMPAIGN)
+
+    def publish(self, *parts: str) -> str:
+        return self.path(PUBLISH, *parts)
+
+    @property
+    def monitoring(self) -> str:
+        return self.path(MONITORING)

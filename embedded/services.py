@@ -251,6 +251,51 @@ def load_objects(endpoint: str, state: Path) -> int:
     return count
 
 
+def _start_s3(
+    state: Path, info: dict[str, Any], procs: dict[str, subprocess.Popen], base_env: dict[str, str],
+    buckets: tuple[str, ...], timeout: float,
+) -> str:  # fmt: skip
+    """moto_server on a port it picks; the buckets, and the objects a previous stop saved."""
+    log = state / "logs" / "moto.log"
+    procs["s3"] = _spawn([executable("moto_server"), "-H", "127.0.0.1", "-p", "0"], base_env, log)
+    info["pids"]["s3"] = procs["s3"].pid
+    _write_state(state, info)  # so `down` can clean up even if the next start fails
+    endpoint = f"http://127.0.0.1:{bound_port('moto_server', procs['s3'], log, timeout)}"
+    info["s3_ready_s"] = round(_wait_ready("moto_server", f"{endpoint}/", procs["s3"], log,
+                                           timeout), 2)  # fmt: skip
+    for bucket in (ARTIFACT_BUCKET, *buckets):
+        create_bucket(endpoint, bucket)
+    info["s3_objects_loaded"] = load_objects(endpoint, state)
+    return endpoint
+
+
+def _start_mlflow(
+    state: Path, info: dict[str, Any], procs: dict[str, subprocess.Popen], base_env: dict[str, str],
+    s3_endpoint: str, workers: int, timeout: float,
+) -> str:  # fmt: skip
+    """The MLflow server with the basic-auth app, artifacts proxied to the S3 endpoint."""
+    auth_env, _ = auth_config(state)
+    server_env = {
+        **base_env, **auth_env, **DUMMY_AWS,
+        "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "AWS_ENDPOINT_URL": s3_endpoint,
+        # MLflow 3's server otherwise forks ~14 huey job consumers (GenAI jobs this platform
+        # does not use): seconds of start-up and about 1 GB of memory on a 2-core machine
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }  # fmt: skip
+    log = state / "logs" / "mlflow.log"
+    command = [executable("mlflow"), "server", "--app-name", "basic-auth",
+               "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}",
+               "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}/",
+               "--host", "127.0.0.1", "--port", "0", "--workers", str(workers)]  # fmt: skip
+    procs["mlflow"] = _spawn(command, server_env, log)
+    info["pids"]["mlflow"] = procs["mlflow"].pid
+    _write_state(state, info)
+    uri = f"http://127.0.0.1:{bound_port('mlflow server', procs['mlflow'], log, timeout)}"
+    info["mlflow_ready_s"] = round(_wait_ready("mlflow server", f"{uri}/health", procs["mlflow"],
+                                               log, timeout), 2)  # fmt: skip
+    return uri
+
+
 def up(
     state: Path, *, timeout: float = 90.0, buckets: tuple[str, ...] = (), mlflow_workers: int = 1
 ) -> dict[str, Any]:
@@ -265,72 +310,9 @@ def up(
     for log in ("moto.log", "mlflow.log"):  # the bound port is read from a fresh log
         (state / "logs" / log).unlink(missing_ok=True)
     try:
-        procs["s3"] = _spawn(
-            [executable("moto_server"), "-H", "127.0.0.1", "-p", "0"],
-            base_env,
-            state / "logs" / "moto.log",
-        )
-        info["pids"]["s3"] = procs["s3"].pid
-        _write_state(state, info)  # so `down` can clean up even if the next start fails
-        s3_port = bound_port("moto_server", procs["s3"], state / "logs" / "moto.log", timeout)
-        s3_endpoint = f"http://127.0.0.1:{s3_port}"
-        info["s3_ready_s"] = round(
-            _wait_ready(
-                "moto_server", f"{s3_endpoint}/", procs["s3"], state / "logs" / "moto.log", timeout
-            ),
-            2,
-        )
-        for bucket in (ARTIFACT_BUCKET, *buckets):
-            create_bucket(s3_endpoint, bucket)
-        info["s3_objects_loaded"] = load_objects(s3_endpoint, state)
-
-        auth_env, _ = auth_config(state)
-        server_env = {
-            **base_env,
-            **auth_env,
-            **DUMMY_AWS,
-            "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
-            "AWS_ENDPOINT_URL": s3_endpoint,
-            # MLflow 3's server otherwise forks ~14 huey job consumers (GenAI jobs this platform
-            # does not use): seconds of start-up and about 1 GB of memory on a 2-core machine
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        }
-        db = state / "mlflow.db"
-        procs["mlflow"] = _spawn(
-            [
-                executable("mlflow"),
-                "server",
-                "--app-name",
-                "basic-auth",
-                "--backend-store-uri",
-                f"sqlite:///{db}",
-                "--artifacts-destination",
-                f"s3://{ARTIFACT_BUCKET}/",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--workers",
-                str(mlflow_workers),
-            ],
-            server_env,
-            state / "logs" / "mlflow.log",
-        )
-        info["pids"]["mlflow"] = procs["mlflow"].pid
-        _write_state(state, info)
-        mlflow_log = state / "logs" / "mlflow.log"
-        tracking_uri = (
-            f"http://127.0.0.1:{bound_port('mlflow server', procs['mlflow'], mlflow_log, timeout)}"
-        )
-        info["mlflow_ready_s"] = round(
-            _wait_ready(
-                "mlflow server",
-                f"{tracking_uri}/health",
-                procs["mlflow"],
-                state / "logs" / "mlflow.log",
-                timeout,
-            ),
-            2,
+        s3_endpoint = _start_s3(state, info, procs, base_env, buckets, timeout)
+        tracking_uri = _start_mlflow(
+            state, info, procs, base_env, s3_endpoint, mlflow_workers, timeout
         )
     except BaseException:
         down(state)

@@ -325,69 +325,85 @@ def _profile(
         return None
 
 
-def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]:
-    """Apply the layers for every enabled customer; collect every problem before raising.
-
-    Pipeline-level step profiles are validated once (an error there is reported once, not once per
-    customer); a customer's profiles are re-validated only where its settings override resources.
-    """
+def _base_profiles(spec: PipelineSpec, source: str) -> dict[str, ResourceProfile]:
+    """The pipeline's step profiles, validated once (an error is reported once, not per customer)."""
     problems: list[str] = []
-    base_profiles: dict[str, ResourceProfile] = {}
+    base: dict[str, ResourceProfile] = {}
     for kind, overrides in spec.steps.items():
         profile = _profile([PLATFORM_DEFAULTS[kind], overrides], f"steps.{kind}", problems)
         if profile is not None:
-            base_profiles[kind] = profile
+            base[kind] = profile
     for name, extra in spec.extra_steps.items():
         where = f"extra_steps.{name}.resources"
         profile = _profile([PLATFORM_DEFAULTS[extra.runs_in], extra.resources], where, problems)
         if profile is not None:
-            base_profiles[name] = profile
-    base_profiles[MONITOR_STEP] = ResourceProfile.model_validate(MONITOR_DEFAULTS)
+            base[name] = profile
+    base[MONITOR_STEP] = ResourceProfile.model_validate(MONITOR_DEFAULTS)
     if problems:
         raise PipelineSpecError(source, problems)
+    return base
 
+
+def _customer_profiles(
+    spec: PipelineSpec, settings: CustomerSettings, base: dict[str, ResourceProfile],
+    where: str, problems: list[str],
+) -> dict[str, ResourceProfile]:  # fmt: skip
+    """The base profiles with the customer's resource overrides, re-validated where overridden."""
+    profiles = dict(base)
+    for kind, overrides in settings.resources.items():
+        extra = spec.extra_steps.get(kind)
+        if kind == MONITOR_STEP:
+            layers = [MONITOR_DEFAULTS, overrides]
+        elif kind not in spec.steps and extra is None:
+            problems.append(f"{where}.resources.{kind}: the pipeline has no {kind} step")
+            continue
+        elif extra is not None:
+            layers = [PLATFORM_DEFAULTS[extra.runs_in], extra.resources, overrides]
+        else:
+            layers = [PLATFORM_DEFAULTS[kind], spec.steps[kind], overrides]  # type: ignore[index]
+        profile = _profile(layers, f"{where}.resources.{kind}", problems)
+        if profile is not None:
+            profiles[kind] = profile
+    return profiles
+
+
+def _customer_settings(
+    spec: PipelineSpec, customer: Any, where: str, problems: list[str]
+) -> CustomerSettings | None:
+    """The customer's merged settings (platform <- defaults <- tier <- its own), or None with the
+    problems recorded."""
+    layered = deep_merge(
+        deep_merge(deep_merge(platform_layer(), spec.defaults), spec.tiers[customer.tier]),
+        customer.settings,
+    )
+    try:
+        settings = CustomerSettings.model_validate(layered)
+    except ValidationError as exc:
+        problems += [
+            f"{p} (merged from defaults, tier {customer.tier!r} and the customer)"
+            for p in problems_of(exc, prefix=where)
+        ]
+        return None
+    problems += [p for p in _task_problems(settings, spec.task, where) if p not in problems]
+    problems += _crm_problems(settings, customer.id, where)
+    if settings.tuning.enabled and "train" not in spec.steps:
+        problems.append(f"{where}.tuning.enabled: the pipeline has no train step to tune")
+    return settings
+
+
+def resolve_customers(spec: PipelineSpec, source: str) -> list[ResolvedCustomer]:
+    """Apply the layers for every enabled customer; collect every problem before raising."""
+    base = _base_profiles(spec, source)
+    problems: list[str] = []
     resolved: list[ResolvedCustomer] = []
-    platform = platform_layer()
     for index, customer in enumerate(spec.customers):
         if not customer.enabled:
             continue
         where = f"customers[{index}] ({customer.id}).settings"
-        layered = deep_merge(
-            deep_merge(deep_merge(platform, spec.defaults), spec.tiers[customer.tier]),
-            customer.settings,
-        )
-        try:
-            settings = CustomerSettings.model_validate(layered)
-        except ValidationError as exc:
-            problems += [
-                f"{p} (merged from defaults, tier {customer.tier!r} and the customer)"
-                for p in problems_of(exc, prefix=where)
-            ]
+        settings = _customer_settings(spec, customer, where, problems)
+        if settings is None:
             continue
-        problems += [p for p in _task_problems(settings, spec.task, where) if p not in problems]
-        problems += _crm_problems(settings, customer.id, where)
-        if settings.tuning.enabled and "train" not in spec.steps:
-            problems.append(f"{where}.tuning.enabled: the pipeline has no train step to tune")
-        profiles = dict(base_profiles)
-        for kind, overrides in settings.resources.items():
-            extra = spec.extra_steps.get(kind)
-            if kind == MONITOR_STEP:
-                profile = _profile(
-                    [MONITOR_DEFAULTS, overrides], f"{where}.resources.{kind}", problems
-                )
-                if profile is not None:
-                    profiles[kind] = profile
-                continue
-            if kind not in spec.steps and extra is None:
-                problems.append(f"{where}.resources.{kind}: the pipeline has no {kind} step")
-                continue
-            if extra is not None:
-                layers = [PLATFORM_DEFAULTS[extra.runs_in], extra.resources, overrides]
-            else:
-                layers = [PLATFORM_DEFAULTS[kind], spec.steps[kind], overrides]  # type: ignore[index]
-            profile = _profile(layers, f"{where}.resources.{kind}", problems)
-            if profile is not None:
-                profiles[kind] = profile
+        profiles = _customer_profiles(spec, settings, base, where, problems)
         resolved.append(
             ResolvedCustomer(spec, customer.id, customer.tier, settings, profiles, source)
         )

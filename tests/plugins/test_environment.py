@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlplatform_contract.environment import (
+    SPARK_NAMESPACE,
     STEPS_NAMESPACE,
     EnvironmentError_,
     StepEnvironment,
@@ -41,5 +42,5 @@ def test_step_environment_reads_the_steps_mapping_and_hides_the_token() -> None:
                               "AWS_DEFAULT_REGION": "eu-west-1", "OMPI_COMM_WORLD_RANK": "3"})  # fmt: skip
     assert env.lake_uri == "s3://lake" and env.scores_uri == "" and env.aws_region == "eu-west-1"
     assert env.crm_api_token.get_secret_value() == "s3cret" and "s3cret" not in repr(env)
-    assert env.rank == 3 and env.spark_executor_namespace == STEPS_NAMESPACE
+    assert env.rank == 3 and env.spark_executor_namespace == SPARK_NAMESPACE
     assert env.xcom_path == "/airflow/xcom/return.json" and env.mlflow_wait_s == 60.0

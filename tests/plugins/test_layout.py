@@ -28,7 +28,7 @@ def test_scores_root_customer_zones_and_raw_drops() -> None:
     customer = CustomerLayout(LAKE, "churn", "acme-foods", scores_uri="s3://scores-bucket")
     assert customer.run(RUN).scores == f"s3://scores-bucket/churn/customer=acme-foods/run={RUN}"
     assert customer.champion_profile == (
-        "s3://lake-bucket/prefix/models/churn/customer=acme-foods/champion/feature_profile.json"
+        "s3://lake-bucket/prefix/evaluation/churn/customer=acme-foods/champion/feature_profile.json"
     )
     assert customer.baseline_profile.endswith(
         "reference/churn/customer=acme-foods/feature_profile.json"

@@ -21,7 +21,6 @@ LONGER = {
     "benchmarks/bench_publish.py:main": 107,
     "benchmarks/bench_train.py:input_vs_step": 65,
     "benchmarks/bench_train.py:main": 85,
-    "embedded/services.py:up": 89,
     "images/steps/model_steps/raw_reader.py:read_raw": 83,
     "images/steps/model_steps/steps/train.py:_fit": 115,
     "images/steps/model_steps/steps/train.py:_register": 95,
@@ -29,8 +28,6 @@ LONGER = {
     "models/customer_propensity/mlmodels/customer_propensity/features.py:features": 70,
     "models/next_spend/mlmodels/next_spend/features.py:features": 66,
     "models/restaurant_chain/mlmodels/restaurant_chain/datagen.py:main": 77,
-    "plugins/mlplatform/runtime/kubernetes.py:step_task_spec": 63,
-    "plugins/mlplatform/spec.py:resolve_customers": 68,
 }
 
 

@@ -116,18 +116,7 @@ def step_task_spec(
         image_pull_policy="IfNotPresent",
         cmds=argv[:1],
         arguments=argv[1:],
-        env_vars={
-            **literal_env(invocation.env),
-            **pods.lineage_env(image, manifest.commit),
-            **(pods.spark_driver_env(image, cluster) if spark else {}),
-        },
-        # plain V1EnvVar entries beside env_vars: the try, the pod IP, publish's CRM Secret keys,
-        # the step's own registry identity
-        pod_runtime_info_envs=pods.try_number_env()
-        + (pods.pod_ip_env() if spark else [])
-        + pods.crm_env(invocation.kind, invocation.customer.settings.crm.connection_id)
-        + pods.registry_env(invocation.step, invocation.customer.id),
-        env_from=pods.env_from(cluster),
+        **_pod_env(invocation, image, manifest.commit, cluster, spark),
         labels=invocation.labels,
         container_resources=pods.resources(profile),
         volumes=pods.volumes(profile) + ([volume] if spark else []),
@@ -151,6 +140,27 @@ def step_task_spec(
         log_events_on_failure=True,
         get_logs=True,
         **task_kwargs,
+    )
+
+
+def _pod_env(
+    invocation: StepInvocation, image: str, commit: str | None, cluster: pods.ClusterSettings,
+    spark: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """What the step's container reads: its contract variables (settings as literals), lineage,
+    the Spark driver's wiring, and plain V1EnvVar entries for the try, the pod IP, publish's CRM
+    Secret keys and the step's own registry identity; the platform ConfigMap."""
+    return dict(
+        env_vars={
+            **literal_env(invocation.env),
+            **pods.lineage_env(image, commit),
+            **(pods.spark_driver_env(image, cluster) if spark else {}),
+        },
+        pod_runtime_info_envs=pods.try_number_env()
+        + (pods.pod_ip_env() if spark else [])
+        + pods.crm_env(invocation.kind, invocation.customer.settings.crm.connection_id)
+        + pods.registry_env(invocation.step, invocation.customer.id),
+        env_from=pods.env_from(cluster),
     )
 
 

@@ -28,6 +28,7 @@ import yaml
 
 from mlmodels.next_spend.report import REPORT_ZONE
 from mlplatform_contract import lake_zones
+from mlplatform_contract.layout import PUBLISH as PUBLISH_ZONE
 from model_steps import profile
 from model_steps.campaign import CAMPAIGN_ZONE
 from model_steps.contract import StepContext, run_key
@@ -35,8 +36,7 @@ from model_steps.features import FEATURES, POPULATION
 from model_steps.monitor_report import MONITOR_ZONE
 from model_steps.raw_schema import raw_table_root
 from model_steps.scoring import scores_table_uri
-from model_steps.steps.publish import PROGRESS_FILE, PUBLISH_ZONE
-from model_steps.steps.tuning import _dir as tuning_dir
+from model_steps.steps.publish import PROGRESS_FILE
 
 REPO = Path(__file__).resolve().parents[3]
 MODULE = REPO / "terraform" / "modules" / "step_policy"
@@ -46,6 +46,11 @@ BUCKETS = {b: f"mlops-{b}-{ACCOUNT}" for b in ("lake", "artifacts", "scores", "l
 KMS_ARN = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/00000000-0000-0000-0000-000000000000"
 RUN = "scheduled__2026-06-29T00:00:00+00:00"
 PAST = "scheduled__2026-05-31T00:00:00+00:00"
+
+
+def tuning_dir(c: StepContext, *parts: str) -> str:
+    """Where the tuning steps keep their plan and trials (the run layout's tuning zone)."""
+    return c.layout.tuning(*parts)
 
 
 @dataclass(frozen=True)

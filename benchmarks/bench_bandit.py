@@ -17,13 +17,13 @@ contact), and reports the ratio. Prints tables, writes benchmarks/results/bandit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+import results_file
 
 from mlmodels.restaurant_chain.campaign_world import CampaignWorld, play
 from model_steps import bandit, ope
@@ -139,9 +139,7 @@ def main() -> int:
     print(f"\nallocation of {speed['contacts']:,} contacts: {speed['platform_seconds']:.2f} s "
           f"(numpy choice {speed['numpy_choice_seconds']:.2f} s, {speed['ratio_vs_numpy']}x: the "
           "platform hashes each contact so a retry draws the same)")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    results_file.write(args.out, result)
     return 0
 
 

@@ -26,6 +26,8 @@ import time
 import types
 from pathlib import Path
 
+import results_file
+
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("step", "pandas")
 
@@ -144,9 +146,7 @@ def main() -> int:
           f"{base['peak_rss_mb']:>14.0f}")  # fmt: skip
     print(f"step is {result['speedup_vs_pandas']}x as fast, at "
           f"{result['peak_rss_ratio_vs_pandas']}x the peak memory")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    results_file.write(args.out, result)
     return 0
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import results_file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "images" / "steps"))
@@ -134,9 +135,7 @@ def main() -> int:
     print(f"{'score step (read+predict+write)':<34}{step_s:>10.2f}{rows / step_s:>12,.0f}")
     verdict = "meets" if result["ratio_step_vs_raw"] >= TARGET else "MISSES"
     print(f"ratio {result['ratio_step_vs_raw']}x: {verdict} the target")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    results_file.write(args.out, result)
     return 0
 
 

@@ -197,7 +197,7 @@ def main() -> int:
                 ingest.run(off)
                 off_s = time.monotonic() - t
             t = time.monotonic()
-            res = ingest.run(ctx)
+            res = ingest.run(ctx).model_dump()  # the typed IngestResult, as the XCom carries it
             spark_s = time.monotonic() - t
             t = time.monotonic()
             n_pd = pandas_ingest(

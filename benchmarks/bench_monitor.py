@@ -78,7 +78,8 @@ def run_case(case: str, root: Path) -> dict[str, float]:
     t0 = time.perf_counter()
     observed = pq.read_table(root / "outcomes.parquet")
     if case == "step":
-        figures = monitor.figures(loaded, run, monitor.joined(loaded, run, observed, ctx))
+        result = monitor.figures(loaded, run, monitor.joined(loaded, run, observed, ctx))
+        figures = {"realized": result.realized, "uplift": result.uplift}
     else:
         scores, _ = lake.read_parquet_table(run.scores_uri, columns=["diner_id", "score"])
         arms, _ = lake.read_parquet_table(ctx.run_path("campaign", "r1"))
@@ -97,6 +98,7 @@ def run_case(case: str, root: Path) -> dict[str, float]:
                 y[(frame["arm"] == "control").to_numpy()],
                 min_arm=settings.min_arm_size,
                 confidence=settings.confidence,
+                positive_outcome=MODEL.positive_outcome,
             ),
         }
     seconds = time.perf_counter() - t0

@@ -128,8 +128,14 @@ def step(url: str, lake_uri: str, batch_size: int, concurrency: int) -> tuple[fl
     )  # fmt: skip
     lake.remove_tree(ctx.layout.publish())  # no checkpoint: send everything
     started = time.perf_counter()
-    result = publish.run(ctx)
+    result = publish.run(ctx).model_dump()  # the typed PublishResult, as the XCom carries it
     return time.perf_counter() - started, result
+
+
+def treated(result: dict[str, Any]) -> set[str]:
+    """The contacts the step must deliver: its committed campaign assignment's treated arm."""
+    arms, _ = lake.read_parquet_table(result["campaign_uri"], columns=["diner_id", "arm"])
+    return {k for k, a in zip(*arms.to_pydict().values(), strict=True) if a == "treated"}
 
 
 def main() -> int:
@@ -180,7 +186,8 @@ def main() -> int:
                         )
                         extra = {k: result[k] for k in ("batches", "retries", "retries_by_reason",
                                                         "replayed_batches")}  # fmt: skip
-                    check = receiver.check(expected)
+                    # the step sends the treated arm; the held-out control arm is never sent
+                    check = receiver.check(expected if i == 0 else treated(result))
                 finally:
                     receiver.stop()
                 times.append(seconds)

@@ -29,6 +29,9 @@ from delivery_helpers import (
     tool,
 )
 
+from mlplatform.runtime.pods import registry_secret_name
+from mlplatform_contract.registry_access import step_username
+
 
 @pytest.fixture(scope="module")
 def rendered_charts(tmp_path_factory) -> dict[str, Path]:
@@ -172,7 +175,15 @@ def test_pods_refer_only_to_objects_the_platform_provides(rendered_pods, rendere
                         if "secretKeyRef" in (e.get("valueFrom") or {})}  # fmt: skip
                 is_publish = labels["mlops.io/step"] == "publish" and container["name"] == "base"
                 crm = {("crm-default", "CRM_API_TOKEN"), ("crm-default", "CRM_BASE_URL")}
-                assert keys == (crm if is_publish else set()), (labels, keys)
+                # the steps that call MLflow read their own registry identity, written per
+                # (role, customer) by the registry provisioning (docs/registry-access.md)
+                user = step_username(labels["mlops.io/step"], labels["mlops.io/customer"])
+                registry = (
+                    {(registry_secret_name(user), k) for k in ("username", "password")}
+                    if user and container["name"] == "base"
+                    else set()
+                )
+                assert keys == (crm if is_publish else set()) | registry, (labels, keys)
 
 
 def test_every_container_pinned_by_digest_with_limits(rendered_pods):

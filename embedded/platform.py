@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -236,23 +235,31 @@ def land_outcomes(
     return landed
 
 
+_PARSE_DAG_IDS = """
+import json, runpy, sys
+sys.path.insert(0, sys.argv[1])
+found = set()
+for module in sys.argv[2:]:
+    names = runpy.run_path(module)
+    found.update((k.split("__")[0], k.split("__")[1]) for k in names
+                 if "__" in k and not k.startswith("_"))
+print(json.dumps(sorted(found)))
+"""
+
+
 def example_pipelines(dags_folder: Path = REPO / "dags") -> list[tuple[str, str]]:
-    """Every (pipeline, customer) of every DAG module (DAG ids are ``<pipeline>__<customer>``).
-
-    Parses the modules, so it needs the control plane's venv (Airflow, plugins/ on sys.path)."""
-    import runpy
-
-    sys.path.insert(0, str(REPO / "plugins"))
-    found: set[tuple[str, str]] = set()
-    for module in sorted(dags_folder.glob("*.py")):
-        names = runpy.run_path(str(module))
-        # DAG ids: <pipeline>__<customer>, and <pipeline>__<customer>__monitor
-        found.update(
-            (k.split("__")[0], k.split("__")[1])
-            for k in names
-            if "__" in k and not k.startswith("_")
+    """Every (pipeline, customer) of every DAG module (DAG ids are ``<pipeline>__<customer>``,
+    and ``<pipeline>__<customer>__monitor``). The modules are parsed by the control plane's venv
+    (Airflow, plugins/), in a process of its own, whichever venv calls this."""
+    modules = [str(m) for m in sorted(dags_folder.glob("*.py"))]
+    command = [str(CP_BIN / "python"), "-c", _PARSE_DAG_IDS, str(REPO / "plugins"), *modules]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO,
+                          env={**base_env(), "PYTHONPATH": str(REPO / "plugins")})  # fmt: skip
+    if done.returncode != 0:
+        raise PlatformError(
+            f"parsing the DAG modules of {dags_folder} failed:\n{done.stderr[-3000:]}"
         )
-    return sorted(found)
+    return [tuple(pair) for pair in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
 def example_customers(dags_folder: Path = REPO / "dags") -> list[str]:

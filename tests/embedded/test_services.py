@@ -118,6 +118,7 @@ def test_models_and_scores_outlive_the_services_on_disk(tmp_path: Path) -> None:
             Bucket=bucket, Key=name, Body=b"diner_id,score\nd1,0.9\n"
         )
         os.environ.update(services.DUMMY_AWS)
+        os.environ.update(services.admin_env(state))  # the registry's auth app is on
         mlflow.set_tracking_uri(info["tracking_uri"])
 
         class Constant(mlflow.pyfunc.PythonModel):

@@ -157,7 +157,7 @@ def test_mlflow_run_contents(runs, mlflow_services):
     res = runs[2]
     run = client.get_run(res["mlflow_run_id"])
     exp = client.get_experiment(run.info.experiment_id)
-    assert exp.name == PIPELINE
+    assert exp.name == f"{PIPELINE}/{TENANT}"  # one experiment per model and customer
     assert run.info.status == "FINISHED"
     p = run.data.params
     assert p["epochs"] == "12" and p["batch_size"] == "128" and p["horovod_size"] == "2"

@@ -133,7 +133,8 @@ def step(url: str, lake_uri: str, batch_size: int, concurrency: int) -> tuple[fl
 
 
 def treated(result: dict[str, Any]) -> set[str]:
-    """The contacts the step must deliver: its committed campaign assignment's treated arm."""
+    """The contacts the step must deliver: its committed assignment's treated arm (the held-out
+    control arm is never sent)."""
     arms, _ = lake.read_parquet_table(result["campaign_uri"], columns=["diner_id", "arm"])
     return {k for k, a in zip(*arms.to_pydict().values(), strict=True) if a == "treated"}
 
@@ -186,7 +187,6 @@ def main() -> int:
                         )
                         extra = {k: result[k] for k in ("batches", "retries", "retries_by_reason",
                                                         "replayed_batches")}  # fmt: skip
-                    # the step sends the treated arm; the held-out control arm is never sent
                     check = receiver.check(expected if i == 0 else treated(result))
                 finally:
                     receiver.stop()

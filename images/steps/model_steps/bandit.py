@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlplatform_contract.campaigns import AllocationPolicy
 from model_steps.campaign import hashed_uniforms
 
 PRIOR = (1.0, 1.0)  # Beta(1, 1): uniform over the response rate
@@ -71,15 +72,8 @@ class PolicyState(BaseModel):
         return alpha, beta
 
 
-@dataclass(frozen=True)
-class Policy:
-    """How shares are computed (the campaign settings' ``policy`` section, already validated)."""
-
-    kind: str = "thompson"
-    floor: float = 0.02
-    exploration: float = 0.1
-    epsilon: float = 0.1
-    draws: int = 4000
+# How shares are computed: the campaign declaration's policy section, one definition for both.
+Policy = AllocationPolicy
 
 
 def _seed(*parts: str) -> int:

@@ -61,22 +61,22 @@ def declared(platform: Any) -> Campaign | None:
 # --- the posterior state --------------------------------------------------------------------
 
 
-def state_uri(ctx: StepContext, campaign_id: str, version: str) -> str:
-    return ctx.layout.customer.campaign_policy(campaign_id, f"state-{version}.json")
+def state_uri(ctx: StepContext, name: str, version: str) -> str:
+    return ctx.layout.customer.campaign_policy(name, f"state-{version}.json")
 
 
-def latest_version(ctx: StepContext, campaign_id: str) -> str:
-    uri = ctx.layout.customer.campaign_policy(campaign_id, LATEST)
+def latest_version(ctx: StepContext, name: str) -> str:
+    uri = ctx.layout.customer.campaign_policy(name, LATEST)
     return str(lake.read_json(uri)["version"]) if lake.exists(uri) else PRIOR_VERSION
 
 
-def read_state(ctx: StepContext, campaign_id: str, version: str) -> bandit.PolicyState:
+def read_state(ctx: StepContext, name: str, version: str) -> bandit.PolicyState:
     """The state of ``version`` (JSON, validated; never code); the prior when none was learned."""
     if version == PRIOR_VERSION:
-        return bandit.PolicyState(campaign=campaign_id)
-    uri = state_uri(ctx, campaign_id, version)
+        return bandit.PolicyState(campaign=name)
+    uri = state_uri(ctx, name, version)
     if not lake.exists(uri):
-        raise StepError(f"campaign {campaign_id}: policy state {version} is missing at {uri}")
+        raise StepError(f"campaign {name}: policy state {version} is missing at {uri}")
     return bandit.PolicyState.model_validate(lake.read_json(uri))
 
 
@@ -192,22 +192,22 @@ def logged(ctx: StepContext, run_key: str, key: str, outcomes: Any) -> tuple[Any
 
 
 def fold(
-    ctx: StepContext, campaign_id: str, run_key: str, table: Any, reward: np.ndarray
+    ctx: StepContext, name: str, run_key: str, table: Any, reward: np.ndarray
 ) -> tuple[bandit.PolicyState, str]:
     """Fold a run's rewards into the latest state, once: (the new state, the version it built on).
 
     The new version is committed before ``latest`` points at it; a retry finds it and folds
     nothing twice."""
-    uri = state_uri(ctx, campaign_id, run_key)
-    base = latest_version(ctx, campaign_id)
+    uri = state_uri(ctx, name, run_key)
+    base = latest_version(ctx, name)
     if lake.exists(uri):
-        log.info("campaign %s: state %s already learned (a retry): kept", campaign_id, run_key)
+        log.info("campaign %s: state %s already learned (a retry): kept", name, run_key)
         return bandit.PolicyState.model_validate(lake.read_json(uri)), base
-    state = read_state(ctx, campaign_id, base)
+    state = read_state(ctx, name, base)
     new = bandit.update(state, table[SEGMENT].to_pylist(), table[VARIANT].to_pylist(), reward,
                         version=run_key)  # fmt: skip
     lake.write_json_atomic(uri, new.model_dump(mode="json"))
-    lake.write_json_atomic(ctx.layout.customer.campaign_policy(campaign_id, LATEST),
+    lake.write_json_atomic(ctx.layout.customer.campaign_policy(name, LATEST),
                            {"version": run_key, "based_on": base})  # fmt: skip
     return new, base
 

@@ -137,6 +137,9 @@ def allocate(
     table = share_table(spec, state, segments, identity)
     live = [v.id for v in spec.live()]
     drawn = bandit.assign(treated[key].to_pylist(), segments, table, live, identity)
+    added = (SEGMENT, VARIANT, PROPENSITY)  # replace a selection's own column of the same name
+    treated = treated.drop_columns([c for c in added if c in treated.column_names])
+    assignment = assignment.drop_columns([c for c in added if c in assignment.column_names])
     treated = (
         treated.append_column(SEGMENT, pa.array(segments, pa.string()))
         .append_column(VARIANT, pa.array(drawn.names(), pa.string()))

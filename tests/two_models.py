@@ -55,6 +55,13 @@ register_pipeline(globals(), {{
     "tiers": {{"t": {{}}}}, "customers": [{{"id": "{customer}", "tier": "t"}}],
 }})
 '''
+CAMPAIGN = {
+    "id": "spring-offers", "segment_column": "segment",
+    "variants": [{"id": "pct10", "crm": {"discount_pct": 10}},
+                 {"id": "pct20", "crm": {"discount_pct": 20}},
+                 {"id": "dessert", "crm": {"treat": "dessert"}},
+                 {"id": "retired", "crm": {"treat": "none"}, "retired": True}],
+}  # fmt: skip
 MODELS = {
     "customer_propensity": ("binary_classification", {}, {
         # the data settings of dags/customer_propensity.py: ingest and validate as in production
@@ -63,6 +70,8 @@ MODELS = {
         # plumbing, not quality (the gate's policy has its own tests): any candidate is promoted
         "gate": {"thresholds": {"roc_auc": 0.0}},
         "model": {"hidden_units": [16]},
+        # offer variants allocated per segment (a feature of the population table)
+        "crm": {"campaign": CAMPAIGN},
     }),
     "next_spend": ("regression", {"spend_report": {"after": "score", "runs_in": "score"}}, {
         "data": {"lookback_days": 180, "label_window_days": 28},

@@ -10,8 +10,8 @@
 Zones of a run: ``features`` and ``population`` (ingest), ``validation``, ``models`` (train, its
 tuning trials), ``tuning``, ``evaluation``, ``scores``, ``campaign`` and ``publish`` (publish),
 ``monitoring`` (the monitor, per scored run). Outside runs: ``models/…/champion/`` and
-``reference/`` (the drift references), ``monitoring/…/report/`` and ``campaign/…/policy/`` (the
-variant policy's posterior states).
+``reference/`` (the drift references), ``monitoring/…/report/`` and ``monitoring/…/policy/`` (the
+campaign variants' posterior states).
 
 Both sides may use it (the steps write and read these paths; the IAM prefixes of the infra can be
 derived from the same zone names). Pure standard library, like the rest of the step contract.
@@ -88,8 +88,8 @@ class CustomerLayout:
 
     def campaign_policy(self, campaign: str, *parts: str) -> str:
         """A campaign's posterior states (one JSON per version, the run whose outcomes built it)
-        and the pointer to the latest: written by the monitor, read by the next publish."""
-        return join(self.zone(CAMPAIGN), "policy", f"campaign={campaign}", *parts)
+        and the pointer to the latest: written by the monitor (so in its zone), read by publish."""
+        return join(self.zone(MONITORING), "policy", f"campaign={campaign}", *parts)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ Once the run's label window has closed the monitor folds each treated contact's 
 counts of its (segment, variant), commits the new state as a version named by the scored run, and
 points the campaign's ``latest`` at it, which the next publish reads::
 
-    <lake>/campaign/<pipeline>/customer=<c>/policy/campaign=<id>/state-<version>.json, latest.json
+    <lake>/monitoring/<pipeline>/customer=<c>/policy/campaign=<id>/state-<version>.json, latest.json
 
 It also estimates off-policy what other allocations would have earned on the same contacts
 (:mod:`model_steps.ope`): the logging policy itself, uniform, and greedy on the updated posterior.

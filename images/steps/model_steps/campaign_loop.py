@@ -196,23 +196,22 @@ def logged(ctx: StepContext, run_key: str, key: str, outcomes: Any) -> tuple[Any
 
 def fold(
     ctx: StepContext, name: str, run_key: str, table: Any, reward: np.ndarray
-) -> tuple[bandit.PolicyState, str]:
-    """Fold a run's rewards into the latest state, once: (the new state, the version it built on).
-
-    The new version is committed before ``latest`` points at it; a retry finds it and folds
-    nothing twice."""
+) -> bandit.PolicyState:
+    """Fold a run's rewards into the latest state, once (the new state names the version it was
+    folded onto). The new version is committed before ``latest`` points at it; a retry finds it
+    and folds nothing twice."""
     uri = state_uri(ctx, name, run_key)
-    base = latest_version(ctx, name)
     if lake.exists(uri):
         log.info("campaign %s: state %s already learned (a retry): kept", name, run_key)
-        return bandit.PolicyState.model_validate(lake.read_json(uri)), base
+        return bandit.PolicyState.model_validate(lake.read_json(uri))
+    base = latest_version(ctx, name)
     state = read_state(ctx, name, base)
     new = bandit.update(state, table[SEGMENT].to_pylist(), table[VARIANT].to_pylist(), reward,
                         version=run_key)  # fmt: skip
     lake.write_json_atomic(uri, new.model_dump(mode="json"))
     lake.write_json_atomic(ctx.layout.customer.campaign_policy(name, LATEST),
                            {"version": run_key, "based_on": base})  # fmt: skip
-    return new, base
+    return new
 
 
 def target_policies(
@@ -271,13 +270,13 @@ def learn(ctx: StepContext, loaded: Any, run_key: str, outcomes: Any) -> dict[st
     outcome = table["outcome"].to_numpy(zero_copy_only=False)
     reward = rewards(np.nan_to_num(outcome, nan=float(loaded.model.label_fill)),
                      loaded.model.positive_outcome)  # fmt: skip
-    state, base = fold(ctx, manifest["campaign"], run_key, table, reward)
+    state = fold(ctx, manifest["campaign"], run_key, table, reward)
     figures = {
         "campaign": manifest["campaign"],
         "reward": manifest.get("reward", spec.reward),
         "logged_with": manifest["policy_version"],
         "state_version": state.version,
-        "based_on": base,
+        "based_on": state.based_on,
         "contacts": int(table.num_rows),
         "mean_reward": round(float(reward.mean()), 6) if reward.size else None,
         "counts": arm_counts(table, reward),
@@ -285,7 +284,7 @@ def learn(ctx: StepContext, loaded: Any, run_key: str, outcomes: Any) -> dict[st
     }
     log.info("campaign %s: learned from run %s (%d treated contacts, mean reward %s): state "
              "%s -> %s", figures["campaign"], run_key, figures["contacts"],
-             figures["mean_reward"], base, state.version)  # fmt: skip
+             figures["mean_reward"], state.based_on, state.version)  # fmt: skip
     return figures
 
 

@@ -60,7 +60,7 @@ def one_run(lake_uri: str, world: CampaignWorld, spec: Campaign, c: int, n: int)
     loaded = SimpleNamespace(platform=SimpleNamespace(crm=SimpleNamespace(campaign=spec)),
                              model=SimpleNamespace(key=KEY, label_fill=0,
                                                    positive_outcome="good"))  # fmt: skip
-    figures = campaign_loop.learn(ctx, loaded, ctx.run_key, observed)
+    figures = campaign_loop.learn(ctx, loaded, ctx.run_key, observed, "outcome")
     state = campaign_loop.read_state(ctx, spec.id, ctx.run_key)
     best = world.rates.argmax(axis=1)
     shares = drawn.manifest["shares"]

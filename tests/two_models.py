@@ -111,8 +111,9 @@ class TwoModels:
 def _write_modules(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, (task, extra, defaults) in MODELS.items():
+        # the defaults as Python literals (a campaign's `retired: True`), not JSON
         text = MODULE.format(name=name, task=task, extra=json.dumps(extra), customer=CUSTOMER,
-                             defaults=json.dumps(defaults))  # fmt: skip
+                             defaults=repr(defaults))  # fmt: skip
         (folder / f"{name}.py").write_text(textwrap.dedent(text))
 
 

@@ -177,9 +177,11 @@ def rewards(outcome: np.ndarray, positive_outcome: str) -> np.ndarray:
     return (hit if positive_outcome == "good" else ~hit).astype(float)
 
 
-def logged(ctx: StepContext, run_key: str, key: str, outcomes: Any) -> tuple[Any, dict] | None:
-    """(treated contacts with segment, variant, propensity, outcome; the assignment's manifest),
-    or None when the run drew no variants."""
+def logged(
+    ctx: StepContext, run_key: str, key: str, outcomes: Any, column: str
+) -> tuple[Any, dict] | None:
+    """(treated contacts with segment, variant, propensity and the outcome ``column``; the
+    assignment's manifest), or None when the run drew no variants."""
     import pyarrow.compute as pc
 
     uri = ctx.run_path(layout.CAMPAIGN, run_key)
@@ -190,7 +192,7 @@ def logged(ctx: StepContext, run_key: str, key: str, outcomes: Any) -> tuple[Any
         return None
     table, _ = lake.read_parquet_table(uri, columns=[key, "arm", SEGMENT, VARIANT, PROPENSITY])
     table = table.filter(pc.equal(table["arm"], campaign.TREATED))
-    table = table.join(outcomes.select([key, "outcome"]), key, join_type="left outer")
+    table = table.join(outcomes.select([key, column]), key, join_type="left outer")
     return table.sort_by(key), manifest
 
 
@@ -259,15 +261,18 @@ def arm_counts(table: Any, reward: np.ndarray) -> dict[str, dict[str, dict[str, 
     return out
 
 
-def learn(ctx: StepContext, loaded: Any, run_key: str, outcomes: Any) -> dict[str, Any] | None:
-    """The monitor's hook for one scored run whose window closed: fold its rewards into the
-    campaign's state and estimate the alternatives off-policy. None when it drew no variants."""
+def learn(
+    ctx: StepContext, loaded: Any, run_key: str, outcomes: Any, column: str
+) -> dict[str, Any] | None:
+    """The monitor's hook for one scored run whose window closed (``outcomes``: each contact's
+    outcome in ``column``): fold its rewards into the campaign's state and estimate the
+    alternatives off-policy. None when the run drew no variants."""
     spec = declared(loaded.platform)
-    found = logged(ctx, run_key, loaded.model.key, outcomes)
+    found = logged(ctx, run_key, loaded.model.key, outcomes, column)
     if spec is None or found is None:
         return None
     table, manifest = found
-    outcome = table["outcome"].to_numpy(zero_copy_only=False)
+    outcome = table[column].to_numpy(zero_copy_only=False)
     reward = rewards(np.nan_to_num(outcome, nan=float(loaded.model.label_fill)),
                      loaded.model.positive_outcome)  # fmt: skip
     state = fold(ctx, manifest["campaign"], run_key, table, reward)

@@ -116,7 +116,7 @@ def test_posterior_updates_equal_the_counts_once_and_the_next_publish_reads_them
     drawn = allocate(ctx, spec)
     commit_assignment(ctx, drawn)
     observed = outcomes(selection(3000)["diner_id"].to_pylist())
-    figures = campaign_loop.learn(ctx, loaded(spec), ctx.run_key, observed)
+    figures = campaign_loop.learn(ctx, loaded(spec), ctx.run_key, observed, "outcome")
     hit = dict(zip(observed["diner_id"].to_pylist(), observed["outcome"].to_pylist(), strict=True))
     expected: dict = {}
     for row in drawn.treated.to_pylist():
@@ -139,7 +139,7 @@ def test_posterior_updates_equal_the_counts_once_and_the_next_publish_reads_them
     metrics = campaign_loop.metrics(figures)
     assert "ope_uniform_dr" in metrics and "ope_logged_ips_low" in metrics
     # a retry of the monitor folds nothing twice
-    again = campaign_loop.learn(ctx, loaded(spec), ctx.run_key, observed)
+    again = campaign_loop.learn(ctx, loaded(spec), ctx.run_key, observed, "outcome")
     assert (
         campaign_loop.read_state(ctx, "spring", ctx.run_key) == state
         and again["counts"] == figures["counts"]
@@ -163,7 +163,7 @@ def test_retired_and_added_variants_keep_the_others_state(tmp_path):
     write_population(ctx, 600)
     commit_assignment(ctx, drawn := allocate(ctx, spec, n=600))
     campaign_loop.learn(
-        ctx, loaded(spec), ctx.run_key, outcomes(selection(600)["diner_id"].to_pylist())
+        ctx, loaded(spec), ctx.run_key, outcomes(selection(600)["diner_id"].to_pylist()), "outcome"
     )
     learned = campaign_loop.read_state(ctx, "spring", ctx.run_key)
     variants = [
@@ -177,7 +177,11 @@ def test_retired_and_added_variants_keep_the_others_state(tmp_path):
     assert "pct20" not in set(nxt.treated["variant"].to_pylist())
     commit_assignment(ctx2, nxt)
     campaign_loop.learn(
-        ctx2, loaded(changed), ctx2.run_key, outcomes(selection(600)["diner_id"].to_pylist())
+        ctx2,
+        loaded(changed),
+        ctx2.run_key,
+        outcomes(selection(600)["diner_id"].to_pylist()),
+        "outcome",
     )
     after = campaign_loop.read_state(ctx2, "spring", ctx2.run_key)
     for segment in learned.counts:  # the retired variant's evidence is kept as it was
@@ -193,7 +197,7 @@ def test_missing_outcomes_leave_the_state_as_it_is_and_say_so(tmp_path, caplog):
     write_population(ctx, 300)
     commit_assignment(ctx, allocate(ctx, spec, n=300))
     campaign_loop.learn(
-        ctx, loaded(spec), ctx.run_key, outcomes(selection(300)["diner_id"].to_pylist())
+        ctx, loaded(spec), ctx.run_key, outcomes(selection(300)["diner_id"].to_pylist()), "outcome"
     )
     before = campaign_loop.read_state(ctx, "spring", ctx.run_key)
     pending = [{"run_key": "r2", "reason": "outcome drops not landed yet: email_events"}]
@@ -204,7 +208,9 @@ def test_missing_outcomes_leave_the_state_as_it_is_and_say_so(tmp_path, caplog):
     assert campaign_loop.latest_version(ctx, "spring") == ctx.run_key
     assert campaign_loop.read_state(ctx, "spring", ctx.run_key) == before
     # a run that drew no variants (no campaign declared then) teaches nothing
-    assert campaign_loop.learn(context(lake_uri, "r9"), loaded(spec), "r9", pa.table({})) is None
+    assert (
+        campaign_loop.learn(context(lake_uri, "r9"), loaded(spec), "r9", pa.table({}), "x") is None
+    )
 
 
 @pytest.fixture(scope="module")

@@ -212,7 +212,7 @@ def monitor_run(ctx: StepContext, loaded: LoadedModel, spark: Any, run: ScoredRu
     """Measure one scored run, log it, then commit (the manifest is the commit point)."""
     table = joined(loaded, run, outcomes(spark, ctx, loaded, run), ctx)
     result = figures(loaded, run, table)
-    result.campaign = campaign_loop.learn(ctx, loaded, run.run_key, table)
+    result.campaign = campaign_loop.learn(ctx, loaded, run.run_key, table, OUTCOME)
     result.mlflow = log_to_mlflow(ctx, result)
     lake.commit_parquet_table(
         ctx.run_path(MONITOR_ZONE, run.run_key),

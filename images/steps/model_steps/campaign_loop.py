@@ -111,7 +111,9 @@ def segments_of(ctx: StepContext, spec: Campaign, table: Any, key: str) -> list[
         population, _ = lake.read_parquet_table(source, columns=[key, column])
         population = pa.table({key: pc.cast(population[key], pa.string()),
                                column: population[column]})  # fmt: skip
-        keyed = table.select([key]).append_column("_row", pa.array(range(table.num_rows)))
+        keyed = table.select([key]).append_column(
+            "_row", pa.array(range(table.num_rows), pa.int64())
+        )
         values = keyed.join(population, key, join_type="left outer").sort_by("_row")[column]
     text = pc.cast(values, pa.string())
     return pc.fill_null(text, ONE_SEGMENT).to_pylist()
@@ -272,6 +274,10 @@ def learn(
     if spec is None or found is None:
         return None
     table, manifest = found
+    if table.num_rows == 0:
+        log.info("campaign %s: run %s treated nobody: the state stays as it is",
+                 manifest["campaign"], run_key)  # fmt: skip
+        return None
     outcome = table[column].to_numpy(zero_copy_only=False)
     reward = rewards(np.nan_to_num(outcome, nan=float(loaded.model.label_fill)),
                      loaded.model.positive_outcome)  # fmt: skip
@@ -283,9 +289,9 @@ def learn(
         "state_version": state.version,
         "based_on": state.based_on,
         "contacts": int(table.num_rows),
-        "mean_reward": round(float(reward.mean()), 6) if reward.size else None,
+        "mean_reward": round(float(reward.mean()), 6),
         "counts": arm_counts(table, reward),
-        "ope": off_policy(table, reward, manifest, state, run_key) if reward.size else {},
+        "ope": off_policy(table, reward, manifest, state, run_key),
     }
     log.info("campaign %s: learned from run %s (%d treated contacts, mean reward %s): state "
              "%s -> %s", figures["campaign"], run_key, figures["contacts"],

@@ -280,3 +280,18 @@ def test_the_example_diners_answer_each_variant_at_its_true_lift():
     best = converted(lambda key: max(variants, key=key))
     worst = converted(lambda key: min(variants, key=key))
     assert best > 1.5 * worst > 0
+
+
+def test_an_empty_selection_draws_nothing_and_teaches_nothing(tmp_path):
+    ctx = context(f"file://{tmp_path}/lake")
+    write_population(ctx, 10)
+    empty = selection(1).slice(0, 0)
+    identity = f"{ctx.pipeline}/{ctx.customer}/{ctx.run_key}"
+    treated, assignment = campaign.split(empty, "diner_id", identity, 0.1)
+    spec = Campaign.model_validate(DECLARED)
+    drawn = campaign_loop.allocate(ctx, spec, treated, assignment, "diner_id", identity)
+    assert drawn.treated.num_rows == 0 and drawn.manifest["shares"] == {}
+    commit_assignment(ctx, drawn)
+    nobody = empty.select(["diner_id"]).append_column("outcome", pa.array([], pa.float64()))
+    assert campaign_loop.learn(ctx, loaded(spec), ctx.run_key, nobody, "outcome") is None
+    assert campaign_loop.latest_version(ctx, "spring") == "prior"

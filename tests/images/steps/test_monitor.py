@@ -14,7 +14,7 @@ import pytest
 from datasteps_helpers import PIPELINE, TENANT, model_env
 
 from mlmodels.restaurant_chain import datagen
-from model_steps import campaign, lake
+from model_steps import campaign, campaign_loop, lake
 from model_steps.contract import StepContext
 from model_steps.gate import roc_auc
 from model_steps.steps import monitor
@@ -124,6 +124,7 @@ def test_a_run_stays_pending_until_its_window_closes_and_its_drops_land(world):
     assert reason.startswith("outcome drops not landed yet: orders (last drop 2026-06-29, needs "
                              "dt=2026-07-13")  # fmt: skip
     assert "email_events (last drop 2026-06-29" in reason
+    assert campaign_loop.latest_version(late, "spring") == "prior"  # the state waits for them
 
 
 def test_monitoring_recovers_the_realized_auc_and_the_known_uplift(world):
@@ -168,8 +169,6 @@ def test_monitoring_recovers_the_realized_auc_and_the_known_uplift(world):
 
 def _assert_learned(ctx: StepContext, learned: dict, converted: set, treated: list) -> None:
     """The campaign's rewards (a treated diner's conversion) folded into the next policy state."""
-    from model_steps import campaign_loop
-
     counts = learned["counts"]["all"]
     assert sum(a["trials"] for a in counts.values()) == len(treated)
     assert sum(a["successes"] for a in counts.values()) == len(converted & set(treated))

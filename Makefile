@@ -30,7 +30,8 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: help setup run test test-fast lint format bench airflow lock clean new-model suite mlflow-ui
+.PHONY: help setup run test test-fast lint format bench airflow lock clean new-model suite mlflow-ui \
+	campaigns
 
 include make/delivery.mk
 include make/apt-tools.mk
@@ -49,6 +50,7 @@ help:
 	@echo "make run MODEL=<name> [CUSTOMER=<id>] [TUNE=1]  run one model (one customer) end to end"
 	@echo "make suite MODEL=<name>   rewrite the suite's part derived from the model's declarations"
 	@echo "make mlflow-ui   the MLflow UI on what the last make run kept (models, reports; scores in var/run/services/s3)"
+	@echo "make campaigns [CAMPAIGNS=8]  simulated campaigns through publish and monitor: the bandit learning, regret, OPE"
 
 .tools/uv/bin/uv:
 	$(PYTHON) -m venv .tools/uv
@@ -161,6 +163,14 @@ run: setup
 	@$(MAKE) -s --no-print-directory monitoring-tools || echo "make run: no Pushgateway here, the steps' metrics are not pushed"
 	$(CP_PY) scripts/run_example.py $(if $(MODEL),--model $(MODEL)) $(if $(CUSTOMER),--customer $(CUSTOMER)) \
 		$(if $(TUNE),--tune)
+
+# Successive simulated campaigns through publish's and the monitor's own campaign code: the
+# allocation moving to each segment's best variant, regret vs uniform and oracle, the OPE table
+# (scripts/play_campaigns.py, docs/campaigns.md). A few seconds; not part of `make run`.
+CAMPAIGNS ?= 8
+CONTACTS ?= 20000
+campaigns: setup
+	PYTHONPATH= $(STEPS_PY) scripts/play_campaigns.py --campaigns $(CAMPAIGNS) --contacts $(CONTACTS)
 
 NAME ?=
 TASK ?= binary_classification

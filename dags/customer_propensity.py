@@ -31,6 +31,24 @@ register_pipeline(
             "data": {"lookback_days": 365, "label_window_days": 14},
             "training": {"epochs": 10, "batch_size": 256, "learning_rate": 0.003},
             "model": {"hidden_units": [128, 64], "top_fraction": 0.2},
+            # the treated diners get one of these variants, learned per segment by a Thompson
+            # sampling bandit from each campaign's conversions (docs/campaigns.md)
+            "crm": {
+                "campaign": {
+                    "id": "spring-offers",
+                    "segment_column": "segment",  # a feature of the population table
+                    "reward": "conversion",
+                    "variants": [
+                        {"id": "pct10-warm", "crm": {"discount_pct": 10, "tone": "warm"}},
+                        {"id": "pct10-plain", "crm": {"discount_pct": 10, "tone": "plain"}},
+                        {"id": "pct20-warm", "crm": {"discount_pct": 20, "tone": "warm"}},
+                        {"id": "pct20-plain", "crm": {"discount_pct": 20, "tone": "plain"}},
+                        {"id": "dessert-warm", "crm": {"treat": "dessert", "tone": "warm"}},
+                        {"id": "dessert-plain", "crm": {"treat": "dessert", "tone": "plain"}},
+                    ],
+                    "policy": {"kind": "thompson", "floor": 0.02, "exploration": 0.1},
+                }
+            },
             "gate": {
                 "metric": "roc_auc",
                 "min_improvement": 0.002,

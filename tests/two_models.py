@@ -55,6 +55,13 @@ register_pipeline(globals(), {{
     "tiers": {{"t": {{}}}}, "customers": [{{"id": "{customer}", "tier": "t"}}],
 }})
 '''
+CAMPAIGN = {
+    "id": "spring-offers", "segment_column": "segment",
+    "variants": [{"id": "pct10", "crm": {"discount_pct": 10}},
+                 {"id": "pct20", "crm": {"discount_pct": 20}},
+                 {"id": "dessert", "crm": {"treat": "dessert"}},
+                 {"id": "retired", "crm": {"treat": "none"}, "retired": True}],
+}  # fmt: skip
 MODELS = {
     "customer_propensity": ("binary_classification", {}, {
         # the data settings of dags/customer_propensity.py: ingest and validate as in production
@@ -63,6 +70,8 @@ MODELS = {
         # plumbing, not quality (the gate's policy has its own tests): any candidate is promoted
         "gate": {"thresholds": {"roc_auc": 0.0}},
         "model": {"hidden_units": [16]},
+        # offer variants allocated per segment (a feature of the population table)
+        "crm": {"campaign": CAMPAIGN},
     }),
     "next_spend": ("regression", {"spend_report": {"after": "score", "runs_in": "score"}}, {
         "data": {"lookback_days": 180, "label_window_days": 28},
@@ -102,8 +111,9 @@ class TwoModels:
 def _write_modules(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, (task, extra, defaults) in MODELS.items():
+        # the defaults as Python literals (a campaign's `retired: True`), not JSON
         text = MODULE.format(name=name, task=task, extra=json.dumps(extra), customer=CUSTOMER,
-                             defaults=json.dumps(defaults))  # fmt: skip
+                             defaults=repr(defaults))  # fmt: skip
         (folder / f"{name}.py").write_text(textwrap.dedent(text))
 
 

@@ -10,7 +10,8 @@
 Zones of a run: ``features`` and ``population`` (ingest), ``validation``, ``models`` (train, its
 tuning trials), ``tuning``, ``evaluation``, ``scores``, ``campaign`` and ``publish`` (publish),
 ``monitoring`` (the monitor, per scored run). Outside runs: ``models/…/champion/`` and
-``reference/`` (the drift references) and ``monitoring/…/report/``.
+``reference/`` (the drift references), ``monitoring/…/report/`` and ``monitoring/…/policy/`` (the
+campaign variants' posterior states).
 
 Both sides may use it (the steps write and read these paths; the IAM prefixes of the infra can be
 derived from the same zone names). Pure standard library, like the rest of the step contract.
@@ -84,6 +85,11 @@ class CustomerLayout:
     @property
     def monitoring_report(self) -> str:
         return join(self.zone(MONITORING), "report")
+
+    def campaign_policy(self, campaign: str, *parts: str) -> str:
+        """A campaign's posterior states (one JSON per version, the run whose outcomes built it)
+        and the pointer to the latest: written by the monitor (so in its zone), read by publish."""
+        return join(self.zone(MONITORING), "policy", f"campaign={campaign}", *parts)
 
 
 @dataclass(frozen=True)

@@ -277,6 +277,9 @@ class MonitoredRun(BaseModel):
     pushed: dict[str, Any]
     uplift: dict[str, Any]
     mlflow: dict[str, Any] = Field(default_factory=dict)
+    # the campaign's variants (settings crm.campaign): rewards per segment and variant folded into
+    # the policy state, and the off-policy estimates (model_steps.campaign_loop); None without one
+    campaign: dict[str, Any] | None = None
 
 
 class MonitorResult(StepResult):

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mlplatform_contract.campaigns import Campaign
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -221,6 +223,11 @@ class CrmSettings(_Strict):
         "campaign's control group: never sent, so sent = selected - held out (the model's top "
         "10% with 0.1 held out sends about 9%); a hash of contact and run, so a retry holds out "
         "the same ones",
+    )
+    campaign: Campaign | None = Field(
+        None,
+        description="offer variants of the treated arm and the policy that allocates them per "
+        "segment (docs/campaigns.md); none = every treated contact gets the model's record as is",
     )
 
 

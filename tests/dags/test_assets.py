@@ -140,7 +140,8 @@ def test_a_control_fraction_out_of_range_names_the_file_and_field(dags_folder, d
     module = (
         (DAGS / "customer_propensity.py")
         .read_text()
-        .replace('"defaults": {', '"defaults": {"crm": {"control_fraction": 0.7},')
+        # the module's defaults already have a crm section (its campaign): the bad value goes in it
+        .replace('"crm": {', '"crm": {"control_fraction": 0.7,', 1)
     )
     bag = dagbag(dags_folder({"customer_propensity.py": module}))
     (error,) = [e for f, e in bag.import_errors.items() if f.endswith("customer_propensity.py")]

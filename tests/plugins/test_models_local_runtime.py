@@ -85,5 +85,24 @@ def test_the_crm_holds_each_models_own_records_and_the_extra_step_reported(resul
     assert by_model["next_spend"][0]["segment"] == "vip"
     assert "expected_spend_28d" in by_model["next_spend"][0]
     report = results["next_spend"]["spend_report"]
+    _assert_variants(results["customer_propensity"]["publish"], by_model["customer_propensity"])
     assert report["diners"] == results["next_spend"]["score"]["rows"]
     assert Path(report["report_uri"].removeprefix("file://")).read_text().startswith("<!doctype")
+
+
+def _assert_variants(publish: dict, records: list[dict]) -> None:
+    """The declared campaign (tests/two_models.py CAMPAIGN): each treated diner got a live variant
+    drawn per segment, committed with the shares before the batches, and its fields reached the CRM."""
+    from two_models import CAMPAIGN
+
+    path = Path(publish["campaign_uri"].removeprefix("file://")) / "_MANIFEST.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["campaign"] == "spring-offers" and manifest["policy_version"] == "prior"
+    assert manifest["variants"] == ["pct10", "pct20", "dessert"]  # the retired one gets no traffic
+    assert len(manifest["shares"]) > 1  # the population's segments
+    for shares in manifest["shares"].values():
+        assert sum(shares.values()) == pytest.approx(1.0, abs=1e-5)
+    fields = {v["id"]: v["crm"] for v in CAMPAIGN["variants"]}
+    for record in records:
+        assert record["variant"] in manifest["variants"]
+        assert all(record[k] == v for k, v in fields[record["variant"]].items())

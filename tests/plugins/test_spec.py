@@ -149,3 +149,20 @@ def test_extra_steps_must_follow_a_declared_step_and_not_shadow_a_platform_one()
                                            "resources": {"memory": "2Gi"}}})  # fmt: skip
     (alpha, _beta) = resolve_customers(parse_pipeline(ok, "dags/churn.py"), "dags/churn.py")
     assert alpha.kind_of("report") == "score" and alpha.profiles["report"].memory == "2Gi"
+
+
+@pytest.mark.parametrize(
+    ("campaign", "field"),
+    [
+        ({"id": "c", "variants": []}, "crm.campaign.variants"),
+        ({"id": "c", "variants": [{"id": "a"}, {"id": "a"}]}, "variant ids must be unique"),
+        ({"id": "c", "variants": [{"id": "A b"}]}, "crm.campaign.variants[0].id"),
+        ({"id": "c", "variants": [{"id": "a", "cost": -1}]}, "crm.campaign.variants[0].cost"),
+        ({"id": "c", "variants": [{"id": "a"}], "policy": {"kind": "ucb"}}, "crm.campaign.policy"),
+    ],
+)
+def test_a_malformed_variant_declaration_is_refused_naming_the_file_and_field(
+    campaign: dict[str, Any], field: str
+) -> None:
+    text = problems(spec_with(defaults={"crm": {"campaign": campaign}}))
+    assert "dags/churn.py" in text and field in text

@@ -59,6 +59,7 @@ class PolicyState(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     campaign: str
     version: str = Field("prior", description="run key of the outcomes last folded in")
+    based_on: str | None = Field(None, description="the version this one was folded onto")
     counts: dict[str, dict[str, ArmCounts]] = Field(default_factory=dict)
 
     def arm(self, segment: str, variant: str) -> ArmCounts:
@@ -196,4 +197,6 @@ def update(
         segment, variant = pair.split("\x1f")
         arm = counts.setdefault(segment, {}).get(variant, ArmCounts())
         counts[segment][variant] = arm.plus(int(won), int(sent))
-    return PolicyState(campaign=state.campaign, version=version, counts=counts)
+    return PolicyState(
+        campaign=state.campaign, version=version, based_on=state.version, counts=counts
+    )

@@ -134,6 +134,10 @@ def monitor_accesses() -> list[Access]:
         *committed("ingest", c.run_path(MONITOR_ZONE, past)),
         Access("ingest", "put", f"{c.customer_path(MONITOR_ZONE)}/report/index.html"),
         Access("ingest", "put", f"{c.customer_path(MONITOR_ZONE)}/report/trend.png"),
+        # the campaign variants' posterior state (model_steps.campaign_loop.fold)
+        Access("ingest", "get", c.layout.customer.campaign_policy("spring", "latest.json")),
+        Access("ingest", "put", c.layout.customer.campaign_policy("spring", f"state-{past}.json")),
+        Access("ingest", "put", c.layout.customer.campaign_policy("spring", "latest.json")),
     ]
 
 
@@ -212,6 +216,10 @@ def publish_accesses() -> list[Access]:
         Access("publish", "get", progress),
         Access("publish", "put", progress),
         *committed("publish", c.lake_path(CAMPAIGN_ZONE)),
+        # variants: the segment column from the population, the policy state the monitor learned
+        *read_table("publish", c.lake_path(POPULATION)),
+        Access("publish", "get", c.layout.customer.campaign_policy("spring", "latest.json")),
+        Access("publish", "get", c.layout.customer.campaign_policy("spring", "state-r1.json")),
     ]
 
 

@@ -14,7 +14,7 @@ import pytest
 from datasteps_helpers import PIPELINE, TENANT, model_env
 
 from mlmodels.restaurant_chain import datagen
-from model_steps import campaign, lake
+from model_steps import campaign, campaign_loop, lake
 from model_steps.contract import StepContext
 from model_steps.gate import roc_auc
 from model_steps.steps import monitor
@@ -28,7 +28,14 @@ HISTORY = 60  # days of drops before the cutoff: fewer files, the same signal
 RUN_ID = "scheduled__2026-06-30T05:00:00+00:00"
 CONFIG = {
     "data": {"label_window_days": WINDOW},
-    "crm": {"control_fraction": 0.5},
+    "crm": {
+        "control_fraction": 0.5,
+        # offer variants in the treated arm: the monitor learns from them (model_steps.campaign_loop)
+        "campaign": {
+            "id": "spring",
+            "variants": [{"id": "pct10"}, {"id": "pct20"}, {"id": "treat"}],
+        },
+    },
     "monitoring": {"min_arm_size": 50},
 }
 
@@ -78,7 +85,8 @@ def _scored_and_published(lake_root: Path, tmp: Path, truth: dict) -> tuple[Step
 
     loaded = model_loader.load(ctx)
     chosen = Selection(top, loaded.model, model_loader.model_context(ctx, loaded), ctx.run_key)
-    treated, _ = hold_out_control(ctx, chosen, manifest, 0.5, f"{PIPELINE}/{TENANT}/{ctx.run_key}")
+    identity, spec = f"{PIPELINE}/{TENANT}/{ctx.run_key}", loaded.platform.crm.campaign
+    treated, _ = hold_out_control(ctx, chosen, manifest, 0.5, identity, spec)
     return ctx, treated.table["diner_id"].to_pylist()
 
 
@@ -116,6 +124,7 @@ def test_a_run_stays_pending_until_its_window_closes_and_its_drops_land(world):
     assert reason.startswith("outcome drops not landed yet: orders (last drop 2026-06-29, needs "
                              "dt=2026-07-13")  # fmt: skip
     assert "email_events (last drop 2026-06-29" in reason
+    assert campaign_loop.latest_version(late, "spring") == "prior"  # the state waits for them
 
 
 def test_monitoring_recovers_the_realized_auc_and_the_known_uplift(world):
@@ -155,6 +164,25 @@ def test_monitoring_recovers_the_realized_auc_and_the_known_uplift(world):
     assert figures["mlflow"]["version_found"] is False
     report = Path(lake.local_path(result["report_uri"]))
     assert report.read_text().count("<tr>") == 2 and (report.parent / "trend.png").stat().st_size
+    _assert_learned(ctx, figures["campaign"], converted, treated)
+
+
+def _assert_learned(ctx: StepContext, learned: dict, converted: set, treated: list) -> None:
+    """The campaign's rewards (a treated diner's conversion) folded into the next policy state."""
+    counts = learned["counts"]["all"]
+    assert sum(a["trials"] for a in counts.values()) == len(treated)
+    assert sum(a["successes"] for a in counts.values()) == len(converted & set(treated))
+    assert (
+        learned["based_on"] == "prior"
+        and campaign_loop.latest_version(ctx, "spring") == (learned["state_version"])
+    )
+    state = campaign_loop.read_state(ctx, "spring", learned["state_version"])
+    assert {v: [a.successes, a.trials] for v, a in state.counts["all"].items()} == {
+        v: [a["successes"], a["trials"]] for v, a in counts.items()
+    }
+    assert set(learned["ope"]) == {"logged", "uniform", "greedy"}
+    ips = learned["ope"]["logged"]["ips"]["value"]  # on the logging policy: the realized mean
+    assert ips == pytest.approx(learned["mean_reward"], abs=1e-5)
 
 
 def test_a_retry_gives_byte_identical_monitoring_output(world):

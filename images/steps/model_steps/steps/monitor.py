@@ -35,7 +35,7 @@ from typing import Any
 
 from mlplatform_contract.results import MonitoredRun, MonitorResult
 from mlplatform_contract.tasks import TASKS
-from model_steps import campaign, lake, model_loader, monitoring
+from model_steps import campaign, campaign_loop, lake, model_loader, monitoring
 from model_steps.contract import StepContext
 from model_steps.features import point_in_time
 from model_steps.model_loader import LoadedModel
@@ -185,6 +185,7 @@ def log_to_mlflow(ctx: StepContext, result: MonitoredRun) -> dict[str, Any]:
     flat = {f"realized_{k}": v for k, v in result.realized.items() if _finite(v)}
     flat |= {f"uplift_{k}": v for k in ("difference", "ci_low", "ci_high")
              if _finite(v := result.uplift.get(k))}  # fmt: skip
+    flat |= campaign_loop.metrics(result.campaign)
     run_id = found[0].info.run_id if found else None
     with mlflow.start_run(run_id=run_id, run_name=f"monitor {ctx.customer} {key}", tags=tags) as r:
         mlflow.log_metrics(flat)
@@ -211,6 +212,7 @@ def monitor_run(ctx: StepContext, loaded: LoadedModel, spark: Any, run: ScoredRu
     """Measure one scored run, log it, then commit (the manifest is the commit point)."""
     table = joined(loaded, run, outcomes(spark, ctx, loaded, run), ctx)
     result = figures(loaded, run, table)
+    result.campaign = campaign_loop.learn(ctx, loaded, run.run_key, table, OUTCOME)
     result.mlflow = log_to_mlflow(ctx, result)
     lake.commit_parquet_table(
         ctx.run_path(MONITOR_ZONE, run.run_key),
@@ -266,6 +268,7 @@ def run(ctx: StepContext) -> MonitorResult:
     loaded = model_loader.load(ctx)
     runs = scored_runs(ctx)  # listed once: the plan and the drift check both read them
     due, pending = plan(ctx, loaded, runs)
+    campaign_loop.note_pending(ctx, loaded.platform, pending)
     results = []
     if due:
         spark = get_session(spark_conf(ctx.config, ctx.lake_uri, ctx.env))

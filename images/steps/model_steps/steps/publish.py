@@ -34,14 +34,15 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform_contract.campaigns import Campaign
 from mlplatform_contract.environment import StepEnvironment
 from mlplatform_contract.results import PublishResult
-from model_steps import campaign, lake, model_loader
+from model_steps import campaign, campaign_loop, lake, model_loader
 from model_steps.contract import (
     ENV_CRM_API_TOKEN,
     ENV_CRM_BASE_URL,
@@ -102,12 +103,13 @@ class Selection:
     model: Model
     context: ModelContext
     run_key: str
+    payloads: Mapping[str, Mapping[str, Any]] | None = None  # variant -> its CRM fields
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
 
     def chunks(self, size: int) -> Iterator[list[dict[str, Any]]]:
-        key, name, run_key = self.model.key, self.model.name, self.run_key
+        key, name, run_key, payloads = self.model.key, self.model.name, self.run_key, self.payloads
         for start in range(0, len(self), size):
             part = self.table.slice(start, size).to_pylist()
             # fixed key order: a retry builds byte-identical bodies
@@ -118,6 +120,7 @@ class Selection:
                     "model_version": row["model_version"],
                     "run_key": run_key,
                     **self.model.crm_record(row, self.context),
+                    **(campaign_loop.crm_fields(payloads, row) if payloads else {}),
                 }
                 for row in part
             ]
@@ -333,12 +336,21 @@ def _drain(inflight: dict[Future[BatchOutcome], Batch], record: Any) -> None:
 
 
 def hold_out_control(
-    ctx: StepContext, chosen: Selection, scores: dict[str, Any], fraction: float, identity: str
-) -> tuple[Selection, dict[str, int]]:
-    """Split off the control arm and commit both arms before anything is sent (so the record of
-    who was held out exists whenever a record reached the CRM); return the treated selection."""
+    ctx: StepContext, chosen: Selection, scores: dict[str, Any], fraction: float, identity: str,
+    spec: Campaign | None = None,
+) -> tuple[Selection, dict[str, int]]:  # fmt: skip
+    """Split off the control arm and, when the settings declare a campaign, draw each treated
+    contact's variant; commit both arms (with the variants and propensities) before anything is
+    sent, so the record of who got what exists whenever a record reached the CRM; return the
+    treated selection."""
     treated, assignment = campaign.split(chosen.table, chosen.model.key, identity, fraction)
     arms = {campaign.TREATED: treated.num_rows, campaign.CONTROL: len(chosen) - treated.num_rows}
+    variants: dict[str, Any] = {}
+    payloads = None
+    if spec is not None:
+        drawn = campaign_loop.allocate(ctx, spec, treated, assignment, chosen.model.key, identity)
+        treated, assignment, variants, payloads = (drawn.treated, drawn.assignment,
+                                                   drawn.manifest, drawn.payloads)  # fmt: skip
     lake.commit_parquet_table(
         ctx.layout.campaign,
         [assignment],
@@ -348,13 +360,14 @@ def hold_out_control(
             "model": chosen.model.name, "key": chosen.model.key,
             "control_fraction": fraction, "arms": arms,
             "scores_attempt": scores.get("attempt"), "model_version": scores.get("model_version"),
+            **variants,
         },
     )  # fmt: skip
     log.info(
         "campaign: %d selected, %d treated, %d held out as control (fraction %.2f)",
         len(chosen), arms[campaign.TREATED], arms[campaign.CONTROL], fraction,
     )  # fmt: skip
-    return Selection(treated, chosen.model, chosen.context, chosen.run_key), arms
+    return Selection(treated, chosen.model, chosen.context, chosen.run_key, payloads), arms
 
 
 @dataclass
@@ -403,7 +416,8 @@ def plan_publish(ctx: StepContext, loaded: model_loader.LoadedModel) -> Plan:
     chosen, scored_rows, manifest = select_records(scores_uri, loaded.model, context, ctx.run_key)
     own_settings = json.dumps(loaded.settings.model_dump(mode="json"), sort_keys=True)
     identity = f"{ctx.pipeline}/{ctx.customer}/{ctx.run_key}"
-    records, arms = hold_out_control(ctx, chosen, manifest, float(s.control_fraction), identity)
+    records, arms = hold_out_control(ctx, chosen, manifest, float(s.control_fraction), identity,
+                                     campaign_loop.declared(loaded.platform))  # fmt: skip
     batch_size = int(s.batch_size)
     n_batches = -(-len(records) // batch_size)
     plan = {

@@ -23,13 +23,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mlmodels.restaurant_chain import tables as source
+from mlmodels.restaurant_chain.campaign_world import variant_lifts
 from model_steps import lake, raw_schema
 
 # diners per size; orders ~ 5 per diner in the year before the cutoff
@@ -281,6 +282,8 @@ def generate_outcomes(
     label_window_days: int = LABEL_WINDOW_DAYS,
     offer_treated: Iterable[str] = (),
     vip_treated: Iterable[str] = (),
+    offer_variants: Mapping[str, str] | None = None,
+    variants: tuple[str, ...] = (),
 ) -> dict[str, pd.DataFrame]:
     """The ``days`` after the data date of :func:`generate` (same arguments): what happened next.
 
@@ -288,6 +291,9 @@ def generate_outcomes(
     diners still active, and the newsletter the day after the data date, to everybody, on which
     ``offer_treated`` diners convert more (``OFFER_EFFECT_LOGIT``); ``vip_treated`` diners order
     more often. So a campaign's true effect is known, and monitoring can be checked against it.
+    ``offer_variants`` (diner -> the variant publish drew, of the campaign's ``variants``) scales
+    each treated diner's odds by the variant's true lift in its segment
+    (:func:`~mlmodels.restaurant_chain.campaign_world.variant_lifts`).
     """
     day = np.timedelta64(1, "D")
     end = np.datetime64(cutoff + dt.timedelta(days=label_window_days), "D")
@@ -308,9 +314,10 @@ def generate_outcomes(
     rate = h["rate"] * np.where(vip, VIP_ORDER_RATE_BOOST, 1.0)
     orders = _orders(rng, h, active_from, active_to, rate, first_id=10**9)
     who = np.flatnonzero(h["signup"] <= end)
-    newsletter = _campaign_events(
-        rng, h, who, first, 9 * 10**9, np.where(offer[who], OFFER_EFFECT_LOGIT, 0.0)
+    shift = np.where(offer, OFFER_EFFECT_LOGIT, 0.0) + _variant_shift(
+        h, ids, offer_variants, variants
     )
+    newsletter = _campaign_events(rng, h, who, first, 9 * 10**9, shift[who])
     diners = pd.DataFrame({c: pd.Series(dtype=object) for c in source.TABLES["diners"].columns})
     diners["dt"] = pd.Series(dtype="datetime64[ns]")
     return {
@@ -318,6 +325,22 @@ def generate_outcomes(
         "orders": orders[orders["order_ts"] < until.astype("datetime64[s]")],
         "email_events": _event_table([newsletter], until),
     }
+
+
+def _variant_shift(
+    h: dict[str, Any], ids: pd.Index, offer_variants: Mapping[str, str] | None,
+    variants: tuple[str, ...],
+) -> np.ndarray:  # fmt: skip
+    """The log of each treated diner's variant lift in its segment (0 for everybody else)."""
+    shift = np.zeros(ids.size)
+    if not offer_variants:
+        return shift
+    lifts = variant_lifts(source.SEGMENTS, variants)
+    where = ids.get_indexer(list(offer_variants))
+    segments = np.asarray(source.SEGMENTS)[h["segment_idx"][where]]
+    lift = [lifts[(s, v)] for s, v in zip(segments, offer_variants.values(), strict=True)]
+    shift[where] = np.log(lift)
+    return shift
 
 
 def _format(table: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -422,8 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.outcome_days:
         treated = {k: _ids(getattr(args, k)) for k in ("offer_treated", "vip_treated")}
         if args.campaigns:
-            for kind, ids in campaign_arms(args.lake, args.customer, data_date).items():
-                treated[kind] += ids
+            treated = with_campaigns(treated, args.lake, args.customer, data_date)
         tables = generate_outcomes(n, days=args.outcome_days, **shape, **treated)
         last = data_date + dt.timedelta(days=args.outcome_days)
         files = write_raw(tables, args.lake, args.customer, (data_date + _DAY, last))
@@ -477,6 +499,29 @@ def campaign_arms(lake_uri: str, tenant: str, data_date: dt.date) -> dict[str, l
                     table[manifest["key"]].to_pylist(), table["arm"].to_pylist(), strict=True
                 )
                 out.setdefault(kind, []).extend(k for k, arm in rows if arm == TREATED)
+    return out
+
+
+def with_campaigns(
+    treated: dict[str, Any], lake_uri: str, tenant: str, data_date: dt.date
+) -> dict[str, Any]:
+    """``generate_outcomes``' treatment arguments plus what publish recorded for ``data_date``:
+    the treated arms and, where the propensity campaign drew offer variants, each diner's."""
+    out = dict(treated)
+    for kind, ids in campaign_arms(lake_uri, tenant, data_date).items():
+        out[kind] = [*out[kind], *ids]
+    root = lake.join(lake_uri, "campaign", "customer_propensity", f"customer={tenant}")
+    for run in lake.list_dirs(root):
+        uri = lake.join(root, run)
+        if not lake.exists(lake.join(uri, lake.MANIFEST)):
+            continue
+        manifest = lake.read_manifest(uri)
+        if manifest.get("data_date") != data_date.isoformat() or "variants" not in manifest:
+            continue
+        table, _ = lake.read_parquet_table(uri, columns=[manifest["key"], "variant"])
+        pairs = zip(table[manifest["key"]].to_pylist(), table["variant"].to_pylist(), strict=True)
+        out["offer_variants"] = {k: v for k, v in pairs if v is not None}
+        out["variants"] = tuple(manifest["variants"])
     return out
 
 

@@ -123,7 +123,8 @@ class TrainResult(StepResult):
     registered_model: str
     model_version: str
     model_uri: str = Field(description="models:/<registered model>/<version>")
-    run_model_uri: str
+    run_model_uri: str = Field(description="runs:/<run id>/model: the model directory")
+    model_digest: str = Field("", description="sha256 of the model directory (model_store)")
     metrics: dict[str, float] = section("mlops_holdout_metric", description="holdout metrics")
     epochs: int
     start_epoch: int

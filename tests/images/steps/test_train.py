@@ -205,11 +205,13 @@ def test_mlflow_run_contents(runs, mlflow_services):
 def test_registered_model_predicts_from_feature_columns(runs, mlflow_services, train_lake):
     import mlflow
 
+    from model_steps import model_store
     from model_steps.profile import read_table
 
     mlflow.set_tracking_uri(mlflow_services["tracking_uri"])
-    model = mlflow.pyfunc.load_model(runs[1]["model_uri"])
-    sig = model.metadata.get_input_schema()
+    # the model directory is data: verified against the digest train recorded, loaded by the image
+    model = model_store.load_run(runs[1]["mlflow_run_id"], runs[1]["model_digest"], "candidate")
+    sig = mlflow.models.get_model_info(runs[1]["run_model_uri"]).signature.inputs  # MLmodel: schema
     assert "segment" in sig.input_names() and "recency_days" in sig.input_names()
     df = read_table(runs[1]["features_uri"]).head(50)
     out = model.predict(df.drop(columns=["label"]))

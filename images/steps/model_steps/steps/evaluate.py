@@ -27,6 +27,7 @@ from mlplatform_contract.results import EvaluateResult, TrainResult
 from model_steps import gate, lake, model_loader
 from model_steps.contract import SkipDownstream, StepContext, StepError
 from model_steps.model_api import Model
+from model_steps.model_store import load_version
 from model_steps.tracking import (
     CHAMPION_ALIAS,
     champion_version,
@@ -47,10 +48,7 @@ def _holdout(features_uri: str, model: Model, training: Any) -> Any:
     return df[hold].reset_index(drop=True)
 
 
-def _predict(model_uri: str, model: Model, frame: Any) -> Any:
-    import mlflow.pyfunc
-
-    served = mlflow.pyfunc.load_model(model_uri)
+def _predict(served: Any, model: Model, frame: Any) -> Any:
     return served.predict(frame[list(model.input_columns)])[model.output_column].to_numpy()
 
 
@@ -227,11 +225,11 @@ def _decide(ctx: StepContext) -> EvaluateResult:
 
     holdout = _holdout(trained.features_uri, model, loaded.platform.training)
     y = holdout[model.label_column].to_numpy()
-    scores = {"candidate": _predict(f"models:/{name}/{candidate_version}", model, holdout)}
+    scores = {"candidate": _predict(load_version(name, candidate_version), model, holdout)}
     if champion == candidate_version:
         champion = None  # promoted by an earlier attempt that died before deciding
     if champion is not None:
-        scores["champion"] = _predict(f"models:/{name}/{champion}", model, holdout)
+        scores["champion"] = _predict(load_version(name, champion), model, holdout)
     measured = {k: gate.metrics(model.task, y, p) for k, p in scores.items()}
     decision = gate.decide(
         loaded.platform.gate.model_dump(), measured["candidate"], candidate_version,

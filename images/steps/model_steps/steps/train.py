@@ -56,16 +56,6 @@ from model_steps.tuning_lake import read_selection
 
 log = logging.getLogger(__name__)
 
-# what a pyfunc consumer needs (pinned like images/steps/pyproject.toml's train extra); listing them
-# spares MLflow a subprocess that imports the model to infer them
-PIP_REQUIREMENTS = [
-    "tensorflow-cpu==2.15.1",
-    "mlflow==3.17.2",
-    "numpy==1.26.4",
-    "pandas==2.3.3",
-    "protobuf==4.25.9",
-]
-
 
 @dataclass(frozen=True)
 class FitPlan:
@@ -128,41 +118,28 @@ def _mlflow_run(
     return run.info.run_id, False
 
 
-def _log_model(net: Any, model: Model, example: Any, reg_name: str) -> Any:
-    """Log the pyfunc form of the network (signature + input example), register a new version."""
-    import json
+def _log_model(net: Any, model: Model, example: Any) -> str:
+    """Log the network as the platform's model directory (model_store: the fixed Keras format,
+    io.json, the column signature, a manifest with digests) into the active run, tag the run with
+    its digest; returns the digest."""
     import tempfile
+    from pathlib import Path
 
     import mlflow
-    import tensorflow as tf
-    from mlflow.models import infer_signature
 
-    from model_steps.serving import IO_ARTIFACT, KERAS_ARTIFACT, StepModel, io_spec, to_inputs
+    from model_steps import model_store
+    from model_steps.serving import io_spec
 
-    serving = tf.keras.models.clone_model(net)  # without the Horovod-wrapped optimizer
-    serving.set_weights(net.get_weights())
-    io = io_spec(model)
-    with tempfile.TemporaryDirectory(prefix="keras-") as tmp:
-        path = os.path.join(tmp, f"{model.name}.keras")
-        serving.save(path)
-        io_path = os.path.join(tmp, "io.json")
-        with open(io_path, "w") as fh:
-            json.dump(io, fh)
-        preds = serving.predict(to_inputs(example, io), verbose=0).ravel()
-        with warnings.catch_warnings():  # the integer-column hint: feature columns are never null
-            warnings.simplefilter("ignore", UserWarning)
-            signature = infer_signature(example, {io["output"]: preds.astype("float64")})
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=StepModel(),
-            artifacts={KERAS_ARTIFACT: path, IO_ARTIFACT: io_path},
-            signature=signature,
-            input_example=example,
-            registered_model_name=reg_name,
-            pip_requirements=PIP_REQUIREMENTS,
-            # the wrapper's code travels with the model: loadable where model_steps is not installed
-            code_paths=[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],
-        )
+    io = model_store.IoSpec(**io_spec(model))
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        manifest = model_store.save(
+            Path(tmp) / model_store.MODEL_ARTIFACT, net, fmt=model_store.KERAS.name,
+            model=model.name, task=model.task, io=io, example=example,
+        )  # fmt: skip
+        mlflow.log_artifacts(str(Path(tmp) / model_store.MODEL_ARTIFACT),
+                             artifact_path=model_store.MODEL_ARTIFACT)  # fmt: skip
+    mlflow.set_tag(model_store.DIGEST_TAG, manifest.digest)
+    return manifest.digest
 
 
 def _compile(net: Any, model: Model, lr: float, hvd: Any) -> Any:
@@ -513,22 +490,56 @@ def _register(
     run_dir: str,
     selected: SelectResult | None = None,
 ) -> TrainResult:
-    """Rank 0: exact metrics on the whole holdout, profile, data inputs, model, registry."""
+    """Rank 0: exact metrics on the whole holdout, profile, data inputs, the model directory."""
+    import mlflow
+
+    model, table_uri = loaded.model, fitted["table_uri"]
+    metrics = _holdout_metrics(loaded, fitted)
+    df, profile_uri = _log_data(ctx, loaded, table_uri, run_dir)
+    example = df[list(model.input_columns)].head(5).reset_index(drop=True)
+    digest = _log_model(fitted["net"], model, example)
+    reg_name = registered_model_name(ctx.pipeline, ctx.customer)
+    version = _register_version(ctx, loaded, fitted, metrics, digest, selected)
+    mlflow.end_run()
+    return _result(ctx, loaded, fitted, metrics, {
+        "registered_model": reg_name, "model_version": version, "model_digest": digest,
+        "model_uri": f"models:/{reg_name}/{version}",
+        "run_model_uri": f"runs:/{fitted['mlflow_run_id']}/model", "run_dir": run_dir,
+        "profile_uri": profile_uri,
+        "tuning": {"trial": selected.trial, "params": selected.params} if selected else None,
+    })  # fmt: skip
+
+
+def _holdout_metrics(loaded: model_loader.LoadedModel, fitted: dict[str, Any]) -> dict[str, float]:
+    """The fitted network's metrics on the whole holdout split, logged to the run."""
+    import mlflow
+
+    model, tr = loaded.model, loaded.platform.training
+    holdout = read_shard(fitted["table_uri"], model, split="holdout", rank=0, size=1,
+                         holdout_fraction=tr.holdout_fraction, seed=tr.seed)  # fmt: skip
+    preds = (
+        fitted["net"]
+        .predict(
+            make_dataset(holdout, model, batch_size=4 * tr.batch_size, shuffle=False, seed=tr.seed),
+            verbose=0,
+        )
+        .ravel()
+    )
+    metrics = gate.metrics(model.task, holdout.label, preds)
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()}, step=tr.epochs)
+    return metrics
+
+
+def _log_data(
+    ctx: StepContext, loaded: model_loader.LoadedModel, table_uri: str, run_dir: str
+) -> tuple[Any, str]:
+    """The feature profile (lake + run) and the training/holdout datasets as run inputs:
+    (the feature table, the profile's lake URI)."""
     import mlflow
 
     from model_steps.profile import build_profile, read_table
 
-    model, tr, net = loaded.model, loaded.platform.training, fitted["net"]
-    table_uri = fitted["table_uri"]
-    holdout = read_shard(table_uri, model, split="holdout", rank=0, size=1,
-                         holdout_fraction=tr.holdout_fraction, seed=tr.seed)  # fmt: skip
-    preds = net.predict(
-        make_dataset(holdout, model, batch_size=4 * tr.batch_size, shuffle=False, seed=tr.seed),
-        verbose=0,
-    ).ravel()
-    metrics = gate.metrics(model.task, holdout.label, preds)
-    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()}, step=tr.epochs)
-
+    model, tr = loaded.model, loaded.platform.training
     df = read_table(table_uri)
     profile = build_profile(df, model, source=table_uri)
     profile_uri = lake.join(run_dir, "feature_profile.json")
@@ -547,20 +558,34 @@ def _register(
                 name=f"{name}-{context}",
             )
         mlflow.log_input(dataset, context=context)
+    return df, profile_uri
 
+
+def _register_version(
+    ctx: StepContext, loaded: model_loader.LoadedModel, fitted: dict[str, Any],
+    metrics: dict[str, float], digest: str, selected: SelectResult | None,
+) -> str:  # fmt: skip
+    """A new version of the customer's registered model from the run's model directory."""
+    import mlflow
+
+    from model_steps import model_store
+
+    model = loaded.model
     reg_name = registered_model_name(ctx.pipeline, ctx.customer)
-    example = df[list(model.input_columns)].head(5).reset_index(drop=True)
-    info = _log_model(net, model, example, reg_name)
-    version = str(info.registered_model_version)
+    run_id = fitted["mlflow_run_id"]
     client = mlflow.MlflowClient()
+    mv = client.create_model_version(reg_name, f"runs:/{run_id}/{model_store.MODEL_ARTIFACT}",
+                                     run_id)  # fmt: skip
+    version = str(mv.version)
     headline = model.task_info.default_metric
     for k, v in {
+        model_store.DIGEST_TAG: digest,
         "run_key": ctx.run_key,
         "data_date": ctx.data_date.isoformat(),
         "model": model.name,
         "task": model.task,
         headline: metrics[headline],
-        "features_uri": table_uri,
+        "features_uri": fitted["table_uri"],
         **({"tuning_trial": selected.trial} if selected else {}),
         **({"tuning_parent_run_id": selected.parent_run_id} if selected else {}),
     }.items():
@@ -568,8 +593,15 @@ def _register(
     client.set_registered_model_tag(reg_name, "pipeline", ctx.pipeline)
     client.set_registered_model_tag(reg_name, "customer", ctx.customer)
     client.set_registered_model_tag(reg_name, "task", model.task)
-    mlflow.end_run()
+    return version
 
+
+def _result(
+    ctx: StepContext, loaded: model_loader.LoadedModel, fitted: dict[str, Any],
+    metrics: dict[str, float], model_fields: dict[str, Any],
+) -> TrainResult:  # fmt: skip
+    """The step's result: what was trained, how, and where its outputs are."""
+    model, tr = loaded.model, loaded.platform.training
     ran = list(fitted["epoch_log"])
     bs, size = tr.batch_size, fitted["ranks"]
     return TrainResult(
@@ -578,10 +610,6 @@ def _register(
         task=model.task,
         mlflow_run_id=fitted["mlflow_run_id"],
         experiment=experiment_name(ctx.pipeline, ctx.customer),
-        registered_model=reg_name,
-        model_version=version,
-        model_uri=f"models:/{reg_name}/{version}",
-        run_model_uri=info.model_uri,
         metrics=metrics,
         epochs=tr.epochs,
         start_epoch=fitted["start_epoch"],
@@ -595,9 +623,7 @@ def _register(
         samples_per_second=[round(e["samples_per_second"], 1) for e in ran],
         read_seconds=fitted["read_seconds"],
         fit_seconds=round(fitted["fit_seconds"], 2),
-        run_dir=run_dir,
         checkpoint_uri=fitted["checkpoint_uri"],
-        profile_uri=profile_uri,
-        features_uri=table_uri,
-        tuning={"trial": selected.trial, "params": selected.params} if selected else None,
+        features_uri=fitted["table_uri"],
+        **model_fields,
     )

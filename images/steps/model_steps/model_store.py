@@ -35,6 +35,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from model_steps.contract import StepError
+from model_steps.lake import sha256_file
 
 MODEL_ARTIFACT = "model"  # artifact path of the model directory in the training run
 MANIFEST_FILE = "MANIFEST.json"
@@ -101,14 +102,6 @@ def register_format(fmt: ModelFormat) -> ModelFormat:
     return fmt
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def content_digest(fmt: str, model: str, task: str, io: IoSpec, files: dict[str, str]) -> str:
     """The overall digest: sha256 of the manifest's canonical JSON without the digest itself."""
     body = {"format_version": 1, "format": fmt, "model": model, "task": task,
@@ -133,7 +126,9 @@ def save(
     (directory / IO_FILE).write_text(json.dumps(io.model_dump(), sort_keys=True))
     if example is not None:
         _write_signature(directory, fmt_.load(directory, io), example)
-    files = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.name != MANIFEST_FILE}
+    files = {
+        p.name: sha256_file(str(p)) for p in sorted(directory.iterdir()) if p.name != MANIFEST_FILE
+    }
     manifest = Manifest(format=fmt, model=model, task=task, io=io, files=files,
                         digest=content_digest(fmt, model, task, io, files))  # fmt: skip
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=1))
@@ -175,7 +170,7 @@ def verify(directory: Path, expected_digest: str | None, what: str) -> Manifest:
         path = directory / name
         if not path.is_file():
             raise ModelRefused(f"{what}: file {name} named in {MANIFEST_FILE} is missing")
-        if (actual := sha256_file(path)) != sha:
+        if (actual := sha256_file(str(path))) != sha:
             raise ModelRefused(f"{what}: file {name} has sha256 {actual}, its manifest says {sha}: "
                                "the artifact was changed after it was written")  # fmt: skip
     digest = content_digest(manifest.format, manifest.model, manifest.task, manifest.io,

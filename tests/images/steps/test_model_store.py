@@ -62,7 +62,7 @@ def _reseal(directory: Path, **changes: str) -> str:
     """An attacker who rewrites the manifest too: consistent hashes, a new digest (returned)."""
     manifest = json.loads((directory / model_store.MANIFEST_FILE).read_text())
     manifest.update(changes)
-    files = {p.name: model_store.sha256_file(p) for p in directory.iterdir()
+    files = {p.name: model_store.sha256_file(str(p)) for p in directory.iterdir()
              if p.name != model_store.MANIFEST_FILE}  # fmt: skip
     io = IoSpec(**manifest["io"])
     manifest["files"] = files

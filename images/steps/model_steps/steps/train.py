@@ -1,6 +1,7 @@
 """Train step (TensorFlow + Horovod): the run's feature table -> the model's Keras network (the
-platform's input layers under the model's ``network`` hook), tracked and registered in MLflow,
-checkpointed every epoch so a killed run resumes. A model with a ``train_fn`` replaces only the fit.
+platform's input layers under the model's ``network`` hook), tracked in MLflow (the model directory
+of model_steps.model_store and its digest in the run; the evaluate gate registers it), checkpointed
+every epoch so a killed run resumes. A model with a ``train_fn`` replaces only the fit.
 
 Every rank runs this body (``horovodrun -np N … python -m model_steps train …``; one process without
 horovodrun is a world of one). Rank r reads only its shard of the table; gradients are averaged by
@@ -186,8 +187,8 @@ def run(ctx: StepContext) -> TrainResult | RankResult:
 
 def _reused(payload: Any) -> TrainResult:
     result = TrainResult.model_validate(payload)
-    log.info("this run already trained and registered %s v%s: returning its result",
-             result.registered_model, result.model_version)  # fmt: skip
+    log.info("this run already trained %s (run %s): returning its result",
+             result.registered_model, result.mlflow_run_id)  # fmt: skip
     return result
 
 
@@ -195,7 +196,7 @@ def _train(
     ctx: StepContext, loaded: model_loader.LoadedModel, uri: str, selected: SelectResult | None,
     started: float,
 ) -> TrainResult | RankResult:  # fmt: skip
-    """Every rank fits; rank 0 registers the model and says what it trained."""
+    """Every rank fits; rank 0 logs the model directory and says what it trained."""
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
@@ -204,12 +205,13 @@ def _train(
     fitted = _fit(ctx, loaded, run_dir, uri, hvd, FitPlan(tags=tuning_tags(selected)))
     if hvd.rank() != 0:
         return RankResult(rank=hvd.rank())
-    result = _register(ctx, loaded, fitted, run_dir, selected)
+    result = _log_outputs(ctx, loaded, fitted, run_dir, selected)
     result.seconds = round(time.monotonic() - started, 1)
     log.info(
-        "trained %s v%s: holdout %s %.4f (%d ranks, epochs %d..%d, %.1fs)",
+        "trained %s (run %s, digest %s): holdout %s %.4f (%d ranks, epochs %d..%d, %.1fs)",
         result.registered_model,
-        result.model_version,
+        result.mlflow_run_id,
+        result.model_digest[:12],
         loaded.model.task_info.default_metric,
         result.metrics[loaded.model.task_info.default_metric],
         result.ranks,
@@ -483,14 +485,15 @@ def _callbacks(
     return [*callbacks, EpochEnd()]
 
 
-def _register(
+def _log_outputs(
     ctx: StepContext,
     loaded: model_loader.LoadedModel,
     fitted: dict[str, Any],
     run_dir: str,
     selected: SelectResult | None = None,
 ) -> TrainResult:
-    """Rank 0: exact metrics on the whole holdout, profile, data inputs, the model directory."""
+    """Rank 0: exact metrics on the whole holdout, profile, data inputs, the model directory and
+    its digest (run tag). Nothing is registered: the evaluate gate registers what it verified."""
     import mlflow
 
     model, table_uri = loaded.model, fitted["table_uri"]
@@ -498,14 +501,11 @@ def _register(
     df, profile_uri = _log_data(ctx, loaded, table_uri, run_dir)
     example = df[list(model.input_columns)].head(5).reset_index(drop=True)
     digest = _log_model(fitted["net"], model, example)
-    reg_name = registered_model_name(ctx.pipeline, ctx.customer)
-    version = _register_version(ctx, loaded, fitted, metrics, digest, selected)
     mlflow.end_run()
     return _result(ctx, loaded, fitted, metrics, {
-        "registered_model": reg_name, "model_version": version, "model_digest": digest,
-        "model_uri": f"models:/{reg_name}/{version}",
-        "run_model_uri": f"runs:/{fitted['mlflow_run_id']}/model", "run_dir": run_dir,
-        "profile_uri": profile_uri,
+        "registered_model": registered_model_name(ctx.pipeline, ctx.customer),
+        "model_digest": digest, "run_model_uri": f"runs:/{fitted['mlflow_run_id']}/model",
+        "run_dir": run_dir, "profile_uri": profile_uri,
         "tuning": {"trial": selected.trial, "params": selected.params} if selected else None,
     })  # fmt: skip
 
@@ -559,41 +559,6 @@ def _log_data(
             )
         mlflow.log_input(dataset, context=context)
     return df, profile_uri
-
-
-def _register_version(
-    ctx: StepContext, loaded: model_loader.LoadedModel, fitted: dict[str, Any],
-    metrics: dict[str, float], digest: str, selected: SelectResult | None,
-) -> str:  # fmt: skip
-    """A new version of the customer's registered model from the run's model directory."""
-    import mlflow
-
-    from model_steps import model_store
-
-    model = loaded.model
-    reg_name = registered_model_name(ctx.pipeline, ctx.customer)
-    run_id = fitted["mlflow_run_id"]
-    client = mlflow.MlflowClient()
-    mv = client.create_model_version(reg_name, f"runs:/{run_id}/{model_store.MODEL_ARTIFACT}",
-                                     run_id)  # fmt: skip
-    version = str(mv.version)
-    headline = model.task_info.default_metric
-    for k, v in {
-        model_store.DIGEST_TAG: digest,
-        "run_key": ctx.run_key,
-        "data_date": ctx.data_date.isoformat(),
-        "model": model.name,
-        "task": model.task,
-        headline: metrics[headline],
-        "features_uri": fitted["table_uri"],
-        **({"tuning_trial": selected.trial} if selected else {}),
-        **({"tuning_parent_run_id": selected.parent_run_id} if selected else {}),
-    }.items():
-        client.set_model_version_tag(reg_name, version, k, str(v))
-    client.set_registered_model_tag(reg_name, "pipeline", ctx.pipeline)
-    client.set_registered_model_tag(reg_name, "customer", ctx.customer)
-    client.set_registered_model_tag(reg_name, "task", model.task)
-    return version
 
 
 def _result(

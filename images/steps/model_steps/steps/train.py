@@ -324,96 +324,31 @@ def _fit(
     plan: FitPlan = FitPlan(),
 ) -> dict[str, Any]:
     """Every rank: read its shard, build the network, resume, fit. Returns what rank 0 needs."""
-    import horovod.tensorflow as hvd_tf
-    import tensorflow as tf
-
     model, tr = loaded.model, loaded.platform.training
     rank, size = hvd.rank(), hvd.size()
-    mctx = model_loader.model_context(ctx, loaded, rank, size)
-    table_uri = ctx.lake_path(FEATURES)
-    seed, bs, epochs = tr.seed, tr.batch_size, plan.epochs or tr.epochs
-
-    t_read = time.monotonic()
-    shard_args = {"rank": rank, "size": size, "holdout_fraction": tr.holdout_fraction,
-                  "seed": seed, "validation_fraction": plan.validation_fraction}  # fmt: skip
-    train = read_shard(table_uri, model, split=plan.fit_split, **shard_args)
-    val = read_shard(table_uri, model, split=plan.score_split, **shard_args)
-    read_s = time.monotonic() - t_read
-
-    # whole-training-split statistics for the Normalization layer: sums over all ranks' shards
-    moments = numeric_moments(train, model.numeric_features)
-    moments = hvd_tf.allreduce(tf.constant(moments), op=hvd_tf.Sum).numpy()
-    mean, variance = moments_to_stats(moments)
-    rows_train = int(moments[0])
-    smallest = int(hvd_tf.allreduce(tf.constant(train.rows, tf.int64), op=hvd_tf.Min).numpy())
-    if smallest == 0:
-        raise StepError(
-            f"rank {rank}: a training shard of {table_uri} is empty "
-            f"({rows_train} training rows for {size} ranks)"
-        )
-    steps_per_epoch = max(1, math.ceil(smallest / bs))
-    train_ds = make_dataset(
-        train, model, batch_size=bs, shuffle=True, seed=seed + rank, repeat=True
-    )
-    val_ds = make_dataset(val, model, batch_size=4 * bs, shuffle=False, seed=seed)
-    scaled_lr = tr.learning_rate * size  # linear scaling with the global batch
-    state = {
-        "table_uri": table_uri, "rows_train": rows_train, "steps_per_epoch": steps_per_epoch,
-        "read_seconds": round(read_s, 2), "ranks": size, "scaled_lr": scaled_lr, "mctx": mctx,
-        "score_split": val,
-    }  # fmt: skip
-
-    mlflow_run_id = None
+    state, train, val, (mean, variance) = _prepare(ctx, loaded, plan, rank, size)
     if rank == 0:
         import mlflow
 
         mlflow.set_tracking_uri(uri)
     if model.train_fn is not None:  # the escape hatch: the model fits, the platform does the rest
-        data = TrainingData(
-            train, val, train_ds, val_ds, steps_per_epoch, network_inputs(model, mean, variance)
-        )
-        t_fit = time.monotonic()
-        if rank == 0:
-            tags = {"horovod.size": size, **plan.tags}
-            mlflow_run_id, _ = _mlflow_run(ctx, run_dir, {}, None, tags, plan.run_name)
-            mlflow.log_params(_params(loaded, horovod_size=size, train_fn="model"))
-        net = model.train_fn(data, mctx)
-        return {**state, "net": net, "mlflow_run_id": mlflow_run_id, "epochs": epochs,
-                "start_epoch": 0, "epoch_log": [], "fit_seconds": time.monotonic() - t_fit,
-                "checkpoint_uri": None}  # fmt: skip
+        return _fit_with_train_fn(ctx, loaded, run_dir, plan, state,
+                                  (train, val, rank), (mean, variance))  # fmt: skip
 
-    net = build_model(model, mctx, mean, variance)
-    opt = _compile(net, model, scaled_lr, hvd)
-    checkpoints = Checkpoints(run_dir)
-    ckpt = tf.train.Checkpoint(model=net, optimizer=opt)
-    latest = hvd_tf.broadcast_object(checkpoints.latest() if rank == 0 else None, root_rank=0)
-    start_epoch = 0
-    if latest:
-        net.optimizer._create_all_weights(net.trainable_variables)  # slots to restore into
-        checkpoints.restore(ckpt, latest)
-        start_epoch = int(latest["epoch"])
-        log.info("rank %d: resumed from checkpoint epoch %d of %d", rank, start_epoch, epochs)
-    if start_epoch:  # a resumed run reshuffles from where it stopped, not from epoch 0's order
-        train_ds = make_dataset(
-            train, model, batch_size=bs, shuffle=True, seed=seed + rank + start_epoch, repeat=True
-        )
+    epochs, bs, scaled_lr = plan.epochs or tr.epochs, tr.batch_size, state["scaled_lr"]
+    net, checkpoints, ckpt, latest, start_epoch = _build_and_restore(
+        loaded, state["mctx"], (mean, variance), run_dir, hvd, epochs
+    )
+    # a resumed run reshuffles from where it stopped, not from epoch 0's order
+    train_ds = make_dataset(train, model, batch_size=bs, shuffle=True,
+                            seed=tr.seed + rank + start_epoch, repeat=True)  # fmt: skip
+    val_ds = make_dataset(val, model, batch_size=4 * bs, shuffle=False, seed=tr.seed)
+    mlflow_run_id = None
     if rank == 0:
-        tags = {"horovod.size": size, "features_uri": table_uri, **plan.tags}
-        mlflow_run_id, resumed = _mlflow_run(ctx, run_dir, {}, latest, tags, plan.run_name)
-        if not resumed:
-            mlflow.log_params(
-                _params(
-                    loaded, horovod_size=size, global_batch_size=bs * size,
-                    scaled_learning_rate=scaled_lr, steps_per_epoch=steps_per_epoch,
-                    rows_train=rows_train, features_numeric=len(model.numeric_features),
-                    features_categorical=len(model.categorical_features), optimizer="Adam",
-                )
-            )  # fmt: skip
-        if start_epoch:
-            mlflow.log_metric("resumed_at_epoch", start_epoch, step=start_epoch)
+        mlflow_run_id = _start_fit_run(ctx, loaded, run_dir, plan, state, latest, start_epoch)
 
     epoch_log: list[dict[str, Any]] = []
-    callbacks = _callbacks(hvd, tr, scaled_lr, steps_per_epoch, start_epoch, epoch_log,
+    callbacks = _callbacks(hvd, tr, scaled_lr, state["steps_per_epoch"], start_epoch, epoch_log,
                            checkpoints, ckpt, mlflow_run_id, bs, epochs)  # fmt: skip
     t_fit = time.monotonic()
     if start_epoch < epochs:
@@ -421,7 +356,7 @@ def _fit(
             train_ds,
             epochs=epochs,
             initial_epoch=start_epoch,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=state["steps_per_epoch"],
             validation_data=val_ds,
             callbacks=callbacks,
             verbose=0,
@@ -430,6 +365,119 @@ def _fit(
             "start_epoch": start_epoch, "epoch_log": epoch_log,
             "fit_seconds": time.monotonic() - t_fit,
             "checkpoint_uri": checkpoints.latest_uri}  # fmt: skip
+
+
+def _prepare(
+    ctx: StepContext, loaded: model_loader.LoadedModel, plan: FitPlan, rank: int, size: int
+) -> tuple[dict[str, Any], Any, Any, tuple[Any, Any]]:
+    """Every rank: its shards of the fit and score splits, and the whole fit split's statistics
+    (allreduced): (state for rank 0's result, fit shard, score shard, (mean, variance))."""
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    model, tr = loaded.model, loaded.platform.training
+    table_uri = ctx.lake_path(FEATURES)
+    t_read = time.monotonic()
+    shard_args = {"rank": rank, "size": size, "holdout_fraction": tr.holdout_fraction,
+                  "seed": tr.seed, "validation_fraction": plan.validation_fraction}  # fmt: skip
+    train = read_shard(table_uri, model, split=plan.fit_split, **shard_args)
+    val = read_shard(table_uri, model, split=plan.score_split, **shard_args)
+    read_s = time.monotonic() - t_read
+
+    # whole-training-split statistics for the Normalization layer: sums over all ranks' shards
+    moments = numeric_moments(train, model.numeric_features)
+    moments = hvd_tf.allreduce(tf.constant(moments), op=hvd_tf.Sum).numpy()
+    rows_train = int(moments[0])
+    smallest = int(hvd_tf.allreduce(tf.constant(train.rows, tf.int64), op=hvd_tf.Min).numpy())
+    if smallest == 0:
+        raise StepError(
+            f"rank {rank}: a training shard of {table_uri} is empty "
+            f"({rows_train} training rows for {size} ranks)"
+        )
+    state = {
+        "table_uri": table_uri, "rows_train": rows_train,
+        "steps_per_epoch": max(1, math.ceil(smallest / tr.batch_size)),
+        "read_seconds": round(read_s, 2), "ranks": size,
+        "scaled_lr": tr.learning_rate * size,  # linear scaling with the global batch
+        "mctx": model_loader.model_context(ctx, loaded, rank, size), "score_split": val,
+    }  # fmt: skip
+    return state, train, val, moments_to_stats(moments)
+
+
+def _fit_with_train_fn(
+    ctx: StepContext, loaded: model_loader.LoadedModel, run_dir: str, plan: FitPlan,
+    state: dict[str, Any], shards: tuple[Any, Any, int], stats: tuple[Any, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The model's own fit (``train_fn``) on the platform's shards, datasets and inputs."""
+    model, tr = loaded.model, loaded.platform.training
+    size, bs, spe = state["ranks"], tr.batch_size, state["steps_per_epoch"]
+    train, val, rank = shards
+    train_ds = make_dataset(train, model, batch_size=bs, shuffle=True, seed=tr.seed + rank,
+                            repeat=True)  # fmt: skip
+    val_ds = make_dataset(val, model, batch_size=4 * bs, shuffle=False, seed=tr.seed)
+    data = TrainingData(train, val, train_ds, val_ds, spe, network_inputs(model, *stats))
+    mlflow_run_id = None
+    t_fit = time.monotonic()
+    if rank == 0:
+        import mlflow
+
+        tags = {"horovod.size": size, **plan.tags}
+        mlflow_run_id, _ = _mlflow_run(ctx, run_dir, {}, None, tags, plan.run_name)
+        mlflow.log_params(_params(loaded, horovod_size=size, train_fn="model"))
+    net = model.train_fn(data, state["mctx"])
+    return {**state, "net": net, "mlflow_run_id": mlflow_run_id,
+            "epochs": plan.epochs or tr.epochs, "start_epoch": 0, "epoch_log": [],
+            "fit_seconds": time.monotonic() - t_fit, "checkpoint_uri": None}  # fmt: skip
+
+
+def _build_and_restore(
+    loaded: model_loader.LoadedModel, mctx: Any, stats: tuple[Any, Any], run_dir: str, hvd: Any,
+    epochs: int,
+) -> tuple[Any, Checkpoints, Any, dict | None, int]:  # fmt: skip
+    """Every rank: the compiled network, restored from rank 0's latest checkpoint if any:
+    (network, checkpoints, tf checkpoint, latest checkpoint record, epoch to start from)."""
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    model, tr = loaded.model, loaded.platform.training
+    net = build_model(model, mctx, *stats)
+    opt = _compile(net, model, tr.learning_rate * hvd.size(), hvd)
+    checkpoints = Checkpoints(run_dir)
+    ckpt = tf.train.Checkpoint(model=net, optimizer=opt)
+    rank = hvd.rank()
+    latest = hvd_tf.broadcast_object(checkpoints.latest() if rank == 0 else None, root_rank=0)
+    start_epoch = 0
+    if latest:
+        net.optimizer._create_all_weights(net.trainable_variables)  # slots to restore into
+        checkpoints.restore(ckpt, latest)
+        start_epoch = int(latest["epoch"])
+        log.info("rank %d: resumed from checkpoint epoch %d of %d", rank, start_epoch, epochs)
+    return net, checkpoints, ckpt, latest, start_epoch
+
+
+def _start_fit_run(
+    ctx: StepContext, loaded: model_loader.LoadedModel, run_dir: str, plan: FitPlan,
+    state: dict[str, Any], latest: dict | None, start_epoch: int,
+) -> str:  # fmt: skip
+    """Rank 0: start (or continue) the fit's MLflow run; params on a new one. Returns its id."""
+    import mlflow
+
+    model, tr = loaded.model, loaded.platform.training
+    size, spe = state["ranks"], state["steps_per_epoch"]
+    tags = {"horovod.size": size, "features_uri": state["table_uri"], **plan.tags}
+    mlflow_run_id, resumed = _mlflow_run(ctx, run_dir, {}, latest, tags, plan.run_name)
+    if not resumed:
+        mlflow.log_params(
+            _params(
+                loaded, horovod_size=size, global_batch_size=tr.batch_size * size,
+                scaled_learning_rate=state["scaled_lr"], steps_per_epoch=spe,
+                rows_train=state["rows_train"], features_numeric=len(model.numeric_features),
+                features_categorical=len(model.categorical_features), optimizer="Adam",
+            )
+        )  # fmt: skip
+    if start_epoch:
+        mlflow.log_metric("resumed_at_epoch", start_epoch, step=start_epoch)
+    return mlflow_run_id
 
 
 def _callbacks(

@@ -39,7 +39,7 @@ class ChampionEvent(BaseModel):
     at: dt.datetime  # UTC
 
 
-def _event_uri(layout: CustomerLayout, run_key: str, to_version: str) -> str:
+def event_uri(layout: CustomerLayout, run_key: str, to_version: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.=-]", "_", run_key)
     return join(layout.champion_history, f"run={safe}__to=v{to_version}.json")
 
@@ -53,7 +53,7 @@ def move_champion(
     import mlflow
 
     client = client or mlflow.MlflowClient()
-    uri = _event_uri(layout, run_key, to_version)
+    uri = event_uri(layout, run_key, to_version)
     if lake.exists(uri):
         event = ChampionEvent.model_validate(lake.read_json(uri))
     else:

@@ -255,3 +255,23 @@ def test_score_killed_mid_write_then_retried_gives_identical_output(world) -> No
     fs.invalidate_cache()
     left = sorted(p.rsplit("/", 1)[1] for p in fs.ls(root))
     assert left == sorted(["_MANIFEST.json", manifest["attempt"]])  # the killed attempt is gone
+
+
+def test_a_tampered_champion_is_refused_by_score_naming_the_file(world, tmp_path) -> None:
+    """An attacker with the run's EDIT (the trainer's identity, or anyone who can write the
+    artifact store) overwrites the champion's weights: score recomputes the digest, refuses the
+    model naming it, and nothing from the changed file is deserialized."""
+    import mlflow
+
+    lake, tmp, services = world
+    version = registry_version(champion_version())
+    client = mlflow.MlflowClient()
+    local = Path(client.download_artifacts(version.run_id, "model/model.keras", str(tmp_path)))
+    raw = bytearray(local.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    local.write_bytes(bytes(raw))
+    client.log_artifact(version.run_id, str(local), "model")  # the run's artifact, overwritten
+    rc, _, log = step("score", lake, tmp, services, "run-gate-4")
+    assert rc != 0
+    named = f"model {REGISTERED} v{version.version} (run {version.run_id}): file model.keras has"
+    assert named in log and "the artifact was changed after it was written" in log, log[-4000:]

@@ -3,8 +3,8 @@ manifest commit) against the model's raw in-memory predict on the same rows, in 
 
     .venv-steps/bin/python benchmarks/bench_score.py [--rows 1000000] [--quick]
 
-The model is the platform's own pyfunc (model_steps.serving.StepModel around
-customer_propensity's network on the platform's inputs, training.build_model); its weights are
+The model is the platform's own served form (model_steps.model_store + serving.KerasPredictor
+around customer_propensity's network on the platform's inputs, training.build_model); its weights are
 untrained, which does not change the work per row. Prints a table and writes
 benchmarks/results/score.json. Target: step >= 0.8x raw predict.
 """
@@ -12,7 +12,6 @@ benchmarks/results/score.json. Target: step >= 0.8x raw predict.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -67,10 +66,11 @@ def feature_table(root: Path, rows: int, files: int, seed: int = 1) -> str:
     return uri
 
 
-def pyfunc_model(root: Path):  # type: ignore[no-untyped-def]
-    import mlflow.pyfunc
-
-    from model_steps.serving import IO_ARTIFACT, KERAS_ARTIFACT, StepModel, io_spec
+def platform_model(root: Path):  # type: ignore[no-untyped-def]
+    """Saved as the train step saves (model_store: the Keras format, manifest, digest) and loaded
+    as score loads (verified, safe mode, the image's wrapper)."""
+    from model_steps import model_store
+    from model_steps.serving import io_spec
 
     n = len(MODEL.numeric_features)
     ctx = ModelContext(
@@ -78,18 +78,11 @@ def pyfunc_model(root: Path):  # type: ignore[no-untyped-def]
         settings=MODEL.settings(hidden_units=(128, 64), dropout=0.1), platform=CustomerSettings(),
     )  # fmt: skip
     keras = build_model(MODEL, ctx, np.zeros(n), np.ones(n))
-    keras_path = root / "propensity.keras"
-    keras.save(keras_path)
-    io_path = root / "io.json"
-    io_path.write_text(json.dumps(io_spec(MODEL)))
-    model_dir = root / "pyfunc"
-    mlflow.pyfunc.save_model(
-        str(model_dir), python_model=StepModel(),
-        artifacts={KERAS_ARTIFACT: str(keras_path), IO_ARTIFACT: str(io_path)},
-        code_paths=[str(REPO / "images" / "steps" / "model_steps")],
-        pip_requirements=["mlflow==3.17.2"],
+    manifest = model_store.save(
+        root / "model", keras, fmt=model_store.KERAS.name, model=MODEL.name, task=MODEL.task,
+        io=model_store.IoSpec(**io_spec(MODEL)),
     )  # fmt: skip
-    return mlflow.pyfunc.load_model(str(model_dir))
+    return model_store.load_dir(root / "model", manifest.digest, "benchmark model")
 
 
 def main() -> int:
@@ -103,7 +96,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
         root = Path(tmp)
         features = feature_table(root, rows, files=max(1, rows // 250_000))
-        model = pyfunc_model(root)
+        model = platform_model(root)
         model.predict(
             pd.read_parquet(root / "features" / "attempt=bench")[list(INPUT_COLUMNS)].head(1000)
         )

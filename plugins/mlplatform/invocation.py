@@ -23,6 +23,9 @@ PARAMS_TEMPLATE = "{{ params | tojson }}"
 # "{{ conn.crm_default.password }}" reaches the step as written (never the connection's password) and
 # a "{{" in a text setting cannot break a run. STEP_PARAMS stays a template (the run's params).
 LITERAL_VARS: tuple[str, ...] = (ENV_CONFIG, ENV_MODEL)
+# Every step, in both runtimes: MLflow may never unpickle anything (a registered model is data:
+# model_steps.model_store; MLflow 3 defaults this to true).
+SAFE_MLFLOW_ENV = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
 
 
 def literal_env(env: dict[str, str]) -> dict[str, Any]:
@@ -85,6 +88,7 @@ class StepInvocation:
             ENV_CONFIG: json.dumps(self.customer.settings.step_config(), sort_keys=True),
             ENV_MODEL: json.dumps(model, sort_keys=True),
             ENV_PARAMS: PARAMS_TEMPLATE,
+            **SAFE_MLFLOW_ENV,
         }
 
     @property

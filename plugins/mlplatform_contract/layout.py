@@ -73,6 +73,12 @@ class CustomerLayout:
         return join(self.zone(EVALUATION), "champion", "feature_profile.json")
 
     @property
+    def champion_history(self) -> str:
+        """The audit of ``champion`` moves: one immutable JSON object per move, in the gate's own
+        zone (model_steps.champion writes and reads it)."""
+        return join(self.zone(EVALUATION), "champion", "history")
+
+    @property
     def baseline_profile(self) -> str:
         """The first run's feature profile: the drift reference before any champion."""
         return join(self.zone(REFERENCE), "feature_profile.json")

@@ -11,10 +11,11 @@ Both sides read this one table: the embedded platform and the cluster's provisio
 the runtimes hand each step its role's credentials, and the security probes check it.
 
 MLflow's permissions are per resource (READ < EDIT < MANAGE): setting the alias, registering a
-version and tagging a version all need EDIT on the registered model. With today's step split,
-three roles need EDIT (trainer registers the candidate version, gate moves ``champion``, monitor
-tags the version with its realized figures); docs/registry-access.md says what that leaves open and
-the change that closes it (registration in the gate, the monitor's figures on its own run).
+version and tagging a version all need EDIT on the registered model, so exactly one role holds it:
+the gate (evaluate) registers the candidate it verified, tags its verdict and moves ``champion``.
+Train logs the model directory in its own run only (no access to the registered model at all), the
+monitor writes its figures on its own run and only reads the registry, score only reads.
+``NO_PERMISSIONS`` means no grant: the server's default permission (also NO_PERMISSIONS) applies.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ ROLES: dict[str, RegistryRole] = {
     r.name: r
     for r in (
         RegistryRole(
-            "trainer", "EDIT", "EDIT", "logs training/tuning runs; registers the candidate"
+            "trainer", "EDIT", "NO_PERMISSIONS", "logs training/tuning runs and the model directory"
         ),
-        RegistryRole("gate", "EDIT", "EDIT", "logs the gate's report; moves the champion alias"),
+        RegistryRole(
+            "gate", "EDIT", "EDIT", "logs the report; registers the candidate; moves the champion"
+        ),
         RegistryRole("scorer", "READ", "READ", "loads the champion to score"),
-        RegistryRole("monitor", "EDIT", "EDIT", "logs monitoring runs; tags the scored version"),
+        RegistryRole("monitor", "EDIT", "READ", "logs monitoring runs; reads the scored version"),
     )
 }
 # step name -> registry role; a step missing here gets no registry credentials

@@ -120,10 +120,11 @@ class TrainResult(StepResult):
     task: str
     mlflow_run_id: str
     experiment: str
-    registered_model: str
-    model_version: str
-    model_uri: str = Field(description="models:/<registered model>/<version>")
-    run_model_uri: str
+    registered_model: str = Field(description="where the evaluate gate registers the candidate")
+    model_version: str | None = Field(None, description="None: the gate registers (evaluate)")
+    model_uri: str | None = Field(None, description="models:/<registered model>/<version>")
+    run_model_uri: str = Field(description="runs:/<run id>/model: the model directory")
+    model_digest: str = Field("", description="sha256 of the model directory (model_store)")
     metrics: dict[str, float] = section("mlops_holdout_metric", description="holdout metrics")
     epochs: int
     start_epoch: int
@@ -204,6 +205,7 @@ class EvaluateResult(StepResult):
     champion: dict[str, float] | None = section("mlops_champion_metric")
     registered_model: str
     candidate_version: str
+    candidate_digest: str = Field("", description="sha256 of the registered model directory")
     champion_version: str | None
     scoring_model_uri: str | None = Field(description="None: nothing may be scored (exit 99)")
     report_uri: str
@@ -358,8 +360,8 @@ def _data_examples(lake: str) -> dict[str, AnyResult]:
         ),
         "train": TrainResult(
             status="trained", model="churn", task="binary_classification",
-            mlflow_run_id="6f1c", experiment="churn", registered_model=model, model_version="3",
-            model_uri=f"models:/{model}/3", run_model_uri="models:/m-6f1c",
+            mlflow_run_id="6f1c", experiment="churn", registered_model=model,
+            run_model_uri="runs:/6f1c/model", model_digest="9e1f" * 16,
             metrics={"roc_auc": 0.747, "pr_auc": 0.206}, epochs=4, start_epoch=0, resumed=False,
             epochs_run=4, ranks=2, rows_train=15810, steps_per_epoch=31, global_batch_size=512,
             epoch_seconds=[7.2, 0.5, 0.5, 0.5], samples_per_second=[2196.0, 31620.0, 31620.0,

@@ -95,6 +95,8 @@ def test_each_role_reaches_its_own_customer_only(registry):
     client, _ = _as(registry, username("trainer", MINE))
     mine = client.get_experiment_by_name(experiment_name(PIPELINE, MINE))
     run = client.create_run(mine.experiment_id)  # positive control: its own work goes through
+    client.set_tag(run.info.run_id, "mlops.model_digest", "0" * 64)  # and its model's digest
+    client, _ = _as(registry, username("gate", MINE))  # only the gate registers
     version = client.create_model_version(model_mine, f"runs:/{run.info.run_id}/model",
                                           run.info.run_id)  # fmt: skip
     admin, _ = _as(registry, "admin")
@@ -117,6 +119,34 @@ def test_each_role_reaches_its_own_customer_only(registry):
         "trainer registers a version under the other customer's model": (
             username("trainer", MINE),
             lambda c, a: c.create_model_version(model_other, "runs:/x/model", run.info.run_id),
+        ),
+        # the trainer logs into its own run only: the registry is the gate's
+        "trainer registers a version under its own model": (
+            username("trainer", MINE),
+            lambda c, a: c.create_model_version(
+                model_mine, f"runs:/{run.info.run_id}/model", run.info.run_id
+            ),
+        ),
+        "trainer moves its own champion": (
+            username("trainer", MINE),
+            lambda c, a: c.set_registered_model_alias(model_mine, "champion", version.version),
+        ),
+        "trainer tags its own model's version": (
+            username("trainer", MINE),
+            lambda c, a: c.set_model_version_tag(
+                model_mine, version.version, "mlops.gate_verdict", "passed"
+            ),
+        ),
+        # the monitor reads the registry and writes its own runs only
+        "monitor moves its own champion": (
+            username("monitor", MINE),
+            lambda c, a: c.set_registered_model_alias(model_mine, "champion", version.version),
+        ),
+        "monitor tags its own model's version": (
+            username("monitor", MINE),
+            lambda c, a: c.set_model_version_tag(
+                model_mine, version.version, "realized_roc_auc", "0.99"
+            ),
         ),
         "gate moves the other customer's champion": (
             username("gate", MINE),
@@ -161,7 +191,32 @@ def test_each_role_reaches_its_own_customer_only(registry):
     # the allowed paths each role needs, as positive controls
     client, _ = _as(registry, username("scorer", MINE))
     assert client.get_model_version(model_mine, version.version).version == version.version
+    client, _ = _as(registry, username("monitor", MINE))
+    assert client.get_model_version(model_mine, version.version).version == version.version
+    monitoring = client.create_run(mine.experiment_id)  # its figures go on its own run
+    client.log_metric(monitoring.info.run_id, "realized_roc_auc", 0.7)
+    client, _ = _as(registry, username("gate", MINE))
+    client.set_model_version_tag(model_mine, version.version, "mlops.gate_verdict", "passed")
     client, _ = _as(registry, username("gate", MINE))
     client.set_registered_model_alias(model_mine, "champion", version.version)
     client, _ = _as(registry, username("scorer", MINE))
     assert client.get_model_version_by_alias(model_mine, "champion").version == version.version
+
+
+def test_provisioning_removes_a_grant_the_table_no_longer_gives(registry):
+    """An older deploy gave the trainer EDIT on the registered model (it registered versions);
+    the next provisioning leaves it no grant (NO_PERMISSIONS: the server's default applies)."""
+    from model_steps import registry_admin
+
+    model_mine = registered_model_name(PIPELINE, MINE)
+    trainer = username("trainer", MINE)
+    _, auth = _as(registry, "admin")
+    auth.grant_user_permission(trainer, "registered_model", model_mine, "EDIT")
+    assert auth.get_user_permission(trainer, "registered_model", model_mine).permission == "EDIT"
+    registry_admin.provision(registry["uri"], [(PIPELINE, MINE)], registry["identities"])
+    assert auth.get_user_permission(trainer, "registered_model", model_mine).permission == (
+        "NO_PERMISSIONS"
+    )
+    client, _ = _as(registry, trainer)
+    outcome = _outcome(lambda: client.set_registered_model_alias(model_mine, "champion", "1"))
+    assert outcome == "PERMISSION_DENIED"

@@ -122,6 +122,7 @@ def test_labels_images_and_contract(rendered) -> None:
         assert args[args.index("--data-date") + 1] == "2026-02-28"
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert '"data_date": null' in env["STEP_PARAMS"]
+        assert env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"  # a model is data
         # lineage MLflow records: the image by digest, CI's commit, the Airflow try from the pod label
         assert env["MLOPS_IMAGE_DIGEST"] == container["image"]
         assert env["MLOPS_GIT_SHA"] == "0" * 40  # the manifest's commit

@@ -234,4 +234,6 @@ def test_factory_builds_local_tasks_with_the_contract_argv(dags_folder, dagbag, 
     assert dag.get_task("score").registry_user == "scorer@acme-foods"
     assert dag.get_task("publish").registry_user is None
     config = json.loads(ingest.env_vars["STEP_CONFIG"].value)  # literal(): settings are data
+    for task in dag.tasks:  # MLflow never unpickles in a step (a registered model is data)
+        assert task.env_vars["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false", task.task_id
     assert config["training"]["epochs"] == 12  # premium tier

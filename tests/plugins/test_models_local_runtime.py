@@ -58,7 +58,7 @@ def test_the_registered_models_signatures_differ_as_declared(results, two_models
     """)
     signatures = {}
     for name, result in results.items():
-        proc = subprocess.run([str(STEPS_PY), "-c", script, result["train"]["model_uri"]],
+        proc = subprocess.run([str(STEPS_PY), "-c", script, result["evaluate"]["scoring_model_uri"]],
                               env={**two_models.env, **two_models.registry_admin, "PATH": "/usr/bin:/bin"},
                               capture_output=True, text=True, check=True)  # fmt: skip
         signatures[name] = json.loads(proc.stdout.strip().splitlines()[-1])

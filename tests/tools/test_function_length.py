@@ -22,8 +22,6 @@ LONGER = {
     "benchmarks/bench_train.py:input_vs_step": 65,
     "benchmarks/bench_train.py:main": 85,
     "images/steps/model_steps/raw_reader.py:read_raw": 83,
-    "images/steps/model_steps/steps/train.py:_fit": 115,
-    "images/steps/model_steps/steps/train.py:_register": 95,
     "models/customer_propensity/mlmodels/customer_propensity/features.py:build_features_pandas": 97,
     "models/customer_propensity/mlmodels/customer_propensity/features.py:features": 70,
     "models/next_spend/mlmodels/next_spend/features.py:features": 66,

@@ -62,10 +62,15 @@ def _ensure_user(auth, name: str, identities: dict[str, str]) -> None:
 
 
 def _grant(auth, user: str, resource_type: str, resource: str, permission: str) -> None:
-    """Exactly ``permission`` for ``user`` on one resource (a changed table replaces the grant)."""
+    """Exactly ``permission`` for ``user`` on one resource (a changed table replaces the grant;
+    NO_PERMISSIONS, which MLflow does not grant, removes any grant: the default applies)."""
     from mlflow.exceptions import RestException
 
-    if auth.get_user_permission(user, resource_type, resource).permission == permission:
+    current = auth.get_user_permission(user, resource_type, resource).permission
+    if current == permission:
+        return
+    if permission == "NO_PERMISSIONS":
+        auth.revoke_user_permission(user, resource_type, resource)
         return
     try:
         auth.grant_user_permission(user, resource_type, resource, permission)

@@ -1,32 +1,26 @@
-"""A registered model's MLflow form, the same for every model: a pyfunc around the Keras network,
-so every consumer (the evaluate gate, batch scoring) calls
-``mlflow.pyfunc.load_model(uri).predict(feature_frame)`` with the feature table's own columns
-(column signature, checked by MLflow) and gets the task's output column back (``score`` for
-classification, ``prediction`` for regression: mlplatform_contract.tasks).
+"""The image's own serving code, the same for every model: every consumer (the evaluate gate,
+batch scoring) calls ``model_store.load_version(name, version).predict(feature_frame)`` with the
+feature table's own columns and gets the task's output column back (``score`` for classification,
+``prediction`` for regression: mlplatform_contract.tasks).
 
-Two artifacts: ``keras_model`` (the network, preprocessing included) and ``io`` (which columns go
-into which input, and the output's name), so loading needs neither the model package nor its code.
-mlflow.tensorflow's flavor only accepts tensor signatures, which would push the column -> tensor
-conversion (strings included) onto every caller; this wrapper does it once.
+The stored model is data (model_store: weights in a fixed format, ``io.json`` saying which columns
+go into which input and the output's name, a manifest with digests); this module is the code that
+turns columns into the network's inputs, so loading needs neither the model package nor any code
+from the artifact store.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
 from model_steps.training import NUMERIC_INPUT
 
-KERAS_ARTIFACT = "keras_model"
-IO_ARTIFACT = "io"
-
 
 def io_spec(model: Any) -> dict[str, Any]:
-    """What the served model needs to know about a model_steps Model."""
+    """What the served model needs to know about a model_steps Model (model_store.IoSpec)."""
     return {
         "numeric": list(model.numeric_features),
         "categorical": list(model.categorical_features),
@@ -48,17 +42,15 @@ def to_inputs(frame: pd.DataFrame, io: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-class StepModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
-        import tensorflow as tf
+class KerasPredictor:
+    """The image's wrapper around a loaded Keras network (model_store's ``keras-v3`` format):
+    a frame of feature columns in, a frame with the task's output column out."""
 
-        self.model = tf.keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
-        with open(context.artifacts[IO_ARTIFACT]) as fh:
-            self.io = json.load(fh)
+    def __init__(self, net: Any, io: Any) -> None:
+        self.model = net
+        self.io = io.model_dump() if hasattr(io, "model_dump") else dict(io)
 
-    # no type hints on purpose: MLflow 3 would read them as the input schema; the logged
-    # column signature is the schema
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        frame = pd.DataFrame(model_input)
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = pd.DataFrame(frame)
         out = self.model.predict(to_inputs(frame, self.io), verbose=0, batch_size=8192).ravel()
         return pd.DataFrame({self.io["output"]: out.astype(np.float64)}, index=frame.index)

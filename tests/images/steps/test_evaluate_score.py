@@ -20,6 +20,8 @@ from datasteps_helpers import PIPELINE, TENANT
 from test_train import BIN, DATA_DATE, REGISTERED, env_for, ingest, train, train_lake  # noqa: F401
 
 from embedded.services import create_bucket
+from mlplatform_contract.layout import CustomerLayout
+from model_steps import champion
 from model_steps.contract import EXIT_SKIP_DOWNSTREAM, run_key
 
 pytest.importorskip("mlflow")
@@ -80,6 +82,16 @@ def champion_version() -> str | None:
         return None
 
 
+def registry_version(version: str):  # type: ignore[no-untyped-def]
+    import mlflow
+
+    return mlflow.MlflowClient().get_model_version(REGISTERED, version)
+
+
+def customer_layout(lake: Path) -> CustomerLayout:
+    return CustomerLayout(f"file://{lake}", PIPELINE, TENANT)
+
+
 def read_scores(lake_run: str) -> tuple[dict, list]:
     import pyarrow.parquet as pq
     import s3fs
@@ -109,7 +121,24 @@ def test_first_candidate_becomes_champion_and_scores(world) -> None:
         "brier",
         "lift_top_decile",
     }
-    assert champion_version() == first["model_version"]
+    # the gate registered exactly the bytes train logged: their digest, its verdict, the lineage
+    assert champion_version() == decision["candidate_version"]
+    version = registry_version(decision["candidate_version"])
+    assert version.run_id == first["mlflow_run_id"]
+    assert (
+        version.tags["mlops.model_digest"] == first["model_digest"] == decision["candidate_digest"]
+    )
+    assert version.tags["mlops.gate_verdict"] == "passed"
+    assert version.tags["run_key"] == run_key("run-gate-1") and "roc_auc" in version.tags
+    # the alias move is an audited event, once: a retry of the decided run appends nothing
+    [event] = champion.history(customer_layout(lake))
+    assert (event.from_version, event.to_version, event.actor) == (
+        None, decision["candidate_version"], "gate")  # fmt: skip
+    assert event.run_key == run_key("run-gate-1") and "no champion yet" in event.reason
+    assert event.at.tzinfo is not None and event.customer == TENANT
+    rc, again, log = step("evaluate", lake, tmp, services, "run-gate-1")
+    assert rc == 0 and again == decision, log[-4000:]
+    assert champion.history(customer_layout(lake)) == [event]
     report = Path(decision["report_uri"].removeprefix("file://"))
     assert "Gate PASSED" in report.read_text()
     assert {"roc.png", "pr.png", "calibration.png", "comparison.png"} <= {
@@ -130,7 +159,7 @@ def test_first_candidate_becomes_champion_and_scores(world) -> None:
     committed = json.loads((population / "_MANIFEST.json").read_text())
     assert manifest["rows"] == len(rows) == committed["rows"] == scored["rows"]
     assert manifest["features_uri"] == f"file://{population}"
-    assert {r["model_version"] for r in rows} == {first["model_version"]}
+    assert {r["model_version"] for r in rows} == {decision["candidate_version"]}
     assert all(0.0 <= r["score"] <= 1.0 for r in rows)
     assert len({r["diner_id"] for r in rows}) == len(rows)
 
@@ -144,8 +173,13 @@ def test_weak_candidate_is_refused_and_the_champion_keeps_scoring(world) -> None
     assert rc == 0, log[-4000:]
     assert not decision["passed"] and decision["champion_version"] == before
     assert decision["scoring_model_uri"] == f"models:/{REGISTERED}/{before}"
-    assert champion_version() == before != candidate["model_version"]
+    assert champion_version() == before != decision["candidate_version"]
     assert decision["champion"]["roc_auc"] > 0.6
+    # a refused candidate is registered too, with its verdict (a rollback picks passed ones only)
+    refused = registry_version(decision["candidate_version"])
+    assert refused.tags["mlops.gate_verdict"] == "refused"
+    assert refused.tags["mlops.model_digest"] == candidate["model_digest"]
+    assert len(champion.history(customer_layout(lake))) == 1  # the alias did not move
     # a retry of the decided run reuses the decision instead of re-judging
     rc, again, _ = step("evaluate", lake, tmp, services, "run-gate-2", gate=strict)
     assert rc == 0 and again == decision
@@ -169,7 +203,12 @@ def test_force_promote_moves_the_alias(world) -> None:
     rc, decision, log = step("evaluate", lake, tmp, services, "run-gate-4", gate=strict,
                              params={"force_promote": True})  # fmt: skip
     assert rc == 0 and decision["promote"], log[-4000:]
-    assert champion_version() == candidate["model_version"]
+    assert champion_version() == decision["candidate_version"]
+    assert registry_version(decision["candidate_version"]).run_id == candidate["mlflow_run_id"]
+    last = champion.history(customer_layout(lake))[-1]
+    assert (last.to_version, last.run_key) == (decision["candidate_version"], run_key("run-gate-4"))
+    assert last.from_version == champion.history(customer_layout(lake))[-2].to_version
+    assert "force_promote" in last.reason
 
 
 def test_score_killed_mid_write_then_retried_gives_identical_output(world) -> None:
@@ -216,3 +255,23 @@ def test_score_killed_mid_write_then_retried_gives_identical_output(world) -> No
     fs.invalidate_cache()
     left = sorted(p.rsplit("/", 1)[1] for p in fs.ls(root))
     assert left == sorted(["_MANIFEST.json", manifest["attempt"]])  # the killed attempt is gone
+
+
+def test_a_tampered_champion_is_refused_by_score_naming_the_file(world, tmp_path) -> None:
+    """An attacker with the run's EDIT (the trainer's identity, or anyone who can write the
+    artifact store) overwrites the champion's weights: score recomputes the digest, refuses the
+    model naming it, and nothing from the changed file is deserialized."""
+    import mlflow
+
+    lake, tmp, services = world
+    version = registry_version(champion_version())
+    client = mlflow.MlflowClient()
+    local = Path(client.download_artifacts(version.run_id, "model/model.keras", str(tmp_path)))
+    raw = bytearray(local.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    local.write_bytes(bytes(raw))
+    client.log_artifact(version.run_id, str(local), "model")  # the run's artifact, overwritten
+    rc, _, log = step("score", lake, tmp, services, "run-gate-4")
+    assert rc != 0
+    named = f"model {REGISTERED} v{version.version} (run {version.run_id}): file model.keras has"
+    assert named in log and "the artifact was changed after it was written" in log, log[-4000:]

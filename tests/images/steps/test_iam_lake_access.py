@@ -29,7 +29,7 @@ import yaml
 from mlmodels.next_spend.report import REPORT_ZONE
 from mlplatform_contract import lake_zones
 from mlplatform_contract.layout import PUBLISH as PUBLISH_ZONE
-from model_steps import profile
+from model_steps import champion, profile
 from model_steps.campaign import CAMPAIGN_ZONE
 from model_steps.contract import StepContext, run_key
 from model_steps.features import FEATURES, POPULATION
@@ -194,6 +194,9 @@ def evaluate_accesses() -> list[Access]:
         Access("evaluate", "put", f"{out_uri}/decision.json"),
         Access("evaluate", "get", f"{c.lake_path('validation')}/feature_profile.json"),
         Access("evaluate", "put", profile.champion_profile_uri(*args)),
+        # the audit of champion moves (model_steps.champion): one object per move, listed to read
+        Access("evaluate", "get", champion.event_uri(c.layout.customer, c.run_key, "3")),
+        Access("evaluate", "put", champion.event_uri(c.layout.customer, c.run_key, "3")),
     ]
 
 
@@ -382,6 +385,10 @@ def test_every_cross_zone_write_is_denied(verdicts):
 def test_only_evaluate_can_write_the_gates_decision(rendered):
     decision = f"{ctx('evaluate').lake_path('evaluation')}/decision.json"
     verdicts = evaluate(rendered, [Access(k, "put", decision) for k in KINDS])
+    assert {a.kind for a, allowed in verdicts.items() if allowed} == {"evaluate"}
+    # nor the history of champion moves (who moved it, from and to which version, why)
+    event = champion.event_uri(ctx("evaluate").layout.customer, "run=x", "9")
+    verdicts = evaluate(rendered, [Access(k, "put", event) for k in KINDS])
     assert {a.kind for a, allowed in verdicts.items() if allowed} == {"evaluate"}
 
 

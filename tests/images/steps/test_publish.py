@@ -408,7 +408,7 @@ def test_publish_reads_what_the_score_step_writes(tmp_path, lake_uri):
     features_uri = f"{lake_uri}/features/{PIPELINE}/customer={TENANT}/run={run_key('r1')}"
     lake.commit_parquet_table(features_uri, [pa.table(columns)])
 
-    class Served:  # the champion's pyfunc interface: a frame of inputs -> the task's column
+    class Served:  # the served model's interface (model_store): a frame of inputs -> the task's column
         def predict(self, frame):
             i = frame["tenure_days"].astype(int)
             return pd.DataFrame({"score": ((i * 37) % 101) / 101})

@@ -194,22 +194,25 @@ def test_mlflow_run_contents(runs, mlflow_services):
     assert profile["rows"] > res["rows_train"] and "recency_days" in profile["numeric"]
     lake_profile = json.loads(Path(res["profile_uri"][len("file://") :]).read_text())
     assert lake_profile == profile
-    # a new registered version, with the run's lineage
-    version = client.get_model_version(REGISTERED, res["model_version"])
-    assert version.run_id == run.info.run_id
-    assert version.tags["run_key"] == run_key(f"{RUN_ID}-np2")
-    versions = {v.version for v in client.search_model_versions(f"name='{REGISTERED}'")}
-    assert {runs[1]["model_version"], runs[2]["model_version"]} <= versions
+    # the model directory (model_store) and its digest in the run; train registers nothing: the
+    # evaluate gate registers what it verified (only the gate writes the registry)
+    assert t["mlops.model_digest"] == res["model_digest"] and len(res["model_digest"]) == 64
+    listed = {f.path for f in client.list_artifacts(run.info.run_id, "model")}
+    assert listed == {"model/MANIFEST.json", "model/io.json", "model/model.keras", "model/MLmodel"}
+    assert res["model_version"] is None and res["run_model_uri"] == f"runs:/{run.info.run_id}/model"
+    assert not client.search_model_versions(f"run_id='{run.info.run_id}'")
 
 
 def test_registered_model_predicts_from_feature_columns(runs, mlflow_services, train_lake):
     import mlflow
 
+    from model_steps import model_store
     from model_steps.profile import read_table
 
     mlflow.set_tracking_uri(mlflow_services["tracking_uri"])
-    model = mlflow.pyfunc.load_model(runs[1]["model_uri"])
-    sig = model.metadata.get_input_schema()
+    # the model directory is data: verified against the digest train recorded, loaded by the image
+    model = model_store.load_run(runs[1]["mlflow_run_id"], runs[1]["model_digest"], "candidate")
+    sig = mlflow.models.get_model_info(runs[1]["run_model_uri"]).signature.inputs  # MLmodel: schema
     assert "segment" in sig.input_names() and "recency_days" in sig.input_names()
     df = read_table(runs[1]["features_uri"]).head(50)
     out = model.predict(df.drop(columns=["label"]))
@@ -219,7 +222,7 @@ def test_registered_model_predicts_from_feature_columns(runs, mlflow_services, t
 
 def test_retry_after_success_returns_the_same_version(runs, train_lake, mlflow_services, tmp_path):
     again = train(train_lake, tmp_path, mlflow_services, ranks=1, run_id=f"{RUN_ID}-np1")
-    assert again["model_version"] == runs[1]["model_version"]
+    assert again["model_digest"] == runs[1]["model_digest"]
     assert again["mlflow_run_id"] == runs[1]["mlflow_run_id"]
 
 

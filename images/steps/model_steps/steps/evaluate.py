@@ -1,9 +1,13 @@
 """Evaluate step: the gate between a trained candidate and the customers.
 
-Scores the run's holdout with the candidate (this run's registered version) and the current
-champion (alias ``champion``), applies the module's gate policy (model_steps.gate), writes the
-decision and a report (HTML + PNG plots) to the lake and to the candidate's MLflow run, and on pass
-moves the alias and the champion's feature profile (the validate step's drift reference).
+Verifies the training run's model directory against the digest train recorded, registers exactly
+it as a new version (only the gate writes the registry), scores the run's holdout with it and the
+current champion (alias ``champion``, verified against its version's digest tag), applies the
+module's gate policy (model_steps.gate), writes the decision and a report (HTML + PNG plots) to the
+lake and to the candidate's MLflow run, tags the version with the verdict (``mlops.gate_verdict``:
+refused candidates stay registered, so every trained model's bytes and verdict are in one place and
+a rollback can pick passed versions only), and on pass moves the alias (an audited event:
+model_steps.champion) and the champion's feature profile (the validate step's drift reference).
 
 Lake layout::
 
@@ -24,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from mlplatform_contract.results import EvaluateResult, TrainResult
-from model_steps import gate, lake, model_loader
+from model_steps import gate, lake, model_loader, model_store
+from model_steps.champion import move_champion
 from model_steps.contract import SkipDownstream, StepContext, StepError
 from model_steps.model_api import Model
+from model_steps.model_store import DIGEST_TAG, ModelRefused, load_version
 from model_steps.tracking import (
     CHAMPION_ALIAS,
     champion_version,
@@ -36,6 +42,8 @@ from model_steps.tracking import (
 )
 
 log = logging.getLogger("model_steps.evaluate")
+# on every version the gate registers: "passed" or "refused" (a rollback may pick passed ones only)
+VERDICT_TAG = "mlops.gate_verdict"
 
 
 def _holdout(features_uri: str, model: Model, training: Any) -> Any:
@@ -47,10 +55,7 @@ def _holdout(features_uri: str, model: Model, training: Any) -> Any:
     return df[hold].reset_index(drop=True)
 
 
-def _predict(model_uri: str, model: Model, frame: Any) -> Any:
-    import mlflow.pyfunc
-
-    served = mlflow.pyfunc.load_model(model_uri)
+def _predict(served: Any, model: Model, frame: Any) -> Any:
     return served.predict(frame[list(model.input_columns)])[model.output_column].to_numpy()
 
 
@@ -214,24 +219,25 @@ def _write_report(
 
 
 def _decide(ctx: StepContext) -> EvaluateResult:
-    """Score the holdout with the candidate and the champion, apply the gate, write the report."""
+    """Verify and register the candidate, score the holdout with it and the champion, apply the
+    gate, write the report."""
     trained = _trained(ctx)
     loaded = model_loader.load(ctx)
     model = loaded.model
     uri = tracking_uri(ctx)
     connect(uri)
     name = registered_model_name(ctx.pipeline, ctx.customer)
-    candidate_version = trained.model_version
+    served, candidate_version, digest = _register_candidate(ctx, trained, name, model)
     champ = champion_version(name)
     champion: str | None = None if champ is None else str(champ.version)
 
     holdout = _holdout(trained.features_uri, model, loaded.platform.training)
     y = holdout[model.label_column].to_numpy()
-    scores = {"candidate": _predict(f"models:/{name}/{candidate_version}", model, holdout)}
+    scores = {"candidate": _predict(served, model, holdout)}  # the very bytes just registered
     if champion == candidate_version:
         champion = None  # promoted by an earlier attempt that died before deciding
     if champion is not None:
-        scores["champion"] = _predict(f"models:/{name}/{champion}", model, holdout)
+        scores["champion"] = _predict(load_version(name, champion), model, holdout)
     measured = {k: gate.metrics(model.task, y, p) for k, p in scores.items()}
     decision = gate.decide(
         loaded.platform.gate.model_dump(), measured["candidate"], candidate_version,
@@ -246,6 +252,7 @@ def _decide(ctx: StepContext) -> EvaluateResult:
         **decision.as_dict(),
         registered_model=name,
         candidate_version=candidate_version,
+        candidate_digest=digest,
         champion_version=champion,
         scoring_model_uri=f"models:/{name}/{decision.scoring_version}"
         if decision.scoring_version
@@ -260,14 +267,80 @@ def _decide(ctx: StepContext) -> EvaluateResult:
     return result
 
 
-def _apply(ctx: StepContext, result: EvaluateResult) -> EvaluateResult:
-    """Carry out a committed decision (idempotent): move the alias and the drift reference."""
-    if result.promote:
-        import mlflow
+def _register_candidate(
+    ctx: StepContext, trained: TrainResult, name: str, model: Model
+) -> tuple[Any, str, str]:
+    """Download the training run's model directory, verify it against the digest train recorded
+    (run tag and train_result.json agree), load it, then register exactly it as a new version
+    tagged with that digest (a retry finds the version it registered): (served, version, digest).
+    Only the gate writes the registry (docs/registry-access.md)."""
+    import mlflow
 
-        connect(tracking_uri(ctx))
-        name, version = result.registered_model, result.candidate_version
-        mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    client = mlflow.MlflowClient()
+    run_id = trained.mlflow_run_id
+    digest = client.get_run(run_id).data.tags.get(DIGEST_TAG)
+    if trained.model_digest and digest != trained.model_digest:
+        raise ModelRefused(f"candidate of run {run_id}: the run's {DIGEST_TAG} {digest} is not "
+                           f"the digest train reported ({trained.model_digest})")  # fmt: skip
+    served = model_store.load_run(run_id, digest, f"candidate of {name} (run {run_id})")
+    found = [v for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+             if v.tags.get(DIGEST_TAG) == digest]  # fmt: skip
+    if found:
+        return served, str(found[0].version), str(digest)
+    _ensure_registered_model(ctx, client, name, model)
+    tags = _version_tags(ctx, trained, client, str(digest), model)
+    source = f"runs:/{run_id}/{model_store.MODEL_ARTIFACT}"
+    mv = client.create_model_version(name, source, run_id, tags=tags)
+    log.info("registered %s v%s (run %s, digest %s)", name, mv.version, run_id, digest)
+    return served, str(mv.version), str(digest)
+
+
+def _ensure_registered_model(ctx: StepContext, client: Any, name: str, model: Model) -> None:
+    """The customer's registered model (the provisioning creates it; a registry without
+    provisioning, as in the workload tests, gets it here) with its pipeline, customer and task."""
+    from mlflow.exceptions import MlflowException
+
+    tags = {"pipeline": ctx.pipeline, "customer": ctx.customer, "task": model.task}
+    try:
+        have = client.get_registered_model(name).tags
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(name, tags=tags)
+        return
+    for k, v in tags.items():
+        if have.get(k) != v:
+            client.set_registered_model_tag(name, k, v)
+
+
+def _version_tags(
+    ctx: StepContext, trained: TrainResult, client: Any, digest: str, model: Model
+) -> dict[str, str]:
+    """A version's lineage: digest first (what loaders verify), then where it came from."""
+    run_tags = client.get_run(trained.mlflow_run_id).data.tags
+    headline = model.task_info.default_metric
+    tags = {DIGEST_TAG: digest, "run_key": ctx.run_key, "data_date": ctx.data_date.isoformat(),
+            "model": trained.model, "task": trained.task, "features_uri": trained.features_uri,
+            headline: trained.metrics[headline]}  # fmt: skip
+    if trained.tuning:
+        tags["tuning_trial"] = trained.tuning["trial"]
+        tags["tuning_parent_run_id"] = run_tags.get("tuning.parent_run_id", "")
+    return {k: str(v) for k, v in tags.items()}
+
+
+def _apply(ctx: StepContext, result: EvaluateResult) -> EvaluateResult:
+    """Carry out a committed decision (idempotent): the verdict on the candidate version, and on
+    promotion the alias and the drift reference."""
+    import mlflow
+
+    connect(tracking_uri(ctx))
+    name, version = result.registered_model, result.candidate_version
+    mlflow.MlflowClient().set_model_version_tag(
+        name, version, VERDICT_TAG, "passed" if result.passed else "refused"
+    )
+    if result.promote:
+        move_champion(ctx.layout.customer, name, version, run_key=ctx.run_key, actor="gate",
+                      reason="; ".join(result.reasons))  # fmt: skip
         target = ctx.layout.customer.champion_profile
         lake.write_json_atomic(target, lake.read_json(result.profile_uri))
         log.info("promoted %s v%s to @%s", name, version, CHAMPION_ALIAS)

@@ -165,7 +165,8 @@ def figures(loaded: LoadedModel, run: ScoredRun, table: Any) -> MonitoredRun:
 
 
 def log_to_mlflow(ctx: StepContext, result: MonitoredRun) -> dict[str, Any]:
-    """One MLflow run per monitored scored run (reused on a retry) and the version's tags."""
+    """One MLflow run per monitored scored run (reused on a retry), naming the version it
+    measured (tag ``model_version``); the registry is only read (docs/registry-access.md)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -191,13 +192,10 @@ def log_to_mlflow(ctx: StepContext, result: MonitoredRun) -> dict[str, Any]:
         mlflow.log_metrics(flat)
         mlflow.log_dict(result.model_dump(mode="json", exclude={"mlflow"}), "monitoring.json")
     version = {"mlflow_run_id": r.info.run_id, "version_found": True}
-    try:
-        for name, value in flat.items():
-            client.set_model_version_tag(
-                result.registered_model, result.model_version, name, str(value)
-            )
+    try:  # the figures live on the monitoring run (tag model_version): the monitor only reads
+        client.get_model_version(result.registered_model, result.model_version)  # the registry
     except MlflowException as exc:  # the version was deleted since it scored: report it
-        log.warning("model version %s v%s is gone from the registry (%s): its figures stay on "
+        log.warning("model version %s v%s is gone from the registry (%s): its figures are on "
                     "the monitoring run only", result.registered_model,
                     result.model_version, exc.error_code)  # fmt: skip
         version["version_found"] = False

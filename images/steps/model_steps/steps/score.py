@@ -35,7 +35,7 @@ log = logging.getLogger("model_steps.score")
 
 
 def _champion(ctx: StepContext) -> tuple[Any, str, str]:
-    import mlflow.pyfunc
+    from model_steps.model_store import load_version
 
     uri = tracking_uri(ctx)
     connect(uri)
@@ -44,8 +44,8 @@ def _champion(ctx: StepContext) -> tuple[Any, str, str]:
     if champion is None:
         raise StepError(f"{name} has no @{CHAMPION_ALIAS} in MLflow ({uri}): nothing to score with")
     version = str(champion.version)
-    model_uri = f"models:/{name}/{version}"  # pinned: the alias may move while we score
-    return mlflow.pyfunc.load_model(model_uri), name, version
+    # pinned: the alias may move while we score
+    return load_version(name, version), name, version  # verified against its digest, then loaded
 
 
 def _prefetch(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:

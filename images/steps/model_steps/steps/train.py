@@ -1,6 +1,7 @@
 """Train step (TensorFlow + Horovod): the run's feature table -> the model's Keras network (the
-platform's input layers under the model's ``network`` hook), tracked and registered in MLflow,
-checkpointed every epoch so a killed run resumes. A model with a ``train_fn`` replaces only the fit.
+platform's input layers under the model's ``network`` hook), tracked in MLflow (the model directory
+of model_steps.model_store and its digest in the run; the evaluate gate registers it), checkpointed
+every epoch so a killed run resumes. A model with a ``train_fn`` replaces only the fit.
 
 Every rank runs this body (``horovodrun -np N … python -m model_steps train …``; one process without
 horovodrun is a world of one). Rank r reads only its shard of the table; gradients are averaged by
@@ -55,16 +56,6 @@ from model_steps.training import (
 from model_steps.tuning_lake import read_selection
 
 log = logging.getLogger(__name__)
-
-# what a pyfunc consumer needs (pinned like images/steps/pyproject.toml's train extra); listing them
-# spares MLflow a subprocess that imports the model to infer them
-PIP_REQUIREMENTS = [
-    "tensorflow-cpu==2.15.1",
-    "mlflow==3.17.2",
-    "numpy==1.26.4",
-    "pandas==2.3.3",
-    "protobuf==4.25.9",
-]
 
 
 @dataclass(frozen=True)
@@ -128,41 +119,28 @@ def _mlflow_run(
     return run.info.run_id, False
 
 
-def _log_model(net: Any, model: Model, example: Any, reg_name: str) -> Any:
-    """Log the pyfunc form of the network (signature + input example), register a new version."""
-    import json
+def _log_model(net: Any, model: Model, example: Any) -> str:
+    """Log the network as the platform's model directory (model_store: the fixed Keras format,
+    io.json, the column signature, a manifest with digests) into the active run, tag the run with
+    its digest; returns the digest."""
     import tempfile
+    from pathlib import Path
 
     import mlflow
-    import tensorflow as tf
-    from mlflow.models import infer_signature
 
-    from model_steps.serving import IO_ARTIFACT, KERAS_ARTIFACT, StepModel, io_spec, to_inputs
+    from model_steps import model_store
+    from model_steps.serving import io_spec
 
-    serving = tf.keras.models.clone_model(net)  # without the Horovod-wrapped optimizer
-    serving.set_weights(net.get_weights())
-    io = io_spec(model)
-    with tempfile.TemporaryDirectory(prefix="keras-") as tmp:
-        path = os.path.join(tmp, f"{model.name}.keras")
-        serving.save(path)
-        io_path = os.path.join(tmp, "io.json")
-        with open(io_path, "w") as fh:
-            json.dump(io, fh)
-        preds = serving.predict(to_inputs(example, io), verbose=0).ravel()
-        with warnings.catch_warnings():  # the integer-column hint: feature columns are never null
-            warnings.simplefilter("ignore", UserWarning)
-            signature = infer_signature(example, {io["output"]: preds.astype("float64")})
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=StepModel(),
-            artifacts={KERAS_ARTIFACT: path, IO_ARTIFACT: io_path},
-            signature=signature,
-            input_example=example,
-            registered_model_name=reg_name,
-            pip_requirements=PIP_REQUIREMENTS,
-            # the wrapper's code travels with the model: loadable where model_steps is not installed
-            code_paths=[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],
-        )
+    io = model_store.IoSpec(**io_spec(model))
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        manifest = model_store.save(
+            Path(tmp) / model_store.MODEL_ARTIFACT, net, fmt=model_store.KERAS.name,
+            model=model.name, task=model.task, io=io, example=example,
+        )  # fmt: skip
+        mlflow.log_artifacts(str(Path(tmp) / model_store.MODEL_ARTIFACT),
+                             artifact_path=model_store.MODEL_ARTIFACT)  # fmt: skip
+    mlflow.set_tag(model_store.DIGEST_TAG, manifest.digest)
+    return manifest.digest
 
 
 def _compile(net: Any, model: Model, lr: float, hvd: Any) -> Any:
@@ -209,8 +187,8 @@ def run(ctx: StepContext) -> TrainResult | RankResult:
 
 def _reused(payload: Any) -> TrainResult:
     result = TrainResult.model_validate(payload)
-    log.info("this run already trained and registered %s v%s: returning its result",
-             result.registered_model, result.model_version)  # fmt: skip
+    log.info("this run already trained %s (run %s): returning its result",
+             result.registered_model, result.mlflow_run_id)  # fmt: skip
     return result
 
 
@@ -218,7 +196,7 @@ def _train(
     ctx: StepContext, loaded: model_loader.LoadedModel, uri: str, selected: SelectResult | None,
     started: float,
 ) -> TrainResult | RankResult:  # fmt: skip
-    """Every rank fits; rank 0 registers the model and says what it trained."""
+    """Every rank fits; rank 0 logs the model directory and says what it trained."""
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
@@ -227,12 +205,13 @@ def _train(
     fitted = _fit(ctx, loaded, run_dir, uri, hvd, FitPlan(tags=tuning_tags(selected)))
     if hvd.rank() != 0:
         return RankResult(rank=hvd.rank())
-    result = _register(ctx, loaded, fitted, run_dir, selected)
+    result = _log_outputs(ctx, loaded, fitted, run_dir, selected)
     result.seconds = round(time.monotonic() - started, 1)
     log.info(
-        "trained %s v%s: holdout %s %.4f (%d ranks, epochs %d..%d, %.1fs)",
+        "trained %s (run %s, digest %s): holdout %s %.4f (%d ranks, epochs %d..%d, %.1fs)",
         result.registered_model,
-        result.model_version,
+        result.mlflow_run_id,
+        result.model_digest[:12],
         loaded.model.task_info.default_metric,
         result.metrics[loaded.model.task_info.default_metric],
         result.ranks,
@@ -345,96 +324,31 @@ def _fit(
     plan: FitPlan = FitPlan(),
 ) -> dict[str, Any]:
     """Every rank: read its shard, build the network, resume, fit. Returns what rank 0 needs."""
-    import horovod.tensorflow as hvd_tf
-    import tensorflow as tf
-
     model, tr = loaded.model, loaded.platform.training
     rank, size = hvd.rank(), hvd.size()
-    mctx = model_loader.model_context(ctx, loaded, rank, size)
-    table_uri = ctx.lake_path(FEATURES)
-    seed, bs, epochs = tr.seed, tr.batch_size, plan.epochs or tr.epochs
-
-    t_read = time.monotonic()
-    shard_args = {"rank": rank, "size": size, "holdout_fraction": tr.holdout_fraction,
-                  "seed": seed, "validation_fraction": plan.validation_fraction}  # fmt: skip
-    train = read_shard(table_uri, model, split=plan.fit_split, **shard_args)
-    val = read_shard(table_uri, model, split=plan.score_split, **shard_args)
-    read_s = time.monotonic() - t_read
-
-    # whole-training-split statistics for the Normalization layer: sums over all ranks' shards
-    moments = numeric_moments(train, model.numeric_features)
-    moments = hvd_tf.allreduce(tf.constant(moments), op=hvd_tf.Sum).numpy()
-    mean, variance = moments_to_stats(moments)
-    rows_train = int(moments[0])
-    smallest = int(hvd_tf.allreduce(tf.constant(train.rows, tf.int64), op=hvd_tf.Min).numpy())
-    if smallest == 0:
-        raise StepError(
-            f"rank {rank}: a training shard of {table_uri} is empty "
-            f"({rows_train} training rows for {size} ranks)"
-        )
-    steps_per_epoch = max(1, math.ceil(smallest / bs))
-    train_ds = make_dataset(
-        train, model, batch_size=bs, shuffle=True, seed=seed + rank, repeat=True
-    )
-    val_ds = make_dataset(val, model, batch_size=4 * bs, shuffle=False, seed=seed)
-    scaled_lr = tr.learning_rate * size  # linear scaling with the global batch
-    state = {
-        "table_uri": table_uri, "rows_train": rows_train, "steps_per_epoch": steps_per_epoch,
-        "read_seconds": round(read_s, 2), "ranks": size, "scaled_lr": scaled_lr, "mctx": mctx,
-        "score_split": val,
-    }  # fmt: skip
-
-    mlflow_run_id = None
+    state, train, val, (mean, variance) = _prepare(ctx, loaded, plan, rank, size)
     if rank == 0:
         import mlflow
 
         mlflow.set_tracking_uri(uri)
     if model.train_fn is not None:  # the escape hatch: the model fits, the platform does the rest
-        data = TrainingData(
-            train, val, train_ds, val_ds, steps_per_epoch, network_inputs(model, mean, variance)
-        )
-        t_fit = time.monotonic()
-        if rank == 0:
-            tags = {"horovod.size": size, **plan.tags}
-            mlflow_run_id, _ = _mlflow_run(ctx, run_dir, {}, None, tags, plan.run_name)
-            mlflow.log_params(_params(loaded, horovod_size=size, train_fn="model"))
-        net = model.train_fn(data, mctx)
-        return {**state, "net": net, "mlflow_run_id": mlflow_run_id, "epochs": epochs,
-                "start_epoch": 0, "epoch_log": [], "fit_seconds": time.monotonic() - t_fit,
-                "checkpoint_uri": None}  # fmt: skip
+        return _fit_with_train_fn(ctx, loaded, run_dir, plan, state,
+                                  (train, val, rank), (mean, variance))  # fmt: skip
 
-    net = build_model(model, mctx, mean, variance)
-    opt = _compile(net, model, scaled_lr, hvd)
-    checkpoints = Checkpoints(run_dir)
-    ckpt = tf.train.Checkpoint(model=net, optimizer=opt)
-    latest = hvd_tf.broadcast_object(checkpoints.latest() if rank == 0 else None, root_rank=0)
-    start_epoch = 0
-    if latest:
-        net.optimizer._create_all_weights(net.trainable_variables)  # slots to restore into
-        checkpoints.restore(ckpt, latest)
-        start_epoch = int(latest["epoch"])
-        log.info("rank %d: resumed from checkpoint epoch %d of %d", rank, start_epoch, epochs)
-    if start_epoch:  # a resumed run reshuffles from where it stopped, not from epoch 0's order
-        train_ds = make_dataset(
-            train, model, batch_size=bs, shuffle=True, seed=seed + rank + start_epoch, repeat=True
-        )
+    epochs, bs, scaled_lr = plan.epochs or tr.epochs, tr.batch_size, state["scaled_lr"]
+    net, checkpoints, ckpt, latest, start_epoch = _build_and_restore(
+        loaded, state["mctx"], (mean, variance), run_dir, hvd, epochs
+    )
+    # a resumed run reshuffles from where it stopped, not from epoch 0's order
+    train_ds = make_dataset(train, model, batch_size=bs, shuffle=True,
+                            seed=tr.seed + rank + start_epoch, repeat=True)  # fmt: skip
+    val_ds = make_dataset(val, model, batch_size=4 * bs, shuffle=False, seed=tr.seed)
+    mlflow_run_id = None
     if rank == 0:
-        tags = {"horovod.size": size, "features_uri": table_uri, **plan.tags}
-        mlflow_run_id, resumed = _mlflow_run(ctx, run_dir, {}, latest, tags, plan.run_name)
-        if not resumed:
-            mlflow.log_params(
-                _params(
-                    loaded, horovod_size=size, global_batch_size=bs * size,
-                    scaled_learning_rate=scaled_lr, steps_per_epoch=steps_per_epoch,
-                    rows_train=rows_train, features_numeric=len(model.numeric_features),
-                    features_categorical=len(model.categorical_features), optimizer="Adam",
-                )
-            )  # fmt: skip
-        if start_epoch:
-            mlflow.log_metric("resumed_at_epoch", start_epoch, step=start_epoch)
+        mlflow_run_id = _start_fit_run(ctx, loaded, run_dir, plan, state, latest, start_epoch)
 
     epoch_log: list[dict[str, Any]] = []
-    callbacks = _callbacks(hvd, tr, scaled_lr, steps_per_epoch, start_epoch, epoch_log,
+    callbacks = _callbacks(hvd, tr, scaled_lr, state["steps_per_epoch"], start_epoch, epoch_log,
                            checkpoints, ckpt, mlflow_run_id, bs, epochs)  # fmt: skip
     t_fit = time.monotonic()
     if start_epoch < epochs:
@@ -442,7 +356,7 @@ def _fit(
             train_ds,
             epochs=epochs,
             initial_epoch=start_epoch,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=state["steps_per_epoch"],
             validation_data=val_ds,
             callbacks=callbacks,
             verbose=0,
@@ -451,6 +365,119 @@ def _fit(
             "start_epoch": start_epoch, "epoch_log": epoch_log,
             "fit_seconds": time.monotonic() - t_fit,
             "checkpoint_uri": checkpoints.latest_uri}  # fmt: skip
+
+
+def _prepare(
+    ctx: StepContext, loaded: model_loader.LoadedModel, plan: FitPlan, rank: int, size: int
+) -> tuple[dict[str, Any], Any, Any, tuple[Any, Any]]:
+    """Every rank: its shards of the fit and score splits, and the whole fit split's statistics
+    (allreduced): (state for rank 0's result, fit shard, score shard, (mean, variance))."""
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    model, tr = loaded.model, loaded.platform.training
+    table_uri = ctx.lake_path(FEATURES)
+    t_read = time.monotonic()
+    shard_args = {"rank": rank, "size": size, "holdout_fraction": tr.holdout_fraction,
+                  "seed": tr.seed, "validation_fraction": plan.validation_fraction}  # fmt: skip
+    train = read_shard(table_uri, model, split=plan.fit_split, **shard_args)
+    val = read_shard(table_uri, model, split=plan.score_split, **shard_args)
+    read_s = time.monotonic() - t_read
+
+    # whole-training-split statistics for the Normalization layer: sums over all ranks' shards
+    moments = numeric_moments(train, model.numeric_features)
+    moments = hvd_tf.allreduce(tf.constant(moments), op=hvd_tf.Sum).numpy()
+    rows_train = int(moments[0])
+    smallest = int(hvd_tf.allreduce(tf.constant(train.rows, tf.int64), op=hvd_tf.Min).numpy())
+    if smallest == 0:
+        raise StepError(
+            f"rank {rank}: a training shard of {table_uri} is empty "
+            f"({rows_train} training rows for {size} ranks)"
+        )
+    state = {
+        "table_uri": table_uri, "rows_train": rows_train,
+        "steps_per_epoch": max(1, math.ceil(smallest / tr.batch_size)),
+        "read_seconds": round(read_s, 2), "ranks": size,
+        "scaled_lr": tr.learning_rate * size,  # linear scaling with the global batch
+        "mctx": model_loader.model_context(ctx, loaded, rank, size), "score_split": val,
+    }  # fmt: skip
+    return state, train, val, moments_to_stats(moments)
+
+
+def _fit_with_train_fn(
+    ctx: StepContext, loaded: model_loader.LoadedModel, run_dir: str, plan: FitPlan,
+    state: dict[str, Any], shards: tuple[Any, Any, int], stats: tuple[Any, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The model's own fit (``train_fn``) on the platform's shards, datasets and inputs."""
+    model, tr = loaded.model, loaded.platform.training
+    size, bs, spe = state["ranks"], tr.batch_size, state["steps_per_epoch"]
+    train, val, rank = shards
+    train_ds = make_dataset(train, model, batch_size=bs, shuffle=True, seed=tr.seed + rank,
+                            repeat=True)  # fmt: skip
+    val_ds = make_dataset(val, model, batch_size=4 * bs, shuffle=False, seed=tr.seed)
+    data = TrainingData(train, val, train_ds, val_ds, spe, network_inputs(model, *stats))
+    mlflow_run_id = None
+    t_fit = time.monotonic()
+    if rank == 0:
+        import mlflow
+
+        tags = {"horovod.size": size, **plan.tags}
+        mlflow_run_id, _ = _mlflow_run(ctx, run_dir, {}, None, tags, plan.run_name)
+        mlflow.log_params(_params(loaded, horovod_size=size, train_fn="model"))
+    net = model.train_fn(data, state["mctx"])
+    return {**state, "net": net, "mlflow_run_id": mlflow_run_id,
+            "epochs": plan.epochs or tr.epochs, "start_epoch": 0, "epoch_log": [],
+            "fit_seconds": time.monotonic() - t_fit, "checkpoint_uri": None}  # fmt: skip
+
+
+def _build_and_restore(
+    loaded: model_loader.LoadedModel, mctx: Any, stats: tuple[Any, Any], run_dir: str, hvd: Any,
+    epochs: int,
+) -> tuple[Any, Checkpoints, Any, dict | None, int]:  # fmt: skip
+    """Every rank: the compiled network, restored from rank 0's latest checkpoint if any:
+    (network, checkpoints, tf checkpoint, latest checkpoint record, epoch to start from)."""
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    model, tr = loaded.model, loaded.platform.training
+    net = build_model(model, mctx, *stats)
+    opt = _compile(net, model, tr.learning_rate * hvd.size(), hvd)
+    checkpoints = Checkpoints(run_dir)
+    ckpt = tf.train.Checkpoint(model=net, optimizer=opt)
+    rank = hvd.rank()
+    latest = hvd_tf.broadcast_object(checkpoints.latest() if rank == 0 else None, root_rank=0)
+    start_epoch = 0
+    if latest:
+        net.optimizer._create_all_weights(net.trainable_variables)  # slots to restore into
+        checkpoints.restore(ckpt, latest)
+        start_epoch = int(latest["epoch"])
+        log.info("rank %d: resumed from checkpoint epoch %d of %d", rank, start_epoch, epochs)
+    return net, checkpoints, ckpt, latest, start_epoch
+
+
+def _start_fit_run(
+    ctx: StepContext, loaded: model_loader.LoadedModel, run_dir: str, plan: FitPlan,
+    state: dict[str, Any], latest: dict | None, start_epoch: int,
+) -> str:  # fmt: skip
+    """Rank 0: start (or continue) the fit's MLflow run; params on a new one. Returns its id."""
+    import mlflow
+
+    model, tr = loaded.model, loaded.platform.training
+    size, spe = state["ranks"], state["steps_per_epoch"]
+    tags = {"horovod.size": size, "features_uri": state["table_uri"], **plan.tags}
+    mlflow_run_id, resumed = _mlflow_run(ctx, run_dir, {}, latest, tags, plan.run_name)
+    if not resumed:
+        mlflow.log_params(
+            _params(
+                loaded, horovod_size=size, global_batch_size=tr.batch_size * size,
+                scaled_learning_rate=state["scaled_lr"], steps_per_epoch=spe,
+                rows_train=state["rows_train"], features_numeric=len(model.numeric_features),
+                features_categorical=len(model.categorical_features), optimizer="Adam",
+            )
+        )  # fmt: skip
+    if start_epoch:
+        mlflow.log_metric("resumed_at_epoch", start_epoch, step=start_epoch)
+    return mlflow_run_id
 
 
 def _callbacks(
@@ -506,29 +533,61 @@ def _callbacks(
     return [*callbacks, EpochEnd()]
 
 
-def _register(
+def _log_outputs(
     ctx: StepContext,
     loaded: model_loader.LoadedModel,
     fitted: dict[str, Any],
     run_dir: str,
     selected: SelectResult | None = None,
 ) -> TrainResult:
-    """Rank 0: exact metrics on the whole holdout, profile, data inputs, model, registry."""
+    """Rank 0: exact metrics on the whole holdout, profile, data inputs, the model directory and
+    its digest (run tag). Nothing is registered: the evaluate gate registers what it verified."""
+    import mlflow
+
+    model, table_uri = loaded.model, fitted["table_uri"]
+    metrics = _holdout_metrics(loaded, fitted)
+    df, profile_uri = _log_data(ctx, loaded, table_uri, run_dir)
+    example = df[list(model.input_columns)].head(5).reset_index(drop=True)
+    digest = _log_model(fitted["net"], model, example)
+    mlflow.end_run()
+    return _result(ctx, loaded, fitted, metrics, {
+        "registered_model": registered_model_name(ctx.pipeline, ctx.customer),
+        "model_digest": digest, "run_model_uri": f"runs:/{fitted['mlflow_run_id']}/model",
+        "run_dir": run_dir, "profile_uri": profile_uri,
+        "tuning": {"trial": selected.trial, "params": selected.params} if selected else None,
+    })  # fmt: skip
+
+
+def _holdout_metrics(loaded: model_loader.LoadedModel, fitted: dict[str, Any]) -> dict[str, float]:
+    """The fitted network's metrics on the whole holdout split, logged to the run."""
+    import mlflow
+
+    model, tr = loaded.model, loaded.platform.training
+    holdout = read_shard(fitted["table_uri"], model, split="holdout", rank=0, size=1,
+                         holdout_fraction=tr.holdout_fraction, seed=tr.seed)  # fmt: skip
+    preds = (
+        fitted["net"]
+        .predict(
+            make_dataset(holdout, model, batch_size=4 * tr.batch_size, shuffle=False, seed=tr.seed),
+            verbose=0,
+        )
+        .ravel()
+    )
+    metrics = gate.metrics(model.task, holdout.label, preds)
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()}, step=tr.epochs)
+    return metrics
+
+
+def _log_data(
+    ctx: StepContext, loaded: model_loader.LoadedModel, table_uri: str, run_dir: str
+) -> tuple[Any, str]:
+    """The feature profile (lake + run) and the training/holdout datasets as run inputs:
+    (the feature table, the profile's lake URI)."""
     import mlflow
 
     from model_steps.profile import build_profile, read_table
 
-    model, tr, net = loaded.model, loaded.platform.training, fitted["net"]
-    table_uri = fitted["table_uri"]
-    holdout = read_shard(table_uri, model, split="holdout", rank=0, size=1,
-                         holdout_fraction=tr.holdout_fraction, seed=tr.seed)  # fmt: skip
-    preds = net.predict(
-        make_dataset(holdout, model, batch_size=4 * tr.batch_size, shuffle=False, seed=tr.seed),
-        verbose=0,
-    ).ravel()
-    metrics = gate.metrics(model.task, holdout.label, preds)
-    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()}, step=tr.epochs)
-
+    model, tr = loaded.model, loaded.platform.training
     df = read_table(table_uri)
     profile = build_profile(df, model, source=table_uri)
     profile_uri = lake.join(run_dir, "feature_profile.json")
@@ -547,29 +606,15 @@ def _register(
                 name=f"{name}-{context}",
             )
         mlflow.log_input(dataset, context=context)
+    return df, profile_uri
 
-    reg_name = registered_model_name(ctx.pipeline, ctx.customer)
-    example = df[list(model.input_columns)].head(5).reset_index(drop=True)
-    info = _log_model(net, model, example, reg_name)
-    version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
-    headline = model.task_info.default_metric
-    for k, v in {
-        "run_key": ctx.run_key,
-        "data_date": ctx.data_date.isoformat(),
-        "model": model.name,
-        "task": model.task,
-        headline: metrics[headline],
-        "features_uri": table_uri,
-        **({"tuning_trial": selected.trial} if selected else {}),
-        **({"tuning_parent_run_id": selected.parent_run_id} if selected else {}),
-    }.items():
-        client.set_model_version_tag(reg_name, version, k, str(v))
-    client.set_registered_model_tag(reg_name, "pipeline", ctx.pipeline)
-    client.set_registered_model_tag(reg_name, "customer", ctx.customer)
-    client.set_registered_model_tag(reg_name, "task", model.task)
-    mlflow.end_run()
 
+def _result(
+    ctx: StepContext, loaded: model_loader.LoadedModel, fitted: dict[str, Any],
+    metrics: dict[str, float], model_fields: dict[str, Any],
+) -> TrainResult:  # fmt: skip
+    """The step's result: what was trained, how, and where its outputs are."""
+    model, tr = loaded.model, loaded.platform.training
     ran = list(fitted["epoch_log"])
     bs, size = tr.batch_size, fitted["ranks"]
     return TrainResult(
@@ -578,10 +623,6 @@ def _register(
         task=model.task,
         mlflow_run_id=fitted["mlflow_run_id"],
         experiment=experiment_name(ctx.pipeline, ctx.customer),
-        registered_model=reg_name,
-        model_version=version,
-        model_uri=f"models:/{reg_name}/{version}",
-        run_model_uri=info.model_uri,
         metrics=metrics,
         epochs=tr.epochs,
         start_epoch=fitted["start_epoch"],
@@ -595,9 +636,7 @@ def _register(
         samples_per_second=[round(e["samples_per_second"], 1) for e in ran],
         read_seconds=fitted["read_seconds"],
         fit_seconds=round(fitted["fit_seconds"], 2),
-        run_dir=run_dir,
         checkpoint_uri=fitted["checkpoint_uri"],
-        profile_uri=profile_uri,
-        features_uri=table_uri,
-        tuning={"trial": selected.trial, "params": selected.params} if selected else None,
+        features_uri=fitted["table_uri"],
+        **model_fields,
     )

@@ -1,0 +1,305 @@
+"""A registered model is data: weight files in a format the platform fixes, a manifest, a digest.
+
+A model directory (the training run's artifact ``model/``)::
+
+    MANIFEST.json   format name, model, task, io spec, each file's sha256, one overall digest
+    io.json         which feature columns feed which input, the output column's name
+    model.keras     the weights and architecture (format ``keras-v3``: Keras's zip format)
+    MLmodel         the column signature only, so the MLflow UI shows the schema (never read back)
+
+Loading never executes anything from the artifact store: the wrapper code is the image's own
+(``model_steps.serving``), the format's loader reads only data (Keras with ``safe_mode=True``, after
+a check of the architecture's config that admits Keras's own classes only), no pickle. Before
+anything is parsed, every file's sha256 is recomputed and the overall digest compared with the one
+recorded where the artifact's writer cannot change it (the registered version's tag, written by
+the gate; the training run's tag for the gate's own candidate): a mismatch refuses the model,
+naming the model, version and file.
+
+Formats are registered by name (``FORMATS``): a new framework adds one ``ModelFormat`` whose
+``save``/``load`` read and write only data (docs/registry-access.md, "Model formats").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from model_steps.contract import StepError
+from model_steps.lake import sha256_file
+
+MODEL_ARTIFACT = "model"  # artifact path of the model directory in the training run
+MANIFEST_FILE = "MANIFEST.json"
+IO_FILE = "io.json"
+MLMODEL_FILE = "MLmodel"
+DIGEST_TAG = "mlops.model_digest"  # run tag (train) and version tag (gate): the expected digest
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ModelRefused(StepError):
+    """A model artifact that fails verification: it is never loaded."""
+
+
+class IoSpec(BaseModel):
+    """What the served model needs to know about a model_steps Model (``io.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    numeric: list[str]
+    categorical: list[str]
+    output: str
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format_version: Literal[1] = 1
+    format: str = Field(description="a key of model_store.FORMATS")
+    model: str
+    task: str
+    io: IoSpec
+    files: dict[str, str] = Field(description="file name -> sha256 (hex) of its bytes")
+    digest: str = Field(description="sha256 over the fields above: the model's identity")
+
+    @field_validator("files")
+    @classmethod
+    def _plain_names(cls, files: dict[str, str]) -> dict[str, str]:
+        for name, sha in files.items():
+            if not _SAFE_NAME.match(name) or name == MANIFEST_FILE:
+                raise ValueError(f"file name {name!r} is not a plain file name")
+            if not re.fullmatch(r"[0-9a-f]{64}", sha):
+                raise ValueError(f"file {name!r}: {sha!r} is not a sha256 hex digest")
+        return files
+
+
+class Predictor(Protocol):
+    def predict(self, frame: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ModelFormat:
+    """One safe storage format: ``save`` writes ``files`` into a directory, ``load`` reads them back
+    as a Predictor using the image's own code only (no pickle, no code from the files)."""
+
+    name: str
+    files: tuple[str, ...]
+    save: Callable[[Any, Path], None]
+    load: Callable[[Path, IoSpec], Predictor]
+
+
+FORMATS: dict[str, ModelFormat] = {}
+
+
+def register_format(fmt: ModelFormat) -> ModelFormat:
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def content_digest(fmt: str, model: str, task: str, io: IoSpec, files: dict[str, str]) -> str:
+    """The overall digest: sha256 of the manifest's canonical JSON without the digest itself."""
+    body = {"format_version": 1, "format": fmt, "model": model, "task": task,
+            "io": io.model_dump(), "files": dict(sorted(files.items()))}  # fmt: skip
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+# ---------------------------------------------------------------- save
+
+
+def save(
+    directory: Path, obj: Any, *, fmt: str, model: str, task: str, io: IoSpec,
+    example: Any = None,
+) -> Manifest:  # fmt: skip
+    """Write ``obj`` in format ``fmt``, io.json, the MLmodel signature (``example``: a few input
+    rows) and the manifest into ``directory``; returns the manifest."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fmt_ = FORMATS[fmt]
+    fmt_.save(obj, directory)
+    (directory / IO_FILE).write_text(json.dumps(io.model_dump(), sort_keys=True))
+    if example is not None:
+        _write_signature(directory, fmt_.load(directory, io), example)
+    files = {
+        p.name: sha256_file(str(p)) for p in sorted(directory.iterdir()) if p.name != MANIFEST_FILE
+    }
+    manifest = Manifest(format=fmt, model=model, task=task, io=io, files=files,
+                        digest=content_digest(fmt, model, task, io, files))  # fmt: skip
+    (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=1))
+    return manifest
+
+
+def _write_signature(directory: Path, served: Predictor, example: Any) -> None:
+    """An MLmodel file with the column signature and no flavor: the MLflow UI's schema view."""
+    import warnings
+
+    from mlflow.models import Model as MlflowModel
+    from mlflow.models import infer_signature
+
+    with warnings.catch_warnings():  # the integer-column hint: feature columns are never null
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(example, served.predict(example))
+    MlflowModel(signature=signature).save(str(directory / MLMODEL_FILE))
+
+
+# ---------------------------------------------------------------- verify and load
+
+
+def verify(directory: Path, expected_digest: str | None, what: str) -> Manifest:
+    """The manifest of ``directory`` once every file and the digest check out; ModelRefused
+    (naming ``what``: the model and version, and the file) otherwise."""
+    if not expected_digest:
+        raise ModelRefused(f"{what}: no recorded digest ({DIGEST_TAG}); a model without one "
+                           "(registered before models were data, or not by the gate) is not "
+                           "loaded")  # fmt: skip
+    manifest = _read_manifest(directory, what)
+    if manifest.format not in FORMATS:
+        raise ModelRefused(f"{what}: {MANIFEST_FILE} names format {manifest.format!r}, which this "
+                           f"image does not load (known: {sorted(FORMATS)})")  # fmt: skip
+    missing = [f for f in (*FORMATS[manifest.format].files, IO_FILE) if f not in manifest.files]
+    if missing:
+        raise ModelRefused(f"{what}: {MANIFEST_FILE} lacks the file(s) {missing} of format "
+                           f"{manifest.format!r}")  # fmt: skip
+    for name, sha in manifest.files.items():
+        path = directory / name
+        if not path.is_file():
+            raise ModelRefused(f"{what}: file {name} named in {MANIFEST_FILE} is missing")
+        if (actual := sha256_file(str(path))) != sha:
+            raise ModelRefused(f"{what}: file {name} has sha256 {actual}, its manifest says {sha}: "
+                               "the artifact was changed after it was written")  # fmt: skip
+    digest = content_digest(manifest.format, manifest.model, manifest.task, manifest.io,
+                            manifest.files)  # fmt: skip
+    if digest != manifest.digest or digest != expected_digest:
+        raise ModelRefused(f"{what}: digest mismatch in {MANIFEST_FILE}: content {digest}, "
+                           f"manifest {manifest.digest}, recorded {expected_digest}")  # fmt: skip
+    io = IoSpec.model_validate_json((directory / IO_FILE).read_text())
+    if io != manifest.io:
+        raise ModelRefused(f"{what}: {IO_FILE} differs from the io spec in {MANIFEST_FILE}")
+    return manifest
+
+
+def _read_manifest(directory: Path, what: str) -> Manifest:
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise ModelRefused(f"{what}: no {MANIFEST_FILE}: not a platform model directory")
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(file)'}: {e['msg']}"
+                           for e in exc.errors())  # fmt: skip
+        raise ModelRefused(f"{what}: {MANIFEST_FILE} is not valid: {fields}") from None
+
+
+def load_dir(directory: Path, expected_digest: str | None, what: str) -> Predictor:
+    """Verify, then load with the format's (the image's) code."""
+    manifest = verify(directory, expected_digest, what)
+    try:
+        return FORMATS[manifest.format].load(directory, manifest.io)
+    except ModelRefused:
+        raise
+    except Exception as exc:  # a verified file the format still cannot read: refuse, clearly
+        raise ModelRefused(f"{what}: format {manifest.format!r} refused its files: {exc}") from None
+
+
+def download(run_id: str, dest: Path, what: str) -> Path:
+    """Fetch the manifest of run ``run_id``'s model directory, then only the files it names."""
+    import mlflow
+
+    def fetch(name: str) -> None:
+        local = Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=f"{MODEL_ARTIFACT}/{name}", dst_path=str(dest)
+        ))  # fmt: skip
+        if local != dest / name:  # MLflow puts a single file under its base name
+            shutil.move(local, dest / name)
+
+    fetch(MANIFEST_FILE)
+    for name in _read_manifest(dest, what).files:
+        fetch(name)
+    return dest
+
+
+def load_run(run_id: str, expected_digest: str | None, what: str) -> Predictor:
+    """The model directory logged by run ``run_id``, verified against ``expected_digest``."""
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        return load_dir(download(run_id, Path(tmp), what), expected_digest, what)
+
+
+def load_version(name: str, version: str) -> Predictor:
+    """A registered version, verified against its digest tag (the gate's, set at registration)."""
+    import mlflow
+
+    mv = mlflow.MlflowClient().get_model_version(name, version)
+    what = f"model {name} v{version} (run {mv.run_id})"
+    return load_run(mv.run_id, mv.tags.get(DIGEST_TAG), what)
+
+
+# ---------------------------------------------------------------- the Keras format
+
+KERAS_FILE = "model.keras"
+# zip members of a Keras v3 file; nothing else (no SavedModel, no pickled objects) is read
+_KERAS_MEMBERS = re.compile(r"^(config\.json|metadata\.json|model\.weights\.h5|assets/.*)$")
+# the only modules a class or function in the architecture may come from (what the platform's
+# networks use); anything else would make Keras import and call it
+KERAS_MODULES = frozenset({
+    "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints",
+    "keras.activations", "keras.src.engine.functional", "keras.src.engine.sequential",
+})  # fmt: skip
+
+
+def _keras_save(net: Any, directory: Path) -> None:
+    import tensorflow as tf
+
+    serving = tf.keras.models.clone_model(net)  # without a (Horovod-wrapped) optimizer
+    serving.set_weights(net.get_weights())
+    serving.save(directory / KERAS_FILE)
+
+
+def check_keras_config(path: Path) -> None:
+    """Refuse a .keras file whose members or architecture could run code when deserialized:
+    only Keras's own layers, initializers and the like (``KERAS_MODULES``), no Lambda layers or
+    lambda objects, no custom or registered objects, no extra members."""
+    with zipfile.ZipFile(path) as zf:
+        odd = [n for n in zf.namelist() if not _KERAS_MEMBERS.match(n)]
+        if odd:
+            raise ModelRefused(f"{path.name}: unexpected member(s) {odd}")
+        config = json.loads(zf.read("config.json"))
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            cls = node.get("class_name")
+            if cls in ("Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda"):
+                raise ModelRefused(f"{path.name}: {where} is a {cls}, which holds code")
+            module = node.get("module")
+            if "module" in node and module is not None and module not in KERAS_MODULES:
+                raise ModelRefused(f"{path.name}: {where} ({cls}) comes from module {module!r}, "
+                                   "not Keras")  # fmt: skip
+            if node.get("registered_name") not in (None, cls) and "class_name" in node:
+                raise ModelRefused(f"{path.name}: {where} is a registered custom object "
+                                   f"{node.get('registered_name')!r}")  # fmt: skip
+            for k, v in node.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+
+    walk(config, "config")
+
+
+def _keras_load(directory: Path, io: IoSpec) -> Predictor:
+    import tensorflow as tf
+
+    from model_steps.serving import KerasPredictor
+
+    path = directory / KERAS_FILE
+    check_keras_config(path)
+    net = tf.keras.models.load_model(path, safe_mode=True, compile=False)
+    return KerasPredictor(net, io)
+
+
+KERAS = register_format(ModelFormat("keras-v3", (KERAS_FILE,), _keras_save, _keras_load))

@@ -15,14 +15,15 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from mlplatform_contract.steps import TUNING_STEPS
-
-MODEL_VERSION = "model_version"
-MAKE_CHAMPION = "make_champion"
-REASON = "reason"
+from mlplatform_contract.steps import (
+    PARAM_MAKE_CHAMPION,
+    PARAM_MODEL_VERSION,
+    PARAM_REASON,
+    TUNING_STEPS,
+)
 
 PINNED_PARAMS = {
-    MODEL_VERSION: Param(
+    PARAM_MODEL_VERSION: Param(
         None,
         type=["null", "string"],
         pattern=r"^[1-9][0-9]{0,8}$",
@@ -30,14 +31,14 @@ PINNED_PARAMS = {
         description="Score with this registered version instead of training: a backfill or an "
         "incident re-score. It must have passed its gate once. Empty: train and gate as usual.",
     ),
-    MAKE_CHAMPION: Param(
+    PARAM_MAKE_CHAMPION: Param(
         False,
         type="boolean",
         title="Make it the champion (roll back)",
         description="With a model version: move the champion alias to it before scoring (a "
         "rollback), recorded in the champion history with the reason below.",
     ),
-    REASON: Param(
+    PARAM_REASON: Param(
         None,
         type=["null", "string"],
         maxLength=200,
@@ -52,7 +53,7 @@ SKIPPED_WHEN_PINNED = frozenset({"train", *TUNING_STEPS})
 
 def pinned_version(params: Any) -> str | None:
     """The version a run was triggered with, or None for a training run."""
-    value = (params or {}).get(MODEL_VERSION)
+    value = (params or {}).get(PARAM_MODEL_VERSION)
     return str(value) if value not in (None, "") else None
 
 

@@ -18,6 +18,7 @@ from airflow.sdk import DAG, BaseOperator, Param
 from mlplatform import assets, notify
 from mlplatform.invocation import StepInvocation
 from mlplatform.models import ModelPackageError, check_model_ref
+from mlplatform.pinning import PINNED_PARAMS
 from mlplatform.runtime import Runtime, current_runtime
 from mlplatform.runtime.tasks import build_task
 from mlplatform.spec import PipelineSpecError, ResolvedCustomer, parse_pipeline, resolve_customers
@@ -49,6 +50,7 @@ PARAMS = {
         description="Promote the candidate even if it does not beat the champion "
         "(absolute thresholds still apply).",
     ),
+    **PINNED_PARAMS,
 }
 
 
@@ -68,7 +70,10 @@ def _doc(customer: ResolvedCustomer, runtime: Runtime) -> str:
         "Trigger with *data_date* (the last day whose data has landed; default: "
         f"{customer.settings.data.landing_delay_days} day(s) before the run is due) to train on "
         "labels up to it and score features as of it; *force_promote* skips the champion "
-        "comparison of the gate, never its absolute thresholds.\n\n"
+        "comparison of the gate, never its absolute thresholds. *model_version* skips training "
+        "and scores with that registered version (a re-score or backfill); with *make_champion* "
+        "it is a rollback: the gate moves the champion back to it, recorded with *reason* "
+        "(docs/model-lifecycle.md).\n\n"
         "**One run at a time** for this customer: its runs share the champion alias that evaluate "
         "moves and validate's drift reference, so a second run (any data date) waits *queued* until "
         "the running one ends. Unpausing the DAG (also *Unpause on trigger*) lets the scheduler "

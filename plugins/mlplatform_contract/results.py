@@ -214,6 +214,9 @@ class EvaluateResult(StepResult):
     profile_uri: str
     skipped: bool = Field(False, description="the gate skipped downstream (exit 99)")
     reason: str | None = None
+    pinned: bool = Field(
+        False, description="an operator pinned the run to this version (re-score or rollback)"
+    )
 
 
 class ScoreResult(StepResult):
@@ -222,6 +225,9 @@ class ScoreResult(StepResult):
     rows: int = figure(ROWS, description="rows scored")
     model_uri: str
     model_version: str
+    pinned: bool = Field(
+        False, description="scored with the run's model_version param, not @champion"
+    )
     output_uri: str
     manifest_uri: str
     parts: int

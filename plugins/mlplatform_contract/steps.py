@@ -60,6 +60,12 @@ RESULT_LOG_PREFIX = "STEP_RESULT_JSON="
 ENV_XCOM_PATH = "STEP_XCOM_PATH"
 ENV_CONFIG = "STEP_CONFIG"  # the customer's settings (mlplatform_contract.settings), JSON
 ENV_PARAMS = "STEP_PARAMS"  # the Airflow run's params (the trigger form's overrides), JSON
+# Trigger-form params of a run pinned to a registered version (re-score, backfill, rollback): the
+# control plane skips training (mlplatform.pinning), the gate and score act on the version
+# (model_steps.pinned).
+PARAM_MODEL_VERSION = "model_version"
+PARAM_MAKE_CHAMPION = "make_champion"
+PARAM_REASON = "reason"
 # Which model the step runs: JSON {"ref": import path, "task": declared task type, "source": the DAG
 # file}; the step imports the model package named by ref (model_steps.model_loader).
 ENV_MODEL = "STEP_MODEL"

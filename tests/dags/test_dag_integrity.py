@@ -66,7 +66,13 @@ def test_a_models_own_step_hangs_off_the_step_it_names(project_bag) -> None:
 def test_operators_can_trigger_with_params(project_bag) -> None:
     dag = project_bag.dags["customer_propensity__bella-pasta"]
     params = dag.params.dump()
-    assert params == {"data_date": None, "force_promote": False}
+    assert params == {
+        "data_date": None,
+        "force_promote": False,
+        "model_version": None,
+        "make_champion": False,
+        "reason": None,
+    }
     assert dag.params.get_param("data_date").schema["format"] == "date"
 
 

@@ -24,6 +24,8 @@ from model_steps.tracking import CHAMPION_ALIAS, champion_version
 
 Actor = Literal["gate", "operator", "automatic"]
 LAST_MOVE_TAG = "mlops.champion_last_move"
+# on every version the gate registers: "passed" or "refused" (a rollback may pick passed ones only)
+VERDICT_TAG = "mlops.gate_verdict"
 
 
 class ChampionEvent(BaseModel):

@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator
 
 from mlplatform import assets
 from mlplatform.invocation import StepInvocation
+from mlplatform.pinning import SKIPPED_WHEN_PINNED, skip_when_pinned
 from mlplatform.runtime import Runtime
 from mlplatform_contract.registry_access import step_username
 
@@ -22,7 +23,7 @@ def _task_kwargs(invocation: StepInvocation, runtime: Runtime) -> dict[str, Any]
         from mlplatform.runtime.kubernetes import execution_timeout
 
         timeout = execution_timeout(invocation)
-    return {
+    kwargs: dict[str, Any] = {
         "task_id": invocation.step,
         "retries": profile.retries,
         "retry_delay": dt.timedelta(seconds=profile.retry_delay_seconds),
@@ -31,6 +32,11 @@ def _task_kwargs(invocation: StepInvocation, runtime: Runtime) -> dict[str, Any]
         "execution_timeout": timeout,
         "outlets": assets.outlets(invocation.customer, invocation.step),
     }
+    if invocation.step in SKIPPED_WHEN_PINNED:  # a run pinned to a model version trains nothing
+        kwargs["pre_execute"] = skip_when_pinned
+    if invocation.step == "evaluate":  # runs after a trained candidate or a skipped training
+        kwargs["trigger_rule"] = "none_failed"
+    return kwargs
 
 
 def task_spec(invocation: StepInvocation, runtime: Runtime) -> tuple[type[BaseOperator], dict]:

@@ -3,7 +3,8 @@ the step CLI as the local runtime runs it, scores written to the local S3 endpoi
 
 Order matters (module-scoped state, as a customer's successive DAG runs): the first candidate
 becomes champion, a weak one is refused and the champion keeps scoring, the skip policy scores
-nothing, force_promote moves the alias; then scoring survives a kill mid-write.
+nothing, force_promote moves the alias; then scoring survives a kill mid-write, an operator rolls
+back to a version that passed (a pinned run), and a tampered champion is refused.
 """
 
 from __future__ import annotations
@@ -255,6 +256,57 @@ def test_score_killed_mid_write_then_retried_gives_identical_output(world) -> No
     fs.invalidate_cache()
     left = sorted(p.rsplit("/", 1)[1] for p in fs.ls(root))
     assert left == sorted(["_MANIFEST.json", manifest["attempt"]])  # the killed attempt is gone
+
+
+def test_rollback_to_a_passed_version_rescores_without_training(world) -> None:
+    """An operator's pinned run (training DAG params model_version, make_champion, reason): the
+    gate refuses versions that never passed, moves the alias back once with an audited event, and
+    score scores with the pinned version; no training run is involved."""
+    lake, tmp, services = world
+    first = champion.history(customer_layout(lake))[0].to_version  # run-gate-1's, passed
+    refused = step("evaluate", lake, tmp, services, "run-gate-2")[1]["candidate_version"]
+    current = champion_version()
+    ingest(lake, "run-rollback")
+    events = champion.history(customer_layout(lake))
+    for version, said in ((refused, "has gate verdict refused"), ("99", "does not exist")):
+        params = {"model_version": version, "make_champion": True}
+        rc, _, log = step("evaluate", lake, tmp, services, "run-rollback", params=params)
+        assert rc == 3 and said in log and f"passed its gate: v{current} (" in log, log[-3000:]
+    rc, _, log = step("evaluate", lake, tmp, services, "run-rollback",
+                      params={"make_champion": True})  # fmt: skip
+    assert rc == 2 and "name the version to roll back to" in log, log[-3000:]
+    assert champion_version() == current and champion.history(customer_layout(lake)) == events
+
+    params = {"model_version": first, "make_champion": True, "reason": "incident 42: bad scores"}
+    rc, decision, log = step("evaluate", lake, tmp, services, "run-rollback", params=params)
+    assert rc == 0 and decision["pinned"] and decision["promote"], log[-3000:]
+    assert champion_version() == first
+    last = champion.history(customer_layout(lake))[-1]
+    assert (last.from_version, last.to_version, last.actor, last.reason) == (
+        current, first, "operator", "incident 42: bad scores")  # fmt: skip
+    profile = customer_layout(lake).champion_profile.removeprefix("file://")
+    assert decision["profile_uri"].endswith(f"run={run_key('run-gate-1')}/feature_profile.json")
+    assert json.loads(Path(profile).read_text()) == json.loads(
+        Path(decision["profile_uri"].removeprefix("file://")).read_text()
+    )
+    rc, again, _ = step("evaluate", lake, tmp, services, "run-rollback", params=params)
+    assert rc == 0 and again == decision
+    assert len(champion.history(customer_layout(lake))) == len(events) + 1  # once per run
+
+    rc, scored, log = step("score", lake, tmp, services, "run-rollback", params=params)
+    assert rc == 0 and scored["pinned"] and scored["model_version"] == first, log[-3000:]
+    _, rows = read_scores(scored["output_uri"].rsplit("run=", 1)[1])
+    assert {r["model_version"] for r in rows} == {first}
+
+    # a backfill: an old data date re-scored with a chosen version; the champion stays
+    rc, backfill, log = step("score", lake, tmp, services, "run-gate-1",
+                             params={"model_version": current})  # fmt: skip
+    assert rc == 0 and backfill["model_version"] == current and backfill["pinned"], log[-3000:]
+    _, rows = read_scores(backfill["output_uri"].rsplit("run=", 1)[1])
+    assert {r["model_version"] for r in rows} == {current}
+    assert champion_version() == first
+    rc, _, log = step("score", lake, tmp, services, "run-gate-1", params={"model_version": refused})
+    assert rc == 3 and "has gate verdict refused" in log, log[-3000:]
 
 
 def test_a_tampered_champion_is_refused_by_score_naming_the_file(world, tmp_path) -> None:

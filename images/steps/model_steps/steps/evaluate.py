@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from mlplatform_contract.results import EvaluateResult, TrainResult
-from model_steps import gate, lake, model_loader, model_store
-from model_steps.champion import move_champion
+from model_steps import gate, lake, model_loader, model_store, pinned
+from model_steps.champion import VERDICT_TAG, move_champion
 from model_steps.contract import SkipDownstream, StepContext, StepError
 from model_steps.model_api import Model
 from model_steps.model_store import DIGEST_TAG, ModelRefused, load_version
@@ -42,8 +42,6 @@ from model_steps.tracking import (
 )
 
 log = logging.getLogger("model_steps.evaluate")
-# on every version the gate registers: "passed" or "refused" (a rollback may pick passed ones only)
-VERDICT_TAG = "mlops.gate_verdict"
 
 
 def _holdout(features_uri: str, model: Model, training: Any) -> Any:
@@ -176,7 +174,16 @@ def _index_html(decision: gate.Decision, model: Model, files: list[str]) -> str:
 
 def run(ctx: StepContext) -> EvaluateResult:
     """Decide once (a retry reuses the committed decision instead of comparing the candidate with
-    itself, or with a champion it already replaced), then carry the decision out."""
+    itself, or with a champion it already replaced), then carry the decision out. A run pinned to
+    a registered version (re-score, rollback) is judged by model_steps.pinned instead."""
+    if (version := pinned.requested_version(ctx)) is not None:
+        connect(tracking_uri(ctx))
+        name = registered_model_name(ctx.pipeline, ctx.customer)
+        result = lake.once(
+            ctx.layout.decision, lambda: pinned.decide(ctx, name, version), load=_reused,
+            dump=EvaluateResult.to_xcom,
+        )  # fmt: skip
+        return pinned.apply(ctx, result)
     result = lake.once(
         ctx.layout.decision, lambda: _decide(ctx), load=_reused, dump=EvaluateResult.to_xcom
     )

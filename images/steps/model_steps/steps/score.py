@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlplatform_contract.results import ScoreResult
-from model_steps import lake, model_loader
+from model_steps import lake, model_loader, pinned
 from model_steps.contract import StepContext, StepError
 from model_steps.features import POPULATION
 from model_steps.model_api import Model
@@ -34,18 +34,26 @@ from model_steps.tracking import (
 log = logging.getLogger("model_steps.score")
 
 
-def _champion(ctx: StepContext) -> tuple[Any, str, str]:
+def _champion(ctx: StepContext) -> tuple[Any, str, str, bool]:
+    """The version to score with: the run's pinned *model_version* (re-score, backfill, rollback;
+    it must have passed its gate), else the champion. Returns (served, name, version, pinned)."""
     from model_steps.model_store import load_version
 
     uri = tracking_uri(ctx)
     connect(uri)
     name = registered_model_name(ctx.pipeline, ctx.customer)
+    if (version := pinned.requested_version(ctx)) is not None:
+        import mlflow
+
+        pinned.eligible(mlflow.MlflowClient(), name, version)
+        log.info("pinned run: scoring with %s v%s, not @%s", name, version, CHAMPION_ALIAS)
+        return load_version(name, version), name, version, True
     champion = champion_version(name)
     if champion is None:
         raise StepError(f"{name} has no @{CHAMPION_ALIAS} in MLflow ({uri}): nothing to score with")
     version = str(champion.version)
     # pinned: the alias may move while we score
-    return load_version(name, version), name, version  # verified against its digest, then loaded
+    return load_version(name, version), name, version, False  # verified against its digest
 
 
 def _prefetch(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
@@ -117,7 +125,7 @@ def run(ctx: StepContext) -> ScoreResult:
     loaded = model_loader.load(ctx)
     features_uri = ctx.lake_path(POPULATION)
     lake.read_manifest(features_uri)  # a clear error before loading the model if ingest never ran
-    served, name, version = _champion(ctx)
+    served, name, version, is_pinned = _champion(ctx)
     out_uri = scores_table_uri(ctx)
     chunk_rows = loaded.platform.scoring.chunk_rows
     meta = {"pipeline": ctx.pipeline, "customer": ctx.customer, "run_key": ctx.run_key,
@@ -135,6 +143,7 @@ def run(ctx: StepContext) -> ScoreResult:
         rows=done["rows"],
         model_uri=f"models:/{name}/{version}",
         model_version=version,
+        pinned=is_pinned,
         output_uri=out_uri,
         manifest_uri=lake.join(out_uri, lake.MANIFEST),
         parts=len(done["files"]),

@@ -39,7 +39,7 @@ CAMPAIGN = "campaign"
 PUBLISH = "publish"
 MONITORING = "monitoring"
 REFERENCE = "reference"
-REPORTS = "reports"  # a model's own steps (extra_steps), e.g. next_spend's spend_report
+REPORTS = "reports"  # what a model's own steps (extra_steps) write, e.g. a report
 RUN_ZONES = (FEATURES, POPULATION, VALIDATION, MODELS, TUNING, EVALUATION, SCORES, CAMPAIGN,
              PUBLISH, MONITORING)  # fmt: skip
 MANIFEST = "_MANIFEST.json"
@@ -103,12 +103,7 @@ ZONES = _zones(
         "evaluate: decision.json, the report, the champion's feature profile",
     ),
     Zone(SCORES, "scores", ("score",), "score: the committed scores (SCORES_URI)"),
-    Zone(
-        REPORTS,
-        "lake",
-        ("score",),
-        "a model's own steps (runs_in score by default): e.g. next_spend's spend_report",
-    ),
+    Zone(REPORTS, "lake", ("score",), "a model's own steps (runs_in score by default): reports"),
     Zone(PUBLISH, "lake", ("publish",), "publish: its progress checkpoint"),
     Zone(CAMPAIGN, "lake", ("publish",), "publish: the campaign's arms (treated / control)"),
 )

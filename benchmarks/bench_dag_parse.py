@@ -112,45 +112,26 @@ def parse(folder: Path, runtime: str, manifest: Path, home: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=int, default=10)
-    parser.add_argument("--customers", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="2 modules x 20 customers, 1 repeat")
-    parser.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results" / "dag_parse.json"
-    )
-    args = parser.parse_args()
-    if args.quick:
-        args.models, args.customers, args.repeats = 2, 20, 1
-
-    with tempfile.TemporaryDirectory(prefix="bench-dags-") as tmp:
-        root = Path(tmp)
-        platform_dags, baseline_dags, home = root / "platform", root / "baseline", root / "home"
-        platform_dags.mkdir()
-        baseline_dags.mkdir()
-        for i in range(args.models):
-            (platform_dags / f"bench_model_{i:02d}.py").write_text(model_module(i, args.customers))
-        for i in range(args.models):
-            (baseline_dags / f"baseline_{i:02d}.py").write_text(
-                baseline_module(args.customers).replace("baseline__", f"baseline_{i:02d}__")
-            )
-        manifest = root / "manifest.json"
-        manifest.write_text(
-            json.dumps({"images": {s: f"r/mlops/{s}@sha256:{'a' * 64}" for s in STEPS}})
+def _write_modules(root: Path, models: int, customers: int) -> tuple[Path, Path, Path]:
+    """The two DAG folders (the platform's modules, the hand-written baseline, the same DAG count)
+    and the image manifest the platform's modules resolve digests from."""
+    platform_dags, baseline_dags = root / "platform", root / "baseline"
+    platform_dags.mkdir()
+    baseline_dags.mkdir()
+    for i in range(models):
+        (platform_dags / f"bench_model_{i:02d}.py").write_text(model_module(i, customers))
+        (baseline_dags / f"baseline_{i:02d}.py").write_text(
+            baseline_module(customers).replace("baseline__", f"baseline_{i:02d}__")
         )
+    manifest = root / "manifest.json"
+    manifest.write_text(
+        json.dumps({"images": {s: f"r/mlops/{s}@sha256:{'a' * 64}" for s in STEPS}})
+    )
+    return platform_dags, baseline_dags, manifest
 
-        runs: dict[str, list[dict]] = {
-            "platform/kubernetes": [],
-            "platform/local": [],
-            "baseline/kubernetes": [],
-        }
-        for _ in range(args.repeats):
-            runs["platform/kubernetes"].append(parse(platform_dags, "kubernetes", manifest, home))
-            runs["platform/local"].append(parse(platform_dags, "local", manifest, home))
-            runs["baseline/kubernetes"].append(parse(baseline_dags, "kubernetes", manifest, home))
 
+def _rows(runs: dict[str, list[dict]]) -> list[dict]:
+    """Each case's medians over the repeats, and its parse time against the baseline's."""
     rows = []
     for name, samples in runs.items():
         parse_s = statistics.median(s["parse_s"] for s in samples)
@@ -165,15 +146,13 @@ def main() -> int:
     base = next(r for r in rows if r["case"] == "baseline/kubernetes")
     for row in rows:
         row["ratio_vs_baseline"] = round(row["parse_s"] / base["parse_s"], 2)
-    headers = [
-        "case",
-        "dags",
-        "parse_s",
-        "ms_per_dag",
-        "max_file_s",
-        "import_s",
-        "ratio_vs_baseline",
-    ]
+    return rows
+
+
+def _report(args: argparse.Namespace, rows: list[dict]) -> None:
+    """The table and the verdict on stdout, the figures as JSON in ``args.out``."""
+    headers = ["case", "dags", "parse_s", "ms_per_dag", "max_file_s", "import_s",
+               "ratio_vs_baseline"]  # fmt: skip
     print(f"DAG parse benchmark: {args.models} modules x {args.customers} customers, "
           f"median of {args.repeats}; target <= {TARGET_MS_PER_DAG} ms/DAG")  # fmt: skip
     print(" | ".join(f"{h:>18}" for h in headers))
@@ -189,6 +168,36 @@ def main() -> int:
         "python": platform.python_version(), "cpus": os.cpu_count(),
     }, indent=2))  # fmt: skip
     print(f"wrote {args.out}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=10)
+    parser.add_argument("--customers", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="2 modules x 20 customers, 1 repeat")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "dag_parse.json"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.models, args.customers, args.repeats = 2, 20, 1
+
+    runs: dict[str, list[dict]] = {
+        "platform/kubernetes": [],
+        "platform/local": [],
+        "baseline/kubernetes": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-dags-") as tmp:
+        home = Path(tmp) / "home"
+        platform_dags, baseline_dags, manifest = _write_modules(
+            Path(tmp), args.models, args.customers
+        )
+        for _ in range(args.repeats):
+            runs["platform/kubernetes"].append(parse(platform_dags, "kubernetes", manifest, home))
+            runs["platform/local"].append(parse(platform_dags, "local", manifest, home))
+            runs["baseline/kubernetes"].append(parse(baseline_dags, "kubernetes", manifest, home))
+    _report(args, _rows(runs))
     return 0
 
 

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -116,143 +117,94 @@ def pandas_ingest(
     return rows
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def _ctx(lake: Path, run_id: str) -> StepContext:
+    return StepContext(
+        step="ingest",
+        pipeline="customer_propensity",
+        customer=TENANT,
+        run_id=run_id,
+        data_date=DATA_DATE,
+        config={},
+        env={"LAKE_URI": f"file://{lake}", **STEP_ENV},
     )
-    ap.add_argument("--quick", action="store_true", help="one small size (20k order rows)")
-    ap.add_argument("--orders", type=int, nargs="*", help="order-row sizes (default 100k 1M 5M)")
-    ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed)")
-    ap.add_argument("--driver-memory", default="6g")
-    ap.add_argument(
-        "--guards-off-too",
-        action="store_true",
-        help="also time the Spark ingest with raw_guards.enabled false (the guards' cost)",
-    )
-    args = ap.parse_args()
-    sizes = args.orders or ([20_000] if args.quick else [100_000, 1_000_000, 5_000_000])
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-ingest-"))
-    conf = spark_conf(
-        {
-            "data": {
-                "spark": {
-                    "master": "local[2]",
-                    "driver_memory": args.driver_memory,
-                    "shuffle_partitions": 8,
-                }
-            }
-        },
-        "file:///tmp",
-    )
+
+
+def _start_spark(driver_memory: str, work: Path) -> tuple[Any, dict[str, str], float, float]:
+    """(session, its conf, start seconds, warm-up seconds): one untimed ingest on a tiny raw zone
+    first (JIT, class loading), so the sizes measure ingest, not a cold JVM."""
+    spark_settings = {"master": "local[2]", "driver_memory": driver_memory, "shuffle_partitions": 8}
+    conf = spark_conf({"data": {"spark": spark_settings}}, "file:///tmp")
     t0 = time.monotonic()
     spark = get_session(conf)
     spark.sparkContext.setLogLevel("ERROR")
     startup = time.monotonic() - t0
     from model_steps.steps import ingest
 
-    # warm-up (JIT, class loading): one untimed run on a tiny raw zone
     t = time.monotonic()
     warm = work / "lake-warmup"
     datagen.write_raw(datagen.generate(500, seed=1), f"file://{warm}", TENANT)
-    ingest.run(
-        StepContext(
-            step="ingest",
-            pipeline="customer_propensity",
-            customer=TENANT,
-            run_id="warmup",
-            data_date=DATA_DATE,
-            config={},
-            env={"LAKE_URI": f"file://{warm}", **STEP_ENV},
-        )
-    )
+    ingest.run(_ctx(warm, "warmup"))
     shutil.rmtree(warm, ignore_errors=True)
-    warmup = time.monotonic() - t
+    return spark, conf, startup, time.monotonic() - t
 
-    rows = []
-    try:
-        for target in sizes:
-            lake = work / f"lake-{target}"
-            shutil.rmtree(lake, ignore_errors=True)
-            n_diners = max(200, int(target / ORDERS_PER_DINER))
-            t = time.monotonic()
-            tables = datagen.generate(n_diners, seed=7)
-            datagen.write_raw(tables, f"file://{lake}", TENANT)
-            gen_s = time.monotonic() - t
-            raw_rows = {k: len(v) for k, v in tables.items()}
-            del tables
-            raw_bytes = sum(p.stat().st_size for p in (lake / "raw").rglob("*") if p.is_file())
-            ctx = StepContext(
-                step="ingest",
-                pipeline="customer_propensity",
-                customer=TENANT,
-                run_id=f"bench-{target}",
-                data_date=DATA_DATE,
-                config={},
-                env={"LAKE_URI": f"file://{lake}", **STEP_ENV},
-            )
-            off_s = None
-            if args.guards_off_too:
-                off = dataclasses.replace(ctx, config={"raw_guards": {"enabled": False}})
-                t = time.monotonic()
-                ingest.run(off)
-                off_s = time.monotonic() - t
-            t = time.monotonic()
-            res = ingest.run(ctx).model_dump()  # the typed IngestResult, as the XCom carries it
-            spark_s = time.monotonic() - t
-            t = time.monotonic()
-            n_pd = pandas_ingest(
-                f"file://{lake}",
-                {t: work / f"pandas-{target}" / t for t in ("features", "population")},
-            )
-            pandas_s = time.monotonic() - t
-            assert (n_pd["features"], n_pd["population"]) == (
-                res["rows"],
-                res["population_rows"],
-            ), (n_pd, res)
-            read_rows = sum(res["raw_rows"].values())
-            rows.append(
-                {
-                    "target_order_rows": target,
-                    "diners": n_diners,
-                    "generated_rows": raw_rows,
-                    "raw_mb": round(raw_bytes / 2**20, 1),
-                    "rows_read": read_rows,
-                    "order_rows_read": res["raw_rows"]["orders"],
-                    "feature_rows": res["rows"],
-                    "datagen_s": round(gen_s, 1),
-                    "spark_s": round(spark_s, 2),
-                    "pandas_s": round(pandas_s, 2),
-                    "spark_rows_per_s": round(read_rows / spark_s),
-                    "pandas_rows_per_s": round(read_rows / pandas_s),
-                    "spark_over_pandas_time": round(spark_s / pandas_s, 2),
-                    "spark_guards_off_s": None if off_s is None else round(off_s, 2),
-                    "guards_cost": None if off_s is None else round(spark_s / off_s - 1, 3),
-                }
-            )
-            print(
-                f"done {target:>9,} order rows: spark {spark_s:.1f}s pandas {pandas_s:.1f}s",
-                flush=True,
-            )
-            shutil.rmtree(lake, ignore_errors=True)
-            shutil.rmtree(work / f"pandas-{target}", ignore_errors=True)
-    finally:
-        spark.stop()
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
-    hdr = [
-        "order rows",
-        "diners",
-        "rows read",
-        "raw MB",
-        "spark s",
-        "spark rows/s",
-        "pandas s",
-        "pandas rows/s",
-        "spark/pandas time",
-        "guards off s",
-        "guards cost",
-    ]
+def _measure(target: int, work: Path, guards_off_too: bool) -> dict[str, Any]:
+    """One size: generate its raw zone, time the Spark ingest (and with the guards off), then the
+    pandas baseline on the same files; both must produce the same row counts."""
+    from model_steps.steps import ingest
+
+    lake = work / f"lake-{target}"
+    shutil.rmtree(lake, ignore_errors=True)
+    n_diners = max(200, int(target / ORDERS_PER_DINER))
+    t = time.monotonic()
+    tables = datagen.generate(n_diners, seed=7)
+    datagen.write_raw(tables, f"file://{lake}", TENANT)
+    gen_s = time.monotonic() - t
+    raw_rows = {k: len(v) for k, v in tables.items()}
+    del tables
+    raw_bytes = sum(p.stat().st_size for p in (lake / "raw").rglob("*") if p.is_file())
+    ctx = _ctx(lake, f"bench-{target}")
+    off_s = None
+    if guards_off_too:
+        off = dataclasses.replace(ctx, config={"raw_guards": {"enabled": False}})
+        t = time.monotonic()
+        ingest.run(off)
+        off_s = time.monotonic() - t
+    t = time.monotonic()
+    res = ingest.run(ctx).model_dump()  # the typed IngestResult, as the XCom carries it
+    spark_s = time.monotonic() - t
+    out_dirs = {n: work / f"pandas-{target}" / n for n in ("features", "population")}
+    t = time.monotonic()
+    n_pd = pandas_ingest(f"file://{lake}", out_dirs)
+    pandas_s = time.monotonic() - t
+    spark_rows = (res["rows"], res["population_rows"])
+    assert (n_pd["features"], n_pd["population"]) == spark_rows, (n_pd, res)
+    read_rows = sum(res["raw_rows"].values())
+    print(f"done {target:>9,} order rows: spark {spark_s:.1f}s pandas {pandas_s:.1f}s", flush=True)
+    shutil.rmtree(lake, ignore_errors=True)
+    shutil.rmtree(work / f"pandas-{target}", ignore_errors=True)
+    return {
+        "target_order_rows": target,
+        "diners": n_diners,
+        "generated_rows": raw_rows,
+        "raw_mb": round(raw_bytes / 2**20, 1),
+        "rows_read": read_rows,
+        "order_rows_read": res["raw_rows"]["orders"],
+        "feature_rows": res["rows"],
+        "datagen_s": round(gen_s, 1),
+        "spark_s": round(spark_s, 2),
+        "pandas_s": round(pandas_s, 2),
+        "spark_rows_per_s": round(read_rows / spark_s),
+        "pandas_rows_per_s": round(read_rows / pandas_s),
+        "spark_over_pandas_time": round(spark_s / pandas_s, 2),
+        "spark_guards_off_s": None if off_s is None else round(off_s, 2),
+        "guards_cost": None if off_s is None else round(spark_s / off_s - 1, 3),
+    }
+
+
+def _print_table(rows: list[dict[str, Any]], startup: float, warmup: float) -> None:
+    hdr = ["order rows", "diners", "rows read", "raw MB", "spark s", "spark rows/s", "pandas s",
+           "pandas rows/s", "spark/pandas time", "guards off s", "guards cost"]  # fmt: skip
     lines = [
         [
             f"{r['order_rows_read']:,}",
@@ -277,14 +229,20 @@ def main() -> int:
     print("  ".join(h.rjust(w) for h, w in zip(hdr, widths, strict=False)))
     for line in lines:
         print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=False)))
+
+
+def _write_results(
+    rows: list[dict[str, Any]], quick: bool, conf: dict[str, str], startup: float, warmup: float
+) -> Path:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench_ingest-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
+    kept = ("spark.master", "spark.driver.memory", "spark.sql.shuffle.partitions")
     path.write_text(
         json.dumps(
             {
                 "benchmark": "ingest",
-                "quick": args.quick,
+                "quick": quick,
                 "spark_session_start_s": round(startup, 1),
                 "spark_warmup_s": round(warmup, 1),
                 "machine": {
@@ -292,16 +250,40 @@ def main() -> int:
                     "python": platform.python_version(),
                     "platform": platform.platform(),
                 },
-                "spark_conf": {
-                    k: v
-                    for k, v in conf.items()
-                    if k in ("spark.master", "spark.driver.memory", "spark.sql.shuffle.partitions")
-                },
+                "spark_conf": {k: v for k, v in conf.items() if k in kept},
                 "results": rows,
             },
             indent=2,
         )
     )
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="one small size (20k order rows)")
+    ap.add_argument("--orders", type=int, nargs="*", help="order-row sizes (default 100k 1M 5M)")
+    ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed)")
+    ap.add_argument("--driver-memory", default="6g")
+    ap.add_argument(
+        "--guards-off-too",
+        action="store_true",
+        help="also time the Spark ingest with raw_guards.enabled false (the guards' cost)",
+    )
+    args = ap.parse_args()
+    sizes = args.orders or ([20_000] if args.quick else [100_000, 1_000_000, 5_000_000])
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-ingest-"))
+    spark, conf, startup, warmup = _start_spark(args.driver_memory, work)
+    try:
+        rows = [_measure(target, work, args.guards_off_too) for target in sizes]
+    finally:
+        spark.stop()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    _print_table(rows, startup, warmup)
+    path = _write_results(rows, args.quick, conf, startup, warmup)
     print(f"\nwrote {path.relative_to(ROOT)}")
     return 0
 

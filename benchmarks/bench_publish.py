@@ -139,8 +139,92 @@ def treated(result: dict[str, Any]) -> set[str]:
     return {k for k, a in zip(*arms.to_pydict().values(), strict=True) if a == "treated"}
 
 
-def main() -> int:
+CASES: list[tuple[str, dict[str, Any] | None]] = [
+    ("naive (1 record/request, sequential)", None),
+    ("publish step", None),
+    ("publish step + 429s and lost acks",
+     {"fail_next": 5, "fail_status": 429, "retry_after": 0.2, "drop_ack_next": 2}),
+]  # fmt: skip
+
+
+def _commit_scores(lake_uri: str, n: int) -> list[str]:
+    """The committed scores table the step reads (and the naive client's records come from)."""
     global scores_uri
+    ids = [f"d{i:08d}" for i in range(n)]
+    scores_uri = scores_table_uri(StepContext(
+        step="score", pipeline=PIPELINE, customer=TENANT, run_id=RUN_ID,
+        data_date=dt.date(2026, 6, 29), env={"LAKE_URI": lake_uri}))  # fmt: skip
+    lake.commit_parquet_table(scores_uri, [pa.table({
+        "diner_id": ids, "score": [((i * 7919) % 100_003) / 100_003 for i in range(n)],
+        "model_version": ["1"] * n})])  # fmt: skip
+    return ids
+
+
+def _run_case(
+    i: int,
+    work: Path,
+    lake_uri: str,
+    records: list[dict[str, Any]],
+    expected: set[str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One case, each run against a fresh receiver whose store is checked afterwards. The naive
+    run is long enough to average out noise; a step run takes well under a second, so it is
+    repeated and the median reported (a bad run stops the repeats and is reported as it is)."""
+    name, faults = CASES[i]
+    times: list[float] = []
+    for rep in range(1 if i == 0 else args.repeat):
+        receiver = Receiver(work / f"crm-{i}-{rep}.sqlite")
+        try:
+            extra: dict[str, Any] = {}
+            if i == 0:
+                seconds = naive(receiver.url, records)
+            else:
+                if faults:
+                    receiver.call("POST", "/_control", faults)
+                seconds, result = step(receiver.url, lake_uri, args.batch_size, args.concurrency)
+                extra = {k: result[k] for k in ("batches", "retries", "retries_by_reason",
+                                                "replayed_batches")}  # fmt: skip
+            check = receiver.check(expected if i == 0 else treated(result))
+        finally:
+            receiver.stop()
+        times.append(seconds)
+        if check["duplicate_writes"] or check["missing"] or check["unexpected"]:
+            break
+    seconds, n = statistics.median(times), len(records)
+    print(f"{name}: {n / seconds:,.0f} records/s (median of {len(times)}: {seconds:.2f}s)",
+          flush=True)  # fmt: skip
+    return {"case": name, "records": n, "seconds": round(seconds, 3),
+            "records_per_s": round(n / seconds), "runs": len(times),
+            "seconds_all": [round(t, 3) for t in times], **check, **extra}  # fmt: skip
+
+
+def _print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> bool:
+    """The table, and whether every case delivered each record exactly once."""
+    hdr = ["client", "records", "seconds", "records/s", "vs naive", "requests", "contacts",
+           "dup writes", "missing"]  # fmt: skip
+    lines = [[r["case"], f"{r['records']:,}", f"{r['seconds']:.2f}", f"{r['records_per_s']:,}",
+              f"{r['vs_naive']}x", f"{r['requests']:,}", f"{r['contacts']:,}",
+              str(r["duplicate_writes"]), str(r["missing"])] for r in rows]  # fmt: skip
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(hdr)]
+    print(
+        f"\nCRM publish to the local receiver (batch_size {args.batch_size}, concurrency "
+        f"{args.concurrency}; {os.cpu_count()} CPUs shared by client and receiver)"
+    )
+    for line in [hdr, *lines]:
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+    ok = all(r["duplicate_writes"] == 0 and r["missing"] == 0 for r in rows)
+    print(f"\nstep / naive: {rows[1]['vs_naive']}x (target >= 20x at 20,000 records); "
+          f"duplicates and missing: {'none' if ok else 'FOUND'}")  # fmt: skip
+    return ok
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -152,84 +236,17 @@ def main() -> int:
     args = ap.parse_args()
     n = args.records or (2_000 if args.quick else 20_000)
 
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
         work = Path(tmp)
         lake_uri = f"file://{work}/lake"
-        ids = [f"d{i:08d}" for i in range(n)]
-        scores_uri = scores_table_uri(StepContext(
-            step="score", pipeline=PIPELINE, customer=TENANT, run_id=RUN_ID,
-            data_date=dt.date(2026, 6, 29), env={"LAKE_URI": lake_uri}))  # fmt: skip
-        lake.commit_parquet_table(scores_uri, [pa.table({
-            "diner_id": ids, "score": [((i * 7919) % 100_003) / 100_003 for i in range(n)],
-            "model_version": ["1"] * n})])  # fmt: skip
+        expected = set(_commit_scores(lake_uri, n))
         records = records_for(n)
-        expected = set(ids)
-
-        cases = [("naive (1 record/request, sequential)", None), ("publish step", None),
-                 ("publish step + 429s and lost acks", {"fail_next": 5, "fail_status": 429,
-                                                        "retry_after": 0.2, "drop_ack_next": 2})]  # fmt: skip
-        for i, (name, faults) in enumerate(cases):
-            # the naive run is long enough to average out noise; a step run takes well under a
-            # second, so it is repeated (a fresh receiver each time) and the median reported
-            times: list[float] = []
-            for rep in range(1 if i == 0 else args.repeat):
-                receiver = Receiver(work / f"crm-{i}-{rep}.sqlite")
-                try:
-                    extra: dict[str, Any] = {}
-                    if i == 0:
-                        seconds = naive(receiver.url, records)
-                    else:
-                        if faults:
-                            receiver.call("POST", "/_control", faults)
-                        seconds, result = step(
-                            receiver.url, lake_uri, args.batch_size, args.concurrency
-                        )
-                        extra = {k: result[k] for k in ("batches", "retries", "retries_by_reason",
-                                                        "replayed_batches")}  # fmt: skip
-                    check = receiver.check(expected if i == 0 else treated(result))
-                finally:
-                    receiver.stop()
-                times.append(seconds)
-                if check["duplicate_writes"] or check["missing"] or check["unexpected"]:
-                    break  # report the bad run as it is
-            seconds = statistics.median(times)
-            rows.append({"case": name, "records": n, "seconds": round(seconds, 3),
-                         "records_per_s": round(n / seconds), "runs": len(times),
-                         "seconds_all": [round(t, 3) for t in times], **check, **extra})  # fmt: skip
-            print(f"{name}: {n / seconds:,.0f} records/s (median of {len(times)}: {seconds:.2f}s)",
-                  flush=True)  # fmt: skip
+        rows = [_run_case(i, work, lake_uri, records, expected, args) for i in range(len(CASES))]
 
     base = rows[0]["records_per_s"]
     for r in rows:
         r["vs_naive"] = round(r["records_per_s"] / base, 1)
-    hdr = ["client", "records", "seconds", "records/s", "vs naive", "requests", "contacts",
-           "dup writes", "missing"]  # fmt: skip
-    lines = [[r["case"], f"{r['records']:,}", f"{r['seconds']:.2f}", f"{r['records_per_s']:,}",
-              f"{r['vs_naive']}x", f"{r['requests']:,}", f"{r['contacts']:,}",
-              str(r["duplicate_writes"]), str(r["missing"])] for r in rows]  # fmt: skip
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(hdr)]
-    print(
-        f"\nCRM publish to the local receiver (batch_size {args.batch_size}, concurrency "
-        f"{args.concurrency}; {os.cpu_count()} CPUs shared by client and receiver)"
-    )
-    print(
-        "  ".join(
-            h.ljust(w) if i == 0 else h.rjust(w)
-            for i, (h, w) in enumerate(zip(hdr, widths, strict=True))
-        )
-    )
-    for line in lines:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-    ok = all(r["duplicate_writes"] == 0 and r["missing"] == 0 for r in rows)
-    print(f"\nstep / naive: {rows[1]['vs_naive']}x (target >= 20x at 20,000 records); "
-          f"duplicates and missing: {'none' if ok else 'FOUND'}")  # fmt: skip
-
+    ok = _print_table(rows, args)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench_publish-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"

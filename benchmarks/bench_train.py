@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "images" / "steps"))
@@ -128,17 +129,31 @@ def run_step(
     }
 
 
-def input_vs_step(table_uri: str, training: dict, epochs: int) -> dict:
-    """One process: the input pipeline alone vs the training step alone, samples/s."""
+def _compiled_model(shard: Any, training: dict) -> Any:
+    """The model the train step builds for this shard (its normalization from the shard's
+    moments), compiled as the step compiles it: what the step-only rate is measured on."""
     import tensorflow as tf
 
-    from model_steps.training import (
-        build_model,
-        make_dataset,
-        moments_to_stats,
-        numeric_moments,
-        read_shard,
+    from model_steps.training import build_model, moments_to_stats, numeric_moments
+
+    mean, var = moments_to_stats(numeric_moments(shard, MODEL.numeric_features))
+    platform_settings = CustomerSettings.model_validate({"training": training})
+    ctx = ModelContext(
+        pipeline=PIPELINE, customer=TENANT, data_date=datagen.DEFAULT_DATA_DATE, lake_uri="",
+        settings=MODEL.settings(), platform=platform_settings,
+    )  # fmt: skip
+    model = build_model(MODEL, ctx, mean, var)
+    model.compile(
+        optimizer=tf.keras.optimizers.legacy.Adam(1e-3),
+        loss="binary_crossentropy",
+        metrics=[tf.keras.metrics.AUC(name="auc")],
     )
+    return model
+
+
+def input_vs_step(table_uri: str, training: dict, epochs: int) -> dict:
+    """One process: the input pipeline alone vs the training step alone, samples/s."""
+    from model_steps.training import make_dataset, read_shard
 
     bs = training["batch_size"]
     t0 = time.monotonic()
@@ -162,18 +177,7 @@ def input_vs_step(table_uri: str, training: dict, epochs: int) -> dict:
         n += int(y.shape[0])
     pipe = n / (time.monotonic() - t0)
 
-    mean, var = moments_to_stats(numeric_moments(shard, MODEL.numeric_features))
-    platform_settings = CustomerSettings.model_validate({"training": training})
-    ctx = ModelContext(
-        pipeline=PIPELINE, customer=TENANT, data_date=datagen.DEFAULT_DATA_DATE, lake_uri="",
-        settings=MODEL.settings(), platform=platform_settings,
-    )  # fmt: skip
-    model = build_model(MODEL, ctx, mean, var)
-    model.compile(
-        optimizer=tf.keras.optimizers.legacy.Adam(1e-3),
-        loss="binary_crossentropy",
-        metrics=[tf.keras.metrics.AUC(name="auc")],
-    )
+    model = _compiled_model(shard, training)
     # the step with no input cost: the same batches, materialized once by cache()
     mem = ds.take(steps).cache().repeat()
     model.fit(mem, steps_per_epoch=steps, epochs=1, verbose=0)  # tracing, fills the cache
@@ -193,6 +197,51 @@ def input_vs_step(table_uri: str, training: dict, epochs: int) -> dict:
         "input_to_step_ratio": round(pipe / step_only, 2),
         "input_bound": bool(pipe < 1.2 * step_only),
     }
+
+
+def _training_tables(lake_root: Path, diners: int, report: dict) -> str:
+    """The example raw zone ingested once into the training table of run bench-np1, copied for
+    bench-np2 (each run reads its own run's table); the data's time and rows go in the report."""
+    t0 = time.monotonic()
+    datagen.write_raw(datagen.generate(diners, seed=7), f"file://{lake_root}", TENANT)
+    base = commit_table(lake_root, "bench-np1")
+    shutil.copytree(
+        lake.local_path(base),
+        lake.local_path(base).replace(run_key("bench-np1"), run_key("bench-np2")),
+    )
+    report["data_seconds"] = round(time.monotonic() - t0, 1)
+    report["table_rows"] = pq.read_metadata(
+        lake.local_path(base) + "/attempt=bench/part-0.parquet"
+    ).num_rows
+    return base
+
+
+def _print_report(report: dict, training: dict) -> None:
+    """The runs' table, the scaling ratio and whether training is input-bound."""
+    runs, epochs = report["runs"], training["epochs"]
+    print(
+        f"\ntrain step on {report['table_rows']} diners ({runs[0]['rows_train']} training rows), "
+        f"batch {training['batch_size']}/rank, {epochs} epochs, CPU only"
+    )
+    print(
+        f"{'ranks':>5} {'global batch':>12} {'steps/epoch':>11} {'epoch s (med)':>13} "
+        f"{'samples/s (med)':>15} {'fit s':>7} {'wall s':>7} {'holdout AUC':>11}"
+    )
+    for r in runs:
+        print(
+            f"{r['ranks']:>5} {r['global_batch_size']:>12} {r['steps_per_epoch']:>11} "
+            f"{r['epoch_seconds_median']:>13} {r['samples_per_second_median']:>15} "
+            f"{r['fit_seconds']:>7} {r['wall_seconds']:>7} {r['holdout_roc_auc']:>11}"
+        )
+    print(f"scaling ratio (samples/s, 2 ranks / 1 rank): {report['scaling_ratio_2_vs_1']}")
+    iv = report["input_vs_step"]
+    print(
+        f"input pipeline alone: {iv['input_pipeline_samples_per_second']:.0f} samples/s; "
+        f"training step alone: {iv['train_step_samples_per_second']:.0f} samples/s; "
+        f"step fed by the pipeline: {iv['train_with_pipeline_samples_per_second']:.0f} samples/s "
+        f"-> {'input-bound' if iv['input_bound'] else 'not input-bound'} "
+        f"(pipeline/step = {iv['input_to_step_ratio']})"
+    )
 
 
 def main() -> int:
@@ -217,17 +266,7 @@ def main() -> int:
     }
     try:
         lake_root = tmp / "lake"
-        t0 = time.monotonic()
-        datagen.write_raw(datagen.generate(diners, seed=7), f"file://{lake_root}", TENANT)
-        base = commit_table(lake_root, "bench-np1")
-        shutil.copytree(
-            lake.local_path(base),
-            lake.local_path(base).replace(run_key("bench-np1"), run_key("bench-np2")),
-        )
-        report["data_seconds"] = round(time.monotonic() - t0, 1)
-        report["table_rows"] = pq.read_metadata(
-            lake.local_path(base) + "/attempt=bench/part-0.parquet"
-        ).num_rows
+        base = _training_tables(lake_root, diners, report)
         print(
             f"data: {report['table_rows']} rows in {report['data_seconds']}s; starting services",
             flush=True,
@@ -251,29 +290,7 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(
-        f"\ntrain step on {report['table_rows']} diners ({runs[0]['rows_train']} training rows), "
-        f"batch {training['batch_size']}/rank, {epochs} epochs, CPU only"
-    )
-    print(
-        f"{'ranks':>5} {'global batch':>12} {'steps/epoch':>11} {'epoch s (med)':>13} "
-        f"{'samples/s (med)':>15} {'fit s':>7} {'wall s':>7} {'holdout AUC':>11}"
-    )
-    for r in runs:
-        print(
-            f"{r['ranks']:>5} {r['global_batch_size']:>12} {r['steps_per_epoch']:>11} "
-            f"{r['epoch_seconds_median']:>13} {r['samples_per_second_median']:>15} "
-            f"{r['fit_seconds']:>7} {r['wall_seconds']:>7} {r['holdout_roc_auc']:>11}"
-        )
-    print(f"scaling ratio (samples/s, 2 ranks / 1 rank): {report['scaling_ratio_2_vs_1']}")
-    iv = report["input_vs_step"]
-    print(
-        f"input pipeline alone: {iv['input_pipeline_samples_per_second']:.0f} samples/s; "
-        f"training step alone: {iv['train_step_samples_per_second']:.0f} samples/s; "
-        f"step fed by the pipeline: {iv['train_with_pipeline_samples_per_second']:.0f} samples/s "
-        f"-> {'input-bound' if iv['input_bound'] else 'not input-bound'} "
-        f"(pipeline/step = {iv['input_to_step_ratio']})"
-    )
+    _print_report(report, training)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench_train-{time.strftime('%Y%m%dT%H%M%S')}.json"

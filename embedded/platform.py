@@ -262,11 +262,6 @@ def example_pipelines(dags_folder: Path = REPO / "dags") -> list[tuple[str, str]
     return [tuple(pair) for pair in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
-def example_customers(dags_folder: Path = REPO / "dags") -> list[str]:
-    """Every customer id of every DAG module."""
-    return sorted({customer for _, customer in example_pipelines(dags_folder)})
-
-
 def grant_registry(
     state: Path, info: dict[str, Any], pairs: Sequence[tuple[str, str]], env: dict[str, str]
 ) -> Path:
@@ -286,7 +281,7 @@ def grant_registry(
 @contextmanager
 def embedded_platform(
     root: Path,
-    customers: Sequence[str],
+    customers: Sequence[str] | None,
     *,
     size: str = DEFAULT_SIZE,
     log: Callable[[str], None] = print,
@@ -294,17 +289,26 @@ def embedded_platform(
 ) -> Iterator[Platform]:
     """Bring the embedded platform up under ``root`` (services state, lake, CRM store, logs) and
     tear down what this call started when the block ends, however it ends. The registry is
-    granted for every pipeline of ``dags_folder`` whose customer is in ``customers``."""
+    granted for every pipeline of ``dags_folder`` whose customer is in ``customers`` (None: every
+    customer of those DAG modules, so ``make airflow`` parses them once, here)."""
     root = root.resolve()
     lake = root / "lake"
     lake.mkdir(parents=True, exist_ok=True)
     env = base_env()
-    # the example data does not need the services: generate it while they start
+    # parsing and the example data do not need the services: both run while they start (the
+    # data waits for the parse only when the customers are the DAG modules')
     with ExitStack() as stack, ThreadPoolExecutor(max_workers=2) as background:
-        generating = background.submit(ensure_example_data, lake, customers, env, size)
         parsing = background.submit(example_pipelines, dags_folder)
+
+        def chosen() -> list[str]:
+            if customers is not None:
+                return list(customers)
+            return sorted({customer for _, customer in parsing.result()})
+
+        generating = background.submit(lambda: ensure_example_data(lake, chosen(), env, size))
         info, reused = stack.enter_context(_services(root / "services", env, log))
-        pairs = [(p, c) for p, c in parsing.result() if c in customers]
+        wanted = set(chosen())
+        pairs = [(p, c) for p, c in parsing.result() if c in wanted]
         identities = grant_registry(root / "services", info, pairs, env)
         crm_url = stack.enter_context(crm_receiver(root, env))
         gateway = stack.enter_context(pushgateway(root))

@@ -40,6 +40,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from mlplatform_contract.files import write_private_json
+
 STATE_FILE = "services.json"
 ENV_FILE = "services.env"
 ARTIFACT_BUCKET = "mlflow-artifacts"
@@ -60,16 +62,6 @@ class ServiceError(RuntimeError):
     pass
 
 
-def _private_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a secret file readable by its owner only, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)
-
-
 def auth_config(state: Path) -> tuple[dict[str, str], dict[str, str]]:
     """The basic-auth app's config for this state dir: (server env, admin credentials env).
 
@@ -80,7 +72,9 @@ def auth_config(state: Path) -> tuple[dict[str, str], dict[str, str]]:
     if not (admin_file.exists() and users_db.exists()):
         users_db.unlink(missing_ok=True)
         (folder / IDENTITIES_FILE).unlink(missing_ok=True)  # granted in the old database
-        _private_json(admin_file, {"username": ADMIN_USER, "password": secrets.token_urlsafe(24)})
+        write_private_json(
+            admin_file, {"username": ADMIN_USER, "password": secrets.token_urlsafe(24)}
+        )
     password = json.loads(admin_file.read_text())["password"]
     ini = folder / "basic_auth.ini"
     ini.write_text(

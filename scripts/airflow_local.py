@@ -30,6 +30,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "plugins"))  # mlplatform_contract (embedded/ imports it)
 
 from embedded.platform import (  # noqa: E402  (the repo root first: embedded/ is not installed)
     DATA_DATE,
@@ -38,7 +39,6 @@ from embedded.platform import (  # noqa: E402  (the repo root first: embedded/ i
     airflow_env,
     base_env,
     embedded_platform,
-    example_customers,
 )
 
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     try:
         print(f"embedded platform under {args.platform} ...", flush=True)
-        with embedded_platform(args.platform, example_customers(), size=args.size) as platform:
+        # every customer of the DAG modules (embedded_platform parses them, once)
+        with embedded_platform(args.platform, None, size=args.size) as platform:
             if platform.generated:
                 print(f"generated example data for {', '.join(platform.generated)}", flush=True)
             rc = serve(args, platform)

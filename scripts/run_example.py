@@ -29,6 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "plugins"))  # mlplatform_contract (embedded/ imports it)
 from example_report import (  # noqa: E402
     Progress,
     StepTime,
@@ -79,7 +80,6 @@ def follow(cmd: list[str], env: dict[str, str], log: Path, progress: Progress) -
 
 def example_dags() -> dict[str, list[str]]:
     """model (pipeline) -> its customers, in module order, from every DAG module in dags/."""
-    sys.path.insert(0, str(REPO / "plugins"))
     import runpy
 
     found: dict[str, list[str]] = {}

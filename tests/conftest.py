@@ -37,19 +37,30 @@ def digest_ref(step: str, digest_char: str = "a") -> str:
     return f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlops/{step}@sha256:{digest_char * 64}"
 
 
+def write_manifest(folder: Path, **overrides: str | None) -> Path:
+    """An image manifest in ``folder``; entries default to digest-pinned refs for every step."""
+    images = {step: digest_ref(step) for step in STEP_KINDS}
+    images.update(overrides)
+    images = {k: v for k, v in images.items() if v is not None}
+    path = folder / "image_manifest.json"
+    path.write_text(json.dumps({"schema_version": 1, "commit": "0" * 40, "images": images}))
+    return path
+
+
 @pytest.fixture
 def manifest_file(tmp_path: Path) -> Callable[..., Path]:
     """Write an image manifest; entries default to digest-pinned refs for every step."""
+    return lambda **overrides: write_manifest(tmp_path, **overrides)
 
-    def write(**overrides: str | None) -> Path:
-        images = {step: digest_ref(step) for step in STEP_KINDS}
-        images.update(overrides)
-        images = {k: v for k, v in images.items() if v is not None}
-        path = tmp_path / "image_manifest.json"
-        path.write_text(json.dumps({"schema_version": 1, "commit": "0" * 40, "images": images}))
-        return path
 
-    return write
+def select_runtime(mp: pytest.MonkeyPatch, name: str, manifest: Path | None = None) -> None:
+    """The runtime (and manifest) the next DAG parse sees, set through ``mp`` (undone with it)."""
+    from mlplatform.images import load_manifest
+
+    mp.setenv("MLOPS_RUNTIME", name)
+    if manifest is not None:
+        mp.setenv("MLOPS_IMAGE_MANIFEST", str(manifest))
+    load_manifest.cache_clear()
 
 
 @pytest.fixture
@@ -57,13 +68,7 @@ def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
     """Select the runtime (and manifest) the next DAG parse sees."""
     from mlplatform.images import load_manifest
 
-    def select(name: str, manifest: Path | None = None) -> None:
-        monkeypatch.setenv("MLOPS_RUNTIME", name)
-        if manifest is not None:
-            monkeypatch.setenv("MLOPS_IMAGE_MANIFEST", str(manifest))
-        load_manifest.cache_clear()
-
-    yield select
+    yield lambda name, manifest=None: select_runtime(monkeypatch, name, manifest)
     load_manifest.cache_clear()
 
 

@@ -13,8 +13,15 @@ tuning trials), ``tuning``, ``evaluation``, ``scores``, ``campaign`` and ``publi
 ``reference/`` (the drift references), ``monitoring/…/report/`` and ``monitoring/…/policy/`` (the
 campaign variants' posterior states).
 
-Both sides may use it (the steps write and read these paths; the IAM prefixes of the infra can be
-derived from the same zone names). Pure standard library, like the rest of the step contract.
+Each zone's place in the cluster's buckets and the step kinds that may write it are named here too
+(``ZONES``): ``tools/lake_zones_json.py`` writes them to ``lake_zones.json``, which Terraform reads
+(``terraform/modules/step_policy`` turns it into each step kind's IAM policy), and a test checks the
+committed file is what this module says, so a zone's name, its prefix and its writer cannot drift
+apart. A zone is written by exactly the kinds listed; nothing a later step trusts (the gate's
+``decision.json`` and the champion's profile in ``evaluation``, the drift references in
+``reference``) can be written by an earlier step.
+
+Both sides may use it. Pure standard library, like the rest of the step contract.
 """
 
 from __future__ import annotations
@@ -33,9 +40,93 @@ CAMPAIGN = "campaign"
 PUBLISH = "publish"
 MONITORING = "monitoring"
 REFERENCE = "reference"
+REPORTS = "reports"  # what a model's own steps (extra_steps) write, e.g. a report
 RUN_ZONES = (FEATURES, POPULATION, VALIDATION, MODELS, TUNING, EVALUATION, SCORES, CAMPAIGN,
              PUBLISH, MONITORING)  # fmt: skip
 MANIFEST = "_MANIFEST.json"
+
+# The key prefix of each platform URI inside its bucket (helm/platform values stepEnv:
+# LAKE_URI = s3://<lake bucket>/lake, SCORES_URI = s3://<scores bucket>/scores).
+ROOTS = {"lake": "lake", "scores": "scores"}
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A zone as IAM sees it: where it lives in the platform's buckets and who may write it."""
+
+    name: str
+    bucket: str  # the platform bucket's key in Terraform's local.buckets: "lake" or "scores"
+    writers: tuple[str, ...]  # step kinds whose role may write it
+    written_by: str  # what writes it, for the reader of the policy
+
+    @property
+    def prefix(self) -> str:
+        """Key prefix inside the bucket, ending in "/": the zone's folder under its URI's root."""
+        if self.name == SCORES:  # SCORES_URI is the zone itself
+            return f"{ROOTS['scores']}/"
+        return f"{ROOTS[self.bucket]}/{self.name}/"
+
+
+def _zones(*zones: Zone) -> dict[str, Zone]:
+    return {z.name: z for z in zones}
+
+
+ZONES = _zones(
+    Zone(RAW, "lake", (), "the customer's drops (never a step)"),
+    Zone(FEATURES, "lake", ("ingest",), "ingest: the labelled training table"),
+    Zone(POPULATION, "lake", ("ingest",), "ingest: the table that gets scored"),
+    Zone(
+        MONITORING, "lake", ("ingest",), "monitor (runs as ingest): realized metrics and the report"
+    ),
+    Zone(VALIDATION, "lake", ("validate",), "validate: GX results, data docs, profiles"),
+    Zone(
+        REFERENCE,
+        "lake",
+        ("validate",),
+        "validate: the drift references (first-run baseline, last population)",
+    ),
+    Zone(
+        MODELS,
+        "lake",
+        ("train",),
+        "train: checkpoints, the MLflow run marker, train_result.json, trials",
+    ),
+    Zone(
+        TUNING,
+        "lake",
+        ("train",),
+        "tune, halve, select (run as train): the trial plan and selections",
+    ),
+    Zone(
+        EVALUATION,
+        "lake",
+        ("evaluate",),
+        "evaluate: decision.json, the report, the champion's feature profile",
+    ),
+    Zone(SCORES, "scores", ("score",), "score: the committed scores (SCORES_URI)"),
+    Zone(REPORTS, "lake", ("score",), "a model's own steps (runs_in score by default): reports"),
+    Zone(PUBLISH, "lake", ("publish",), "publish: its progress checkpoint"),
+    Zone(CAMPAIGN, "lake", ("publish",), "publish: the campaign's arms (treated / control)"),
+)
+
+# The buckets each step kind reads (whole bucket: it lists and reads its inputs there).
+READERS: dict[str, tuple[str, ...]] = {
+    "ingest": ("lake", "scores"),
+    "validate": ("lake",),
+    "train": ("lake",),
+    "evaluate": ("lake",),
+    "score": ("lake",),
+    "publish": ("lake", "scores"),
+}
+
+
+def known_zone(name: str) -> str:
+    """A zone's name, checked against ``ZONES`` (an unknown zone has no IAM grant)."""
+    if name not in ZONES:
+        raise KeyError(
+            f"lake zone {name!r} is not in mlplatform_contract.layout.ZONES: {sorted(ZONES)}"
+        )
+    return name
 
 
 def join(*parts: str) -> str:

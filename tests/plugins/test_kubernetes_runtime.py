@@ -12,7 +12,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from conftest import DAGS
+from conftest import DAGS, select_runtime, write_manifest
 
 from mlplatform.render import iter_rendered, render_task
 from mlplatform_contract.registry_access import STEP_ROLES
@@ -25,10 +25,19 @@ def validate_strict(obj: dict[str, Any]) -> None:
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
-@pytest.fixture
-def rendered(runtime, manifest_file) -> dict[tuple[str, str], dict[str, Any]]:
-    runtime("kubernetes", manifest_file())
-    return {(dag_id, task_id): obj for dag_id, task_id, obj in iter_rendered(DAGS)}
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every task of the project's DAGs as the cluster receives it (kubernetes runtime, digest-
+    pinned manifest), rendered once for the module: a whole parse and render is seconds, and the
+    tests using it only read it."""
+    from mlplatform.images import load_manifest
+
+    with pytest.MonkeyPatch.context() as mp:
+        select_runtime(mp, "kubernetes", write_manifest(tmp_path_factory.mktemp("manifest")))
+        try:
+            return {(dag_id, task_id): obj for dag_id, task_id, obj in iter_rendered(DAGS)}
+        finally:
+            load_manifest.cache_clear()
 
 
 def main_container(pod: dict[str, Any]) -> dict[str, Any]:

@@ -15,18 +15,7 @@ from conftest import REPO
 LIMIT = 60
 ROOTS = ("plugins", "images/steps/model_steps", "dags", "scripts", "embedded", "tools", "models",
          "benchmarks")  # fmt: skip
-LONGER = {
-    "benchmarks/bench_dag_parse.py:main": 78,
-    "benchmarks/bench_ingest.py:main": 188,
-    "benchmarks/bench_publish.py:main": 107,
-    "benchmarks/bench_train.py:input_vs_step": 65,
-    "benchmarks/bench_train.py:main": 85,
-    "images/steps/model_steps/raw_reader.py:read_raw": 83,
-    "models/customer_propensity/mlmodels/customer_propensity/features.py:build_features_pandas": 97,
-    "models/customer_propensity/mlmodels/customer_propensity/features.py:features": 70,
-    "models/next_spend/mlmodels/next_spend/features.py:features": 66,
-    "models/restaurant_chain/mlmodels/restaurant_chain/datagen.py:main": 77,
-}
+LONGER = {}
 
 
 def function_lengths() -> dict[str, int]:

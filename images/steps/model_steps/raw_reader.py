@@ -439,6 +439,88 @@ def _table_guards(
         report.warnings.extend(warnings + fk_warnings)
 
 
+def _found_files(
+    lake_uri: str,
+    tenant: str,
+    spec: RawTable,
+    days: tuple[dt.date | None, dt.date],
+    where: str,
+    report: RawReport,
+) -> list[tuple[str, str]]:
+    """The table's files dropped in ``days`` (first or None, last), counted in the report with the
+    drop days they span; no file at all is an error named here, where the folder and days are known."""
+    lo, hi = days
+    files = plan_files(lake_uri, tenant, spec, lo, hi)
+    report.files[spec.name] = len(files)
+    if not files:
+        report.errors.append(
+            f"{spec.name}: no input files in {where}/dt=… for drop days "
+            f"{lo or 'any'}..{hi} (empty input)"
+        )
+        return files
+    found = sorted(d for d, _ in files)
+    report.days[spec.name] = [found[0], found[-1]]
+    return files
+
+
+def _label_window_error(
+    spec: RawTable, where: str, last_drop: str, data_date: dt.date, last_needed: dt.date,
+    label_window_days: int,
+) -> str:  # fmt: skip
+    """Why a run cannot use an event table whose drops stop before the data date: the training
+    table's label window ends there (and the population's features are taken as of it)."""
+    cutoff = training_cutoff(data_date, label_window_days)
+    return (
+        f"{spec.name}: the label window is not complete: the last drop in {where} is "
+        f"dt={last_drop}, but data date {data_date} needs drops up to dt={last_needed} (where the "
+        f"{label_window_days}-day label window after the training cutoff {cutoff} ends, "
+        "and what the population is taken as of); trigger with an earlier data_date, or "
+        "retry once the drops have landed"
+    )
+
+
+def _read_table(
+    spark: Any,
+    spec: RawTable,
+    files: list[tuple[str, str]],
+    where: str,
+    lake_uri: str,
+    report: RawReport,
+    guards: dict[str, Any],
+) -> tuple[Any, Any, dict[str, tuple[int, int]]] | None:
+    """One table through both passes: (raw string frame, kept in memory for the cross-table guards;
+    typed frame; each file's rows), or None when no file had a readable header. Files without rows
+    are an error said once for the table (unless the header pass already said why)."""
+    from pyspark import StorageLevel
+
+    first, last = report.days[spec.name]
+    no_rows = (
+        f"{spec.name}: {len(files)} file(s) in {where} for drop days "
+        f"{first}..{last} hold no rows (empty input)"
+    )
+    n_errors = len(report.errors)
+    groups = check_headers(files, spec, lake_uri, report)
+    if not groups:
+        if len(report.errors) == n_errors:
+            report.errors.append(no_rows)
+        return None
+    raw = read_strings(spark, spec, groups).persist(StorageLevel.MEMORY_AND_DISK)
+    frame, file_rows = check_rows(spark, spec, raw, lake_uri, report, guards)
+    if report.rows.get(spec.name, 0) == 0:
+        report.errors.append(no_rows)
+    return raw, frame, file_rows
+
+
+def _reject(report: RawReport, raw_frames: dict[str, Any]) -> None:
+    """Free the cached raw frames and raise every error (with the warnings): nothing is written."""
+    for raw in raw_frames.values():
+        raw.unpersist()
+    also = "".join(f"\n  - (warning) {w}" for w in report.warnings)
+    raise StepError(
+        "raw input rejected, nothing was written:\n  - " + "\n  - ".join(report.errors) + also
+    )
+
+
 def read_raw(
     spark: Any,
     lake_uri: str,
@@ -458,15 +540,12 @@ def read_raw(
     where the training table's label window ends (and what the population's features are as of).
     ``guards`` are the raw_guards settings (defaults when None).
     """
-    from pyspark import StorageLevel
-
     guards = guards or DEFAULT_GUARDS
     declared = {t.name: t for t in tables}
     broken = raw_guards.declaration_errors(declared)
     if broken:
         raise StepError("raw table declarations are inconsistent:\n  - " + "\n  - ".join(broken))
     report = RawReport()
-    cutoff = training_cutoff(data_date, label_window_days)
     plan = raw_plan(
         tables, data_date, lookback_days=lookback_days, label_window_days=label_window_days
     )
@@ -475,50 +554,22 @@ def read_raw(
     drops: dict[str, list[raw_guards.Drop]] = {}
     for name, (lo, hi) in plan.items():
         spec = declared[name]
-        files = plan_files(lake_uri, tenant, spec, lo, hi)
-        report.files[name] = len(files)
         where = _rel(raw_table_root(lake_uri, tenant, name), lake_uri)
+        files = _found_files(lake_uri, tenant, spec, (lo, hi), where, report)
         if not files:
-            report.errors.append(
-                f"{name}: no input files in {where}/dt=… for drop days "
-                f"{lo or 'any'}..{hi} (empty input)"
-            )
             continue
-        days = sorted(d for d, _ in files)
-        report.days[name] = [days[0], days[-1]]
-        if spec.windowed and require_label_window and days[-1] < hi.isoformat():
+        last_drop = report.days[name][1]
+        if spec.windowed and require_label_window and last_drop < hi.isoformat():
             report.errors.append(
-                f"{name}: the label window is not complete: the last drop in {where} is "
-                f"dt={days[-1]}, but data date {data_date} needs drops up to dt={hi} (where the "
-                f"{label_window_days}-day label window after the training cutoff {cutoff} ends, "
-                "and what the population is taken as of); trigger with an earlier data_date, or "
-                "retry once the drops have landed"
+                _label_window_error(spec, where, last_drop, data_date, hi, label_window_days)
             )
-        n_errors = len(report.errors)
-        groups = check_headers(files, spec, lake_uri, report)
-        if not groups:
-            if len(report.errors) == n_errors:
-                report.errors.append(
-                    f"{name}: {len(files)} file(s) in {where} for drop days "
-                    f"{days[0]}..{days[-1]} hold no rows (empty input)"
-                )
+        read = _read_table(spark, spec, files, where, lake_uri, report, guards)
+        if read is None:
             continue
-        raw = read_strings(spark, spec, groups).persist(StorageLevel.MEMORY_AND_DISK)
-        raw_frames[name] = raw
-        frames[name], file_rows = check_rows(spark, spec, raw, lake_uri, report, guards)
+        raw_frames[name], frames[name], file_rows = read
         drops[name] = _drops(files, file_rows, lake_uri)
-        if report.rows.get(name, 0) == 0:
-            report.errors.append(
-                f"{name}: {len(files)} file(s) in {where} for drop days "
-                f"{days[0]}..{days[-1]} hold no rows (empty input)"
-            )
     if guards["enabled"]:
         _table_guards(declared, raw_frames, drops, lake_uri, guards, report)
     if report.errors:
-        for raw in raw_frames.values():
-            raw.unpersist()
-        also = "".join(f"\n  - (warning) {w}" for w in report.warnings)
-        raise StepError(
-            "raw input rejected, nothing was written:\n  - " + "\n  - ".join(report.errors) + also
-        )
+        _reject(report, raw_frames)
     return frames, report

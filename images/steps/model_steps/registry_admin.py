@@ -25,6 +25,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from mlplatform_contract.files import write_private_json
 from mlplatform_contract.registry_access import (
     ROLES,
     experiment_name,
@@ -37,14 +38,6 @@ log = logging.getLogger("model_steps.registry_admin")
 
 def _load(path: Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _save(path: Path, identities: dict[str, str]) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(identities, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _ensure_user(auth, name: str, identities: dict[str, str]) -> None:
@@ -121,7 +114,8 @@ def provision(tracking_uri: str, pairs: Iterable[tuple[str, str]], identities_fi
                     f"experiment {role.experiment}, model {role.registered_model}"
                 )
     finally:
-        _save(identities_file, identities)  # users created before a failure keep their password
+        # users created before a failure keep their password
+        write_private_json(identities_file, identities, indent=1, sort_keys=True)
     return granted
 
 

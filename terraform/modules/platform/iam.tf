@@ -6,8 +6,8 @@ locals {
 }
 
 # Each step kind's policy: the zones it writes come from the lake's one zone definition
-# (plugins/mlplatform_contract/lake_zones.json), which the step code reads too. The monitor step runs
-# in ingest's account; a model's own steps in the kind they run in (score by default).
+# (plugins/mlplatform_contract/layout.py, written to lake_zones.json beside it for Terraform). The
+# monitor step runs in ingest's account; a model's own steps in the kind they run in (score by default).
 module "step_policy" {
   source = "../step_policy"
 

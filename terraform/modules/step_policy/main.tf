@@ -1,5 +1,6 @@
 # Each step kind's IAM policy, rendered from the lake's one zone definition
-# (plugins/mlplatform_contract/lake_zones.json, which the step code reads too): a kind reads the
+# (mlplatform_contract/layout.py, which the step code builds its paths with; tools/lake_zones_json.py
+# writes it to plugins/mlplatform_contract/lake_zones.json for Terraform): a kind reads the
 # buckets it reads and writes only the zones whose writers name it, under their real key prefixes.
 # No provider: tests render it with `terraform apply` offline and evaluate the policies
 # (tests/images/steps/test_iam_lake_access.py).

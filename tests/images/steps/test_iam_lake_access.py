@@ -1,7 +1,8 @@
 """The step roles' IAM policies, as Terraform renders them, against the S3 accesses the steps make.
 
 terraform/modules/step_policy renders each step kind's policy from the lake's one zone definition
-(plugins/mlplatform_contract/lake_zones.json). This test renders it with `terraform apply` (no
+(mlplatform_contract.layout.ZONES, written to plugins/mlplatform_contract/lake_zones.json by
+tools/lake_zones_json.py). This test renders it with `terraform apply` (no
 provider, offline) and evaluates it with moto's IAM enforcement (an IAM user per step kind carrying
 the rendered policy; every S3 call signed with its keys): every access a step makes must be allowed,
 every write into a zone another kind owns must be denied (the gate's decision above all), and every
@@ -27,7 +28,7 @@ import pytest
 import yaml
 
 from mlmodels.next_spend.report import REPORT_ZONE
-from mlplatform_contract import lake_zones
+from mlplatform_contract import layout
 from mlplatform_contract.layout import PUBLISH as PUBLISH_ZONE
 from model_steps import champion, profile
 from model_steps.campaign import CAMPAIGN_ZONE
@@ -46,11 +47,6 @@ BUCKETS = {b: f"mlops-{b}-{ACCOUNT}" for b in ("lake", "artifacts", "scores", "l
 KMS_ARN = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/00000000-0000-0000-0000-000000000000"
 RUN = "scheduled__2026-06-29T00:00:00+00:00"
 PAST = "scheduled__2026-05-31T00:00:00+00:00"
-
-
-def tuning_dir(c: StepContext, *parts: str) -> str:
-    """Where the tuning steps keep their plan and trials (the run layout's tuning zone)."""
-    return c.layout.tuning(*parts)
 
 
 @dataclass(frozen=True)
@@ -176,8 +172,8 @@ def train_accesses() -> list[Access]:
         Access("train", "put", f"{run_dir}/train_result.json"),
         Access("train", "put", f"{trial}/mlflow_run.json"),
         # the tuning stage (tune, halve, select) runs as train
-        Access("train", "put", tuning_dir(c, "plan.json")),
-        Access("train", "get", tuning_dir(c, "plan.json")),
+        Access("train", "put", c.layout.tuning("plan.json")),
+        Access("train", "get", c.layout.tuning("plan.json")),
     ]
 
 
@@ -245,7 +241,7 @@ def cross_zone_writes() -> list[Access]:
     """A write into every zone by every kind that is not one of its writers: all must be denied."""
     c = ctx("attacker")
     out = []
-    for zone in lake_zones.zones().values():
+    for zone in layout.ZONES.values():
         root = f"s3://{BUCKETS[zone.bucket]}/{zone.prefix}"
         key = f"{root}next_spend/customer=acme-foods/run={c.run_key}/decision.json"
         out += [Access(k, "put", key) for k in KINDS if k not in zone.writers]
@@ -423,26 +419,24 @@ def test_a_prefix_without_the_lake_root_fails_the_check(rendered):
 
 
 def test_the_chart_uris_use_the_zone_definition_roots():
-    env, roots = cluster_env(), lake_zones.roots()
+    env, roots = cluster_env(), layout.ROOTS
     assert env["LAKE_URI"] == f"s3://{BUCKETS['lake']}/{roots['lake']}"
     assert env["SCORES_URI"] == f"s3://{BUCKETS['scores']}/{roots['scores']}"
-    assert lake_zones.zones()["scores"].prefix == f"{roots['scores']}/"
-    for z in lake_zones.zones().values():
+    assert layout.ZONES["scores"].prefix == f"{roots['scores']}/"
+    for z in layout.ZONES.values():
         if z.bucket == "lake":
             assert z.prefix == f"{roots['lake']}/{z.name}/", z
 
 
 def test_the_code_uses_only_zones_of_the_definition():
     used = {a.key.split("/")[1] for a in accesses() if a.bucket == BUCKETS["lake"]}
-    assert used <= set(lake_zones.zones()), used - set(lake_zones.zones())
+    assert used <= set(layout.ZONES), used - set(layout.ZONES)
     for name in (FEATURES, POPULATION, CAMPAIGN_ZONE, MONITOR_ZONE, PUBLISH_ZONE, REPORT_ZONE):
-        lake_zones.zone(name)
+        layout.known_zone(name)
 
 
 def test_no_wildcard_action_and_every_write_is_under_a_zone_prefix(rendered):
-    prefixes = {
-        f"arn:aws:s3:::{BUCKETS[z.bucket]}/{z.prefix}*" for z in lake_zones.zones().values()
-    }
+    prefixes = {f"arn:aws:s3:::{BUCKETS[z.bucket]}/{z.prefix}*" for z in layout.ZONES.values()}
     for kind, policy in rendered.items():
         for s in policy["Statement"]:
             assert not any(a == "*" or a.endswith(":*") for a in s["Action"]), (kind, s)

@@ -53,41 +53,56 @@ CATEGORICAL_FEATURES: dict[str, tuple[str, ...]] = {"segment": SEGMENTS, "region
 
 
 def features(frames: Mapping[str, Any], ctx: ModelContext) -> Any:
-    """Spark: the point-in-time frames -> one row per diner with FEATURE_SCHEMA's columns."""
+    """Spark: the point-in-time frames -> one row per diner with FEATURE_SCHEMA's columns.
+
+    Three parts: each event table reduced to one row per diner (orders, email events), joined onto
+    the diners who signed up by the cutoff, then the feature columns computed from those counts."""
     from pyspark.sql import functions as F
 
     assert ctx.window is not None
     cut = F.lit(ctx.window.cutoff).cast("date")
-    lookback_days = ctx.platform.data.lookback_days
     pop = frames["diners"].select(KEY, "signup_date", "segment", "region", "loyalty_member")
+    df = pop.join(_order_counts(frames["orders"], cut), KEY, "left").join(
+        _email_counts(frames["email_events"]), KEY, "left"
+    )
+    cols = _feature_columns(cut, ctx.platform.data.lookback_days)
+    return df.select(*[c.alias(name) for name, c in cols.items()])
+
+
+def _order_counts(orders: Any, cut: Any) -> Any:
+    """Spark: per diner, the orders in the lookback (all, last 30 and 90 days, per channel), their
+    amount and the last order's time: what recency, frequency, value and channel mix come from."""
+    from pyspark.sql import functions as F
+
     days_before = F.datediff(cut, F.to_date("order_ts"))
-    o_agg = (
-        frames["orders"]
-        .groupBy(KEY)
-        .agg(
-            F.count(F.lit(1)).alias("orders_lookback"),
-            F.sum(F.when(days_before < 30, 1).otherwise(0)).alias("orders_30d"),
-            F.sum(F.when(days_before < 90, 1).otherwise(0)).alias("orders_90d"),
-            F.sum("amount").alias("monetary_lookback"),
-            F.max("order_ts").alias("last_order_ts"),
-            *[
-                F.sum(F.when(F.col("channel") == c, 1).otherwise(0)).alias(f"n_{c}")
-                for c in CHANNELS
-            ],
-        )
+    return orders.groupBy(KEY).agg(
+        F.count(F.lit(1)).alias("orders_lookback"),
+        F.sum(F.when(days_before < 30, 1).otherwise(0)).alias("orders_30d"),
+        F.sum(F.when(days_before < 90, 1).otherwise(0)).alias("orders_90d"),
+        F.sum("amount").alias("monetary_lookback"),
+        F.max("order_ts").alias("last_order_ts"),
+        *[F.sum(F.when(F.col("channel") == c, 1).otherwise(0)).alias(f"n_{c}") for c in CHANNELS],
     )
-    e_agg = (
-        frames["email_events"]
-        .groupBy(KEY)
-        .agg(
-            *[
-                F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).alias(f"n_{t}")
-                for t in EVENT_TYPES
-            ],
-            F.max(F.when(F.col("event_type") == "open", F.col("event_ts"))).alias("last_open_ts"),
-        )
+
+
+def _email_counts(events: Any) -> Any:
+    """Spark: per diner, the email events of each type in the lookback and the last open's time."""
+    from pyspark.sql import functions as F
+
+    return events.groupBy(KEY).agg(
+        *[
+            F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).alias(f"n_{t}")
+            for t in EVENT_TYPES
+        ],
+        F.max(F.when(F.col("event_type") == "open", F.col("event_ts"))).alias("last_open_ts"),
     )
-    df = pop.join(o_agg, KEY, "left").join(e_agg, KEY, "left")
+
+
+def _feature_columns(cut: Any, lookback_days: int) -> dict[str, Any]:
+    """Spark: the output columns (key first, then FEATURE_SCHEMA's order) over the joined counts; a
+    diner without orders or emails in the lookback gets zero counts, rates and a capped recency."""
+    from pyspark.sql import functions as F
+
     n = F.coalesce(F.col("orders_lookback"), F.lit(0))
     sends = F.coalesce(F.col("n_send"), F.lit(0))
 
@@ -100,7 +115,7 @@ def features(frames: Mapping[str, Any], ctx: ModelContext) -> Any:
             F.lit(lookback_days),
         )
 
-    cols = {
+    return {
         KEY: F.col(KEY),
         "segment": F.col("segment"),
         "region": F.col("region"),
@@ -121,7 +136,6 @@ def features(frames: Mapping[str, Any], ctx: ModelContext) -> Any:
         **{f"segment_{s}": (F.col("segment") == s).cast("int") for s in SEGMENTS},
         **{f"region_{r}": (F.col("region") == r).cast("int") for r in REGIONS},
     }
-    return df.select(*[c.alias(name) for name, c in cols.items()])
 
 
 def label(frames: Mapping[str, Any], ctx: ModelContext) -> Any:
@@ -148,25 +162,48 @@ def build_features_pandas(
     labelled: bool = True,
 ) -> Any:
     """The same table with pandas from unfiltered typed frames (dates/timestamps as datetime64):
-    the platform's key, cutoff_date and label columns included, in the platform's order."""
-    import numpy as np
+    the platform's key, cutoff_date and label columns included, in the platform's order.
+
+    The same parts as :func:`features` (per-diner counts of each event table, joined onto the
+    diners, then the columns), each cutting its own frame to the window the platform would."""
     import pandas as pd
 
     w = window(cutoff, lookback_days, label_window_days)
     start, end, label_end = (pd.Timestamp(t) for t in (w.lookback_start, w.cutoff_end, w.label_end))
     cut = pd.Timestamp(cutoff)
-
     pop = diners.loc[
         diners["signup_date"] <= cut, [KEY, "signup_date", "segment", "region", "loyalty_member"]
     ]
-    o = orders.loc[(orders["order_ts"] >= start) & (orders["order_ts"] < end)]
+    o_agg = _order_counts_pandas(
+        orders.loc[(orders["order_ts"] >= start) & (orders["order_ts"] < end)], cut
+    )
+    e_agg = _email_counts_pandas(
+        events.loc[(events["event_ts"] >= start) & (events["event_ts"] < end)]
+    )
+    df = pop.merge(o_agg, left_on=KEY, right_index=True, how="left").merge(
+        e_agg, left_on=KEY, right_index=True, how="left"
+    )
+    out = _feature_frame_pandas(df, cut, lookback_days)
+    if labelled:
+        converted = events.loc[
+            (events["event_ts"] >= end)
+            & (events["event_ts"] < label_end)
+            & (events["event_type"] == "conversion"),
+            KEY,
+        ].unique()
+        out[LABEL] = df[KEY].isin(converted).astype("int32").to_numpy()
+    return out.reset_index(drop=True)
+
+
+def _order_counts_pandas(o: Any, cut: Any) -> Any:
+    """pandas: :func:`_order_counts` on the lookback's orders (indexed by diner)."""
     days_before = (cut - o["order_ts"].dt.normalize()).dt.days
     o = o.assign(
         _30=(days_before < 30).astype("int64"),
         _90=(days_before < 90).astype("int64"),
         **{f"n_{c}": (o["channel"] == c).astype("int64") for c in CHANNELS},
     )
-    o_agg = o.groupby(KEY, sort=False).agg(
+    return o.groupby(KEY, sort=False).agg(
         orders_lookback=("amount", "size"),
         orders_30d=("_30", "sum"),
         orders_90d=("_90", "sum"),
@@ -174,21 +211,26 @@ def build_features_pandas(
         last_order_ts=("order_ts", "max"),
         **{f"n_{c}": (f"n_{c}", "sum") for c in CHANNELS},
     )
-    e = events.loc[(events["event_ts"] >= start) & (events["event_ts"] < end)]
+
+
+def _email_counts_pandas(e: Any) -> Any:
+    """pandas: :func:`_email_counts` on the lookback's email events (indexed by diner)."""
     e = e.assign(
-        **{
-            f"n_{t}": (e["event_type"] == t).astype("int64")
-            for t in ("send", "open", "click", "conversion")
-        },
+        **{f"n_{t}": (e["event_type"] == t).astype("int64") for t in EVENT_TYPES},
         _open_ts=e["event_ts"].where(e["event_type"] == "open"),
     )
-    e_agg = e.groupby(KEY, sort=False).agg(
-        **{f"n_{t}": (f"n_{t}", "sum") for t in ("send", "open", "click", "conversion")},
+    return e.groupby(KEY, sort=False).agg(
+        **{f"n_{t}": (f"n_{t}", "sum") for t in EVENT_TYPES},
         last_open_ts=("_open_ts", "max"),
     )
-    df = pop.merge(o_agg, left_on=KEY, right_index=True, how="left").merge(
-        e_agg, left_on=KEY, right_index=True, how="left"
-    )
+
+
+def _feature_frame_pandas(df: Any, cut: Any, lookback_days: int) -> Any:
+    """pandas: :func:`_feature_columns` with the platform's cutoff_date after the key, in the
+    types the Spark table has (int32 counts, float64 rates)."""
+    import numpy as np
+    import pandas as pd
+
     n = df["orders_lookback"].fillna(0).astype("int64")
     sends = df["n_send"].fillna(0).astype("int64")
 
@@ -201,7 +243,7 @@ def build_features_pandas(
         d = (cut - ts.dt.normalize()).dt.days
         return d.fillna(lookback_days).clip(upper=lookback_days).astype("int32")
 
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             KEY: df[KEY].astype(str),
             "cutoff_date": cut.date(),
@@ -225,12 +267,3 @@ def build_features_pandas(
             **{f"region_{r}": (df["region"] == r).astype("int32") for r in REGIONS},
         }
     )
-    if labelled:
-        converted = events.loc[
-            (events["event_ts"] >= end)
-            & (events["event_ts"] < label_end)
-            & (events["event_type"] == "conversion"),
-            KEY,
-        ].unique()
-        out[LABEL] = df[KEY].isin(converted).astype("int32").to_numpy()
-    return out.reset_index(drop=True)

@@ -45,19 +45,35 @@ CATEGORICAL_FEATURES: dict[str, tuple[str, ...]] = {
 
 
 def features(frames: Mapping[str, Any], ctx: ModelContext) -> Any:
-    from pyspark.sql import Window
+    """Spark: the point-in-time frames -> one row per diner with FEATURE_SCHEMA's columns.
+
+    Three parts: the orders reduced to one row per diner (spending rhythm, favourite channel),
+    joined onto the diners, then the feature columns (a diner without orders gets zeros)."""
     from pyspark.sql import functions as F
 
     assert ctx.window is not None
     cut = F.lit(ctx.window.cutoff).cast("date")
-    lookback = ctx.platform.data.lookback_days
     orders = frames["orders"].withColumn("age", F.datediff(cut, F.to_date("order_ts")))
+    df = (
+        frames["diners"]
+        .select(KEY, "signup_date", "region", "loyalty_member")
+        .join(_spending(orders), KEY, "left")
+        .join(_favourite_channel(orders), KEY, "left")
+    )
+    cols = _feature_columns(cut, ctx.platform.data.lookback_days)
+    return df.select(*[c.alias(name) for name, c in cols.items()])
+
+
+def _spending(orders: Any) -> Any:
+    """Per diner, over orders with their ``age`` (days before the cutoff): counts and spend in
+    nested windows, the previous four weeks (for the trend), order values, active weeks, stores."""
+    from pyspark.sql import functions as F
 
     def spend(lo: int, hi: int) -> Any:  # spend of orders placed lo..hi-1 days before the cutoff
         inside = (F.col("age") >= lo) & (F.col("age") < hi)
         return F.sum(F.when(inside, F.col("amount")).otherwise(0.0))
 
-    agg = orders.groupBy(KEY).agg(
+    return orders.groupBy(KEY).agg(
         F.count(F.lit(1)).alias("orders_lookback"),
         F.sum(F.when(F.col("age") < 28, 1).otherwise(0)).alias("orders_28d"),
         F.sum(F.when(F.col("age") < 91, 1).otherwise(0)).alias("orders_91d"),
@@ -73,23 +89,31 @@ def features(frames: Mapping[str, Any], ctx: ModelContext) -> Any:
         ),
         F.count_distinct("store_id").alias("stores_visited"),
     )
+
+
+def _favourite_channel(orders: Any) -> Any:
+    """Per diner, the channel of most orders (ties: the first by name, so the choice is stable)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     by_channel = orders.groupBy(KEY, "channel").agg(F.count(F.lit(1)).alias("n"))
     rank = Window.partitionBy(KEY).orderBy(F.col("n").desc(), F.col("channel"))
-    favourite = (
+    return (
         by_channel.withColumn("r", F.row_number().over(rank))
         .where("r = 1")
         .select(KEY, F.col("channel").alias("favourite_channel"))
     )
-    df = (
-        frames["diners"]
-        .select(KEY, "signup_date", "region", "loyalty_member")
-        .join(agg, KEY, "left")
-        .join(favourite, KEY, "left")
-    )
+
+
+def _feature_columns(cut: Any, lookback: int) -> dict[str, Any]:
+    """The output columns (key first, then FEATURE_SCHEMA's order) over the joined aggregates: no
+    order in the lookback means zero counts and spend, ``NO_CHANNEL`` and the lookback as recency."""
+    from pyspark.sql import functions as F
+
     zero = F.lit(0)
     n = F.coalesce(F.col("orders_lookback"), zero)
     total = F.coalesce(F.col("spend_lookback"), F.lit(0.0))
-    cols = {
+    return {
         KEY: F.col(KEY),
         "region": F.col("region"),
         "favourite_channel": F.coalesce(F.col("favourite_channel"), F.lit(NO_CHANNEL)),
@@ -109,7 +133,6 @@ def features(frames: Mapping[str, Any], ctx: ModelContext) -> Any:
         "active_weeks_91d": F.coalesce(F.col("active_weeks_91d"), zero),
         "stores_visited": F.coalesce(F.col("stores_visited"), zero),
     }
-    return df.select(*[c.alias(name) for name, c in cols.items()])
 
 
 def label(frames: Mapping[str, Any], ctx: ModelContext) -> Any:

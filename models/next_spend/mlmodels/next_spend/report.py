@@ -9,13 +9,14 @@ import html
 import json
 from typing import Any
 
+from mlplatform_contract import layout
 from model_steps import lake
 from model_steps.features import POPULATION
 from model_steps.model_api import ModelContext
 from model_steps.profile import read_table
 from model_steps.scoring import scores_table_uri
 
-REPORT_ZONE = "reports"
+REPORT_ZONE = layout.REPORTS
 
 
 def spend_report(ctx: Any, mctx: ModelContext) -> dict[str, Any]:

@@ -400,7 +400,7 @@ def example_data(lake_uri: str, tenant: str, diners: int) -> dt.date:
     return DEFAULT_DATA_DATE
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m mlmodels.restaurant_chain.datagen",
         description=__doc__,
@@ -435,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         help="take the treated diners from the campaigns the platform's publish step recorded "
         "in the lake for the data date (the example models' treated arms)",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     if not args.lake:
         p.error("--lake or LAKE_URI is required")
@@ -443,39 +448,56 @@ def main(argv: list[str] | None = None) -> int:
     shape = {"seed": args.seed, "cutoff": args.cutoff, "history_days": args.history_days}
     data_date = args.cutoff + dt.timedelta(days=LABEL_WINDOW_DAYS)
     if args.outcome_days:
-        treated = {k: _ids(getattr(args, k)) for k in ("offer_treated", "vip_treated")}
-        if args.campaigns:
-            treated = with_campaigns(treated, args.lake, args.customer, data_date)
-        tables = generate_outcomes(n, days=args.outcome_days, **shape, **treated)
-        last = data_date + dt.timedelta(days=args.outcome_days)
-        files = write_raw(tables, args.lake, args.customer, (data_date + _DAY, last))
-        info: dict[str, Any] = {
-            "tenant": args.customer,
-            "outcome_window": [(data_date + _DAY).isoformat(), last.isoformat()],
-            "treated": {k: len(v) for k, v in treated.items()},
-            "rows": {k: len(v) for k, v in tables.items()},
-            "files": files,
-        }
+        info = _write_outcomes(args, n, shape, data_date)
     else:
-        tables = generate(n, **shape)
-        files = write_raw(tables, args.lake, args.customer)
-        info = {
-            "tenant": args.customer,
-            "seed": args.seed,
-            "diners": n,
-            "rows": {k: len(v) for k, v in tables.items()},
-            "files": files,
-            "training_cutoff": args.cutoff.isoformat(),
-            "data_date": data_date.isoformat(),
-            "label_window_days": LABEL_WINDOW_DAYS,
-            "history_days": args.history_days,
-        }
-        marker = lake.join(args.lake, "raw", f"customer={args.customer}", "_datagen.json")
-        lake.write_json_atomic(marker, info)
+        info = _write_history(args, n, shape, data_date)
     info["seconds"] = round(time.monotonic() - t0, 1)
     json.dump(info, sys.stdout, indent=2)
     print()
     return 0
+
+
+def _write_history(
+    args: argparse.Namespace, n: int, shape: dict[str, Any], data_date: dt.date
+) -> dict[str, Any]:
+    """The customer's history up to the data date, then ``_datagen.json`` (its parameters and data
+    date), written last: the embedded platform takes its presence for a whole drop."""
+    tables = generate(n, **shape)
+    files = write_raw(tables, args.lake, args.customer)
+    info = {
+        "tenant": args.customer,
+        "seed": args.seed,
+        "diners": n,
+        "rows": {k: len(v) for k, v in tables.items()},
+        "files": files,
+        "training_cutoff": args.cutoff.isoformat(),
+        "data_date": data_date.isoformat(),
+        "label_window_days": LABEL_WINDOW_DAYS,
+        "history_days": args.history_days,
+    }
+    marker = lake.join(args.lake, "raw", f"customer={args.customer}", "_datagen.json")
+    lake.write_json_atomic(marker, info)
+    return info
+
+
+def _write_outcomes(
+    args: argparse.Namespace, n: int, shape: dict[str, Any], data_date: dt.date
+) -> dict[str, Any]:
+    """The drops after the data date (what happened next) for the same diners, with the treated
+    diners (from files, or the campaigns publish recorded) answering to their treatment."""
+    treated: dict[str, Any] = {k: _ids(getattr(args, k)) for k in ("offer_treated", "vip_treated")}
+    if args.campaigns:  # the arms and offer variants publish recorded
+        treated = with_campaigns(treated, args.lake, args.customer, data_date)
+    tables = generate_outcomes(n, days=args.outcome_days, **shape, **treated)
+    last = data_date + dt.timedelta(days=args.outcome_days)
+    files = write_raw(tables, args.lake, args.customer, (data_date + _DAY, last))
+    return {
+        "tenant": args.customer,
+        "outcome_window": [(data_date + _DAY).isoformat(), last.isoformat()],
+        "treated": {k: len(v) for k, v in treated.items()},
+        "rows": {k: len(v) for k, v in tables.items()},
+        "files": files,
+    }
 
 
 _DAY = dt.timedelta(days=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowException
@@ -38,13 +39,18 @@ WRITE_SCORES = textwrap.dedent("""
     from model_steps import lake
     from model_steps.contract import StepContext
     from model_steps.scoring import scores_table_uri
-    uri = scores_table_uri(StepContext(step="score", pipeline="customer_propensity",
-                                       customer="acme-foods", run_id=sys.argv[2],
-                                       data_date=dt.date(2026, 6, 29), env={"LAKE_URI": sys.argv[1]}))
+    from model_steps.features import POPULATION
+    ctx = StepContext(step="score", pipeline="customer_propensity", customer="acme-foods",
+                      run_id=sys.argv[2], data_date=dt.date(2026, 6, 29),
+                      env={"LAKE_URI": sys.argv[1]})
     n = 500
-    lake.commit_parquet_table(uri, [pa.table({"diner_id": [f"d{i:04d}" for i in range(n)],
-                                              "score": [i / n for i in range(n)],
-                                              "model_version": ["3"] * n})])
+    ids = [f"d{i:04d}" for i in range(n)]
+    lake.commit_parquet_table(scores_table_uri(ctx), [pa.table({"diner_id": ids,
+                                                "score": [i / n for i in range(n)],
+                                                "model_version": ["3"] * n})])
+    # what ingest commits: the population, with the segment the campaign allocates per
+    lake.commit_parquet_table(ctx.lake_path(POPULATION), [pa.table({"diner_id": ids,
+                                  "segment": [f"s{i % 4}" for i in range(n)]})])
 """)
 
 
@@ -90,6 +96,10 @@ def test_publish_task_sends_the_top_fraction_with_the_connections_token(
     req = urllib.request.Request(receiver + "/_stats")
     stats = json.loads(urllib.request.urlopen(req, timeout=5).read())
     assert stats["contacts"] == result["records"] and stats["duplicate_writes"] == 0
+    campaign = lake.removeprefix("file://") + "/campaign/customer_propensity/customer=acme-foods"
+    [manifest] = [json.loads(p.read_text()) for p in Path(campaign).rglob("_MANIFEST.json")]
+    assert manifest["policy_version"] == "prior"  # each treated diner got a declared variant
+    assert set(manifest["shares"]) == {"s0", "s1", "s2", "s3"}
     assert TOKEN not in capsys.readouterr().out
     assert not any("CRM_" in k for k in task.env_vars)
 

@@ -166,6 +166,10 @@ def verify(directory: Path, expected_digest: str | None, what: str) -> Manifest:
     if missing:
         raise ModelRefused(f"{what}: {MANIFEST_FILE} lacks the file(s) {missing} of format "
                            f"{manifest.format!r}")  # fmt: skip
+    extra = sorted(set(manifest.files) - {*FORMATS[manifest.format].files, IO_FILE, MLMODEL_FILE})
+    if extra:  # nothing beyond what the format reads: no side file for a loader to pick up
+        raise ModelRefused(f"{what}: {MANIFEST_FILE} names file(s) {extra} that format "
+                           f"{manifest.format!r} does not have")  # fmt: skip
     for name, sha in manifest.files.items():
         path = directory / name
         if not path.is_file():
@@ -303,3 +307,44 @@ def _keras_load(directory: Path, io: IoSpec) -> Predictor:
 
 
 KERAS = register_format(ModelFormat("keras-v3", (KERAS_FILE,), _keras_save, _keras_load))
+
+
+# ---------------------------------------------------------------- the LightGBM format
+
+LIGHTGBM_FILE = "model.lgb.txt"
+_LIGHTGBM_HEAD = "tree\n"  # the first line of LightGBM's text model format
+
+
+def _lightgbm_save(fitted: Any, directory: Path) -> None:
+    """A Booster, or a fitted scikit-learn style LGBMModel's booster, in LightGBM's text format."""
+    import lightgbm as lgb
+
+    booster = getattr(fitted, "booster_", fitted)
+    if not isinstance(booster, lgb.Booster):
+        raise StepError(f"the lightgbm format saves a lightgbm Booster or LGBMModel, not a "
+                        f"{type(fitted).__name__}")  # fmt: skip
+    booster.save_model(str(directory / LIGHTGBM_FILE))
+
+
+def check_lightgbm_text(path: Path) -> None:
+    """Refuse a file that is not LightGBM's text model format (its parser reads numbers and names;
+    the file holds no code, but only its own format is handed to it)."""
+    with path.open("rb") as fh:
+        head = fh.read(len(_LIGHTGBM_HEAD))
+    if head != _LIGHTGBM_HEAD.encode():
+        raise ModelRefused(f"{path.name}: not a LightGBM text model (starts with {head!r})")
+
+
+def _lightgbm_load(directory: Path, io: IoSpec) -> Predictor:
+    import lightgbm as lgb
+
+    from model_steps.serving import LightGBMPredictor
+
+    path = directory / LIGHTGBM_FILE
+    check_lightgbm_text(path)
+    return LightGBMPredictor(lgb.Booster(model_file=str(path)), io)
+
+
+LIGHTGBM = register_format(
+    ModelFormat("lightgbm-text", (LIGHTGBM_FILE,), _lightgbm_save, _lightgbm_load)
+)

@@ -54,3 +54,30 @@ class KerasPredictor:
         frame = pd.DataFrame(frame)
         out = self.model.predict(to_inputs(frame, self.io), verbose=0, batch_size=8192).ravel()
         return pd.DataFrame({self.io["output"]: out.astype(np.float64)}, index=frame.index)
+
+
+def tabular_frame(frame: pd.DataFrame, io: dict[str, Any]) -> pd.DataFrame:
+    """The input columns as a tree-model framework takes them: numeric as float64, categoricals as
+    pandas categories of their string values (LightGBM keeps the training categories in its model
+    file and maps a scored frame's values onto them; an unseen value is missing). The same function
+    builds what ``Model.fit`` gets and what the served model predicts on."""
+    missing = [c for c in (*io["numeric"], *io["categorical"]) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"input frame lacks feature column(s) {missing}")
+    out = {c: frame[c].to_numpy(dtype=np.float64) for c in io["numeric"]}
+    out |= {c: pd.Categorical(frame[c].astype(str)) for c in io["categorical"]}
+    return pd.DataFrame(out, index=frame.index)
+
+
+class LightGBMPredictor:
+    """The image's wrapper around a LightGBM Booster (model_store's ``lightgbm-text`` format): a
+    frame of feature columns in, a frame with the task's output column out."""
+
+    def __init__(self, booster: Any, io: Any) -> None:
+        self.model = booster
+        self.io = io.model_dump() if hasattr(io, "model_dump") else dict(io)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = pd.DataFrame(frame)
+        out = np.asarray(self.model.predict(tabular_frame(frame, self.io)), dtype=np.float64)
+        return pd.DataFrame({self.io["output"]: out.ravel()}, index=frame.index)

@@ -165,8 +165,12 @@ def _validate(model: Model, df: Any, platform: CustomerSettings) -> dict[str, An
 
 
 def _fit_and_predict(model: Model, ctx: ModelContext, training: Any, population: Any) -> Any:
-    """One epoch through the platform's input layers and the model's network."""
+    """One epoch through the platform's input layers and the model's network (Keras), or the
+    model's own fit (another framework)."""
     import numpy as np
+
+    if model.framework != "keras":
+        return _fit_other(model, ctx, training, population)
 
     from model_steps.training import (
         Shard,
@@ -187,6 +191,29 @@ def _fit_and_predict(model: Model, ctx: ModelContext, training: Any, population:
     net.compile(optimizer="adam", loss=loss)
     net.fit(model_inputs(columns, model), label, epochs=1, batch_size=128, verbose=0)
     return net.predict(model_inputs(population, model), verbose=0).ravel()
+
+
+def _fit_other(model: Model, ctx: ModelContext, training: Any, population: Any) -> Any:
+    """Another framework: the model's ``fit`` on the tiny training table, saved in its format and
+    loaded back through model_store (the gate's and scoring's interface) to predict."""
+    from pathlib import Path
+
+    from model_steps import model_store
+    from model_steps.model_api import FitData
+    from model_steps.serving import io_spec, tabular_frame
+
+    io, label = io_spec(model), model.label_column
+    train = tabular_frame(training, io)
+    train[label] = training[label].to_numpy()
+    data = FitData(train, train, tuple(io["numeric"]), tuple(io["categorical"]), label, seed=0)
+    fitted = model.fit(data, ctx)  # type: ignore[misc]
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        directory = Path(tmp) / "model"
+        manifest = model_store.save(directory, fitted, fmt=model.store_format, model=model.name,
+                                    task=model.task, io=model_store.IoSpec(**io))  # fmt: skip
+        served = model_store.load_dir(directory, manifest.digest, f"model {model.name}")
+    frame = population[list(model.input_columns)]
+    return served.predict(frame)[model.output_column].to_numpy()
 
 
 def _records(model: Model, ctx: ModelContext, population: Any, predictions: Any) -> list[dict]:

@@ -12,7 +12,7 @@ The model owns what only it knows:
 ``label``              Spark: label-window frames -> (key, label); missing keys get ``label_fill``
 ``suite``              its Great Expectations suite file, next to its code
 ``task``               binary_classification | regression: metrics, gate direction, score column
-``framework``          keras (default: the Horovod loop) | lightgbm: how it trains and is stored
+``framework``          keras (default: the Horovod loop) | lightgbm | sklearn: training, storage
 ``network``            Keras: the platform's preprocessed inputs -> the output tensor
 ``train_fn``           optional escape hatch (Keras): the whole fit under the same context
 ``fit``                a non-Keras framework's single-process fit: FitData -> the fitted object
@@ -102,8 +102,10 @@ class TrainingData:
 
 
 # framework -> the model_store format its fitted object is saved in (loaded without running code)
-FRAMEWORK_FORMATS: dict[str, str] = {"keras": "keras-v3", "lightgbm": "lightgbm-text"}
-Framework = Literal["keras", "lightgbm"]
+FRAMEWORK_FORMATS: dict[str, str] = {
+    "keras": "keras-v3", "lightgbm": "lightgbm-text", "sklearn": "sklearn-skops",
+}  # fmt: skip
+Framework = Literal["keras", "lightgbm", "sklearn"]
 
 
 @dataclass(frozen=True)
@@ -141,9 +143,11 @@ class Model:
     label_fill: float = 0
     train_fn: Callable[[TrainingData, ModelContext], Any] | None = None
     # another framework: one process fits on the whole training split and returns the fitted object
-    # (lightgbm: a Booster or an LGBMModel), which the platform saves in FRAMEWORK_FORMATS' format
+    # (lightgbm: a Booster or an LGBMModel; sklearn: an estimator), saved in its framework's format
     framework: Framework = "keras"
     fit: Callable[[FitData, ModelContext], Any] | None = None
+    # multiclass_classification: the class names, in the order of the label's indices 0..k-1
+    classes: tuple[str, ...] = ()
     # writes example raw data for (lake URI, tenant, entities) and returns its data date: what
     # model_steps.testing.run_hooks (and so `make test`) runs the hooks on
     example_data: Callable[[str, str, int], dt.date] | None = None
@@ -166,6 +170,19 @@ class Model:
             raise ValueError(f"model {self.name}: a Keras model needs a network or a train_fn")
         if self.framework != "keras" and self.fit is None:
             raise ValueError(f"model {self.name}: framework {self.framework!r} needs a fit")
+        if bool(self.task_info.score_prefix) != bool(self.classes):
+            raise ValueError(f"model {self.name}: classes {self.classes!r} must be given for a "
+                             f"task with several classes and only then (task {self.task})")  # fmt: skip
+        if self.classes and (self.framework == "keras" or len(set(self.classes)) < 2):
+            raise ValueError(f"model {self.name}: {self.task} needs two or more distinct classes "
+                             "and a framework other than keras (the Horovod loop's loss is "
+                             "binary or mse)")  # fmt: skip
+
+    @property
+    def class_columns(self) -> tuple[str, ...]:
+        """One probability column per class (``score_<class>``), in class order; () for a task
+        with one value column."""
+        return tuple(f"{self.task_info.score_prefix}{c}" for c in self.classes)
 
     @property
     def store_format(self) -> str:

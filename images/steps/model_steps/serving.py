@@ -21,11 +21,14 @@ from model_steps.training import NUMERIC_INPUT
 
 def io_spec(model: Any) -> dict[str, Any]:
     """What the served model needs to know about a model_steps Model (model_store.IoSpec)."""
-    return {
+    io = {
         "numeric": list(model.numeric_features),
         "categorical": list(model.categorical_features),
         "output": model.output_column,
     }
+    if model.class_columns:
+        io |= {"classes": list(model.classes), "scores": list(model.class_columns)}
+    return io
 
 
 def to_inputs(frame: pd.DataFrame, io: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -80,4 +83,47 @@ class LightGBMPredictor:
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         frame = pd.DataFrame(frame)
         out = np.asarray(self.model.predict(tabular_frame(frame, self.io)), dtype=np.float64)
+        if self.io.get("classes"):
+            return class_frame(out.reshape(len(frame), -1), self.io, frame.index)
         return pd.DataFrame({self.io["output"]: out.ravel()}, index=frame.index)
+
+
+class SklearnPredictor:
+    """The image's wrapper around a scikit-learn estimator (model_store's ``sklearn-skops``
+    format): a classifier's probabilities (the positive class's, or one column per class), a
+    regressor's predictions."""
+
+    def __init__(self, estimator: Any, io: Any) -> None:
+        self.model = estimator
+        self.io = io.model_dump() if hasattr(io, "model_dump") else dict(io)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = pd.DataFrame(frame)
+        x = tabular_frame(frame, self.io)
+        if not hasattr(self.model, "predict_proba"):
+            out = np.asarray(self.model.predict(x), dtype=np.float64)
+            return pd.DataFrame({self.io["output"]: out.ravel()}, index=frame.index)
+        proba = np.asarray(self.model.predict_proba(x), dtype=np.float64)
+        if self.io.get("classes"):
+            return class_frame(proba, self.io, frame.index)
+        return pd.DataFrame({self.io["output"]: proba[:, 1]}, index=frame.index)
+
+
+def class_frame(probabilities: np.ndarray, io: dict[str, Any], index: Any) -> pd.DataFrame:
+    """Several classes: each class's probability column, then the output (the likeliest class)."""
+    classes = np.asarray(io["classes"], dtype=object)
+    if probabilities.shape[1] != len(classes):
+        raise ValueError(f"the model gives {probabilities.shape[1]} class probabilities, its io "
+                         f"names {len(classes)} classes")  # fmt: skip
+    out = {name: probabilities[:, i] for i, name in enumerate(io["scores"])}
+    out[io["output"]] = classes[probabilities.argmax(axis=1)]
+    return pd.DataFrame(out, index=index)
+
+
+def predictions(served: Any, model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """What the gate's metrics take from a served model: the output column, or for several classes
+    the (n, k) matrix of their probabilities."""
+    out = served.predict(frame[list(model.input_columns)])
+    if model.class_columns:
+        return out[list(model.class_columns)].to_numpy(dtype=np.float64)
+    return out[model.output_column].to_numpy()

@@ -200,7 +200,7 @@ def _fit_other(model: Model, ctx: ModelContext, training: Any, population: Any) 
 
     from model_steps import model_store
     from model_steps.model_api import FitData
-    from model_steps.serving import io_spec, tabular_frame
+    from model_steps.serving import io_spec, predictions, tabular_frame
 
     io, label = io_spec(model), model.label_column
     train = tabular_frame(training, io)
@@ -212,18 +212,21 @@ def _fit_other(model: Model, ctx: ModelContext, training: Any, population: Any) 
         manifest = model_store.save(directory, fitted, fmt=model.store_format, model=model.name,
                                     task=model.task, io=model_store.IoSpec(**io))  # fmt: skip
         served = model_store.load_dir(directory, manifest.digest, f"model {model.name}")
-    frame = population[list(model.input_columns)]
-    return served.predict(frame)[model.output_column].to_numpy()
+    return predictions(served, model, population)
 
 
 def _records(model: Model, ctx: ModelContext, population: Any, predictions: Any) -> list[dict]:
     import pyarrow as pa
 
-    scores = pa.table({
-        model.key: pa.array(population[model.key].astype(str)),
-        model.output_column: pa.array(predictions.astype("float64")),
-        "model_version": pa.array(["1"] * len(population)),
-    })  # fmt: skip
+    from model_steps.serving import class_frame, io_spec
+
+    columns = {model.key: pa.array(population[model.key].astype(str))}
+    if model.class_columns:  # the class probabilities and the likeliest class, as scoring writes
+        frame = class_frame(predictions, io_spec(model), population.index)
+        columns |= {c: pa.array(frame[c].to_numpy()) for c in frame.columns}
+    else:
+        columns[model.output_column] = pa.array(predictions.astype("float64"))
+    scores = pa.table({**columns, "model_version": pa.array(["1"] * len(population))})
     chosen = model.crm_select(scores, ctx)
     return [model.crm_record(row, ctx) for row in chosen.to_pylist()]
 

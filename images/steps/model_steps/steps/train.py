@@ -660,6 +660,8 @@ def _train_single(
     and measures the holdout through the very directory it logged (model_store's Predictor)."""
     import mlflow
 
+    from model_steps.serving import predictions
+
     model, tr = loaded.model, loaded.platform.training
     run_dir, table_uri = ctx.layout.models, ctx.lake_path(FEATURES)
     t_read = time.monotonic()
@@ -677,7 +679,7 @@ def _train_single(
     example = df[list(model.input_columns)].head(5).reset_index(drop=True)
     digest, served = _log_model(fitted, model, example, served=True)
     holdout = df[holdout_mask(df[model.key].to_numpy(), tr.holdout_fraction, tr.seed)]
-    preds = served.predict(holdout[list(model.input_columns)])[model.output_column].to_numpy()
+    preds = predictions(served, model, holdout)
     metrics = gate.metrics(model.task, holdout[model.label_column].to_numpy(), preds)
     mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
     mlflow.end_run()

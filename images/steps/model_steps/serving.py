@@ -68,7 +68,9 @@ def tabular_frame(frame: pd.DataFrame, io: dict[str, Any]) -> pd.DataFrame:
     if missing:
         raise ValueError(f"input frame lacks feature column(s) {missing}")
     out = {c: frame[c].to_numpy(dtype=np.float64) for c in io["numeric"]}
-    out |= {c: pd.Categorical(frame[c].astype(str)) for c in io["categorical"]}
+    for c in io["categorical"]:  # strings as they are (a copy less per chunk), anything else as str
+        column = frame[c] if pd.api.types.is_string_dtype(frame[c]) else frame[c].astype(str)
+        out[c] = pd.Categorical(column)
     return pd.DataFrame(out, index=frame.index)
 
 

@@ -99,3 +99,35 @@ def test_a_lightgbm_multiclass_model_serves_class_columns(tmp_path) -> None:
     assert m["accuracy"] > 0.9 and m["log_loss"] < math.log(3)
     with pytest.raises(ValueError, match="gives 2 class probabilities, its io names 3"):
         class_frame(np.ones((1, 2)) / 2, io, [0])
+
+
+def test_publish_reads_the_class_columns_and_the_model_selects_by_top_probability(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from model_steps import lake, scoring
+    from model_steps.steps import publish
+
+    def top_first(scores: pa.Table, ctx: object) -> pa.Table:  # the model's choice
+        top = pc.max_element_wise(*(scores[c] for c in ("score_email", "score_sms", "score_app")))
+        return scores.take(pc.sort_indices(pa.table({"top": top}), [("top", "descending")]))[:2]
+
+    model = dataclasses.replace(
+        BINARY, task="multiclass_classification", classes=CLASSES, framework="lightgbm",
+        fit=lambda d, c: None, network=None, crm_select=top_first,
+        crm_record=lambda row, ctx: {"channel": row["predicted_class"]},
+    )  # fmt: skip
+    assert scoring.score_columns(model) == (
+        "diner_id", "score_email", "score_sms", "score_app", "predicted_class", "model_version")  # fmt: skip
+    proba = np.array([[0.5, 0.3, 0.2], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    frame = class_frame(proba, io_spec(model), range(3))
+    table = pa.table({"diner_id": ["a", "b", "c"], **{c: frame[c].to_numpy() for c in frame},
+                      "model_version": ["4"] * 3})  # fmt: skip
+    uri = f"file://{tmp_path}/scores"
+    lake.commit_parquet_table(uri, [table], {"table": "scores"})
+    chosen, rows, _ = publish.select_records(uri, model, None, "run-1")  # type: ignore[arg-type]
+    assert rows == 3 and [r["channel"] for r in chosen] == ["sms", "app"]
+    bad = table.set_column(1, "score_email", pa.array([0.5, None, 0.2], pa.float64()))
+    lake.commit_parquet_table(uri, [bad], {"table": "scores"})
+    with pytest.raises(publish.StepError, match="1 null/NaN predicted_class"):
+        publish.select_records(uri, model, None, "run-1")  # type: ignore[arg-type]

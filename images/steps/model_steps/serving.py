@@ -86,6 +86,8 @@ class LightGBMPredictor:
         frame = pd.DataFrame(frame)
         out = np.asarray(self.model.predict(tabular_frame(frame, self.io)), dtype=np.float64)
         if self.io.get("classes"):
+            if out.ndim == 1 and len(self.io["classes"]) == 2:  # two classes, a binary objective
+                out = np.column_stack([1.0 - out, out])
             return class_frame(out.reshape(len(frame), -1), self.io, frame.index)
         return pd.DataFrame({self.io["output"]: out.ravel()}, index=frame.index)
 

@@ -35,11 +35,11 @@ SCORES_BUCKET = "mlops-scores"
 
 def step(
     name: str, lake: Path, tmp: Path, services: dict, run_id: str, *, gate: dict | None = None,
-    params: dict | None = None, scoring: dict | None = None, env: dict | None = None,
+    params: dict | None = None, scoring: dict | None = None,
 ) -> tuple[int, dict | None, str]:  # fmt: skip
     xcom = tmp / f"{name}-{run_id}.json"
     xcom.unlink(missing_ok=True)
-    env = env_for(lake, xcom, services, TRAINING, **(env or {}))
+    env = env_for(lake, xcom, services, TRAINING)
     config = {
         "training": TRAINING,
         "gate": gate or GATE,

@@ -21,8 +21,12 @@ hash = $(shell cat $(1) | sha256sum | cut -c1-16)
 CP_STAMP := $(STAMPS)/control-plane-$(call hash,requirements.lock)
 # Model packages (models/<name>/, one pyproject each) are installed editable into the workload venv.
 MODEL_DIRS := $(sort $(dir $(wildcard models/*/pyproject.toml)))
+# A model's extra requirements (its pyproject's dependencies beyond the platform's packages) are
+# installed from its hashed lock (models/<name>/requirements.lock, `make lock`): the same file its
+# own step images install (images/model/Dockerfile), so the local run sees the image's packages.
+MODEL_LOCKS := $(sort $(wildcard models/*/requirements.lock))
 CONTRACT_DIR := plugins/mlplatform_contract
-STEPS_STAMP := $(STAMPS)/steps-$(call hash,images/steps/requirements.lock images/steps/pyproject.toml $(CONTRACT_DIR)/pyproject.toml $(addsuffix pyproject.toml,$(MODEL_DIRS)))
+STEPS_STAMP := $(STAMPS)/steps-$(call hash,images/steps/requirements.lock images/steps/pyproject.toml $(CONTRACT_DIR)/pyproject.toml $(addsuffix pyproject.toml,$(MODEL_DIRS)) $(MODEL_LOCKS))
 
 export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
@@ -74,10 +78,11 @@ HOROVOD_WHEELS := $(HOROVOD_WHEELHOUSE)/horovod-$(HOROVOD_VERSION)-tf$(TF_VERSIO
 HOROVOD_BUILD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS=-j2
 
-$(STEPS_STAMP): images/steps/requirements.lock images/steps/pyproject.toml $(CONTRACT_DIR)/pyproject.toml $(addsuffix pyproject.toml,$(MODEL_DIRS)) | $(UV)
+$(STEPS_STAMP): images/steps/requirements.lock images/steps/pyproject.toml $(CONTRACT_DIR)/pyproject.toml $(addsuffix pyproject.toml,$(MODEL_DIRS)) $(MODEL_LOCKS) | $(UV)
 	rm -f $(STAMPS)/steps-*
 	$(UV) venv -q --allow-existing -p $(PYTHON) $(STEPS_VENV)
 	VIRTUAL_ENV=$(STEPS_VENV) $(UV) pip install -q -r images/steps/requirements.lock
+	$(if $(MODEL_LOCKS),VIRTUAL_ENV=$(STEPS_VENV) $(UV) pip install -q --no-deps $(addprefix -r ,$(MODEL_LOCKS)))
 	VIRTUAL_ENV=$(STEPS_VENV) $(UV) pip install -q --no-deps -e $(CONTRACT_DIR) -e images/steps \
 		$(addprefix -e ,$(MODEL_DIRS))
 	@if ! ls $(HOROVOD_WHEELS)/horovod-*.whl >/dev/null 2>&1; then \

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TaskType = Literal["binary_classification", "regression"]
+TaskType = Literal["binary_classification", "regression", "multiclass_classification"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,9 @@ class Task:
     default_metric: str  # the gate's comparison metric when the module names none
     default_thresholds: dict[str, float] = field(default_factory=dict)
     label_type: Literal["int", "double"] = "int"
+    # several classes: each class's probability is the column ``<score_prefix><class>`` besides
+    # ``output_column``; "" for a task with one value column
+    score_prefix: str = ""
 
     def better(self, metric: str, a: float, b: float, margin: float = 0.0) -> bool:
         """Whether ``a`` beats ``b`` by at least ``margin`` on ``metric`` (direction-aware)."""
@@ -44,6 +47,19 @@ TASKS: dict[str, Task] = {
         # r2 > 0: the model must beat predicting the training mean, whatever the label's unit
         default_thresholds={"r2": 0.0},
         label_type="double",
+    ),
+    # the label is the class index 0..k-1 of the model's classes; the served model gives one
+    # probability column per class (``score_<class>``) and ``predicted_class`` (the argmax's name)
+    "multiclass_classification": Task(
+        name="multiclass_classification",
+        metrics=("log_loss", "macro_f1", "accuracy"),
+        lower_is_better=frozenset({"log_loss"}),
+        output_column="predicted_class",
+        default_metric="log_loss",
+        # macro F1 > 0: the model must predict some class right (chance depends on k and the mix)
+        default_thresholds={"macro_f1": 0.0},
+        label_type="int",
+        score_prefix="score_",
     ),
 }
 TASK_TYPES: tuple[str, ...] = tuple(TASKS)

@@ -92,10 +92,34 @@ def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
+def multiclass_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """``y``: class indices 0..k-1; ``p``: an (n, k) matrix of class probabilities. Macro F1 over
+    the classes that occur in ``y`` or in the predictions (a class neither has counts nothing)."""
+    y = np.asarray(y).ravel().astype(np.int64)
+    p = np.asarray(p, dtype=np.float64).reshape(len(y), -1)
+    if len(y) and (y.min() < 0 or y.max() >= p.shape[1]):
+        raise ValueError(f"labels must be class indices 0..{p.shape[1] - 1}")
+    picked = p.argmax(axis=1)
+    f1 = []
+    for c in np.union1d(y, picked):
+        tp = float(np.sum((picked == c) & (y == c)))
+        f1.append(2 * tp / (np.sum(picked == c) + np.sum(y == c)))
+    true_p = np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)
+    return {
+        "log_loss": round(float(-np.mean(np.log(true_p))), 6) if len(y) else float("nan"),
+        "macro_f1": round(float(np.mean(f1)), 6) if f1 else float("nan"),
+        "accuracy": round(float(np.mean(picked == y)), 6) if len(y) else float("nan"),
+        "rows": len(y),
+        "classes": int(p.shape[1]),
+    }
+
+
 def metrics(task: str, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """The task's holdout metrics (mlplatform_contract.tasks names them), plus row counts."""
     if task == "regression":
         return regression_metrics(y, p)
+    if task == "multiclass_classification":
+        return multiclass_metrics(y, p)
     return classification_metrics(y, p)
 
 

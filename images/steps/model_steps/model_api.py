@@ -12,8 +12,10 @@ The model owns what only it knows:
 ``label``              Spark: label-window frames -> (key, label); missing keys get ``label_fill``
 ``suite``              its Great Expectations suite file, next to its code
 ``task``               binary_classification | regression: metrics, gate direction, score column
+``framework``          keras (default: the Horovod loop) | lightgbm | sklearn: training, storage
 ``network``            Keras: the platform's preprocessed inputs -> the output tensor
-``train_fn``           optional escape hatch: the whole fit under the same context
+``train_fn``           optional escape hatch (Keras): the whole fit under the same context
+``fit``                a non-Keras framework's single-process fit: FitData -> the fitted object
 ``crm_select/record``  which scored rows are pushed, and what a CRM record holds
 ``settings``           the pydantic schema of its ``model:`` settings section
 ``example_data``       writes a tiny raw zone its hooks run on in `make test`
@@ -99,6 +101,27 @@ class TrainingData:
     inputs: NetworkInputs
 
 
+# framework -> the model_store format its fitted object is saved in (loaded without running code)
+FRAMEWORK_FORMATS: dict[str, str] = {
+    "keras": "keras-v3", "lightgbm": "lightgbm-text", "sklearn": "sklearn-skops",
+}  # fmt: skip
+Framework = Literal["keras", "lightgbm", "sklearn"]
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What a non-Keras ``fit`` gets: the whole training split and the holdout (pandas frames of
+    the key, the input columns and the label; model_steps.training.holdout_mask), the column names
+    and the platform's seed. One process: no Horovod ranks."""
+
+    train: Any
+    holdout: Any
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    label: str
+    seed: int
+
+
 @dataclass(frozen=True)
 class Model:
     name: str
@@ -110,14 +133,21 @@ class Model:
     categorical_features: Mapping[str, tuple[str, ...]]  # column -> vocabulary
     features: Callable[[Mapping[str, Any], ModelContext], Any]
     label: Callable[[Mapping[str, Any], ModelContext], Any]
-    network: Callable[[NetworkInputs, ModelContext], Any]
     crm_select: Callable[[Any, ModelContext], Any]
     crm_record: Callable[[Mapping[str, Any], ModelContext], dict[str, Any]]
     suite: Path
+    # Keras (the default framework): the network on the platform's inputs, or ``train_fn``
+    network: Callable[[NetworkInputs, ModelContext], Any] | None = None
     settings: type[BaseModel] = NoModelSettings
     label_column: str = "label"
     label_fill: float = 0
     train_fn: Callable[[TrainingData, ModelContext], Any] | None = None
+    # another framework: one process fits on the whole training split and returns the fitted object
+    # (lightgbm: a Booster or an LGBMModel; sklearn: an estimator), saved in its framework's format
+    framework: Framework = "keras"
+    fit: Callable[[FitData, ModelContext], Any] | None = None
+    # multiclass_classification: the class names, in the order of the label's indices 0..k-1
+    classes: tuple[str, ...] = ()
     # writes example raw data for (lake URI, tenant, entities) and returns its data date: what
     # model_steps.testing.run_hooks (and so `make test`) runs the hooks on
     example_data: Callable[[str, str, int], dt.date] | None = None
@@ -131,6 +161,33 @@ class Model:
     # or bad: churn, a complaint. Every judgement of the outcome uses it (the monitor's uplift
     # verdict: a campaign "wins" when it moves the outcome the good way).
     positive_outcome: Literal["good", "bad"] = "good"
+
+    def __post_init__(self) -> None:
+        if self.framework not in FRAMEWORK_FORMATS:
+            raise ValueError(f"model {self.name}: framework {self.framework!r} is not one of "
+                             f"{sorted(FRAMEWORK_FORMATS)}")  # fmt: skip
+        if self.framework == "keras" and self.network is None and self.train_fn is None:
+            raise ValueError(f"model {self.name}: a Keras model needs a network or a train_fn")
+        if self.framework != "keras" and self.fit is None:
+            raise ValueError(f"model {self.name}: framework {self.framework!r} needs a fit")
+        if bool(self.task_info.score_prefix) != bool(self.classes):
+            raise ValueError(f"model {self.name}: classes {self.classes!r} must be given for a "
+                             f"task with several classes and only then (task {self.task})")  # fmt: skip
+        if self.classes and (self.framework == "keras" or len(set(self.classes)) < 2):
+            raise ValueError(f"model {self.name}: {self.task} needs two or more distinct classes "
+                             "and a framework other than keras (the Horovod loop's loss is "
+                             "binary or mse)")  # fmt: skip
+
+    @property
+    def class_columns(self) -> tuple[str, ...]:
+        """One probability column per class (``score_<class>``), in class order; () for a task
+        with one value column."""
+        return tuple(f"{self.task_info.score_prefix}{c}" for c in self.classes)
+
+    @property
+    def store_format(self) -> str:
+        """The model_store format its fitted object is saved in."""
+        return FRAMEWORK_FORMATS[self.framework]
 
     @property
     def task_info(self) -> Task:

@@ -56,6 +56,9 @@ class IoSpec(BaseModel):
     numeric: list[str]
     categorical: list[str]
     output: str
+    # several classes: their names (the output holds one of them) and each one's probability column
+    classes: list[str] | None = None
+    scores: list[str] | None = None
 
 
 class Manifest(BaseModel):
@@ -105,7 +108,8 @@ def register_format(fmt: ModelFormat) -> ModelFormat:
 def content_digest(fmt: str, model: str, task: str, io: IoSpec, files: dict[str, str]) -> str:
     """The overall digest: sha256 of the manifest's canonical JSON without the digest itself."""
     body = {"format_version": 1, "format": fmt, "model": model, "task": task,
-            "io": io.model_dump(), "files": dict(sorted(files.items()))}  # fmt: skip
+            "io": io.model_dump(exclude_none=True),  # a one-column io digests as before
+            "files": dict(sorted(files.items()))}  # fmt: skip
     return hashlib.sha256(
         json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
@@ -166,6 +170,10 @@ def verify(directory: Path, expected_digest: str | None, what: str) -> Manifest:
     if missing:
         raise ModelRefused(f"{what}: {MANIFEST_FILE} lacks the file(s) {missing} of format "
                            f"{manifest.format!r}")  # fmt: skip
+    extra = sorted(set(manifest.files) - {*FORMATS[manifest.format].files, IO_FILE, MLMODEL_FILE})
+    if extra:  # nothing beyond what the format reads: no side file for a loader to pick up
+        raise ModelRefused(f"{what}: {MANIFEST_FILE} names file(s) {extra} that format "
+                           f"{manifest.format!r} does not have")  # fmt: skip
     for name, sha in manifest.files.items():
         path = directory / name
         if not path.is_file():
@@ -303,3 +311,81 @@ def _keras_load(directory: Path, io: IoSpec) -> Predictor:
 
 
 KERAS = register_format(ModelFormat("keras-v3", (KERAS_FILE,), _keras_save, _keras_load))
+
+
+# ---------------------------------------------------------------- the LightGBM format
+
+LIGHTGBM_FILE = "model.lgb.txt"
+_LIGHTGBM_HEAD = "tree\n"  # the first line of LightGBM's text model format
+
+
+def _lightgbm_save(fitted: Any, directory: Path) -> None:
+    """A Booster, or a fitted scikit-learn style LGBMModel's booster, in LightGBM's text format."""
+    import lightgbm as lgb
+
+    booster = getattr(fitted, "booster_", fitted)
+    if not isinstance(booster, lgb.Booster):
+        raise StepError(f"the lightgbm format saves a lightgbm Booster or LGBMModel, not a "
+                        f"{type(fitted).__name__}")  # fmt: skip
+    booster.save_model(str(directory / LIGHTGBM_FILE))
+
+
+def check_lightgbm_text(path: Path) -> None:
+    """Refuse a file that is not LightGBM's text model format (its parser reads numbers and names;
+    the file holds no code, but only its own format is handed to it)."""
+    with path.open("rb") as fh:
+        head = fh.read(len(_LIGHTGBM_HEAD))
+    if head != _LIGHTGBM_HEAD.encode():
+        raise ModelRefused(f"{path.name}: not a LightGBM text model (starts with {head!r})")
+
+
+def _lightgbm_load(directory: Path, io: IoSpec) -> Predictor:
+    import lightgbm as lgb
+
+    from model_steps.serving import LightGBMPredictor
+
+    path = directory / LIGHTGBM_FILE
+    check_lightgbm_text(path)
+    return LightGBMPredictor(lgb.Booster(model_file=str(path)), io)
+
+
+LIGHTGBM = register_format(
+    ModelFormat("lightgbm-text", (LIGHTGBM_FILE,), _lightgbm_save, _lightgbm_load)
+)
+
+
+# ---------------------------------------------------------------- the scikit-learn format (skops)
+
+SKOPS_FILE = "model.skops"
+# what skops does not trust by itself and the image does: the histogram gradient boosting
+# estimators' tree predictors and input check. Any other type in the file refuses the model (skops
+# would otherwise import and build it); never pickle or joblib.
+SKOPS_TRUSTED = frozenset({
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array", "functools.partial",
+})  # fmt: skip
+
+
+def _skops_save(fitted: Any, directory: Path) -> None:
+    import skops.io
+    from sklearn.base import BaseEstimator
+
+    if not isinstance(fitted, BaseEstimator):
+        raise StepError(f"the sklearn format saves a fitted scikit-learn estimator, not a "
+                        f"{type(fitted).__name__}")  # fmt: skip
+    skops.io.dump(fitted, directory / SKOPS_FILE)
+
+
+def _skops_load(directory: Path, io: IoSpec) -> Predictor:
+    import skops.io
+
+    from model_steps.serving import SklearnPredictor
+
+    path = directory / SKOPS_FILE
+    untrusted = set(skops.io.get_untrusted_types(file=path))
+    if odd := sorted(untrusted - SKOPS_TRUSTED):
+        raise ModelRefused(f"{path.name}: holds type(s) {odd} that the image does not trust")
+    return SklearnPredictor(skops.io.load(path, trusted=sorted(untrusted)), io)
+
+
+SKOPS = register_format(ModelFormat("sklearn-skops", (SKOPS_FILE,), _skops_save, _skops_load))

@@ -12,10 +12,11 @@ from model_steps.contract import StepContext
 from model_steps.model_api import Model
 
 
-def score_columns(model: Model) -> tuple[str, str, str]:
+def score_columns(model: Model) -> tuple[str, ...]:
     """The scores table's columns: the model's key, the task's output column, the model version
-    (``<key>, score, model_version`` for a classifier; ``prediction`` for a regression)."""
-    return (model.key, model.output_column, "model_version")
+    (``<key>, score, model_version`` for a classifier; ``prediction`` for a regression; several
+    classes: ``<key>, score_<class>…, predicted_class, model_version``)."""
+    return (model.key, *model.class_columns, model.output_column, "model_version")
 
 
 def scores_root(ctx: StepContext) -> str:

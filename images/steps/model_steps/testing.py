@@ -165,8 +165,12 @@ def _validate(model: Model, df: Any, platform: CustomerSettings) -> dict[str, An
 
 
 def _fit_and_predict(model: Model, ctx: ModelContext, training: Any, population: Any) -> Any:
-    """One epoch through the platform's input layers and the model's network."""
+    """One epoch through the platform's input layers and the model's network (Keras), or the
+    model's own fit (another framework)."""
     import numpy as np
+
+    if model.framework != "keras":
+        return _fit_other(model, ctx, training, population)
 
     from model_steps.training import (
         Shard,
@@ -189,14 +193,40 @@ def _fit_and_predict(model: Model, ctx: ModelContext, training: Any, population:
     return net.predict(model_inputs(population, model), verbose=0).ravel()
 
 
+def _fit_other(model: Model, ctx: ModelContext, training: Any, population: Any) -> Any:
+    """Another framework: the model's ``fit`` on the tiny training table, saved in its format and
+    loaded back through model_store (the gate's and scoring's interface) to predict."""
+    from pathlib import Path
+
+    from model_steps import model_store
+    from model_steps.model_api import FitData
+    from model_steps.serving import io_spec, predictions, tabular_frame
+
+    io, label = io_spec(model), model.label_column
+    train = tabular_frame(training, io)
+    train[label] = training[label].to_numpy()
+    data = FitData(train, train, tuple(io["numeric"]), tuple(io["categorical"]), label, seed=0)
+    fitted = model.fit(data, ctx)  # type: ignore[misc]
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        directory = Path(tmp) / "model"
+        manifest = model_store.save(directory, fitted, fmt=model.store_format, model=model.name,
+                                    task=model.task, io=model_store.IoSpec(**io))  # fmt: skip
+        served = model_store.load_dir(directory, manifest.digest, f"model {model.name}")
+    return predictions(served, model, population)
+
+
 def _records(model: Model, ctx: ModelContext, population: Any, predictions: Any) -> list[dict]:
     import pyarrow as pa
 
-    scores = pa.table({
-        model.key: pa.array(population[model.key].astype(str)),
-        model.output_column: pa.array(predictions.astype("float64")),
-        "model_version": pa.array(["1"] * len(population)),
-    })  # fmt: skip
+    from model_steps.serving import class_frame, io_spec
+
+    columns = {model.key: pa.array(population[model.key].astype(str))}
+    if model.class_columns:  # the class probabilities and the likeliest class, as scoring writes
+        frame = class_frame(predictions, io_spec(model), population.index)
+        columns |= {c: pa.array(frame[c].to_numpy()) for c in frame.columns}
+    else:
+        columns[model.output_column] = pa.array(predictions.astype("float64"))
+    scores = pa.table({**columns, "model_version": pa.array(["1"] * len(population))})
     chosen = model.crm_select(scores, ctx)
     return [model.crm_record(row, ctx) for row in chosen.to_pylist()]
 

@@ -119,7 +119,8 @@ def test_a_manifest_naming_an_unknown_format_is_refused(saved, tmp_path) -> None
     (directory / "python_model.pkl").write_bytes(b"\x80\x04K\x01.")  # a pickle payload
     digest = _reseal(directory, format="mlflow-pyfunc-pickle")
     with pytest.raises(ModelRefused, match=r"names format 'mlflow-pyfunc-pickle', which this "
-                                           r"image does not load \(known: \['keras-v3'\]\)"):  # fmt: skip
+                                           r"image does not load \(known: \['keras-v3', "
+                                           r"'lightgbm-text', 'sklearn-skops'\]\)"):  # fmt: skip
         model_store.load_dir(directory, digest, WHAT)
 
 

@@ -101,10 +101,15 @@ def derived(model: Model) -> list[dict[str, Any]]:
 
 
 def _label_checks(model: Model) -> list[dict[str, Any]]:
-    """A classifier's label: both classes, and a rate within the layered settings' bounds."""
+    """A classifier's label: both classes, and a rate within the layered settings' bounds; with
+    several classes, class indices only."""
+    label = model.label_column
+    if model.classes:
+        return [_exp("expect_column_values_to_be_in_set", "critical",
+                     f"the label {label} is the index of one of the {len(model.classes)} classes",
+                     column=label, value_set=list(range(len(model.classes))))]  # fmt: skip
     if model.task != "binary_classification":
         return []
-    label = model.label_column
     return [
         _exp("expect_column_distinct_values_to_equal_set", "critical",
              f"the label {label} needs both classes 0 and 1 to train a classifier: a one-class "

@@ -54,7 +54,9 @@ def _holdout(features_uri: str, model: Model, training: Any) -> Any:
 
 
 def _predict(served: Any, model: Model, frame: Any) -> Any:
-    return served.predict(frame[list(model.input_columns)])[model.output_column].to_numpy()
+    from model_steps.serving import predictions
+
+    return predictions(served, model, frame)
 
 
 def _report(
@@ -73,8 +75,9 @@ def _report(
         plt.close(fig)
         files.append(name)
 
-    _curves(plt, save, y, scores, model)
-    _calibration(plt, save, y, scores)
+    if not model.class_columns:  # curves of one score; several classes: the comparison only
+        _curves(plt, save, y, scores, model)
+        _calibration(plt, save, y, scores)
     _comparison(plt, save, decision, model)
     html = _index_html(decision, model, files)
     (out_dir / "index.html").write_text(html)

@@ -143,7 +143,7 @@ def select_records(
         raise StepError(f"no scores to publish: {exc}") from None
     where = f"scores table {scores_uri} ({manifest.get('attempt')})"
     columns = score_columns(model)
-    key, value = columns[0], columns[1]
+    key, value, classes = model.key, model.output_column, list(model.class_columns)
     for name in manifest.get("files", []):  # only the columns publish needs are read
         missing = [c for c in columns if c not in parquet_columns(scores_uri, manifest, name)]
         if missing:
@@ -152,13 +152,16 @@ def select_records(
                 f"write {', '.join(columns)}"
             )
     table, manifest = lake.read_parquet_table(scores_uri, columns=list(columns))
-    schema = pa.schema([(key, pa.string()), (value, pa.float64()), ("model_version", pa.string())])
+    kind = pa.string() if classes else pa.float64()  # the likeliest class, or the value
+    schema = pa.schema([(key, pa.string()), *((c, pa.float64()) for c in classes), (value, kind),
+                        ("model_version", pa.string())])  # fmt: skip
     if table is None or table.num_rows == 0:
         log.warning("%s has no rows: nothing to publish", where)
         return Selection(schema.empty_table(), model, context, run_key), 0, manifest
     table = pa.table([pc.cast(table[c], schema.field(c).type) for c in columns], schema=schema)
     bad_ids = table[key].null_count + (pc.sum(pc.equal(table[key], "")).as_py() or 0)
-    bad_values = table[value].null_count + (pc.sum(pc.is_nan(table[value])).as_py() or 0)
+    bad_values = sum(table[c].null_count + (pc.sum(pc.is_nan(table[c])).as_py() or 0)
+                     for c in classes or [value]) + (table[value].null_count if classes else 0)  # fmt: skip
     if bad_ids or bad_values:
         raise StepError(f"{where}: {bad_ids} empty {key}(s) and {bad_values} null/NaN {value}(s)")
     if pc.count_distinct(table[key]).as_py() != table.num_rows:

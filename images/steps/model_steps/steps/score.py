@@ -183,15 +183,16 @@ def _score_parts(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-write") as writer:
         for batch, frame in _prefetch(chunks()):
             t0 = time.monotonic()
-            scores = served.predict(frame)[output].to_numpy()
+            scored = served.predict(frame)
             predict_s += time.monotonic() - t0
             version = pa.DictionaryArray.from_arrays(
                 pa.array(np.zeros(batch.num_rows, np.int32)), pa.array([model_version])
             )
+            values = {c: pa.array(scored[c].to_numpy(), pa.float64()) for c in model.class_columns}
+            kind = pa.string() if model.class_columns else pa.float64()  # the class, or the value
             table = pa.table({
-                key: batch.column(key).cast(pa.string()),
-                output: pa.array(scores, pa.float64()),
-                "model_version": version,
+                key: batch.column(key).cast(pa.string()), **values,
+                output: pa.array(scored[output].to_numpy(), kind), "model_version": version,
             })  # fmt: skip
             files.append(f"part-{len(files):05d}.parquet")
             writes.append(writer.submit(write, table, files[-1]))

@@ -33,7 +33,7 @@ from mlplatform_contract.results import RankResult, SelectResult, TrainResult, T
 from model_steps import gate, lake, model_loader
 from model_steps.contract import StepContext, StepError
 from model_steps.features import FEATURES
-from model_steps.model_api import Model, TrainingData
+from model_steps.model_api import FitData, Model, TrainingData
 from model_steps.search_space import apply
 from model_steps.tracking import (
     bound_mlflow_client,
@@ -119,10 +119,11 @@ def _mlflow_run(
     return run.info.run_id, False
 
 
-def _log_model(net: Any, model: Model, example: Any) -> str:
-    """Log the network as the platform's model directory (model_store: the fixed Keras format,
-    io.json, the column signature, a manifest with digests) into the active run, tag the run with
-    its digest; returns the digest."""
+def _log_model(net: Any, model: Model, example: Any, *, served: bool = False) -> tuple[str, Any]:
+    """Log the fitted object as the platform's model directory (model_store: the framework's fixed
+    format, io.json, the column signature, a manifest with digests) into the active run, tag the
+    run with its digest: (the digest, with ``served`` the directory loaded back through
+    model_store, verified: what the gate and scoring will load, else None)."""
     import tempfile
     from pathlib import Path
 
@@ -133,14 +134,17 @@ def _log_model(net: Any, model: Model, example: Any) -> str:
 
     io = model_store.IoSpec(**io_spec(model))
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        directory = Path(tmp) / model_store.MODEL_ARTIFACT
         manifest = model_store.save(
-            Path(tmp) / model_store.MODEL_ARTIFACT, net, fmt=model_store.KERAS.name,
-            model=model.name, task=model.task, io=io, example=example,
+            directory, net, fmt=model.store_format, model=model.name, task=model.task, io=io,
+            example=example,
         )  # fmt: skip
-        mlflow.log_artifacts(str(Path(tmp) / model_store.MODEL_ARTIFACT),
-                             artifact_path=model_store.MODEL_ARTIFACT)  # fmt: skip
+        loaded = (
+            model_store.load_dir(directory, manifest.digest, "the fitted model") if served else None
+        )
+        mlflow.log_artifacts(str(directory), artifact_path=model_store.MODEL_ARTIFACT)
     mlflow.set_tag(model_store.DIGEST_TAG, manifest.digest)
-    return manifest.digest
+    return manifest.digest, loaded
 
 
 def _compile(net: Any, model: Model, lr: float, hvd: Any) -> Any:
@@ -197,6 +201,8 @@ def _train(
     started: float,
 ) -> TrainResult | RankResult:  # fmt: skip
     """Every rank fits; rank 0 logs the model directory and says what it trained."""
+    if loaded.model.framework != "keras":  # one process, the model's own fit
+        return _train_single(ctx, loaded, selected, started)
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
@@ -233,6 +239,9 @@ def run_trial(
     started = time.monotonic()
     ctx = dataclasses.replace(ctx, config=apply(ctx.config, trial["params"]))
     loaded = model_loader.load(ctx)
+    if loaded.model.framework != "keras":
+        raise StepError(f"model {loaded.model.name}: tuning trains Keras models only (framework "
+                        f"{loaded.model.framework!r}); set tuning.enabled false")  # fmt: skip
     uri = tracking_uri(ctx)
     bound_mlflow_client()
     wait_for_server(uri)
@@ -427,7 +436,7 @@ def _fit_with_train_fn(
     net = model.train_fn(data, state["mctx"])
     return {**state, "net": net, "mlflow_run_id": mlflow_run_id,
             "epochs": plan.epochs or tr.epochs, "start_epoch": 0, "epoch_log": [],
-            "fit_seconds": time.monotonic() - t_fit, "checkpoint_uri": None}  # fmt: skip
+            "fit_seconds": time.monotonic() - t_fit, "checkpoint_uri": ""}  # fmt: skip
 
 
 def _build_and_restore(
@@ -548,7 +557,7 @@ def _log_outputs(
     metrics = _holdout_metrics(loaded, fitted)
     df, profile_uri = _log_data(ctx, loaded, table_uri, run_dir)
     example = df[list(model.input_columns)].head(5).reset_index(drop=True)
-    digest = _log_model(fitted["net"], model, example)
+    digest, _ = _log_model(fitted["net"], model, example)
     mlflow.end_run()
     return _result(ctx, loaded, fitted, metrics, {
         "registered_model": registered_model_name(ctx.pipeline, ctx.customer),
@@ -640,3 +649,70 @@ def _result(
         features_uri=fitted["table_uri"],
         **model_fields,
     )
+
+
+def _train_single(
+    ctx: StepContext, loaded: model_loader.LoadedModel, selected: SelectResult | None,
+    started: float,
+) -> TrainResult:  # fmt: skip
+    """Another framework than Keras: one process reads the whole training split and the holdout,
+    the model's ``fit`` returns the fitted object; the platform logs it in the framework's format
+    and measures the holdout through the very directory it logged (model_store's Predictor)."""
+    import mlflow
+
+    from model_steps.serving import predictions
+
+    model, tr = loaded.model, loaded.platform.training
+    run_dir, table_uri = ctx.layout.models, ctx.lake_path(FEATURES)
+    t_read = time.monotonic()
+    data, df = _fit_data(table_uri, loaded)
+    read_s = time.monotonic() - t_read
+    if data.train.empty:
+        raise StepError(f"{table_uri}: the training split is empty")
+    tags = {"framework": model.framework, "features_uri": table_uri, **tuning_tags(selected)}
+    run_id, _ = _mlflow_run(ctx, run_dir, {}, None, tags)
+    mlflow.log_params(_params(loaded, framework=model.framework, rows_train=len(data.train)))
+    t_fit = time.monotonic()
+    fitted = model.fit(data, model_loader.model_context(ctx, loaded, 0, 1))
+    fit_s = time.monotonic() - t_fit
+    _, profile_uri = _log_data(ctx, loaded, table_uri, run_dir)
+    example = df[list(model.input_columns)].head(5).reset_index(drop=True)
+    digest, served = _log_model(fitted, model, example, served=True)
+    holdout = df[holdout_mask(df[model.key].to_numpy(), tr.holdout_fraction, tr.seed)]
+    preds = predictions(served, model, holdout)
+    metrics = gate.metrics(model.task, holdout[model.label_column].to_numpy(), preds)
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+    mlflow.end_run()
+    state = {"mlflow_run_id": run_id, "epoch_log": [], "ranks": 1, "start_epoch": 0,
+             "rows_train": len(data.train), "steps_per_epoch": 1, "read_seconds": round(read_s, 2),
+             "fit_seconds": fit_s, "checkpoint_uri": "", "table_uri": table_uri}  # fmt: skip
+    result = _result(ctx, loaded, state, metrics, {
+        "registered_model": registered_model_name(ctx.pipeline, ctx.customer),
+        "model_digest": digest, "run_model_uri": f"runs:/{run_id}/model", "run_dir": run_dir,
+        "profile_uri": profile_uri,
+        "tuning": {"trial": selected.trial, "params": selected.params} if selected else None,
+    })  # fmt: skip
+    result.seconds = round(time.monotonic() - started, 1)
+    log.info("trained %s with %s (run %s, digest %s): holdout %s", result.registered_model,
+             model.framework, run_id, digest[:12], metrics)  # fmt: skip
+    return result
+
+
+def _fit_data(table_uri: str, loaded: model_loader.LoadedModel) -> tuple[FitData, Any]:
+    """The whole training split and the holdout (the platform's split), inputs as the served
+    model takes them (serving.tabular_frame) plus the label: (FitData, the feature table)."""
+    from model_steps.profile import read_table
+    from model_steps.serving import io_spec, tabular_frame
+
+    model, tr = loaded.model, loaded.platform.training
+    df = read_table(table_uri)
+    hold = holdout_mask(df[model.key].to_numpy(), tr.holdout_fraction, tr.seed)
+
+    def part(rows: Any) -> Any:
+        frame = tabular_frame(df[rows].reset_index(drop=True), io_spec(model))
+        frame[model.label_column] = df[rows][model.label_column].to_numpy()
+        return frame
+
+    data = FitData(part(~hold), part(hold), tuple(model.numeric_features),
+                   tuple(model.categorical_features), model.label_column, tr.seed)  # fmt: skip
+    return data, df

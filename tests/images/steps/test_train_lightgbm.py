@@ -1,0 +1,139 @@
+"""A model in another framework than Keras through the step command lines, as the local runtime
+runs them (one process, no horovodrun): the model's ``fit`` on the platform's training split, the
+fitted booster logged in the LightGBM text format with its digest (nothing registered), the holdout
+measured through the very directory logged; then the evaluate gate verifies, registers and
+promotes it, and the score step scores with it through the same platform interface. Once as a
+binary classifier, once read as a task with several classes (class columns end to end).
+
+Each test is a customer of its own (its own registered model and champion), so the registry state
+of the other modules sharing the session's MLflow is left alone.
+Budget: the session's small feature lake (Spark ingest, shared), then ~10 s per step process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import datasteps_helpers
+import pytest
+from datasteps_helpers import PIPELINE, TENANT, features_lake
+from test_train import BIN, DATA_DATE, RUN_ID, env_for
+
+from embedded.services import create_bucket
+from model_steps.contract import run_key
+
+pytest.importorskip("lightgbm")
+pytest.importorskip("mlflow")
+
+HERE = Path(__file__).parent
+SCORES_BUCKET = "mlops-scores"
+TRAINING = {"epochs": 1, "batch_size": 128, "learning_rate": 0.002, "warmup_epochs": 0,
+            "holdout_fraction": 0.2, "seed": 42}  # fmt: skip
+BINARY = {"ref": "lightgbm_variant", "task": "binary_classification", "source": "test"}
+CLASSES = {"ref": "lightgbm_variant:CLASSES_MODEL", "task": "multiclass_classification",
+           "source": "test"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, small_features_lake, mlflow_services):
+    lake = features_lake(small_features_lake, tmp_path_factory.mktemp("lgb"))
+    create_bucket(mlflow_services["s3_endpoint"], SCORES_BUCKET)
+    os.environ.update(mlflow_services["env"])
+    return lake, tmp_path_factory.mktemp("lgb-steps"), mlflow_services
+
+
+def ingest(lake: Path, customer: str, run_id: str) -> None:
+    """The session's committed tables as ``customer``'s, for ``run_id``."""
+    for table in ("features", "population"):
+        source = lake / table / PIPELINE / f"customer={TENANT}"
+        target = lake / table / PIPELINE / f"customer={customer}" / f"run={run_key(run_id)}"
+        shutil.copytree(source / f"run={run_key(datasteps_helpers.RUN_ID)}", target)
+
+
+def step(name: str, world, customer: str, model: dict, config: dict | None = None):  # type: ignore[no-untyped-def]
+    """Run one step's CLI: (exit code, result, log)."""
+    lake, tmp, services = world
+    xcom = tmp / f"{name}-{customer}.json"
+    env = env_for(lake, xcom, services, TRAINING, STEP_MODEL=json.dumps(model),
+                  PYTHONPATH=str(HERE), SCORES_URI=f"s3://{SCORES_BUCKET}",
+                  STEP_CONFIG=json.dumps({"training": TRAINING, **(config or {})}))  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "python"), "-m", "model_steps", name, "--pipeline", PIPELINE, "--customer",
+         customer, "--run-id", RUN_ID, "--data-date", DATA_DATE.isoformat()],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    result = json.loads(xcom.read_text()) if xcom.exists() else None
+    return proc.returncode, result, proc.stdout[-6000:] + proc.stderr[-4000:]
+
+
+def read_scores(customer: str) -> list[dict]:
+    import pyarrow.parquet as pq
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    root = f"{SCORES_BUCKET}/{PIPELINE}/customer={customer}/run={run_key(RUN_ID)}"
+    manifest = json.loads(fs.cat_file(f"{root}/_MANIFEST.json"))
+    rows = []
+    for part in manifest["files"]:
+        with fs.open(f"{root}/{manifest['attempt']}/{part}", "rb") as fh:
+            rows.extend(pq.read_table(fh).to_pylist())
+    return rows
+
+
+def test_lightgbm_model_trains_registers_and_scores(world) -> None:
+    import mlflow
+
+    customer = "lgbm-one"
+    ingest(world[0], customer, RUN_ID)
+    rc, res, log = step("train", world, customer, BINARY)
+    assert rc == 0, log
+    assert res["ranks"] == 1 and res["checkpoint_uri"] == "" and res["epochs_run"] == 0
+    assert res["metrics"]["roc_auc"] > 0.62, res["metrics"]  # chance is 0.5
+    client = mlflow.MlflowClient(world[2]["tracking_uri"])
+    run = client.get_run(res["mlflow_run_id"])
+    assert run.data.tags["framework"] == "lightgbm" and run.data.params["framework"] == "lightgbm"
+    assert run.data.tags["mlops.model_digest"] == res["model_digest"]
+    assert run.data.metrics["holdout_roc_auc"] == pytest.approx(res["metrics"]["roc_auc"])
+    listed = {f.path for f in client.list_artifacts(run.info.run_id, "model")}
+    assert listed == {
+        "model/MANIFEST.json",
+        "model/io.json",
+        "model/model.lgb.txt",
+        "model/MLmodel",
+    }
+    assert not client.search_model_versions(f"run_id='{run.info.run_id}'")  # the gate registers
+
+    gate = {"metric": "roc_auc", "thresholds": {"roc_auc": 0.6}}
+    rc, decision, log = step("evaluate", world, customer, BINARY, {"gate": gate})
+    assert rc == 0, log
+    assert decision["promote"] and decision["candidate_digest"] == res["model_digest"]
+    assert decision["candidate"]["roc_auc"] == pytest.approx(res["metrics"]["roc_auc"])
+    rc, scored, log = step("score", world, customer, BINARY, {"scoring": {"chunk_rows": 1000}})
+    assert rc == 0, log
+    rows = read_scores(customer)
+    assert scored["model_version"] == decision["candidate_version"] and rows
+    assert all(0 < r["score"] < 1 for r in rows) and scored["rows"] == len(rows)
+
+
+def test_a_model_with_classes_trains_gates_and_scores_class_columns(world) -> None:
+    customer = "lgbm-classes"
+    ingest(world[0], customer, RUN_ID)
+    rc, res, log = step("train", world, customer, CLASSES)
+    assert rc == 0, log
+    assert set(res["metrics"]) >= {"log_loss", "macro_f1", "accuracy"}
+    assert res["metrics"]["log_loss"] < 0.69 and res["metrics"]["classes"] == 2
+    gate = {"metric": "log_loss", "thresholds": {"macro_f1": 0.3}}
+    rc, decision, log = step("evaluate", world, customer, CLASSES, {"gate": gate})
+    assert rc == 0, log
+    assert decision["promote"] and decision["candidate"]["log_loss"] == res["metrics"]["log_loss"]
+    rc, scored, log = step("score", world, customer, CLASSES, {"scoring": {"chunk_rows": 1000}})
+    assert rc == 0, log
+    rows = read_scores(customer)
+    assert set(rows[0]) == {"diner_id", "score_stays", "score_converts", "predicted_class",
+                            "model_version"}  # fmt: skip
+    assert all(abs(r["score_stays"] + r["score_converts"] - 1) < 1e-9 for r in rows)
+    assert {r["predicted_class"] for r in rows} == {"stays", "converts"}
+    assert scored["rows"] == len(rows)

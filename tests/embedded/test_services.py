@@ -120,6 +120,9 @@ def test_models_and_scores_outlive_the_services_on_disk(tmp_path: Path) -> None:
         os.environ.update(services.DUMMY_AWS)
         os.environ.update(services.admin_env(state))  # the registry's auth app is on
         mlflow.set_tracking_uri(info["tracking_uri"])
+        # this server's own experiment: an earlier test in this process may have left mlflow's
+        # active experiment pointing at an id only another server had
+        mlflow.set_experiment("outlive-demo")
 
         class Constant(mlflow.pyfunc.PythonModel):
             def predict(self, context, model_input):

@@ -150,8 +150,14 @@ def detail(step: str, payload: dict[str, Any]) -> str:
     if isinstance(r, ValidateResult):
         return r.status
     if isinstance(r, TrainResult):
-        headline = "roc_auc" if "roc_auc" in r.metrics else "rmse"
-        return f"{r.model_uri}  holdout {headline} {r.metrics.get(headline)}  ({r.ranks} ranks)"
+        # train logs a candidate (the gate registers it): its run and digest, not a version
+        headline = next((m for m in ("roc_auc", "log_loss", "rmse") if m in r.metrics), None)
+        figure = f"holdout {headline} {r.metrics[headline]}" if headline else "holdout: no metric"
+        ranks = f"{r.ranks} rank" + ("s" if r.ranks != 1 else "")
+        return (
+            f"candidate run {r.mlflow_run_id[:8]} (digest {r.model_digest[:12]})  {figure}  "
+            f"({ranks})"
+        )
     if isinstance(r, SelectResult):
         return (
             f"best {r.trial}: {r.objective} {r.value:.4f} on validation, "

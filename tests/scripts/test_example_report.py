@@ -113,3 +113,12 @@ def test_the_summary_shows_the_push_arithmetic() -> None:
         "12000 scored → 1200 selected (10.0% of scored) → 137 held out as control (never sent) "
         "→ 1063 sent to the CRM (8.9% of scored); 0 retries"
     )
+
+
+def test_the_train_line_names_the_logged_candidate_not_a_version() -> None:
+    """Train registers nothing (the gate does): its line names the run and digest it logged."""
+    train = EXAMPLES["train"].model_copy(update={
+        "mlflow_run_id": "6f1c0a9b2d", "model_digest": "ab" * 32, "ranks": 1,
+        "metrics": {"roc_auc": 0.74}})  # fmt: skip
+    line = example_report.detail("train", train.model_dump(mode="json"))
+    assert line == "candidate run 6f1c0a9b (digest abababababab)  holdout roc_auc 0.74  (1 rank)"

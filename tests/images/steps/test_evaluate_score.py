@@ -93,12 +93,13 @@ def customer_layout(lake: Path) -> CustomerLayout:
     return CustomerLayout(f"file://{lake}", PIPELINE, TENANT)
 
 
-def read_scores(lake_run: str) -> tuple[dict, list]:
+def read_scores(lake_run: str, customer: str = TENANT) -> tuple[dict, list]:
+    """A committed scores table read through its manifest, as publish reads it."""
     import pyarrow.parquet as pq
     import s3fs
 
     fs = s3fs.S3FileSystem()
-    root = f"{SCORES_BUCKET}/{PIPELINE}/customer={TENANT}/run={lake_run}"
+    root = f"{SCORES_BUCKET}/{PIPELINE}/customer={customer}/run={lake_run}"
     manifest = json.loads(fs.cat_file(f"{root}/_MANIFEST.json"))
     rows = []
     for part in manifest["files"]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import datasteps_helpers
 import pytest
+import test_evaluate_score as evaluate_score
 from datasteps_helpers import PIPELINE, TENANT, features_lake
 from test_train import BIN, DATA_DATE, RUN_ID, env_for
 
@@ -70,17 +71,7 @@ def step(name: str, world, customer: str, model: dict, config: dict | None = Non
 
 
 def read_scores(customer: str) -> list[dict]:
-    import pyarrow.parquet as pq
-    import s3fs
-
-    fs = s3fs.S3FileSystem()
-    root = f"{SCORES_BUCKET}/{PIPELINE}/customer={customer}/run={run_key(RUN_ID)}"
-    manifest = json.loads(fs.cat_file(f"{root}/_MANIFEST.json"))
-    rows = []
-    for part in manifest["files"]:
-        with fs.open(f"{root}/{manifest['attempt']}/{part}", "rb") as fh:
-            rows.extend(pq.read_table(fh).to_pylist())
-    return rows
+    return evaluate_score.read_scores(run_key(RUN_ID), customer)[1]
 
 
 def test_lightgbm_model_trains_registers_and_scores(world) -> None:

@@ -220,6 +220,12 @@ class RunLayout:
         return self.path(MODELS)
 
     @property
+    def training_profile(self) -> str:
+        """The training table's feature profile (train writes it; the gate makes it the drift
+        reference of the version it promotes, or restores on a rollback)."""
+        return self.path(MODELS, "feature_profile.json")
+
+    @property
     def train_result(self) -> str:
         """The train step's committed result (evaluate reads it)."""
         return self.path(MODELS, "train_result.json")

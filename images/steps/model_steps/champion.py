@@ -48,10 +48,12 @@ def event_uri(layout: CustomerLayout, run_key: str, to_version: str) -> str:
 
 def move_champion(
     layout: CustomerLayout, name: str, to_version: str, *, run_key: str, reason: str,
-    actor: Actor, client: Any = None,
+    actor: Actor, profile_uri: str | None = None, client: Any = None,
 ) -> ChampionEvent:  # fmt: skip
     """Record the move of ``name``'s champion to ``to_version`` (once per run and version), then
-    move the alias. Returns the event (the one already recorded, on a retry)."""
+    move the alias and, given the version's training profile, make it validate's drift reference
+    (the champion's profile goes with the champion). Returns the event (the one already recorded,
+    on a retry)."""
     import mlflow
 
     client = client or mlflow.MlflowClient()
@@ -69,6 +71,8 @@ def move_champion(
         lake.write_json_atomic(uri, event.model_dump(mode="json"))
     client.set_registered_model_alias(name, CHAMPION_ALIAS, str(to_version))
     client.set_registered_model_tag(name, LAST_MOVE_TAG, json.dumps(event.model_dump(mode="json")))
+    if profile_uri:
+        lake.write_json_atomic(layout.champion_profile, lake.read_json(profile_uri))
     return event
 
 

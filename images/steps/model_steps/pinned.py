@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mlplatform_contract.layout import join
 from mlplatform_contract.results import EvaluateResult
 from mlplatform_contract.steps import PARAM_MAKE_CHAMPION, PARAM_MODEL_VERSION, PARAM_REASON
 from model_steps import lake
@@ -28,7 +27,6 @@ from model_steps.model_store import DIGEST_TAG, load_version
 from model_steps.tracking import champion_version
 
 log = logging.getLogger("model_steps.pinned")
-PROFILE_FILE = "feature_profile.json"  # what train writes into its run's models folder
 
 
 def requested_version(ctx: StepContext) -> str | None:
@@ -84,7 +82,7 @@ def _profile_uri(ctx: StepContext, mv: Any) -> str:
     run_key = mv.tags.get("run_key")
     if not run_key:
         return ""
-    uri = join(ctx.layout.customer.run(run_key).models, PROFILE_FILE)
+    uri = ctx.layout.customer.run(run_key).training_profile
     return uri if lake.exists(uri) else ""
 
 
@@ -121,10 +119,7 @@ def apply(ctx: StepContext, result: EvaluateResult) -> EvaluateResult:
         move_champion(
             ctx.layout.customer, result.registered_model, result.scoring_version,
             run_key=ctx.run_key, actor="operator", reason=reason,
+            profile_uri=result.profile_uri or None,
         )  # fmt: skip
-        if result.profile_uri:
-            lake.write_json_atomic(
-                ctx.layout.customer.champion_profile, lake.read_json(result.profile_uri)
-            )
         log.info("rolled %s back to v%s", result.registered_model, result.scoring_version)
     return result

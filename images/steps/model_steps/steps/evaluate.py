@@ -350,9 +350,7 @@ def _apply(ctx: StepContext, result: EvaluateResult) -> EvaluateResult:
     )
     if result.promote:
         move_champion(ctx.layout.customer, name, version, run_key=ctx.run_key, actor="gate",
-                      reason="; ".join(result.reasons))  # fmt: skip
-        target = ctx.layout.customer.champion_profile
-        lake.write_json_atomic(target, lake.read_json(result.profile_uri))
+                      reason="; ".join(result.reasons), profile_uri=result.profile_uri)  # fmt: skip
         log.info("promoted %s v%s to @%s", name, version, CHAMPION_ALIAS)
     if result.scoring_model_uri is None:
         raise SkipDownstream("; ".join(result.reasons[-2:]), result)

@@ -555,7 +555,7 @@ def _log_outputs(
 
     model, table_uri = loaded.model, fitted["table_uri"]
     metrics = _holdout_metrics(loaded, fitted)
-    df, profile_uri = _log_data(ctx, loaded, table_uri, run_dir)
+    df, profile_uri = _log_data(ctx, loaded, table_uri)
     example = df[list(model.input_columns)].head(5).reset_index(drop=True)
     digest, _ = _log_model(fitted["net"], model, example)
     mlflow.end_run()
@@ -588,7 +588,7 @@ def _holdout_metrics(loaded: model_loader.LoadedModel, fitted: dict[str, Any]) -
 
 
 def _log_data(
-    ctx: StepContext, loaded: model_loader.LoadedModel, table_uri: str, run_dir: str
+    ctx: StepContext, loaded: model_loader.LoadedModel, table_uri: str
 ) -> tuple[Any, str]:
     """The feature profile (lake + run) and the training/holdout datasets as run inputs:
     (the feature table, the profile's lake URI)."""
@@ -599,7 +599,7 @@ def _log_data(
     model, tr = loaded.model, loaded.platform.training
     df = read_table(table_uri)
     profile = build_profile(df, model, source=table_uri)
-    profile_uri = lake.join(run_dir, "feature_profile.json")
+    profile_uri = ctx.layout.training_profile
     lake.write_json_atomic(profile_uri, profile)
     mlflow.log_dict(profile, "feature_profile.json")
 
@@ -675,7 +675,7 @@ def _train_single(
     t_fit = time.monotonic()
     fitted = model.fit(data, model_loader.model_context(ctx, loaded, 0, 1))
     fit_s = time.monotonic() - t_fit
-    _, profile_uri = _log_data(ctx, loaded, table_uri, run_dir)
+    _, profile_uri = _log_data(ctx, loaded, table_uri)
     example = df[list(model.input_columns)].head(5).reset_index(drop=True)
     digest, served = _log_model(fitted, model, example, served=True)
     holdout = df[holdout_mask(df[model.key].to_numpy(), tr.holdout_fraction, tr.seed)]

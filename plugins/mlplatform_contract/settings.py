@@ -39,6 +39,12 @@ class SparkSettings(_Strict):
     executor_memory: str = Field("6g", pattern=JVM_MEMORY, description="JVM heap per executor")
     driver_memory: str = Field("2g", pattern=JVM_MEMORY, description="JVM heap of the driver")
     shuffle_partitions: int | None = Field(None, ge=1, le=20_000)
+    driver_jit: Literal["quick", "full"] = Field(
+        "quick",
+        description="local[N] only: the driver JVM's JIT. quick (C1 only, serial GC) finishes a "
+        "run of a few minutes 2-3x sooner, as no C2 compile competes for the cores; full (the "
+        "JVM's tiered default) for local runs long enough to repay C2. Executors keep full.",
+    )
 
 
 class DataSettings(_Strict):

@@ -12,6 +12,7 @@ executor_cores             cores per executor (2)
 executor_memory            heap per executor (``6g``); overhead adds 20%
 driver_memory              JVM heap of the driver (``2g``); in local mode also the executors' heap
 shuffle_partitions         ``spark.sql.shuffle.partitions`` (8 local, 200 on Kubernetes)
+driver_jit                 local masters only: ``quick`` (C1 JIT, serial GC) or ``full`` (``quick``)
 master                     workload-only override for tests and benchmarks (``local[N]``)
 extra_conf                 workload-only free-form ``{spark.key: value}`` applied last
 =========================  ==================================================================
@@ -43,6 +44,12 @@ from model_steps.contract import UsageError
 
 # data.spark's defaults: the one settings schema's (tests and benchmarks may add master/extra_conf)
 SPARK_DEFAULTS: dict[str, Any] = SparkSettings().model_dump()
+
+# A short local run (the embedded default, a test, a small customer's pod) spends much of its time
+# compiling: C2 compiler threads compete with the two task threads for the cores and rarely pay back
+# before the JVM exits. C1 only with the serial GC ran the tiny example ingest in 59-71 s against
+# 154-167 s with the JVM's defaults, on this project's loaded 2-core machine (docs/data-steps.md).
+QUICK_JIT_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 EXECUTOR_POD_TEMPLATE = "/etc/mlops/spark/executor-pod-template.yaml"
 DRIVER_PORT, BLOCK_MANAGER_PORT = 7078, 7079
@@ -95,6 +102,8 @@ def spark_conf(
     if not on_k8s:
         conf["spark.driver.bindAddress"] = "127.0.0.1"
         conf["spark.driver.host"] = "127.0.0.1"
+        if sc.get("driver_jit", "quick") == "quick":
+            conf["spark.driver.extraJavaOptions"] = QUICK_JIT_OPTIONS
         # the raw zone is ~1 file per table and day: list them in the driver instead of starting a
         # distributed listing job per table (halves a small ingest on a local disk)
         conf["spark.sql.sources.parallelPartitionDiscovery.threshold"] = "100000"

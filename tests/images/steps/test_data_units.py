@@ -33,6 +33,19 @@ def test_local_spark_conf_is_local_and_small():
     assert conf["spark.master"] == "local[2]"
     assert conf["spark.sql.session.timeZone"] == "UTC"
     assert not any(k.startswith("spark.hadoop.fs.s3a") for k in conf)
+    # a short local run's JVM: C1 only and the serial GC, unless the settings ask for the full JIT
+    assert conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    full = spark_conf({"data": {"spark": {"driver_jit": "full"}}}, "file:///tmp/lake", env={})
+    assert "spark.driver.extraJavaOptions" not in full
+    with pytest.raises(Exception, match="driver_jit"):
+        step_settings({"data": {"spark": {"driver_jit": "fast"}}})
+
+
+def test_the_local_session_jvm_runs_with_the_quick_jit(spark):
+    """The option reaches the driver JVM pyspark launches (client mode reads it at launch)."""
+    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    arguments = list(runtime.getInputArguments())
+    assert "-XX:TieredStopAtLevel=1" in arguments and "-XX:+UseSerialGC" in arguments
 
 
 def test_production_s3a_conf_uses_web_identity_and_a_committer():
@@ -82,6 +95,7 @@ def test_spark_on_kubernetes_conf():
     assert conf["spark.sql.shuffle.partitions"] == "200"
     assert conf["spark.kubernetes.executor.label.mlops.io/step"] == "ingest"
     assert conf["spark.kubernetes.executor.podTemplateFile"].endswith("executor-pod-template.yaml")
+    assert "spark.driver.extraJavaOptions" not in conf  # a long-lived driver keeps the full JIT
 
 
 def test_executors_need_the_kubernetes_runtime_and_a_digest():

@@ -239,7 +239,16 @@ class ScoreResult(StepResult):
 class PublishResult(StepResult):
     step: ClassVar[str] = "publish"
     records: int = Field(description="records to send (the treated arm)")
-    selected: int = Field(description="rows the model chose (both arms)")
+    selected: int = Field(description="rows the model chose (claimed for the day)")
+    owned: int = Field(description="of those, the contacts this run won in the day's arbitration "
+                       "(both arms: the control arm is drawn from them)")  # fmt: skip
+    lost: int = figure("mlops_records_lost_to_arbitration", 0,
+                       "selected contacts another campaign of the day won, or the cap denied")  # fmt: skip
+    lost_to: dict[str, int] = Field(
+        default_factory=dict,
+        description="who won the lost contacts: pipeline/campaign#slot, or cap",
+    )
+    claims_uri: str | None = Field(None, description="the day's contact claims and decisions")
     arms: dict[str, int]
     campaign_uri: str
     scored_rows: int
@@ -396,11 +405,13 @@ def _model_examples(lake: str, model: str) -> dict[str, AnyResult]:
             parts=1, rows_per_second=51000.0, predict_seconds=0.3, seconds=4.1,
         ),
         "publish": PublishResult(
-            records=1801, selected=2001, arms={"treated": 1801, "control": 200},
+            records=1801, selected=2101, owned=2001, lost=100,
+            lost_to={"next_spend/winback#1": 100}, arms={"treated": 1801, "control": 200},
             campaign_uri=lake % "campaign", scored_rows=20011, batches=4, sent_batches=4,
             sent_records=1801, skipped_batches=0, skipped_records=0, replayed_batches=0,
             retries=2, retries_by_reason={"429": 2}, scores_uri=lake % "scores",
             checkpoint_uri=f"{lake % 'publish'}/progress.json", model="churn", seconds=2.4,
+            claims_uri="s3://lake/lake/publish/_claims/customer=acme/day=2026-06-01",
         ),
         "monitor": MonitorResult(
             status="monitored", monitored=["manual__2026-06-01-9f8e7d6c"], pending=[],

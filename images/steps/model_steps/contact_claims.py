@@ -125,13 +125,8 @@ def decision(c: Claim, every: list[Claim] | None = None) -> Any:
     every = every if every is not None else claims(c.day_uri)
     uri = lake.join(c.day_uri, _name(DECISION, c.slot))
     if not lake.exists(uri):
-        used: dict[str, int] = {}
-        for earlier in (e for e in every if e.slot < c.slot):
-            table = decision(earlier, every)
-            for contact, sent in zip(table["contact"].to_pylist(), table["sent"].to_pylist(),
-                                     strict=True):  # fmt: skip
-                used[contact] = used.get(contact, 0) + int(sent)
-        table = _decide(c, [e for e in every if e.slot > c.slot], used)
+        used, owners = _sends_before(c, every)
+        table = _decide(c, [e for e in every if e.slot > c.slot], used, owners)
         part = lake.join(c.day_uri, "decisions", f"slot={c.slot:06d}",
                          f"{lake.new_attempt_id()}.parquet")  # fmt: skip
         _write_parquet(part, table)
@@ -140,6 +135,19 @@ def decision(c: Claim, every: list[Claim] | None = None) -> Any:
     fs, path = lake.filesystem(lake.read_json(uri)["file"])
     with fs.open(path, "rb") as fh:
         return pq.read_table(fh)
+
+
+def _sends_before(c: Claim, every: list[Claim]) -> tuple[dict[str, int], dict[str, str]]:
+    """(sends per contact, the first campaign that won it) over the decisions before slot ``c``."""
+    used: dict[str, int] = {}
+    owners: dict[str, str] = {}
+    for earlier in (e for e in every if e.slot < c.slot):
+        table = decision(earlier, every)
+        won = table.filter(table["sent"])["contact"].to_pylist()
+        for contact in won:
+            used[contact] = used.get(contact, 0) + 1
+            owners.setdefault(contact, earlier.label)
+    return used, owners
 
 
 def _sent(table: Any) -> int:
@@ -155,8 +163,9 @@ def _write_parquet(uri: str, table: Any) -> None:
         pq.write_table(table, fh)
 
 
-def _decide(c: Claim, later: list[Claim], used: dict[str, int]) -> Any:
-    """Claim ``c``'s rows against the later, undecided claims, by ``c``'s rule and cap."""
+def _decide(c: Claim, later: list[Claim], used: dict[str, int], owners: dict[str, str]) -> Any:
+    """Claim ``c``'s rows against the later, undecided claims, by ``c``'s rule and cap; a contact
+    the cap denies names the earlier campaign that won it."""
     import pyarrow as pa
 
     parts = [(x, _candidates(x)) for x in [c, *later]]
@@ -168,9 +177,11 @@ def _decide(c: Claim, later: list[Claim], used: dict[str, int]) -> Any:
         value=np.concatenate([t["value"].to_numpy(zero_copy_only=False) for _, t in parts]),
     )
     made = arbitration.arbitrate(candidates, c.record["rule"], int(c.record["cap"]), used)
-    n = sizes[0]
+    n, contacts = sizes[0], parts[0][1]["contact"].to_pylist()
+    beaten = [b or owners.get(k) for b, k in zip(made.beaten_by[:n], contacts, strict=True)]
     return pa.table({
-        "contact": parts[0][1]["contact"],
+        "contact": pa.array(contacts, pa.string()),
         "sent": pa.array(made.sent[:n], pa.bool_()),
-        "beaten_by": pa.array(made.beaten_by[:n], pa.string()),
+        "beaten_by": pa.array([None if s else b for s, b in zip(made.sent[:n], beaten,
+                                                                 strict=True)], pa.string()),
     })  # fmt: skip

@@ -6,7 +6,7 @@ for the day (the run's data date) in one folder shared by all the customer's pip
     <lake>/publish/_claims/customer=<c>/day=<data date>/
         candidates/<pipeline>/campaign=<id>/run=<run key>/   the selection: contact, value (parquet)
         claim-000001.json, claim-000002.json, ...            the order claims were committed in
-        decisions/slot=000001/<attempt>.parquet              contact, sent, beaten_by
+        decisions/slot=000001/<attempt>.parquet              contact, won, beaten_by
         decision-000001.json, ...                            which decision file is the decision
 
 A claim file and a decision file are created only if absent (a local hard link, S3's conditional
@@ -119,7 +119,7 @@ def _candidates(c: Claim) -> Any:
 
 
 def decision(c: Claim, every: list[Claim] | None = None) -> Any:
-    """Slot ``c``'s committed decision (contact, sent, beaten_by): read, or made in slot order."""
+    """Slot ``c``'s committed decision (contact, won, beaten_by): read, or made in slot order."""
     import pyarrow.parquet as pq
 
     every = every if every is not None else claims(c.day_uri)
@@ -130,7 +130,7 @@ def decision(c: Claim, every: list[Claim] | None = None) -> Any:
         part = lake.join(c.day_uri, "decisions", f"slot={c.slot:06d}",
                          f"{lake.new_attempt_id()}.parquet")  # fmt: skip
         _write_parquet(part, table)
-        if not create_once(uri, json.dumps({"file": part, "sent": _sent(table)}).encode()):
+        if not create_once(uri, json.dumps({"file": part, "won": _won(table)}).encode()):
             lake.remove_tree(part)  # another run decided slot k first: its decision stands
     fs, path = lake.filesystem(lake.read_json(uri)["file"])
     with fs.open(path, "rb") as fh:
@@ -143,15 +143,15 @@ def _sends_before(c: Claim, every: list[Claim]) -> tuple[dict[str, int], dict[st
     owners: dict[str, str] = {}
     for earlier in (e for e in every if e.slot < c.slot):
         table = decision(earlier, every)
-        won = table.filter(table["sent"])["contact"].to_pylist()
+        won = table.filter(table["won"])["contact"].to_pylist()
         for contact in won:
             used[contact] = used.get(contact, 0) + 1
             owners.setdefault(contact, earlier.label)
     return used, owners
 
 
-def _sent(table: Any) -> int:
-    return int(sum(table["sent"].to_pylist()))
+def _won(table: Any) -> int:
+    return int(sum(table["won"].to_pylist()))
 
 
 def _write_parquet(uri: str, table: Any) -> None:
@@ -181,7 +181,7 @@ def _decide(c: Claim, later: list[Claim], used: dict[str, int], owners: dict[str
     beaten = [b or owners.get(k) for b, k in zip(made.beaten_by[:n], contacts, strict=True)]
     return pa.table({
         "contact": pa.array(contacts, pa.string()),
-        "sent": pa.array(made.sent[:n], pa.bool_()),
+        "won": pa.array(made.sent[:n], pa.bool_()),
         "beaten_by": pa.array([None if s else b for s, b in zip(made.sent[:n], beaten,
                                                                  strict=True)], pa.string()),
     })  # fmt: skip

@@ -27,7 +27,7 @@ def _claim(day: str, campaign: str, contacts: list[str], value: float = 0.5,
 
 def _sent(c: contact_claims.Claim) -> set[str]:
     table = contact_claims.decision(c)
-    return set(table.filter(table["sent"])["contact"].to_pylist())
+    return set(table.filter(table["won"])["contact"].to_pylist())
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_a_decided_claim_keeps_its_contacts_and_a_later_one_is_capped(day):
     assert (a.slot, b.slot) == (1, 2)
     assert _sent(b) == {f"d{i}" for i in range(60, 100)}  # a's sends are never taken back
     decided = contact_claims.decision(b)
-    losers = decided.filter(~np.array(decided["sent"].to_pylist()))
+    losers = decided.filter(~np.array(decided["won"].to_pylist()))
     assert losers.num_rows == 20 and set(losers["beaten_by"].to_pylist()) == {"p/a#1"}
 
 

@@ -515,7 +515,7 @@ def test_two_campaigns_of_one_day_never_reach_one_diner_twice(crm, lake_uri, tmp
     assert not set(arms["diner_id"].to_pylist()) & top  # both arms from the diners it owns
     assert manifest["arbitration"]["lost"] == 200 and manifest["arbitration"]["slot"] == 2
     decided = contact_claims.decision(contact_claims.claims(b["claims_uri"])[1])
-    losers = decided.filter(pc.invert(decided["sent"]))
+    losers = decided.filter(pc.invert(decided["won"]))
     assert set(losers["contact"].to_pylist()) == top  # recorded, never sent
     assert set(losers["beaten_by"].to_pylist()) == {f"{PIPELINE}/spring#1"}
 

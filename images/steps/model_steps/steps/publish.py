@@ -373,9 +373,9 @@ def arbitrate_selection(
     day = ctx.layout.customer.contact_claims(ctx.data_date.isoformat())
     mine = contact_claims.claim(day, record, keys, values)
     decided = contact_claims.decision(mine)
-    won = decided.filter(decided["sent"])["contact"]
+    won = decided.filter(decided["won"])["contact"]
     owned = chosen.table.filter(pc.is_in(chosen.table[model.key], value_set=won.combine_chunks()))
-    lost = decided.filter(pc.invert(decided["sent"]))["beaten_by"].to_pylist()
+    lost = decided.filter(pc.invert(decided["won"]))["beaten_by"].to_pylist()
     beaten = dict(sorted(Counter(b or "cap" for b in lost).items()))
     if lost:
         log.info("arbitration (%s, cap %d a day): %d of %d selected contacts go to other campaigns "

@@ -55,9 +55,11 @@ def create_once(uri: str, data: bytes) -> bool:
             os.unlink(tmp.name)
     fs, path = lake.filesystem(uri)
     try:
-        fs.pipe_file(path, data, IfNoneMatch="*")  # S3 conditional write: 412 if it exists
+        fs.pipe_file(path, data, mode="create")  # S3's conditional PUT, If-None-Match: *
         return True
-    except OSError:
+    except FileExistsError:  # 412 Precondition Failed
+        return False
+    except OSError:  # 409: a concurrent conditional write to the same key; one of them won
         if lake.exists(uri):
             return False
         raise

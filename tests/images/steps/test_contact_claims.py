@@ -109,3 +109,35 @@ def test_create_once_lets_exactly_one_writer_win(tmp_path):
     assert contact_claims.create_once(uri, b"first") is True
     assert contact_claims.create_once(uri, b"second") is False
     assert lake.read_bytes(uri) == b"first"
+
+
+@pytest.mark.slow  # starts a local S3 endpoint (moto)
+def test_create_once_on_s3_is_a_conditional_put(monkeypatch):
+    """On S3 the slot is a PUT with If-None-Match: * (moto answers 412 like S3 once it exists)."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        for name, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"),
+                            ("AWS_DEFAULT_REGION", "eu-west-1")):  # fmt: skip
+            monkeypatch.setenv(name, value)
+        boto3.client("s3").create_bucket(
+            Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+        uri = "s3://lake/lake/publish/_claims/customer=c/day=2026-06-29/claim-000001.json"
+        assert contact_claims.create_once(uri, b"first") is True
+        assert contact_claims.create_once(uri, b"second") is False
+        assert lake.read_bytes(uri) == b"first"
+    finally:
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()  # the next test's endpoint is another
+        server.stop()

@@ -450,7 +450,7 @@ def _model_examples(lake: str, model: str) -> dict[str, AnyResult]:
         ),
         "publish": PublishResult(
             records=1801, selected=2101, owned=2001, lost=100,
-            lost_to={"next_spend/winback#1": 100}, arms={"treated": 1801, "control": 200},
+            lost_to={"churn_model/winback#1": 100}, arms={"treated": 1801, "control": 200},
             campaign_uri=lake % "campaign", scored_rows=20011, batches=4, sent_batches=4,
             sent_records=1801, skipped_batches=0, skipped_records=0, replayed_batches=0,
             retries=2, retries_by_reason={"429": 2}, scores_uri=lake % "scores",
@@ -487,13 +487,13 @@ def _campaign_example() -> CampaignFigures:
         contacts=1801,
         mean_reward=0.06,
         counts={
-            "vip": {
+            "gold": {
                 "pct10": ArmCount(successes=60, trials=900),
                 "pct20": ArmCount(successes=48, trials=901),
             }
         },
-        shares={"vip": {"pct10": 0.5, "pct20": 0.5}},
-        regret={"vip": 6.2},
+        shares={"gold": {"pct10": 0.5, "pct20": 0.5}},
+        regret={"gold": 6.2},
         ope={
             "logged": est,
             "uniform": est,

@@ -126,7 +126,7 @@ def test_the_monitor_line_shows_the_campaign_figures_on_one_line() -> None:
     line = example_report.detail("monitor", EXAMPLES["monitor"].model_dump(mode="json"))
     assert (
         "campaign spring learned from 1801 treated (conversion mean 0.06), policy prior → "
-        "manual__2026-06-01-9f8e7d6c; allocation vip: pct10 50%; regret 6.2; OPE (DR, per "
+        "manual__2026-06-01-9f8e7d6c; allocation gold: pct10 50%; regret 6.2; OPE (DR, per "
         "contact) logged 0.0600 [0.0530, 0.0670], uniform 0.0600 [0.0530, 0.0670], greedy 0.0660 "
         "[0.0560, 0.0760]"
     ) in line

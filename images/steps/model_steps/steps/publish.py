@@ -10,7 +10,9 @@ where the scores root is ``SCORES_URI`` when set (the cluster's scores bucket), 
 The model decides which rows are pushed, in which order (``Model.crm_select``), and what a record
 holds (``Model.crm_record``); the platform wraps each as ``{contact_id, model, model_version,
 run_key, **the model's fields}`` and cuts them into batches of ``crm.batch_size`` in that fixed order.
-Before sending, a deterministic control arm (``crm.control_fraction`` of the selection, a hash of
+The selection is first claimed for the run's data date against the customer's other campaigns of
+that day (:mod:`model_steps.contact_claims`: arbitration, the per-day cap, losers recorded); only
+the contacts this run won go on. Before sending, a deterministic control arm (``crm.control_fraction`` of the selection, a hash of
 run and contact: :mod:`model_steps.campaign`) is held out and never sent; both arms are committed
 to ``<lake>/campaign/…`` for the monitor step's uplift.
 Each batch's idempotency key hashes the run, its index and its exact body, so a retried run rebuilds

@@ -13,8 +13,8 @@ run_key, **the model's fields}`` and cuts them into batches of ``crm.batch_size`
 The selection is first claimed for the run's data date against the customer's other campaigns of
 that day (:mod:`model_steps.contact_claims`: arbitration, the per-day cap, losers recorded); only
 the contacts this run won go on. Before sending, a deterministic control arm
-(``crm.control_fraction`` of them, a hash of run and contact: :mod:`model_steps.campaign`) is held out and never sent; both arms are committed
-to ``<lake>/campaign/…`` for the monitor step's uplift.
+(``crm.control_fraction`` of them, a hash of run and contact: :mod:`model_steps.campaign`) is held
+out and never sent; both arms are committed to ``<lake>/campaign/…`` for the monitor step's uplift.
 Each batch's idempotency key hashes the run, its index and its exact body, so a retried run rebuilds
 the same batches with the same keys. Acknowledged keys are saved to::
 

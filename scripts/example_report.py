@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlplatform_contract.results import (
+    CampaignFigures,
     EvaluateResult,
     IngestResult,
     MonitorResult,
@@ -184,10 +185,11 @@ def push_arithmetic(r: PublishResult) -> str:
     def share(n: int) -> str:
         return f" ({n / scored:.1%} of scored)" if scored else ""
 
+    lost = f" → {r.lost} lost to other campaigns of the day or the cap" if r.lost else ""
     return (
-        f"{scored} scored → {r.selected} selected{share(r.selected)} → {r.arms.get('control')} "
-        f"held out as control (never sent) → {r.records} sent to the CRM{share(r.records)}; "
-        f"{r.retries} retries"
+        f"{scored} scored → {r.selected} selected{share(r.selected)}{lost} → "
+        f"{r.arms.get('control')} held out as control (never sent) → {r.records} sent to the CRM"
+        f"{share(r.records)}; {r.retries} retries"
     )
 
 
@@ -204,7 +206,28 @@ def _monitor_detail(r: MonitorResult) -> str:
             f"{up['verdict']}, {up['n_treated']} treated / {up['n_control']} control"
         )
     retrain = "retrain requested" if r.retrain.requested else "no retrain"
-    return f"realized {realized}; {uplift}; {retrain}; report {r.report_uri}"
+    learned = f"; {campaign_detail(r.campaign)}" if r.campaign else ""
+    return f"realized {realized}; {uplift}{learned}; {retrain}; report {r.report_uri}"
+
+
+def campaign_detail(c: CampaignFigures) -> str:
+    """The campaign's figures in one clause: what it learned, the allocation it ran with per
+    segment (the leading variant's share), the regret, and the off-policy table's DR column."""
+
+    def dr(policy: str) -> str:
+        e = c.ope.get(policy, {}).get("dr")
+        if e is None or e.value is None:
+            return f"{policy} n/a"
+        return f"{policy} {e.value:.4f} [{e.low:.4f}, {e.high:.4f}]"
+
+    leaders = ", ".join(f"{s}: {max(v, key=v.get)} {max(v.values()):.0%}"
+                        for s, v in sorted(c.shares.items()))  # fmt: skip
+    return (
+        f"campaign {c.campaign} learned from {c.contacts} treated ({c.reward} mean "
+        f"{c.mean_reward}), policy {c.based_on} → {c.state_version}; allocation {leaders or 'n/a'}; "
+        f"regret {sum(c.regret.values()):.1f}; OPE (DR, per contact) "
+        + ", ".join(dr(p) for p in ("logged", "uniform", "greedy"))
+    )
 
 
 def _order(task: str) -> tuple[int, str]:

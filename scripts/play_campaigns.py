@@ -70,7 +70,7 @@ def one_run(lake_uri: str, world: CampaignWorld, spec: Campaign, c: int, n: int)
         "reward": float(world.rates[seg, act].sum()),
         "oracle": float(world.rates[seg].max(axis=1).sum()),
         "uniform": float(world.rates[seg].mean(axis=1).sum()),
-        "figures": figures,
+        "figures": figures.model_dump() if figures else {"ope": {}},
         "weights": ope.segment_weights(drawn.treated["segment"].to_pylist()),
         "targets": campaign_loop.target_policies(drawn.manifest, state),
     }  # fmt: skip
@@ -85,7 +85,9 @@ def true_values(world: CampaignWorld, last: dict) -> dict[str, float]:
     }
 
 
-def _interval(x: dict[str, float]) -> str:
+def _interval(x: dict[str, float | None]) -> str:
+    if x["value"] is None or x["low"] is None or x["high"] is None:
+        return "n/a (no weight)"
     return f"{x['value']:.4f} [{x['low']:.4f}, {x['high']:.4f}]"
 
 

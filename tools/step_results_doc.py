@@ -85,6 +85,11 @@ def render() -> str:
             out += ["Example (XCom JSON):", "", "```json", dumped, "```", ""]
     out += ["## Nested: `RetrainDecision` (the monitor's `retrain`)", ""]
     out += [*table(results.RetrainDecision), ""]
+    out += ["## Nested: `CampaignFigures` (the monitor's `campaign`)", ""]
+    out += [" ".join((results.CampaignFigures.__doc__ or "").split()), ""]
+    out += [*table(results.CampaignFigures), ""]
+    out += ["`OpeEstimate`: " + " ".join((results.OpeEstimate.__doc__ or "").split()), ""]
+    out += [*table(results.OpeEstimate), ""]
     return "\n".join(out)
 
 

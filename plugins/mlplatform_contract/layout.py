@@ -11,7 +11,8 @@ Zones of a run: ``features`` and ``population`` (ingest), ``validation``, ``mode
 tuning trials), ``tuning``, ``evaluation``, ``scores``, ``campaign`` and ``publish`` (publish),
 ``monitoring`` (the monitor, per scored run). Outside runs: ``models/…/champion/`` and
 ``reference/`` (the drift references), ``monitoring/…/report/`` and ``monitoring/…/policy/`` (the
-campaign variants' posterior states).
+campaign variants' posterior states), and ``publish/_claims/customer=<c>/day=<d>/`` (the day's
+contact claims of all the customer's pipelines: arbitration and the frequency cap).
 
 Each zone's place in the cluster's buckets and the step kinds that may write it are named here too
 (``ZONES``): ``tools/lake_zones_json.py`` writes them to ``lake_zones.json``, which Terraform reads
@@ -44,6 +45,7 @@ REPORTS = "reports"  # what a model's own steps (extra_steps) write, e.g. a repo
 RUN_ZONES = (FEATURES, POPULATION, VALIDATION, MODELS, TUNING, EVALUATION, SCORES, CAMPAIGN,
              PUBLISH, MONITORING)  # fmt: skip
 MANIFEST = "_MANIFEST.json"
+CLAIMS = "_claims"  # publish's folder shared by a customer's pipelines: who may contact whom today
 
 # The key prefix of each platform URI inside its bucket (helm/platform values stepEnv:
 # LAKE_URI = s3://<lake bucket>/lake, SCORES_URI = s3://<scores bucket>/scores).
@@ -182,6 +184,12 @@ class CustomerLayout:
     @property
     def monitoring_report(self) -> str:
         return join(self.zone(MONITORING), "report")
+
+    def contact_claims(self, day: str, *parts: str) -> str:
+        """The day's contact claims of every pipeline of the customer (model_steps.contact_claims):
+        one folder per customer and data date, in publish's zone (``_claims`` is no pipeline name)."""
+        return join(self.lake_uri, PUBLISH, CLAIMS, f"customer={self.customer}", f"day={day}",
+                    *parts)  # fmt: skip
 
     def campaign_policy(self, campaign: str, *parts: str) -> str:
         """A campaign's posterior states (one JSON per version, the run whose outcomes built it)

@@ -239,7 +239,16 @@ class ScoreResult(StepResult):
 class PublishResult(StepResult):
     step: ClassVar[str] = "publish"
     records: int = Field(description="records to send (the treated arm)")
-    selected: int = Field(description="rows the model chose (both arms)")
+    selected: int = Field(description="rows the model chose (claimed for the day)")
+    owned: int = Field(description="of those, the contacts this run won in the day's arbitration "
+                       "(both arms: the control arm is drawn from them)")  # fmt: skip
+    lost: int = figure("mlops_records_lost_to_arbitration", 0,
+                       "selected contacts another campaign of the day won, or the cap denied")  # fmt: skip
+    lost_to: dict[str, int] = Field(
+        default={},
+        description="who won the lost contacts: pipeline/campaign#slot, or cap",
+    )
+    claims_uri: str | None = Field(None, description="the day's contact claims and decisions")
     arms: dict[str, int]
     campaign_uri: str
     scored_rows: int
@@ -272,6 +281,47 @@ class RetrainDecision(BaseModel):
     cooldown_until: str | None = None
 
 
+class OpeEstimate(BaseModel):
+    """One off-policy estimate of a policy's mean reward per contact, with its bootstrap interval
+    (None: no weight to estimate from, a SNIPS over contacts the policy never picks)."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: float | None
+    low: float | None
+    high: float | None
+
+
+class ArmCount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    successes: int
+    trials: int
+
+
+class CampaignFigures(BaseModel):
+    """What the monitor learned from one run's campaign variants (model_steps.campaign_loop)."""
+
+    model_config = ConfigDict(extra="forbid")
+    campaign: str
+    reward: str = Field(description="click or conversion: what counted as a success")
+    logged_with: str = Field(description="the policy version the run's variants were drawn with")
+    state_version: str = Field(description="the posterior version these outcomes built")
+    based_on: str | None = Field(description="the version they were folded onto")
+    contacts: int = Field(description="treated contacts whose outcomes were folded in")
+    mean_reward: float | None
+    counts: dict[str, dict[str, ArmCount]] = Field(description="segment -> variant -> this run's")
+    shares: dict[str, dict[str, float]] = Field(
+        default={}, description="segment -> variant -> the share the run was drawn with"
+    )
+    regret: dict[str, float] = Field(
+        default={},
+        description="segment -> contacts x (best variant's posterior mean - the realized mean): "
+        "rewards the allocation gave up against always sending the variant now known best",
+    )
+    ope: dict[str, dict[str, OpeEstimate]] = Field(
+        description="policy (logged, uniform, greedy) -> estimator (ips, snips, dr) -> estimate"
+    )
+
+
 class MonitoredRun(BaseModel):
     """The figures of one monitored scored run (committed in the monitoring table's manifest)."""
 
@@ -287,7 +337,7 @@ class MonitoredRun(BaseModel):
     mlflow: dict[str, Any] = Field(default_factory=dict)
     # the campaign's variants (settings crm.campaign): rewards per segment and variant folded into
     # the policy state, and the off-policy estimates (model_steps.campaign_loop); None without one
-    campaign: dict[str, Any] | None = None
+    campaign: CampaignFigures | None = None
 
 
 class MonitorResult(StepResult):
@@ -298,6 +348,9 @@ class MonitorResult(StepResult):
     realized: dict[str, float | None] = section("mlops_realized_metric")
     uplift: dict[str, Any] = section("mlops_uplift")
     latest_run: dict[str, Any] | None
+    campaign: CampaignFigures | None = Field(
+        None, description="the latest monitored run's campaign figures (none: no variants)"
+    )
     retrain: RetrainDecision
     degraded: bool = Field(description="the owner is notified (mlplatform.notify)")
     reasons: list[str]
@@ -396,11 +449,13 @@ def _model_examples(lake: str, model: str) -> dict[str, AnyResult]:
             parts=1, rows_per_second=51000.0, predict_seconds=0.3, seconds=4.1,
         ),
         "publish": PublishResult(
-            records=1801, selected=2001, arms={"treated": 1801, "control": 200},
+            records=1801, selected=2101, owned=2001, lost=100,
+            lost_to={"churn_model/winback#1": 100}, arms={"treated": 1801, "control": 200},
             campaign_uri=lake % "campaign", scored_rows=20011, batches=4, sent_batches=4,
             sent_records=1801, skipped_batches=0, skipped_records=0, replayed_batches=0,
             retries=2, retries_by_reason={"429": 2}, scores_uri=lake % "scores",
             checkpoint_uri=f"{lake % 'publish'}/progress.json", model="churn", seconds=2.4,
+            claims_uri="s3://lake/lake/publish/_claims/customer=acme/day=2026-06-01",
         ),
         "monitor": MonitorResult(
             status="monitored", monitored=["manual__2026-06-01-9f8e7d6c"], pending=[],
@@ -409,11 +464,46 @@ def _model_examples(lake: str, model: str) -> dict[str, AnyResult]:
             "n_treated": 1801, "n_control": 200},
             latest_run={"scored_run_key": "manual__2026-06-01-9f8e7d6c",
                         "data_date": "2026-06-01", "model_version": "3"},
+            campaign=_campaign_example(),
             retrain=RetrainDecision(requested=False, reasons=["champion v3 is healthy"],
                                     champion_version="3"),
             degraded=False, reasons=["champion v3 is healthy"], report_uri=None, seconds=12.0,
         ),
     }  # fmt: skip
+
+
+def _campaign_example() -> CampaignFigures:
+    est = {
+        "ips": OpeEstimate(value=0.061, low=0.052, high=0.07),
+        "snips": OpeEstimate(value=0.06, low=0.052, high=0.068),
+        "dr": OpeEstimate(value=0.06, low=0.053, high=0.067),
+    }
+    return CampaignFigures(
+        campaign="spring",
+        reward="conversion",
+        logged_with="prior",
+        state_version="manual__2026-06-01-9f8e7d6c",
+        based_on="prior",
+        contacts=1801,
+        mean_reward=0.06,
+        counts={
+            "gold": {
+                "pct10": ArmCount(successes=60, trials=900),
+                "pct20": ArmCount(successes=48, trials=901),
+            }
+        },
+        shares={"gold": {"pct10": 0.5, "pct20": 0.5}},
+        regret={"gold": 6.2},
+        ope={
+            "logged": est,
+            "uniform": est,
+            "greedy": {
+                "ips": OpeEstimate(value=0.066, low=0.054, high=0.078),
+                "snips": OpeEstimate(value=0.066, low=0.055, high=0.077),
+                "dr": OpeEstimate(value=0.066, low=0.056, high=0.076),
+            },
+        },
+    )
 
 
 EXAMPLES: dict[str, AnyResult] = _examples()

@@ -200,6 +200,20 @@ class ScoringSettings(_Strict):
     chunk_rows: int = Field(200_000, gt=0)
 
 
+class ArbitrationSettings(_Strict):
+    """Several campaigns of one customer on one day (model_steps.contact_claims): who may send."""
+
+    rule: Literal["priority", "expected_value"] = Field(
+        "priority",
+        description="between claims of the day still undecided: the campaign's priority first "
+        "(ties by the contact's score), or the score first (ties by priority); a contact won by an "
+        "earlier decided claim is never taken back",
+    )
+    cap_per_day: int = Field(
+        1, ge=1, le=20, description="messages per contact per customer per data date, all pipelines"
+    )
+
+
 class CrmSettings(_Strict):
     """How records travel to the CRM; which rows and what a record holds are the model's."""
 
@@ -235,6 +249,7 @@ class CrmSettings(_Strict):
         description="offer variants of the treated arm and the policy that allocates them per "
         "segment (docs/campaigns.md); none = every treated contact gets the model's record as is",
     )
+    arbitration: ArbitrationSettings = ArbitrationSettings()
 
 
 class MonitoringSettings(_Strict):

@@ -107,12 +107,32 @@ def test_the_summary_shows_the_push_arithmetic() -> None:
     """Selected, held out as control and sent, each said: "top 10 %" is visibly not 10 % sent."""
     publish = EXAMPLES["publish"].model_copy(update={
         "scored_rows": 12000, "selected": 1200, "records": 1063, "retries": 0,
-        "arms": {"treated": 1063, "control": 137}})  # fmt: skip
+        "arms": {"treated": 1063, "control": 137}, "owned": 1200, "lost": 0})  # fmt: skip
     line = example_report.push_arithmetic(publish)
     assert line == (
         "12000 scored → 1200 selected (10.0% of scored) → 137 held out as control (never sent) "
         "→ 1063 sent to the CRM (8.9% of scored); 0 retries"
     )
+    lost = example_report.push_arithmetic(
+        publish.model_copy(update={"selected": 1300, "lost": 100})
+    )
+    assert "1300 selected (10.8% of scored) → 100 lost to other campaigns of the day or the cap → " \
+        "137 held out" in lost  # fmt: skip
+
+
+def test_the_monitor_line_shows_the_campaign_figures_on_one_line() -> None:
+    """What the campaign learned, its allocation by segment, the regret and the OPE table's DR
+    column, in the one summary row (a log file never wraps it: summary_text)."""
+    line = example_report.detail("monitor", EXAMPLES["monitor"].model_dump(mode="json"))
+    assert (
+        "campaign spring learned from 1801 treated (conversion mean 0.06), policy prior → "
+        "manual__2026-06-01-9f8e7d6c; allocation gold: pct10 50%; regret 6.2; OPE (DR, per "
+        "contact) logged 0.0600 [0.0530, 0.0670], uniform 0.0600 [0.0530, 0.0670], greedy 0.0660 "
+        "[0.0560, 0.0760]"
+    ) in line
+    rows = [("d", "monitor", "success", "1", "1", line)]
+    text = example_report.summary_text(rows, "caption")
+    assert len(text) == 4 and text[2].endswith(line)  # title, header, the row whole, caption
 
 
 def test_the_train_line_names_the_logged_candidate_not_a_version() -> None:

@@ -31,6 +31,7 @@ import numpy as np
 
 from mlplatform_contract import layout
 from mlplatform_contract.campaigns import Campaign
+from mlplatform_contract.results import CampaignFigures
 from model_steps import bandit, campaign, lake, ope
 from model_steps.contract import StepContext, StepError
 
@@ -233,7 +234,7 @@ def target_policies(
 def off_policy(
     table: Any, reward: np.ndarray, manifest: Mapping[str, Any], state: bandit.PolicyState,
     seed: str,
-) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+) -> dict[str, dict[str, dict[str, float | None]]]:  # fmt: skip
     """IPS, SNIPS and DR with bootstrap intervals of each target policy's mean reward."""
     variants = list(manifest["variants"])
     index = {v: i for i, v in enumerate(variants)}
@@ -247,10 +248,27 @@ def off_policy(
     estimates = ope.evaluate(data, target_policies(manifest, state), len(variants),
                              seed=int.from_bytes(digest, "big"))  # fmt: skip
     return {
-        policy: {e: {"value": round(x.value, 6), "low": round(x.low, 6), "high": round(x.high, 6)}
+        policy: {e: {"value": _round(x.value), "low": _round(x.low), "high": _round(x.high)}
                  for e, x in by.items()}
         for policy, by in estimates.items()
     }  # fmt: skip
+
+
+def _round(x: float) -> float | None:
+    return round(x, 6) if x == x else None  # NaN (no weight) is None in JSON
+
+
+def regret(table: Any, reward: np.ndarray, state: bandit.PolicyState,
+           variants: Sequence[str]) -> dict[str, float]:  # fmt: skip
+    """Per segment: contacts x (the best variant's posterior mean - the mean reward realized)."""
+    segments = np.asarray(table[SEGMENT].to_pylist(), dtype=str)
+    out = {}
+    for s in sorted(set(segments.tolist())):
+        alpha, beta = state.posterior(s, list(variants))
+        here = segments == s
+        best = float((alpha / (alpha + beta)).max())
+        out[s] = round(float(here.sum() * best - reward[here].sum()), 3)
+    return out
 
 
 def arm_counts(table: Any, reward: np.ndarray) -> dict[str, dict[str, dict[str, int]]]:
@@ -265,7 +283,7 @@ def arm_counts(table: Any, reward: np.ndarray) -> dict[str, dict[str, dict[str, 
 
 def learn(
     ctx: StepContext, loaded: Any, run_key: str, outcomes: Any, column: str
-) -> dict[str, Any] | None:
+) -> CampaignFigures | None:
     """The monitor's hook for one scored run whose window closed (``outcomes``: each contact's
     outcome in ``column``): fold its rewards into the campaign's state and estimate the
     alternatives off-policy. None when the run drew no variants."""
@@ -282,20 +300,22 @@ def learn(
     reward = rewards(np.nan_to_num(outcome, nan=float(loaded.model.label_fill)),
                      loaded.model.positive_outcome)  # fmt: skip
     state = fold(ctx, manifest["campaign"], run_key, table, reward)
-    figures = {
-        "campaign": manifest["campaign"],
-        "reward": manifest.get("reward", spec.reward),
-        "logged_with": manifest["policy_version"],
-        "state_version": state.version,
-        "based_on": state.based_on,
-        "contacts": int(table.num_rows),
-        "mean_reward": round(float(reward.mean()), 6),
-        "counts": arm_counts(table, reward),
-        "ope": off_policy(table, reward, manifest, state, run_key),
-    }
+    figures = CampaignFigures(
+        campaign=manifest["campaign"],
+        reward=manifest.get("reward", spec.reward),
+        logged_with=manifest["policy_version"],
+        state_version=state.version,
+        based_on=state.based_on,
+        contacts=int(table.num_rows),
+        mean_reward=round(float(reward.mean()), 6),
+        counts=arm_counts(table, reward),  # type: ignore[arg-type]  # validated into ArmCount
+        shares=manifest.get("shares", {}),
+        regret=regret(table, reward, state, manifest["variants"]),
+        ope=off_policy(table, reward, manifest, state, run_key),  # type: ignore[arg-type]
+    )
     log.info("campaign %s: learned from run %s (%d treated contacts, mean reward %s): state "
-             "%s -> %s", figures["campaign"], run_key, figures["contacts"],
-             figures["mean_reward"], state.based_on, state.version)  # fmt: skip
+             "%s -> %s", figures.campaign, run_key, figures.contacts, figures.mean_reward,
+             state.based_on, state.version)  # fmt: skip
     return figures
 
 
@@ -310,16 +330,18 @@ def note_pending(ctx: StepContext, platform: Any, pending: Sequence[Mapping[str,
                  spec.id, version, run["run_key"], run["reason"])  # fmt: skip
 
 
-def metrics(figures: Mapping[str, Any] | None) -> dict[str, float]:
-    """The MLflow metrics of the campaign figures: the mean reward and every OPE estimate."""
-    if not figures:
+def metrics(figures: CampaignFigures | None) -> dict[str, float]:
+    """The MLflow metrics of the campaign figures: the mean reward, the regret and every OPE
+    estimate."""
+    if figures is None:
         return {}
-    mean = figures["mean_reward"]
+    mean = figures.mean_reward
     out = {"campaign_mean_reward": mean} if mean is not None else {}
-    for policy, by in figures["ope"].items():
+    out["campaign_regret"] = round(sum(figures.regret.values()), 3)
+    for policy, by in figures.ope.items():
         for estimator, est in by.items():
-            for part, value in est.items():
+            for part, value in est.model_dump().items():
                 suffix = "" if part == "value" else f"_{part}"
-                if value == value:  # NaN (a SNIPS with no weight) is left out
+                if value is not None:  # a SNIPS with no weight is left out
                     out[f"ope_{policy}_{estimator}{suffix}"] = value
     return out

@@ -59,6 +59,8 @@ METRICS: dict[str, str] = {
     "mlops_rows": "Rows the step read (ingest, validate) or wrote (score).",
     "mlops_records_sent": "CRM records the publish step sent in this run.",
     "mlops_records_failed": "CRM records the publish step could not send.",
+    "mlops_records_lost_to_arbitration": "Selected contacts another campaign of the day won, or "
+    "the per-day cap denied (publish).",
     "mlops_gate_passed": "1 when the evaluate gate passed the candidate, 0 when it rejected it.",
     "mlops_holdout_metric": "The trained candidate's holdout metric (train).",
     "mlops_candidate_metric": "The candidate's metric as the evaluate gate saw it.",

@@ -116,7 +116,9 @@ def test_posterior_updates_equal_the_counts_once_and_the_next_publish_reads_them
     drawn = allocate(ctx, spec)
     commit_assignment(ctx, drawn)
     observed = outcomes(selection(3000)["diner_id"].to_pylist())
-    figures = campaign_loop.learn(ctx, loaded(spec), ctx.run_key, observed, "outcome")
+    learned = campaign_loop.learn(ctx, loaded(spec), ctx.run_key, observed, "outcome")
+    assert learned is not None
+    figures = learned.model_dump(mode="json")
     hit = dict(zip(observed["diner_id"].to_pylist(), observed["outcome"].to_pylist(), strict=True))
     expected: dict = {}
     for row in drawn.treated.to_pylist():
@@ -136,13 +138,21 @@ def test_posterior_updates_equal_the_counts_once_and_the_next_publish_reads_them
     for estimates in figures["ope"].values():
         for e in estimates.values():
             assert e["low"] <= e["value"] <= e["high"]
-    metrics = campaign_loop.metrics(figures)
+    assert figures["shares"] == drawn.manifest["shares"]  # the allocation by segment it ran with
+    for segment, arms in expected.items():  # regret against the variant now known best
+        alpha, beta = state.posterior(segment, list(drawn.manifest["variants"]))
+        lost = sum(n for _, n in arms.values()) * max(alpha / (alpha + beta))
+        assert figures["regret"][segment] == pytest.approx(lost - sum(w for w, _ in arms.values()),
+                                                           abs=1e-3)  # fmt: skip
+    metrics = campaign_loop.metrics(learned)
     assert "ope_uniform_dr" in metrics and "ope_logged_ips_low" in metrics
+    assert metrics["campaign_regret"] == pytest.approx(sum(figures["regret"].values()), abs=1e-2)
     # a retry of the monitor folds nothing twice
     again = campaign_loop.learn(ctx, loaded(spec), ctx.run_key, observed, "outcome")
     assert (
         campaign_loop.read_state(ctx, "spring", ctx.run_key) == state
-        and again["counts"] == figures["counts"]
+        and again is not None
+        and again.model_dump(mode="json")["counts"] == figures["counts"]
     )
     # the next run's publish allocates from the learned state
     write_population(ctx2 := context(lake_uri, "r2"), 3000)

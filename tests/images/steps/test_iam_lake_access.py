@@ -219,6 +219,26 @@ def publish_accesses() -> list[Access]:
         *read_table("publish", c.lake_path(POPULATION)),
         Access("publish", "get", c.layout.customer.campaign_policy("spring", "latest.json")),
         Access("publish", "get", c.layout.customer.campaign_policy("spring", "state-r1.json")),
+        *claim_accesses(c),
+    ]
+
+
+def claim_accesses(c: StepContext) -> list[Access]:
+    """The day's contact claims shared by the customer's pipelines (model_steps.contact_claims):
+    the candidates committed, slots and decisions listed, created and read, a lost race removed."""
+    day = c.layout.customer.contact_claims(c.data_date.isoformat())
+    decided = f"{day}/decisions/slot=000002/ab12cd34ef56.parquet"
+    return [
+        *committed("publish", f"{day}/candidates/{c.pipeline}/campaign=spring/run={c.run_key}"),
+        *read_table("publish", f"{day}/candidates/customer_propensity/campaign=winback/run=r1"),
+        Access("publish", "list", f"{day}/"),
+        Access("publish", "get", f"{day}/claim-000001.json"),
+        Access("publish", "put", f"{day}/claim-000002.json"),
+        Access("publish", "get", f"{day}/decision-000001.json"),
+        Access("publish", "get", f"{day}/decisions/slot=000001/0a1b2c3d4e5f.parquet"),
+        Access("publish", "put", decided),
+        Access("publish", "put", f"{day}/decision-000002.json"),
+        Access("publish", "delete", decided),
     ]
 
 

@@ -11,9 +11,11 @@ import json
 import signal
 import subprocess
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 from publish_helpers import (
     PIPELINE,
@@ -21,6 +23,7 @@ from publish_helpers import (
     TOKEN,
     Receiver,
     expected_sent,
+    expected_top,
     model_env,
     publish_argv,
     publish_env,
@@ -32,7 +35,7 @@ from publish_helpers import (
 )
 
 from mlplatform_contract.results import PublishResult
-from model_steps import lake, metrics, scoring
+from model_steps import contact_claims, lake, metrics, scoring
 from model_steps.contract import StepContext, StepError, run_key
 from model_steps.crm import CrmClient, CrmError, mask, parse_retry_after, redact_url
 from model_steps.steps import publish
@@ -477,3 +480,49 @@ def test_records_the_crm_refuses_are_the_failed_records_of_the_result(crm, lake_
     assert "not-the-token" not in result.error
     failed = {m: v for m, _, v in metrics.samples(result) if m == "mlops_records_failed"}
     assert failed == {"mlops_records_failed": 20.0}
+
+
+def _campaign_env(lake_uri: str, crm: Receiver, tmp_path: Path, name: str, priority: int,
+                  fraction: float) -> dict[str, str]:  # fmt: skip
+    variants = [{"id": "only", "crm": {"offer_code": name}}]
+    cfg = {"batch_size": 50, "top_fraction": fraction,
+           "campaign": {"id": name, "priority": priority, "variants": variants}}  # fmt: skip
+    return publish_env(lake_uri, crm.url, tmp_path / f"{name}.json", cfg)
+
+
+def test_two_campaigns_of_one_day_never_reach_one_diner_twice(crm, lake_uri, tmp_path):
+    """Two campaigns of one model on one data date with overlapping selections, through the step:
+    the first decided keeps its diners (its messages are out), the second is capped on them and
+    records them as lost, holds its control arm out of its own diners, and a retry of it reproduces
+    the decision and sends nothing again."""
+    spring, winback = "manual__spring", "manual__winback"
+    for run_id in (spring, winback):
+        write_scores(lake_uri, run_id, n=400)
+    code, out, a = run_publish(_campaign_env(lake_uri, crm, tmp_path, "spring", 0, 0.5), spring)
+    assert code == 0, out
+    env = _campaign_env(lake_uri, crm, tmp_path, "winback", 9, 1.0)  # higher priority, later
+    code, out, b = run_publish(env, winback)
+    assert code == 0, out
+    top = set(expected_top(400, 0.5))
+    assert (a["selected"], a["owned"], a["lost"]) == (200, 200, 0)
+    assert (b["selected"], b["owned"], b["lost"]) == (400, 200, 200)
+    assert b["lost_to"] == {f"{PIPELINE}/spring#1": 200}
+    stats = crm.stats()
+    assert stats["max_writes_per_contact"] == 1 and stats["duplicate_writes"] == 0
+    by_run = Counter(r["run_key"] for r in crm.contacts())
+    assert by_run == {run_key(spring): a["records"], run_key(winback): b["records"]}
+    arms, manifest = lake.read_parquet_table(b["campaign_uri"])
+    assert not set(arms["diner_id"].to_pylist()) & top  # both arms from the diners it owns
+    assert manifest["arbitration"]["lost"] == 200 and manifest["arbitration"]["slot"] == 2
+    decided = contact_claims.decision(contact_claims.claims(b["claims_uri"])[1])
+    losers = decided.filter(pc.invert(decided["won"]))
+    assert set(losers["contact"].to_pylist()) == top  # recorded, never sent
+    assert set(losers["beaten_by"].to_pylist()) == {f"{PIPELINE}/spring#1"}
+
+    requests = crm.stats()["counters"]["requests"]
+    code, out, again = run_publish(env, winback)  # Airflow retries it: the same decision
+    assert code == 0, out
+    assert (again["owned"], again["lost"], again["sent_batches"]) == (200, 200, 0)
+    assert again["skipped_records"] == b["records"]
+    assert crm.stats()["counters"]["requests"] == requests
+    assert len(contact_claims.claims(b["claims_uri"])) == 2  # no new claim

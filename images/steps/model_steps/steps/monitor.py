@@ -283,6 +283,7 @@ def run(ctx: StepContext) -> MonitorResult:
         realized=latest.realized if latest else {},
         uplift=latest.uplift if latest else {},
         latest_run=latest.model_dump(include=named) if latest else None,
+        campaign=latest.campaign if latest else None,
         retrain=retrain,
         # the owner's notifier reads this (plugins/mlplatform/notify.py)
         degraded=retrain.degraded,

@@ -10,9 +10,11 @@ where the scores root is ``SCORES_URI`` when set (the cluster's scores bucket), 
 The model decides which rows are pushed, in which order (``Model.crm_select``), and what a record
 holds (``Model.crm_record``); the platform wraps each as ``{contact_id, model, model_version,
 run_key, **the model's fields}`` and cuts them into batches of ``crm.batch_size`` in that fixed order.
-Before sending, a deterministic control arm (``crm.control_fraction`` of the selection, a hash of
-run and contact: :mod:`model_steps.campaign`) is held out and never sent; both arms are committed
-to ``<lake>/campaign/…`` for the monitor step's uplift.
+The selection is first claimed for the run's data date against the customer's other campaigns of
+that day (:mod:`model_steps.contact_claims`: arbitration, the per-day cap, losers recorded); only
+the contacts this run won go on. Before sending, a deterministic control arm
+(``crm.control_fraction`` of them, a hash of run and contact: :mod:`model_steps.campaign`) is held
+out and never sent; both arms are committed to ``<lake>/campaign/…`` for the monitor step's uplift.
 Each batch's idempotency key hashes the run, its index and its exact body, so a retried run rebuilds
 the same batches with the same keys. Acknowledged keys are saved to::
 
@@ -42,7 +44,7 @@ from typing import Any
 from mlplatform_contract.campaigns import Campaign
 from mlplatform_contract.environment import StepEnvironment
 from mlplatform_contract.results import PublishResult
-from model_steps import campaign, campaign_loop, lake, model_loader
+from model_steps import campaign, campaign_loop, contact_claims, lake, model_loader
 from model_steps.contract import (
     ENV_CRM_API_TOKEN,
     ENV_CRM_BASE_URL,
@@ -338,9 +340,56 @@ def _drain(inflight: dict[Future[BatchOutcome], Batch], record: Any) -> None:
             record(future, inflight[future])
 
 
+@dataclass(frozen=True)
+class Contest:
+    """This run's part of the day's arbitration (model_steps.contact_claims)."""
+
+    slot: int
+    claimed: int
+    owned: int
+    beaten_by: dict[str, int]  # the campaign that took a contact (or "cap") -> contacts lost
+    uri: str
+
+    def manifest(self) -> dict[str, Any]:
+        return {"arbitration": {"slot": self.slot, "claimed": self.claimed, "owned": self.owned,
+                                "lost": self.claimed - self.owned, "beaten_by": self.beaten_by,
+                                "claims_uri": self.uri}}  # fmt: skip
+
+
+def arbitrate_selection(
+    ctx: StepContext, loaded: model_loader.LoadedModel, chosen: Selection
+) -> tuple[Selection, Contest]:
+    """Claim the model's selection for the day, read the committed decision, keep what this run
+    owns (in selection order): the control arm is drawn from those contacts only."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    spec, model = campaign_loop.declared(loaded.platform), loaded.model
+    rules = loaded.platform.crm.arbitration
+    keys = chosen.table[model.key].to_pylist()
+    values = (np.zeros(len(keys)) if model.class_columns else
+              np.nan_to_num(chosen.table[model.output_column].to_numpy(zero_copy_only=False)))  # fmt: skip
+    record = {"pipeline": ctx.pipeline, "campaign": spec.id if spec else ctx.pipeline,
+              "run_key": ctx.run_key, "priority": spec.priority if spec else 0,
+              "rule": rules.rule, "cap": rules.cap_per_day}  # fmt: skip
+    day = ctx.layout.customer.contact_claims(ctx.data_date.isoformat())
+    mine = contact_claims.claim(day, record, keys, values)
+    decided = contact_claims.decision(mine)
+    won = decided.filter(decided["won"])["contact"]
+    owned = chosen.table.filter(pc.is_in(chosen.table[model.key], value_set=won.combine_chunks()))
+    lost = decided.filter(pc.invert(decided["won"]))["beaten_by"].to_pylist()
+    beaten = dict(sorted(Counter(b or "cap" for b in lost).items()))
+    if lost:
+        log.info("arbitration (%s, cap %d a day): %d of %d selected contacts go to other campaigns "
+                 "or are capped, recorded in %s: %s", rules.rule, rules.cap_per_day, len(lost),
+                 len(keys), day, beaten)  # fmt: skip
+    contest = Contest(mine.slot, len(keys), owned.num_rows, beaten, day)
+    return Selection(owned, model, chosen.context, chosen.run_key), contest
+
+
 def hold_out_control(
     ctx: StepContext, chosen: Selection, scores: dict[str, Any], fraction: float, identity: str,
-    spec: Campaign | None = None,
+    spec: Campaign | None = None, contest: Contest | None = None,
 ) -> tuple[Selection, dict[str, int]]:  # fmt: skip
     """Split off the control arm and, when the settings declare a campaign, draw each treated
     contact's variant; commit both arms (with the variants and propensities) before anything is
@@ -363,7 +412,7 @@ def hold_out_control(
             "model": chosen.model.name, "key": chosen.model.key,
             "control_fraction": fraction, "arms": arms,
             "scores_attempt": scores.get("attempt"), "model_version": scores.get("model_version"),
-            **variants,
+            **variants, **(contest.manifest() if contest else {}),
         },
     )  # fmt: skip
     log.info(
@@ -380,6 +429,7 @@ class Plan:
 
     records: Selection
     chosen: Selection
+    contest: Contest
     arms: dict[str, int]
     scored_rows: int
     scores_uri: str
@@ -416,11 +466,12 @@ def plan_publish(ctx: StepContext, loaded: model_loader.LoadedModel) -> Plan:
     s = loaded.platform.crm
     scores_uri = scores_table_uri(ctx)
     context = model_loader.model_context(ctx, loaded)
-    chosen, scored_rows, manifest = select_records(scores_uri, loaded.model, context, ctx.run_key)
+    selected, scored_rows, manifest = select_records(scores_uri, loaded.model, context, ctx.run_key)
+    chosen, contest = arbitrate_selection(ctx, loaded, selected)
     own_settings = json.dumps(loaded.settings.model_dump(mode="json"), sort_keys=True)
     identity = f"{ctx.pipeline}/{ctx.customer}/{ctx.run_key}"
     records, arms = hold_out_control(ctx, chosen, manifest, float(s.control_fraction), identity,
-                                     campaign_loop.declared(loaded.platform))  # fmt: skip
+                                     campaign_loop.declared(loaded.platform), contest)  # fmt: skip
     batch_size = int(s.batch_size)
     n_batches = -(-len(records) // batch_size)
     plan = {
@@ -434,7 +485,8 @@ def plan_publish(ctx: StepContext, loaded: model_loader.LoadedModel) -> Plan:
     progress_uri = ctx.layout.publish(PROGRESS_FILE)
     checkpoint = Checkpoint(progress_uri, plan, float(s.checkpoint_interval_seconds))
     earlier = checkpoint.load()
-    return Plan(records, chosen, arms, scored_rows, scores_uri, batch_size, n_batches, identity,
+    return Plan(records, chosen, contest, arms, scored_rows, scores_uri, batch_size, n_batches,
+                identity,
                 checkpoint, earlier)  # fmt: skip
 
 
@@ -477,7 +529,11 @@ def publish_result(
         retries.update(o.retries)
     return PublishResult(
         records=len(plan.records),
-        selected=len(plan.chosen),
+        selected=plan.contest.claimed,
+        owned=plan.contest.owned,
+        lost=plan.contest.claimed - plan.contest.owned,
+        lost_to=plan.contest.beaten_by,
+        claims_uri=plan.contest.uri,
         arms=plan.arms,
         campaign_uri=ctx.layout.campaign,
         scored_rows=plan.scored_rows,

@@ -205,6 +205,7 @@ BENCH_ARGS ?=
 bench: setup
 	$(CP_PY) benchmarks/bench_dag_parse.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_ingest.py $(BENCH_ARGS)
+	PYTHONPATH= $(STEPS_PY) benchmarks/bench_spark_jit.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_train.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_score.py $(BENCH_ARGS)
 	PYTHONPATH= $(STEPS_PY) benchmarks/bench_publish.py $(BENCH_ARGS)

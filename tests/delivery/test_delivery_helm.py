@@ -27,6 +27,8 @@ from delivery_helpers import (
     tool,
 )
 
+from mlplatform_contract.registry_access import STEP_ROLES
+
 
 @pytest.fixture(scope="module")
 def rendered_charts(tmp_path_factory) -> dict[str, Path]:
@@ -86,8 +88,13 @@ def test_yamllint_values_and_ci():
 
 def test_step_service_accounts_irsa_annotated_without_api_token(rendered_objects):
     sas = by_kind(rendered_objects["platform"], "ServiceAccount")
-    assert set(sas) == {f"step-{k}" for k in STEP_KINDS} | {"spark-executor"}
+    # External Secrets' store account for the registry identities lives in ESO's namespace, where
+    # no step pod runs (test_delivery_registry.py)
+    assert set(sas) == {f"step-{k}" for k in STEP_KINDS} | {
+        "spark-executor", "registry-identities-reader"
+    }  # fmt: skip
     assert sas["spark-executor"]["metadata"]["namespace"] == SPARK_NAMESPACE
+    assert sas.pop("registry-identities-reader")["metadata"]["namespace"] == "external-secrets"
     ingest_role = sas["step-ingest"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     assert (
         sas["spark-executor"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
@@ -183,28 +190,46 @@ def test_priority_classes_quota_limitrange_networkpolicies(rendered_objects):
 
 
 def test_mlflow_admits_only_the_steps_that_call_it(rendered_objects):
-    """MLflow in its own namespace, default deny there; its API only from step pods of the kinds
-    that log, register, alias or load models (train, evaluate, score) and the monitor: not ingest,
-    validate or publish (their code never calls MLflow), not Spark executors, not Airflow."""
+    """MLflow in its own namespace, default deny there; its API only from the step pods with a
+    registry role (STEP_ROLES, the code's one list of the steps that call MLflow) and the registry's
+    provisioning Job: not ingest, validate, publish or a model's own steps, not Spark executors,
+    not Airflow. The steps' own egress to MLflow is limited to the same steps."""
     policies = [o for o in rendered_objects["platform"] if o["kind"] == "NetworkPolicy"]
     in_mlflow = {p["metadata"]["name"]: p["spec"] for p in policies
                  if p["metadata"]["namespace"] == MLFLOW_NAMESPACE}  # fmt: skip
     assert in_mlflow["default-deny"]["podSelector"] == {}
     (ingress,) = in_mlflow["mlflow"]["ingress"]
-    admitted = set()
+    admitted, same_namespace = set(), []
     for peer in ingress["from"]:
+        if "namespaceSelector" not in peer:  # a peer in MLflow's own namespace
+            same_namespace.append(peer["podSelector"]["matchLabels"])
+            continue
         assert peer["namespaceSelector"]["matchLabels"] == {
             "kubernetes.io/metadata.name": STEPS_NAMESPACE
         }
         (expr,) = peer["podSelector"]["matchExpressions"]
-        assert expr["operator"] == "In"
-        admitted |= {(expr["key"], v) for v in expr["values"]}
-    assert admitted == {
-        ("mlops.io/kind", "train"),
-        ("mlops.io/kind", "evaluate"),
-        ("mlops.io/kind", "score"),
-        ("mlops.io/step", "monitor"),
-    }
+        assert expr["operator"] == "In" and expr["key"] == "mlops.io/step"
+        admitted |= set(expr["values"])
+    assert admitted == set(STEP_ROLES)
+    assert same_namespace == [{"app.kubernetes.io/name": "mlflow-registry-admin"}]
+    job = by_kind(rendered_objects["mlflow"], "Job")["mlflow-registry-provisioning"]
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == (
+        "mlflow-registry-admin"
+    )
+    in_steps = {p["metadata"]["name"]: p["spec"] for p in policies
+                if p["metadata"]["namespace"] == STEPS_NAMESPACE}  # fmt: skip
+    (expr,) = in_steps["steps-to-mlflow"]["podSelector"]["matchExpressions"]
+    assert (expr["key"], expr["operator"], set(expr["values"])) == (
+        "mlops.io/step", "In", set(STEP_ROLES)
+    )  # fmt: skip
+    for name, spec in in_steps.items():  # no other policy lets a step reach MLflow
+        if name != "steps-to-mlflow":
+            for rule in spec.get("egress") or []:
+                assert all(
+                    (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get(
+                        "kubernetes.io/metadata.name") != MLFLOW_NAMESPACE
+                    for peer in rule.get("to") or []
+                ), name  # fmt: skip
 
 
 def test_step_env_configmap_has_exactly_the_agreed_keys(rendered_objects):
@@ -235,6 +260,7 @@ def test_mlflow_server_non_root_probes_secret_backend_s3_artifacts(rendered_obje
     assert "@sha256:" in container["image"]
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["path"] == "/health"
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]

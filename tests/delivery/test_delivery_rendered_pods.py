@@ -154,6 +154,10 @@ def test_pods_refer_only_to_objects_the_platform_provides(rendered_pods, rendere
     platform = rendered_objects["platform"]
     priority_classes = {o["metadata"]["name"] for o in platform if o["kind"] == "PriorityClass"}
     configmaps = {o["metadata"]["name"] for o in platform if o["kind"] == "ConfigMap"}
+    external_secrets = {
+        o["spec"]["target"]["name"] for o in platform if o["kind"] == "ExternalSecret"
+    }
+    bundles = {o["metadata"]["name"] for o in platform if o["kind"] == "Bundle"}
     for obj in objects(rendered_pods):
         for labels, spec in zip(pod_labels(obj), pod_specs(obj), strict=True):
             assert spec["priorityClassName"] in priority_classes
@@ -178,12 +182,18 @@ def test_pods_refer_only_to_objects_the_platform_provides(rendered_pods, rendere
                 # the steps that call MLflow read their own registry identity, written per
                 # (role, customer) by the registry provisioning (docs/registry-access.md)
                 user = step_username(labels["mlops.io/step"], labels["mlops.io/customer"])
+                # (an MPIJob's launcher: horovodrun hands it to every rank), from the Secret the
+                # platform chart's ExternalSecret of that identity writes
                 registry = (
                     {(registry_secret_name(user), k) for k in ("username", "password")}
-                    if user and container["name"] == "base"
+                    if user and container["name"] in ("base", "launcher")
                     else set()
                 )
                 assert keys == (crm if is_publish else set()) | registry, (labels, keys)
+                assert {name for name, _ in registry} <= external_secrets, labels
+            for volume in spec.get("volumes") or []:  # the MLflow CA: trust-manager's Bundle
+                if "configMap" in volume:
+                    assert volume["configMap"]["name"] in configmaps | bundles
 
 
 def test_every_container_pinned_by_digest_with_limits(rendered_pods):

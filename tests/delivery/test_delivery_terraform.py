@@ -287,13 +287,47 @@ def test_irsa_roles_for_each_step_kind_mlflow_and_airflow(hcl):
     assert "plugins/mlplatform_contract/lake_zones.json" in module["layout"]
 
 
+REGISTRY_SECRET_ROLES = {
+    # the registry's provisioning Job writes the identities, External Secrets reads them
+    "registry_admin": {"secretsmanager:CreateSecret", "secretsmanager:PutSecretValue",
+                       "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
+                       "secretsmanager:TagResource"},
+    "registry_identities": {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"},
+}  # fmt: skip
+
+
 def test_no_workload_role_reads_the_database_master_secret(hcl):
     """MLflow reads its database password from the Kubernetes Secret mlflow-db, never from Secrets
-    Manager: no workload policy names the RDS master secret or Secrets Manager at all."""
+    Manager: no policy names the RDS master secret, and Secrets Manager appears only in the two
+    registry roles, on the identities' prefix only (not the MLflow admin's secret, not the master)."""
     for where, statement in all_statements(hcl):
-        actions = " ".join(map(str, statement.get("actions", [])))
-        assert "secretsmanager" not in actions, where
+        actions = set(map(str, statement.get("actions", [])))
         assert "master_user_secret" not in str(statement.get("resources")), where
+        if not any(a.startswith("secretsmanager:") for a in actions):
+            continue
+        policy = where.split("::")[1].removeprefix("aws_iam_policy_document.")
+        assert actions == REGISTRY_SECRET_ROLES.get(policy), where
+        assert statement["resources"] == ["${local.registry_identities_arn}"], where
+
+
+def test_registry_roles_trust_the_charts_service_accounts_and_one_prefix(hcl):
+    """The IRSA subjects are the accounts the charts create (the provisioning Job's in MLflow's
+    namespace, External Secrets' store account in its own), and the prefix is the one both charts
+    are given (terraform output registry_identities_prefix)."""
+    locals_ = {}
+    for doc in hcl.values():
+        for entry in doc.get("locals", []):
+            locals_.update(entry)
+    roles = locals_["irsa_roles"]
+    mlflow = yaml.safe_load((REPO / "helm" / "mlflow" / "values.yaml").read_text())
+    platform = yaml.safe_load((REPO / "helm" / "platform" / "values.yaml").read_text())
+    job_sa = mlflow["provisioning"]["serviceAccount"]["name"]
+    eso = platform["registryIdentities"]
+    assert f"${{var.mlflow_namespace}}:{job_sa}" in roles
+    assert f"${{var.external_secrets_namespace}}:{eso['serviceAccount']}" in roles
+    assert locals_["registry_identities_prefix"] == "${var.name}/mlflow/identities"
+    for prefix in (mlflow["provisioning"]["secretsPrefix"], eso["secretsPrefix"]):
+        assert prefix == "REPLACE_ME/mlflow/identities"  # <name>/mlflow/identities once filled
 
 
 def test_airflow_irsa_trusts_exactly_the_service_accounts_of_the_airflow_values(hcl):

@@ -220,3 +220,30 @@ def test_provisioning_removes_a_grant_the_table_no_longer_gives(registry):
     client, _ = _as(registry, trainer)
     outcome = _outcome(lambda: client.set_registered_model_alias(model_mine, "champion", "1"))
     assert outcome == "PERMISSION_DENIED"
+
+
+def test_cluster_provisioning_keeps_passwords_in_secrets_manager(registry, monkeypatch):
+    """The provisioning Job's store (helm/mlflow): the same provision(), the passwords in one
+    Secrets Manager secret per identity (moto); the secret's keys are what a step pod reads, and
+    they log in as exactly that identity."""
+    import boto3
+    import moto
+
+    from model_steps import registry_admin
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    third = "initech"
+    with moto.mock_aws():
+        sm = boto3.client("secretsmanager", region_name="eu-west-1")
+        store = registry_admin.SecretsManagerIdentities("mlops/mlflow/identities", sm)
+        _as(registry, "admin")  # the Job runs as the admin
+        registry_admin.provision(registry["uri"], [(PIPELINE, third)], store)
+        secret = sm.get_secret_value(SecretId=f"mlops/mlflow/identities/scorer@{third}")
+        value = json.loads(secret["SecretString"])
+        names = {s["Name"] for s in sm.list_secrets()["SecretList"]}
+    assert names == {f"mlops/mlflow/identities/{username(r, third)}" for r in ROLES}
+    client, _ = _as(registry, value["username"], value["password"])
+    assert client.get_registered_model(registered_model_name(PIPELINE, third)).name
+    outcome = _outcome(lambda: client.get_registered_model(registered_model_name(PIPELINE, MINE)))
+    assert outcome == "PERMISSION_DENIED"

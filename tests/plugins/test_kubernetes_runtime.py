@@ -512,3 +512,52 @@ def test_each_pod_gets_only_its_own_registry_identity_key_by_key(rendered) -> No
         secret = f"mlflow-{role}-{customer}"
         assert refs["MLFLOW_TRACKING_USERNAME"] == {"name": secret, "key": "username"}, task_id
         assert refs["MLFLOW_TRACKING_PASSWORD"] == {"name": secret, "key": "password"}, task_id
+
+
+def _mounted_ca(spec: dict) -> str | None:
+    """Where a pod's main container finds the MLflow CA (its env and its mount agree), or None."""
+    env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env") or []}
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    mounts = {m["name"]: m for m in spec["containers"][0].get("volumeMounts") or []}
+    if "mlflow-ca" not in volumes:
+        assert "MLFLOW_TRACKING_SERVER_CERT_PATH" not in env and "mlflow-ca" not in mounts
+        return None
+    assert volumes["mlflow-ca"]["configMap"] == {
+        "name": "mlflow-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]
+    }  # fmt: skip
+    assert mounts["mlflow-ca"]["readOnly"] is True
+    path = env["MLFLOW_TRACKING_SERVER_CERT_PATH"]
+    assert path == mounts["mlflow-ca"]["mountPath"] + "/ca.crt"
+    return path
+
+
+def test_only_the_steps_that_call_mlflow_trust_its_ca(rendered) -> None:
+    """TLS to MLflow in the cluster: the CA (a ConfigMap, one key) is on exactly the pods that
+    carry a registry identity, and MLflow's client is pointed at it."""
+    for (_, task_id), pod in rendered.items():
+        assert (_mounted_ca(pod["spec"]) is not None) == (task_id in STEP_ROLES), task_id
+
+
+def test_multi_node_training_carries_its_identity_and_the_ca(runtime, manifest_file, dags_folder):
+    """The launcher reads the trainer identity key by key (horovodrun forwards it to every rank);
+    every pod mounts the CA; no worker pod references a Secret."""
+    runtime("kubernetes", manifest_file())
+    folder = dags_folder({"big_model.py": MULTI_NODE}, with_project=False)
+    ((_, _, job),) = list(iter_rendered(folder))
+    specs = {k: v["template"]["spec"] for k, v in job["spec"]["mpiReplicaSpecs"].items()}
+    refs = {
+        k: {e["name"]: e["valueFrom"]["secretKeyRef"] for e in spec["containers"][0]["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})}
+        for k, spec in specs.items()
+    }  # fmt: skip
+    secret = "mlflow-trainer-giant-co"
+    assert refs["Launcher"] == {
+        "MLFLOW_TRACKING_USERNAME": {"name": secret, "key": "username"},
+        "MLFLOW_TRACKING_PASSWORD": {"name": secret, "key": "password"},
+    }
+    assert refs["Worker"] == {}
+    ca = _mounted_ca(specs["Launcher"])
+    worker_mounts = {
+        m["name"]: m["mountPath"] for m in specs["Worker"]["containers"][0]["volumeMounts"]
+    }
+    assert ca == worker_mounts["mlflow-ca"] + "/ca.crt"

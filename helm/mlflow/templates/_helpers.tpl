@@ -26,3 +26,27 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- range $hosts }}{{ $all = append $all . }}{{ $all = append $all (printf "%s:*" .) }}{{ end -}}
 {{- join "," (concat $all .Values.extraAllowedHosts) -}}
 {{- end -}}
+
+{{- define "mlflow.provisioningImage" -}}
+{{- $image := .Values.provisioning.image -}}
+{{- if not (regexMatch "^sha256:[0-9a-f]{64}$" $image.digest) -}}
+{{- fail "provisioning.image.digest must be sha256:<64 hex>: the Job runs a pinned image" -}}
+{{- end -}}
+{{ $image.repository }}@{{ $image.digest }}
+{{- end -}}
+
+{{- define "mlflow.inClusterUrl" -}}
+https://mlflow.{{ .Release.Namespace }}.svc.cluster.local:{{ .Values.service.port }}
+{{- end -}}
+
+{{- define "mlflow.securityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

@@ -20,6 +20,7 @@ defaults are set when unset), so a server that dies mid-run fails the step inste
 from __future__ import annotations
 
 import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +43,7 @@ from model_steps.contract import (
 )
 
 DEFAULT_WAIT_S = 60.0
+ENV_SERVER_CERT_PATH = "MLFLOW_TRACKING_SERVER_CERT_PATH"  # read by MLflow's client itself
 MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -79,9 +81,17 @@ class _NotReady(Exception):
     """One /health probe that did not answer 200 (the reason is the message)."""
 
 
+def _tls_context() -> ssl.SSLContext | None:
+    """The CA bundle MLflow's own client trusts (``MLFLOW_TRACKING_SERVER_CERT_PATH``: in the
+    cluster, the CA of the server's cert-manager certificate), so the probe verifies the same."""
+    ca = os.environ.get(ENV_SERVER_CERT_PATH)
+    return ssl.create_default_context(cafile=ca) if ca else None
+
+
 def _probe(uri: str, timeout: float) -> None:
+    url = f"{uri.rstrip('/')}/health"
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=_tls_context()) as resp:
             if resp.status != 200:
                 raise _NotReady(f"HTTP {resp.status}")
     except urllib.error.HTTPError as exc:

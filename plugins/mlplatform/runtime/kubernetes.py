@@ -108,6 +108,7 @@ def step_task_spec(
     argv = invocation.argv(horovod_processes=profile.processes_per_pod)
     spark = spark_executors(invocation)
     volume, mount = pods.spark_template_volume()
+    ca_volumes, ca_mounts = pods.registry_ca_volume(invocation.step)
     return StepPodOperator, dict(
         kubernetes_conn_id=cluster.kubernetes_conn_id,
         namespace=cluster.namespace,
@@ -119,8 +120,8 @@ def step_task_spec(
         **_pod_env(invocation, image, manifest.commit, cluster, spark),
         labels=invocation.labels,
         container_resources=pods.resources(profile),
-        volumes=pods.volumes(profile) + ([volume] if spark else []),
-        volume_mounts=pods.volume_mounts(profile) + ([mount] if spark else []),
+        volumes=pods.volumes(profile) + ([volume] if spark else []) + ca_volumes,
+        volume_mounts=pods.volume_mounts(profile) + ([mount] if spark else []) + ca_mounts,
         node_selector=pods.node_selector(profile),
         tolerations=pods.tolerations(profile),
         security_context=pods.pod_security_context(),

@@ -53,6 +53,12 @@ def _pod_template(
 ) -> dict[str, Any]:  # fmt: skip
     """A pod template from the same pieces the pod operator uses, plus a writable ssh home."""
     home = k8s.V1Volume(name="mpi-home", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="64Mi"))
+    # the registry identity on the launcher (horovodrun forwards its environment to every rank),
+    # the MLflow CA on every pod (a rank reads it where it runs)
+    registry = (
+        pods.registry_env(invocation.step, invocation.customer.id) if role == "launcher" else []
+    )
+    ca_volumes, ca_mounts = pods.registry_ca_volume(invocation.step)
     container = k8s.V1Container(
         name=role,
         image=image,
@@ -67,20 +73,22 @@ def _pod_template(
                 # the manifest is a template field, rendered per try
                 ENV_TRY_NUMBER: "{{ ti.try_number }}",
             }.items()
-        ],
-        env_from=pods.env_from(cluster),  # training: no Secret (pods.crm_env is publish's)
+        ]
+        + registry,
+        env_from=pods.env_from(cluster),  # no CRM Secret (pods.crm_env is publish's)
         resources=pods.resources(profile),
         security_context=pods.container_security_context(),
         volume_mounts=[
             *pods.volume_mounts(profile),
             k8s.V1VolumeMount(name="mpi-home", mount_path=SSH_HOME),
+            *ca_mounts,
         ],
     )
     template = k8s.V1PodTemplateSpec(
         metadata=k8s.V1ObjectMeta(labels={**invocation.labels, "mlops.io/mpi-role": role}),
         spec=k8s.V1PodSpec(
             containers=[container],
-            volumes=[*pods.volumes(profile), home],
+            volumes=[*pods.volumes(profile), home, *ca_volumes],
             node_selector=pods.node_selector(profile),
             tolerations=pods.tolerations(profile) or None,
             security_context=pods.pod_security_context(),

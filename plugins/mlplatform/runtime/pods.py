@@ -19,7 +19,12 @@ from kubernetes.client import models as k8s
 
 from mlplatform.profiles import ResourceProfile
 from mlplatform_contract.environment import control_plane
-from mlplatform_contract.registry_access import ENV_PASSWORD, ENV_USERNAME, step_username
+from mlplatform_contract.registry_access import (
+    ENV_PASSWORD,
+    ENV_USERNAME,
+    STEP_ROLES,
+    step_username,
+)
 from mlplatform_contract.steps import (
     ENV_CRM_API_TOKEN,
     ENV_CRM_BASE_URL,
@@ -36,6 +41,13 @@ SPARK_TEMPLATE_CONFIGMAP = "spark-executor-pod-template"
 SPARK_TEMPLATE_DIR = "/etc/mlops/spark"
 IN_CLUSTER_API = "k8s://https://kubernetes.default.svc"
 GPU_RESOURCE = "nvidia.com/gpu"
+# The CA of MLflow's TLS certificate (cert-manager, helm/platform templates/mlflow-tls.yaml: a
+# trust-manager Bundle writes it into this ConfigMap of the steps' namespace), mounted on the pods
+# of the steps that call MLflow; MLflow's client and the steps' health probe trust it.
+MLFLOW_CA_CONFIGMAP = "mlflow-ca"
+MLFLOW_CA_DIR = "/etc/mlops/mlflow-ca"
+MLFLOW_CA_KEY = "ca.crt"
+ENV_MLFLOW_CA = "MLFLOW_TRACKING_SERVER_CERT_PATH"
 NODE_POOL_LABEL = "mlops.io/node-pool"
 CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"
 
@@ -192,8 +204,8 @@ def registry_secret_name(user: str) -> str:
 
 
 def registry_env(step: str, customer: str) -> list[k8s.V1EnvVar]:
-    """The step's own MLflow identity, key by key from its Secret; none for a step that never calls
-    MLflow (mlplatform_contract.registry_access.STEP_ROLES)."""
+    """The step's own MLflow identity, key by key from its Secret, and the CA its client trusts;
+    none for a step that never calls MLflow (mlplatform_contract.registry_access.STEP_ROLES)."""
     user = step_username(step, customer)
     if not user:
         return []
@@ -202,7 +214,26 @@ def registry_env(step: str, customer: str) -> list[k8s.V1EnvVar]:
         k8s.V1EnvVar(name=env, value_from=k8s.V1EnvVarSource(
             secret_key_ref=k8s.V1SecretKeySelector(name=secret, key=key)))
         for env, key in ((ENV_USERNAME, "username"), (ENV_PASSWORD, "password"))
-    ]  # fmt: skip
+    ] + [k8s.V1EnvVar(name=ENV_MLFLOW_CA, value=f"{MLFLOW_CA_DIR}/{MLFLOW_CA_KEY}")]  # fmt: skip
+
+
+def registry_ca_volume(step: str) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
+    """The MLflow CA ConfigMap (one key), mounted read-only on the steps that call MLflow only."""
+    if step not in STEP_ROLES:
+        return [], []
+    volume, mount = _registry_ca_volume()
+    return [volume], [mount]
+
+
+@cache
+def _registry_ca_volume() -> tuple[k8s.V1Volume, k8s.V1VolumeMount]:
+    source = k8s.V1ConfigMapVolumeSource(
+        name=MLFLOW_CA_CONFIGMAP, items=[k8s.V1KeyToPath(key=MLFLOW_CA_KEY, path=MLFLOW_CA_KEY)]
+    )
+    return (
+        k8s.V1Volume(name="mlflow-ca", config_map=source),
+        k8s.V1VolumeMount(name="mlflow-ca", mount_path=MLFLOW_CA_DIR, read_only=True),
+    )
 
 
 def lineage_env(image: str, commit: str | None) -> dict[str, str]:

@@ -114,6 +114,15 @@ locals {
         service_accounts = local.airflow_service_accounts
         policy           = data.aws_iam_policy_document.airflow.json
       }
+      # the registry's provisioning Job (helm/mlflow) and External Secrets' store (helm/platform)
+      registry-admin = {
+        service_accounts = ["${var.mlflow_namespace}:mlflow-registry-admin"]
+        policy           = data.aws_iam_policy_document.registry_admin.json
+      }
+      registry-identities = {
+        service_accounts = ["${var.external_secrets_namespace}:registry-identities-reader"]
+        policy           = data.aws_iam_policy_document.registry_identities.json
+      }
     },
   )
 }

@@ -73,3 +73,23 @@ output "cluster_autoscaler_role_arn" {
   description = "IAM role for kube-system:cluster-autoscaler (docs/deploy.md, cluster add-ons)."
   value       = aws_iam_role.cluster_autoscaler.arn
 }
+
+output "registry_admin_role_arn" {
+  description = "IAM role of the registry provisioning Job (helm/mlflow values: provisioning.serviceAccount.roleArn)."
+  value       = aws_iam_role.irsa["registry-admin"].arn
+}
+
+output "registry_identities_role_arn" {
+  description = "IAM role of External Secrets' registry store (helm/platform values: registryIdentities.roleArn)."
+  value       = aws_iam_role.irsa["registry-identities"].arn
+}
+
+output "registry_identities_prefix" {
+  description = "Secrets Manager name prefix of the registry identities (helm/mlflow provisioning.secretsPrefix, helm/platform registryIdentities.secretsPrefix)."
+  value       = local.registry_identities_prefix
+}
+
+output "mlflow_auth_secret_arn" {
+  description = "Secrets Manager secret for MLflow's auth Secret mlflow-auth (value set by the operator)."
+  value       = aws_secretsmanager_secret.mlflow_auth.arn
+}

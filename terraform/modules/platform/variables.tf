@@ -106,6 +106,12 @@ variable "mlflow_namespace" {
   default     = "mlflow"
 }
 
+variable "external_secrets_namespace" {
+  description = "Kubernetes namespace of External Secrets Operator (helm/platform values registryIdentities.externalSecretsNamespace)."
+  type        = string
+  default     = "external-secrets"
+}
+
 variable "spark_namespace" {
   description = "Kubernetes namespace of Spark executors (helm/platform values sparkExecutors.namespace)."
   type        = string

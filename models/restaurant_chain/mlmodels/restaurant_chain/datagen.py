@@ -5,9 +5,10 @@ Deterministic by seed. Writes the raw zone the way the chain's systems would dro
 order CSVs and the email provider's daily JSON-lines event export.
 
 The signal is real and learnable: each diner has a hidden ordering rate, spend level, engagement
-level, channel of their own (most of their orders go through it) and maybe a churn date. Orders and email opens/clicks are drawn from those, and the chance to
-convert on a campaign email grows with recent activity (recency, frequency), spend (monetary) and
-engagement. Features computed from the observed history therefore predict conversion well above chance.
+level, channel of their own (most of their orders go through it) and maybe a churn date. Orders
+and email opens/clicks are drawn from those, and the chance to convert on a campaign email grows
+with recent activity (recency, frequency), spend (monetary) and engagement. Features computed from
+the observed history therefore predict conversion (and the next orders' channel) well above chance.
 
 The last campaign goes to every diner the day after ``cutoff``; the window after it carries the
 label. ``_datagen.json`` next to the tables records the parameters and the data date to run with.

@@ -81,13 +81,13 @@ def rendered_pods(tmp_path_factory) -> Path:
     for i, kind in enumerate(STEP_KINDS, start=1):
         (digests / kind).write_text(f"sha256:{i:064x}")
     for model in MODELS_WITH_EXTRAS:  # what their image builds leave (ci/model_images.py's jobs)
-        (digests / "models" / model).mkdir(parents=True)
+        (work / "model-digests" / model).mkdir(parents=True)
         for i, kind in enumerate(STEP_KINDS, start=1):
-            (digests / "models" / model / kind).write_text(f"sha256:{i + 100:064x}")
+            (work / "model-digests" / model / kind).write_text(f"sha256:{i + 100:064x}")
     manifest = work / "image_manifest.json"
     subprocess.run(
         [sys.executable, str(REPO / "ci" / "image_manifest.py"), "--registry", REGISTRY, "--commit", "a" * 40,
-         "--digests", str(digests), "--out", str(manifest), "--model-digests", str(digests / "models"),
+         "--digests", str(digests), "--out", str(manifest), "--model-digests", str(work / "model-digests"),
          "--models-dir", str(REPO / "models")],
         check=True, capture_output=True,
     )  # fmt: skip

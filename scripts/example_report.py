@@ -195,7 +195,8 @@ def push_arithmetic(r: PublishResult) -> str:
 
 def _monitor_detail(r: MonitorResult) -> str:
     m, up = r.realized, r.uplift
-    shown = [k for k in ("roc_auc", "pr_auc", "rmse", "mae", "lift_top_decile") if k in m]
+    headline = ("roc_auc", "pr_auc", "rmse", "mae", "macro_f1", "accuracy", "lift_top_decile")
+    shown = [k for k in headline if k in m]
     realized = ", ".join(f"{k} {m[k]:.3f}" for k in shown) or "nothing monitored yet"
     if up.get("verdict") in (None, "inconclusive"):
         uplift = f"uplift {up.get('verdict', 'n/a')}: {up.get('reason', '')}"

@@ -119,8 +119,9 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], P
 
 @pytest.fixture(scope="session")
 def two_models(tmp_path_factory: pytest.TempPathFactory, airflow_home):
-    """Both example models' DAGs run once through Airflow on the embedded platform, for the whole
-    session (tests/two_models.py); every test reading a whole run's traces shares it."""
+    """The example models' DAGs (the two Keras ones and the LightGBM one) run once through Airflow
+    on the embedded platform, for the whole session (tests/two_models.py); every test reading a
+    whole run's traces shares it."""
     from two_models import assert_succeeded, two_models_run, workload_ready
 
     if not workload_ready():

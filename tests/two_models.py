@@ -1,10 +1,12 @@
-"""One run of both example models through Airflow, shared by every control-plane test that reads
-what a whole run leaves behind (tests/conftest.py's ``two_models`` fixture).
+"""One run of the example models through Airflow, shared by every control-plane test that reads
+what a whole run leaves behind (tests/conftest.py's ``two_models`` fixture: named when there were
+two; the third, preferred_channel, a LightGBM model with several classes, shares the run because a
+fixture of its own would pay the platform, the data and a DAG's start-up again).
 
 The embedded platform (embedded/platform.py: local S3 endpoint, MLflow server, CRM receiver,
 Pushgateway where installed) comes up once; a small raw zone is generated; then each model's DAG runs
 with ``airflow dags test`` (Airflow's own task runner, the factory's LocalStepOperators, every step
-as ``python -m model_steps <step>`` in the workload venv), both DAGs side by side, each in its own
+as ``python -m model_steps <step>`` in the workload venv), the DAGs side by side, each in its own
 Airflow home copied from one migrated DB. The DAG is due on 2026-06-30 and given no data date, so
 the scheduled default (the day before, 2026-06-29, the example data's last drop) is used.
 
@@ -80,11 +82,20 @@ MODELS = {
         "gate": {"thresholds": {"r2": -10.0}},
         "model": {"deep_units": [16], "vip_fraction": 0.1},
     }),
+    "preferred_channel": ("multiclass_classification", {}, {
+        "data": {"lookback_days": 180, "label_window_days": 28},
+        "model": {"boosting_rounds": 20, "top_fraction": 0.2},
+        "gate": {"thresholds": {"macro_f1": 0.0}},
+    }),
 }  # fmt: skip
 
 
+def _imports() -> list[str]:
+    return [f"mlmodels.{name}" for name in MODELS]
+
+
 def workload_ready() -> bool:
-    probe = [str(STEPS_PY), "-c", "import pyspark, tensorflow, mlflow, mlmodels.next_spend"]
+    probe = [str(STEPS_PY), "-c", f"import pyspark, tensorflow, mlflow, {', '.join(_imports())}"]
     return STEPS_PY.exists() and subprocess.run(probe, capture_output=True).returncode == 0
 
 
@@ -118,7 +129,7 @@ def _write_modules(folder: Path) -> None:
 
 
 def _generate(lake: Path) -> None:
-    """1,500 diners (seed 5): enough rows for both models' labels and the VIP segment."""
+    """1,500 diners (seed 5): enough rows for each model's label and the VIP segment."""
     command = [str(STEPS_PY), "-m", "mlmodels.restaurant_chain.datagen", "--customer", CUSTOMER,
                "--lake", lake.as_uri(), "--diners", "1500", "--seed", "5"]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, env=base_env())
@@ -138,7 +149,7 @@ def _dags_test(model: str, env: dict[str, str], home: Path) -> tuple[dict[str, A
 
 @contextmanager
 def two_models_run(root: Path, airflow_home: Callable[[Path], Path]) -> Iterator[TwoModels]:
-    """Bring the platform up under ``root``, run both DAGs side by side, tear down on exit."""
+    """Bring the platform up under ``root``, run the DAGs side by side, tear down on exit."""
     _generate(root / "lake")
     _write_modules(root / "dags")
     with embedded_platform(

@@ -103,6 +103,8 @@ def test_raw_data_landing_starts_every_model_of_that_customer_and_its_monitoring
         "customer_propensity__bella-pasta__monitor",
         "next_spend__bella-pasta",
         "next_spend__bella-pasta__monitor",
+        "preferred_channel__bella-pasta",
+        "preferred_channel__bella-pasta__monitor",
     ], runs
 
 

@@ -13,6 +13,8 @@ TRAINING_DAG_IDS = {
     "customer_propensity__casa-tacos",
     "next_spend__acme-foods",
     "next_spend__bella-pasta",
+    "preferred_channel__acme-foods",
+    "preferred_channel__bella-pasta",
 }
 # each customer's monitoring DAG beside its training DAG
 GOOD_DAG_IDS = TRAINING_DAG_IDS | {f"{d}__monitor" for d in TRAINING_DAG_IDS}

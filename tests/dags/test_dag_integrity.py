@@ -30,6 +30,8 @@ def test_example_models_have_one_dag_per_customer(project_bag) -> None:
         "customer_propensity__casa-tacos",
         "next_spend__acme-foods",
         "next_spend__bella-pasta",
+        "preferred_channel__acme-foods",
+        "preferred_channel__bella-pasta",
     ]
     # and beside each, its monitoring DAG (monitor -> request_retrain)
     assert ids == sorted([*training, *(f"{d}__monitor" for d in training)])
@@ -41,7 +43,8 @@ def test_every_dag_has_owner_tags_retries_and_docs(project_bag) -> None:
         assert dag.doc_md and dag.dag_id.split("__")[1] in dag.doc_md
         assert dag.max_active_runs == 1
         for task in dag.tasks:
-            owner = {"customer_propensity": "growth-ml", "next_spend": "revenue-ml"}
+            owner = {"customer_propensity": "growth-ml", "next_spend": "revenue-ml",
+                     "preferred_channel": "channels-ml"}  # fmt: skip
             assert task.owner == owner[dag.dag_id.split("__")[0]], (dag.dag_id, task.task_id)
             assert task.retries >= 1, (dag.dag_id, task.task_id)
             assert task.retry_exponential_backoff, (dag.dag_id, task.task_id)

@@ -44,6 +44,11 @@ def rendered_objects(rendered_charts) -> dict[str, list[dict]]:
 
 
 CONTROL_PLANE_PYTHON = REPO / ".venv" / "bin" / "python"
+sys.path.insert(0, str(REPO / "ci"))
+from model_images import models_with_extras  # noqa: E402
+
+# the models whose pyproject declares extra requirements: their steps run images of their own
+MODELS_WITH_EXTRAS = tuple(models_with_extras(REPO / "models"))
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 
 # Checks that do not apply to run-to-completion step pods. Each waiver names its reason; checkov is
@@ -75,10 +80,15 @@ def rendered_pods(tmp_path_factory) -> Path:
     digests.mkdir()
     for i, kind in enumerate(STEP_KINDS, start=1):
         (digests / kind).write_text(f"sha256:{i:064x}")
+    for model in MODELS_WITH_EXTRAS:  # what their image builds leave (ci/model_images.py's jobs)
+        (work / "model-digests" / model).mkdir(parents=True)
+        for i, kind in enumerate(STEP_KINDS, start=1):
+            (work / "model-digests" / model / kind).write_text(f"sha256:{i + 100:064x}")
     manifest = work / "image_manifest.json"
     subprocess.run(
         [sys.executable, str(REPO / "ci" / "image_manifest.py"), "--registry", REGISTRY, "--commit", "a" * 40,
-         "--digests", str(digests), "--out", str(manifest)],
+         "--digests", str(digests), "--out", str(manifest), "--model-digests", str(work / "model-digests"),
+         "--models-dir", str(REPO / "models")],
         check=True, capture_output=True,
     )  # fmt: skip
     out = work / "rendered"
@@ -135,6 +145,22 @@ def test_every_step_kind_is_rendered(rendered_pods):
     assert {label["mlops.io/step"] for label in labels} == {*STEP_KINDS, "spend_report", "monitor"}
     monitor = {label["mlops.io/kind"] for label in labels if label["mlops.io/step"] == "monitor"}
     assert monitor == {"ingest"}
+
+
+def test_a_model_with_extra_requirements_runs_its_own_images(rendered_pods):
+    """Its every step (its monitor too) in ``mlops/models/<model>/<kind>``, the others in the
+    shared ``mlops/<kind>``: the manifest's models section, as CI's writer publishes it."""
+    assert MODELS_WITH_EXTRAS, "an example model declares extra requirements (issue 23)"
+    seen = set()
+    for obj in objects(rendered_pods):
+        for labels, spec in zip(pod_labels(obj), pod_specs(obj), strict=True):
+            model, kind = labels["mlops.io/pipeline"], labels["mlops.io/kind"]
+            own = f"/mlops/models/{model}/{kind}@" if model in MODELS_WITH_EXTRAS else None
+            base = [c for c in spec["containers"] if c["name"] == "base"] or spec["containers"][:1]
+            image = base[0]["image"]
+            assert own in image if own else f"/mlops/{kind}@" in image, (labels, image)
+            seen.add(model)
+    assert set(MODELS_WITH_EXTRAS) <= seen
 
 
 def test_pods_use_service_accounts_the_platform_chart_renders(rendered_pods, rendered_objects):

@@ -45,9 +45,9 @@ def main_container(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_task_renders_a_strictly_valid_pod(rendered) -> None:
-    # (3 + 2 customers) x 6 steps + next_spend's spend_report x 2 + a monitor per customer (the
-    # monitoring DAG's request_retrain runs in the Airflow worker: no pod of its own)
-    assert len(rendered) == 32 + 5
+    # (3 + 2 + 2 customers) x 6 steps + next_spend's spend_report x 2 + a monitor per customer
+    # (the monitoring DAG's request_retrain runs in the Airflow worker: no pod of its own)
+    assert len(rendered) == 7 * 6 + 2 + 7
     for obj in rendered.values():
         assert obj["kind"] == "Pod"
         validate_strict(obj)
@@ -107,7 +107,9 @@ def test_security_context_on_every_container(rendered) -> None:
         assert {"name": "tmp", "mountPath": "/tmp"} in main_container(pod)["volumeMounts"]
 
 
-TEAMS = {"customer_propensity": "growth-ml", "next_spend": "revenue-ml"}
+TEAMS = {"customer_propensity": "growth-ml", "next_spend": "revenue-ml",
+         "preferred_channel": "channels-ml"}  # fmt: skip
+TASKS = {"next_spend": "regression", "preferred_channel": "multiclass_classification"}
 KIND_OF = {"spend_report": "score", "monitor": "ingest"}  # run in the score / ingest image
 
 
@@ -146,7 +148,7 @@ def test_labels_images_and_contract(rendered) -> None:
         crm_keys = {k for k in secret_keys if not k[0].startswith("mlflow-")}
         assert crm_keys == (crm if task_id == "publish" else set())
         assert pod["spec"]["serviceAccountName"] == f"step-{kind}"
-        task = "regression" if pipeline == "next_spend" else "binary_classification"
+        task = TASKS.get(pipeline, "binary_classification")
         model = {"ref": f"mlmodels.{pipeline}", "source": f"dags/{pipeline}.py", "task": task}
         assert json.loads(env["STEP_MODEL"]) == model
 

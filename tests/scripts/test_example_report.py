@@ -142,3 +142,11 @@ def test_the_train_line_names_the_logged_candidate_not_a_version() -> None:
         "metrics": {"roc_auc": 0.74}})  # fmt: skip
     line = example_report.detail("train", train.model_dump(mode="json"))
     assert line == "candidate run 6f1c0a9b (digest abababababab)  holdout roc_auc 0.74  (1 rank)"
+
+
+def test_the_monitor_line_of_a_model_with_classes_shows_its_realized_metrics() -> None:
+    """A model with several classes realizes macro F1 and accuracy, not AUC or RMSE."""
+    monitor = EXAMPLES["monitor"].model_copy(update={
+        "realized": {"log_loss": 0.67, "macro_f1": 0.329, "accuracy": 0.78, "recall_app": 0.4}})  # fmt: skip
+    line = example_report.detail("monitor", monitor.model_dump(mode="json"))
+    assert line.startswith("realized macro_f1 0.329, accuracy 0.780")

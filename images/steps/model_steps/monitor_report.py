@@ -133,17 +133,22 @@ def champion(ctx: StepContext) -> tuple[str, dt.datetime] | None:
 
 
 def champion_drift(loaded: LoadedModel, version: str, scored: list[Any]) -> float | None:
-    """PSI of the champion's newest scores against its first scored run's (``scored``: the
-    monitor step's ScoredRun list, oldest first)."""
+    """PSI of the champion's newest scores (with several classes: its predicted-class shares)
+    against its first scored run's (``scored``: the monitor step's ScoredRun list, oldest first)."""
     runs = [r for r in scored if r.model_version == version]
     if len(runs) < 2:
         return None
     column = loaded.model.output_column
 
     def scores(uri: str) -> Any:
-        return lake.read_parquet_table(uri, columns=[column])[0][column].to_numpy()
+        return lake.read_parquet_table(uri, columns=[column])[0][column].to_numpy(
+            zero_copy_only=False
+        )
 
-    return monitoring.score_drift(scores(runs[0].scores_uri), scores(runs[-1].scores_uri))
+    first, last = scores(runs[0].scores_uri), scores(runs[-1].scores_uri)
+    if loaded.model.classes:  # the predicted class's shares
+        return monitoring.class_drift(first, last, loaded.model.classes)
+    return monitoring.score_drift(first, last)
 
 
 def retrain_decision(

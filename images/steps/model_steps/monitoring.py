@@ -19,14 +19,43 @@ from model_steps.profile import psi
 CALIBRATION_BINS = 10
 
 
-def realized(task: str, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """The task's metrics on what actually happened, plus calibration and top-decile lift."""
+def realized(
+    task: str, y: np.ndarray, p: np.ndarray, classes: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """The task's metrics on what actually happened, plus calibration and top-decile lift (for
+    several classes: :func:`realized_classes`)."""
+    if classes:
+        return realized_classes(y, p, classes)
     y = np.asarray(y, dtype=np.float64).ravel()
     p = np.asarray(p, dtype=np.float64).ravel()
     out = dict(gate.metrics(task, y, p))
     out["lift_top_decile"] = round(gate.lift_top_decile(y, p), 6)
     out.update(calibration(task, y, p))
     return out
+
+
+def realized_classes(y: np.ndarray, p: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
+    """Several classes (``y`` the class index, ``p`` the (n, k) probabilities): the gate's metrics,
+    each class's recall (``recall_<class>``; a class nobody had is left out) and the top-label
+    calibration error (the likeliest class's probability against whether it was the outcome)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(p, dtype=np.float64).reshape(len(y), len(classes))
+    out = dict(gate.metrics("multiclass_classification", y, p))
+    if len(y) == 0:
+        return out
+    hit = hits(y, p)
+    for i, name in enumerate(classes):
+        if (actual := y == i).any():
+            out[f"recall_{name}"] = round(float(hit[actual].mean()), 6)
+    top = calibration("binary_classification", hit, p.max(axis=1))
+    out["calibration_error"] = top["calibration_error"]
+    return out
+
+
+def hits(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """1.0 where the outcome ``y`` (a class index) is the likeliest class of ``p``'s row, else 0:
+    for several classes, the outcome the uplift compares (the contact did what was predicted)."""
+    return (np.asarray(p).argmax(axis=1) == np.asarray(y).ravel()).astype(np.float64)
 
 
 def calibration(task: str, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -94,6 +123,18 @@ def uplift(
         verdict=verdict,
     )
     return out
+
+
+def class_drift(reference: np.ndarray, current: np.ndarray, classes: tuple[str, ...]) -> float:
+    """PSI of the current run's predicted-class shares against a reference run's."""
+    if len(reference) == 0 or len(current) == 0:
+        return float("nan")
+
+    def shares(x: np.ndarray) -> list[float]:
+        values = np.asarray(x, dtype=object)
+        return [float((values == c).mean()) for c in classes]
+
+    return round(psi(shares(reference), shares(current)), 6)
 
 
 def score_drift(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:

@@ -131,3 +131,47 @@ def test_publish_reads_the_class_columns_and_the_model_selects_by_top_probabilit
     lake.commit_parquet_table(uri, [bad], {"table": "scores"})
     with pytest.raises(publish.StepError, match="1 null/NaN predicted_class"):
         publish.select_records(uri, model, None, "run-1")  # type: ignore[arg-type]
+
+
+def test_the_monitor_measures_several_classes_by_hand() -> None:
+    from model_steps import monitoring
+
+    y = np.array([0, 1, 2, 2])
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
+    m = monitoring.realized("multiclass_classification", y, p, CLASSES)
+    assert m["accuracy"] == 0.75 and m["classes"] == 3 and "lift_top_decile" not in m
+    assert (m["recall_email"], m["recall_sms"], m["recall_app"]) == (1.0, 1.0, 0.5)
+    # top-label calibration: 4 bins of one row: |0.7-1| + |0.6-1| + |0.5-0| + |0.8-1| over 4
+    assert m["calibration_error"] == pytest.approx((0.3 + 0.4 + 0.5 + 0.2) / 4, abs=1e-6)
+    assert "recall_app" not in monitoring.realized("multiclass_classification", y[:2], p[:2],
+                                                    CLASSES)  # fmt: skip
+    assert list(monitoring.hits(y, p)) == [1.0, 1.0, 0.0, 1.0]
+    same = np.array(["email", "sms", "app", "app"], dtype=object)
+    assert monitoring.class_drift(same, same[::-1], CLASSES) == 0.0
+    assert monitoring.class_drift(same, np.array(["email"] * 4, dtype=object), CLASSES) > 1.0
+
+
+def test_the_monitor_step_reads_the_class_columns_and_compares_hits(tmp_path) -> None:
+    import datetime as dt
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from mlplatform_contract.settings import CustomerSettings
+    from model_steps.steps import monitor
+
+    model = dataclasses.replace(BINARY, task="multiclass_classification", classes=CLASSES,
+                                framework="lightgbm", fit=lambda d, c: None, network=None)  # fmt: skip
+    table = pa.table({
+        "diner_id": ["a", "b", "c", "d"],
+        "score_email": [0.7, 0.1, 0.2, 0.1], "score_sms": [0.2, 0.6, 0.5, 0.1],
+        "score_app": [0.1, 0.3, 0.3, 0.8], "outcome": [0.0, 1.0, 2.0, 2.0],
+        "arm": ["treated", "treated", "control", "control"],
+    })  # fmt: skip
+    run = monitor.ScoredRun("r1", dt.date(2026, 6, 29), "file:///x", {"model_version": "3"})
+    loaded = SimpleNamespace(model=model, platform=CustomerSettings())
+    figures = monitor.figures(loaded, run, table)  # type: ignore[arg-type]
+    assert figures.realized["accuracy"] == 0.75 and figures.realized["recall_sms"] == 1.0
+    # the pushed contacts' outcome: both treated diners did what was predicted
+    assert figures.pushed == {"contacts": 2, "realized_outcome": 1.0}
+    assert monitor._headline(model.task, figures).startswith("realized log_loss")

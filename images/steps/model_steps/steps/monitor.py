@@ -15,7 +15,7 @@ has no monitoring result yet, the step
    by tag on a retry; the version's tags carry the latest realized figures), then commits::
 
        <lake>/monitoring/<pipeline>/customer=<c>/run=<scored run key>/_MANIFEST.json
-           columns: <key>, score | prediction, outcome, arm; manifest: figures
+           columns: <key>, score | prediction | score_<class>…, outcome, arm; manifest: figures
 
 A window that has not closed, or whose drops have not all landed (a late drop), leaves that run
 pending with a log line: the next monitoring run picks it up. Afterwards the step redraws the trend
@@ -119,9 +119,9 @@ def joined(loaded: LoadedModel, run: ScoredRun, observed: Any, ctx: StepContext)
     import pyarrow.compute as pc
 
     model = loaded.model
-    key, value = model.key, model.output_column
-    scores, _ = lake.read_parquet_table(run.scores_uri, columns=[key, value])
-    scores = pa.table({key: pc.cast(scores[key], pa.string()), value: scores[value]})
+    key, values = model.key, list(model.class_columns or (model.output_column,))
+    scores, _ = lake.read_parquet_table(run.scores_uri, columns=[key, *values])
+    scores = pa.table({key: pc.cast(scores[key], pa.string()), **{v: scores[v] for v in values}})
     table = scores.join(observed, key, join_type="left outer")
     outcome = pc.fill_null(table[OUTCOME], float(model.label_fill))
     table = table.set_column(table.schema.get_field_index(OUTCOME), OUTCOME, outcome)
@@ -135,12 +135,18 @@ def joined(loaded: LoadedModel, run: ScoredRun, observed: Any, ctx: StepContext)
 
 
 def figures(loaded: LoadedModel, run: ScoredRun, table: Any) -> MonitoredRun:
-    """Realized metrics over every scored contact, the pushed contacts' outcome, the uplift."""
+    """Realized metrics over every scored contact, the pushed contacts' outcome, the uplift. With
+    several classes the outcome the pushed contacts and the uplift compare is whether each
+    contact's class was the predicted one (monitoring.hits)."""
     import numpy as np
 
     model, settings = loaded.model, loaded.platform.monitoring
     y = table[OUTCOME].to_numpy(zero_copy_only=False)
-    p = table[model.output_column].to_numpy(zero_copy_only=False)
+    columns = model.class_columns or (model.output_column,)
+    p = np.column_stack([table[c].to_numpy(zero_copy_only=False) for c in columns])
+    realized = monitoring.realized(model.task, y, p, model.classes)
+    if model.classes:
+        y = monitoring.hits(y, p)
     arm = np.asarray(table["arm"].to_pylist(), dtype=object)
     treated, control = y[arm == campaign.TREATED], y[arm == campaign.CONTROL]
     return MonitoredRun(
@@ -149,7 +155,7 @@ def figures(loaded: LoadedModel, run: ScoredRun, table: Any) -> MonitoredRun:
         model_version=run.model_version,
         registered_model=run.manifest.get("registered_model"),
         rows=int(table.num_rows),
-        realized=monitoring.realized(model.task, y, p),
+        realized=realized,
         pushed={
             "contacts": int(treated.size),
             "realized_outcome": round(float(treated.mean()), 6) if treated.size else None,

@@ -5,9 +5,10 @@ Deterministic by seed. Writes the raw zone the way the chain's systems would dro
 order CSVs and the email provider's daily JSON-lines event export.
 
 The signal is real and learnable: each diner has a hidden ordering rate, spend level, engagement
-level and maybe a churn date. Orders and email opens/clicks are drawn from those, and the chance to
-convert on a campaign email grows with recent activity (recency, frequency), spend (monetary) and
-engagement. Features computed from the observed history therefore predict conversion well above chance.
+level, channel of their own (most of their orders go through it) and maybe a churn date. Orders
+and email opens/clicks are drawn from those, and the chance to convert on a campaign email grows
+with recent activity (recency, frequency), spend (monetary) and engagement. Features computed from
+the observed history therefore predict conversion (and the next orders' channel) well above chance.
 
 The last campaign goes to every diner the day after ``cutoff``; the window after it carries the
 label. ``_datagen.json`` next to the tables records the parameters and the data date to run with.
@@ -88,7 +89,7 @@ def _hidden_state(rng: np.random.Generator, n: int, start: Any, end: Any) -> dic
     return {
         "signup": signup, "segment_idx": segment_idx, "region_idx": region_idx, "rate": rate,
         "spend": spend, "engagement": engagement, "loyalty": loyalty, "churn_at": churn_at,
-        "diner_ids": diner_ids,
+        "diner_ids": diner_ids, "channel_mix": _channel_mix(segment_idx),
     }  # fmt: skip
 
 
@@ -101,6 +102,22 @@ CHANNEL_P = np.array(
         [0.4, 0.3, 0.2, 0.1],
     ]
 )
+
+
+# The share of a diner's orders placed through their own channel; the rest follow their segment's
+# mix. Each diner's own channel is drawn from that mix too, by a generator of its own (CHANNEL_SEED),
+# so the seed's other draws, and every other column of the data, stay as they were before diners
+# had a channel of their own: the signal preferred_channel learns (history predicts the channel).
+OWN_CHANNEL_SHARE = 0.6
+CHANNEL_SEED = 20261204
+
+
+def _channel_mix(segment_idx: np.ndarray) -> np.ndarray:
+    """(n, channels): each diner's chance to order through each channel."""
+    segment_mix, k = CHANNEL_P[segment_idx], CHANNEL_P.shape[1]
+    u = np.random.default_rng(CHANNEL_SEED).random(len(segment_idx))
+    own = np.minimum((u[:, None] > np.cumsum(segment_mix, axis=1)).sum(axis=1), k - 1)
+    return (1 - OWN_CHANNEL_SHARE) * segment_mix + OWN_CHANNEL_SHARE * np.eye(k)[own]
 
 
 def _orders(
@@ -123,7 +140,7 @@ def _orders(
     )
     amount = np.round(h["spend"][idx] * np.exp(rng.normal(0, 0.3, m)), 2)
     u = rng.random(m)
-    channel_idx = (u[:, None] > np.cumsum(CHANNEL_P[h["segment_idx"][idx]], axis=1)).sum(axis=1)
+    channel_idx = (u[:, None] > np.cumsum(h["channel_mix"][idx], axis=1)).sum(axis=1)
     channel_idx = np.minimum(channel_idx, len(source.CHANNELS) - 1)
     store = h["region_idx"][idx] * 10 + rng.integers(0, 10, m)
     ids = np.arange(first_id, first_id + m).astype(str)

@@ -64,16 +64,37 @@ def job(model: str, kind: str) -> dict:
     }
 
 
+def _block_yaml(value: object, indent: int) -> list[str]:
+    """``value`` as block-style YAML lines; scalars and lists of scalars as JSON, which YAML reads
+    as they are (quoted strings, flow sequences), so no YAML library is needed in CI."""
+    pad = " " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list) and not _flat(item):
+                lines += [f"{pad}{key}:", *_block_yaml(item, indent + 2)]
+            else:
+                lines.append(f"{pad}{key}: {json.dumps(item)}")
+        return lines
+    for item in value:  # a list of mappings: each one a "- " entry
+        first, *rest = _block_yaml(item, indent + 2)
+        lines += [f"{pad}- {first.lstrip()}", *rest]
+    return lines
+
+
+def _flat(value: dict | list) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str | int | float | bool) for v in value)
+
+
 def render_block(models: dict[str, list[str]]) -> str:
-    """The generated block: one build job per (model with extras, step kind), as JSON-in-YAML
-    flow mappings (valid YAML, stable ordering, no YAML library needed)."""
+    """The generated block: one build job per (model with extras, step kind), in block style (the
+    CI file's yamllint line length), stable ordering."""
     lines = [BEGIN]
     for model, extras in models.items():
         lines.append(f"# {model}: extra requirements {', '.join(extras)}")
         for kind in KINDS:
-            lines.append(
-                f"build-model-{model.replace('_', '-')}-{kind}: {json.dumps(job(model, kind))}"
-            )
+            lines.append(f"build-model-{model.replace('_', '-')}-{kind}:")
+            lines += _block_yaml(job(model, kind), 2)
     lines.append(END)
     return "\n".join(lines) + "\n"
 

@@ -272,6 +272,20 @@ class RetrainDecision(BaseModel):
     cooldown_until: str | None = None
 
 
+class RollbackRequest(BaseModel):
+    """The monitor step's answer to: roll the champion back to the previous one? (settings
+    monitoring.auto_rollback; model_steps.rollback decides, the monitoring DAG triggers the
+    training DAG pinned to ``to_version`` with make_champion, actor ``automatic``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    requested: bool
+    reasons: list[str]
+    from_version: str | None = Field(None, description="the champion that failed")
+    to_version: str | None = Field(None, description="the previous champion, which held")
+    scored_run_key: str | None = Field(None, description="the monitored run that failed")
+    reason: str | None = Field(None, description="recorded with the move (names verdict and run)")
+
+
 class MonitoredRun(BaseModel):
     """The figures of one monitored scored run (committed in the monitoring table's manifest)."""
 
@@ -299,6 +313,7 @@ class MonitorResult(StepResult):
     uplift: dict[str, Any] = section("mlops_uplift")
     latest_run: dict[str, Any] | None
     retrain: RetrainDecision
+    rollback: RollbackRequest = RollbackRequest(requested=False, reasons=["not judged"])
     degraded: bool = Field(description="the owner is notified (mlplatform.notify)")
     reasons: list[str]
     report_uri: str | None

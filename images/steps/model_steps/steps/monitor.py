@@ -35,7 +35,7 @@ from typing import Any
 
 from mlplatform_contract.results import MonitoredRun, MonitorResult
 from mlplatform_contract.tasks import TASKS
-from model_steps import campaign, campaign_loop, lake, model_loader, monitoring
+from model_steps import campaign, campaign_loop, lake, model_loader, monitoring, rollback
 from model_steps.contract import StepContext
 from model_steps.features import point_in_time
 from model_steps.model_loader import LoadedModel
@@ -274,6 +274,8 @@ def run(ctx: StepContext) -> MonitorResult:
     history = monitor_report.history(ctx)
     report_uri = monitor_report.write(ctx, loaded, history) if history else None
     retrain = monitor_report.retrain_decision(ctx, loaded, history, runs)
+    back = rollback.request(ctx, loaded, history)  # settings monitoring.auto_rollback
+    retrain = rollback.hold_retrain(retrain, back)
     latest = results[-1] if results else (history[-1] if history else None)
     named = {"scored_run_key", "data_date", "model_version"}
     return MonitorResult(
@@ -284,9 +286,10 @@ def run(ctx: StepContext) -> MonitorResult:
         uplift=latest.uplift if latest else {},
         latest_run=latest.model_dump(include=named) if latest else None,
         retrain=retrain,
+        rollback=back,
         # the owner's notifier reads this (plugins/mlplatform/notify.py)
-        degraded=retrain.degraded,
-        reasons=retrain.reasons,
+        degraded=retrain.degraded or back.requested,
+        reasons=retrain.reasons + (back.reasons if back.requested else []),
         report_uri=report_uri,
         seconds=round(time.monotonic() - started, 1),
     )

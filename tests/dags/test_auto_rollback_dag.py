@@ -68,6 +68,13 @@ def test_the_setting_adds_the_rollback_after_the_monitor(tmp_path, dags_folder, 
     assert "Automatic rollback is on" in monitor.doc_md
 
 
+def test_a_wrong_setting_names_the_file_and_the_field(tmp_path, dags_folder, dagbag) -> None:
+    text = textwrap.dedent(MODULE).replace("AUTO", '"sometimes"')
+    bag = dagbag(dags_folder({"rolls_back.py": text}, with_project=False))
+    [error] = bag.import_errors.values()
+    assert "rolls_back.py" in error and "monitoring.auto_rollback" in error, error
+
+
 def test_off_by_default_no_rollback_task(tmp_path, dags_folder, dagbag) -> None:
     bag = _bag(tmp_path, dags_folder, dagbag, auto=False)
     monitor = bag.dags["customer_propensity__acme-foods__monitor"]

@@ -93,6 +93,13 @@ def hold_retrain(retrain: RetrainDecision, rollback: RollbackRequest) -> Retrain
     return retrain.model_copy(update={"requested": False, "reasons": reasons})
 
 
+def notice(retrain: RetrainDecision, rollback: RollbackRequest) -> tuple[bool, list[str]]:
+    """(degraded, reasons) of the monitor's result: what the owner's notification says
+    (mlplatform.notify); a requested rollback is news to the owner, with its reason."""
+    extra = rollback.reasons if rollback.requested else []
+    return retrain.degraded or rollback.requested, [*retrain.reasons, *extra]
+
+
 def request(ctx: Any, loaded: Any, runs: list[MonitoredRun]) -> RollbackRequest:
     """The monitor step's rollback request for this customer (reads the registry and the
     champion history only when the setting is on)."""

@@ -14,7 +14,7 @@ from mlplatform_contract.settings import MonitoringSettings
 from model_steps import pinned
 from model_steps.champion import ChampionEvent
 from model_steps.contract import StepContext, UsageError
-from model_steps.rollback import decide, hold_retrain, previous_champion
+from model_steps.rollback import decide, hold_retrain, notice, previous_champion
 
 T0 = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 
@@ -118,6 +118,14 @@ def test_a_retrain_request_waits_while_a_rollback_is_requested() -> None:
     assert not held.requested and held.degraded
     assert held.reasons[-1] == "retraining waits: rolling back to v1"
     assert hold_retrain(retrain, judge([HELD, monitored("2", 12)])) is retrain
+
+
+def test_the_owner_is_told_of_a_requested_rollback() -> None:
+    healthy = RetrainDecision(requested=False, reasons=["champion v2 is healthy"])
+    request = judge([HELD, monitored("2", 12, verdict="harm")])
+    degraded, reasons = notice(healthy, request)  # harm alone misses no threshold: still news
+    assert degraded and reasons[-1].startswith("automatic rollback: v2 uplift verdict harm")
+    assert notice(healthy, judge([HELD, monitored("2", 12)])) == (False, healthy.reasons)
 
 
 def _ctx(**params) -> StepContext:

@@ -276,6 +276,7 @@ def run(ctx: StepContext) -> MonitorResult:
     retrain = monitor_report.retrain_decision(ctx, loaded, history, runs)
     back = rollback.request(ctx, loaded, history)  # settings monitoring.auto_rollback
     retrain = rollback.hold_retrain(retrain, back)
+    degraded, reasons = rollback.notice(retrain, back)
     latest = results[-1] if results else (history[-1] if history else None)
     named = {"scored_run_key", "data_date", "model_version"}
     return MonitorResult(
@@ -288,8 +289,8 @@ def run(ctx: StepContext) -> MonitorResult:
         retrain=retrain,
         rollback=back,
         # the owner's notifier reads this (plugins/mlplatform/notify.py)
-        degraded=retrain.degraded or back.requested,
-        reasons=retrain.reasons + (back.reasons if back.requested else []),
+        degraded=degraded,
+        reasons=reasons,
         report_uri=report_uri,
         seconds=round(time.monotonic() - started, 1),
     )

@@ -48,6 +48,8 @@ def rollback_conf(ti: Any, **_: Any) -> dict[str, Any]:
     if payload is None:
         raise AirflowSkipException("no rollback: the monitor step gave no decision")
     request = MonitorResult.model_validate(payload).rollback
+    if request is None:
+        raise AirflowSkipException("no rollback: the monitor step judged none")
     if not request.requested:
         raise AirflowSkipException(f"no rollback: {'; '.join(request.reasons)}")
     print(f"automatic rollback requested: {request.reason}")

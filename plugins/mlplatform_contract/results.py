@@ -313,7 +313,9 @@ class MonitorResult(StepResult):
     uplift: dict[str, Any] = section("mlops_uplift")
     latest_run: dict[str, Any] | None
     retrain: RetrainDecision
-    rollback: RollbackRequest = RollbackRequest(requested=False, reasons=["not judged"])
+    rollback: RollbackRequest | None = Field(
+        None, description="the automatic rollback's request (settings monitoring.auto_rollback)"
+    )
     degraded: bool = Field(description="the owner is notified (mlplatform.notify)")
     reasons: list[str]
     report_uri: str | None

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import textwrap
 from typing import Any
 
 import pytest
+from conftest import REPO
 
 from mlplatform.rollback import rollback_conf
 from mlplatform_contract.results import EXAMPLES, RollbackRequest
@@ -105,6 +107,29 @@ def test_a_requested_rollback_renders_the_training_dags_trigger_form(
     params.update(conf)
     validated = params.validate()
     assert {name: validated[name] for name in conf} == conf
+
+
+def test_the_documented_rollback_command_is_a_valid_trigger_form(
+    tmp_path, dags_folder, dagbag
+) -> None:
+    """docs/model-lifecycle.md's `airflow dags trigger <dag> --conf '...'`: the training DAG's
+    params accept each documented conf (a rollback by hand, actor operator by default)."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    doc = (REPO / "docs" / "model-lifecycle.md").read_text()
+    found = re.findall(r"airflow dags trigger (\S+) \\?\s*--conf '(\{.*?\})'", doc, re.S)
+    assert found, "no `airflow dags trigger ... --conf` in docs/model-lifecycle.md"
+    training = _bag(tmp_path, dags_folder, dagbag, auto=False).dags[
+        "customer_propensity__acme-foods"
+    ]
+    for dag_id, text in found:
+        assert dag_id == training.dag_id
+        conf = json.loads(text)
+        params = ParamsDict(copy.deepcopy(training.params))
+        params.update(conf)
+        validated = params.validate()
+        assert validated["make_champion"] is True and validated["actor"] == "operator"
+        assert {name: validated[name] for name in conf} == conf
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,7 @@ def render(
     for r in versions:
         mark = "*" if r.champion else " "
         lines.append(f"{mark} v{r.version:<7} {r.verdict:<8} {r.data_date or '?':<11} "
-                     f"{r.digest.removeprefix('sha256:')[:12]:<13} {r.run_key}")  # fmt: skip
+                     f"{r.digest[:12]:<13} {r.run_key}")  # fmt: skip
     lines += ["", "* = champion", "", "champion history (oldest first):"]
     for e in events:
         moved = f"v{e.from_version} -> v{e.to_version}" if e.from_version else f"-> v{e.to_version}"

@@ -25,7 +25,7 @@ def test_only_a_read_identity_of_the_customer_may_list() -> None:
 
 def test_the_listing_marks_the_champion_and_shows_the_history() -> None:
     def row(version: str, verdict: str, champion: bool = False) -> VersionRow:
-        return VersionRow(version=version, verdict=verdict, digest="sha256:" + "ab" * 32,
+        return VersionRow(version=version, verdict=verdict, digest="ab" * 32,
                           data_date="2026-06-30", run_key=f"run{version}",
                           registered_at="2026-06-30T05:00:00+00:00", champion=champion)  # fmt: skip
 

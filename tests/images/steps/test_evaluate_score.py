@@ -326,7 +326,8 @@ def test_an_automatic_rollback_is_audited_as_automatic_and_listed_by_the_cli(wor
     """The monitor's rollback request (model_steps.rollback, read from this registry and history)
     after a simulated harm verdict, carried out as the monitoring DAG's trigger form does: the gate
     records actor automatic; the same request again finds the champion moved and moves nothing.
-    Then the versions CLI lists it all as the scorer's identity, and refuses the admin's."""
+    Then the versions CLI lists it all as the scorer's identity (its text layout and its refusal
+    of the admin's identity: test_versions.py, without a server)."""
     lake, tmp, services = world
     now, before = champion_version(), champion.history(customer_layout(lake))[-1].from_version
     env = {"LAKE_URI": f"file://{lake}", "MLFLOW_TRACKING_URI": services["tracking_uri"]}
@@ -376,11 +377,6 @@ def _versions_cli_lists_it(lake: Path, tmp: Path, services: dict, current: str) 
     assert listed["history"][-1]["actor"] == "automatic"
     events = champion.history(customer_layout(lake))
     assert listed["history"] == [e.model_dump(mode="json") for e in events]
-    text = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120).stdout
-    assert f"* v{current} " in text and "automatic" in text and "airflow dags trigger" in text
-    admin = {**env, "MLFLOW_TRACKING_USERNAME": "admin"}
-    refused = subprocess.run(cli, env=admin, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "not the admin's" in refused.stderr, refused.stderr
 
 
 def test_a_tampered_champion_is_refused_by_score_naming_the_file(world, tmp_path) -> None:

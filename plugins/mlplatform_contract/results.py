@@ -260,18 +260,6 @@ class PublishResult(StepResult):
     error: str | None = Field(None, description="why sending stopped (a failed step's result)")
 
 
-class RetrainDecision(BaseModel):
-    """The monitor step's answer to: should the champion be retrained?"""
-
-    model_config = ConfigDict(extra="forbid")
-    requested: bool
-    degraded: bool = False
-    reasons: list[str]
-    champion_version: str | None = None
-    score_drift_psi: float | None = None
-    cooldown_until: str | None = None
-
-
 class RollbackRequest(BaseModel):
     """The monitor step's answer to: roll the champion back to the previous one? (settings
     monitoring.auto_rollback; model_steps.rollback decides, the monitoring DAG triggers the
@@ -284,6 +272,18 @@ class RollbackRequest(BaseModel):
     to_version: str | None = Field(None, description="the previous champion, which held")
     scored_run_key: str | None = Field(None, description="the monitored run that failed")
     reason: str | None = Field(None, description="recorded with the move (names verdict and run)")
+
+
+class RetrainDecision(BaseModel):
+    """The monitor step's answer to: should the champion be retrained?"""
+
+    model_config = ConfigDict(extra="forbid")
+    requested: bool
+    degraded: bool = False
+    reasons: list[str]
+    champion_version: str | None = None
+    score_drift_psi: float | None = None
+    cooldown_until: str | None = None
 
 
 class MonitoredRun(BaseModel):

@@ -19,6 +19,7 @@ from mlplatform import assets, notify
 from mlplatform.invocation import StepInvocation
 from mlplatform.models import ModelPackageError, check_model_ref
 from mlplatform.pinning import PINNED_PARAMS
+from mlplatform.rollback import build_rollback_tasks
 from mlplatform.runtime import Runtime, current_runtime
 from mlplatform.runtime.tasks import build_task
 from mlplatform.spec import PipelineSpecError, ResolvedCustomer, parse_pipeline, resolve_customers
@@ -177,6 +178,8 @@ def build_monitor_dag(customer: ResolvedCustomer, runtime: Runtime) -> DAG:
             execution_timeout=dt.timedelta(minutes=5),
         )
         monitor >> retrain
+        if customer.settings.monitoring.auto_rollback:  # mlplatform.rollback
+            monitor >> build_rollback_tasks(customer)[0]
     return dag
 
 
@@ -191,6 +194,13 @@ def _monitor_doc(customer: ResolvedCustomer) -> str:
         "misses the gate's threshold or its scores drift beyond validation.drift_psi_fail, "
         f"outside a cool-down of {m.retrain_cooldown_hours} h after the champion's registration. "
         f"Schedule: `{m.schedule}` and whenever the customer's raw data lands."
+        + (
+            "\n\nAutomatic rollback is on: when the champion's verdict is harm or its realized "
+            "metrics fail while the previous champion held, *rollback* triggers the training DAG "
+            "pinned to the previous version (actor automatic; docs/model-lifecycle.md)."
+            if m.auto_rollback
+            else ""
+        )
     )
 
 

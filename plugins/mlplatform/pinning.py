@@ -16,9 +16,11 @@ from typing import Any
 from airflow.sdk import Param
 
 from mlplatform_contract.steps import (
+    PARAM_ACTOR,
     PARAM_MAKE_CHAMPION,
     PARAM_MODEL_VERSION,
     PARAM_REASON,
+    PARAM_REPLACES,
     TUNING_STEPS,
 )
 
@@ -44,6 +46,23 @@ PINNED_PARAMS = {
         maxLength=200,
         title="Reason",
         description="Why this version (recorded with the rollback or re-score).",
+    ),
+    # set by the monitoring DAG's automatic rollback (mlplatform.rollback); an operator leaves them
+    PARAM_ACTOR: Param(
+        "operator",
+        enum=["operator", "automatic"],
+        title="Requested by",
+        description="Recorded as the champion move's actor: operator for a run triggered by hand; "
+        "the monitoring DAG's automatic rollback sets automatic.",
+    ),
+    PARAM_REPLACES: Param(
+        None,
+        type=["null", "string"],
+        pattern=r"^[1-9][0-9]{0,8}$",
+        title="Only if the champion is still",
+        description="With make_champion: move the alias only while the champion is this version "
+        "(the automatic rollback sets it, so a champion promoted since is not undone). Empty: "
+        "always.",
     ),
 }
 

@@ -269,6 +269,20 @@ class PublishResult(StepResult):
     error: str | None = Field(None, description="why sending stopped (a failed step's result)")
 
 
+class RollbackRequest(BaseModel):
+    """The monitor step's answer to: roll the champion back to the previous one? (settings
+    monitoring.auto_rollback; model_steps.rollback decides, the monitoring DAG triggers the
+    training DAG pinned to ``to_version`` with make_champion, actor ``automatic``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    requested: bool
+    reasons: list[str]
+    from_version: str | None = Field(None, description="the champion that failed")
+    to_version: str | None = Field(None, description="the previous champion, which held")
+    scored_run_key: str | None = Field(None, description="the monitored run that failed")
+    reason: str | None = Field(None, description="recorded with the move (names verdict and run)")
+
+
 class RetrainDecision(BaseModel):
     """The monitor step's answer to: should the champion be retrained?"""
 
@@ -352,6 +366,9 @@ class MonitorResult(StepResult):
         None, description="the latest monitored run's campaign figures (none: no variants)"
     )
     retrain: RetrainDecision
+    rollback: RollbackRequest | None = Field(
+        None, description="the automatic rollback's request (settings monitoring.auto_rollback)"
+    )
     degraded: bool = Field(description="the owner is notified (mlplatform.notify)")
     reasons: list[str]
     report_uri: str | None

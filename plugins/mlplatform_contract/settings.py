@@ -271,6 +271,12 @@ class MonitoringSettings(_Strict):
     retrain_cooldown_hours: float = Field(
         72, ge=0, le=24 * 90, description="no retrain request within this long of the champion"
     )
+    auto_rollback: bool = Field(
+        False,
+        description="roll the champion back to the previous one when its uplift verdict is harm "
+        "or its realized metrics miss the gate's thresholds while the previous champion held "
+        "(docs/model-lifecycle.md)",
+    )
 
 
 class ContinuousTrainingSettings(_Strict):

@@ -66,6 +66,11 @@ ENV_PARAMS = "STEP_PARAMS"  # the Airflow run's params (the trigger form's overr
 PARAM_MODEL_VERSION = "model_version"
 PARAM_MAKE_CHAMPION = "make_champion"
 PARAM_REASON = "reason"
+# Who asks for the pinned run (recorded as the champion move's actor): "operator" by default; the
+# monitoring DAG's automatic rollback sets "automatic" and the champion it replaces, so a champion
+# promoted since the request is not undone (model_steps.pinned).
+PARAM_ACTOR = "actor"
+PARAM_REPLACES = "replaces_version"
 # Which model the step runs: JSON {"ref": import path, "task": declared task type, "source": the DAG
 # file}; the step imports the model package named by ref (model_steps.model_loader).
 ENV_MODEL = "STEP_MODEL"

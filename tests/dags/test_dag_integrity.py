@@ -75,6 +75,8 @@ def test_operators_can_trigger_with_params(project_bag) -> None:
         "model_version": None,
         "make_champion": False,
         "reason": None,
+        "actor": "operator",
+        "replaces_version": None,
     }
     assert dag.params.get_param("data_date").schema["format"] == "date"
 

@@ -19,10 +19,16 @@ import logging
 from typing import Any
 
 from mlplatform_contract.results import EvaluateResult
-from mlplatform_contract.steps import PARAM_MAKE_CHAMPION, PARAM_MODEL_VERSION, PARAM_REASON
+from mlplatform_contract.steps import (
+    PARAM_ACTOR,
+    PARAM_MAKE_CHAMPION,
+    PARAM_MODEL_VERSION,
+    PARAM_REASON,
+    PARAM_REPLACES,
+)
 from model_steps import lake
-from model_steps.champion import VERDICT_TAG, move_champion
-from model_steps.contract import CheckFailed, StepContext, UsageError
+from model_steps.champion import VERDICT_TAG, Actor, move_champion
+from model_steps.contract import CheckFailed, SkipDownstream, StepContext, UsageError
 from model_steps.model_store import DIGEST_TAG, load_version
 from model_steps.tracking import champion_version
 
@@ -43,6 +49,27 @@ def requested_version(ctx: StepContext) -> str | None:
     if not str(version).isdigit():
         raise UsageError(f"params.{PARAM_MODEL_VERSION}={version!r} is not a version number")
     return str(int(version))
+
+
+def actor(ctx: StepContext) -> Actor:
+    """Who asks: ``operator`` unless the monitoring DAG's automatic rollback said ``automatic``."""
+    who = ctx.params.get(PARAM_ACTOR) or "operator"
+    if who not in ("operator", "automatic"):
+        raise UsageError(f"params.{PARAM_ACTOR}={who!r} is neither operator nor automatic")
+    return who
+
+
+def stale(ctx: StepContext, champion: str | None) -> str | None:
+    """Why a rollback must not move the alias: it names the champion it replaces
+    (params.replaces_version, set by the automatic rollback) and the champion moved since."""
+    replaces = ctx.params.get(PARAM_REPLACES)
+    if replaces in (None, "") or str(replaces) == champion:
+        return None
+    return (
+        f"the rollback replaces v{replaces} but the champion is now "
+        f"{'none' if champion is None else f'v{champion}'}: it moved since the request, so "
+        "nothing moves and nothing is scored"
+    )
 
 
 def passed_versions(client: Any, name: str) -> list[Any]:
@@ -96,17 +123,22 @@ def decide(ctx: StepContext, name: str, version: str) -> EvaluateResult:
     load_version(name, version)  # refuses a tampered artifact before anything moves
     current = champion_version(name)
     champion = None if current is None else str(current.version)
-    promote = bool(ctx.params.get(PARAM_MAKE_CHAMPION)) and champion != version
+    moves = bool(ctx.params.get(PARAM_MAKE_CHAMPION))
+    promote = moves and champion != version
     reason = str(ctx.params.get(PARAM_REASON) or "no reason given")
     verb = "roll back @champion to" if promote else "score with"
-    reasons = [f"pinned by the operator: {verb} v{version} ({reason})"]
-    if ctx.params.get(PARAM_MAKE_CHAMPION) and not promote:
+    reasons = [f"pinned by the {actor(ctx)}: {verb} v{version} ({reason})"]
+    if moves and not promote:
         reasons.append(f"v{version} is already the champion: the alias stays")
+    why_not = stale(ctx, champion) if moves else None
+    if why_not:
+        promote, reasons = False, [*reasons, why_not]
     return EvaluateResult(
-        passed=True, promote=promote, scoring_version=version, reasons=reasons,
-        candidate={}, champion=None, registered_model=name, candidate_version=version,
-        candidate_digest=mv.tags.get(DIGEST_TAG, ""), champion_version=champion,
-        scoring_model_uri=f"models:/{name}/{version}", report_uri="", report_files=[],
+        passed=True, promote=promote, scoring_version=None if why_not else version,
+        reasons=reasons, candidate={}, champion=None, registered_model=name,
+        candidate_version=version, candidate_digest=mv.tags.get(DIGEST_TAG, ""),
+        champion_version=champion, report_uri="", report_files=[],
+        scoring_model_uri=None if why_not else f"models:/{name}/{version}",
         decision_uri=ctx.layout.decision, profile_uri=_profile_uri(ctx, mv), pinned=True,
     )  # fmt: skip
 
@@ -118,8 +150,10 @@ def apply(ctx: StepContext, result: EvaluateResult) -> EvaluateResult:
         reason = str(ctx.params.get(PARAM_REASON) or "no reason given")
         move_champion(
             ctx.layout.customer, result.registered_model, result.scoring_version,
-            run_key=ctx.run_key, actor="operator", reason=reason,
+            run_key=ctx.run_key, actor=actor(ctx), reason=reason,
             profile_uri=result.profile_uri or None,
         )  # fmt: skip
         log.info("rolled %s back to v%s", result.registered_model, result.scoring_version)
+    if result.scoring_model_uri is None:  # a stale automatic rollback: nothing to score
+        raise SkipDownstream("; ".join(result.reasons[-1:]), result)
     return result

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from datasteps_helpers import PIPELINE, TENANT
@@ -22,8 +24,10 @@ from test_train import BIN, DATA_DATE, REGISTERED, env_for, ingest, train, train
 
 from embedded.services import create_bucket
 from mlplatform_contract.layout import CustomerLayout
-from model_steps import champion
-from model_steps.contract import EXIT_SKIP_DOWNSTREAM, run_key
+from mlplatform_contract.results import MonitoredRun
+from mlplatform_contract.settings import CustomerSettings
+from model_steps import champion, registry_admin, rollback
+from model_steps.contract import EXIT_SKIP_DOWNSTREAM, StepContext, run_key
 
 pytest.importorskip("mlflow")
 
@@ -308,6 +312,71 @@ def test_rollback_to_a_passed_version_rescores_without_training(world) -> None:
     assert champion_version() == first
     rc, _, log = step("score", lake, tmp, services, "run-gate-1", params={"model_version": refused})
     assert rc == 3 and "has gate verdict refused" in log, log[-3000:]
+
+
+def monitored(version: str, verdict: str) -> MonitoredRun:
+    return MonitoredRun(
+        scored_run_key=f"scored-v{version}", data_date=DATA_DATE.isoformat(), rows=100,
+        model_version=version, registered_model=REGISTERED, realized={"roc_auc": 0.8}, pushed={},
+        uplift={"verdict": verdict},
+    )  # fmt: skip
+
+
+def test_an_automatic_rollback_is_audited_as_automatic_and_listed_by_the_cli(world) -> None:
+    """The monitor's rollback request (model_steps.rollback, read from this registry and history)
+    after a simulated harm verdict, carried out as the monitoring DAG's trigger form does: the gate
+    records actor automatic; the same request again finds the champion moved and moves nothing.
+    Then the versions CLI lists it all as the scorer's identity (its text layout and its refusal
+    of the admin's identity: test_versions.py, without a server)."""
+    lake, tmp, services = world
+    now, before = champion_version(), champion.history(customer_layout(lake))[-1].from_version
+    env = {"LAKE_URI": f"file://{lake}", "MLFLOW_TRACKING_URI": services["tracking_uri"]}
+    ctx = StepContext(step="monitor", pipeline=PIPELINE, customer=TENANT, run_id="monitor-1",
+                      data_date=DATA_DATE, env=env)  # fmt: skip
+    loaded = SimpleNamespace(
+        platform=CustomerSettings(monitoring={"auto_rollback": True}, gate=GATE),
+        model=SimpleNamespace(task="binary_classification"),
+    )
+    held = [monitored(before, "no_effect_detected"), monitored(now, "no_effect_detected")]
+    assert not rollback.request(ctx, loaded, held).requested
+    request = rollback.request(ctx, loaded, [*held, monitored(now, "harm")])
+    assert request.requested and (request.from_version, request.to_version) == (now, before)
+    params = {"model_version": request.to_version, "make_champion": True,
+              "reason": request.reason, "actor": "automatic",
+              "replaces_version": request.from_version}  # fmt: skip
+    # the conf mlplatform.rollback.rollback_conf gives the training DAG (tests/dags check it)
+    rc, decision, log = step("evaluate", lake, tmp, services, "run-auto-rollback", params=params)
+    assert rc == 0 and decision["promote"], log[-3000:]
+    assert "pinned by the automatic: roll back" in decision["reasons"][0]
+    last = champion.history(customer_layout(lake))[-1]
+    assert (last.from_version, last.to_version, last.actor) == (now, before, "automatic")
+    assert last.reason == request.reason and "uplift verdict harm" in last.reason
+    # the same request seen twice (a second monitoring run): the champion moved, nothing happens
+    rc, stale, log = step("evaluate", lake, tmp, services, "run-auto-stale", params=params)
+    assert rc == EXIT_SKIP_DOWNSTREAM and stale["scoring_model_uri"] is None, log[-3000:]
+    assert champion_version() == before and champion.history(customer_layout(lake))[-1] == last
+    _versions_cli_lists_it(lake, tmp, services, current=before)
+
+
+def _versions_cli_lists_it(lake: Path, tmp: Path, services: dict, current: str) -> None:
+    identities = tmp / "identities.json"
+    registry_admin.provision(services["tracking_uri"], [(PIPELINE, TENANT)], identities)
+    scorer = f"scorer@{TENANT}"
+    as_scorer = {"MLFLOW_TRACKING_USERNAME": scorer,
+                 "MLFLOW_TRACKING_PASSWORD": json.loads(identities.read_text())[scorer]}  # fmt: skip
+    env = {**env_for(lake, tmp / "unused.json", services), **as_scorer}
+    cli = [str(BIN / "python"), "-m", "model_steps.versions", "--pipeline", PIPELINE,
+           "--customer", TENANT]  # fmt: skip
+    proc = subprocess.run([*cli, "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    listed = json.loads(proc.stdout)
+    rows = {r["version"]: r for r in listed["versions"]}
+    assert [v for v, r in rows.items() if r["champion"]] == [current]
+    assert {r["verdict"] for r in rows.values()} == {"passed", "refused"}
+    assert all(re.fullmatch(r"[0-9a-f]{64}", r["digest"]) for r in rows.values())
+    assert listed["history"][-1]["actor"] == "automatic"
+    events = champion.history(customer_layout(lake))
+    assert listed["history"] == [e.model_dump(mode="json") for e in events]
 
 
 def test_a_tampered_champion_is_refused_by_score_naming_the_file(world, tmp_path) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 
 from mlplatform_contract.results import MonitoredRun, MonitorResult
 from mlplatform_contract.tasks import TASKS
-from model_steps import campaign, campaign_loop, lake, model_loader, monitoring
+from model_steps import campaign, campaign_loop, lake, model_loader, monitoring, rollback
 from model_steps.contract import StepContext
 from model_steps.features import point_in_time
 from model_steps.model_loader import LoadedModel
@@ -280,6 +280,9 @@ def run(ctx: StepContext) -> MonitorResult:
     history = monitor_report.history(ctx)
     report_uri = monitor_report.write(ctx, loaded, history) if history else None
     retrain = monitor_report.retrain_decision(ctx, loaded, history, runs)
+    back = rollback.request(ctx, loaded, history)  # settings monitoring.auto_rollback
+    retrain = rollback.hold_retrain(retrain, back)
+    degraded, reasons = rollback.notice(retrain, back)
     latest = results[-1] if results else (history[-1] if history else None)
     named = {"scored_run_key", "data_date", "model_version"}
     return MonitorResult(
@@ -291,9 +294,10 @@ def run(ctx: StepContext) -> MonitorResult:
         latest_run=latest.model_dump(include=named) if latest else None,
         campaign=latest.campaign if latest else None,
         retrain=retrain,
+        rollback=back,
         # the owner's notifier reads this (plugins/mlplatform/notify.py)
-        degraded=retrain.degraded,
-        reasons=retrain.reasons,
+        degraded=degraded,
+        reasons=reasons,
         report_uri=report_uri,
         seconds=round(time.monotonic() - started, 1),
     )

@@ -32,6 +32,9 @@ from pathlib import Path
 import pytest
 from delivery_helpers import REPO, STEP_KINDS, output_of
 
+sys.path.insert(0, str(REPO / "ci"))
+from model_images import models_with_extras
+
 GCL = REPO / "tools" / "bin" / "gitlab-ci-local"
 PROJECT_URL = "https://gitlab.example.invalid/mlops/airflow-platform.git"
 TOKEN = "local-deploy-token"
@@ -42,7 +45,16 @@ APT_RSYNC = "apt-get install rsync (the CI jobs' before_script installs it)"
 MR_ONLY = {"lint", "test"}
 DEFAULT_BRANCH_ALWAYS = {"lint", "test", "resolve-bases", "image-manifest", "deploy-dags"}
 SHARED_BUILDS = {f"build-{kind}" for kind in (*STEP_KINDS, "mlflow")}
-MODEL_BUILDS = {f"build-model-{MODEL.replace('_', '-')}-{kind}" for kind in STEP_KINDS}
+
+
+def model_builds(model: str, kinds: tuple[str, ...] = STEP_KINDS) -> set[str]:
+    return {f"build-model-{model.replace('_', '-')}-{kind}" for kind in kinds}
+
+
+MODEL_BUILDS = model_builds(MODEL)
+# the models that already declare extras (their jobs are in the CI file): they build with the rest
+OTHER_MODELS = sorted(set(models_with_extras(REPO / "models")) - {MODEL})
+OTHER_MODEL_BUILDS = set().union(*(model_builds(m) for m in OTHER_MODELS))
 
 
 def digest(n: int) -> str:
@@ -246,10 +258,11 @@ def test_pipelines_get_the_jobs_their_rules_give(project, tools):
     needs = {n["job"] for n in unchanged["deploy-dags"]["needs"]}
     assert needs == {"image-manifest", "test"}
     assert active(jobs(project, tools, variables={"BUILD_ALL_IMAGES": "true"})) == (
-        DEFAULT_BRANCH_ALWAYS | SHARED_BUILDS
+        DEFAULT_BRANCH_ALWAYS | SHARED_BUILDS | OTHER_MODEL_BUILDS
     )
     commit(project, "train image change", {"images/train/Dockerfile": "# touched\n"})
-    assert active(jobs(project, tools)) == DEFAULT_BRANCH_ALWAYS | {"build-train"}
+    own_train = set().union(*(model_builds(m, ("train",)) for m in OTHER_MODELS))
+    assert active(jobs(project, tools)) == DEFAULT_BRANCH_ALWAYS | {"build-train"} | own_train
     proc = gcl(project, tools, "--validate-dependency-chain")
     assert proc.returncode == 0, output_of(proc)
 
@@ -266,7 +279,12 @@ def test_generated_model_image_jobs_build_after_resolve_bases(project, tools):
     step_change = commit(project, "step package", {"images/steps/pyproject.toml": "\n"})
     assert step_change
     everything = active(jobs(project, tools))
-    assert everything == DEFAULT_BRANCH_ALWAYS | MODEL_BUILDS | (SHARED_BUILDS - {"build-mlflow"})
+    assert everything == (
+        DEFAULT_BRANCH_ALWAYS
+        | MODEL_BUILDS
+        | OTHER_MODEL_BUILDS
+        | (SHARED_BUILDS - {"build-mlflow"})
+    )
 
 
 def test_lint_job_runs_make_lint(project, tools):

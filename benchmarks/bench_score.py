@@ -9,7 +9,8 @@ rows, in one run.
   in-memory baseline is that served model's predict.
 * lightgbm: preferred_channel's inputs, a 5-class booster of 50 trees fitted on random rows, saved
   and loaded in LightGBM's text format (serving.LightGBMPredictor); the baseline is LightGBM's own
-  ``Booster.predict`` on the same rows already typed (the framework without the platform).
+  ``Booster.predict`` on the same in-memory rows, given as LightGBM takes them (categoricals as
+  pandas categories, converted per chunk as in the served path; no parquet, no platform wrapper).
 
 Prints a table and writes benchmarks/results/score.json. Target: step >= 0.8x the baseline.
 """
@@ -91,7 +92,7 @@ def keras_model(root: Path) -> tuple[Any, Callable[[pd.DataFrame], Any]]:
 
 def lightgbm_model(root: Path, sample: pd.DataFrame) -> tuple[Any, Callable[[pd.DataFrame], Any]]:
     """A booster fitted on random rows, stored and loaded as the platform does; the baseline is
-    LightGBM's own predict on frames typed once beforehand (no platform in the loop)."""
+    LightGBM's own predict on each in-memory chunk, converted to the frame LightGBM takes."""
     import lightgbm as lgb
 
     from model_steps import model_store
@@ -127,9 +128,9 @@ def measure(framework: str, root: Path, rows: int, chunk_rows: int) -> dict[str,
         keras_model(root) if framework == "keras" else lightgbm_model(root, frame.head(20_000))
     )
     baseline(frame.head(1000))  # first-call set-up off the clock, for both paths alike
-    typed = [frame.iloc[i : i + chunk_rows] for i in range(0, rows, chunk_rows)]
+    chunks = [frame.iloc[i : i + chunk_rows] for i in range(0, rows, chunk_rows)]
     t0 = time.perf_counter()
-    for chunk in typed:
+    for chunk in chunks:
         baseline(chunk)
     raw_s = time.perf_counter() - t0
     done = score_table(served, model, features, f"file://{root}/scores",

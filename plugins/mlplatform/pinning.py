@@ -24,11 +24,14 @@ from mlplatform_contract.steps import (
     TUNING_STEPS,
 )
 
+# a registered model version as the form takes it (MLflow numbers versions from 1)
+REGISTRY_VERSION = r"^[1-9][0-9]{0,8}$"
+
 PINNED_PARAMS = {
     PARAM_MODEL_VERSION: Param(
         None,
         type=["null", "string"],
-        pattern=r"^[1-9][0-9]{0,8}$",
+        pattern=REGISTRY_VERSION,
         title="Model version (re-score / roll back)",
         description="Score with this registered version instead of training: a backfill or an "
         "incident re-score. It must have passed its gate once. Empty: train and gate as usual.",
@@ -58,7 +61,7 @@ PINNED_PARAMS = {
     PARAM_REPLACES: Param(
         None,
         type=["null", "string"],
-        pattern=r"^[1-9][0-9]{0,8}$",
+        pattern=REGISTRY_VERSION,
         title="Only if the champion is still",
         description="With make_champion: move the alias only while the champion is this version "
         "(the automatic rollback sets it, so a champion promoted since is not undone). Empty: "

@@ -102,7 +102,7 @@ def spark_conf(
     if not on_k8s:
         conf["spark.driver.bindAddress"] = "127.0.0.1"
         conf["spark.driver.host"] = "127.0.0.1"
-        if sc.get("driver_jit", "quick") == "quick":
+        if sc["driver_jit"] == "quick":  # the default: SparkSettings, the one definition
             conf["spark.driver.extraJavaOptions"] = QUICK_JIT_OPTIONS
         # the raw zone is ~1 file per table and day: list them in the driver instead of starting a
         # distributed listing job per table (halves a small ingest on a local disk)

@@ -6,7 +6,8 @@
 1. Data: datagen's raw zone (seed 7), features with the pandas baseline of the ingest step
    (benchmarks/bench_ingest.py; same definitions, no Spark start-up), committed as a feature table.
 2. The train step through its command line, exactly as the local runtime runs it
-   (``python -m model_steps train`` for 1 rank, ``horovodrun -np 2 -H localhost:2 --gloo …`` for 2)
+   (``python -m model_steps train`` for 1 rank, ``horovodrun -np 2 -H localhost:2 --gloo …`` for 2,
+   horovodrun as ``python -m model_steps.horovod_launch``)
    against the embedded MLflow server; epoch time and samples/s come from the step's result (median
    over epochs after the first, which includes tracing; an epoch includes its validation pass).
    Scaling ratio = samples/s at 2 ranks / samples/s at 1 rank (2.0 would be linear).
@@ -88,7 +89,9 @@ def run_step(
         [str(BIN / "python"), *step]
         if ranks == 1
         else [
-            str(BIN / "horovodrun"),
+            str(BIN / "python"),
+            "-m",
+            "model_steps.horovod_launch",
             "-np",
             str(ranks),
             "-H",

@@ -30,6 +30,8 @@ TUNING_STEPS: tuple[str, ...] = ("tune", "trial", "halve", "select")
 PLATFORM_STEPS: tuple[str, ...] = (*STEP_KINDS, MONITOR_STEP)
 
 WORKLOAD_MODULE = "model_steps"  # python -m <this> <step> ...
+# the local runtime's horovodrun (model_steps/horovod_launch.py: no TensorFlow-importing probe)
+HOROVOD_LAUNCHER = f"{WORKLOAD_MODULE}.horovod_launch"
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a failure a retry may fix: a dead service, a drop not landed yet, a killed node

@@ -1,7 +1,8 @@
 """The train step end to end on small generated data, through the contract's command line exactly as
 the local runtime runs it (``horovodrun -np 2 -H localhost:2 --gloo python -m model_steps train …``
-or plain ``python -m model_steps train …`` for one rank), against a real MLflow server (the embedded
-services: sqlite backend, artifacts on the local S3 endpoint).
+with horovodrun as ``python -m model_steps.horovod_launch``, or plain ``python -m model_steps train
+…`` for one rank), against a real MLflow server (the embedded services: sqlite backend, artifacts on
+the local S3 endpoint).
 
 Budget: TF import is ~8 s per process and each run trains a few seconds, so the module takes ~3-4
 minutes on 2 cores; the data is datagen's "small" size (4,000 diners) ingested once."""
@@ -75,7 +76,9 @@ def command(ranks: int, run_id: str) -> list[str]:
     if ranks == 1:
         return [str(BIN / "python"), *step]
     return [
-        str(BIN / "horovodrun"),
+        str(BIN / "python"),
+        "-m",
+        "model_steps.horovod_launch",
         "-np",
         str(ranks),
         "-H",

@@ -8,7 +8,8 @@ own TensorFlow import.
 
 The answer is already known. The workload venv's Horovod is built with ``HOROVOD_WITH_GLOO=1``
 (the Makefile's ``HOROVOD_BUILD_ENV``, images/train/Dockerfile), which makes the build fail rather
-than leave Gloo out, and the platform's two-rank training tests go through this launcher. So with
+than leave Gloo out; ``make setup`` asserts ``hvd.gloo_built()`` once per install, and the
+platform's two-rank training tests go through this launcher. So with
 ``--gloo`` it takes the build as given. Everything else is Horovod's own launcher, unchanged:
 argument parsing, the rendezvous server, rank environment, output prefixes and exit codes.
 Without ``--gloo`` (MPI, the cluster's launchers) it is plain ``horovodrun``.

@@ -104,7 +104,18 @@ $(STEPS_STAMP): images/steps/requirements.lock images/steps/pyproject.toml $(CON
 	$(STEPS_PY) -c "import horovod.tensorflow as hvd; hvd.init(); assert hvd.gloo_built()"
 	mkdir -p $(STAMPS) && touch $@
 
-setup: $(CP_STAMP) $(STEPS_STAMP)
+# The local Spark driver's class archive (JVM class-data sharing, model_steps/spark_config.py's
+# CLASS_ARCHIVE: about half of a session's start), written into the workload venv once per
+# pyspark lock and JDK (~35 s); the JVM itself skips an archive that no longer matches.
+JAVA_VERSION := $(shell java -version 2>&1 | head -1)
+SPARK_CLASSES_STAMP := $(STAMPS)/spark-classes-$(shell echo '$(JAVA_VERSION)' | cat - images/steps/requirements.lock | sha256sum | cut -c1-16)
+
+$(SPARK_CLASSES_STAMP): $(STEPS_STAMP)
+	rm -f $(STAMPS)/spark-classes-*
+	PYTHONPATH= $(STEPS_PY) -m model_steps.spark_config --write-class-archive 2>&1 | grep -v WARN
+	mkdir -p $(STAMPS) && touch $@
+
+setup: $(CP_STAMP) $(STEPS_STAMP) $(SPARK_CLASSES_STAMP)
 
 lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 requirements.txt requirements-dev.txt -o requirements.lock

@@ -45,6 +45,11 @@ class SparkSettings(_Strict):
         "run of a few minutes 2-3x sooner, as no C2 compile competes for the cores; full (the "
         "JVM's tiered default) for local runs long enough to repay C2. Executors keep full.",
     )
+    driver_class_archive: bool = Field(
+        True,
+        description="local[N] with driver_jit quick: map the class archive make setup writes "
+        "(JVM class-data sharing; about half the session start) when the workload venv has one",
+    )
 
 
 class DataSettings(_Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,12 @@ from model_steps.contract import UsageError
 from model_steps.expectations import load_suite
 from model_steps.model_loader import ENTRY_POINT_GROUP
 from model_steps.profile import build_profile, drift, psi
-from model_steps.spark_config import spark_conf
+from model_steps.spark_config import (
+    CLASS_ARCHIVE,
+    QUICK_JIT_OPTIONS,
+    quick_driver_options,
+    spark_conf,
+)
 
 FEATURE_SCHEMA = MODEL.table_schema(labelled=True)
 
@@ -34,11 +40,27 @@ def test_local_spark_conf_is_local_and_small():
     assert conf["spark.sql.session.timeZone"] == "UTC"
     assert not any(k.startswith("spark.hadoop.fs.s3a") for k in conf)
     # a short local run's JVM: C1 only and the serial GC, unless the settings ask for the full JIT
-    assert conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    options = conf["spark.driver.extraJavaOptions"]
+    assert options.startswith("-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
     full = spark_conf({"data": {"spark": {"driver_jit": "full"}}}, "file:///tmp/lake", env={})
     assert "spark.driver.extraJavaOptions" not in full
     with pytest.raises(Exception, match="driver_jit"):
         step_settings({"data": {"spark": {"driver_jit": "fast"}}})
+    off = {"data": {"spark": {"driver_class_archive": False}}}
+    assert spark_conf(off, "file:///tmp/lake", env={})["spark.driver.extraJavaOptions"] == (
+        QUICK_JIT_OPTIONS
+    )
+
+
+def test_the_class_archive_is_mapped_only_where_it_exists(tmp_path: Path) -> None:
+    archive = tmp_path / "spark-classes.jsa"
+    assert quick_driver_options(archive) == QUICK_JIT_OPTIONS  # none written: the JVM's own CDS
+    assert quick_driver_options(None) == QUICK_JIT_OPTIONS
+    archive.write_bytes(b"")
+    options = quick_driver_options(archive).split()
+    assert options[:2] == QUICK_JIT_OPTIONS.split()
+    assert f"-XX:SharedArchiveFile={archive}" in options
+    assert "-Xshare:auto" in options  # an unusable archive (new JDK, other jars) is skipped
 
 
 def test_the_local_session_jvm_runs_with_the_quick_jit(spark):
@@ -46,6 +68,9 @@ def test_the_local_session_jvm_runs_with_the_quick_jit(spark):
     runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
     arguments = list(runtime.getInputArguments())
     assert "-XX:TieredStopAtLevel=1" in arguments and "-XX:+UseSerialGC" in arguments
+    # make setup wrote the class archive into the workload venv, and the session's JVM maps it
+    assert CLASS_ARCHIVE.is_file(), f"make setup wrote no class archive at {CLASS_ARCHIVE}"
+    assert f"-XX:SharedArchiveFile={CLASS_ARCHIVE}" in arguments
 
 
 def test_production_s3a_conf_uses_web_identity_and_a_committer():

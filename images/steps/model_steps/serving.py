@@ -113,6 +113,27 @@ class SklearnPredictor:
         return pd.DataFrame({self.io["output"]: proba[:, 1]}, index=frame.index)
 
 
+class XGBoostPredictor:
+    """The image's wrapper around an XGBoost Booster (model_store's ``xgboost-json`` format): a
+    frame of feature columns in, a frame with the task's output column out (the same columns as
+    LightGBMPredictor's). Categoricals go in as pandas categories (serving.tabular_frame); the
+    booster keeps its training categories and re-codes a scored frame's onto them."""
+
+    def __init__(self, booster: Any, io: Any) -> None:
+        self.model = booster
+        self.io = io.model_dump() if hasattr(io, "model_dump") else dict(io)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = pd.DataFrame(frame)
+        x = tabular_frame(frame, self.io)
+        out = np.asarray(self.model.inplace_predict(x), dtype=np.float64)
+        if self.io.get("classes"):
+            if out.ndim == 1 and len(self.io["classes"]) == 2:  # two classes, binary:logistic
+                out = np.column_stack([1.0 - out, out])
+            return class_frame(out.reshape(len(frame), -1), self.io, frame.index)
+        return pd.DataFrame({self.io["output"]: out.ravel()}, index=frame.index)
+
+
 def class_frame(probabilities: np.ndarray, io: dict[str, Any], index: Any) -> pd.DataFrame:
     """Several classes: each class's probability column, then the output (the likeliest class)."""
     classes = np.asarray(io["classes"], dtype=object)

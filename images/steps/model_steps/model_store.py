@@ -400,18 +400,15 @@ XGBOOST_CLASS_OBJECTIVES = frozenset({"binary:logistic", "multi:softprob"})
 
 
 def _xgboost_save(fitted: Any, directory: Path) -> None:
-    """A Booster, or a fitted scikit-learn style XGBModel's booster, in XGBoost's JSON format;
-    early stopping's best iteration is kept by cutting the trees after it (what the fitted object's
-    own predict uses), so the stored model predicts as that."""
+    """A Booster, or a fitted scikit-learn style XGBModel's booster, in XGBoost's JSON format
+    (with early stopping's ``best_iteration`` attribute, which the served model predicts up to,
+    as the fitted object's own predict does)."""
     import xgboost as xgb
 
     booster = fitted.get_booster() if isinstance(fitted, xgb.XGBModel) else fitted
     if not isinstance(booster, xgb.Booster):
         raise StepError(f"the xgboost format saves an xgboost Booster or XGBModel, not a "
                         f"{type(fitted).__name__}")  # fmt: skip
-    best = booster.attr("best_iteration")
-    if best is not None and int(best) + 1 < booster.num_boosted_rounds():
-        booster = booster[: int(best) + 1]
     booster.save_model(str(directory / XGBOOST_FILE))
 
 

@@ -1,9 +1,10 @@
 """The XGBoost format of model_steps.model_store (the Booster's own JSON, never pickle): a fitted
 model round-trips and predicts exactly as XGBoost's own predict on the object in memory (binary,
-several classes, regression, early stopping's best iteration), categoricals re-coded onto the
-training categories; a tampered file, a file that is not XGBoost JSON (a pickle, UBJSON, other
-JSON) and a booster that gives no class probabilities are refused with the model, version and file
-named, before XGBoost parses anything; an object that is not an XGBoost model is not saved."""
+several classes, regression, early stopping's best iteration), categoricals set to the training
+categories (an unseen value is missing); a tampered file, a file that is not XGBoost JSON (a
+pickle, UBJSON, other JSON), a booster that gives no class probabilities and one that keeps no
+training categories are refused with the model, version and file named, before XGBoost parses
+anything; an object that is not an XGBoost model is not saved."""
 
 from __future__ import annotations
 
@@ -107,13 +108,14 @@ def test_an_xgboost_model_round_trips_and_predicts_as_xgboost(tmp_path, kind) ->
         assert list(got.columns) == ["score"]
     for column, values in want.items():  # XGBoost predicts in float32; the platform in float64
         np.testing.assert_allclose(got[column].to_numpy(), values, rtol=1e-6)
-    if kind == "early_stopping":  # the trees after the best iteration are not stored
-        assert fitted.best_iteration + 1 < fitted.get_booster().num_boosted_rounds()
-        assert served.model.num_boosted_rounds() == fitted.best_iteration + 1
+    if kind == "early_stopping":  # the trees after the best iteration are stored, not used
+        assert fitted.best_iteration + 1 < served.model.num_boosted_rounds()
+        assert served.iteration_range == (0, fitted.best_iteration + 1)
 
 
-def test_categoricals_are_recoded_onto_the_training_categories(saved) -> None:
+def test_categoricals_are_the_training_categories_and_an_unseen_value_is_missing(saved) -> None:
     served = model_store.load_dir(*saved, WHAT)
+    assert served.categories == {"colour": ["blue", "green", "red"]}
     frame, _ = _frame(300, 2)
     whole = served.predict(frame)["score"].to_numpy()
     reds = frame[frame["colour"] == "red"]  # a chunk holding one category only: its code is 0
@@ -121,6 +123,23 @@ def test_categoricals_are_recoded_onto_the_training_categories(saved) -> None:
                                whole[(frame["colour"] == "red").to_numpy()], rtol=1e-12)  # fmt: skip
     np.testing.assert_allclose(served.predict(frame.iloc[::-1])["score"].to_numpy(), whole[::-1],
                                rtol=1e-12)  # fmt: skip
+    unseen = frame.assign(colour="purple")  # XGBoost alone would read it as a training category
+    missing = tabular_frame(frame, IO.model_dump())
+    missing["colour"] = pd.Categorical([None] * len(frame), categories=["blue", "green", "red"])
+    np.testing.assert_allclose(served.predict(unseen)["score"].to_numpy(),
+                               served.model.inplace_predict(missing), rtol=1e-6)  # fmt: skip
+
+
+def test_a_booster_without_training_categories_is_refused(tmp_path) -> None:
+    frame, y = _frame(300, 3)
+    codes = frame.assign(colour=pd.Categorical(frame["colour"]).codes.astype(float))
+    booster = xgb.train({"objective": "binary:logistic", "nthread": 1}, xgb.DMatrix(codes, y), 3)
+    manifest = model_store.save(tmp_path / "model", booster, fmt="xgboost-json", model="m",
+                                task="binary_classification", io=IO)  # fmt: skip
+    with pytest.raises(ModelRefused, match=rf"^{re.escape(WHAT)}: format 'xgboost-json' refused "
+                                           r"its files: the XGBoost model keeps no training "
+                                           r"categories for \['colour'\]"):  # fmt: skip
+        model_store.load_dir(tmp_path / "model", manifest.digest, WHAT)
 
 
 def test_a_tampered_xgboost_file_is_refused(saved, tmp_path) -> None:

@@ -11,6 +11,11 @@ rows, in one run.
   and loaded in LightGBM's text format (serving.LightGBMPredictor); the baseline is LightGBM's own
   ``Booster.predict`` on the same in-memory rows, given as LightGBM takes them (categoricals as
   pandas categories, converted per chunk as in the served path; no parquet, no platform wrapper).
+* xgboost: the same inputs and classes, a booster of 50 trees (``multi:softprob``, categoricals
+  native), saved and loaded in XGBoost's JSON format (serving.XGBoostPredictor); the baseline is
+  XGBoost's own ``Booster.inplace_predict`` on the same frame per chunk.
+* sklearn: the same inputs and classes, a HistGradientBoostingClassifier of 50 iterations, saved
+  and loaded through skops (serving.SklearnPredictor); the baseline is its ``predict_proba``.
 
 Prints a table and writes benchmarks/results/score.json. Target: step >= 0.8x the baseline.
 """
@@ -45,7 +50,7 @@ from model_steps.steps.score import score_table  # noqa: E402
 from model_steps.training import build_model  # noqa: E402
 
 TARGET = 0.8
-FRAMEWORKS = ("keras", "lightgbm")
+FRAMEWORKS = ("keras", "lightgbm", "xgboost", "sklearn")
 
 
 def feature_table(root: Path, model: Any, rows: int, files: int, seed: int = 1) -> str:
@@ -107,6 +112,42 @@ def lightgbm_model(root: Path, sample: pd.DataFrame) -> tuple[Any, Callable[[pd.
     return served, lambda chunk: booster.predict(tabular_frame(chunk, io))
 
 
+def xgboost_model(root: Path, sample: pd.DataFrame) -> tuple[Any, Callable[[pd.DataFrame], Any]]:
+    """As lightgbm_model, with XGBoost: the baseline is the booster's own inplace_predict."""
+    import xgboost as xgb
+
+    from model_steps import model_store
+    from model_steps.serving import io_spec, tabular_frame
+
+    model, io = LIGHTGBM_MODEL, io_spec(LIGHTGBM_MODEL)
+    x = tabular_frame(sample, io)
+    labels = np.random.default_rng(2).integers(0, len(model.classes), len(x))
+    params = {"objective": "multi:softprob", "num_class": len(model.classes), "max_depth": 6}
+    booster = xgb.train(params, xgb.DMatrix(x, labels, enable_categorical=True), 50)
+    served = _saved_and_loaded(root, model, booster, model_store.XGBOOST.name)
+    return served, lambda chunk: booster.inplace_predict(tabular_frame(chunk, io))
+
+
+def sklearn_model(root: Path, sample: pd.DataFrame) -> tuple[Any, Callable[[pd.DataFrame], Any]]:
+    """As lightgbm_model, with scikit-learn's histogram boosting: the baseline is its own
+    predict_proba."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from model_steps import model_store
+    from model_steps.serving import io_spec, tabular_frame
+
+    model, io = LIGHTGBM_MODEL, io_spec(LIGHTGBM_MODEL)
+    x = tabular_frame(sample, io)
+    labels = np.random.default_rng(2).integers(0, len(model.classes), len(x))
+    est = HistGradientBoostingClassifier(max_iter=50, early_stopping=False).fit(x, labels)
+    served = _saved_and_loaded(root, model, est, model_store.SKOPS.name)
+    return served, lambda chunk: est.predict_proba(tabular_frame(chunk, io))
+
+
+# the tree frameworks' models on a sample of the rows: (served, baseline)
+TREE_MODELS = {"lightgbm": lightgbm_model, "xgboost": xgboost_model, "sklearn": sklearn_model}
+
+
 def _saved_and_loaded(root: Path, model: Any, obj: Any, fmt: str) -> Any:
     from model_steps import model_store
     from model_steps.serving import io_spec
@@ -125,8 +166,9 @@ def measure(framework: str, root: Path, rows: int, chunk_rows: int) -> dict[str,
     parts = sorted((root / "features" / "attempt=bench").glob("*.parquet"))
     frame = pd.concat([pd.read_parquet(p) for p in parts])[list(model.input_columns)]
     served, baseline = (
-        keras_model(root) if framework == "keras" else lightgbm_model(root, frame.head(20_000))
-    )
+        keras_model(root) if framework == "keras"
+        else TREE_MODELS[framework](root, frame.head(20_000))
+    )  # fmt: skip
     baseline(frame.head(1000))  # first-call set-up off the clock, for both paths alike
     chunks = [frame.iloc[i : i + chunk_rows] for i in range(0, rows, chunk_rows)]
     t0 = time.perf_counter()

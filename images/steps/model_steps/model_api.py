@@ -12,7 +12,8 @@ The model owns what only it knows:
 ``label``              Spark: label-window frames -> (key, label); missing keys get ``label_fill``
 ``suite``              its Great Expectations suite file, next to its code
 ``task``               binary_classification | regression: metrics, gate direction, score column
-``framework``          keras (default: the Horovod loop) | lightgbm | sklearn: training, storage
+``framework``          keras (default: the Horovod loop) | lightgbm | sklearn | xgboost: training,
+                       storage
 ``network``            Keras: the platform's preprocessed inputs -> the output tensor
 ``train_fn``           optional escape hatch (Keras): the whole fit under the same context
 ``fit``                a non-Keras framework's single-process fit: FitData -> the fitted object
@@ -104,8 +105,9 @@ class TrainingData:
 # framework -> the model_store format its fitted object is saved in (loaded without running code)
 FRAMEWORK_FORMATS: dict[str, str] = {
     "keras": "keras-v3", "lightgbm": "lightgbm-text", "sklearn": "sklearn-skops",
+    "xgboost": "xgboost-json",
 }  # fmt: skip
-Framework = Literal["keras", "lightgbm", "sklearn"]
+Framework = Literal["keras", "lightgbm", "sklearn", "xgboost"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,8 @@ class Model:
     label_fill: float = 0
     train_fn: Callable[[TrainingData, ModelContext], Any] | None = None
     # another framework: one process fits on the whole training split and returns the fitted object
-    # (lightgbm: a Booster or an LGBMModel; sklearn: an estimator), saved in its framework's format
+    # (lightgbm: a Booster or an LGBMModel; sklearn: an estimator; xgboost: a Booster or an
+    # XGBModel), saved in its framework's format
     framework: Framework = "keras"
     fit: Callable[[FitData, ModelContext], Any] | None = None
     # multiclass_classification: the class names, in the order of the label's indices 0..k-1

@@ -209,8 +209,8 @@ def load_dir(directory: Path, expected_digest: str | None, what: str) -> Predict
     manifest = verify(directory, expected_digest, what)
     try:
         return FORMATS[manifest.format].load(directory, manifest.io)
-    except ModelRefused:
-        raise
+    except ModelRefused as exc:  # the format's own check: say which model and version
+        raise ModelRefused(f"{what}: {exc}") from None
     except Exception as exc:  # a verified file the format still cannot read: refuse, clearly
         raise ModelRefused(f"{what}: format {manifest.format!r} refused its files: {exc}") from None
 
@@ -389,3 +389,69 @@ def _skops_load(directory: Path, io: IoSpec) -> Predictor:
 
 
 SKOPS = register_format(ModelFormat("sklearn-skops", (SKOPS_FILE,), _skops_save, _skops_load))
+
+
+# ---------------------------------------------------------------- the XGBoost format
+
+XGBOOST_FILE = "model.xgb.json"
+# what a multiclass model's booster must output: one probability per class (multi:softmax gives the
+# class index, binary:logitraw a margin); a binary or regression objective serves as it predicts
+XGBOOST_CLASS_OBJECTIVES = frozenset({"binary:logistic", "multi:softprob"})
+
+
+def _xgboost_save(fitted: Any, directory: Path) -> None:
+    """A Booster, or a fitted scikit-learn style XGBModel's booster, in XGBoost's JSON format
+    (with early stopping's ``best_iteration`` attribute, which the served model predicts up to,
+    as the fitted object's own predict does)."""
+    import xgboost as xgb
+
+    booster = fitted.get_booster() if isinstance(fitted, xgb.XGBModel) else fitted
+    if not isinstance(booster, xgb.Booster):
+        raise StepError(f"the xgboost format saves an xgboost Booster or XGBModel, not a "
+                        f"{type(fitted).__name__}")  # fmt: skip
+    booster.save_model(str(directory / XGBOOST_FILE))
+
+
+def check_xgboost_json(path: Path) -> dict[str, Any]:
+    """Refuse a file that is not XGBoost's JSON model format before XGBoost parses it: a JSON
+    object of exactly ``learner`` and ``version``, the learner naming its booster and objective
+    (the format holds numbers and names, no code; nothing else is handed to XGBoost). Returns
+    the learner's objective section."""
+    raw = path.read_bytes()
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelRefused(f"{path.name}: not an XGBoost JSON model (not JSON: {exc})") from None
+    if not isinstance(doc, dict) or set(doc) != {"learner", "version"}:
+        keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+        raise ModelRefused(f"{path.name}: not an XGBoost JSON model (top level {keys}, not "
+                           "['learner', 'version'])")  # fmt: skip
+    learner = doc["learner"]
+    objective = learner.get("objective") if isinstance(learner, dict) else None
+    booster = learner.get("gradient_booster") if isinstance(learner, dict) else None
+    if not (isinstance(objective, dict) and isinstance(objective.get("name"), str)
+            and isinstance(booster, dict) and isinstance(booster.get("name"), str)):  # fmt: skip
+        raise ModelRefused(f"{path.name}: not an XGBoost JSON model (its learner names no "
+                           "objective or gradient booster)")  # fmt: skip
+    return objective
+
+
+def _xgboost_load(directory: Path, io: IoSpec) -> Predictor:
+    import xgboost as xgb
+
+    from model_steps.serving import XGBoostPredictor
+
+    path = directory / XGBOOST_FILE
+    objective = check_xgboost_json(path)["name"]
+    if io.classes and objective not in XGBOOST_CLASS_OBJECTIVES:
+        raise ModelRefused(f"{path.name}: objective {objective!r} does not give class "
+                           f"probabilities (a model with classes needs one of "
+                           f"{sorted(XGBOOST_CLASS_OBJECTIVES)})")  # fmt: skip
+    booster = xgb.Booster()
+    booster.load_model(str(path))
+    return XGBoostPredictor(booster, io)
+
+
+XGBOOST = register_format(
+    ModelFormat("xgboost-json", (XGBOOST_FILE,), _xgboost_save, _xgboost_load)
+)

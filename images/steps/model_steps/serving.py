@@ -113,6 +113,50 @@ class SklearnPredictor:
         return pd.DataFrame({self.io["output"]: proba[:, 1]}, index=frame.index)
 
 
+class XGBoostPredictor:
+    """The image's wrapper around an XGBoost Booster (model_store's ``xgboost-json`` format): a
+    frame of feature columns in, a frame with the task's output column out (the same columns as
+    LightGBMPredictor's). Categoricals go in as pandas categories (serving.tabular_frame) set to the
+    training categories the booster keeps, so an unseen value is missing (XGBoost's own re-coding
+    maps it onto a training category). After early stopping it predicts with the trees up to the
+    best iteration, as XGBoost's scikit-learn predict does."""
+
+    def __init__(self, booster: Any, io: Any) -> None:
+        self.model = booster
+        self.io = io.model_dump() if hasattr(io, "model_dump") else dict(io)
+        self.categories = xgboost_categories(booster, self.io["categorical"])
+        best = booster.attr("best_iteration")
+        self.iteration_range = (0, 0) if best is None else (0, int(best) + 1)  # (0, 0): every tree
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = pd.DataFrame(frame)
+        x = tabular_frame(frame, self.io)
+        for column, categories in self.categories.items():
+            x[column] = x[column].cat.set_categories(categories)
+        out = self.model.inplace_predict(x, iteration_range=self.iteration_range)
+        out = np.asarray(out, dtype=np.float64)
+        if self.io.get("classes"):
+            if out.ndim == 1 and len(self.io["classes"]) == 2:  # two classes, binary:logistic
+                out = np.column_stack([1.0 - out, out])
+            return class_frame(out.reshape(len(frame), -1), self.io, frame.index)
+        return pd.DataFrame({self.io["output"]: out.ravel()}, index=frame.index)
+
+
+def xgboost_categories(booster: Any, categorical: list[str]) -> dict[str, list[str]]:
+    """Each categorical column's training categories, as the booster keeps them (XGBoost >= 3.1
+    stores them in the model file); a model without them for a categorical column is refused (its
+    codes would depend on the categories of each scored chunk)."""
+    kept = {} if booster.get_categories().empty() else {
+        name: values.to_pylist()
+        for name, values in booster.get_categories(export_to_arrow=True).to_arrow()
+        if values is not None
+    }  # fmt: skip
+    if missing := [c for c in categorical if c not in kept]:
+        raise ValueError(f"the XGBoost model keeps no training categories for {missing} (fit "
+                         "with enable_categorical=True on pandas categories, XGBoost >= 3.1)")  # fmt: skip
+    return {c: kept[c] for c in categorical}
+
+
 def class_frame(probabilities: np.ndarray, io: dict[str, Any], index: Any) -> pd.DataFrame:
     """Several classes: each class's probability column, then the output (the likeliest class)."""
     classes = np.asarray(io["classes"], dtype=object)

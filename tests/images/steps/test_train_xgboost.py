@@ -1,0 +1,102 @@
+"""An XGBoost model through the step command lines, as the local runtime runs them (one process,
+no horovodrun): the model's ``fit`` on the platform's training split, the fitted classifier logged
+in XGBoost's JSON format with its digest; the evaluate gate verifies, registers and promotes it and
+the score step scores with it through the same platform interface; the registered version loads
+back (verified against its digest) and predicts as XGBoost's own predict on the logged booster.
+Read once more as a task with several classes (class columns end to end).
+
+The helpers and the world (the session's small feature lake, MLflow) are test_train_lightgbm's;
+each test is a customer of its own. Budget: ~10 s per step process."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train import RUN_ID
+from test_train_lightgbm import ingest, read_scores, step, world  # noqa: F401 (a fixture)
+
+xgb = pytest.importorskip("xgboost")
+pytest.importorskip("mlflow")
+
+BINARY = {"ref": "xgboost_variant", "task": "binary_classification", "source": "test"}
+CLASSES = {"ref": "xgboost_variant:CLASSES_MODEL", "task": "multiclass_classification",
+           "source": "test"}  # fmt: skip
+
+
+def test_an_xgboost_model_trains_registers_scores_and_loads_as_xgboost(world) -> None:  # noqa: F811
+    import mlflow
+
+    customer = "xgb-one"
+    ingest(world[0], customer, RUN_ID)
+    rc, res, log = step("train", world, customer, BINARY)
+    assert rc == 0, log
+    assert res["ranks"] == 1 and res["checkpoint_uri"] == ""
+    assert res["metrics"]["roc_auc"] > 0.62, res["metrics"]  # chance is 0.5
+    client = mlflow.MlflowClient(world[2]["tracking_uri"])
+    run = client.get_run(res["mlflow_run_id"])
+    assert run.data.tags["framework"] == "xgboost"
+    assert run.data.tags["mlops.model_digest"] == res["model_digest"]
+    listed = {f.path for f in client.list_artifacts(run.info.run_id, "model")}
+    assert listed == {"model/MANIFEST.json", "model/io.json", "model/model.xgb.json",
+                      "model/MLmodel"}  # fmt: skip
+
+    gate = {"metric": "roc_auc", "thresholds": {"roc_auc": 0.6}}
+    rc, decision, log = step("evaluate", world, customer, BINARY, {"gate": gate})
+    assert rc == 0, log
+    assert decision["promote"] and decision["candidate_digest"] == res["model_digest"]
+    rc, scored, log = step("score", world, customer, BINARY, {"scoring": {"chunk_rows": 1000}})
+    assert rc == 0, log
+    rows = read_scores(customer)
+    assert scored["model_version"] == decision["candidate_version"] and rows
+    assert all(0 < r["score"] < 1 for r in rows) and scored["rows"] == len(rows)
+    _loads_and_predicts_as_xgboost(decision["registered_model"], decision["candidate_version"],
+                                   run.info.run_id)  # fmt: skip
+
+
+def _loads_and_predicts_as_xgboost(name: str, version: str, run_id: str) -> None:
+    """The registered version through model_store (verified, the image's wrapper) against
+    XGBoost's own predict on the booster file the run logged."""
+    import mlflow
+    import pandas as pd
+
+    from model_steps import model_store
+    from model_steps.serving import tabular_frame
+
+    served = model_store.load_version(name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=tmp,
+                                                   artifact_path="model/model.xgb.json")  # fmt: skip
+        io = json.loads(Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, dst_path=tmp, artifact_path="model/io.json")).read_text())  # fmt: skip
+        booster = xgb.Booster(model_file=path)
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({c: rng.normal(size=200) for c in io["numeric"]})
+    for c in io["categorical"]:  # the training categories, in a chunk's own category order
+        frame[c] = rng.choice(served.categories[c], 200)
+    best = int(booster.attr("best_iteration"))  # early stopping: as XGBClassifier.predict does
+    want = booster.predict(xgb.DMatrix(tabular_frame(frame, io), enable_categorical=True),
+                           iteration_range=(0, best + 1))  # fmt: skip
+    np.testing.assert_allclose(served.predict(frame)["score"].to_numpy(), want, rtol=1e-6)
+
+
+def test_an_xgboost_model_with_classes_trains_and_scores_class_columns(world) -> None:  # noqa: F811
+    customer = "xgb-classes"
+    ingest(world[0], customer, RUN_ID)
+    rc, res, log = step("train", world, customer, CLASSES)
+    assert rc == 0, log
+    assert res["metrics"]["log_loss"] < 0.69 and res["metrics"]["classes"] == 2
+    gate = {"metric": "log_loss", "thresholds": {"macro_f1": 0.3}}
+    rc, decision, log = step("evaluate", world, customer, CLASSES, {"gate": gate})
+    assert rc == 0, log
+    assert decision["promote"] and decision["candidate"]["log_loss"] == res["metrics"]["log_loss"]
+    rc, scored, log = step("score", world, customer, CLASSES, {"scoring": {"chunk_rows": 1000}})
+    assert rc == 0, log
+    rows = read_scores(customer)
+    assert set(rows[0]) == {"diner_id", "score_stays", "score_converts", "predicted_class",
+                            "model_version"}  # fmt: skip
+    assert all(abs(r["score_stays"] + r["score_converts"] - 1) < 1e-9 for r in rows)
+    assert scored["rows"] == len(rows)

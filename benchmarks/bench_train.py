@@ -72,35 +72,11 @@ def run_step(
     ranks: int, run_id: str, lake_root: Path, env_extra: dict, training: dict, tmp: Path
 ) -> dict:
     xcom = tmp / f"result-{ranks}.json"
-    step = [
-        "-m",
-        "model_steps",
-        "train",
-        "--pipeline",
-        PIPELINE,
-        "--customer",
-        TENANT,
-        "--run-id",
-        run_id,
-        "--data-date",
-        datagen.DEFAULT_DATA_DATE.isoformat(),
-    ]
-    cmd = (
-        [str(BIN / "python"), *step]
-        if ranks == 1
-        else [
-            str(BIN / "python"),
-            "-m",
-            "model_steps.horovod_launch",
-            "-np",
-            str(ranks),
-            "-H",
-            f"localhost:{ranks}",
-            "--gloo",
-            str(BIN / "python"),
-            *step,
-        ]
-    )
+    step = ["-m", "model_steps", "train", "--pipeline", PIPELINE, "--customer", TENANT,
+            "--run-id", run_id, "--data-date", datagen.DEFAULT_DATA_DATE.isoformat()]  # fmt: skip
+    launcher = ["-m", "model_steps.horovod_launch", "-np", str(ranks), "-H", f"localhost:{ranks}",
+                "--gloo", str(BIN / "python")]  # fmt: skip
+    cmd = [str(BIN / "python"), *([] if ranks == 1 else launcher), *step]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env.pop("PYTHONPATH", None)
     env |= env_extra | {

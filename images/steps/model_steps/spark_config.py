@@ -239,15 +239,15 @@ def _exercise(spark: Any, tmp: Path) -> None:
         for i in range(200)
     )
     (tmp / "events.jsonl").write_text("\n".join(lines) + "\n")
-    (tmp / "rows.csv").write_text("id,amount\n" + "".join(f"{i},{i * 1.5}\n" for i in range(50)))
+    (tmp / "rows.csv").write_text("id,value\n" + "".join(f"{i},{i * 1.5}\n" for i in range(50)))
     events = spark.read.json(str(tmp / "events.jsonl")).withColumn("at", F.to_date("at"))
     rows = spark.read.option("header", True).csv(str(tmp / "rows.csv"))
-    rows = rows.select(F.col("id").cast("int"), F.col("amount").cast("double")).persist()
+    rows = rows.select(F.col("id").cast("int"), F.col("value").cast("double")).persist()
     per_id = events.groupBy("id").agg(F.count(F.lit(1)).alias("n"), F.max("at").alias("last"))
     ranked = per_id.withColumn("rank", F.row_number().over(Window.orderBy(F.desc("n"))))
     joined = rows.join(ranked, "id", "left").repartition(2, "id").sortWithinPartitions("id")
     joined.write.mode("overwrite").parquet(str(tmp / "out"))
-    spark.read.parquet(str(tmp / "out")).agg(F.sum("amount"), F.count(F.lit(1))).collect()
+    spark.read.parquet(str(tmp / "out")).agg(F.sum("value"), F.count(F.lit(1))).collect()
     rows.unpersist()
 
 

@@ -5,7 +5,6 @@ file, before anything in them is deserialized."""
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import pandas as pd
 import pytest
 
 tf = pytest.importorskip("tensorflow")
+
+from model_store_helpers import copy_saved, reseal  # noqa: E402
 
 from mlmodels.customer_propensity import MODEL  # noqa: E402
 from mlplatform_contract.settings import CustomerSettings  # noqa: E402
@@ -54,24 +55,6 @@ def saved(tmp_path_factory, network, frame) -> tuple[Path, str]:
     return directory, manifest.digest
 
 
-def _copy(saved: tuple[Path, str], tmp_path: Path) -> Path:
-    return Path(shutil.copytree(saved[0], tmp_path / "model"))
-
-
-def _reseal(directory: Path, **changes: str) -> str:
-    """An attacker who rewrites the manifest too: consistent hashes, a new digest (returned)."""
-    manifest = json.loads((directory / model_store.MANIFEST_FILE).read_text())
-    manifest.update(changes)
-    files = {p.name: model_store.sha256_file(str(p)) for p in directory.iterdir()
-             if p.name != model_store.MANIFEST_FILE}  # fmt: skip
-    io = IoSpec(**manifest["io"])
-    manifest["files"] = files
-    manifest["digest"] = model_store.content_digest(manifest["format"], manifest["model"],
-                                                    manifest["task"], io, files)  # fmt: skip
-    (directory / model_store.MANIFEST_FILE).write_text(json.dumps(manifest))
-    return manifest["digest"]
-
-
 def _rezip(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
     with zipfile.ZipFile(path) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
@@ -96,7 +79,7 @@ def test_a_good_model_loads_and_predicts_as_the_network(saved, network, frame) -
 
 
 def test_tampered_weights_are_refused_naming_the_file(saved, tmp_path) -> None:
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
     raw = bytearray((directory / "model.keras").read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     (directory / "model.keras").write_bytes(bytes(raw))
@@ -104,7 +87,7 @@ def test_tampered_weights_are_refused_naming_the_file(saved, tmp_path) -> None:
                                            r"its manifest says"):  # fmt: skip
         model_store.load_dir(directory, saved[1], WHAT)
     # the manifest rewritten to match: the recorded digest (the gate's) still differs
-    _reseal(directory)
+    reseal(directory)
     with pytest.raises(ModelRefused, match=r"v7 \(run abc\): digest mismatch in MANIFEST\.json"):
         model_store.load_dir(directory, saved[1], WHAT)
 
@@ -115,9 +98,9 @@ def test_a_model_without_a_recorded_digest_is_refused(saved) -> None:
 
 
 def test_a_manifest_naming_an_unknown_format_is_refused(saved, tmp_path) -> None:
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
     (directory / "python_model.pkl").write_bytes(b"\x80\x04K\x01.")  # a pickle payload
-    digest = _reseal(directory, format="mlflow-pyfunc-pickle")
+    digest = reseal(directory, format="mlflow-pyfunc-pickle")
     with pytest.raises(ModelRefused, match=r"names format 'mlflow-pyfunc-pickle', which this "
                                            r"image does not load \(known: \['keras-v3', "
                                            r"'lightgbm-text', 'sklearn-skops', "
@@ -139,7 +122,7 @@ def test_a_lambda_layer_is_refused_even_with_a_consistent_digest(tmp_path) -> No
 
 
 def test_a_class_from_outside_keras_is_refused_before_keras_sees_it(saved, tmp_path) -> None:
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
 
     def point_at_os(members: dict[str, bytes]) -> dict[str, bytes]:
         config = json.loads(members["config.json"])
@@ -148,21 +131,21 @@ def test_a_class_from_outside_keras_is_refused_before_keras_sees_it(saved, tmp_p
         return {**members, "config.json": json.dumps(config).encode()}
 
     _rezip(directory / "model.keras", point_at_os)
-    digest = _reseal(directory)
+    digest = reseal(directory)
     with pytest.raises(ModelRefused, match=r"\(system\) comes from module 'os', not Keras"):
         model_store.load_dir(directory, digest, WHAT)
 
 
 def test_an_extra_member_in_the_keras_zip_is_refused(saved, tmp_path) -> None:
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
     _rezip(directory / "model.keras", lambda m: {**m, "payload.pkl": b"\x80\x04K\x01."})
-    digest = _reseal(directory)
+    digest = reseal(directory)
     with pytest.raises(ModelRefused, match=r"unexpected member\(s\) \['payload\.pkl'\]"):
         model_store.load_dir(directory, digest, WHAT)
 
 
 def test_a_manifest_with_a_path_for_a_file_name_is_refused(saved, tmp_path) -> None:
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
     manifest = json.loads((directory / "MANIFEST.json").read_text())
     manifest["files"]["../../etc/passwd"] = "0" * 64
     (directory / "MANIFEST.json").write_text(json.dumps(manifest))

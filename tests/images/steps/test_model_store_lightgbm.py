@@ -5,8 +5,6 @@ model and a manifest naming a side file are refused before LightGBM parses anyth
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,8 @@ import pandas as pd
 import pytest
 
 lgb = pytest.importorskip("lightgbm")
+
+from model_store_helpers import copy_saved, reseal  # noqa: E402
 
 from model_steps import model_store  # noqa: E402
 from model_steps.model_store import IoSpec, ModelRefused  # noqa: E402
@@ -47,22 +47,6 @@ def saved(tmp_path_factory, fitted) -> tuple[Path, str]:
     return directory, manifest.digest
 
 
-def _copy(saved: tuple[Path, str], tmp_path: Path) -> Path:
-    return Path(shutil.copytree(saved[0], tmp_path / "model"))
-
-
-def _reseal(directory: Path) -> str:
-    """An attacker who rewrites the manifest too: consistent hashes, a new digest (returned)."""
-    manifest = json.loads((directory / model_store.MANIFEST_FILE).read_text())
-    files = {p.name: model_store.sha256_file(str(p)) for p in directory.iterdir()
-             if p.name != model_store.MANIFEST_FILE}  # fmt: skip
-    manifest["files"] = files
-    manifest["digest"] = model_store.content_digest(manifest["format"], manifest["model"],
-                                                    manifest["task"], IO, files)  # fmt: skip
-    (directory / model_store.MANIFEST_FILE).write_text(json.dumps(manifest))
-    return manifest["digest"]
-
-
 def test_a_lightgbm_model_round_trips_and_predicts_as_in_memory(saved, fitted) -> None:
     directory, digest = saved
     assert sorted(p.name for p in directory.iterdir()) == [
@@ -83,7 +67,7 @@ def test_a_lightgbm_model_round_trips_and_predicts_as_in_memory(saved, fitted) -
 
 
 def test_a_tampered_lightgbm_file_is_refused(saved, tmp_path) -> None:
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
     text = (directory / "model.lgb.txt").read_text()
     (directory / "model.lgb.txt").write_text(text.replace("shrinkage=", "shrinkage=9", 1))
     with pytest.raises(ModelRefused, match=r"file model\.lgb\.txt has sha256 \w+, its manifest"):
@@ -91,17 +75,17 @@ def test_a_tampered_lightgbm_file_is_refused(saved, tmp_path) -> None:
 
 
 def test_a_file_that_is_not_lightgbm_text_is_refused_before_parsing(saved, tmp_path) -> None:
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
     (directory / "model.lgb.txt").write_bytes(b"\x80\x04K\x01.")  # a pickle payload
-    digest = _reseal(directory)
+    digest = reseal(directory)
     with pytest.raises(ModelRefused, match=r"model\.lgb\.txt: not a LightGBM text model"):
         model_store.load_dir(directory, digest, WHAT)
 
 
 def test_a_manifest_naming_an_extra_file_is_refused(saved, tmp_path) -> None:
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
     (directory / "python_model.pkl").write_bytes(b"\x80\x04K\x01.")
-    digest = _reseal(directory)  # consistent hashes, and the digest a careless gate recorded
+    digest = reseal(directory)  # consistent hashes, and the digest a careless gate recorded
     with pytest.raises(ModelRefused, match=r"names file\(s\) \['python_model\.pkl'\] that format "
                                            r"'lightgbm-text' does not have"):  # fmt: skip
         model_store.load_dir(directory, digest, WHAT)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,8 @@ import pandas as pd
 import pytest
 
 xgb = pytest.importorskip("xgboost")
+
+from model_store_helpers import copy_saved, reseal  # noqa: E402
 
 from model_steps import model_store  # noqa: E402
 from model_steps.model_store import IoSpec, ModelRefused  # noqa: E402
@@ -66,22 +67,6 @@ def saved(tmp_path_factory) -> tuple[Path, str]:
     fitted, frame = _fit("binary")
     directory = tmp_path_factory.mktemp("xgb") / "model"
     return directory, _save(directory, fitted, IO, frame)
-
-
-def _copy(saved: tuple[Path, str], tmp_path: Path) -> Path:
-    return Path(shutil.copytree(saved[0], tmp_path / "model"))
-
-
-def _reseal(directory: Path) -> str:
-    """An attacker who rewrites the manifest too: consistent hashes, a new digest (returned)."""
-    manifest = json.loads((directory / model_store.MANIFEST_FILE).read_text())
-    files = {p.name: model_store.sha256_file(str(p)) for p in directory.iterdir()
-             if p.name != model_store.MANIFEST_FILE}  # fmt: skip
-    manifest["files"] = files
-    manifest["digest"] = model_store.content_digest(manifest["format"], manifest["model"],
-                                                    manifest["task"], IO, files)  # fmt: skip
-    (directory / model_store.MANIFEST_FILE).write_text(json.dumps(manifest))
-    return manifest["digest"]
 
 
 @pytest.mark.parametrize("kind", ["binary", "classes", "regression", "early_stopping"])
@@ -143,7 +128,7 @@ def test_a_booster_without_training_categories_is_refused(tmp_path) -> None:
 
 
 def test_a_tampered_xgboost_file_is_refused(saved, tmp_path) -> None:
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
     doc = json.loads((directory / "model.xgb.json").read_text())
     doc["learner"]["learner_model_param"]["base_score"] = "[9E-1]"
     (directory / "model.xgb.json").write_text(json.dumps(doc))
@@ -161,9 +146,9 @@ def test_a_tampered_xgboost_file_is_refused(saved, tmp_path) -> None:
 ])  # fmt: skip
 def test_a_file_that_is_not_xgboost_json_is_refused_before_parsing(saved, tmp_path, payload,
                                                                     why) -> None:  # fmt: skip
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
     (directory / "model.xgb.json").write_bytes(payload)
-    digest = _reseal(directory)  # consistent hashes: the digest a careless gate recorded
+    digest = reseal(directory)  # consistent hashes: the digest a careless gate recorded
     with pytest.raises(ModelRefused, match=rf"^{re.escape(WHAT)}: model\.xgb\.json: not an XGBoost JSON "
                                            rf"model \({why}"):  # fmt: skip
         model_store.load_dir(directory, digest, WHAT)
@@ -181,9 +166,9 @@ def test_a_booster_without_class_probabilities_is_refused_for_classes(tmp_path) 
 
 
 def test_a_manifest_naming_an_extra_file_is_refused(saved, tmp_path) -> None:
-    directory = _copy(saved, tmp_path)
+    directory = copy_saved(saved, tmp_path)
     (directory / "model.pkl").write_bytes(b"\x80\x04K\x01.")
-    digest = _reseal(directory)
+    digest = reseal(directory)
     with pytest.raises(ModelRefused, match=r"names file\(s\) \['model\.pkl'\] that format "
                                            r"'xgboost-json' does not have"):  # fmt: skip
         model_store.load_dir(directory, digest, WHAT)

@@ -201,8 +201,12 @@ def test_retired_and_added_variants_keep_the_others_state(tmp_path):
     assert drawn.manifest["policy_version"] == "prior"
 
 
-def test_missing_outcomes_leave_the_state_as_it_is_and_say_so(tmp_path, caplog):
-    lake_uri, spec = f"file://{tmp_path}/lake", Campaign.model_validate(DECLARED)
+@pytest.mark.parametrize("reward", ["conversion", "click"])
+def test_missing_outcomes_leave_the_state_as_it_is_and_say_so(tmp_path, caplog, reward):
+    """A late or missing drop (of conversions or of clicks: the window's event drops) keeps the
+    run pending in the monitor (steps/monitor.plan); the state stays, and the log says so."""
+    lake_uri = f"file://{tmp_path}/lake"
+    spec = Campaign.model_validate({**DECLARED, "reward": reward})
     ctx = context(lake_uri, "r1")
     write_population(ctx, 300)
     commit_assignment(ctx, allocate(ctx, spec, n=300))

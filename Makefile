@@ -61,7 +61,7 @@ help:
 	@echo "make run MODEL=<name> [CUSTOMER=<id>] [TUNE=1]  run one model (one customer) end to end"
 	@echo "make suite MODEL=<name>   rewrite the suite's part derived from the model's declarations"
 	@echo "make mlflow-ui   the MLflow UI on what the last make run kept (models, reports; scores in var/run/services/s3)"
-	@echo "make campaigns [CAMPAIGNS=8]  simulated campaigns through publish and monitor: the bandit learning, regret, OPE"
+	@echo "make campaigns [CAMPAIGNS=8] [REWARD=click]  simulated campaigns through publish and monitor: the bandit learning, regret, OPE"
 
 .tools/uv/bin/uv:
 	$(PYTHON) -m venv .tools/uv
@@ -192,8 +192,10 @@ run: setup
 # (scripts/play_campaigns.py, docs/campaigns.md). A few seconds; not part of `make run`.
 CAMPAIGNS ?= 8
 CONTACTS ?= 20000
+REWARD ?= conversion
 campaigns: setup
-	PYTHONPATH= $(STEPS_PY) scripts/play_campaigns.py --campaigns $(CAMPAIGNS) --contacts $(CONTACTS)
+	PYTHONPATH= $(STEPS_PY) scripts/play_campaigns.py --campaigns $(CAMPAIGNS) --contacts $(CONTACTS) \
+		--reward $(REWARD)
 
 NAME ?=
 TASK ?= binary_classification

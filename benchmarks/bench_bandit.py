@@ -1,13 +1,15 @@
 """Campaign experiments: does the bandit learn, and is the allocation fast enough for 1M contacts?
 
     .venv-steps/bin/python benchmarks/bench_bandit.py [--campaigns 10] [--contacts 50000] [--quick]
+        [--reward conversion|click]
 
 Part 1 plays successive campaigns on the simulator (8 segments x 6 variants, true response rates
 known, mlmodels.restaurant_chain.campaign_world) with Thompson sampling, epsilon-greedy and uniform
 allocation, each campaign allocated from the posterior the earlier ones built. Cumulative regret is
 measured against the oracle (always each segment's best variant) from the true rates of the variants
-sent; the figure to watch is Thompson's regret as a share of uniform's (goal <= 0.5). The last
-campaign's log feeds the off-policy estimates of three policies, next to their true values.
+sent (of conversions, or with ``--reward click`` of clicks, whose best variants differ); the figure
+to watch is Thompson's regret as a share of uniform's (goal <= 0.5). The last campaign's log feeds
+the off-policy estimates of three policies, next to their true values.
 
 Part 2 times the allocation of 1M treated contacts (shares per segment + the per-contact hashed
 draw) against a plain numpy draw of the same shares (``Generator.choice``, not reproducible per
@@ -36,15 +38,17 @@ POLICIES = {
 }
 
 
-def best_share(world: CampaignWorld, shares: dict[str, np.ndarray]) -> float:
+def best_share(world: CampaignWorld, shares: dict[str, np.ndarray], reward: str) -> float:
     """The mean share of each segment's truly best variant."""
-    best = [shares[s][world.rates[i].argmax()] for i, s in enumerate(world.segments)]
+    rates = world.true_rates(reward)
+    best = [shares[s][rates[i].argmax()] for i, s in enumerate(world.segments)]
     return round(float(np.mean(best)), 3)
 
 
-def learning(world: CampaignWorld, campaigns: int, contacts: int) -> dict:
+def learning(world: CampaignWorld, campaigns: int, contacts: int, reward: str) -> dict:
     runs = {
-        name: play(world, policy, campaigns, contacts, seed=1) for name, policy in POLICIES.items()
+        name: play(world, policy, campaigns, contacts, seed=1, reward=reward)
+        for name, policy in POLICIES.items()
     }
     oracle = sum(p.oracle_reward for p in runs["uniform"])
     out = {
@@ -52,7 +56,7 @@ def learning(world: CampaignWorld, campaigns: int, contacts: int) -> dict:
             "reward": round(sum(p.expected_reward for p in played), 1),
             "regret": round(sum(p.regret for p in played), 1),
             "regret_per_campaign": [round(p.regret, 1) for p in played],
-            "best_variant_share_last": best_share(world, played[-1].shares),
+            "best_variant_share_last": best_share(world, played[-1].shares, reward),
         }
         for name, played in runs.items()
     }
@@ -60,20 +64,21 @@ def learning(world: CampaignWorld, campaigns: int, contacts: int) -> dict:
     out["thompson_regret_vs_uniform"] = round(
         out["thompson"]["regret"] / out["uniform"]["regret"], 3
     )
-    out["ope"] = off_policy(world, runs["thompson"][-1].log)
+    out["ope"] = off_policy(world, runs["thompson"][-1].log, reward)
     return out
 
 
-def off_policy(world: CampaignWorld, log: dict) -> dict:
-    k = len(world.variants)
+def off_policy(world: CampaignWorld, log: dict, reward: str) -> dict:
+    k, rates = len(world.variants), world.true_rates(reward)
     policies = {
         "uniform": {s: np.full(k, 1 / k) for s in world.segments},
-        "oracle": {s: np.eye(k)[world.rates[i].argmax()] for i, s in enumerate(world.segments)},
-        "worst": {s: np.eye(k)[world.rates[i].argmin()] for i, s in enumerate(world.segments)},
+        "oracle": {s: np.eye(k)[rates[i].argmax()] for i, s in enumerate(world.segments)},
+        "worst": {s: np.eye(k)[rates[i].argmin()] for i, s in enumerate(world.segments)},
     }
     result = ope.evaluate(ope.Log(**log), policies, k, bootstrap=200)
+    truth = world.rate_table(reward)
     return {
-        name: {"true": round(ope.true_value(policies[name], world.rate_table(), world.weights()), 5),
+        name: {"true": round(ope.true_value(policies[name], truth, world.weights()), 5),
                **{e: [round(x, 5) for x in (v.value, v.low, v.high)] for e, v in est.items()}}
         for name, est in result.items()
     }  # fmt: skip
@@ -110,18 +115,26 @@ def main() -> int:
     )
     parser.add_argument("--allocate", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="8 campaigns x 10k, 100k to allocate")
+    parser.add_argument(
+        "--reward",
+        choices=("conversion", "click"),
+        default="conversion",
+        help="what the contacts answer at their true rate (default conversion)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bandit.json")
     args = parser.parse_args()
     if args.quick:
         args.campaigns, args.contacts, args.allocate = 8, 10_000, 100_000
     world = CampaignWorld.example(segments=8, variants=6, seed=7)
-    learned = learning(world, args.campaigns, args.contacts)
+    learned = learning(world, args.campaigns, args.contacts, args.reward)
     speed = allocation_speed(world, args.allocate)
-    result = {"benchmark": "bandit", "segments": 8, "variants": 6, "campaigns": args.campaigns,
+    result = {"benchmark": "bandit", "reward": args.reward, "segments": 8, "variants": 6,
+              "campaigns": args.campaigns,
               "contacts_per_campaign": args.contacts, **learned, "allocation": speed,
               "python": platform.python_version(), "cpus": os.cpu_count()}  # fmt: skip
     print(
         f"{args.campaigns} campaigns x {args.contacts:,} treated contacts, 8 segments x 6 variants"
+        f", reward {args.reward}"
     )
     print(f"{'policy':<16}{'reward':>10}{'regret':>10}{'vs uniform':>12}{'best share (last)':>19}")
     for name in POLICIES:

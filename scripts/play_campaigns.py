@@ -32,10 +32,10 @@ from model_steps.contract import StepContext
 KEY = "contact"
 
 
-def declaration(world: CampaignWorld) -> Campaign:
+def declaration(world: CampaignWorld, reward: str = "conversion") -> Campaign:
     variants = [{"id": v, "crm": {"offer": v.upper()}} for v in world.variants]
     return Campaign.model_validate({"id": "simulated", "segment_column": "segment",
-                                    "variants": variants,
+                                    "variants": variants, "reward": reward,
                                     "policy": {"kind": "thompson", "floor": 0.02,
                                                "exploration": 0.05}})  # fmt: skip
 
@@ -55,31 +55,32 @@ def one_run(lake_uri: str, world: CampaignWorld, spec: Campaign, c: int, n: int)
     lake.commit_parquet_table(ctx.layout.campaign, [drawn.assignment], drawn.manifest)
     seg = np.array([world.segments.index(s) for s in drawn.treated["segment"].to_pylist()])
     act = np.array([world.variants.index(v) for v in drawn.treated["variant"].to_pylist()])
-    answers = world.respond(seg, act, rng)
+    answers = world.respond(seg, act, rng, spec.reward)  # converted, or clicked
     observed = pa.table({KEY: drawn.treated[KEY], "outcome": answers})
+    rates = world.true_rates(spec.reward)
     loaded = SimpleNamespace(platform=SimpleNamespace(crm=SimpleNamespace(campaign=spec)),
                              model=SimpleNamespace(key=KEY, label_fill=0,
                                                    positive_outcome="good"))  # fmt: skip
     figures = campaign_loop.learn(ctx, loaded, ctx.run_key, observed, "outcome")
     state = campaign_loop.read_state(ctx, spec.id, ctx.run_key)
-    best = world.rates.argmax(axis=1)
+    best = rates.argmax(axis=1)
     shares = drawn.manifest["shares"]
     return {
         "best_share": float(np.mean([shares[s][world.variants[best[i]]]
                                      for i, s in enumerate(world.segments) if s in shares])),
-        "reward": float(world.rates[seg, act].sum()),
-        "oracle": float(world.rates[seg].max(axis=1).sum()),
-        "uniform": float(world.rates[seg].mean(axis=1).sum()),
+        "reward": float(rates[seg, act].sum()),
+        "oracle": float(rates[seg].max(axis=1).sum()),
+        "uniform": float(rates[seg].mean(axis=1).sum()),
         "figures": figures.model_dump() if figures else {"ope": {}},
         "weights": ope.segment_weights(drawn.treated["segment"].to_pylist()),
         "targets": campaign_loop.target_policies(drawn.manifest, state),
     }  # fmt: skip
 
 
-def true_values(world: CampaignWorld, last: dict) -> dict[str, float]:
+def true_values(world: CampaignWorld, last: dict, reward: str) -> dict[str, float]:
     """The exact mean reward of the off-policy table's target policies on the last campaign's
     contacts (the simulator knows the true rates)."""
-    rates, weights = world.rate_table(), last["weights"]
+    rates, weights = world.rate_table(reward), last["weights"]
     return {
         name: ope.true_value(policy, rates, weights) for name, policy in last["targets"].items()
     }
@@ -91,7 +92,7 @@ def _interval(x: dict[str, float | None]) -> str:
     return f"{x['value']:.4f} [{x['low']:.4f}, {x['high']:.4f}]"
 
 
-def report(world: CampaignWorld, runs: list[dict]) -> None:
+def report(world: CampaignWorld, runs: list[dict], reward: str) -> None:
     print(f"{'campaign':>8}{'best variant share':>20}{'regret':>10}{'uniform regret':>16}")
     for c, r in enumerate(runs, 1):
         print(f"{c:>8}{r['best_share']:>20.2f}{r['oracle'] - r['reward']:>10.1f}"
@@ -101,7 +102,7 @@ def report(world: CampaignWorld, runs: list[dict]) -> None:
     print(f"\ncumulative regret vs the oracle: bandit {regret:.1f}, uniform {uniform:.1f} "
           f"(bandit / uniform = {regret / uniform:.2f}); oracle reward "
           f"{sum(r['oracle'] for r in runs):.1f}")  # fmt: skip
-    last, truth = runs[-1], true_values(world, runs[-1])
+    last, truth = runs[-1], true_values(world, runs[-1], reward)
     print("\noff-policy estimates of the last campaign's mean reward (value [95% interval])")
     print(f"{'target policy':<14}{'true':>9}" + "".join(f"{e:>28}" for e in ope.ESTIMATORS))
     for name, by in last["figures"]["ope"].items():
@@ -115,15 +116,22 @@ def main() -> int:
     parser.add_argument("--campaigns", type=int, default=8)
     parser.add_argument("--contacts", type=int, default=20_000, help="selected per campaign")
     parser.add_argument("--lake", help="lake URI to keep (default: a temporary folder)")
+    parser.add_argument(
+        "--reward",
+        choices=("conversion", "click"),
+        default="conversion",
+        help="the campaign's crm.campaign.reward: what teaches the bandit",
+    )
     args = parser.parse_args()
     world = CampaignWorld.example(segments=8, variants=6, seed=7)
-    spec = declaration(world)
+    spec = declaration(world, args.reward)
     with tempfile.TemporaryDirectory() as tmp:
         lake_uri = args.lake or f"file://{tmp}/lake"
         runs = [one_run(lake_uri, world, spec, c, args.contacts) for c in range(args.campaigns)]
         print(f"{args.campaigns} campaigns x {args.contacts:,} selected contacts (10% held out), "
-              f"8 segments x 6 variants; posterior states in {lake_uri}/campaign/")  # fmt: skip
-        report(world, runs)
+              f"8 segments x 6 variants, reward {args.reward}; posterior states in "
+              f"{lake_uri}/campaign/")  # fmt: skip
+        report(world, runs, args.reward)
     return 0
 
 

@@ -159,6 +159,7 @@ def test_extra_steps_must_follow_a_declared_step_and_not_shadow_a_platform_one()
         ({"id": "c", "variants": [{"id": "A b"}]}, "crm.campaign.variants[0].id"),
         ({"id": "c", "variants": [{"id": "a", "cost": -1}]}, "crm.campaign.variants[0].cost"),
         ({"id": "c", "variants": [{"id": "a"}], "policy": {"kind": "ucb"}}, "crm.campaign.policy"),
+        ({"id": "c", "variants": [{"id": "a"}], "reward": "clicks"}, "crm.campaign.reward"),
     ],
 )
 def test_a_malformed_variant_declaration_is_refused_naming_the_file_and_field(

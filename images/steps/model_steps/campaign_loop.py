@@ -180,6 +180,21 @@ def rewards(outcome: np.ndarray, positive_outcome: str) -> np.ndarray:
     return (hit if positive_outcome == "good" else ~hit).astype(float)
 
 
+def clicked(values: np.ndarray) -> np.ndarray:
+    """1 where the contact clicked in the label window, else 0 (no click event: 0)."""
+    return (np.nan_to_num(np.asarray(values, dtype=float), nan=0.0) > 0).astype(float)
+
+
+def run_reward(ctx: StepContext, run_key: str) -> str | None:
+    """What the run's variants were drawn to earn (``click`` or ``conversion``, from its campaign
+    manifest), or None when the run drew no variants."""
+    uri = lake.join(ctx.run_path(layout.CAMPAIGN, run_key), lake.MANIFEST)
+    manifest = lake.read_json(uri) if lake.exists(uri) else {}
+    if "policy_version" not in manifest:
+        return None
+    return str(manifest.get("reward", "conversion"))
+
+
 def logged(
     ctx: StepContext, run_key: str, key: str, outcomes: Any, column: str
 ) -> tuple[Any, dict] | None:
@@ -285,8 +300,9 @@ def learn(
     ctx: StepContext, loaded: Any, run_key: str, outcomes: Any, column: str
 ) -> CampaignFigures | None:
     """The monitor's hook for one scored run whose window closed (``outcomes``: each contact's
-    outcome in ``column``): fold its rewards into the campaign's state and estimate the
-    alternatives off-policy. None when the run drew no variants."""
+    outcome in ``column``: the label's outcome for a ``conversion`` reward, 1 for a click for a
+    ``click`` reward, as the run's manifest names it): fold its rewards into the campaign's state
+    and estimate the alternatives off-policy. None when the run drew no variants."""
     spec = declared(loaded.platform)
     found = logged(ctx, run_key, loaded.model.key, outcomes, column)
     if spec is None or found is None:
@@ -297,12 +313,16 @@ def learn(
                  manifest["campaign"], run_key)  # fmt: skip
         return None
     outcome = table[column].to_numpy(zero_copy_only=False)
-    reward = rewards(np.nan_to_num(outcome, nan=float(loaded.model.label_fill)),
-                     loaded.model.positive_outcome)  # fmt: skip
+    kind = manifest.get("reward", "conversion")
+    if kind == "click":
+        reward = clicked(outcome)
+    else:
+        reward = rewards(np.nan_to_num(outcome, nan=float(loaded.model.label_fill)),
+                         loaded.model.positive_outcome)  # fmt: skip
     state = fold(ctx, manifest["campaign"], run_key, table, reward)
     figures = CampaignFigures(
         campaign=manifest["campaign"],
-        reward=manifest.get("reward", spec.reward),
+        reward=kind,
         logged_with=manifest["policy_version"],
         state_version=state.version,
         based_on=state.based_on,

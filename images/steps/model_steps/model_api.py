@@ -10,6 +10,8 @@ The model owns what only it knows:
 ``raw_tables``         the raw tables it reads, with their schemas (checked generically)
 ``features``           Spark: point-in-time frames -> one row per entity, ``feature_schema``
 ``label``              Spark: label-window frames -> (key, label); missing keys get ``label_fill``
+``clicks``             optional, Spark: label-window frames -> the keys that clicked (a campaign
+                       rewarded on clicks, settings ``crm.campaign.reward: click``)
 ``suite``              its Great Expectations suite file, next to its code
 ``task``               binary_classification | regression: metrics, gate direction, score column
 ``framework``          keras (default: the Horovod loop) | lightgbm | sklearn | xgboost: training,
@@ -143,6 +145,9 @@ class Model:
     settings: type[BaseModel] = NoModelSettings
     label_column: str = "label"
     label_fill: float = 0
+    # the keys of the contacts who clicked in the label window (same frames and cut as ``label``):
+    # what a campaign with ``reward: click`` learns from (docs/campaigns.md); None = no click data
+    clicks: Callable[[Mapping[str, Any], ModelContext], Any] | None = None
     train_fn: Callable[[TrainingData, ModelContext], Any] | None = None
     # another framework: one process fits on the whole training split and returns the fitted object
     # (lightgbm: a Booster or an LGBMModel; sklearn: an estimator; xgboost: a Booster or an

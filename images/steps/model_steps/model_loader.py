@@ -153,7 +153,19 @@ def load(ctx: StepContext) -> LoadedModel:
             f"model.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
         )
         raise UsageError(f"{ref.source}: settings for model {model.name}: {problems}") from None
+    check_reward(model, platform, ref)
     return LoadedModel(model, settings, platform, ref)
+
+
+def check_reward(model: Model, platform: CustomerSettings, ref: ModelRef) -> None:
+    """A campaign rewarded on clicks needs the model's ``clicks`` hook: refused at step start."""
+    spec = platform.crm.campaign
+    if spec is not None and spec.reward == "click" and model.clicks is None:
+        raise UsageError(
+            f"{ref.source}: settings crm.campaign.reward: 'click' needs click events, but model "
+            f"{model.name} declares no clicks hook (Model.clicks): declare one, or use "
+            "reward 'conversion' (the model's label)"
+        )
 
 
 def parse_platform_settings(

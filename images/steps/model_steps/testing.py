@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from mlplatform_contract.settings import CustomerSettings
-from model_steps.features import build_table, training_cutoff, window
+from model_steps.features import build_table, point_in_time, training_cutoff, window
 from model_steps.model_api import Model, ModelContext
 from model_steps.raw_reader import read_raw
 
@@ -37,6 +37,7 @@ class HookRun:
     predictions: Any  # numpy: the fitted network's outputs on the population
     records: list[dict[str, Any]]  # the CRM records the model makes of those predictions
     warnings: list[str]
+    clicks: Any = None  # pandas: the clicks hook's keys in the training cutoff's label window
 
 
 def local_spark() -> Any:
@@ -144,7 +145,17 @@ def run_hooks(
         predictions=predictions,
         records=_records(model, ctxs["population"], tables["population"], predictions),
         warnings=report.warnings,
+        clicks=_clicks(model, frames, ctxs["features"]),
     )
+
+
+def _clicks(model: Model, frames: dict[str, Any], ctx: ModelContext) -> Any:
+    """The ``clicks`` hook on the label window after the training cutoff, as the monitor applies
+    it (the same point-in-time cut as the label), as pandas; None for a model without one."""
+    if model.clicks is None or ctx.window is None:
+        return None
+    _, after = point_in_time(frames, model, ctx.window)
+    return model.clicks(after, ctx).toPandas()
 
 
 def _validate(model: Model, df: Any, platform: CustomerSettings) -> dict[str, Any]:
@@ -241,6 +252,10 @@ def hook_run_problems(model: Model, run: HookRun) -> list[str]:
         problems.append(f"training table columns {list(run.training.columns)} != {list(schema)}")
     if model.label_column in run.population.columns:
         problems.append("the population has a label column")
+    if run.clicks is not None and model.key not in run.clicks.columns:
+        problems.append(
+            f"the clicks hook returns no {model.key} column: {list(run.clicks.columns)}"
+        )
     if run.training[model.key].duplicated().any():
         problems.append(f"{model.key} is not unique in the training table")
     if not run.validation["success"]:

@@ -19,7 +19,7 @@ from publish_helpers import PIPELINE, TENANT, Receiver, publish_env, run_publish
 
 from mlplatform_contract.campaigns import Campaign
 from model_steps import bandit, campaign, campaign_loop, lake
-from model_steps.contract import StepContext, StepError
+from model_steps.contract import StepContext, StepError, UsageError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -201,8 +201,12 @@ def test_retired_and_added_variants_keep_the_others_state(tmp_path):
     assert drawn.manifest["policy_version"] == "prior"
 
 
-def test_missing_outcomes_leave_the_state_as_it_is_and_say_so(tmp_path, caplog):
-    lake_uri, spec = f"file://{tmp_path}/lake", Campaign.model_validate(DECLARED)
+@pytest.mark.parametrize("reward", ["conversion", "click"])
+def test_missing_outcomes_leave_the_state_as_it_is_and_say_so(tmp_path, caplog, reward):
+    """A late or missing drop (of conversions or of clicks: the window's event drops) keeps the
+    run pending in the monitor (steps/monitor.plan); the state stays, and the log says so."""
+    lake_uri = f"file://{tmp_path}/lake"
+    spec = Campaign.model_validate({**DECLARED, "reward": reward})
     ctx = context(lake_uri, "r1")
     write_population(ctx, 300)
     commit_assignment(ctx, allocate(ctx, spec, n=300))
@@ -305,3 +309,86 @@ def test_an_empty_selection_draws_nothing_and_teaches_nothing(tmp_path):
     nobody = empty.select(["diner_id"]).append_column("outcome", pa.array([], pa.float64()))
     assert campaign_loop.learn(ctx, loaded(spec), ctx.run_key, nobody, "outcome") is None
     assert campaign_loop.latest_version(ctx, "spring") == "prior"
+
+
+def test_a_click_reward_counts_the_clicks_of_the_sent_contacts_only(tmp_path):
+    """reward: click: the posterior counts each treated contact's click, whatever its conversion
+    (the label's outcome, which the uplift keeps); clicks of held-out or unselected contacts
+    teach nothing."""
+    lake_uri = f"file://{tmp_path}/lake"
+    spec = Campaign.model_validate({**DECLARED, "reward": "click"})
+    ctx = context(lake_uri, "r1")
+    write_population(ctx, 3000)
+    drawn = allocate(ctx, spec)
+    commit_assignment(ctx, drawn)
+    assert campaign_loop.run_reward(ctx, ctx.run_key) == "click"
+    keys = [*selection(3000)["diner_id"].to_pylist(), "x-never-sent"]
+    rng = np.random.default_rng(5)
+    clicked = (rng.random(len(keys)) < 0.4).astype(float)
+    converted = (rng.random(len(keys)) < 0.1).astype(float)  # not what a click campaign learns
+    clicked[-1] = 1.0
+    observed = pa.table({"diner_id": keys, "outcome": converted, "clicked": clicked})
+    learned = campaign_loop.learn(ctx, loaded(spec), ctx.run_key, observed, "clicked")
+    assert learned is not None and learned.reward == "click"
+    click = dict(zip(keys, clicked.tolist(), strict=True))
+    expected: dict = {}
+    for row in drawn.treated.to_pylist():
+        arm = expected.setdefault(row["segment"], {}).setdefault(row["variant"], [0, 0])
+        arm[0] += int(click[row["diner_id"]])
+        arm[1] += 1
+    state = campaign_loop.read_state(ctx, "spring", ctx.run_key)
+    got = {s: {v: [a.successes, a.trials] for v, a in arms.items()}
+           for s, arms in state.counts.items()}  # fmt: skip
+    assert got == expected  # the posterior equals the click counts of the treated contacts
+    treated = set(drawn.treated["diner_id"].to_pylist())
+    assert sum(n for arms in expected.values() for _, n in arms.values()) == len(treated)
+    assert sum(w for arms in expected.values() for w, _ in arms.values()) == sum(
+        int(click[k]) for k in treated
+    )
+    assert learned.mean_reward == pytest.approx(np.mean([click[k] for k in treated]), abs=1e-6)
+    ips = learned.ope["logged"]["ips"].value  # the logging policy's IPS: the realized click rate
+    assert ips == pytest.approx(learned.mean_reward, abs=1e-5)
+
+
+def test_a_conversion_campaign_ignores_the_clicks():
+    """The default reward is unchanged: the label's outcome, per the model's direction."""
+    assert Campaign.model_validate(DECLARED).reward == "conversion"
+    assert campaign_loop.clicked(np.array([np.nan, 0.0, 1.0, 3.0])).tolist() == [0, 0, 1, 1]
+
+
+def test_a_click_reward_without_a_clicks_hook_is_refused_at_step_start_naming_the_setting():
+    from model_steps.model_loader import ModelRef, check_reward, parse_platform_settings
+
+    ref = ModelRef("mlmodels.no_clicks", source="dags/no_clicks.py")
+    platform = parse_platform_settings({"crm": {"campaign": {**DECLARED, "reward": "click"}}})
+    with pytest.raises(UsageError, match=r"dags/no_clicks.py: settings crm.campaign.reward"):
+        check_reward(SimpleNamespace(name="no_clicks", clicks=None), platform, ref)  # type: ignore[arg-type]
+    check_reward(SimpleNamespace(name="m", clicks=len), platform, ref)  # type: ignore[arg-type]
+    conversion = parse_platform_settings({"crm": {"campaign": DECLARED}})
+    check_reward(SimpleNamespace(name="no_clicks", clicks=None), conversion, ref)  # type: ignore[arg-type]
+
+
+def test_the_example_diners_click_each_variant_at_its_true_click_lift():
+    """The example generator's clicks follow campaign_world's click lifts: diners sent their
+    segment's best variant for clicks click far more often than with its worst one."""
+    from mlmodels.restaurant_chain import datagen, tables
+    from mlmodels.restaurant_chain.campaign_world import variant_lifts
+
+    n, variants = 6000, ("a", "b", "c", "d")
+    diners = datagen.generate(n, seed=5)["diners"]
+    segment = dict(zip(diners["diner_id"], diners["segment"], strict=True))
+    lifts = variant_lifts(tables.SEGMENTS, variants, reward="click")
+
+    def events(pick) -> dict[str, int]:
+        chosen = {d: pick(lambda v, s=s: lifts[(s, v)]) for d, s in segment.items()}
+        tables_ = datagen.generate_outcomes(n, days=28, seed=5, offer_treated=list(segment),
+                                            offer_variants=chosen, variants=variants)  # fmt: skip
+        e = tables_["email_events"]
+        return {t: e[e["event_type"] == t]["diner_id"].nunique() for t in ("click", "conversion")}
+
+    best = events(lambda key: max(variants, key=key))
+    worst = events(lambda key: min(variants, key=key))
+    # every converter clicked; those who clicked without converting follow the click lifts
+    assert best["click"] - best["conversion"] > 1.5 * (worst["click"] - worst["conversion"]) > 0
+    assert best["click"] > 1.2 * worst["click"]
+    assert lifts != variant_lifts(tables.SEGMENTS, variants)  # other best variants than conversions

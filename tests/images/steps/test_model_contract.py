@@ -29,3 +29,6 @@ def test_model_hooks_run_end_to_end_on_its_example_data(entry, spark) -> None:
     run = run_hooks(model, spark)  # with the settings its DAG module layers (dag_settings)
     assert hook_run_problems(model, run) == []
     assert len(run.training) > 100 and len(run.population) >= len(run.training)
+    if model.clicks is not None:  # a click-rewarded campaign's reward: keys of the population
+        assert 0 < run.clicks[model.key].nunique() < len(run.population)
+        assert set(run.clicks[model.key]) <= set(run.population[model.key])

@@ -50,7 +50,9 @@ def _truth() -> dict:
     return {"ids": h["diner_ids"][who], "logit": logit}
 
 
-def _ctx(lake_root: Path, data_date: dt.date, tmp: Path, run_id: str, **params) -> StepContext:
+def _ctx(
+    lake_root: Path, data_date: dt.date, tmp: Path, run_id: str, config: dict = CONFIG, **params
+) -> StepContext:
     env = {
         "LAKE_URI": f"file://{lake_root}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
@@ -58,14 +60,16 @@ def _ctx(lake_root: Path, data_date: dt.date, tmp: Path, run_id: str, **params) 
     }
     return StepContext(
         step="monitor", pipeline=PIPELINE, customer=TENANT, run_id=run_id,
-        data_date=data_date, config=CONFIG, params=params, env=env,
+        data_date=data_date, config=config, params=params, env=env,
     )  # fmt: skip
 
 
-def _scored_and_published(lake_root: Path, tmp: Path, truth: dict) -> tuple[StepContext, list]:
+def _scored_and_published(
+    lake_root: Path, tmp: Path, truth: dict, config: dict = CONFIG
+) -> tuple[StepContext, list]:
     """A scored run at the data date (scores = the true probabilities) and its campaign: the
     top 20% selected, half of them held out, the rest treated."""
-    ctx = _ctx(lake_root, DATA_DATE, tmp, RUN_ID)
+    ctx = _ctx(lake_root, DATA_DATE, tmp, RUN_ID, config)
     scores = pa.table({
         "diner_id": pa.array(truth["ids"], pa.string()),
         "score": pa.array(1 / (1 + np.exp(-truth["logit"])), pa.float64()),
@@ -204,14 +208,60 @@ def test_a_retry_gives_byte_identical_monitoring_output(world):
 
 
 def test_a_campaign_without_effect_is_not_reported_as_a_win(tmp_path, spark):
+    """... and, rewarded on clicks, it learns from the treated diners' clicks in the window while
+    the uplift stays on the label (the conversion)."""
     root = tmp_path / "lake"
     datagen.write_raw(
         datagen.generate(DINERS, seed=SEED, history_days=HISTORY), f"file://{root}", TENANT
     )
-    _scored_and_published(root, tmp_path, _truth())
+    on_clicks = {**CONFIG, "crm": {**CONFIG["crm"],
+                                   "campaign": {**CONFIG["crm"]["campaign"], "reward": "click"}}}  # fmt: skip
+    _, treated = _scored_and_published(root, tmp_path, _truth(), on_clicks)
     _land_outcomes(root, [])  # the offer changed nothing
-    result = monitor.run(
-        _ctx(root, DATA_DATE + dt.timedelta(days=WINDOW), tmp_path, "m1")
-    ).to_xcom()
+    ctx = _ctx(root, DATA_DATE + dt.timedelta(days=WINDOW), tmp_path, "m1", on_clicks)
+    result = monitor.run(ctx).to_xcom()
     assert result["uplift"]["verdict"] != "win", result["uplift"]
     assert result["uplift"]["ci_low"] <= 0 <= result["uplift"]["ci_high"]
+    events = datagen.generate_outcomes(DINERS, days=WINDOW, seed=SEED, history_days=HISTORY)[
+        "email_events"
+    ]
+    clicked = set(events.loc[events["event_type"] == "click", "diner_id"]) & set(treated)
+    converted = set(events.loc[events["event_type"] == "conversion", "diner_id"]) & set(treated)
+    learned = result["campaign"]
+    counts = learned["counts"]["all"]
+    assert learned["reward"] == "click" and len(clicked) > len(converted) > 0
+    assert sum(a["trials"] for a in counts.values()) == len(treated)
+    assert sum(a["successes"] for a in counts.values()) == len(clicked)
+    state = campaign_loop.read_state(ctx, "spring", learned["state_version"])
+    assert {v: a.successes for v, a in state.counts["all"].items()} == {
+        v: a["successes"] for v, a in counts.items()
+    }
+    up = result["uplift"]  # the label's outcome: conversions, not clicks
+    assert up["treated"] * up["n_treated"] == pytest.approx(len(converted), abs=1e-3)
+
+
+def test_a_click_counts_only_inside_the_label_window(spark):
+    """The click reward reads the model's clicks hook on the label's cut of the raw frames: a click
+    before the send's day ends or after the window closes is not counted, nor another event."""
+    from pyspark.sql import functions as F
+
+    from mlmodels.customer_propensity import MODEL
+    from model_steps.features import point_in_time, window
+    from model_steps.model_api import ModelContext
+
+    w = window(DATA_DATE, 1, WINDOW)
+    rows = [
+        ("e1", "d-before", "click", "2026-06-29T20:00:00"),  # the data date itself: before
+        ("e2", "d-inside", "click", "2026-06-30T09:00:00"),  # the window's first day
+        ("e3", "d-inside", "click", "2026-07-05T09:00:00"),  # a second click: one reward
+        ("e4", "d-last", "click", "2026-07-13T23:59:59"),  # the window's last second
+        ("e5", "d-after", "click", "2026-07-14T00:00:00"),  # the window has closed
+        ("e6", "d-converted", "conversion", "2026-07-01T10:00:00"),  # not a click
+    ]
+    events = spark.createDataFrame(
+        rows, "event_id string, diner_id string, event_type string, event_ts string"
+    ).withColumn("campaign_id", F.lit("C20260630"))
+    _, after = point_in_time({"email_events": events}, MODEL, w)
+    mctx = ModelContext(PIPELINE, TENANT, DATA_DATE, "file:///unused", None, None, window=w)
+    got = monitor.clicks(after, MODEL, mctx).to_pylist()
+    assert got == [{"diner_id": "d-inside", "clicked": 1.0}, {"diner_id": "d-last", "clicked": 1.0}]

@@ -6,7 +6,8 @@ has no monitoring result yet, the step
 
 1. reads the raw drops of that window and applies the **model's own label hook** to them (the
    platform's point-in-time cut, as ingest does for training), so training and monitoring share
-   one definition of the outcome;
+   one definition of the outcome; for a campaign whose run was drawn for ``reward: click``, the
+   model's ``clicks`` hook on the same frames gives who clicked (the bandit's reward);
 2. joins the run's scores with those outcomes (and with the campaign's arms that publish
    recorded), and computes the realized metrics, calibration, top-decile lift, the pushed contacts'
    realized outcome, and the uplift of treated over control with its interval
@@ -15,7 +16,8 @@ has no monitoring result yet, the step
    by tag on a retry; the version's tags carry the latest realized figures), then commits::
 
        <lake>/monitoring/<pipeline>/customer=<c>/run=<scored run key>/_MANIFEST.json
-           columns: <key>, score | prediction | score_<class>…, outcome, arm; manifest: figures
+           columns: <key>, score | prediction | score_<class>…, outcome, arm[, clicked];
+           manifest: figures
 
 A window that has not closed, or whose drops have not all landed (a late drop), leaves that run
 pending with a log line: the next monitoring run picks it up. Afterwards the step redraws the trend
@@ -36,8 +38,9 @@ from typing import Any
 from mlplatform_contract.results import MonitoredRun, MonitorResult
 from mlplatform_contract.tasks import TASKS
 from model_steps import campaign, campaign_loop, lake, model_loader, monitoring, rollback
-from model_steps.contract import StepContext
+from model_steps.contract import StepContext, StepError
 from model_steps.features import point_in_time
+from model_steps.model_api import Model, ModelContext
 from model_steps.model_loader import LoadedModel
 from model_steps.monitor_report import MONITOR_ZONE
 from model_steps.raw_reader import plan_files, raw_plan, raw_table_root, read_raw
@@ -47,6 +50,7 @@ from model_steps.spark_config import get_session, spark_conf
 log = logging.getLogger(__name__)
 
 OUTCOME = "outcome"
+CLICKED = "clicked"  # a click-rewarded campaign's reward: the contact clicked in the label window
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,10 @@ def missing_drops(ctx: StepContext, loaded: LoadedModel, outcome_date: dt.date) 
     return missing
 
 
-def outcomes(spark: Any, ctx: StepContext, loaded: LoadedModel, run: ScoredRun) -> Any:
-    """(key, outcome) of everybody with an outcome in the run's label window, as Arrow."""
-    from pyspark.sql import functions as F
-
+def label_window(
+    spark: Any, ctx: StepContext, loaded: LoadedModel, run: ScoredRun
+) -> tuple[dict[str, Any], ModelContext]:
+    """The raw frames of the run's label window, cut as the label sees them, and the context."""
     model, data = loaded.model, loaded.platform.data
     outcome_date = run.data_date + dt.timedelta(days=data.label_window_days)
     frames, report = read_raw(
@@ -106,6 +110,13 @@ def outcomes(spark: Any, ctx: StepContext, loaded: LoadedModel, run: ScoredRun) 
         log.warning("raw input of the outcome window: %s", warning)
     mctx = model_loader.model_context(ctx, loaded, cutoff=run.data_date, lookback_days=1)
     _, after = point_in_time(frames, model, mctx.window)
+    return after, mctx
+
+
+def outcomes(after: dict[str, Any], model: Model, mctx: ModelContext) -> Any:
+    """(key, outcome) of everybody with an outcome in the run's label window, as Arrow."""
+    from pyspark.sql import functions as F
+
     label = model.label(after, mctx)
     return label.select(
         F.col(model.key).cast("string").alias(model.key),
@@ -113,8 +124,22 @@ def outcomes(spark: Any, ctx: StepContext, loaded: LoadedModel, run: ScoredRun) 
     ).toArrow()
 
 
-def joined(loaded: LoadedModel, run: ScoredRun, observed: Any, ctx: StepContext) -> Any:
-    """Scores ⋈ outcomes (missing: the model's label_fill) ⋈ campaign arms, sorted by key."""
+def clicks(after: dict[str, Any], model: Model, mctx: ModelContext) -> Any:
+    """(key, clicked = 1.0) of everybody who clicked in the run's label window (the model's
+    ``clicks`` hook on the same cut frames as the label), as Arrow."""
+    from pyspark.sql import functions as F
+
+    if model.clicks is None:
+        raise StepError(f"model {model.name} declares no clicks hook: reward 'click' needs one")
+    keys = model.clicks(after, mctx).select(F.col(model.key).cast("string").alias(model.key))
+    return keys.distinct().withColumn(CLICKED, F.lit(1.0)).orderBy(model.key).toArrow()
+
+
+def joined(
+    loaded: LoadedModel, run: ScoredRun, observed: Any, ctx: StepContext, clicked: Any = None
+) -> Any:
+    """Scores ⋈ outcomes (missing: the model's label_fill) ⋈ campaign arms, sorted by key; with
+    ``clicked`` (a click-rewarded campaign) also ⋈ clicks (missing: 0)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -131,6 +156,10 @@ def joined(loaded: LoadedModel, run: ScoredRun, observed: Any, ctx: StepContext)
         table = table.join(arms, key, join_type="left outer")
     else:
         table = table.append_column("arm", pa.nulls(table.num_rows, pa.string()))
+    if clicked is not None:
+        table = table.join(clicked, key, join_type="left outer")
+        index = table.schema.get_field_index(CLICKED)
+        table = table.set_column(index, CLICKED, pc.fill_null(table[CLICKED], 0.0))
     return table.sort_by(key).combine_chunks()
 
 
@@ -214,9 +243,13 @@ def _finite(value: Any) -> bool:
 
 def monitor_run(ctx: StepContext, loaded: LoadedModel, spark: Any, run: ScoredRun) -> MonitoredRun:
     """Measure one scored run, log it, then commit (the manifest is the commit point)."""
-    table = joined(loaded, run, outcomes(spark, ctx, loaded, run), ctx)
-    result = figures(loaded, run, table)
-    result.campaign = campaign_loop.learn(ctx, loaded, run.run_key, table, OUTCOME)
+    after, mctx = label_window(spark, ctx, loaded, run)
+    on_clicks = campaign_loop.run_reward(ctx, run.run_key) == "click"
+    clicked = clicks(after, loaded.model, mctx) if on_clicks else None
+    table = joined(loaded, run, outcomes(after, loaded.model, mctx), ctx, clicked)
+    result = figures(loaded, run, table)  # the uplift stays on the label's outcome
+    column = CLICKED if on_clicks else OUTCOME  # what the bandit and the OPE learn from
+    result.campaign = campaign_loop.learn(ctx, loaded, run.run_key, table, column)
     result.mlflow = log_to_mlflow(ctx, result)
     lake.commit_parquet_table(
         ctx.run_path(MONITOR_ZONE, run.run_key),

@@ -1,8 +1,9 @@
 """customer_propensity: who converts on an email offer in the two weeks after a campaign.
 
 Binary classification on one row per diner: order history (recency, frequency, monetary, channel
-mix) and email engagement before the cutoff; label = a conversion event in the label window. An MLP
-scores the population, and the top ``top_fraction`` get the offer in the CRM.
+mix) and email engagement before the cutoff; label = a conversion event in the label window (a
+campaign rewarded on clicks learns from the window's click events instead). An MLP scores the
+population, and the top ``top_fraction`` get the offer in the CRM.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ MODEL = Model(
     label=features.label,
     label_column=features.LABEL,
     label_fill=0,
+    clicks=features.clicks,
     network=network,
     crm_select=crm_select,
     crm_record=crm_record,

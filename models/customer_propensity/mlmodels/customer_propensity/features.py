@@ -151,6 +151,14 @@ def label(frames: Mapping[str, Any], ctx: ModelContext) -> Any:
     )
 
 
+def clicks(frames: Mapping[str, Any], ctx: ModelContext) -> Any:
+    """Spark: every diner with a click event in the label window (a click-rewarded campaign)."""
+    from pyspark.sql import functions as F
+
+    events = frames["email_events"]
+    return events.where(F.col("event_type") == "click").select(KEY).distinct()
+
+
 def build_features_pandas(
     diners: Any,
     orders: Any,

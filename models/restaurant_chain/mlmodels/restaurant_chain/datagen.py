@@ -243,15 +243,19 @@ def _campaign_events(
     cday: Any,
     first_no: int,
     logit_shift: np.ndarray | float = 0.0,
+    click_shift: np.ndarray | float = 0.0,
 ) -> pd.DataFrame:
     """One campaign email to ``who`` on ``cday``: sends, opens, clicks and conversions.
-    ``logit_shift`` adds to each recipient's conversion logit (an offer's effect)."""
+    ``logit_shift`` adds to each recipient's conversion logit (an offer's effect), ``click_shift``
+    to the logit of clicking after opening (an offer variant's draw on clicks)."""
     # activity "now": diners who churned before the send barely respond
     alive = h["churn_at"][who] > cday
     p_conv = _sigmoid(_conversion_logit(h, who, alive) + logit_shift)
     engagement = h["engagement"][who]
     p_open = np.clip(0.08 + 0.85 * engagement, 0, 0.95)
     p_click = np.clip(0.15 + 0.5 * engagement, 0, 0.9)
+    if np.any(click_shift):
+        p_click = _sigmoid(np.log(p_click / (1 - p_click)) + click_shift)
     conv = rng.random(who.size) < p_conv
     opened = conv | (rng.random(who.size) < p_open)
     clicked = conv | (opened & (rng.random(who.size) < p_click))
@@ -309,8 +313,10 @@ def generate_outcomes(
     ``offer_treated`` diners convert more (``OFFER_EFFECT_LOGIT``); ``vip_treated`` diners order
     more often. So a campaign's true effect is known, and monitoring can be checked against it.
     ``offer_variants`` (diner -> the variant publish drew, of the campaign's ``variants``) scales
-    each treated diner's odds by the variant's true lift in its segment
-    (:func:`~mlmodels.restaurant_chain.campaign_world.variant_lifts`).
+    each treated diner's odds of converting by the variant's true lift in its segment, and the
+    odds of clicking after opening by its true click lift
+    (:func:`~mlmodels.restaurant_chain.campaign_world.variant_lifts`), so a campaign rewarded on
+    clicks has a true click rate per (segment, variant) to learn.
     """
     day = np.timedelta64(1, "D")
     end = np.datetime64(cutoff + dt.timedelta(days=label_window_days), "D")
@@ -334,7 +340,8 @@ def generate_outcomes(
     shift = np.where(offer, OFFER_EFFECT_LOGIT, 0.0) + _variant_shift(
         h, ids, offer_variants, variants
     )
-    newsletter = _campaign_events(rng, h, who, first, 9 * 10**9, shift[who])
+    clicks = _variant_shift(h, ids, offer_variants, variants, reward="click")
+    newsletter = _campaign_events(rng, h, who, first, 9 * 10**9, shift[who], clicks[who])
     diners = pd.DataFrame({c: pd.Series(dtype=object) for c in source.TABLES["diners"].columns})
     diners["dt"] = pd.Series(dtype="datetime64[ns]")
     return {
@@ -346,13 +353,14 @@ def generate_outcomes(
 
 def _variant_shift(
     h: dict[str, Any], ids: pd.Index, offer_variants: Mapping[str, str] | None,
-    variants: tuple[str, ...],
+    variants: tuple[str, ...], reward: str = "conversion",
 ) -> np.ndarray:  # fmt: skip
-    """The log of each treated diner's variant lift in its segment (0 for everybody else)."""
+    """The log of each treated diner's variant lift in its segment (0 for everybody else), on
+    converting or (``reward="click"``) on clicking through."""
     shift = np.zeros(ids.size)
     if not offer_variants:
         return shift
-    lifts = variant_lifts(source.SEGMENTS, variants)
+    lifts = variant_lifts(source.SEGMENTS, variants, reward=reward)
     where = ids.get_indexer(list(offer_variants))
     segments = np.asarray(source.SEGMENTS)[h["segment_idx"][where]]
     lift = [lifts[(s, v)] for s, v in zip(segments, offer_variants.values(), strict=True)]

@@ -208,10 +208,8 @@ def install(name: str) -> None:
     if lock.exists():
         subprocess.run([*uv_command(), *env_args, "-r", str(lock)], check=True)
     subprocess.run([*uv_command(), *env_args, "-e", str(REPO / "models" / name)], check=True)
-    suite = REPO / "models" / name / "mlmodels" / name / "expectations.json"
     subprocess.run(
-        [str(STEPS_PY), "-m", "model_steps.expectations", f"mlmodels.{name}", str(suite)],
-        check=True,
+        [str(STEPS_PY), "-m", "model_steps.expectations", f"mlmodels.{name}"], check=True
     )
 
 

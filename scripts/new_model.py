@@ -57,7 +57,7 @@ FRAMEWORKS: dict[str, tuple[str | None, dict[str, str]]] = {
         {"binary_classification": "binary:logistic", "regression": "reg:squarederror"},
     ),
 }
-FILES = {  # template -> target, relative to the repo ({framework}: the framework's own template)
+FILES = {  # template -> target, relative to the repo ({model}: the framework's model template)
     "dag.py.tmpl": "dags/{name}.py",
     "pyproject.toml.tmpl": "models/{name}/pyproject.toml",
     "init.py.tmpl": "models/{name}/mlmodels/{name}/__init__.py",
@@ -153,13 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     for target, source in targets.items():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(render(source.read_text(), args))
+    written = list(targets)
     pinned = requirement(args.framework)
     if pinned:
-        targets[lock_model(repo, args.name, pinned)] = WORKLOAD_LOCK
+        written.append(lock_model(repo, args.name, pinned))
         image_jobs(repo)
     if not args.no_install:
         install(args.name)
-    for target in sorted(targets):
+    for target in sorted(written):
         print(f"  wrote {target.relative_to(repo)}")
     print(f"next: edit models/{args.name}/mlmodels/{args.name}/features.py, then "
           f"`make run MODEL={args.name}`")  # fmt: skip

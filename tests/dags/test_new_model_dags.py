@@ -6,13 +6,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
-def test_scaffolded_module_adds_its_dag(tmp_path, dags_folder, dagbag, monkeypatch) -> None:
+@pytest.mark.parametrize("framework", ["keras", "lightgbm"])  # lightgbm: its tuning is off
+def test_scaffolded_module_adds_its_dag(
+    framework, tmp_path, dags_folder, dagbag, monkeypatch
+) -> None:
     subprocess.run(
         [sys.executable, str(REPO / "scripts" / "new_model.py"), "--name", "churn",
-         "--no-install", "--repo", str(tmp_path)],
+         "--framework", framework, "--no-install", "--repo", str(tmp_path)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     models = tmp_path / "all_models"

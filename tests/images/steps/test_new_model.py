@@ -1,6 +1,8 @@
 """`make new-model` gives a newcomer a working skeleton: the scaffold's package passes the
 platform's contract (its hooks end to end on example data, its generated suite included), for
-both task types. (tests/dags/test_new_model_dags.py parses its DAG module with Airflow.)"""
+both task types, as a Keras network and as a LightGBM or XGBoost fit (fitted, stored in its
+framework's format and served back through model_store). (tests/dags/test_new_model_dags.py parses
+its DAG module with Airflow; tests/scripts/test_new_model_lint.py lints it and checks its lock.)"""
 
 from __future__ import annotations
 
@@ -21,12 +23,21 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["binary_classification", "regression"])
-def test_the_scaffold_runs_end_to_end(task, tmp_path, monkeypatch) -> None:
-    name = f"scaffolded_{task[:3]}"
+@pytest.mark.parametrize(
+    ("task", "framework"),
+    [
+        ("binary_classification", "keras"),
+        ("regression", "keras"),
+        ("binary_classification", "lightgbm"),
+        ("regression", "lightgbm"),
+        ("binary_classification", "xgboost"),  # the same tree template as lightgbm: one task
+    ],
+)
+def test_the_scaffold_runs_end_to_end(task, framework, tmp_path, monkeypatch) -> None:
+    name = f"scaffolded_{task[:3]}_{framework}"
     subprocess.run(
         [sys.executable, str(REPO / "scripts" / "new_model.py"), "--name", name, "--task", task,
-         "--no-install", "--repo", str(tmp_path)],
+         "--framework", framework, "--no-install", "--repo", str(tmp_path)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     source = tmp_path / "models" / name
@@ -38,7 +49,10 @@ def test_the_scaffold_runs_end_to_end(task, tmp_path, monkeypatch) -> None:
     model = check_model(model, ModelRef(f"mlmodels.{name}", task))
     assert (tmp_path / "dags" / f"{name}.py").exists()
     assert (source / "tests" / f"test_{name}.py").exists()
-    run = run_hooks(model, local_spark())  # the scaffolded DAG module's layered settings
+    assert model.framework == framework and (model.fit is None) == (framework == "keras")
+    # the scaffolded DAG module's layered settings; a tree model is fitted, saved in its format and
+    # loaded back through model_store (testing._fit_other), as the train and score steps do
+    run = run_hooks(model, local_spark())
     assert hook_run_problems(model, run) == []
     assert model.output_column == ("prediction" if task == "regression" else "score")
 
@@ -54,3 +68,9 @@ def test_the_scaffold_refuses_a_bad_or_taken_name(tmp_path) -> None:
     assert taken.returncode == 2 and "churn exists already (dags/churn.py)" in taken.stderr
     assert (tmp_path / "dags" / "churn.py").read_text() == "# taken\n"  # nothing overwritten
     assert not (tmp_path / "models").exists()
+    torch = subprocess.run([*script, "--name", "ranker", "--framework", "torch"],
+                           capture_output=True, text=True)  # fmt: skip
+    assert torch.returncode == 2 and "FRAMEWORK 'torch' is not one this scaffold writes" in (
+        torch.stderr
+    )
+    assert "keras, lightgbm, xgboost" in torch.stderr and not (tmp_path / "models").exists()

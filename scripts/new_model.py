@@ -19,7 +19,6 @@ import itertools
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,18 +175,13 @@ def lock_model(repo: Path, name: str, pinned: str) -> Path:
     """models/<name>/requirements.lock: the requirement and its dependencies, hashed, at the
     workload lock's versions (what `make lock` writes for a model: tools/lock_images.py)."""
     out = repo / "models" / name / "requirements.lock"
-    with tempfile.TemporaryDirectory(prefix="new-model-") as tmp:
-        spec = Path(tmp) / "requirements.in"
-        spec.write_text(f"{pinned}\n")
-        constraints = ["-c", str(WORKLOAD_LOCK.relative_to(REPO)), "--no-annotate"]
-        try:  # lock_images' own compile step: the same command, header and hashes as `make lock`
-            lock_images._compile(uv_command()[0], [str(spec)], out, constraints)
-        except (OSError, subprocess.CalledProcessError) as e:
-            raise SystemExit(
-                f"new-model: the files are written, but {pinned} could not be locked ({e}): "
-                "run `make lock` once the package index is reachable"
-            ) from e
-    return out
+    try:  # lock_images' own step: the same command, header and hashes as `make lock`
+        return lock_images.lock_requirements(uv_command()[0], [pinned], out)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(
+            f"new-model: the files are written, but {pinned} could not be locked ({e}): "
+            "run `make lock` once the package index is reachable"
+        ) from e
 
 
 def image_jobs(repo: Path) -> None:

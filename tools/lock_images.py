@@ -101,13 +101,19 @@ def lock_models(uv: str) -> list[Path]:
 
     written = []
     for model, requirements in models_with_extras(REPO / "models").items():
-        with tempfile.NamedTemporaryFile("w", suffix=".in", delete=False) as spec:
-            spec.write("".join(f"{r}\n" for r in requirements))
-        constraints = ["-c", str(WORKLOAD_LOCK.relative_to(REPO)), "--no-annotate"]
-        _compile(uv, [spec.name], model_lock(model), constraints)
-        Path(spec.name).unlink()
-        written.append(model_lock(model))
+        written.append(lock_requirements(uv, requirements, model_lock(model)))
     return written
+
+
+def lock_requirements(uv: str, requirements: list[str], out: Path) -> Path:
+    """A model's lock (``out``): its requirements and their dependencies, hashed, at the workload
+    lock's versions where they overlap; `make lock` and `make new-model` both write it here."""
+    with tempfile.TemporaryDirectory(prefix="lock-model-") as tmp:
+        spec = Path(tmp) / "requirements.in"
+        spec.write_text("".join(f"{r}\n" for r in requirements))
+        constraints = ["-c", str(WORKLOAD_LOCK.relative_to(REPO)), "--no-annotate"]
+        _compile(uv, [str(spec)], out, constraints)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

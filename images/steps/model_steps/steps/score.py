@@ -163,13 +163,17 @@ def _score_parts(
     import pyarrow.parquet as pq
 
     key, inputs, output = model.key, list(model.input_columns), model.output_column
+    categorical = list(model.categorical_features)
     (features_uri, manifest, fs_in), (attempt, fs_out) = source, out
 
     def chunks() -> Iterator[tuple[Any, Any]]:
         for source in manifest["files"]:
             path = lake.filesystem(lake.join(features_uri, manifest["attempt"], source))[1]
             with fs_in.open(path, "rb") as fh:
-                reader = pq.ParquetFile(fh)
+                # categoricals as the file's dictionaries (pandas categories): no Python string
+                # per row, and the served model converts each category once (serving.py)
+                names = set(pq.ParquetFile(fh).schema_arrow.names)
+                reader = pq.ParquetFile(fh, read_dictionary=[c for c in categorical if c in names])
                 for batch in reader.iter_batches(batch_size=chunk_rows, columns=[key, *inputs]):
                     yield batch, batch.select(inputs).to_pandas()
 

@@ -122,6 +122,24 @@ def test_category_codes_are_the_training_categories_codes() -> None:
     np.testing.assert_array_equal(category_codes(ints, pd.Index(["1", "3", "None"])), [0, -1, 1, 2])
 
 
+def test_xgboost_and_sklearn_take_the_score_steps_categories_as_their_values() -> None:
+    """The score step now hands the served model pandas categories in the file's order (not
+    Python strings): XGBoost and scikit-learn predict on them as on the same values as strings."""
+    xgb = pytest.importorskip("xgboost")
+    hgb = pytest.importorskip("sklearn.ensemble").HistGradientBoostingClassifier
+    from model_steps.serving import SklearnPredictor, XGBoostPredictor
+
+    frame = _frame(800, 2)
+    x, y = tabular_frame(frame, IO), (frame["x1"] + (frame["colour"] == "red") > 0.5).astype(int)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3},
+                        xgb.DMatrix(x, y, enable_categorical=True), 10)  # fmt: skip
+    served = [XGBoostPredictor(booster, IO), SklearnPredictor(hgb(max_iter=10).fit(x, y), IO)]
+    rows = _variants(_frame(200, 9))
+    for model in served:
+        want = model.predict(rows["objects"])["score"].to_numpy()
+        np.testing.assert_array_equal(model.predict(rows["categories"])["score"], want)
+
+
 # ---------------------------------------------------------------- Keras
 
 

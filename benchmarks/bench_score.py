@@ -1,23 +1,29 @@
 """Batch scoring throughput per framework: the score step's chunked path (parquet read, the
-platform's served model, parquet write, manifest commit) against an in-memory predict on the same
-rows, in one run.
+platform's served model, parquet write, manifest commit) against the framework's own predict on the
+same rows held in memory, alternated in one run (``--repeat`` pairs; medians reported).
 
     .venv-steps/bin/python benchmarks/bench_score.py [--rows 1000000] [--quick] [--framework keras]
 
+The baseline is the framework's own predict on each in-memory chunk of the frame a user holds
+(``pd.read_parquet``: strings as Python objects), with the least conversion that framework needs and
+no platform code; no parquet, no output frame, no write:
+
 * keras: customer_propensity's network (training.build_model, untrained weights: the work per row
   is the same), saved and loaded as the platform does (model_store + serving.KerasPredictor); the
-  in-memory baseline is that served model's predict.
+  baseline is Keras's ``Model.predict(inputs, batch_size=8192)`` on the network's inputs (numeric
+  columns as one float32 matrix, each categorical column's values as they are).
 * lightgbm: preferred_channel's inputs, a 5-class booster of 50 trees fitted on random rows, saved
   and loaded in LightGBM's text format (serving.LightGBMPredictor); the baseline is LightGBM's own
-  ``Booster.predict`` on the same in-memory rows, given as LightGBM takes them (categoricals as
-  pandas categories, converted per chunk as in the served path; no parquet, no platform wrapper).
+  ``Booster.predict`` on the chunk with its categoricals as pandas categories (``astype``).
 * xgboost: the same inputs and classes, a booster of 50 trees (``multi:softprob``, categoricals
   native), saved and loaded in XGBoost's JSON format (serving.XGBoostPredictor); the baseline is
-  XGBoost's own ``Booster.inplace_predict`` on the same frame per chunk.
+  XGBoost's own ``Booster.inplace_predict`` on the chunk converted by serving.tabular_frame.
 * sklearn: the same inputs and classes, a HistGradientBoostingClassifier of 50 iterations, saved
-  and loaded through skops (serving.SklearnPredictor); the baseline is its ``predict_proba``.
+  and loaded through skops (serving.SklearnPredictor); the baseline is its ``predict_proba`` on
+  the chunk converted by serving.tabular_frame.
 
-Prints a table and writes benchmarks/results/score.json. Target: step >= 0.8x the baseline.
+Each path is called once off the clock first (Keras traces its function). Prints a table and
+writes benchmarks/results/score.json. Goal: step >= 0.95x the baseline.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +56,7 @@ from model_steps.model_api import ModelContext  # noqa: E402
 from model_steps.steps.score import score_table  # noqa: E402
 from model_steps.training import build_model  # noqa: E402
 
-TARGET = 0.8
+TARGET = 0.95
 FRAMEWORKS = ("keras", "lightgbm", "xgboost", "sklearn")
 
 
@@ -81,7 +88,8 @@ def feature_table(root: Path, model: Any, rows: int, files: int, seed: int = 1) 
 
 def keras_model(root: Path) -> tuple[Any, Callable[[pd.DataFrame], Any]]:
     """Saved as the train step saves (model_store: the Keras format, manifest, digest) and loaded
-    as score loads (verified, safe mode, the image's wrapper); the baseline is its predict."""
+    as score loads (verified, safe mode, the image's wrapper); the baseline is Keras's predict on
+    the loaded network."""
     from model_steps import model_store
 
     model = KERAS_MODEL
@@ -92,12 +100,20 @@ def keras_model(root: Path) -> tuple[Any, Callable[[pd.DataFrame], Any]]:
     )  # fmt: skip
     served = _saved_and_loaded(root, model, build_model(model, ctx, np.zeros(n), np.ones(n)),
                                model_store.KERAS.name)  # fmt: skip
-    return served, served.predict
+    net, numeric = served.model, list(model.numeric_features)
+
+    def baseline(chunk: pd.DataFrame) -> Any:
+        inputs = {"numeric": chunk[numeric].to_numpy(dtype=np.float32)}
+        inputs |= {c: chunk[c].to_numpy().reshape(-1, 1) for c in model.categorical_features}
+        return net.predict(inputs, batch_size=8192, verbose=0)
+
+    return served, baseline
 
 
 def lightgbm_model(root: Path, sample: pd.DataFrame) -> tuple[Any, Callable[[pd.DataFrame], Any]]:
-    """A booster fitted on random rows, stored and loaded as the platform does; the baseline is
-    LightGBM's own predict on each in-memory chunk, converted to the frame LightGBM takes."""
+    """A booster fitted on random rows (the frame training builds), stored and loaded as the
+    platform does; the baseline is LightGBM's own predict on each in-memory chunk with its
+    categoricals as pandas categories."""
     import lightgbm as lgb
 
     from model_steps import model_store
@@ -109,7 +125,8 @@ def lightgbm_model(root: Path, sample: pd.DataFrame) -> tuple[Any, Callable[[pd.
     params = {"objective": "multiclass", "num_class": len(model.classes), "verbose": -1}
     booster = lgb.train(params, lgb.Dataset(x, label=labels), num_boost_round=50)
     served = _saved_and_loaded(root, model, booster, model_store.LIGHTGBM.name)
-    return served, lambda chunk: booster.predict(tabular_frame(chunk, io))
+    as_category = dict.fromkeys(model.categorical_features, "category")
+    return served, lambda chunk: booster.predict(chunk.astype(as_category))
 
 
 def xgboost_model(root: Path, sample: pd.DataFrame) -> tuple[Any, Callable[[pd.DataFrame], Any]]:
@@ -158,8 +175,9 @@ def _saved_and_loaded(root: Path, model: Any, obj: Any, fmt: str) -> Any:
     return model_store.load_dir(folder, manifest.digest, "benchmark model")
 
 
-def measure(framework: str, root: Path, rows: int, chunk_rows: int) -> dict[str, Any]:
-    """One framework: its feature table, the baseline over every chunk, then the score step."""
+def measure(framework: str, root: Path, rows: int, chunk_rows: int, repeat: int) -> dict[str, Any]:
+    """One framework: its feature table, then ``repeat`` times the baseline over every chunk and
+    the score step, alternated (a load spike hits both alike); medians of each."""
     model = KERAS_MODEL if framework == "keras" else LIGHTGBM_MODEL
     root = root / framework
     features = feature_table(root, model, rows, files=max(1, rows // 250_000))
@@ -170,30 +188,40 @@ def measure(framework: str, root: Path, rows: int, chunk_rows: int) -> dict[str,
         else TREE_MODELS[framework](root, frame.head(20_000))
     )  # fmt: skip
     baseline(frame.head(1000))  # first-call set-up off the clock, for both paths alike
+    served.predict(frame.head(1000))
     chunks = [frame.iloc[i : i + chunk_rows] for i in range(0, rows, chunk_rows)]
-    t0 = time.perf_counter()
-    for chunk in chunks:
-        baseline(chunk)
-    raw_s = time.perf_counter() - t0
-    done = score_table(served, model, features, f"file://{root}/scores",
-                       chunk_rows=chunk_rows, model_version="bench")  # fmt: skip
-    step_s = done["seconds"]
+    raw, step, step_predict = [], [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for chunk in chunks:
+            baseline(chunk)
+        raw.append(time.perf_counter() - t0)
+        done = score_table(served, model, features, f"file://{root}/scores",
+                           chunk_rows=chunk_rows, model_version="bench")  # fmt: skip
+        step.append(done["seconds"])
+        step_predict.append(done["predict_seconds"])
+    raw_s, step_s = statistics.median(raw), statistics.median(step)
     return {
         "framework": framework, "model": model.name, "rows": rows, "chunk_rows": chunk_rows,
-        "raw_predict_rows_per_s": round(rows / raw_s), "step_rows_per_s": round(rows / step_s),
-        "raw_predict_s": round(raw_s, 2), "step_s": round(step_s, 2),
-        "step_predict_s": round(done["predict_seconds"], 2),
-        "ratio_step_vs_raw": round(raw_s / step_s, 3), "target": TARGET,
+        "repeat": repeat, "raw_predict_rows_per_s": round(rows / raw_s),
+        "step_rows_per_s": round(rows / step_s), "raw_predict_s": round(raw_s, 2),
+        "step_s": round(step_s, 2), "step_predict_s": round(statistics.median(step_predict), 2),
+        "ratio_step_vs_raw": round(raw_s / step_s, 3),
+        "ratios_per_pair": [round(r / t, 3) for r, t in zip(raw, step, strict=True)],
+        "target": TARGET,
     }  # fmt: skip
 
 
 def print_table(rows: int, chunk_rows: int, results: list[dict[str, Any]]) -> None:
-    print(f"Batch scoring, {rows:,} rows, chunks of {chunk_rows:,} (target step >= {TARGET}x)")
+    print(f"Batch scoring, {rows:,} rows, chunks of {chunk_rows:,}, medians "
+          f"(goal step >= {TARGET}x)")  # fmt: skip
     print(f"{'framework':<10}{'path':<34}{'seconds':>10}{'rows/s':>12}{'ratio':>8}")
     for r in results:
-        print(f"{r['framework']:<10}{'in-memory predict':<34}{r['raw_predict_s']:>10.2f}"
+        print(f"{r['framework']:<10}{'framework predict, in memory':<34}{r['raw_predict_s']:>10.2f}"
               f"{r['raw_predict_rows_per_s']:>12,}{'':>8}")  # fmt: skip
-        verdict = "" if r["ratio_step_vs_raw"] >= TARGET else " MISSES"
+        verdict = f" {r['ratios_per_pair']}" + (
+            "" if r["ratio_step_vs_raw"] >= TARGET else " MISSES"
+        )
         print(f"{'':<10}{'score step (read+predict+write)':<34}{r['step_s']:>10.2f}"
               f"{r['step_rows_per_s']:>12,}{r['ratio_step_vs_raw']:>7.2f}x{verdict}")  # fmt: skip
 
@@ -203,13 +231,14 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk-rows", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="100k rows")
+    parser.add_argument("--repeat", type=int, default=3, help="baseline/step pairs (medians)")
     parser.add_argument("--framework", choices=FRAMEWORKS, action="append",
                         help="one framework (repeatable; default: every one)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "score.json")
     args = parser.parse_args()
     rows = 100_000 if args.quick else args.rows
     with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
-        results = [measure(f, Path(tmp), rows, args.chunk_rows)
+        results = [measure(f, Path(tmp), rows, args.chunk_rows, args.repeat)
                    for f in (args.framework or FRAMEWORKS)]  # fmt: skip
     print_table(rows, args.chunk_rows, results)
     results_file.write(args.out, {"benchmark": "score", "frameworks": results,

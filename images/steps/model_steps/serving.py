@@ -11,6 +11,7 @@ from the artifact store.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,18 +32,50 @@ def io_spec(model: Any) -> dict[str, Any]:
     return io
 
 
-def to_inputs(frame: pd.DataFrame, io: dict[str, Any]) -> dict[str, np.ndarray]:
+# Rows per Keras call: one ``predict_on_batch`` per chunk of the score step (its default 200k), at
+# most this many rows at once (bounded memory). Measured on customer_propensity's network, 400k
+# rows: ``predict(batch_size=8192)`` 0.55-0.74 s, ``predict_on_batch`` 0.19-0.37 s with the same
+# outputs (``predict`` builds a tf.data pipeline and retraces per call: 75 ms of set-up per chunk).
+KERAS_BATCH_ROWS = 262_144
+
+
+def _missing_columns(frame: pd.DataFrame, io: dict[str, Any]) -> None:
     missing = [c for c in (*io["numeric"], *io["categorical"]) if c not in frame.columns]
     if missing:
         raise ValueError(f"input frame lacks feature column(s) {missing}")
-    out = {
-        NUMERIC_INPUT: frame[io["numeric"]]
-        .to_numpy(dtype=np.float32)
-        .reshape(-1, len(io["numeric"]))
-    }
-    for c in io["categorical"]:
-        out[c] = frame[c].to_numpy().astype(str).reshape(-1, 1)
-    return out
+
+
+def _string_input(column: pd.Series) -> Any:
+    """One categorical column as the network's [n, 1] string input, each value as ``str()`` gives
+    it. The column's few distinct values are converted, then gathered by code (in TensorFlow):
+    not one Python string per row. A column with missing values takes the per-row conversion
+    (``None`` and NaN stay the strings ``'None'`` and ``'nan'``, as before)."""
+    import tensorflow as tf
+
+    codes, uniques = pd.factorize(column)
+    if len(codes) == 0 or codes.min() < 0:
+        return column.to_numpy().astype(str).reshape(-1, 1)
+    table = tf.constant(np.asarray(uniques, dtype=str))
+    return tf.reshape(tf.gather(table, codes.astype(np.int32, copy=False)), (-1, 1))
+
+
+def to_inputs(frame: pd.DataFrame, io: dict[str, Any]) -> dict[str, Any]:
+    """Feature columns -> the network's inputs: ``numeric`` [n, k] float32 (one C-contiguous
+    matrix in the io's order), one [n, 1] string tensor per categorical."""
+    _missing_columns(frame, io)
+    numeric = np.ascontiguousarray(
+        frame[io["numeric"]].to_numpy(dtype=np.float32).reshape(-1, len(io["numeric"]))
+    )
+    return {NUMERIC_INPUT: numeric} | {c: _string_input(frame[c]) for c in io["categorical"]}
+
+
+def _batches(inputs: dict[str, Any], rows: int, step: int) -> Iterator[dict[str, Any]]:
+    """The inputs whole, or in slices of ``step`` rows."""
+    if rows <= step:
+        yield inputs
+        return
+    for i in range(0, rows, step):
+        yield {name: value[i : i + step] for name, value in inputs.items()}
 
 
 class KerasPredictor:
@@ -55,8 +88,15 @@ class KerasPredictor:
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         frame = pd.DataFrame(frame)
-        out = self.model.predict(to_inputs(frame, self.io), verbose=0, batch_size=8192).ravel()
-        return pd.DataFrame({self.io["output"]: out.astype(np.float64)}, index=frame.index)
+        inputs, rows = to_inputs(frame, self.io), len(frame)
+        parts = [
+            np.asarray(self.model.predict_on_batch(batch)).reshape(-1)
+            for batch in (_batches(inputs, rows, KERAS_BATCH_ROWS) if rows else ())
+        ]
+        out = np.concatenate(parts) if parts else np.empty(0)
+        return pd.DataFrame(
+            {self.io["output"]: out.astype(np.float64, copy=False)}, index=frame.index, copy=False
+        )
 
 
 def tabular_frame(frame: pd.DataFrame, io: dict[str, Any]) -> pd.DataFrame:
@@ -64,14 +104,44 @@ def tabular_frame(frame: pd.DataFrame, io: dict[str, Any]) -> pd.DataFrame:
     pandas categories of their string values (LightGBM keeps the training categories in its model
     file and maps a scored frame's values onto them; an unseen value is missing). The same function
     builds what ``Model.fit`` gets and what the served model predicts on."""
-    missing = [c for c in (*io["numeric"], *io["categorical"]) if c not in frame.columns]
-    if missing:
-        raise ValueError(f"input frame lacks feature column(s) {missing}")
+    _missing_columns(frame, io)
     out = {c: frame[c].to_numpy(dtype=np.float64) for c in io["numeric"]}
-    for c in io["categorical"]:  # strings as they are (a copy less per chunk), anything else as str
-        column = frame[c] if pd.api.types.is_string_dtype(frame[c]) else frame[c].astype(str)
-        out[c] = pd.Categorical(column)
+    for c in io["categorical"]:
+        out[c] = pd.Categorical(_category_values(frame[c]))
     return pd.DataFrame(out, index=frame.index)
+
+
+def _category_values(column: pd.Series) -> pd.Series:
+    """A categorical column's values as tabular_frame takes them: strings (and a frame's pandas
+    categories of strings) as they are, anything else as ``str()`` gives it."""
+    return column if pd.api.types.is_string_dtype(column) else column.astype(str)
+
+
+def category_codes(column: pd.Series, categories: pd.Index) -> np.ndarray:
+    """Each value's position in ``categories`` (a model's training categories), -1 where it is not
+    one of them or missing: what ``pd.Categorical(values).set_categories(categories).codes`` gives,
+    in one hash lookup per row (a pandas categorical column: per category)."""
+    values = _category_values(column)
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        lookup = np.append(categories.get_indexer(values.cat.categories), -1)  # [-1]: missing
+        return lookup[values.cat.codes.to_numpy()]
+    return categories.get_indexer(values.to_numpy())
+
+
+def tree_matrix(frame: pd.DataFrame, io: dict[str, Any], categories: list[Any]) -> np.ndarray:
+    """The input columns as a LightGBM booster takes a pandas frame, built directly: one
+    C-contiguous float64 matrix, numeric columns then each categorical's code in the booster's
+    training ``categories`` (NaN: missing or unseen), as ``Booster.predict`` converts
+    ``tabular_frame``'s frame (pandas categories -> codes, -1 -> NaN, one float64 matrix)."""
+    _missing_columns(frame, io)
+    k = len(io["numeric"])
+    out = np.empty((len(frame), k + len(io["categorical"])), dtype=np.float64)
+    if k:
+        out[:, :k] = frame[io["numeric"]].to_numpy(dtype=np.float64)
+    for j, (c, cats) in enumerate(zip(io["categorical"], categories, strict=True)):
+        codes = category_codes(frame[c], pd.Index(cats))
+        out[:, k + j] = np.where(codes >= 0, codes, np.nan)
+    return out
 
 
 class LightGBMPredictor:
@@ -84,12 +154,21 @@ class LightGBMPredictor:
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         frame = pd.DataFrame(frame)
-        out = np.asarray(self.model.predict(tabular_frame(frame, self.io)), dtype=np.float64)
+        out = np.asarray(self.model.predict(self._inputs(frame)), dtype=np.float64)
         if self.io.get("classes"):
             if out.ndim == 1 and len(self.io["classes"]) == 2:  # two classes, a binary objective
                 out = np.column_stack([1.0 - out, out])
             return class_frame(out.reshape(len(frame), -1), self.io, frame.index)
         return pd.DataFrame({self.io["output"]: out.ravel()}, index=frame.index)
+
+    def _inputs(self, frame: pd.DataFrame) -> Any:
+        """tree_matrix when the booster keeps its training categories for every categorical (a
+        booster fitted on tabular_frame's frames does), else tabular_frame's frame."""
+        categories = self.model.pandas_categorical
+        cats = self.io["categorical"]
+        if len(frame) and (not cats or (categories and len(categories) == len(cats))):
+            return tree_matrix(frame, self.io, categories or [])
+        return tabular_frame(frame, self.io)
 
 
 class SklearnPredictor:

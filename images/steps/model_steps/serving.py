@@ -33,7 +33,7 @@ def io_spec(model: Any) -> dict[str, Any]:
 
 
 # Rows per Keras call: one ``predict_on_batch`` per chunk of the score step (its default 200k), at
-# most this many rows at once (bounded memory). Measured on customer_propensity's network, 400k
+# most this many rows at once (bounded memory). Measured on the example propensity network, 400k
 # rows: ``predict(batch_size=8192)`` 0.55-0.74 s, ``predict_on_batch`` 0.19-0.37 s with the same
 # outputs (``predict`` builds a tf.data pipeline and retraces per call: 75 ms of set-up per chunk).
 KERAS_BATCH_ROWS = 262_144

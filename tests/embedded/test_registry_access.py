@@ -241,10 +241,7 @@ def test_cluster_provisioning_keeps_passwords_in_secrets_manager(registry, monke
         registry_admin.provision(registry["uri"], [(PIPELINE, third)], store)
         secret = sm.get_secret_value(SecretId=f"mlops/mlflow/identities/scorer@{third}")
         value = json.loads(secret["SecretString"])
-        # the Job's store owns its prefix only (and moto's state is process-wide: another test's
-        # secrets may be there when a mock it started is still active in this pytest worker)
-        mine = [{"Key": "name", "Values": ["mlops/mlflow/identities/"]}]
-        names = {s["Name"] for s in sm.list_secrets(Filters=mine)["SecretList"]}
+        names = {s["Name"] for s in sm.list_secrets()["SecretList"]}
     assert names == {f"mlops/mlflow/identities/{username(r, third)}" for r in ROLES}
     client, _ = _as(registry, value["username"], value["password"])
     assert client.get_registered_model(registered_model_name(PIPELINE, third)).name

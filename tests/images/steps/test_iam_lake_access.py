@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,31 +302,9 @@ def rendered(tmp_path_factory) -> dict[str, dict]:
     return {kind: json.loads(doc) for kind, doc in json.loads(out.stdout).items()}
 
 
-# moto's state is process-wide and only the outermost mock resets it: a mock left active by an
-# earlier test in the same pytest worker once let every access through here (a warm `make test`).
-# Each evaluation therefore runs in a fresh interpreter (about 2 s), which sees nothing else.
-_EVALUATE_HERE = (
-    "import json, sys\n"
-    "from test_iam_lake_access import Access, evaluate_in_this_process\n"
-    "job = json.load(sys.stdin)\n"
-    "tried = [Access(*a) for a in job['tried']]\n"
-    "verdicts = evaluate_in_this_process(job['policies'], tried)\n"
-    "print(json.dumps([verdicts[a] for a in tried]))\n"
-)
-
-
 def evaluate(policies: dict[str, dict], tried: list[Access]) -> dict[Access, bool]:
     """Each access, signed as an IAM user carrying its kind's policy, against moto's S3 with IAM
-    enforcement on, in a process of its own: {access: allowed}."""
-    job = {"policies": policies, "tried": [[a.kind, a.op, a.uri] for a in tried]}
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    done = subprocess.run([sys.executable, "-c", _EVALUATE_HERE], input=json.dumps(job), env=env,
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-    return dict(zip(tried, json.loads(done.stdout.strip().splitlines()[-1]), strict=True))
-
-
-def evaluate_in_this_process(policies: dict[str, dict], tried: list[Access]) -> dict[Access, bool]:
+    enforcement on: {access: allowed}."""
     from moto import mock_aws
     from moto.core import set_initial_no_auth_action_count
 

@@ -233,6 +233,7 @@ def test_cluster_provisioning_keeps_passwords_in_secrets_manager(registry, monke
 
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # botocore would follow it past moto
     third = "initech"
     with moto.mock_aws():
         sm = boto3.client("secretsmanager", region_name="eu-west-1")

@@ -67,8 +67,13 @@ def step(
 @pytest.fixture(scope="module")
 def world(train_lake, mlflow_services, tmp_path_factory):  # noqa: F811 (fixture from test_train)
     create_bucket(mlflow_services["s3_endpoint"], SCORES_BUCKET)
-    os.environ.update(mlflow_services["env"])  # this process reads S3 and MLflow too
-    return train_lake, tmp_path_factory.mktemp("gate"), mlflow_services
+    # this process reads S3 and MLflow too, for this module's tests only: the services' endpoint
+    # left in the worker's environment sent later tests' boto3 clients (moto's in-process mock) to
+    # the shared local S3 endpoint instead
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in mlflow_services["env"].items():
+            env.setenv(key, value)
+        yield train_lake, tmp_path_factory.mktemp("gate"), mlflow_services
 
 
 def trained(world, run_id: str) -> dict:

@@ -35,6 +35,7 @@ def secretsmanager(monkeypatch):
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "eu-west-1"}.items():  # fmt: skip
         monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # botocore would follow it past moto
     with moto.mock_aws():
         yield boto3.client("secretsmanager", region_name="eu-west-1")
 

@@ -12,7 +12,6 @@ Budget: the session's small feature lake (Spark ingest, shared), then ~10 s per 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,8 +41,10 @@ CLASSES = {"ref": "lightgbm_variant:CLASSES_MODEL", "task": "multiclass_classifi
 def world(tmp_path_factory, small_features_lake, mlflow_services):
     lake = features_lake(small_features_lake, tmp_path_factory.mktemp("lgb"))
     create_bucket(mlflow_services["s3_endpoint"], SCORES_BUCKET)
-    os.environ.update(mlflow_services["env"])
-    return lake, tmp_path_factory.mktemp("lgb-steps"), mlflow_services
+    with pytest.MonkeyPatch.context() as env:  # this module's tests only: never the worker's
+        for key, value in mlflow_services["env"].items():
+            env.setenv(key, value)
+        yield lake, tmp_path_factory.mktemp("lgb-steps"), mlflow_services
 
 
 def ingest(lake: Path, customer: str, run_id: str) -> None:

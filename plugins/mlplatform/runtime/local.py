@@ -175,13 +175,13 @@ class LocalStepOperator(BaseOperator):
         bin_dir = steps_venv() / "bin"
         python = str(bin_dir / "python")
         program = self.arguments[0]
-        if program in ("python", "horovodrun") and not Path(python).exists():
+        launcher = {"python": [python], "horovodrun": [python, "-m", HOROVOD_LAUNCHER]}
+        if program in launcher and not Path(python).exists():
             raise AirflowFailException(
                 f"{python} does not exist: the workload venv {steps_venv()} lacks 'python'. Run "
                 "`make setup`, or point MLOPS_STEPS_VENV at a venv with images/steps and its "
                 "extras installed."
             )
-        launcher = {"python": [python], "horovodrun": [python, "-m", HOROVOD_LAUNCHER]}
         command = [*launcher.get(program, [program]), *self.arguments[1:]]
         # horovodrun starts `python` itself: make that the venv's interpreter too.
         return [python if arg == "python" else arg for arg in command]

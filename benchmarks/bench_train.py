@@ -46,6 +46,7 @@ from embedded import services  # noqa: E402
 from mlmodels.customer_propensity import MODEL  # noqa: E402
 from mlmodels.restaurant_chain import datagen  # noqa: E402
 from mlplatform_contract.settings import CustomerSettings, TrainingSettings  # noqa: E402
+from mlplatform_contract.steps import HOROVOD_LAUNCHER  # noqa: E402
 from model_steps import lake  # noqa: E402
 from model_steps.contract import run_key  # noqa: E402
 from model_steps.model_api import ModelContext  # noqa: E402
@@ -74,7 +75,7 @@ def run_step(
     xcom = tmp / f"result-{ranks}.json"
     step = ["-m", "model_steps", "train", "--pipeline", PIPELINE, "--customer", TENANT,
             "--run-id", run_id, "--data-date", datagen.DEFAULT_DATA_DATE.isoformat()]  # fmt: skip
-    launcher = ["-m", "model_steps.horovod_launch", "-np", str(ranks), "-H", f"localhost:{ranks}",
+    launcher = ["-m", HOROVOD_LAUNCHER, "-np", str(ranks), "-H", f"localhost:{ranks}",
                 "--gloo", str(BIN / "python")]  # fmt: skip
     cmd = [str(BIN / "python"), *([] if ranks == 1 else launcher), *step]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,27 @@ def spark():
     session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     yield session
     session.stop()
+
+
+# what the session JVM's exit code says (pyspark's Popen: a signal is negative)
+JVM_EXITS = {0: "its stdin closed (the Python side let the gateway go)",
+             52: "Spark's exit on an OutOfMemoryError in a task (SparkExitCode.OOM)",
+             -9: "killed (SIGKILL: the kernel's OOM killer?)",
+             134: "crashed (look for hs_err_pid*.log in the working directory)"}  # fmt: skip
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that fails because this worker's shared Spark JVM has gone says so, with the JVM's
+    exit code: otherwise every later Spark test fails with a bare py4j "Connection refused"."""
+    report = yield
+    context = getattr(sys.modules.get("pyspark"), "SparkContext", None)
+    proc = getattr(getattr(context, "_gateway", None), "proc", None)
+    if report.failed and proc is not None and proc.poll() is not None:
+        meaning = JVM_EXITS.get(proc.returncode, "see the JVM's stderr above")
+        report.sections.append(("the session's Spark JVM", f"exited with code {proc.returncode}:"
+                                f" {meaning}"))  # fmt: skip
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,12 @@
-"""A LightGBM variant of the example propensity model for the train step's tests: the same
-declarations (tables, features, label, suite), ``framework="lightgbm"`` and a ``fit`` instead of a
-network. Importable by the step's process through PYTHONPATH (tests/images/steps)."""
+"""The LightGBM variant of the example propensity model for the train step's tests
+(framework_variants): its ``fit``, the binary ``MODEL`` and the two-class ``CLASSES_MODEL``."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from mlmodels.customer_propensity import MODEL as KERAS_MODEL
-from model_steps import expectations
+from framework_variants import two_class_variant, variant
+
 from model_steps.model_api import FitData, ModelContext
 
 
@@ -30,13 +24,5 @@ def fit(data: FitData, ctx: ModelContext) -> Any:
     return clf
 
 
-MODEL = dataclasses.replace(KERAS_MODEL, framework="lightgbm", fit=fit, network=None)
-
-# the same table read as a task with several classes (here two: whether the diner converts),
-# so the class columns run through train, the gate and scoring. Its suite is the derived part for
-# its declarations, written where the process runs (a file here would go stale with the model's)
-CLASSES_MODEL = dataclasses.replace(
-    MODEL, task="multiclass_classification", classes=("stays", "converts"),
-    suite=Path(tempfile.gettempdir()) / f"lightgbm_variant_classes-{os.getpid()}.json",
-)  # fmt: skip
-CLASSES_MODEL.suite.write_text(json.dumps(expectations.skeleton(CLASSES_MODEL)))
+MODEL = variant("lightgbm", fit)
+CLASSES_MODEL = two_class_variant(MODEL)

@@ -22,6 +22,7 @@ import datasteps_helpers
 import pytest
 from datasteps_helpers import DATA_DATE, PIPELINE, TENANT, features_lake, model_env
 
+from mlplatform_contract.steps import HOROVOD_LAUNCHER
 from model_steps.contract import run_key
 
 pytest.importorskip("tensorflow")
@@ -78,7 +79,7 @@ def command(ranks: int, run_id: str) -> list[str]:
     return [
         str(BIN / "python"),
         "-m",
-        "model_steps.horovod_launch",
+        HOROVOD_LAUNCHER,
         "-np",
         str(ranks),
         "-H",

@@ -3,7 +3,8 @@ runs them (one process, no horovodrun): the model's ``fit`` on the platform's tr
 fitted booster logged in the LightGBM text format with its digest (nothing registered), the holdout
 measured through the very directory logged; then the evaluate gate verifies, registers and
 promotes it, and the score step scores with it through the same platform interface. Once as a
-binary classifier, once read as a task with several classes (class columns end to end).
+binary classifier, once read as a task with several classes (class columns end to end), for
+LightGBM and XGBoost (test_train_xgboost holds XGBoost's binary run).
 
 Each test is a customer of its own (its own registered model and champion), so the registry state
 of the other modules sharing the session's MLflow is left alone.
@@ -33,8 +34,6 @@ SCORES_BUCKET = "mlops-scores"
 TRAINING = {"epochs": 1, "batch_size": 128, "learning_rate": 0.002, "warmup_epochs": 0,
             "holdout_fraction": 0.2, "seed": 42}  # fmt: skip
 BINARY = {"ref": "lightgbm_variant", "task": "binary_classification", "source": "test"}
-CLASSES = {"ref": "lightgbm_variant:CLASSES_MODEL", "task": "multiclass_classification",
-           "source": "test"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -110,18 +109,24 @@ def test_lightgbm_model_trains_registers_and_scores(world) -> None:
     assert all(0 < r["score"] < 1 for r in rows) and scored["rows"] == len(rows)
 
 
-def test_a_model_with_classes_trains_gates_and_scores_class_columns(world) -> None:
-    customer = "lgbm-classes"
+@pytest.mark.parametrize("framework", ["lightgbm", "xgboost"])
+def test_a_model_with_classes_trains_gates_and_scores_class_columns(world, framework) -> None:
+    """Each tree framework's variant read as a task with several classes (the variant modules'
+    CLASSES_MODEL): class metrics, the gate on log loss, one probability column per class."""
+    pytest.importorskip(framework)
+    customer = f"{framework}-classes"
+    classes = {"ref": f"{framework}_variant:CLASSES_MODEL", "task": "multiclass_classification",
+               "source": "test"}  # fmt: skip
     ingest(world[0], customer, RUN_ID)
-    rc, res, log = step("train", world, customer, CLASSES)
+    rc, res, log = step("train", world, customer, classes)
     assert rc == 0, log
     assert set(res["metrics"]) >= {"log_loss", "macro_f1", "accuracy"}
     assert res["metrics"]["log_loss"] < 0.69 and res["metrics"]["classes"] == 2
     gate = {"metric": "log_loss", "thresholds": {"macro_f1": 0.3}}
-    rc, decision, log = step("evaluate", world, customer, CLASSES, {"gate": gate})
+    rc, decision, log = step("evaluate", world, customer, classes, {"gate": gate})
     assert rc == 0, log
     assert decision["promote"] and decision["candidate"]["log_loss"] == res["metrics"]["log_loss"]
-    rc, scored, log = step("score", world, customer, CLASSES, {"scoring": {"chunk_rows": 1000}})
+    rc, scored, log = step("score", world, customer, classes, {"scoring": {"chunk_rows": 1000}})
     assert rc == 0, log
     rows = read_scores(customer)
     assert set(rows[0]) == {"diner_id", "score_stays", "score_converts", "predicted_class",

@@ -3,7 +3,7 @@ no horovodrun): the model's ``fit`` on the platform's training split, the fitted
 in XGBoost's JSON format with its digest; the evaluate gate verifies, registers and promotes it and
 the score step scores with it through the same platform interface; the registered version loads
 back (verified against its digest) and predicts as XGBoost's own predict on the logged booster.
-Read once more as a task with several classes (class columns end to end).
+Its run as a task with several classes is test_train_lightgbm's, parametrised by framework.
 
 The helpers and the world (the session's small feature lake, MLflow) are test_train_lightgbm's;
 each test is a customer of its own. Budget: ~10 s per step process."""
@@ -23,8 +23,6 @@ xgb = pytest.importorskip("xgboost")
 pytest.importorskip("mlflow")
 
 BINARY = {"ref": "xgboost_variant", "task": "binary_classification", "source": "test"}
-CLASSES = {"ref": "xgboost_variant:CLASSES_MODEL", "task": "multiclass_classification",
-           "source": "test"}  # fmt: skip
 
 
 def test_an_xgboost_model_trains_registers_scores_and_loads_as_xgboost(world) -> None:  # noqa: F811
@@ -81,22 +79,3 @@ def _loads_and_predicts_as_xgboost(name: str, version: str, run_id: str) -> None
     want = booster.predict(xgb.DMatrix(tabular_frame(frame, io), enable_categorical=True),
                            iteration_range=(0, best + 1))  # fmt: skip
     np.testing.assert_allclose(served.predict(frame)["score"].to_numpy(), want, rtol=1e-6)
-
-
-def test_an_xgboost_model_with_classes_trains_and_scores_class_columns(world) -> None:  # noqa: F811
-    customer = "xgb-classes"
-    ingest(world[0], customer, RUN_ID)
-    rc, res, log = step("train", world, customer, CLASSES)
-    assert rc == 0, log
-    assert res["metrics"]["log_loss"] < 0.69 and res["metrics"]["classes"] == 2
-    gate = {"metric": "log_loss", "thresholds": {"macro_f1": 0.3}}
-    rc, decision, log = step("evaluate", world, customer, CLASSES, {"gate": gate})
-    assert rc == 0, log
-    assert decision["promote"] and decision["candidate"]["log_loss"] == res["metrics"]["log_loss"]
-    rc, scored, log = step("score", world, customer, CLASSES, {"scoring": {"chunk_rows": 1000}})
-    assert rc == 0, log
-    rows = read_scores(customer)
-    assert set(rows[0]) == {"diner_id", "score_stays", "score_converts", "predicted_class",
-                            "model_version"}  # fmt: skip
-    assert all(abs(r["score_stays"] + r["score_converts"] - 1) < 1e-9 for r in rows)
-    assert scored["rows"] == len(rows)

@@ -1,18 +1,12 @@
-"""An XGBoost variant of the example propensity model for the train step's tests: the same
-declarations (tables, features, label, suite), ``framework="xgboost"`` and a ``fit`` instead of a
-network. Importable by the step's process through PYTHONPATH (tests/images/steps)."""
+"""The XGBoost variant of the example propensity model for the train step's tests
+(framework_variants): its ``fit``, the binary ``MODEL`` and the two-class ``CLASSES_MODEL``."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from mlmodels.customer_propensity import MODEL as KERAS_MODEL
-from model_steps import expectations
+from framework_variants import two_class_variant, variant
+
 from model_steps.model_api import FitData, ModelContext
 
 
@@ -30,12 +24,5 @@ def fit(data: FitData, ctx: ModelContext) -> Any:
     return clf
 
 
-MODEL = dataclasses.replace(KERAS_MODEL, framework="xgboost", fit=fit, network=None)
-
-# the same table read as a task with several classes (two: whether the diner converts), so the
-# class columns run through train and scoring with XGBoost's binary objective read as two classes
-CLASSES_MODEL = dataclasses.replace(
-    MODEL, task="multiclass_classification", classes=("stays", "converts"),
-    suite=Path(tempfile.gettempdir()) / f"xgboost_variant_classes-{os.getpid()}.json",
-)  # fmt: skip
-CLASSES_MODEL.suite.write_text(json.dumps(expectations.skeleton(CLASSES_MODEL)))
+MODEL = variant("xgboost", fit)
+CLASSES_MODEL = two_class_variant(MODEL)

@@ -181,10 +181,11 @@ class Model:
         if bool(self.task_info.score_prefix) != bool(self.classes):
             raise ValueError(f"model {self.name}: classes {self.classes!r} must be given for a "
                              f"task with several classes and only then (task {self.task})")  # fmt: skip
-        if self.classes and (self.framework == "keras" or len(set(self.classes)) < 2):
-            raise ValueError(f"model {self.name}: {self.task} needs two or more distinct classes "
-                             "and a framework other than keras (the Horovod loop's loss is "
-                             "binary or mse)")  # fmt: skip
+        if self.classes and (self.framework == "keras" or len(self.classes) < 2
+                             or len(set(self.classes)) != len(self.classes)):  # fmt: skip
+            raise ValueError(f"model {self.name}: {self.task} needs two or more classes, each "
+                             "named once, and a framework other than keras (the Horovod loop's "
+                             "loss is binary or mse)")  # fmt: skip
 
     @property
     def class_columns(self) -> tuple[str, ...]:

@@ -83,7 +83,11 @@ class Manifest(BaseModel):
 
 
 class Predictor(Protocol):
+    """serving.FramePredictor: ``predict(frame)`` is ``outputs(inputs(frame), frame.index)``."""
+
     def predict(self, frame: Any) -> Any: ...
+    def inputs(self, frame: Any) -> Any: ...
+    def outputs(self, inputs: Any, index: Any) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -78,24 +78,47 @@ def _batches(inputs: dict[str, Any], rows: int, step: int) -> Iterator[dict[str,
         yield {name: value[i : i + step] for name, value in inputs.items()}
 
 
-class KerasPredictor:
-    """The image's wrapper around a loaded Keras network (model_store's ``keras-v3`` format):
-    a frame of feature columns in, a frame with the task's output column out."""
+class FramePredictor:
+    """What every served model is: ``predict(frame) = outputs(inputs(frame), frame.index)``. The
+    two halves are public so that the score step builds the framework's inputs for the next chunk
+    in its reading thread while this chunk is predicted: on two cores the conversion would
+    otherwise leave one idle between predictions."""
 
-    def __init__(self, net: Any, io: Any) -> None:
-        self.model = net
+    io: dict[str, Any]
+
+    def __init__(self, model: Any, io: Any) -> None:
+        self.model = model
         self.io = io.model_dump() if hasattr(io, "model_dump") else dict(io)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         frame = pd.DataFrame(frame)
-        inputs, rows = to_inputs(frame, self.io), len(frame)
+        return self.outputs(self.inputs(frame), frame.index)
+
+    def inputs(self, frame: pd.DataFrame) -> Any:
+        """The feature columns as the framework takes them."""
+        raise NotImplementedError
+
+    def outputs(self, inputs: Any, index: pd.Index) -> pd.DataFrame:
+        """The framework's predictions on ``inputs`` as the task's output frame on ``index``."""
+        raise NotImplementedError
+
+
+class KerasPredictor(FramePredictor):
+    """The image's wrapper around a loaded Keras network (model_store's ``keras-v3`` format):
+    a frame of feature columns in, a frame with the task's output column out."""
+
+    def inputs(self, frame: pd.DataFrame) -> Any:
+        return to_inputs(frame, self.io)
+
+    def outputs(self, inputs: Any, index: pd.Index) -> pd.DataFrame:
+        rows = len(index)
         parts = [
             np.asarray(self.model.predict_on_batch(batch)).reshape(-1)
             for batch in (_batches(inputs, rows, KERAS_BATCH_ROWS) if rows else ())
         ]
         out = np.concatenate(parts) if parts else np.empty(0)
         return pd.DataFrame(
-            {self.io["output"]: out.astype(np.float64, copy=False)}, index=frame.index, copy=False
+            {self.io["output"]: out.astype(np.float64, copy=False)}, index=index, copy=False
         )
 
 
@@ -144,24 +167,11 @@ def tree_matrix(frame: pd.DataFrame, io: dict[str, Any], categories: list[Any]) 
     return out
 
 
-class LightGBMPredictor:
+class LightGBMPredictor(FramePredictor):
     """The image's wrapper around a LightGBM Booster (model_store's ``lightgbm-text`` format): a
     frame of feature columns in, a frame with the task's output column out."""
 
-    def __init__(self, booster: Any, io: Any) -> None:
-        self.model = booster
-        self.io = io.model_dump() if hasattr(io, "model_dump") else dict(io)
-
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        frame = pd.DataFrame(frame)
-        out = np.asarray(self.model.predict(self._inputs(frame)), dtype=np.float64)
-        if self.io.get("classes"):
-            if out.ndim == 1 and len(self.io["classes"]) == 2:  # two classes, a binary objective
-                out = np.column_stack([1.0 - out, out])
-            return class_frame(out.reshape(len(frame), -1), self.io, frame.index)
-        return pd.DataFrame({self.io["output"]: out.ravel()}, index=frame.index)
-
-    def _inputs(self, frame: pd.DataFrame) -> Any:
+    def inputs(self, frame: pd.DataFrame) -> Any:
         """tree_matrix when the booster keeps its training categories for every categorical (a
         booster fitted on tabular_frame's frames does), else tabular_frame's frame."""
         categories = self.model.pandas_categorical
@@ -170,29 +180,40 @@ class LightGBMPredictor:
             return tree_matrix(frame, self.io, categories or [])
         return tabular_frame(frame, self.io)
 
+    def outputs(self, inputs: Any, index: pd.Index) -> pd.DataFrame:
+        return tree_outputs(self.model.predict(inputs), self.io, index)
 
-class SklearnPredictor:
+
+def tree_outputs(predicted: Any, io: dict[str, Any], index: pd.Index) -> pd.DataFrame:
+    """A tree booster's predictions as the task's output frame: the value, or for several classes
+    each one's probability (a binary objective read as two classes: 1 - p, p) and the class."""
+    out = np.asarray(predicted, dtype=np.float64)
+    if io.get("classes"):
+        if out.ndim == 1 and len(io["classes"]) == 2:  # two classes, a binary objective
+            out = np.column_stack([1.0 - out, out])
+        return class_frame(out.reshape(len(index), -1), io, index)
+    return pd.DataFrame({io["output"]: out.ravel()}, index=index)
+
+
+class SklearnPredictor(FramePredictor):
     """The image's wrapper around a scikit-learn estimator (model_store's ``sklearn-skops``
     format): a classifier's probabilities (the positive class's, or one column per class), a
     regressor's predictions."""
 
-    def __init__(self, estimator: Any, io: Any) -> None:
-        self.model = estimator
-        self.io = io.model_dump() if hasattr(io, "model_dump") else dict(io)
+    def inputs(self, frame: pd.DataFrame) -> Any:
+        return tabular_frame(frame, self.io)
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        frame = pd.DataFrame(frame)
-        x = tabular_frame(frame, self.io)
+    def outputs(self, inputs: Any, index: pd.Index) -> pd.DataFrame:
         if not hasattr(self.model, "predict_proba"):
-            out = np.asarray(self.model.predict(x), dtype=np.float64)
-            return pd.DataFrame({self.io["output"]: out.ravel()}, index=frame.index)
-        proba = np.asarray(self.model.predict_proba(x), dtype=np.float64)
+            out = np.asarray(self.model.predict(inputs), dtype=np.float64)
+            return pd.DataFrame({self.io["output"]: out.ravel()}, index=index)
+        proba = np.asarray(self.model.predict_proba(inputs), dtype=np.float64)
         if self.io.get("classes"):
-            return class_frame(proba, self.io, frame.index)
-        return pd.DataFrame({self.io["output"]: proba[:, 1]}, index=frame.index)
+            return class_frame(proba, self.io, index)
+        return pd.DataFrame({self.io["output"]: proba[:, 1]}, index=index)
 
 
-class XGBoostPredictor:
+class XGBoostPredictor(FramePredictor):
     """The image's wrapper around an XGBoost Booster (model_store's ``xgboost-json`` format): a
     frame of feature columns in, a frame with the task's output column out (the same columns as
     LightGBMPredictor's). Categoricals go in as pandas categories (serving.tabular_frame) set to the
@@ -201,24 +222,20 @@ class XGBoostPredictor:
     best iteration, as XGBoost's scikit-learn predict does."""
 
     def __init__(self, booster: Any, io: Any) -> None:
-        self.model = booster
-        self.io = io.model_dump() if hasattr(io, "model_dump") else dict(io)
+        super().__init__(booster, io)
         self.categories = xgboost_categories(booster, self.io["categorical"])
         best = booster.attr("best_iteration")
         self.iteration_range = (0, 0) if best is None else (0, int(best) + 1)  # (0, 0): every tree
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        frame = pd.DataFrame(frame)
+    def inputs(self, frame: pd.DataFrame) -> Any:
         x = tabular_frame(frame, self.io)
         for column, categories in self.categories.items():
             x[column] = x[column].cat.set_categories(categories)
-        out = self.model.inplace_predict(x, iteration_range=self.iteration_range)
-        out = np.asarray(out, dtype=np.float64)
-        if self.io.get("classes"):
-            if out.ndim == 1 and len(self.io["classes"]) == 2:  # two classes, binary:logistic
-                out = np.column_stack([1.0 - out, out])
-            return class_frame(out.reshape(len(frame), -1), self.io, frame.index)
-        return pd.DataFrame({self.io["output"]: out.ravel()}, index=frame.index)
+        return x
+
+    def outputs(self, inputs: Any, index: pd.Index) -> pd.DataFrame:
+        predicted = self.model.inplace_predict(inputs, iteration_range=self.iteration_range)
+        return tree_outputs(predicted, self.io, index)
 
 
 def xgboost_categories(booster: Any, categorical: list[str]) -> dict[str, list[str]]:
@@ -237,13 +254,15 @@ def xgboost_categories(booster: Any, categorical: list[str]) -> dict[str, list[s
 
 
 def class_frame(probabilities: np.ndarray, io: dict[str, Any], index: Any) -> pd.DataFrame:
-    """Several classes: each class's probability column, then the output (the likeliest class)."""
-    classes = np.asarray(io["classes"], dtype=object)
+    """Several classes: each class's probability column, then the output (the likeliest class, a
+    pandas categorical of the class names: no Python string per row, and the score step writes
+    its codes as they are)."""
+    classes = io["classes"]
     if probabilities.shape[1] != len(classes):
         raise ValueError(f"the model gives {probabilities.shape[1]} class probabilities, its io "
                          f"names {len(classes)} classes")  # fmt: skip
-    out = {name: probabilities[:, i] for i, name in enumerate(io["scores"])}
-    out[io["output"]] = classes[probabilities.argmax(axis=1)]
+    out: dict[str, Any] = {name: probabilities[:, i] for i, name in enumerate(io["scores"])}
+    out[io["output"]] = pd.Categorical.from_codes(probabilities.argmax(axis=1), categories=classes)
     return pd.DataFrame(out, index=index)
 
 

@@ -58,6 +58,8 @@ def test_a_multiclass_model_must_name_its_classes_and_not_use_keras() -> None:
                                 framework="lightgbm", fit=lambda d, c: None, network=None)  # fmt: skip
     assert model.class_columns == ("score_email", "score_sms", "score_app")
     assert io_spec(model)["scores"] == list(model.class_columns)
+    with pytest.raises(ValueError, match="each named once"):  # two columns score_sms
+        dataclasses.replace(model, classes=("email", "sms", "sms"))
     assert model.output_column == "predicted_class"
 
 

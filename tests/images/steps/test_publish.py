@@ -38,6 +38,7 @@ from mlplatform_contract.results import PublishResult
 from model_steps import contact_claims, lake, metrics, scoring
 from model_steps.contract import StepContext, StepError, run_key
 from model_steps.crm import CrmClient, CrmError, mask, parse_retry_after, redact_url
+from model_steps.serving import FramePredictor
 from model_steps.steps import publish
 
 pytestmark = pytest.mark.timeout(120)
@@ -411,13 +412,15 @@ def test_publish_reads_what_the_score_step_writes(tmp_path, lake_uri):
     features_uri = f"{lake_uri}/features/{PIPELINE}/customer={TENANT}/run={run_key('r1')}"
     lake.commit_parquet_table(features_uri, [pa.table(columns)])
 
-    class Served:  # the served model's interface (model_store): a frame of inputs -> the task's column
-        def predict(self, frame):
-            i = frame["tenure_days"].astype(int)
-            return pd.DataFrame({"score": ((i * 37) % 101) / 101})
+    class Served(FramePredictor):  # the served model's interface: inputs -> the task's column
+        def inputs(self, frame):
+            return frame["tenure_days"].astype(int).to_numpy()
+
+        def outputs(self, inputs, index):
+            return pd.DataFrame({"score": ((inputs * 37) % 101) / 101}, index=index)
 
     ctx = context(lake_uri, {}, run_id="r1", top_fraction=0.1, batch_size=7)
-    score_table(Served(), MODEL, features_uri, scoring.scores_table_uri(ctx), chunk_rows=60,
+    score_table(Served(None, {}), MODEL, features_uri, scoring.scores_table_uri(ctx), chunk_rows=60,
                 model_version="4")  # fmt: skip
     server, _ = serve(str(tmp_path / "crm.sqlite"), 0, "tk")
     try:

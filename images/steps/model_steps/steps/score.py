@@ -159,6 +159,7 @@ def _score_parts(
 ) -> tuple[list[str], int, float]:  # fmt: skip
     """Read, predict and write part by part: (part files, rows, seconds spent predicting)."""
     import numpy as np
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -175,7 +176,8 @@ def _score_parts(
                 names = set(pq.ParquetFile(fh).schema_arrow.names)
                 reader = pq.ParquetFile(fh, read_dictionary=[c for c in categorical if c in names])
                 for batch in reader.iter_batches(batch_size=chunk_rows, columns=[key, *inputs]):
-                    yield batch, batch.select(inputs).to_pandas()
+                    # the framework's inputs too, while the main thread predicts the last chunk
+                    yield batch, served.inputs(batch.select(inputs).to_pandas())
 
     # dictionary pages only for the columns with a few values (the version, the predicted class):
     # tried on the unique keys and scores it cost 3.5x the write's CPU, for a larger file
@@ -189,18 +191,18 @@ def _score_parts(
     # TensorFlow release the GIL): the step keeps up with the model's raw in-memory throughput.
     files, rows, predict_s, writes = [], 0, 0.0, []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-write") as writer:
-        for batch, frame in _prefetch(chunks()):
+        for batch, prepared in _prefetch(chunks()):
             t0 = time.monotonic()
-            scored = served.predict(frame)
+            scored = served.outputs(prepared, pd.RangeIndex(batch.num_rows))
             predict_s += time.monotonic() - t0
             version = pa.DictionaryArray.from_arrays(
                 pa.array(np.zeros(batch.num_rows, np.int32)), pa.array([model_version])
             )
             values = {c: pa.array(scored[c].to_numpy(), pa.float64()) for c in model.class_columns}
-            kind = pa.string() if model.class_columns else pa.float64()  # the class, or the value
             table = pa.table({
                 key: batch.column(key).cast(pa.string()), **values,
-                output: pa.array(scored[output].to_numpy(), kind), "model_version": version,
+                output: _output_array(scored[output], bool(model.class_columns)),
+                "model_version": version,
             })  # fmt: skip
             files.append(f"part-{len(files):05d}.parquet")
             writes.append(writer.submit(write, table, files[-1]))
@@ -208,3 +210,18 @@ def _score_parts(
         for done in writes:
             done.result()  # a failed write fails the step before anything is committed
     return files, rows, predict_s
+
+
+def _output_array(column: Any, is_class: bool) -> Any:
+    """The output column as the scores table stores it: the value as float64, or the class name
+    as a string (from a categorical's codes when the predictor gave one: one lookup per row)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if not is_class:
+        return pa.array(column.to_numpy(), pa.float64())
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = pa.array(column.cat.categories.astype(str), pa.string())
+        codes = column.cat.codes.to_numpy()
+        return names.take(pa.array(codes, mask=codes < 0))  # -1: missing
+    return pa.array(column.to_numpy(), pa.string())

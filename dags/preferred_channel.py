@@ -33,9 +33,6 @@ register_pipeline(
         "defaults": {
             "data": {"lookback_days": 180, "label_window_days": 28},
             "model": {"boosting_rounds": 40, "top_fraction": 0.2},
-            # tuning trials train Keras models only: off, even under `make run TUNE=1`
-            # (MLOPS_TUNING is the platform's layer, below these defaults)
-            "tuning": {"enabled": False},
             "gate": {
                 "metric": "log_loss",
                 "min_improvement": 0.0,

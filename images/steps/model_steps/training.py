@@ -77,6 +77,25 @@ def table_units(table_uri: str) -> tuple[Any, list[tuple[str, int]], dict[str, A
     return fs, units, manifest
 
 
+def split_mask(
+    keys: np.ndarray, split: str, holdout_fraction: float, seed: int,
+    validation_fraction: float = 0.0,
+) -> np.ndarray:  # fmt: skip
+    """Which of ``keys`` are in ``split``: "train" or "holdout" (the gate's), or a tuning trial's
+    "fit" and "validation" parts of the training split (a hash salted differently from the
+    holdout's). The one definition of the splits, for the Horovod shards and a single-process fit."""
+    hold = holdout_mask(keys, holdout_fraction, seed)
+    if split == "holdout":
+        return hold
+    if split not in ("train", "fit", "validation"):
+        raise ValueError(f"unknown split {split!r}")
+    keep = ~hold
+    if split in ("fit", "validation"):
+        val = holdout_mask(keys, validation_fraction, f"{seed}:{VALIDATION_SALT}")
+        keep &= val if split == "validation" else ~val
+    return keep
+
+
 def read_shard(
     table_uri: str,
     model: Model,
@@ -118,11 +137,7 @@ def read_shard(
         keep &= (np.arange(table.num_rows) % size) == rank
     if split != "all":
         keys = table.column(key).to_numpy(zero_copy_only=False)
-        hold = holdout_mask(keys, holdout_fraction, seed)
-        keep &= hold if split == "holdout" else ~hold
-        if split in ("fit", "validation"):
-            val = holdout_mask(keys, validation_fraction, f"{seed}:{VALIDATION_SALT}")
-            keep &= val if split == "validation" else ~val
+        keep &= split_mask(keys, split, holdout_fraction, seed, validation_fraction)
     idx = np.flatnonzero(keep)
     columns: dict[str, np.ndarray] = {}
     for c in numeric:

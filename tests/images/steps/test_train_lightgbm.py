@@ -54,13 +54,17 @@ def ingest(lake: Path, customer: str, run_id: str) -> None:
         shutil.copytree(source / f"run={run_key(datasteps_helpers.RUN_ID)}", target)
 
 
-def step(name: str, world, customer: str, model: dict, config: dict | None = None):  # type: ignore[no-untyped-def]
-    """Run one step's CLI: (exit code, result, log)."""
+def step(name: str, world, customer: str, model: dict, config: dict | None = None,  # type: ignore[no-untyped-def]
+         trial: dict | None = None):  # fmt: skip
+    """Run one step's CLI (a tuning trial's with ``trial``, as its mapped task does): (exit code,
+    result, log)."""
     lake, tmp, services = world
-    xcom = tmp / f"{name}-{customer}.json"
+    label = f"-{trial['name']}-{trial['rung']}" if trial else ""
+    xcom = tmp / f"{name}-{customer}{label}.json"
     env = env_for(lake, xcom, services, TRAINING, STEP_MODEL=json.dumps(model),
                   PYTHONPATH=str(HERE), SCORES_URI=f"s3://{SCORES_BUCKET}",
-                  STEP_CONFIG=json.dumps({"training": TRAINING, **(config or {})}))  # fmt: skip
+                  STEP_CONFIG=json.dumps({"training": TRAINING, **(config or {})}),
+                  STEP_TRIAL=json.dumps(trial) if trial else "")  # fmt: skip
     proc = subprocess.run(
         [str(BIN / "python"), "-m", "model_steps", name, "--pipeline", PIPELINE, "--customer",
          customer, "--run-id", RUN_ID, "--data-date", DATA_DATE.isoformat()],
@@ -134,3 +138,52 @@ def test_a_model_with_classes_trains_gates_and_scores_class_columns(world, frame
     assert all(abs(r["score_stays"] + r["score_converts"] - 1) < 1e-9 for r in rows)
     assert {r["predicted_class"] for r in rows} == {"stays", "converts"}
     assert scored["rows"] == len(rows)
+
+
+TUNING = {"enabled": True, "trials": 3, "parallel_trials": 2, "seed": 7,
+          "validation_fraction": 0.25, "halving": {"enabled": True, "rung_fraction": 0.5}}  # fmt: skip
+
+
+def test_a_lightgbm_model_is_tuned_and_trains_with_the_best_trial(world) -> None:
+    """The tuning stage as the DAG runs it, for a single-process framework: each trial is one fit
+    of the model's ``fit`` with the trial's settings on the training split's "fit" part, scored on
+    its "validation" part (an MLflow child run); halving keeps the better trial, whose next rung
+    carries its one fit's result over (no epochs to add); the final train fits with its settings."""
+    import mlflow
+
+    customer, config = "lgbm-tuned", {"tuning": TUNING, "training": {**TRAINING, "epochs": 2}}
+    ingest(world[0], customer, RUN_ID)
+    rc, plan, log = step("tune", world, customer, BINARY, config)
+    assert rc == 0, log
+    trials = list(plan.values())
+    configured = {"model.learning_rate": 0.05, "model.num_leaves": 15}
+    assert trials[0]["params"] == configured  # trial 0 is the configured settings
+    assert all(4 <= t["params"]["model.num_leaves"] <= 31 for t in trials)
+    rung0 = [step("trial", world, customer, BINARY, config, trial=t) for t in trials]
+    assert all(rc == 0 and r["status"] == "ok" for rc, r, _ in rung0), [x[2] for x in rung0]
+    assert all(r["objective_metric"] == "roc_auc" and r["objective"] > 0.6 for _, r, _ in rung0)
+    rc, kept, log = step("halve", world, customer, BINARY, config)
+    assert rc == 0 and len(kept) == 1, log
+    (survivor,) = kept.values()
+    rc, rung1, log = step("trial", world, customer, BINARY, config, trial=survivor)
+    first = next(r for _, r, _ in rung0 if r["name"] == survivor["name"])
+    assert rc == 0 and rung1["rung"] == 1, log
+    assert (rung1["objective"], rung1["mlflow_run_id"]) == (
+        first["objective"],
+        first["mlflow_run_id"],
+    )
+    assert first["objective"] == max(r["objective"] for _, r, _ in rung0)
+    rc, selected, log = step("select", world, customer, BINARY, config)
+    assert rc == 0 and selected["trial"] == survivor["name"], log
+
+    rc, res, log = step("train", world, customer, BINARY, config)
+    assert rc == 0, log
+    assert res["tuning"] == {"trial": survivor["name"], "params": survivor["params"]}
+    client = mlflow.MlflowClient(world[2]["tracking_uri"])
+    params = client.get_run(res["mlflow_run_id"]).data.params
+    assert float(params["model.learning_rate"]) == survivor["params"]["model.learning_rate"]
+    assert int(params["model.num_leaves"]) == survivor["params"]["model.num_leaves"]
+    child = client.get_run(first["mlflow_run_id"])
+    assert child.data.tags["mlflow.parentRunId"] == selected["parent_run_id"]
+    assert child.data.tags["framework"] == "lightgbm" and "validation_roc_auc" in child.data.metrics
+    assert not client.list_artifacts(child.info.run_id, "model")  # a trial logs no model

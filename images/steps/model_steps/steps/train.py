@@ -52,6 +52,7 @@ from model_steps.training import (
     network_inputs,
     numeric_moments,
     read_shard,
+    split_mask,
 )
 from model_steps.tuning_lake import read_selection
 
@@ -130,21 +131,40 @@ def _log_model(net: Any, model: Model, example: Any, *, served: bool = False) ->
     import mlflow
 
     from model_steps import model_store
-    from model_steps.serving import io_spec
 
-    io = model_store.IoSpec(**io_spec(model))
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
         directory = Path(tmp) / model_store.MODEL_ARTIFACT
-        manifest = model_store.save(
-            directory, net, fmt=model.store_format, model=model.name, task=model.task, io=io,
-            example=example,
-        )  # fmt: skip
+        manifest = _store(directory, net, model, example)
         loaded = (
             model_store.load_dir(directory, manifest.digest, "the fitted model") if served else None
         )
         mlflow.log_artifacts(str(directory), artifact_path=model_store.MODEL_ARTIFACT)
     mlflow.set_tag(model_store.DIGEST_TAG, manifest.digest)
     return manifest.digest, loaded
+
+
+def _served_unlogged(fitted: Any, model: Model) -> Any:
+    """The fitted object stored in a scratch directory and loaded back, verified: a tuning trial
+    is scored exactly as its served model would be, and nothing is logged."""
+    import tempfile
+    from pathlib import Path
+
+    from model_steps import model_store
+
+    with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
+        directory = Path(tmp) / model_store.MODEL_ARTIFACT
+        manifest = _store(directory, fitted, model, None)
+        return model_store.load_dir(directory, manifest.digest, "the trial's model")
+
+
+def _store(directory: Any, fitted: Any, model: Model, example: Any) -> Any:
+    from model_steps import model_store
+    from model_steps.serving import io_spec
+
+    return model_store.save(
+        directory, fitted, fmt=model.store_format, model=model.name, task=model.task,
+        io=model_store.IoSpec(**io_spec(model)), example=example,
+    )  # fmt: skip
 
 
 def _compile(net: Any, model: Model, lr: float, hvd: Any) -> Any:
@@ -230,21 +250,25 @@ def _train(
 
 def run_trial(
     ctx: StepContext, trial: dict[str, Any], *, parent_run_id: str, epochs: int, rung: int,
-    objective: str, result: str,
+    objective: str, result: str, first_rung: str | None = None,
 ) -> TrialResult | RankResult:  # fmt: skip
     """One tuning trial (model_steps/steps/tuning.py): the trial's parameters over the settings,
     fit on the training split's "fit" part up to ``epochs``, scored on its "validation" part, an
     MLflow child run of ``parent_run_id``; no model is registered. A retry, or the next rung,
-    resumes from the trial's own checkpoints."""
+    resumes from the trial's own checkpoints. Another framework than Keras fits once, whole, in
+    one process; on a later rung its first rung's result (``first_rung``) stands."""
     started = time.monotonic()
     ctx = dataclasses.replace(ctx, config=apply(ctx.config, trial["params"]))
     loaded = model_loader.load(ctx)
-    if loaded.model.framework != "keras":
-        raise StepError(f"model {loaded.model.name}: tuning trains Keras models only (framework "
-                        f"{loaded.model.framework!r}); set tuning.enabled false")  # fmt: skip
     uri = tracking_uri(ctx)
     bound_mlflow_client()
     wait_for_server(uri)
+    if loaded.model.framework != "keras":  # one fit, no epochs: no rung to continue to
+        return lake.once(
+            result, lambda: _trial_single(ctx, loaded, trial, parent_run_id, objective, started,
+                                          rung=rung, first_rung=first_rung),
+            load=TrialResult.model_validate, dump=TrialResult.to_xcom,
+        )  # fmt: skip
     return lake.once(
         result, lambda: _trial(ctx, loaded, trial, uri, parent_run_id, epochs, rung, objective,
                                started),
@@ -282,23 +306,73 @@ def _trial(
     return out
 
 
+def _trial_single(
+    ctx: StepContext, loaded: model_loader.LoadedModel, trial: dict[str, Any], parent_run_id: str,
+    objective: str, started: float, *, rung: int, first_rung: str | None,
+) -> TrialResult:  # fmt: skip
+    """A trial of a single-process framework: the model's ``fit`` on the "fit" part (its
+    ``FitData.holdout`` is the "validation" part, which the trial is scored on: what early stopping
+    may watch), the fitted object scored in memory; nothing is logged as a model. A kept trial's
+    next rung has no epochs to add: it is the first rung's result, carried over."""
+    if rung and first_rung and lake.exists(first_rung):
+        return TrialResult.model_validate({**lake.read_json(first_rung), "rung": rung})
+    import mlflow
+
+    from model_steps.serving import predictions
+
+    model, name = loaded.model, trial["name"]
+    plan = FitPlan("fit", "validation",
+                   validation_fraction=loaded.platform.tuning.validation_fraction)  # fmt: skip
+    data, _, validation = _fit_data(ctx.lake_path(FEATURES), loaded, plan)
+    tags = {"mlflow.parentRunId": parent_run_id, "tuning.role": "trial", "tuning.trial": name,
+            "framework": model.framework}  # fmt: skip
+    run_id, resumed = _mlflow_run(ctx, ctx.layout.trial_models(name), {}, None, tags,
+                                  f"{ctx.customer}/{ctx.run_key}/{name}")  # fmt: skip
+    if not resumed:
+        mlflow.log_params(_params(loaded, framework=model.framework, rows_train=len(data.train)))
+    fitted = model.fit(data, model_loader.model_context(ctx, loaded, 0, 1))
+    served = _served_unlogged(fitted, model)
+    epochs = loaded.platform.training.epochs
+    scored = _trial_outcome(loaded, validation, predictions(served, model, validation), objective,
+                            epochs)  # fmt: skip
+    out = TrialResult(**scored, name=name, index=trial["index"], params=trial["params"],
+                      rung=rung, epochs=epochs, start_epoch=0, mlflow_run_id=run_id,
+                      seconds=round(time.monotonic() - started, 1))  # fmt: skip
+    log.info("trial %s (%s, one fit): %s %s = %s", name, model.framework, out.status, objective,
+             out.objective)  # fmt: skip
+    return out
+
+
 def _score_trial(
     loaded: model_loader.LoadedModel, fitted: dict[str, Any], objective: str, epochs: int
 ) -> dict[str, Any]:
-    """Rank 0: the objective on the whole validation split, logged to the trial's child run, which
-    ends FINISHED, or FAILED when the trial diverged (non-finite predictions or objective)."""
-    import mlflow
-    import numpy as np
-
+    """Rank 0: the network's predictions on the whole validation split, judged by
+    _trial_outcome."""
     model, tr, tuning = loaded.model, loaded.platform.training, loaded.platform.tuning
     val = read_shard(fitted["table_uri"], model, split="validation", rank=0, size=1,
                      holdout_fraction=tr.holdout_fraction, seed=tr.seed,
                      validation_fraction=tuning.validation_fraction)  # fmt: skip
     data = make_dataset(val, model, batch_size=4 * tr.batch_size, shuffle=False, seed=tr.seed)
     preds = fitted["net"].predict(data, verbose=0).ravel()
+    return {**_trial_outcome(loaded, val.label, preds, objective, epochs),
+            "validation_rows": val.rows}  # fmt: skip
+
+
+def _trial_outcome(
+    loaded: model_loader.LoadedModel, labels: Any, preds: Any, objective: str, epochs: int
+) -> dict[str, Any]:
+    """The objective from a trial's predictions on the validation part, logged to the trial's
+    child run, which ends FINISHED, or FAILED when the trial diverged (non-finite predictions or
+    objective). ``labels``: an array, or the validation rows' frame (its label column)."""
+    import mlflow
+    import numpy as np
+
+    model = loaded.model
+    if hasattr(labels, "columns"):
+        labels = labels[model.label_column].to_numpy()
     status, metrics, value = "failed", {}, float("nan")
     if np.all(np.isfinite(preds)):
-        metrics = gate.metrics(model.task, val.label, preds)
+        metrics = gate.metrics(model.task, labels, preds)
         value = float(metrics[objective])
         status = "ok" if math.isfinite(value) else "failed"
     if metrics:
@@ -309,7 +383,7 @@ def _score_trial(
     mlflow.end_run(status="FINISHED" if status == "ok" else "FAILED")
     reason = {} if status == "ok" else {"reason": "diverged: non-finite predictions or objective"}
     return {"status": status, "objective": value if status == "ok" else None,
-            "objective_metric": objective, "metrics": metrics, "validation_rows": val.rows,
+            "objective_metric": objective, "metrics": metrics, "validation_rows": len(labels),
             **reason}  # fmt: skip
 
 
@@ -662,13 +736,11 @@ def _train_single(
 
     from model_steps.serving import predictions
 
-    model, tr = loaded.model, loaded.platform.training
+    model = loaded.model
     run_dir, table_uri = ctx.layout.models, ctx.lake_path(FEATURES)
     t_read = time.monotonic()
-    data, df = _fit_data(table_uri, loaded)
+    data, df, holdout = _fit_data(table_uri, loaded)
     read_s = time.monotonic() - t_read
-    if data.train.empty:
-        raise StepError(f"{table_uri}: the training split is empty")
     tags = {"framework": model.framework, "features_uri": table_uri, **tuning_tags(selected)}
     run_id, _ = _mlflow_run(ctx, run_dir, {}, None, tags)
     mlflow.log_params(_params(loaded, framework=model.framework, rows_train=len(data.train)))
@@ -678,7 +750,6 @@ def _train_single(
     _, profile_uri = _log_data(ctx, loaded, table_uri)
     example = df[list(model.input_columns)].head(5).reset_index(drop=True)
     digest, served = _log_model(fitted, model, example, served=True)
-    holdout = df[holdout_mask(df[model.key].to_numpy(), tr.holdout_fraction, tr.seed)]
     preds = predictions(served, model, holdout)
     metrics = gate.metrics(model.task, holdout[model.label_column].to_numpy(), preds)
     mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
@@ -698,21 +769,30 @@ def _train_single(
     return result
 
 
-def _fit_data(table_uri: str, loaded: model_loader.LoadedModel) -> tuple[FitData, Any]:
-    """The whole training split and the holdout (the platform's split), inputs as the served
-    model takes them (serving.tabular_frame) plus the label: (FitData, the feature table)."""
+def _fit_data(
+    table_uri: str, loaded: model_loader.LoadedModel, plan: FitPlan = FitPlan()
+) -> tuple[FitData, Any, Any]:
+    """The plan's fit and score splits (the training split and the holdout; a trial's "fit" and
+    "validation" parts), inputs as the served model takes them (serving.tabular_frame) plus the
+    label: (FitData, the feature table, the score split's rows of it)."""
     from model_steps.profile import read_table
     from model_steps.serving import io_spec, tabular_frame
 
     model, tr = loaded.model, loaded.platform.training
     df = read_table(table_uri)
-    hold = holdout_mask(df[model.key].to_numpy(), tr.holdout_fraction, tr.seed)
+    keys = df[model.key].to_numpy()
+    fit_rows, score_rows = (
+        split_mask(keys, split, tr.holdout_fraction, tr.seed, plan.validation_fraction)
+        for split in (plan.fit_split, plan.score_split)
+    )
 
     def part(rows: Any) -> Any:
         frame = tabular_frame(df[rows].reset_index(drop=True), io_spec(model))
         frame[model.label_column] = df[rows][model.label_column].to_numpy()
         return frame
 
-    data = FitData(part(~hold), part(hold), tuple(model.numeric_features),
+    data = FitData(part(fit_rows), part(score_rows), tuple(model.numeric_features),
                    tuple(model.categorical_features), model.label_column, tr.seed)  # fmt: skip
-    return data, df
+    if data.train.empty:
+        raise StepError(f"{table_uri}: the {plan.fit_split} split is empty")
+    return data, df, df[score_rows]

@@ -130,6 +130,7 @@ def trial(ctx: StepContext) -> TrialResult | RankResult:
     return train.run_trial(
         ctx, spec, parent_run_id=plan["parent_run_id"], epochs=plan["rungs"][rung],
         rung=rung, objective=plan["objective"], result=result_uri(ctx, spec["name"], rung),
+        first_rung=result_uri(ctx, spec["name"], 0) if rung else None,
     )  # fmt: skip
 
 

@@ -20,8 +20,15 @@ from mlmodels.preferred_channel.settings import ChannelSettings
 from mlmodels.restaurant_chain.datagen import example_data
 from mlmodels.restaurant_chain.tables import DINERS, ORDERS
 from model_steps.model_api import Model
+from model_steps.search_space import IntRange, LogUniform
 
-# no search_space: the platform's tuning trials train Keras models only (docs/models.md)
+# what a tuning run (settings tuning.enabled) may vary: each trial is one LightGBM fit
+SEARCH_SPACE = {
+    "model.learning_rate": LogUniform(0.03, 0.3),
+    "model.num_leaves": IntRange(7, 63),
+    "model.min_child_samples": IntRange(10, 60, 5),
+}
+
 MODEL = Model(
     name="preferred_channel",
     description=__doc__ or "",
@@ -43,4 +50,5 @@ MODEL = Model(
     suite=Path(__file__).with_name("expectations.json"),
     example_data=example_data,
     settings=ChannelSettings,
+    search_space=SEARCH_SPACE,
 )

@@ -14,11 +14,13 @@ The model owns what only it knows:
                        rewarded on clicks, settings ``crm.campaign.reward: click``)
 ``suite``              its Great Expectations suite file, next to its code
 ``task``               binary_classification | regression: metrics, gate direction, score column
-``framework``          keras (default: the Horovod loop) | lightgbm | sklearn | xgboost: training,
-                       storage
+``framework``          keras (default: the Horovod loop) | lightgbm | sklearn | xgboost | pytorch:
+                       training, storage
 ``network``            Keras: the platform's preprocessed inputs -> the output tensor
 ``train_fn``           optional escape hatch (Keras): the whole fit under the same context
 ``fit``                a non-Keras framework's single-process fit: FitData -> the fitted object
+``module``             PyTorch: ModuleInputs -> the untrained ``torch.nn.Module`` (the architecture:
+                       the registered file holds its weights only, model_store loads them into it)
 ``crm_select/record``  which scored rows are pushed, and what a CRM record holds
 ``settings``           the pydantic schema of its ``model:`` settings section
 ``example_data``       writes a tiny raw zone its hooks run on in `make test`
@@ -107,16 +109,32 @@ class TrainingData:
 # framework -> the model_store format its fitted object is saved in (loaded without running code)
 FRAMEWORK_FORMATS: dict[str, str] = {
     "keras": "keras-v3", "lightgbm": "lightgbm-text", "sklearn": "sklearn-skops",
-    "xgboost": "xgboost-json",
+    "xgboost": "xgboost-json", "pytorch": "pytorch-safetensors",
 }  # fmt: skip
-Framework = Literal["keras", "lightgbm", "sklearn", "xgboost"]
+Framework = Literal["keras", "lightgbm", "sklearn", "xgboost", "pytorch"]
+
+
+@dataclass(frozen=True)
+class ModuleInputs:
+    """What ``Model.module`` builds a PyTorch module for. Its ``forward(numeric, codes)`` takes the
+    numeric columns as one [n, len(numeric)] float32 tensor (raw values: the module normalizes
+    them itself, e.g. with buffers its ``fit`` sets) and the categoricals as one [n,
+    len(categorical)] int64 tensor of codes: each value's position in its column's vocabulary,
+    ``len(vocabulary)`` for a value not in it or missing (serving.module_arrays builds both, for
+    ``fit`` and for serving). It returns [n, outputs]: a binary task's logit, a regression's
+    value, or one logit per class (the platform applies the sigmoid or softmax)."""
+
+    numeric: tuple[str, ...]
+    categorical: Mapping[str, tuple[str, ...]]  # column -> vocabulary (code = position)
+    outputs: int
 
 
 @dataclass(frozen=True)
 class FitData:
     """What a non-Keras ``fit`` gets: the whole training split and the holdout (pandas frames of
     the key, the input columns and the label; model_steps.training.holdout_mask), the column names
-    and the platform's seed. One process: no Horovod ranks."""
+    and the platform's seed. One process: no Horovod ranks. PyTorch: ``module_inputs``, what
+    ``Model.module`` builds for (serving.module_arrays codes the frames with its vocabularies)."""
 
     train: Any
     holdout: Any
@@ -124,6 +142,7 @@ class FitData:
     categorical: tuple[str, ...]
     label: str
     seed: int
+    module_inputs: ModuleInputs | None = None
 
 
 @dataclass(frozen=True)
@@ -151,9 +170,12 @@ class Model:
     train_fn: Callable[[TrainingData, ModelContext], Any] | None = None
     # another framework: one process fits on the whole training split and returns the fitted object
     # (lightgbm: a Booster or an LGBMModel; sklearn: an estimator; xgboost: a Booster or an
-    # XGBModel), saved in its framework's format
+    # XGBModel; pytorch: the trained module that ``module`` builds), saved in its framework's format
     framework: Framework = "keras"
     fit: Callable[[FitData, ModelContext], Any] | None = None
+    # pytorch: the architecture, a function of the inputs only: model_store builds it from the
+    # model's own code when it loads a registered file of weights (the file never names code)
+    module: Callable[[ModuleInputs], Any] | None = None
     # multiclass_classification: the class names, in the order of the label's indices 0..k-1
     classes: tuple[str, ...] = ()
     # writes example raw data for (lake URI, tenant, entities) and returns its data date: what
@@ -178,6 +200,9 @@ class Model:
             raise ValueError(f"model {self.name}: a Keras model needs a network or a train_fn")
         if self.framework != "keras" and self.fit is None:
             raise ValueError(f"model {self.name}: framework {self.framework!r} needs a fit")
+        if (self.framework == "pytorch") != (self.module is not None):
+            raise ValueError(f"model {self.name}: a module (the architecture) is given for "
+                             "framework 'pytorch' and only then")  # fmt: skip
         if bool(self.task_info.score_prefix) != bool(self.classes):
             raise ValueError(f"model {self.name}: classes {self.classes!r} must be given for a "
                              f"task with several classes and only then (task {self.task})")  # fmt: skip
@@ -197,6 +222,12 @@ class Model:
     def store_format(self) -> str:
         """The model_store format its fitted object is saved in."""
         return FRAMEWORK_FORMATS[self.framework]
+
+    @property
+    def module_inputs(self) -> ModuleInputs:
+        """What ``module`` builds for: the inputs, and one output per class (else one)."""
+        return ModuleInputs(tuple(self.numeric_features), dict(self.categorical_features),
+                            len(self.classes) or 1)  # fmt: skip
 
     @property
     def task_info(self) -> Task:

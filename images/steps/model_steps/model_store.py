@@ -15,6 +15,9 @@ recorded where the artifact's writer cannot change it (the registered version's 
 the gate; the training run's tag for the gate's own candidate): a mismatch refuses the model,
 naming the model, version and file.
 
+A PyTorch model (``pytorch-safetensors``) stores its weights only: its architecture is the model
+package's code (``Model.module``), which the caller passes (``code``); see ``_torch_load``.
+
 Formats are registered by name (``FORMATS``): a new framework adds one ``ModelFormat`` whose
 ``save``/``load`` read and write only data (docs/registry-access.md, "Model formats").
 """
@@ -98,7 +101,9 @@ class ModelFormat:
     name: str
     files: tuple[str, ...]
     save: Callable[[Any, Path], None]
-    load: Callable[[Path, IoSpec], Predictor]
+    # (directory, io, code): ``code`` is the Model whose package the step runs (model_api), for a
+    # format whose architecture is code (pytorch-safetensors); None where the caller has none
+    load: Callable[[Path, IoSpec, Any], Predictor]
 
 
 FORMATS: dict[str, ModelFormat] = {}
@@ -124,16 +129,17 @@ def content_digest(fmt: str, model: str, task: str, io: IoSpec, files: dict[str,
 
 def save(
     directory: Path, obj: Any, *, fmt: str, model: str, task: str, io: IoSpec,
-    example: Any = None,
+    example: Any = None, code: Any = None,
 ) -> Manifest:  # fmt: skip
     """Write ``obj`` in format ``fmt``, io.json, the MLmodel signature (``example``: a few input
-    rows) and the manifest into ``directory``; returns the manifest."""
+    rows, predicted by the directory loaded back with ``code``, load_dir's) and the manifest into
+    ``directory``; returns the manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     fmt_ = FORMATS[fmt]
     fmt_.save(obj, directory)
     (directory / IO_FILE).write_text(json.dumps(io.model_dump(), sort_keys=True))
     if example is not None:
-        _write_signature(directory, fmt_.load(directory, io), example)
+        _write_signature(directory, fmt_.load(directory, io, code), example)
     files = {
         p.name: sha256_file(str(p)) for p in sorted(directory.iterdir()) if p.name != MANIFEST_FILE
     }
@@ -208,11 +214,18 @@ def _read_manifest(directory: Path, what: str) -> Manifest:
         raise ModelRefused(f"{what}: {MANIFEST_FILE} is not valid: {fields}") from None
 
 
-def load_dir(directory: Path, expected_digest: str | None, what: str) -> Predictor:
-    """Verify, then load with the format's (the image's) code."""
+def load_dir(
+    directory: Path, expected_digest: str | None, what: str, code: Any = None
+) -> Predictor:
+    """Verify, then load with the format's (the image's) code. ``code``: the model_api Model the
+    caller runs (the step's model, named by the DAG module, its package installed in the image),
+    which a format whose architecture is code builds it from; the manifest must name that model."""
     manifest = verify(directory, expected_digest, what)
+    if code is not None and code.name != manifest.model:
+        raise ModelRefused(f"{what}: {MANIFEST_FILE} is model {manifest.model!r}'s, this step "
+                           f"runs model {code.name!r}")  # fmt: skip
     try:
-        return FORMATS[manifest.format].load(directory, manifest.io)
+        return FORMATS[manifest.format].load(directory, manifest.io, code)
     except ModelRefused as exc:  # the format's own check: say which model and version
         raise ModelRefused(f"{what}: {exc}") from None
     except Exception as exc:  # a verified file the format still cannot read: refuse, clearly
@@ -236,19 +249,21 @@ def download(run_id: str, dest: Path, what: str) -> Path:
     return dest
 
 
-def load_run(run_id: str, expected_digest: str | None, what: str) -> Predictor:
+def load_run(
+    run_id: str, expected_digest: str | None, what: str, code: Any = None
+) -> Predictor:
     """The model directory logged by run ``run_id``, verified against ``expected_digest``."""
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
-        return load_dir(download(run_id, Path(tmp), what), expected_digest, what)
+        return load_dir(download(run_id, Path(tmp), what), expected_digest, what, code)
 
 
-def load_version(name: str, version: str) -> Predictor:
+def load_version(name: str, version: str, code: Any = None) -> Predictor:
     """A registered version, verified against its digest tag (the gate's, set at registration)."""
     import mlflow
 
     mv = mlflow.MlflowClient().get_model_version(name, version)
     what = f"model {name} v{version} (run {mv.run_id})"
-    return load_run(mv.run_id, mv.tags.get(DIGEST_TAG), what)
+    return load_run(mv.run_id, mv.tags.get(DIGEST_TAG), what, code)
 
 
 # ---------------------------------------------------------------- the Keras format
@@ -303,7 +318,7 @@ def check_keras_config(path: Path) -> None:
     walk(config, "config")
 
 
-def _keras_load(directory: Path, io: IoSpec) -> Predictor:
+def _keras_load(directory: Path, io: IoSpec, code: Any = None) -> Predictor:
     import tensorflow as tf
 
     from model_steps.serving import KerasPredictor
@@ -343,7 +358,7 @@ def check_lightgbm_text(path: Path) -> None:
         raise ModelRefused(f"{path.name}: not a LightGBM text model (starts with {head!r})")
 
 
-def _lightgbm_load(directory: Path, io: IoSpec) -> Predictor:
+def _lightgbm_load(directory: Path, io: IoSpec, code: Any = None) -> Predictor:
     import lightgbm as lgb
 
     from model_steps.serving import LightGBMPredictor
@@ -380,7 +395,7 @@ def _skops_save(fitted: Any, directory: Path) -> None:
     skops.io.dump(fitted, directory / SKOPS_FILE)
 
 
-def _skops_load(directory: Path, io: IoSpec) -> Predictor:
+def _skops_load(directory: Path, io: IoSpec, code: Any = None) -> Predictor:
     import skops.io
 
     from model_steps.serving import SklearnPredictor
@@ -440,7 +455,7 @@ def check_xgboost_json(path: Path) -> dict[str, Any]:
     return objective
 
 
-def _xgboost_load(directory: Path, io: IoSpec) -> Predictor:
+def _xgboost_load(directory: Path, io: IoSpec, code: Any = None) -> Predictor:
     import xgboost as xgb
 
     from model_steps.serving import XGBoostPredictor
@@ -458,4 +473,101 @@ def _xgboost_load(directory: Path, io: IoSpec) -> Predictor:
 
 XGBOOST = register_format(
     ModelFormat("xgboost-json", (XGBOOST_FILE,), _xgboost_save, _xgboost_load)
+)
+
+
+# ---------------------------------------------------------------- the PyTorch format (safetensors)
+
+TORCH_FILE = "model.safetensors"
+# torch dtype name -> safetensors' header name (what a state_dict of weights and buffers holds)
+SAFETENSORS_DTYPES = {
+    "float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+    "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}  # fmt: skip
+_SAFETENSORS_MAX_HEADER = 64 << 20  # a header names tensors; beyond this it is not a weights file
+
+
+def _torch_save(module: Any, directory: Path) -> None:
+    """The module's ``state_dict`` (weights and buffers, tensors only) in safetensors' format:
+    the architecture is the model's code (``Model.module``), never stored."""
+    import torch
+    from safetensors.torch import save_file
+
+    if not isinstance(module, torch.nn.Module):
+        raise StepError(f"the pytorch format saves a trained torch.nn.Module, not a "
+                        f"{type(module).__name__}")  # fmt: skip
+    state = module.state_dict()
+    if odd := sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor)):
+        raise StepError(f"the pytorch format saves tensors only; the state_dict holds {odd}")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+              str(directory / TORCH_FILE))  # fmt: skip
+
+
+def safetensors_header(path: Path) -> dict[str, tuple[str, list[int]]]:
+    """Each tensor's (dtype, shape) as the file's header names them, read as JSON before any
+    library parses the file: a file that is not safetensors (a pickle, a zip) is refused."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else -1
+    if not 0 < size <= min(len(raw) - 8, _SAFETENSORS_MAX_HEADER):
+        raise ModelRefused(f"{path.name}: not a safetensors file (no header of its size)")
+    try:
+        header = json.loads(raw[8 : 8 + size])
+        tensors = {k: (v["dtype"], list(v["shape"])) for k, v in header.items()
+                   if k != "__metadata__"}  # fmt: skip
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        raise ModelRefused(f"{path.name}: not a safetensors file (header: {exc!r})") from None
+    return tensors
+
+
+def check_state_header(path: Path, expected: dict[str, tuple[str, list[int]]]) -> None:
+    """Refuse the file unless its header names exactly the module's state_dict: the same keys,
+    each with the module's dtype and shape."""
+    found = safetensors_header(path)
+    problems = [f"missing {sorted(set(expected) - set(found))}"] if set(expected) - set(found) else []
+    if extra := sorted(set(found) - set(expected)):
+        problems.append(f"extra {extra}")
+    problems += [f"{k}: {found[k][0]} {found[k][1]}, the module's {want[0]} {want[1]}"
+                 for k, want in expected.items() if k in found and found[k] != want]  # fmt: skip
+    if problems:
+        raise ModelRefused(f"{path.name}: its tensors are not the module's state_dict: "
+                           + "; ".join(problems))  # fmt: skip
+
+
+def _torch_load(directory: Path, io: IoSpec, code: Any = None) -> Predictor:
+    """Build the module from the model's own code, check the file's header against its
+    state_dict, then load the tensors into it (``load_state_dict(strict=True)``).
+
+    Why the code comes from the caller: a PyTorch architecture is Python, and a registered
+    model is data, so the file holds weights only and the module is built by the package the
+    step runs (``code``: the model the DAG module names, installed in the step's image; the
+    step passes the model it loaded). The artifact never chooses what runs: its manifest must name
+    that same model (load_dir), its io.json the inputs the code declares, and its tensors exactly
+    the module's keys, dtypes and shapes. ``torch.load`` (pickle) is never called."""
+    import torch
+    from safetensors.torch import load_file
+
+    from model_steps.serving import TorchPredictor
+
+    if code is None or getattr(code, "module", None) is None:
+        raise ModelRefused(f"format pytorch-safetensors builds its module from the model's code "
+                           f"(Model.module), and the caller named no such model")  # fmt: skip
+    inputs = code.module_inputs
+    declared = (list(inputs.numeric), list(inputs.categorical), list(code.classes) or None)
+    if declared != (io.numeric, io.categorical, io.classes):
+        raise ModelRefused(f"{IO_FILE}: inputs {io.numeric} {io.categorical} (classes "
+                           f"{io.classes}) are not model {code.name}'s {declared}")  # fmt: skip
+    module = code.module(inputs)
+    if not isinstance(module, torch.nn.Module):
+        raise ModelRefused(f"model {code.name}'s module hook gave a {type(module).__name__}, "
+                           "not a torch.nn.Module")  # fmt: skip
+    expected = {k: (SAFETENSORS_DTYPES.get(str(v.dtype).removeprefix("torch."), str(v.dtype)),
+                    list(v.shape)) for k, v in module.state_dict().items()}  # fmt: skip
+    path = directory / TORCH_FILE
+    check_state_header(path, expected)
+    module.load_state_dict(load_file(str(path), device="cpu"), strict=True)
+    return TorchPredictor(module, io, inputs, code.task)
+
+
+TORCH = register_format(
+    ModelFormat("pytorch-safetensors", (TORCH_FILE,), _torch_save, _torch_load)
 )

@@ -113,14 +113,15 @@ def _profile_uri(ctx: StepContext, mv: Any) -> str:
     return uri if lake.exists(uri) else ""
 
 
-def decide(ctx: StepContext, name: str, version: str) -> EvaluateResult:
+def decide(ctx: StepContext, name: str, version: str, code: Any = None) -> EvaluateResult:
     """The gate's decision for a pinned run: the version qualifies and its bytes verify (loading
-    it checks every file's sha256 against the digest the gate recorded)."""
+    it checks every file's sha256 against the digest the gate recorded; ``code``: the step's
+    model, model_store.load_dir's)."""
     import mlflow
 
     client = mlflow.MlflowClient()
     mv = eligible(client, name, version)
-    load_version(name, version)  # refuses a tampered artifact before anything moves
+    load_version(name, version, code)  # refuses a tampered artifact before anything moves
     current = champion_version(name)
     champion = None if current is None else str(current.version)
     moves = bool(ctx.params.get(PARAM_MAKE_CHAMPION))

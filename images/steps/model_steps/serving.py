@@ -11,7 +11,7 @@ from the artifact store.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -251,6 +251,86 @@ def xgboost_categories(booster: Any, categorical: list[str]) -> dict[str, list[s
         raise ValueError(f"the XGBoost model keeps no training categories for {missing} (fit "
                          "with enable_categorical=True on pandas categories, XGBoost >= 3.1)")  # fmt: skip
     return {c: kept[c] for c in categorical}
+
+
+def module_arrays(
+    frame: pd.DataFrame, numeric: Sequence[str], categorical: Mapping[str, Sequence[str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The input columns as a PyTorch module takes them (model_api.ModuleInputs): one C-contiguous
+    [n, k] float32 matrix of the numeric columns, one [n, c] int64 matrix of each categorical's
+    position in its vocabulary (``len(vocabulary)``: not in it, or missing). The same function
+    builds what a ``fit`` trains on and what the served module predicts on."""
+    _missing_columns(frame, {"numeric": list(numeric), "categorical": list(categorical)})
+    x = np.ascontiguousarray(frame[list(numeric)].to_numpy(dtype=np.float32).reshape(-1, len(numeric)))
+    codes = np.empty((len(frame), len(categorical)), dtype=np.int64)
+    for j, (column, vocabulary) in enumerate(categorical.items()):
+        found = category_codes(frame[column], pd.Index(vocabulary))
+        codes[:, j] = np.where(found >= 0, found, len(vocabulary))
+    return x, codes
+
+
+# Rows per forward of a served PyTorch module: the score step's chunk at once (its default 200k),
+# at most this many rows (bounded memory: an MLP's activations are rows x width floats).
+TORCH_BATCH_ROWS = 262_144
+
+
+def torch_threads() -> int:
+    """The cores this process may use (its CPU affinity, as the Keras ranks share them): PyTorch's
+    default counts the machine's, which oversubscribes a pod limited to fewer."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
+class TorchPredictor(FramePredictor):
+    """The image's wrapper around a PyTorch module (model_store's ``pytorch-safetensors`` format,
+    its weights loaded into the architecture of the model's own code): a frame of feature columns
+    in (module_arrays, the vocabularies of ``inputs``), the task's output columns out, as the
+    other predictors give them. The module runs in eval mode under ``torch.inference_mode`` on
+    the score step's whole chunk (at most TORCH_BATCH_ROWS rows per forward); the sigmoid
+    (binary) or softmax (classes) is the platform's, a regression's value is served as given."""
+
+    def __init__(self, module: Any, io: Any, inputs: Any, task: str) -> None:
+        import torch
+
+        super().__init__(module.eval(), io)
+        self.module_inputs, self.task = inputs, task
+        if torch.get_num_threads() > (cores := torch_threads()):
+            torch.set_num_threads(cores)
+
+    def inputs(self, frame: pd.DataFrame) -> Any:
+        import torch
+
+        x, codes = module_arrays(frame, self.io["numeric"], self.module_inputs.categorical)
+        return torch.from_numpy(x), torch.from_numpy(codes)
+
+    def outputs(self, inputs: Any, index: pd.Index) -> pd.DataFrame:
+        classes = self.io.get("classes") or []
+        out = self.forward(*inputs)
+        if out.shape[1] == 1 and len(classes) == 2:  # two classes, one logit: sigmoid, as binary
+            out = np.column_stack([1.0 - out[:, 0], out[:, 0]])
+        if classes:
+            return class_frame(out, self.io, index)
+        if out.shape[1] != 1:
+            raise ValueError(f"the module gives {out.shape[1]} outputs per row, its task one")
+        return pd.DataFrame({self.io["output"]: out[:, 0]}, index=index)
+
+    def forward(self, x: Any, codes: Any) -> np.ndarray:
+        """The module on the inputs, TORCH_BATCH_ROWS rows at a time: [n, outputs] float64, the
+        sigmoid (one logit) or softmax (several) applied unless the task is a regression."""
+        import torch
+
+        parts = []
+        with torch.inference_mode():
+            for i in range(0, len(x), TORCH_BATCH_ROWS):
+                y = self.model(x[i : i + TORCH_BATCH_ROWS], codes[i : i + TORCH_BATCH_ROWS])
+                y = y.reshape(len(y), -1).double()
+                if self.task != "regression":
+                    y = torch.softmax(y, dim=1) if y.shape[1] > 1 else torch.sigmoid(y)
+                parts.append(y.numpy())
+        width = len(self.io.get("classes") or ()) or 1
+        return np.concatenate(parts) if parts else np.empty((0, width))
 
 
 def class_frame(probabilities: np.ndarray, io: dict[str, Any], index: Any) -> pd.DataFrame:

@@ -226,13 +226,14 @@ def _fit_other(model: Model, ctx: ModelContext, training: Any, population: Any) 
     io, label = io_spec(model), model.label_column
     train = tabular_frame(training, io)
     train[label] = training[label].to_numpy()
-    data = FitData(train, train, tuple(io["numeric"]), tuple(io["categorical"]), label, seed=0)
+    data = FitData(train, train, tuple(io["numeric"]), tuple(io["categorical"]), label, seed=0,
+                   module_inputs=model.module_inputs if model.module else None)
     fitted = model.fit(data, ctx)  # type: ignore[misc]
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
         directory = Path(tmp) / "model"
         manifest = model_store.save(directory, fitted, fmt=model.store_format, model=model.name,
-                                    task=model.task, io=model_store.IoSpec(**io))  # fmt: skip
-        served = model_store.load_dir(directory, manifest.digest, f"model {model.name}")
+                                    task=model.task, io=model_store.IoSpec(**io), code=model)  # fmt: skip
+        served = model_store.load_dir(directory, manifest.digest, f"model {model.name}", model)
     return predictions(served, model, population)
 
 

@@ -18,8 +18,11 @@ from model_steps import expectations
 from model_steps.model_api import FitData, Framework, Model, ModelContext
 
 
-def variant(framework: Framework, fit: Callable[[FitData, ModelContext], Any]) -> Model:
-    return dataclasses.replace(KERAS_MODEL, framework=framework, fit=fit, network=None)
+def variant(
+    framework: Framework, fit: Callable[[FitData, ModelContext], Any], **hooks: Any
+) -> Model:
+    """``hooks``: the framework's other hooks (pytorch: its ``module``)."""
+    return dataclasses.replace(KERAS_MODEL, framework=framework, fit=fit, network=None, **hooks)
 
 
 def two_class_variant(model: Model) -> Model:

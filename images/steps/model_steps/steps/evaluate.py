@@ -183,7 +183,7 @@ def run(ctx: StepContext) -> EvaluateResult:
         connect(tracking_uri(ctx))
         name = registered_model_name(ctx.pipeline, ctx.customer)
         result = lake.once(
-            ctx.layout.decision, lambda: pinned.decide(ctx, name, version), load=_reused,
+            ctx.layout.decision, lambda: pinned.decide(ctx, name, version, model_loader.load(ctx).model), load=_reused,
             dump=EvaluateResult.to_xcom,
         )  # fmt: skip
         return pinned.apply(ctx, result)
@@ -247,7 +247,7 @@ def _decide(ctx: StepContext) -> EvaluateResult:
     if champion == candidate_version:
         champion = None  # promoted by an earlier attempt that died before deciding
     if champion is not None:
-        scores["champion"] = _predict(load_version(name, champion), model, holdout)
+        scores["champion"] = _predict(load_version(name, champion, model), model, holdout)
     measured = {k: gate.metrics(model.task, y, p) for k, p in scores.items()}
     decision = gate.decide(
         loaded.platform.gate.model_dump(), measured["candidate"], candidate_version,
@@ -292,7 +292,7 @@ def _register_candidate(
     if trained.model_digest and digest != trained.model_digest:
         raise ModelRefused(f"candidate of run {run_id}: the run's {DIGEST_TAG} {digest} is not "
                            f"the digest train reported ({trained.model_digest})")  # fmt: skip
-    served = model_store.load_run(run_id, digest, f"candidate of {name} (run {run_id})")
+    served = model_store.load_run(run_id, digest, f"candidate of {name} (run {run_id})", model)
     found = [v for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
              if v.tags.get(DIGEST_TAG) == digest]  # fmt: skip
     if found:

@@ -34,9 +34,10 @@ from model_steps.tracking import (
 log = logging.getLogger("model_steps.score")
 
 
-def _champion(ctx: StepContext) -> tuple[Any, str, str, bool]:
+def _champion(ctx: StepContext, code: Any) -> tuple[Any, str, str, bool]:
     """The version to score with: the run's pinned *model_version* (re-score, backfill, rollback;
-    it must have passed its gate), else the champion. Returns (served, name, version, pinned)."""
+    it must have passed its gate), else the champion, loaded with the step's model (``code``,
+    model_store.load_dir's). Returns (served, name, version, pinned)."""
     from model_steps.model_store import load_version
 
     uri = tracking_uri(ctx)
@@ -47,13 +48,13 @@ def _champion(ctx: StepContext) -> tuple[Any, str, str, bool]:
 
         pinned.eligible(mlflow.MlflowClient(), name, version)
         log.info("pinned run: scoring with %s v%s, not @%s", name, version, CHAMPION_ALIAS)
-        return load_version(name, version), name, version, True
+        return load_version(name, version, code), name, version, True
     champion = champion_version(name)
     if champion is None:
         raise StepError(f"{name} has no @{CHAMPION_ALIAS} in MLflow ({uri}): nothing to score with")
     version = str(champion.version)
     # pinned: the alias may move while we score
-    return load_version(name, version), name, version, False  # verified against its digest
+    return load_version(name, version, code), name, version, False  # verified against its digest
 
 
 def _prefetch(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
@@ -125,7 +126,7 @@ def run(ctx: StepContext) -> ScoreResult:
     loaded = model_loader.load(ctx)
     features_uri = ctx.lake_path(POPULATION)
     lake.read_manifest(features_uri)  # a clear error before loading the model if ingest never ran
-    served, name, version, is_pinned = _champion(ctx)
+    served, name, version, is_pinned = _champion(ctx, loaded.model)
     out_uri = scores_table_uri(ctx)
     chunk_rows = loaded.platform.scoring.chunk_rows
     meta = {"pipeline": ctx.pipeline, "customer": ctx.customer, "run_key": ctx.run_key,

@@ -136,7 +136,9 @@ def _log_model(net: Any, model: Model, example: Any, *, served: bool = False) ->
         directory = Path(tmp) / model_store.MODEL_ARTIFACT
         manifest = _store(directory, net, model, example)
         loaded = (
-            model_store.load_dir(directory, manifest.digest, "the fitted model") if served else None
+            model_store.load_dir(directory, manifest.digest, "the fitted model", model)
+            if served
+            else None
         )
         mlflow.log_artifacts(str(directory), artifact_path=model_store.MODEL_ARTIFACT)
     mlflow.set_tag(model_store.DIGEST_TAG, manifest.digest)
@@ -154,7 +156,7 @@ def _served_unlogged(fitted: Any, model: Model) -> Any:
     with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
         directory = Path(tmp) / model_store.MODEL_ARTIFACT
         manifest = _store(directory, fitted, model, None)
-        return model_store.load_dir(directory, manifest.digest, "the trial's model")
+        return model_store.load_dir(directory, manifest.digest, "the trial's model", model)
 
 
 def _store(directory: Any, fitted: Any, model: Model, example: Any) -> Any:
@@ -163,7 +165,7 @@ def _store(directory: Any, fitted: Any, model: Model, example: Any) -> Any:
 
     return model_store.save(
         directory, fitted, fmt=model.store_format, model=model.name, task=model.task,
-        io=model_store.IoSpec(**io_spec(model)), example=example,
+        io=model_store.IoSpec(**io_spec(model)), example=example, code=model,
     )  # fmt: skip
 
 
@@ -792,7 +794,8 @@ def _fit_data(
         return frame
 
     data = FitData(part(fit_rows), part(score_rows), tuple(model.numeric_features),
-                   tuple(model.categorical_features), model.label_column, tr.seed)  # fmt: skip
+                   tuple(model.categorical_features), model.label_column, tr.seed,
+                   model.module_inputs if model.module else None)  # fmt: skip
     if data.train.empty:
         raise StepError(f"{table_uri}: the {plan.fit_split} split is empty")
     return data, df, df[score_rows]

@@ -1,0 +1,86 @@
+"""The PyTorch variant of the example propensity model for the train step's tests
+(framework_variants): its ``module`` (a small MLP: the numeric columns normalized by buffers the
+fit sets, one embedding per categorical), its ``fit``, the binary ``MODEL`` and the two-class
+``CLASSES_MODEL``. model_store's tests use ``Mlp`` and ``train`` on data of their own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from framework_variants import two_class_variant, variant
+
+from model_steps.model_api import FitData, ModelContext, ModuleInputs
+from model_steps.serving import module_arrays
+
+
+def module(inputs: ModuleInputs) -> Any:
+    """The architecture: a function of the inputs only (model_store builds it to load weights)."""
+    return Mlp(inputs)
+
+
+def _mlp_class() -> type:
+    import torch
+    from torch import nn
+
+    class _Mlp(nn.Module):
+        def __init__(self, inputs: ModuleInputs, width: int = 16) -> None:
+            super().__init__()
+            k = len(inputs.numeric)
+            self.register_buffer("mean", torch.zeros(k))
+            self.register_buffer("scale", torch.ones(k))
+            self.embeddings = nn.ModuleList(nn.Embedding(len(v) + 1, 3)
+                                            for v in inputs.categorical.values())  # fmt: skip
+            self.body = nn.Sequential(nn.Linear(k + 3 * len(self.embeddings), width), nn.ReLU(),
+                                      nn.Linear(width, inputs.outputs))  # fmt: skip
+
+        def forward(self, numeric: Any, codes: Any) -> Any:
+            parts = [(numeric - self.mean) / self.scale]
+            parts += [emb(codes[:, j]) for j, emb in enumerate(self.embeddings)]
+            return self.body(torch.cat(parts, dim=1))
+
+    return _Mlp
+
+
+def Mlp(inputs: ModuleInputs) -> Any:  # noqa: N802 (builds the class on first use: torch is lazy)
+    return _mlp_class()(inputs)
+
+
+def train(inputs: ModuleInputs, x: np.ndarray, codes: np.ndarray, y: np.ndarray, *,
+          task: str, seed: int, epochs: int = 30) -> Any:  # fmt: skip
+    """Full-batch Adam on the arrays: the task's loss (logits for classes, the value else)."""
+    import torch
+
+    torch.manual_seed(seed)
+    net = module(inputs)
+    y = np.asarray(y)
+    net.mean.copy_(torch.from_numpy(x.mean(axis=0)))
+    net.scale.copy_(torch.from_numpy(x.std(axis=0) + 1e-6))
+    xt, ct = torch.from_numpy(x), torch.from_numpy(codes)
+    if task == "multiclass_classification":
+        loss_fn, target = torch.nn.CrossEntropyLoss(), torch.from_numpy(y.astype(np.int64))
+    elif task == "regression":
+        loss_fn, target = torch.nn.MSELoss(), torch.from_numpy(y.astype(np.float32)).reshape(-1, 1)
+    else:
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        target = torch.from_numpy(y.astype(np.float32)).reshape(-1, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss_fn(net(xt, ct), target).backward()
+        opt.step()
+    return net.eval()
+
+
+def fit(data: FitData, ctx: ModelContext) -> Any:
+    """The MLP on the platform's training split (its inputs coded as the served module's)."""
+    inputs = data.module_inputs
+    assert inputs is not None  # the platform sets it for a pytorch model
+    x, codes = module_arrays(data.train, inputs.numeric, inputs.categorical)
+    task = "multiclass_classification" if inputs.outputs > 1 else "binary_classification"
+    return train(inputs, x, codes, data.train[data.label].to_numpy(), task=task, seed=data.seed,
+                 epochs=60)  # fmt: skip
+
+
+MODEL = variant("pytorch", fit, module=module)
+CLASSES_MODEL = two_class_variant(MODEL)

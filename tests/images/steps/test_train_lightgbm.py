@@ -4,7 +4,7 @@ fitted booster logged in the LightGBM text format with its digest (nothing regis
 measured through the very directory logged; then the evaluate gate verifies, registers and
 promotes it, and the score step scores with it through the same platform interface. Once as a
 binary classifier, once read as a task with several classes (class columns end to end), for
-LightGBM and XGBoost (test_train_xgboost holds XGBoost's binary run).
+LightGBM, XGBoost and PyTorch (test_train_xgboost and test_train_pytorch hold their binary runs).
 
 Each test is a customer of its own (its own registered model and champion), so the registry state
 of the other modules sharing the session's MLflow is left alone.
@@ -113,11 +113,12 @@ def test_lightgbm_model_trains_registers_and_scores(world) -> None:
     assert all(0 < r["score"] < 1 for r in rows) and scored["rows"] == len(rows)
 
 
-@pytest.mark.parametrize("framework", ["lightgbm", "xgboost"])
+@pytest.mark.parametrize("framework", ["lightgbm", "xgboost", "pytorch"])
 def test_a_model_with_classes_trains_gates_and_scores_class_columns(world, framework) -> None:
-    """Each tree framework's variant read as a task with several classes (the variant modules'
-    CLASSES_MODEL): class metrics, the gate on log loss, one probability column per class."""
-    pytest.importorskip(framework)
+    """Each non-Keras framework's variant read as a task with several classes (the variant
+    modules' CLASSES_MODEL): class metrics, the gate on log loss, one probability column per
+    class."""
+    pytest.importorskip({"pytorch": "torch"}.get(framework, framework))
     customer = f"{framework}-classes"
     classes = {"ref": f"{framework}_variant:CLASSES_MODEL", "task": "multiclass_classification",
                "source": "test"}  # fmt: skip

@@ -1,0 +1,83 @@
+"""A PyTorch model through the step command lines, as the local runtime runs them (one process,
+no horovodrun): the model's ``fit`` on the platform's training split returns a trained module, the
+platform logs its state_dict in safetensors with its digest; the evaluate gate verifies, registers
+and promotes it and the score step scores with it through the same platform interface, each
+building the module from the step's own model code; the registered version loads back (verified
+against its digest) and predicts as the module's own forward on the logged weights. Its run as a
+task with several classes is test_train_lightgbm's, parametrised by framework.
+
+The helpers and the world (the session's small feature lake, MLflow) are test_train_lightgbm's;
+each test is a customer of its own. Budget: ~10 s per step process."""
+
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+import pytest
+from test_train import RUN_ID
+from test_train_lightgbm import ingest, read_scores, step, world  # noqa: F401 (a fixture)
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("mlflow")
+
+BINARY = {"ref": "pytorch_variant", "task": "binary_classification", "source": "test"}
+
+
+def test_a_pytorch_model_trains_registers_scores_and_loads_as_its_module(world) -> None:  # noqa: F811
+    import mlflow
+
+    customer = "torch-one"
+    ingest(world[0], customer, RUN_ID)
+    rc, res, log = step("train", world, customer, BINARY)
+    assert rc == 0, log
+    assert res["ranks"] == 1 and res["checkpoint_uri"] == ""
+    assert res["metrics"]["roc_auc"] > 0.62, res["metrics"]  # chance is 0.5
+    client = mlflow.MlflowClient(world[2]["tracking_uri"])
+    run = client.get_run(res["mlflow_run_id"])
+    assert run.data.tags["framework"] == "pytorch"
+    assert run.data.tags["mlops.model_digest"] == res["model_digest"]
+    listed = {f.path for f in client.list_artifacts(run.info.run_id, "model")}
+    assert listed == {"model/MANIFEST.json", "model/io.json", "model/model.safetensors",
+                      "model/MLmodel"}  # fmt: skip
+
+    gate = {"metric": "roc_auc", "thresholds": {"roc_auc": 0.6}}
+    rc, decision, log = step("evaluate", world, customer, BINARY, {"gate": gate})
+    assert rc == 0, log
+    assert decision["promote"] and decision["candidate_digest"] == res["model_digest"]
+    rc, scored, log = step("score", world, customer, BINARY, {"scoring": {"chunk_rows": 1000}})
+    assert rc == 0, log
+    rows = read_scores(customer)
+    assert scored["model_version"] == decision["candidate_version"] and rows
+    assert all(0 < r["score"] < 1 for r in rows) and scored["rows"] == len(rows)
+    _loads_and_predicts_as_its_module(decision["registered_model"],
+                                      decision["candidate_version"], run.info.run_id)  # fmt: skip
+
+
+def _loads_and_predicts_as_its_module(name: str, version: str, run_id: str) -> None:
+    """The registered version through model_store (verified, the image's wrapper, the model's
+    code) against the module's own forward on the weights file the run logged."""
+    import mlflow
+    import pandas as pd
+    import pytorch_variant
+    from safetensors.torch import load_file
+
+    from model_steps import model_store
+    from model_steps.serving import module_arrays
+
+    model = pytorch_variant.MODEL
+    served = model_store.load_version(name, version, model)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=tmp,
+                                                   artifact_path="model/model.safetensors")  # fmt: skip
+        module = pytorch_variant.module(model.module_inputs)
+        module.load_state_dict(load_file(path))
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({c: rng.normal(size=200) for c in model.numeric_features})
+    for c, vocabulary in model.categorical_features.items():
+        frame[c] = rng.choice(list(vocabulary), 200)
+    x, codes = module_arrays(frame, model.numeric_features, model.categorical_features)
+    with torch.no_grad():
+        want = torch.sigmoid(module.eval()(torch.from_numpy(x), torch.from_numpy(codes)))
+    np.testing.assert_allclose(served.predict(frame)["score"].to_numpy(),
+                               want.double().numpy()[:, 0], rtol=1e-6)  # fmt: skip

@@ -21,6 +21,13 @@ no platform code; no parquet, no output frame, no write:
 * sklearn: the same inputs and classes, a HistGradientBoostingClassifier of 50 iterations, saved
   and loaded through skops (serving.SklearnPredictor); the baseline is its ``predict_proba`` on
   the chunk converted by serving.tabular_frame.
+* pytorch: the same inputs and classes, an MLP (an embedding per categorical, two hidden layers of
+  64; untrained: the work per row is the same), saved and loaded as safetensors weights into the
+  module the model's code builds (serving.TorchPredictor); the baseline is the module's own
+  forward under ``torch.inference_mode`` in batches of 8192 rows and a softmax, on the numeric
+  columns as one float32 matrix and each categorical coded by its vocabulary's
+  ``pd.Index.get_indexer`` (-1 -> the vocabulary's length; ``pd.Categorical(values,
+  categories)`` takes about twice as long on the object strings).
 
 Each path is called once off the clock first (Keras traces its function). Prints a table and
 writes benchmarks/results/score.json. Goal: step >= 0.95x the baseline.
@@ -57,7 +64,7 @@ from model_steps.steps.score import score_table  # noqa: E402
 from model_steps.training import build_model  # noqa: E402
 
 TARGET = 0.95
-FRAMEWORKS = ("keras", "lightgbm", "xgboost", "sklearn")
+FRAMEWORKS = ("keras", "lightgbm", "xgboost", "sklearn", "pytorch")
 
 
 def feature_table(root: Path, model: Any, rows: int, files: int, seed: int = 1) -> str:
@@ -161,18 +168,70 @@ def sklearn_model(root: Path, sample: pd.DataFrame) -> tuple[Any, Callable[[pd.D
     return served, lambda chunk: est.predict_proba(tabular_frame(chunk, io))
 
 
-# the tree frameworks' models on a sample of the rows: (served, baseline)
-TREE_MODELS = {"lightgbm": lightgbm_model, "xgboost": xgboost_model, "sklearn": sklearn_model}
+def mlp(inputs: Any) -> Any:
+    """The benchmark's PyTorch architecture (a model's ``module`` hook): an embedding of 8 per
+    categorical, the numeric columns, two hidden layers of 64, one logit per class."""
+    import torch
+    from torch import nn
+
+    class Mlp(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embeddings = nn.ModuleList(nn.Embedding(len(v) + 1, 8)
+                                            for v in inputs.categorical.values())  # fmt: skip
+            width = len(inputs.numeric) + 8 * len(self.embeddings)
+            self.body = nn.Sequential(nn.Linear(width, 64), nn.ReLU(), nn.Linear(64, 64),
+                                      nn.ReLU(), nn.Linear(64, inputs.outputs))  # fmt: skip
+
+        def forward(self, numeric: Any, codes: Any) -> Any:
+            parts = [numeric, *(e(codes[:, j]) for j, e in enumerate(self.embeddings))]
+            return self.body(torch.cat(parts, dim=1))
+
+    return Mlp()
 
 
-def _saved_and_loaded(root: Path, model: Any, obj: Any, fmt: str) -> Any:
+def pytorch_model(root: Path, sample: pd.DataFrame) -> tuple[Any, Callable[[pd.DataFrame], Any]]:
+    """As lightgbm_model, with an MLP (untrained) stored as safetensors weights and loaded into
+    the module the model's code builds; the baseline is the module's own forward in batches."""
+    import dataclasses
+
+    import torch
+
+    from model_steps import model_store
+
+    model = dataclasses.replace(LIGHTGBM_MODEL, framework="pytorch", module=mlp)
+    torch.manual_seed(0)
+    module = mlp(model.module_inputs).eval()
+    served = _saved_and_loaded(root, model, module, model_store.TORCH.name, code=model)
+    numeric, vocabularies = list(model.numeric_features), model.categorical_features
+
+    def baseline(chunk: pd.DataFrame) -> Any:
+        x = torch.from_numpy(chunk[numeric].to_numpy(dtype=np.float32))
+        coded = [(pd.Index(v).get_indexer(chunk[c].to_numpy()), len(v))
+                 for c, v in vocabularies.items()]
+        codes_t = torch.from_numpy(
+            np.column_stack([np.where(k >= 0, k, n) for k, n in coded]).astype(np.int64)
+        )
+        with torch.inference_mode():
+            return [torch.softmax(module(x[i : i + 8192], codes_t[i : i + 8192]), dim=1)
+                    for i in range(0, len(chunk), 8192)]  # fmt: skip
+
+    return served, baseline
+
+
+# the other frameworks' models on a sample of the rows: (served, baseline)
+TREE_MODELS = {"lightgbm": lightgbm_model, "xgboost": xgboost_model, "sklearn": sklearn_model,
+               "pytorch": pytorch_model}  # fmt: skip
+
+
+def _saved_and_loaded(root: Path, model: Any, obj: Any, fmt: str, code: Any = None) -> Any:
     from model_steps import model_store
     from model_steps.serving import io_spec
 
     folder = root / f"model-{fmt}"
     manifest = model_store.save(folder, obj, fmt=fmt, model=model.name, task=model.task,
                                 io=model_store.IoSpec(**io_spec(model)))  # fmt: skip
-    return model_store.load_dir(folder, manifest.digest, "benchmark model")
+    return model_store.load_dir(folder, manifest.digest, "benchmark model", code)
 
 
 def measure(framework: str, root: Path, rows: int, chunk_rows: int, repeat: int) -> dict[str, Any]:

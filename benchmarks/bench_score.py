@@ -207,8 +207,9 @@ def pytorch_model(root: Path, sample: pd.DataFrame) -> tuple[Any, Callable[[pd.D
 
     def baseline(chunk: pd.DataFrame) -> Any:
         x = torch.from_numpy(chunk[numeric].to_numpy(dtype=np.float32))
-        coded = [(pd.Index(v).get_indexer(chunk[c].to_numpy()), len(v))
-                 for c, v in vocabularies.items()]
+        coded = [
+            (pd.Index(v).get_indexer(chunk[c].to_numpy()), len(v)) for c, v in vocabularies.items()
+        ]
         codes_t = torch.from_numpy(
             np.column_stack([np.where(k >= 0, k, n) for k, n in coded]).astype(np.int64)
         )

@@ -249,9 +249,7 @@ def download(run_id: str, dest: Path, what: str) -> Path:
     return dest
 
 
-def load_run(
-    run_id: str, expected_digest: str | None, what: str, code: Any = None
-) -> Predictor:
+def load_run(run_id: str, expected_digest: str | None, what: str, code: Any = None) -> Predictor:
     """The model directory logged by run ``run_id``, verified against ``expected_digest``."""
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
         return load_dir(download(run_id, Path(tmp), what), expected_digest, what, code)
@@ -523,7 +521,9 @@ def check_state_header(path: Path, expected: dict[str, tuple[str, list[int]]]) -
     """Refuse the file unless its header names exactly the module's state_dict: the same keys,
     each with the module's dtype and shape."""
     found = safetensors_header(path)
-    problems = [f"missing {sorted(set(expected) - set(found))}"] if set(expected) - set(found) else []
+    problems = (
+        [f"missing {sorted(set(expected) - set(found))}"] if set(expected) - set(found) else []
+    )
     if extra := sorted(set(found) - set(expected)):
         problems.append(f"extra {extra}")
     problems += [f"{k}: {found[k][0]} {found[k][1]}, the module's {want[0]} {want[1]}"
@@ -549,8 +549,8 @@ def _torch_load(directory: Path, io: IoSpec, code: Any = None) -> Predictor:
     from model_steps.serving import TorchPredictor
 
     if code is None or getattr(code, "module", None) is None:
-        raise ModelRefused(f"format pytorch-safetensors builds its module from the model's code "
-                           f"(Model.module), and the caller named no such model")  # fmt: skip
+        raise ModelRefused("format pytorch-safetensors builds its module from the model's code "
+                           "(Model.module), and the caller named no such model")  # fmt: skip
     inputs = code.module_inputs
     declared = (list(inputs.numeric), list(inputs.categorical), list(code.classes) or None)
     if declared != (io.numeric, io.categorical, io.classes):
@@ -568,6 +568,4 @@ def _torch_load(directory: Path, io: IoSpec, code: Any = None) -> Predictor:
     return TorchPredictor(module, io, inputs, code.task)
 
 
-TORCH = register_format(
-    ModelFormat("pytorch-safetensors", (TORCH_FILE,), _torch_save, _torch_load)
-)
+TORCH = register_format(ModelFormat("pytorch-safetensors", (TORCH_FILE,), _torch_save, _torch_load))

@@ -261,7 +261,9 @@ def module_arrays(
     position in its vocabulary (``len(vocabulary)``: not in it, or missing). The same function
     builds what a ``fit`` trains on and what the served module predicts on."""
     _missing_columns(frame, {"numeric": list(numeric), "categorical": list(categorical)})
-    x = np.ascontiguousarray(frame[list(numeric)].to_numpy(dtype=np.float32).reshape(-1, len(numeric)))
+    x = np.ascontiguousarray(
+        frame[list(numeric)].to_numpy(dtype=np.float32).reshape(-1, len(numeric))
+    )
     codes = np.empty((len(frame), len(categorical)), dtype=np.int64)
     for j, (column, vocabulary) in enumerate(categorical.items()):
         found = category_codes(frame[column], pd.Index(vocabulary))

@@ -227,7 +227,7 @@ def _fit_other(model: Model, ctx: ModelContext, training: Any, population: Any) 
     train = tabular_frame(training, io)
     train[label] = training[label].to_numpy()
     data = FitData(train, train, tuple(io["numeric"]), tuple(io["categorical"]), label, seed=0,
-                   module_inputs=model.module_inputs if model.module else None)
+                   module_inputs=model.module_inputs if model.module else None)  # fmt: skip
     fitted = model.fit(data, ctx)  # type: ignore[misc]
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
         directory = Path(tmp) / "model"

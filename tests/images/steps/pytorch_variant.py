@@ -42,7 +42,7 @@ def _mlp_class() -> type:
     return _Mlp
 
 
-def Mlp(inputs: ModuleInputs) -> Any:  # noqa: N802 (builds the class on first use: torch is lazy)
+def Mlp(inputs: ModuleInputs) -> Any:  # builds the class on first use: torch imports lazily
     return _mlp_class()(inputs)
 
 

@@ -177,6 +177,7 @@ def test_an_extra_file_another_models_manifest_or_no_code_is_refused(saved, tmp_
 
 
 def test_only_a_module_of_tensors_is_saved(tmp_path) -> None:
-    with pytest.raises(StepError, match="saves a trained torch.nn.Module, not a dict"):
+    io = IoSpec(**io_spec(_model("regression")))
+    with pytest.raises(StepError, match=r"saves a trained torch\.nn\.Module, not a dict"):
         model_store.save(tmp_path / "m", {"w": torch.zeros(1)}, fmt="pytorch-safetensors",
-                         model="m", task="regression", io=IoSpec(**io_spec(_model("regression"))))  # fmt: skip
+                         model="m", task="regression", io=io)  # fmt: skip

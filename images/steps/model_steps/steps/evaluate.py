@@ -182,8 +182,9 @@ def run(ctx: StepContext) -> EvaluateResult:
     if (version := pinned.requested_version(ctx)) is not None:
         connect(tracking_uri(ctx))
         name = registered_model_name(ctx.pipeline, ctx.customer)
+        code = model_loader.load(ctx).model  # what a pytorch version's architecture is built by
         result = lake.once(
-            ctx.layout.decision, lambda: pinned.decide(ctx, name, version, model_loader.load(ctx).model), load=_reused,
+            ctx.layout.decision, lambda: pinned.decide(ctx, name, version, code), load=_reused,
             dump=EvaluateResult.to_xcom,
         )  # fmt: skip
         return pinned.apply(ctx, result)

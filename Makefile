@@ -57,7 +57,7 @@ help:
 	@echo "make bench   benchmarks (tables printed, JSON in benchmarks/results/)"
 	@echo "make airflow Airflow UI on http://localhost:8080: the project's DAGs on the embedded platform"
 	@echo "make lock    re-resolve requirements.lock, images/steps/requirements.lock and the image locks"
-	@echo "make new-model NAME=<name> [TASK=regression] [FRAMEWORK=lightgbm|xgboost]   scaffold dags/<name>.py + models/<name>/"
+	@echo "make new-model NAME=<name> [TASK=regression] [FRAMEWORK=lightgbm|xgboost|pytorch]   scaffold dags/<name>.py + models/<name>/"
 	@echo "make run MODEL=<name> [CUSTOMER=<id>] [TUNE=1]  run one model (one customer) end to end"
 	@echo "make suite MODEL=<name>   rewrite the suite's part derived from the model's declarations"
 	@echo "make mlflow-ui   the MLflow UI on what the last make run kept (models, reports; scores in var/run/services/s3)"
@@ -201,7 +201,7 @@ NAME ?=
 TASK ?= binary_classification
 FRAMEWORK ?= keras
 new-model: setup
-	@test -n "$(NAME)" || { echo "usage: make new-model NAME=<name> [TASK=regression] [FRAMEWORK=lightgbm|xgboost]"; exit 2; }
+	@test -n "$(NAME)" || { echo "usage: make new-model NAME=<name> [TASK=regression] [FRAMEWORK=lightgbm|xgboost|pytorch]"; exit 2; }
 	$(CP_PY) scripts/new_model.py --name $(NAME) --task $(TASK) --framework $(FRAMEWORK)
 
 # The MLflow UI on what the last `make run` kept (var/run/services: the registry's sqlite DB and the

@@ -3,7 +3,8 @@ model skeleton.
 
 Writes ``dags/<name>.py`` (the control-plane module, data only) and ``models/<name>/`` (the
 package ``mlmodels.<name>``: features and label on Spark, the network (Keras, the default) or the
-``fit`` (LightGBM, XGBoost: a native booster), CRM record, settings, its own tests), installs the
+``fit`` (LightGBM, XGBoost: a native booster; PyTorch: a small MLP's ``module`` and its training
+loop), CRM record, settings, its own tests), installs the
 package into the workload venv, and generates its expectation suite from the declared schema
 (model_steps.expectations.skeleton). A framework with its own library also gets the library pinned
 in its pyproject.toml at the workload lock's version, its hashed ``requirements.lock`` (as `make
@@ -46,16 +47,21 @@ TASKS = {
         "prediction",
     ),
 }
-# framework -> (its library's distribution, pinned at images/steps/requirements.lock's version, or
-# None: the shared images have it; its objective per task)
-FRAMEWORKS: dict[str, tuple[str | None, dict[str, str]]] = {
-    "keras": (None, {}),
-    "lightgbm": ("lightgbm", {"binary_classification": "binary", "regression": "regression"}),
+# framework -> (its libraries' distributions, pinned at images/steps/requirements.lock's versions;
+# none: the shared images have them; its objective (loss) per task)
+FRAMEWORKS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "keras": ((), {}),
+    "lightgbm": (("lightgbm",), {"binary_classification": "binary", "regression": "regression"}),
     "xgboost": (
-        "xgboost-cpu",  # imported as xgboost; without the CUDA NCCL wheel (docs/models.md)
+        ("xgboost-cpu",),  # imported as xgboost; without the CUDA NCCL wheel (docs/models.md)
         {"binary_classification": "binary:logistic", "regression": "reg:squarederror"},
     ),
+    "pytorch": (
+        ("torch", "safetensors"),  # PyPI's CUDA build: ~3 GB (docs/registry-access.md)
+        {"binary_classification": "BCEWithLogitsLoss", "regression": "MSELoss"},
+    ),
 }
+PARTS = {"keras": "keras.parts", "pytorch": "torch.parts"}  # else trees.parts
 FILES = {  # template -> target, relative to the repo ({model}: the framework's model template)
     "dag.py.tmpl": "dags/{name}.py",
     "pyproject.toml.tmpl": "models/{name}/pyproject.toml",
@@ -69,31 +75,30 @@ FILES = {  # template -> target, relative to the repo ({model}: the framework's 
 
 
 def parts(framework: str) -> dict[str, str]:
-    """The framework family's template parts (keras.parts, trees.parts): placeholder -> text."""
-    text = (TEMPLATE / ("keras.parts" if framework == "keras" else "trees.parts")).read_text()
+    """The framework family's template parts (keras.parts, trees.parts, torch.parts):
+    placeholder -> text."""
+    text = (TEMPLATE / PARTS.get(framework, "trees.parts")).read_text()
     chunks = re.split(r"^## (__[A-Z_]+__)\n", text, flags=re.M)[1:]
     return {
         key: body.removesuffix("\n") for key, body in zip(chunks[::2], chunks[1::2], strict=True)
     }
 
 
-def requirement(framework: str) -> str | None:
-    """The framework's library, pinned at the workload lock's version (None: keras)."""
-    distribution = FRAMEWORKS[framework][0]
-    if distribution is None:
-        return None
-    return f"{distribution}=={lock_images.locked_versions(WORKLOAD_LOCK.read_text())[distribution]}"
+def requirements(framework: str) -> list[str]:
+    """The framework's libraries, pinned at the workload lock's versions (none: keras)."""
+    locked = lock_images.locked_versions(WORKLOAD_LOCK.read_text())
+    return [f"{d}=={locked[d]}" for d in FRAMEWORKS[framework][0]]
 
 
 def render(text: str, args: argparse.Namespace) -> str:
     label, body, activation, output = TASKS[args.task]
-    pinned = requirement(args.framework)
+    pinned = requirements(args.framework)
     values = {
         **parts(args.framework),
         "__NAME__": args.name, "__DIST__": args.name.replace("_", "-"), "__TASK__": args.task,
         "__OWNER__": args.owner, "__DESCRIPTION__": args.description, "__LABEL__": label,
         "__LABEL_BODY__": body.rstrip("\n"), "__ACTIVATION__": activation, "__OUTPUT__": output,
-        "__FRAMEWORK__": args.framework, "__REQUIREMENT__": f', "{pinned}"' if pinned else "",
+        "__FRAMEWORK__": args.framework, "__REQUIREMENT__": "".join(f', "{r}"' for r in pinned),
         "__OBJECTIVE__": FRAMEWORKS[args.framework][1].get(args.task, ""),
     }  # fmt: skip
     for key, value in values.items():
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(render(source.read_text(), args))
     written = list(targets)
-    pinned = requirement(args.framework)
+    pinned = requirements(args.framework)
     if pinned:
         written.append(lock_model(repo, args.name, pinned))
         image_jobs(repo)
@@ -171,15 +176,15 @@ def uv_command() -> list[str]:
     return [str(uv)] if uv.exists() else ["uv"]
 
 
-def lock_model(repo: Path, name: str, pinned: str) -> Path:
+def lock_model(repo: Path, name: str, pinned: list[str]) -> Path:
     """models/<name>/requirements.lock: the requirement and its dependencies, hashed, at the
     workload lock's versions (what `make lock` writes for a model: tools/lock_images.py)."""
     out = repo / "models" / name / "requirements.lock"
     try:  # lock_images' own step: the same command, header and hashes as `make lock`
-        return lock_images.lock_requirements(uv_command()[0], [pinned], out)
+        return lock_images.lock_requirements(uv_command()[0], pinned, out)
     except (OSError, subprocess.CalledProcessError) as e:
         raise SystemExit(
-            f"new-model: the files are written, but {pinned} could not be locked ({e}): "
+            f"new-model: the files are written, but {', '.join(pinned)} could not be locked ({e}): "
             "run `make lock` once the package index is reachable"
         ) from e
 

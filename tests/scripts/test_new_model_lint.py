@@ -42,6 +42,8 @@ def scaffold(tmp_path: Path, *args: str) -> None:
         ("regression", "upsell", "lightgbm"),
         ("binary_classification", "upsell", "xgboost"),
         ("regression", LONGEST, "xgboost"),
+        ("binary_classification", LONGEST, "pytorch"),
+        ("regression", "upsell", "pytorch"),
     ],
 )
 def test_a_fresh_scaffold_passes_lint(task: str, name: str, framework: str, tmp_path: Path) -> None:
@@ -66,26 +68,29 @@ def test_a_description_that_would_break_lint_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "models").exists()
 
 
-@pytest.mark.parametrize(("framework", "distribution"), [("lightgbm", "lightgbm"),
-                                                         ("xgboost", "xgboost-cpu")])  # fmt: skip
-def test_a_tree_scaffold_pins_and_locks_its_library(
-    framework: str, distribution: str, tmp_path: Path
+@pytest.mark.parametrize(("framework", "distributions"), [
+    ("lightgbm", ("lightgbm",)), ("xgboost", ("xgboost-cpu",)),
+    ("pytorch", ("torch", "safetensors")),  # the format's reader besides the library
+])  # fmt: skip
+def test_a_framework_scaffold_pins_and_locks_its_libraries(
+    framework: str, distributions: tuple[str, ...], tmp_path: Path
 ) -> None:
     shutil.copy(REPO / ".gitlab-ci.yml", tmp_path / ".gitlab-ci.yml")
     scaffold(tmp_path, "--name", "basket", "--framework", framework)
     workload = lock_images.locked_versions(lock_images.WORKLOAD_LOCK.read_text())
-    pinned = f"{distribution}=={workload[distribution]}"
+    pinned = [f"{d}=={workload[d]}" for d in distributions]
     project = tomllib.loads((tmp_path / "models" / "basket" / "pyproject.toml").read_text())
-    assert project["project"]["dependencies"][-1] == pinned
+    assert project["project"]["dependencies"][2:] == pinned
     lock = (tmp_path / "models" / "basket" / "requirements.lock").read_text()
     assert lock.startswith(lock_images.HEADER)  # what `make lock` writes for a model
     versions = lock_images.locked_versions(lock)
-    assert versions[distribution] == workload[distribution]
+    assert all(versions[d] == workload[d] for d in distributions)
     assert all(workload[name] == version for name, version in versions.items())
     pins = re.split(r"^(?=\S+==)", lock.removeprefix(lock_images.HEADER), flags=re.M)
     assert all("--hash=sha256:" in pin for pin in pins if pin), lock  # every pin hashed
     ci = (tmp_path / ".gitlab-ci.yml").read_text()
-    assert "build-model-basket-train:" in ci and f"# basket: extra requirements {pinned}" in ci
+    assert "build-model-basket-train:" in ci
+    assert f"# basket: extra requirements {', '.join(pinned)}" in ci
 
 
 def test_a_keras_scaffold_declares_no_extra_requirement(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """`make new-model` gives a newcomer a working skeleton: the scaffold's package passes the
 platform's contract (its hooks end to end on example data, its generated suite included), for
-both task types, as a Keras network and as a LightGBM or XGBoost fit (fitted, stored in its
-framework's format and served back through model_store). (tests/dags/test_new_model_dags.py parses
+both task types, as a Keras network, as a LightGBM or XGBoost fit and as a PyTorch module and fit
+(fitted, stored in its framework's format and served back through model_store). (tests/dags/test_new_model_dags.py parses
 its DAG module with Airflow; tests/scripts/test_new_model_lint.py lints it and checks its lock.)"""
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[3]
         ("binary_classification", "lightgbm"),
         ("regression", "lightgbm"),
         ("binary_classification", "xgboost"),  # the same tree template as lightgbm: one task
+        ("binary_classification", "pytorch"),
+        ("regression", "pytorch"),
     ],
 )
 def test_the_scaffold_runs_end_to_end(task, framework, tmp_path, monkeypatch) -> None:

@@ -1,8 +1,9 @@
 """`make new-model` gives a newcomer a working skeleton: the scaffold's package passes the
 platform's contract (its hooks end to end on example data, its generated suite included), for
 both task types, as a Keras network, as a LightGBM or XGBoost fit and as a PyTorch module and fit
-(fitted, stored in its framework's format and served back through model_store). (tests/dags/test_new_model_dags.py parses
-its DAG module with Airflow; tests/scripts/test_new_model_lint.py lints it and checks its lock.)"""
+(fitted, stored in its framework's format and served back through model_store).
+(tests/dags/test_new_model_dags.py parses its DAG module with Airflow;
+tests/scripts/test_new_model_lint.py lints it and checks its lock.)"""
 
 from __future__ import annotations
 

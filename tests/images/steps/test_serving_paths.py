@@ -140,6 +140,45 @@ def test_xgboost_and_sklearn_take_the_score_steps_categories_as_their_values() -
         np.testing.assert_array_equal(model.predict(rows["categories"])["score"], want)
 
 
+def test_torch_takes_every_form_of_the_rows_as_its_vocabulary_codes(monkeypatch) -> None:
+    """TorchPredictor's inputs (serving.module_arrays): each categorical's position in its
+    vocabulary, ``len(vocabulary)`` for an unseen or missing value, whatever form the rows come
+    in; its output equals the module's own forward, also when the forward is chunked."""
+    torch = pytest.importorskip("torch")
+    from model_steps.model_api import ModuleInputs
+    from model_steps.serving import TorchPredictor
+
+    vocab = {"colour": ("red", "green", "blue"), "size": ("S", "M", "L")}
+    inputs = ModuleInputs(("x1", "x2"), vocab, 1)
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(4, 2)
+    lin = torch.nn.Linear(2 + 4, 1)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.lin = emb, lin
+
+        def forward(self, x, codes):  # type: ignore[no-untyped-def]
+            return self.lin(torch.cat([x, self.emb(codes[:, 0]), self.emb(codes[:, 1])], 1))
+
+    served = TorchPredictor(Net(), IO, inputs, "binary_classification")
+    rows = _variants(_frame(200, 9))
+    for name, frame in rows.items():
+        codes = np.column_stack([pd.Categorical(frame[c].astype(object), categories=list(v)).codes
+                                 for c, v in vocab.items()]).astype(np.int64)  # fmt: skip
+        codes[codes < 0] = 3
+        x = torch.from_numpy(frame[["x1", "x2"]].to_numpy(np.float32))
+        with torch.no_grad():
+            want = torch.sigmoid(Net()(x, torch.from_numpy(codes))).double().numpy()[:, 0]
+        np.testing.assert_array_equal(served.inputs(frame)[1].numpy(), codes, err_msg=name)
+        np.testing.assert_allclose(served.predict(frame)["score"], want, rtol=1e-6, err_msg=name)
+    whole = served.predict(rows["objects"])["score"]
+    monkeypatch.setattr(serving, "TORCH_BATCH_ROWS", 7)  # chunked forward: the same outputs
+    np.testing.assert_allclose(served.predict(rows["objects"])["score"], whole, rtol=1e-6)
+    assert served.predict(rows["objects"].head(0)).empty
+
+
 # ---------------------------------------------------------------- Keras
 
 

@@ -181,3 +181,19 @@ def test_only_a_module_of_tensors_is_saved(tmp_path) -> None:
     with pytest.raises(StepError, match=r"saves a trained torch\.nn\.Module, not a dict"):
         model_store.save(tmp_path / "m", {"w": torch.zeros(1)}, fmt="pytorch-safetensors",
                          model="m", task="regression", io=io)  # fmt: skip
+
+
+ONLY_PYTORCH = r"a module \(the architecture\) is given for framework 'pytorch' and only then"
+
+
+def test_a_module_is_declared_for_pytorch_and_only_then() -> None:
+    model = pytorch_variant.MODEL
+    assert model.store_format == "pytorch-safetensors"
+    assert (
+        model.module_inputs.outputs == 1
+        and pytorch_variant.CLASSES_MODEL.module_inputs.outputs == 2
+    )
+    with pytest.raises(ValueError, match=ONLY_PYTORCH):
+        dataclasses.replace(model, module=None)
+    with pytest.raises(ValueError, match=ONLY_PYTORCH):
+        dataclasses.replace(model, framework="lightgbm")

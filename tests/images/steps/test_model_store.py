@@ -103,7 +103,8 @@ def test_a_manifest_naming_an_unknown_format_is_refused(saved, tmp_path) -> None
     digest = reseal(directory, format="mlflow-pyfunc-pickle")
     with pytest.raises(ModelRefused, match=r"names format 'mlflow-pyfunc-pickle', which this "
                                            r"image does not load \(known: \['keras-v3', "
-                                           r"'lightgbm-text', 'sklearn-skops', "
+                                           r"'lightgbm-text', 'pytorch-safetensors', "
+                                           r"'sklearn-skops', "
                                            r"'xgboost-json'\]\)"):  # fmt: skip
         model_store.load_dir(directory, digest, WHAT)
 

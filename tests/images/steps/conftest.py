@@ -12,17 +12,17 @@ import pytest
 
 pytest.importorskip("pyspark")
 
+from datasteps_helpers import TENANT, TINY_DINERS, run_chain
+
+from mlmodels.restaurant_chain import datagen
+from model_steps.testing import local_spark
+
 # Triton (PyTorch's GPU kernel compiler, which bundles LLVM) aborts the interpreter at exit
 # ("free(): invalid pointer") in a process that has also loaded Horovod's TensorFlow library, which
 # this session's modules import (test_train): torch imports it lazily at a module's first optimizer
 # step. A step process never holds both (a PyTorch model's steps do not import Horovod); the
 # tests' CPU torch needs no Triton, so it is not importable here (docs/registry-access.md).
 sys.modules.setdefault("triton", None)  # type: ignore[arg-type]
-
-from datasteps_helpers import TENANT, TINY_DINERS, run_chain
-
-from mlmodels.restaurant_chain import datagen
-from model_steps.testing import local_spark
 
 
 @pytest.fixture(scope="session")

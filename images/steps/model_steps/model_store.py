@@ -104,6 +104,8 @@ class ModelFormat:
     # (directory, io, code): ``code`` is the Model whose package the step runs (model_api), for a
     # format whose architecture is code (pytorch-safetensors); None where the caller has none
     load: Callable[[Path, IoSpec, Any], Predictor]
+    # whether ``load`` builds the framework's object with ``code`` (whose model the manifest names)
+    uses_code: bool = False
 
 
 FORMATS: dict[str, ModelFormat] = {}
@@ -219,9 +221,10 @@ def load_dir(
 ) -> Predictor:
     """Verify, then load with the format's (the image's) code. ``code``: the model_api Model the
     caller runs (the step's model, named by the DAG module, its package installed in the image),
-    which a format whose architecture is code builds it from; the manifest must name that model."""
+    which a format whose architecture is code (``uses_code``) builds it from: its manifest must
+    then name that model."""
     manifest = verify(directory, expected_digest, what)
-    if code is not None and code.name != manifest.model:
+    if FORMATS[manifest.format].uses_code and code is not None and code.name != manifest.model:
         raise ModelRefused(f"{what}: {MANIFEST_FILE} is model {manifest.model!r}'s, this step "
                            f"runs model {code.name!r}")  # fmt: skip
     try:
@@ -568,4 +571,6 @@ def _torch_load(directory: Path, io: IoSpec, code: Any = None) -> Predictor:
     return TorchPredictor(module, io, inputs, code.task)
 
 
-TORCH = register_format(ModelFormat("pytorch-safetensors", (TORCH_FILE,), _torch_save, _torch_load))
+TORCH = register_format(
+    ModelFormat("pytorch-safetensors", (TORCH_FILE,), _torch_save, _torch_load, uses_code=True)
+)

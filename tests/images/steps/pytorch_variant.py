@@ -1,17 +1,28 @@
 """The PyTorch variant of the example propensity model for the train step's tests
 (framework_variants): its ``module`` (a small MLP: the numeric columns normalized by buffers the
 fit sets, one embedding per categorical), its ``fit``, the binary ``MODEL`` and the two-class
-``CLASSES_MODEL``. model_store's tests use ``Mlp`` and ``train`` on data of their own."""
+``CLASSES_MODEL`` (its learning rate is what a tuning run varies). model_store's tests use
+``module`` and ``train`` on data of their own."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 from framework_variants import two_class_variant, variant
+from pydantic import Field
 
+from mlmodels.customer_propensity.settings import PropensitySettings
 from model_steps.model_api import FitData, ModelContext, ModuleInputs
+from model_steps.search_space import LogUniform
 from model_steps.serving import module_arrays
+
+
+class TorchSettings(PropensitySettings):
+    """The example's settings, plus the optimizer's step size: what a tuning run varies."""
+
+    learning_rate: float = Field(0.05, gt=0, le=1, description="Adam's step size")
 
 
 def module(inputs: ModuleInputs) -> Any:
@@ -47,7 +58,7 @@ def Mlp(inputs: ModuleInputs) -> Any:  # builds the class on first use: torch im
 
 
 def train(inputs: ModuleInputs, x: np.ndarray, codes: np.ndarray, y: np.ndarray, *,
-          task: str, seed: int, epochs: int = 30) -> Any:  # fmt: skip
+          task: str, seed: int, epochs: int = 30, lr: float = 0.05) -> Any:  # fmt: skip
     """Full-batch Adam on the arrays: the task's loss (logits for classes, the value else)."""
     import torch
 
@@ -64,7 +75,7 @@ def train(inputs: ModuleInputs, x: np.ndarray, codes: np.ndarray, y: np.ndarray,
     else:
         loss_fn = torch.nn.BCEWithLogitsLoss()
         target = torch.from_numpy(y.astype(np.float32)).reshape(-1, 1)
-    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in range(epochs):
         opt.zero_grad()
         loss_fn(net(xt, ct), target).backward()
@@ -79,8 +90,11 @@ def fit(data: FitData, ctx: ModelContext) -> Any:
     x, codes = module_arrays(data.train, inputs.numeric, inputs.categorical)
     task = "multiclass_classification" if inputs.outputs > 1 else "binary_classification"
     return train(inputs, x, codes, data.train[data.label].to_numpy(), task=task, seed=data.seed,
-                 epochs=60)  # fmt: skip
+                 epochs=60, lr=ctx.settings.learning_rate)  # fmt: skip
 
 
-MODEL = variant("pytorch", fit, module=module)
+MODEL = dataclasses.replace(
+    variant("pytorch", fit, module=module), settings=TorchSettings,
+    search_space={"model.learning_rate": LogUniform(0.01, 0.1)},
+)  # fmt: skip
 CLASSES_MODEL = two_class_variant(MODEL)

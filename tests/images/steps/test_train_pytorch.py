@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 import pytest
 from test_train import RUN_ID
-from test_train_lightgbm import ingest, read_scores, step, world  # noqa: F401 (a fixture)
+from test_train_lightgbm import TRAINING, ingest, read_scores, step, world  # noqa: F401
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("mlflow")
@@ -81,3 +81,26 @@ def _loads_and_predicts_as_its_module(name: str, version: str, run_id: str) -> N
         want = torch.sigmoid(module.eval()(torch.from_numpy(x), torch.from_numpy(codes)))
     np.testing.assert_allclose(served.predict(frame)["score"].to_numpy(),
                                want.double().numpy()[:, 0], rtol=1e-6)  # fmt: skip
+
+
+def test_a_pytorch_model_is_tuned_one_fit_per_trial(world) -> None:  # noqa: F811
+    """Tuning trials of a PyTorch model: each is one fit with the trial's learning rate on the
+    "fit" part, scored through its storage format (the module built by the model's code) on the
+    "validation" part; a trial logs no model."""
+    import mlflow
+
+    tuning = {"enabled": True, "trials": 2, "parallel_trials": 2, "seed": 7,
+              "validation_fraction": 0.25, "halving": {"enabled": False}}  # fmt: skip
+    customer, config = "torch-tuned", {"tuning": tuning, "training": TRAINING}
+    ingest(world[0], customer, RUN_ID)
+    rc, plan, log = step("tune", world, customer, BINARY, config)
+    assert rc == 0, log
+    trials = list(plan.values())
+    assert trials[0]["params"] == {"model.learning_rate": 0.05}  # the configured settings
+    done = [step("trial", world, customer, BINARY, config, trial=t) for t in trials]
+    assert all(rc == 0 and r["status"] == "ok" for rc, r, _ in done), [x[2] for x in done]
+    assert all(r["objective_metric"] == "roc_auc" and r["objective"] > 0.6 for _, r, _ in done)
+    client = mlflow.MlflowClient(world[2]["tracking_uri"])
+    child = client.get_run(done[0][1]["mlflow_run_id"])
+    assert child.data.tags["framework"] == "pytorch"
+    assert not client.list_artifacts(child.info.run_id, "model")

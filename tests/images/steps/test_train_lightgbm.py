@@ -78,6 +78,38 @@ def read_scores(customer: str) -> list[dict]:
     return evaluate_score.read_scores(run_key(RUN_ID), customer)[1]
 
 
+def trains_gates_and_scores(world, customer: str, framework: str, model_file: str):  # type: ignore[no-untyped-def]
+    """The binary variant of ``framework`` through train, evaluate and score, with what every
+    framework must show: one rank, its file in the model directory with the digest the gate
+    verifies, a promoted version that scores every row in (0, 1). Returns (train result, gate
+    decision, the training run)."""
+    import mlflow
+
+    binary = {"ref": f"{framework}_variant", "task": "binary_classification", "source": "test"}
+    ingest(world[0], customer, RUN_ID)
+    rc, res, log = step("train", world, customer, binary)
+    assert rc == 0, log
+    assert res["ranks"] == 1 and res["checkpoint_uri"] == ""
+    assert res["metrics"]["roc_auc"] > 0.62, res["metrics"]  # chance is 0.5
+    client = mlflow.MlflowClient(world[2]["tracking_uri"])
+    run = client.get_run(res["mlflow_run_id"])
+    assert run.data.tags["framework"] == framework
+    assert run.data.tags["mlops.model_digest"] == res["model_digest"]
+    listed = {f.path for f in client.list_artifacts(run.info.run_id, "model")}
+    assert listed == {"model/MANIFEST.json", "model/io.json", f"model/{model_file}",
+                      "model/MLmodel"}  # fmt: skip
+    gate = {"metric": "roc_auc", "thresholds": {"roc_auc": 0.6}}
+    rc, decision, log = step("evaluate", world, customer, binary, {"gate": gate})
+    assert rc == 0, log
+    assert decision["promote"] and decision["candidate_digest"] == res["model_digest"]
+    rc, scored, log = step("score", world, customer, binary, {"scoring": {"chunk_rows": 1000}})
+    assert rc == 0, log
+    rows = read_scores(customer)
+    assert scored["model_version"] == decision["candidate_version"] and rows
+    assert all(0 < r["score"] < 1 for r in rows) and scored["rows"] == len(rows)
+    return res, decision, run
+
+
 def test_lightgbm_model_trains_registers_and_scores(world) -> None:
     import mlflow
 

@@ -16,41 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train import RUN_ID
-from test_train_lightgbm import ingest, read_scores, step, world  # noqa: F401 (a fixture)
+from test_train_lightgbm import trains_gates_and_scores, world  # noqa: F401 (a fixture)
 
 xgb = pytest.importorskip("xgboost")
 pytest.importorskip("mlflow")
 
-BINARY = {"ref": "xgboost_variant", "task": "binary_classification", "source": "test"}
-
 
 def test_an_xgboost_model_trains_registers_scores_and_loads_as_xgboost(world) -> None:  # noqa: F811
-    import mlflow
-
-    customer = "xgb-one"
-    ingest(world[0], customer, RUN_ID)
-    rc, res, log = step("train", world, customer, BINARY)
-    assert rc == 0, log
-    assert res["ranks"] == 1 and res["checkpoint_uri"] == ""
-    assert res["metrics"]["roc_auc"] > 0.62, res["metrics"]  # chance is 0.5
-    client = mlflow.MlflowClient(world[2]["tracking_uri"])
-    run = client.get_run(res["mlflow_run_id"])
-    assert run.data.tags["framework"] == "xgboost"
-    assert run.data.tags["mlops.model_digest"] == res["model_digest"]
-    listed = {f.path for f in client.list_artifacts(run.info.run_id, "model")}
-    assert listed == {"model/MANIFEST.json", "model/io.json", "model/model.xgb.json",
-                      "model/MLmodel"}  # fmt: skip
-
-    gate = {"metric": "roc_auc", "thresholds": {"roc_auc": 0.6}}
-    rc, decision, log = step("evaluate", world, customer, BINARY, {"gate": gate})
-    assert rc == 0, log
-    assert decision["promote"] and decision["candidate_digest"] == res["model_digest"]
-    rc, scored, log = step("score", world, customer, BINARY, {"scoring": {"chunk_rows": 1000}})
-    assert rc == 0, log
-    rows = read_scores(customer)
-    assert scored["model_version"] == decision["candidate_version"] and rows
-    assert all(0 < r["score"] < 1 for r in rows) and scored["rows"] == len(rows)
+    _, decision, run = trains_gates_and_scores(world, "xgb-one", "xgboost", "model.xgb.json")
     _loads_and_predicts_as_xgboost(decision["registered_model"], decision["candidate_version"],
                                    run.info.run_id)  # fmt: skip
 

@@ -144,6 +144,12 @@ class FitData:
     seed: int
     module_inputs: ModuleInputs | None = None
 
+    @classmethod
+    def of(cls, model: Model, train: Any, holdout: Any, seed: int) -> FitData:
+        """What ``model``'s fit gets on these frames (the train step's, a trial's, the hook kit's)."""
+        return cls(train, holdout, tuple(model.numeric_features), tuple(model.categorical_features),
+                   model.label_column, seed, model.module_inputs if model.module else None)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Model:

@@ -151,6 +151,23 @@ def save(
     return manifest
 
 
+def save_model(directory: Path, fitted: Any, model: Any, example: Any = None) -> Manifest:
+    """``save`` for a model_api Model's fitted object: its framework's format, its name, task and
+    io (serving.io_spec), its own code for a format that loads with it."""
+    from model_steps.serving import io_spec
+
+    return save(directory, fitted, fmt=model.store_format, model=model.name, task=model.task,
+                io=IoSpec(**io_spec(model)), example=example, code=model)  # fmt: skip
+
+
+def round_trip(fitted: Any, model: Any, what: str) -> Predictor:
+    """``fitted`` saved (save_model) into a scratch directory and loaded back, verified: it
+    predicts exactly as its registered version would, and nothing is logged anywhere."""
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        directory = Path(tmp) / MODEL_ARTIFACT
+        return load_dir(directory, save_model(directory, fitted, model).digest, what, model)
+
+
 def _write_signature(directory: Path, served: Predictor, example: Any) -> None:
     """An MLmodel file with the column signature and no flavor: the MLflow UI's schema view."""
     import warnings

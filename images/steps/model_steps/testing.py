@@ -217,23 +217,14 @@ def _fit_and_predict(model: Model, ctx: ModelContext, training: Any, population:
 def _fit_other(model: Model, ctx: ModelContext, training: Any, population: Any) -> Any:
     """Another framework: the model's ``fit`` on the tiny training table, saved in its format and
     loaded back through model_store (the gate's and scoring's interface) to predict."""
-    from pathlib import Path
-
     from model_steps import model_store
     from model_steps.model_api import FitData
     from model_steps.serving import io_spec, predictions, tabular_frame
 
-    io, label = io_spec(model), model.label_column
-    train = tabular_frame(training, io)
-    train[label] = training[label].to_numpy()
-    data = FitData(train, train, tuple(io["numeric"]), tuple(io["categorical"]), label, seed=0,
-                   module_inputs=model.module_inputs if model.module else None)  # fmt: skip
-    fitted = model.fit(data, ctx)  # type: ignore[misc]
-    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
-        directory = Path(tmp) / "model"
-        manifest = model_store.save(directory, fitted, fmt=model.store_format, model=model.name,
-                                    task=model.task, io=model_store.IoSpec(**io), code=model)  # fmt: skip
-        served = model_store.load_dir(directory, manifest.digest, f"model {model.name}", model)
+    train = tabular_frame(training, io_spec(model))
+    train[model.label_column] = training[model.label_column].to_numpy()
+    fitted = model.fit(FitData.of(model, train, train, seed=0), ctx)  # type: ignore[misc]
+    served = model_store.round_trip(fitted, model, f"model {model.name}")
     return predictions(served, model, population)
 
 

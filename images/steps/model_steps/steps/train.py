@@ -134,7 +134,7 @@ def _log_model(net: Any, model: Model, example: Any, *, served: bool = False) ->
 
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
         directory = Path(tmp) / model_store.MODEL_ARTIFACT
-        manifest = _store(directory, net, model, example)
+        manifest = model_store.save_model(directory, net, model, example)
         loaded = (
             model_store.load_dir(directory, manifest.digest, "the fitted model", model)
             if served
@@ -143,30 +143,6 @@ def _log_model(net: Any, model: Model, example: Any, *, served: bool = False) ->
         mlflow.log_artifacts(str(directory), artifact_path=model_store.MODEL_ARTIFACT)
     mlflow.set_tag(model_store.DIGEST_TAG, manifest.digest)
     return manifest.digest, loaded
-
-
-def _served_unlogged(fitted: Any, model: Model) -> Any:
-    """The fitted object stored in a scratch directory and loaded back, verified: a tuning trial
-    is scored exactly as its served model would be, and nothing is logged."""
-    import tempfile
-    from pathlib import Path
-
-    from model_steps import model_store
-
-    with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
-        directory = Path(tmp) / model_store.MODEL_ARTIFACT
-        manifest = _store(directory, fitted, model, None)
-        return model_store.load_dir(directory, manifest.digest, "the trial's model", model)
-
-
-def _store(directory: Any, fitted: Any, model: Model, example: Any) -> Any:
-    from model_steps import model_store
-    from model_steps.serving import io_spec
-
-    return model_store.save(
-        directory, fitted, fmt=model.store_format, model=model.name, task=model.task,
-        io=model_store.IoSpec(**io_spec(model)), example=example, code=model,
-    )  # fmt: skip
 
 
 def _compile(net: Any, model: Model, lr: float, hvd: Any) -> Any:
@@ -320,6 +296,7 @@ def _trial_single(
         return TrialResult.model_validate({**lake.read_json(first_rung), "rung": rung})
     import mlflow
 
+    from model_steps import model_store
     from model_steps.serving import predictions
 
     model, name = loaded.model, trial["name"]
@@ -333,9 +310,10 @@ def _trial_single(
     if not resumed:
         mlflow.log_params(_params(loaded, framework=model.framework, rows_train=len(data.train)))
     fitted = model.fit(data, model_loader.model_context(ctx, loaded, 0, 1))
-    served = _served_unlogged(fitted, model)
+    served = model_store.round_trip(fitted, model, "the trial's model")
     epochs = loaded.platform.training.epochs
-    scored = _trial_outcome(loaded, validation, predictions(served, model, validation), objective,
+    labels = validation[model.label_column].to_numpy()
+    scored = _trial_outcome(loaded, labels, predictions(served, model, validation), objective,
                             epochs)  # fmt: skip
     out = TrialResult(**scored, name=name, index=trial["index"], params=trial["params"],
                       rung=rung, epochs=epochs, start_epoch=0, mlflow_run_id=run_id,
@@ -365,13 +343,11 @@ def _trial_outcome(
 ) -> dict[str, Any]:
     """The objective from a trial's predictions on the validation part, logged to the trial's
     child run, which ends FINISHED, or FAILED when the trial diverged (non-finite predictions or
-    objective). ``labels``: an array, or the validation rows' frame (its label column)."""
+    objective)."""
     import mlflow
     import numpy as np
 
     model = loaded.model
-    if hasattr(labels, "columns"):
-        labels = labels[model.label_column].to_numpy()
     status, metrics, value = "failed", {}, float("nan")
     if np.all(np.isfinite(preds)):
         metrics = gate.metrics(model.task, labels, preds)
@@ -793,9 +769,7 @@ def _fit_data(
         frame[model.label_column] = df[rows][model.label_column].to_numpy()
         return frame
 
-    data = FitData(part(fit_rows), part(score_rows), tuple(model.numeric_features),
-                   tuple(model.categorical_features), model.label_column, tr.seed,
-                   model.module_inputs if model.module else None)  # fmt: skip
+    data = FitData.of(model, part(fit_rows), part(score_rows), tr.seed)
     if data.train.empty:
         raise StepError(f"{table_uri}: the {plan.fit_split} split is empty")
     return data, df, df[score_rows]

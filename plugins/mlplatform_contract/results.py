@@ -139,7 +139,8 @@ class TrainResult(StepResult):
     read_seconds: float
     fit_seconds: float
     run_dir: str
-    checkpoint_uri: str
+    checkpoint_uri: str = Field(description="the checkpoints' commit record (_LATEST.json); "
+                                "empty: a single-process fit that saved none")
     profile_uri: str
     features_uri: str
     tuning: dict[str, Any] | None = Field(None, description="the trial trained (tuning.enabled)")
@@ -442,7 +443,7 @@ def _data_examples(lake: str) -> dict[str, AnyResult]:
             epochs_run=4, ranks=2, rows_train=15810, steps_per_epoch=31, global_batch_size=512,
             epoch_seconds=[7.2, 0.5, 0.5, 0.5], samples_per_second=[2196.0, 31620.0, 31620.0,
             31620.0], read_seconds=0.4, fit_seconds=8.7, run_dir=lake % "models",
-            checkpoint_uri=f"{lake % 'models'}/checkpoints", profile_uri=f"{lake % 'models'}/"
+            checkpoint_uri=f"{lake % 'models'}/checkpoints/_LATEST.json", profile_uri=f"{lake % 'models'}/"
             "feature_profile.json", features_uri=lake % "features", seconds=31.0,
         ),
     }  # fmt: skip

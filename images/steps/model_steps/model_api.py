@@ -38,13 +38,16 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from mlplatform_contract.tasks import TASKS, Task, TaskType
 from model_steps.raw_schema import RawTable
 from model_steps.search_space import Distribution
+
+if TYPE_CHECKING:
+    from model_steps.checkpoints import FitCheckpoints
 
 CUTOFF_COLUMN = "cutoff_date"  # added by the platform to every feature table
 
@@ -134,7 +137,10 @@ class FitData:
     """What a non-Keras ``fit`` gets: the whole training split and the holdout (pandas frames of
     the key, the input columns and the label; model_steps.training.holdout_mask), the column names
     and the platform's seed. One process: no Horovod ranks. PyTorch: ``module_inputs``, what
-    ``Model.module`` builds for (serving.module_arrays codes the frames with its vocabularies)."""
+    ``Model.module`` builds for (serving.module_arrays codes the frames with its vocabularies).
+    ``checkpoints``: the run's checkpoint store (model_steps.checkpoints; None where nothing
+    resumes, as in the hook kit): a fit that saves after each epoch and starts from ``latest()``
+    resumes a retried train task where the killed attempt stopped."""
 
     train: Any
     holdout: Any
@@ -143,12 +149,17 @@ class FitData:
     label: str
     seed: int
     module_inputs: ModuleInputs | None = None
+    checkpoints: FitCheckpoints | None = None
 
     @classmethod
-    def of(cls, model: Model, train: Any, holdout: Any, seed: int) -> FitData:
+    def of(
+        cls, model: Model, train: Any, holdout: Any, seed: int,
+        checkpoints: FitCheckpoints | None = None,
+    ) -> FitData:  # fmt: skip
         """What ``model``'s fit gets on these frames (the train step's, a trial's, the hook kit's)."""
         return cls(train, holdout, tuple(model.numeric_features), tuple(model.categorical_features),
-                   model.label_column, seed, model.module_inputs if model.module else None)  # fmt: skip
+                   model.label_column, seed, model.module_inputs if model.module else None,
+                   checkpoints)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ Also a pytest plugin (``pytest_plugins = ("model_steps.testing",)``): the ``spar
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from mlplatform_contract.settings import CustomerSettings
+from model_steps.checkpoints import FitCheckpoints
 from model_steps.features import build_table, point_in_time, training_cutoff, window
 from model_steps.model_api import Model, ModelContext
 from model_steps.raw_reader import read_raw
@@ -38,6 +40,8 @@ class HookRun:
     records: list[dict[str, Any]]  # the CRM records the model makes of those predictions
     warnings: list[str]
     clicks: Any = None  # pandas: the clicks hook's keys in the training cutoff's label window
+    # a fit that saves two checkpoints or more, killed after its first and resumed: its outputs
+    resumed: Any = None
 
 
 # One JVM serves every Spark test of a test process (minutes, hundreds of jobs): 2g of heap (its
@@ -145,7 +149,7 @@ def run_hooks(
         name: build_table(frames, model, ctx, labelled=(name == "features")).toPandas()
         for name, ctx in ctxs.items()
     }
-    predictions = _fit_and_predict(
+    predictions, resumed = _fit_and_predict(
         model, ctxs["features"], tables["features"], tables["population"]
     )
     return HookRun(
@@ -156,6 +160,7 @@ def run_hooks(
         records=_records(model, ctxs["population"], tables["population"], predictions),
         warnings=report.warnings,
         clicks=_clicks(model, frames, ctxs["features"]),
+        resumed=resumed,
     )
 
 
@@ -185,7 +190,9 @@ def _validate(model: Model, df: Any, platform: CustomerSettings) -> dict[str, An
     return {"success": bool(result.success), "failed": failed}
 
 
-def _fit_and_predict(model: Model, ctx: ModelContext, training: Any, population: Any) -> Any:
+def _fit_and_predict(
+    model: Model, ctx: ModelContext, training: Any, population: Any
+) -> tuple[Any, Any]:
     """One epoch through the platform's input layers and the model's network (Keras), or the
     model's own fit (another framework)."""
     import numpy as np
@@ -211,21 +218,51 @@ def _fit_and_predict(model: Model, ctx: ModelContext, training: Any, population:
     loss = "mse" if model.task == "regression" else "binary_crossentropy"
     net.compile(optimizer="adam", loss=loss)
     net.fit(model_inputs(columns, model), label, epochs=1, batch_size=128, verbose=0)
-    return net.predict(model_inputs(population, model), verbose=0).ravel()
+    return net.predict(model_inputs(population, model), verbose=0).ravel(), None
 
 
-def _fit_other(model: Model, ctx: ModelContext, training: Any, population: Any) -> Any:
+class FitKilled(Exception):
+    """What :class:`KilledAfterEpoch` raises: the attempt's process would have died here."""
+
+
+class KilledAfterEpoch(FitCheckpoints):
+    """The checkpoint store of an attempt killed right after it commits epoch ``k``."""
+
+    def __init__(self, run_dir: str, k: int) -> None:
+        super().__init__(run_dir)
+        self.k = k
+
+    def save(self, epoch: int, tensors: Any = None, state: Any = None) -> None:
+        super().save(epoch, tensors, state)
+        if epoch == self.k:
+            raise FitKilled(f"killed after epoch {epoch}")
+
+
+def _fit_other(model: Model, ctx: ModelContext, training: Any, population: Any) -> tuple[Any, Any]:
     """Another framework: the model's ``fit`` on the tiny training table, saved in its format and
-    loaded back through model_store (the gate's and scoring's interface) to predict."""
+    loaded back through model_store (the gate's and scoring's interface) to predict. A fit that
+    saves two checkpoints or more is fitted again, killed after its first one, and resumed, as a
+    retried train task would be: (predictions, the resumed fit's predictions or None)."""
     from model_steps import model_store
     from model_steps.model_api import FitData
     from model_steps.serving import io_spec, predictions, tabular_frame
 
     train = tabular_frame(training, io_spec(model))
     train[model.label_column] = training[model.label_column].to_numpy()
-    fitted = model.fit(FitData.of(model, train, train, seed=0), ctx)  # type: ignore[misc]
-    served = model_store.round_trip(fitted, model, f"model {model.name}")
-    return predictions(served, model, population)
+
+    def fit_and_predict(store: FitCheckpoints) -> Any:
+        fitted = model.fit(FitData.of(model, train, train, 0, store), ctx)  # type: ignore[misc]
+        served = model_store.round_trip(fitted, model, f"model {model.name}")
+        return predictions(served, model, population)
+
+    with tempfile.TemporaryDirectory(prefix="fit-") as tmp:
+        whole = FitCheckpoints(f"file://{tmp}/whole")
+        predicted = fit_and_predict(whole)
+        if len(whole.epochs_saved) < 2:
+            return predicted, None
+        with contextlib.suppress(FitKilled):
+            fit_and_predict(KilledAfterEpoch(f"file://{tmp}/killed", whole.epochs_saved[0][0]))
+        return predicted, fit_and_predict(FitCheckpoints(f"file://{tmp}/killed"))
 
 
 def _records(model: Model, ctx: ModelContext, population: Any, predictions: Any) -> list[dict]:
@@ -267,6 +304,13 @@ def hook_run_problems(model: Model, run: HookRun) -> list[str]:
         )
     if not np.isfinite(run.predictions).all():
         problems.append("the network predicts non-finite values")
+    if run.resumed is not None and not np.allclose(run.resumed, run.predictions, atol=1e-6):
+        gap = float(np.max(np.abs(np.asarray(run.resumed) - np.asarray(run.predictions))))
+        problems.append(
+            f"its fit, killed after its first checkpoint and resumed, predicts otherwise than the "
+            f"fit that ran through (by up to {gap:.3g}): save and restore all that the next "
+            "epochs depend on (the optimizer, the RNG, the fit's own counters)"
+        )
     if (
         model.task == "binary_classification"
         and not ((run.predictions >= 0) & (run.predictions <= 1)).all()

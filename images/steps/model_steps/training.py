@@ -1,5 +1,6 @@
 """Training building blocks for any model: the data plan (split + shard), the tf.data input
-pipeline, the platform's input layers under the model's network, and checkpoints in the lake. The
+pipeline and the platform's input layers under the model's network (checkpoints in the lake:
+model_steps.checkpoints). The
 step body (:mod:`model_steps.steps.train`)
 wires them together under Horovod.
 
@@ -19,9 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -241,63 +239,6 @@ def build_model(model: Model, ctx: ModelContext, mean: np.ndarray, variance: np.
     spec = network_inputs(model, mean, variance)
     output = model.network(spec, ctx)
     return tf.keras.Model(inputs=spec.inputs, outputs=output, name=f"{model.name}_network")
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-class Checkpoints:
-    """Per-epoch training checkpoints of one run in the lake::
-
-        <run dir>/checkpoints/epoch=0003/ckpt-*.{index,data-*}   tf.train.Checkpoint (model+optimizer)
-        <run dir>/checkpoints/_LATEST.json                      {"epoch": 3, "dir": "epoch=0003", ...}
-
-    ``_LATEST.json`` is written last (the commit point): a run killed while uploading leaves the
-    previous checkpoint in force. Older epoch folders are removed after each commit (keep 1).
-    """
-
-    def __init__(self, run_dir_uri: str) -> None:
-        self.uri = lake.join(run_dir_uri, "checkpoints")
-        self.latest_uri = lake.join(self.uri, "_LATEST.json")
-
-    def latest(self) -> dict[str, Any] | None:
-        return lake.read_json(self.latest_uri) if lake.exists(self.latest_uri) else None
-
-    def save(self, ckpt: Any, epoch: int, extra: dict[str, Any]) -> str:
-        name = f"epoch={epoch:04d}"
-        with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
-            prefix = ckpt.write(os.path.join(tmp, "ckpt"))
-            files = sorted(os.listdir(tmp))
-            target = lake.join(self.uri, name)
-            if lake.is_local(target):
-                dest = lake.local_path(target)
-                if os.path.exists(dest):
-                    shutil.rmtree(dest)
-                shutil.copytree(tmp, dest)
-            else:
-                lake.put_tree(tmp, target)
-        lake.write_json_atomic(
-            self.latest_uri,
-            {
-                "epoch": epoch,
-                "dir": name,
-                "prefix": os.path.basename(prefix),
-                "files": files,
-                **extra,
-            },
-        )
-        for d in lake.list_dirs(self.uri):
-            if d.startswith("epoch=") and d != name:
-                lake.remove_tree(lake.join(self.uri, d))
-        return lake.join(self.uri, name)
-
-    def restore(self, ckpt: Any, latest: dict[str, Any]) -> None:
-        fs, _ = lake.filesystem(self.uri)
-        with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
-            for f in latest["files"]:
-                src = lake.filesystem(lake.join(self.uri, latest["dir"], f))[1]
-                fs.get(src, os.path.join(tmp, f))
-            ckpt.read(os.path.join(tmp, latest["prefix"])).expect_partial()
 
 
 def write_json(uri: str, obj: Any) -> None:

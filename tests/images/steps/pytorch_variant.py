@@ -7,6 +7,8 @@ fit sets, one embedding per categorical), its ``fit``, the binary ``MODEL`` and 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 from typing import Any
 
 import numpy as np
@@ -14,15 +16,19 @@ from framework_variants import two_class_variant, variant
 from pydantic import Field
 
 from mlmodels.customer_propensity.settings import PropensitySettings
+from model_steps.checkpoints import FitCheckpoints, restore_torch, save_torch
 from model_steps.model_api import FitData, ModelContext, ModuleInputs
 from model_steps.search_space import LogUniform
 from model_steps.serving import module_arrays
 
 
 class TorchSettings(PropensitySettings):
-    """The example's settings, plus the optimizer's step size: what a tuning run varies."""
+    """The example's settings, plus the optimizer's step size (what a tuning run varies) and a
+    test's simulated crash."""
 
     learning_rate: float = Field(0.05, gt=0, le=1, description="Adam's step size")
+    die_after_epoch: int = Field(0, ge=0, description="SIGKILL the process once this epoch's "
+                                 "checkpoint is committed (a first attempt only; 0: never)")  # fmt: skip
 
 
 def module(inputs: ModuleInputs) -> Any:
@@ -58,8 +64,12 @@ def Mlp(inputs: ModuleInputs) -> Any:  # builds the class on first use: torch im
 
 
 def train(inputs: ModuleInputs, x: np.ndarray, codes: np.ndarray, y: np.ndarray, *,
-          task: str, seed: int, epochs: int = 30, lr: float = 0.05) -> Any:  # fmt: skip
-    """Full-batch Adam on the arrays: the task's loss (logits for classes, the value else)."""
+          task: str, seed: int, epochs: int = 30, lr: float = 0.05,
+          checkpoints: FitCheckpoints | None = None, die_after_epoch: int = 0,
+          batch_size: int | None = None) -> Any:  # fmt: skip
+    """Adam on the arrays (full batch, or shuffled minibatches of ``batch_size``): the task's
+    loss (logits for classes, the value else), checkpointed after each epoch and resumed from the
+    latest checkpoint when there is one."""
     import torch
 
     torch.manual_seed(seed)
@@ -76,10 +86,20 @@ def train(inputs: ModuleInputs, x: np.ndarray, codes: np.ndarray, y: np.ndarray,
         loss_fn = torch.nn.BCEWithLogitsLoss()
         target = torch.from_numpy(y.astype(np.float32)).reshape(-1, 1)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    for _ in range(epochs):
-        opt.zero_grad()
-        loss_fn(net(xt, ct), target).backward()
-        opt.step()
+    start = 0
+    if checkpoints and (last := checkpoints.latest()):
+        restore_torch(last, module=net, optimizer=opt)
+        start = last.epoch
+    for epoch in range(start, epochs):
+        batches = torch.randperm(len(target)).split(batch_size) if batch_size else [slice(None)]
+        for rows in batches:
+            opt.zero_grad()
+            loss_fn(net(xt[rows], ct[rows]), target[rows]).backward()
+            opt.step()
+        if checkpoints:
+            save_torch(checkpoints, epoch + 1, module=net, optimizer=opt)
+            if epoch + 1 == die_after_epoch and not start:
+                os.kill(os.getpid(), signal.SIGKILL)  # a killed worker: no cleanup runs
     return net.eval()
 
 
@@ -90,7 +110,8 @@ def fit(data: FitData, ctx: ModelContext) -> Any:
     x, codes = module_arrays(data.train, inputs.numeric, inputs.categorical)
     task = "multiclass_classification" if inputs.outputs > 1 else "binary_classification"
     return train(inputs, x, codes, data.train[data.label].to_numpy(), task=task, seed=data.seed,
-                 epochs=60, lr=ctx.settings.learning_rate)  # fmt: skip
+                 epochs=60, lr=ctx.settings.learning_rate, checkpoints=data.checkpoints,
+                 die_after_epoch=ctx.settings.die_after_epoch)  # fmt: skip
 
 
 MODEL = dataclasses.replace(

@@ -33,6 +33,7 @@ from mlplatform_contract import layout
 from mlplatform_contract.layout import PUBLISH as PUBLISH_ZONE
 from model_steps import champion, profile
 from model_steps.campaign import CAMPAIGN_ZONE
+from model_steps.checkpoints import STATE, TENSORS, Checkpoints
 from model_steps.contract import StepContext, run_key
 from model_steps.features import FEATURES, POPULATION
 from model_steps.monitor_report import MONITOR_ZONE
@@ -160,15 +161,18 @@ def validate_accesses() -> list[Access]:
 def train_accesses() -> list[Access]:
     c = ctx("train")
     run_dir = c.lake_path("models")  # model_steps/steps/train.py: ctx.lake_path("models")
-    checkpoints = f"{run_dir}/checkpoints"  # model_steps/training.py: Checkpoints
+    checkpoints = Checkpoints(run_dir)  # the Keras loop's and a single-process fit's
     trial = c.lake_path("models", "trials", "t00")
     return [
         *read_table("train", c.lake_path(FEATURES)),
         Access("train", "put", f"{run_dir}/mlflow_run.json"),
-        Access("train", "put", f"{checkpoints}/epoch-0003/weights.h5"),
-        Access("train", "put", f"{checkpoints}/_LATEST.json"),
-        Access("train", "list", f"{checkpoints}/"),
-        Access("train", "delete", f"{checkpoints}/epoch-0001/weights.h5"),
+        Access("train", "put", f"{checkpoints.uri}/epoch=0003/{TENSORS}"),
+        Access("train", "put", checkpoints.latest_uri),
+        Access("train", "get", checkpoints.latest_uri),
+        Access("train", "list", f"{checkpoints.uri}/"),
+        Access("train", "get", f"{checkpoints.uri}/epoch=0003/{STATE}"),
+        Access("train", "delete", f"{checkpoints.uri}/epoch=0001/ckpt.index"),
+        Access("train", "put", f"{Checkpoints(trial).uri}/epoch=0002/{TENSORS}"),
         Access("train", "put", f"{run_dir}/feature_profile.json"),
         Access("train", "put", f"{run_dir}/train_result.json"),
         Access("train", "put", f"{trial}/mlflow_run.json"),

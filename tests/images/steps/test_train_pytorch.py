@@ -25,7 +25,18 @@ BINARY = {"ref": "pytorch_variant", "task": "binary_classification", "source": "
 
 
 def test_a_pytorch_model_trains_registers_scores_and_loads_as_its_module(world) -> None:  # noqa: F811
-    _, decision, run = trains_gates_and_scores(world, "torch-one", "pytorch", "model.safetensors")
+    """Its first train attempt is killed (SIGKILL) after its third epoch's checkpoint: the retry
+    resumes there in the same MLflow run and trains the remaining epochs only."""
+    import mlflow
+
+    killed = {"model": {"die_after_epoch": 3}}
+    res, decision, run = trains_gates_and_scores(world, "torch-one", "pytorch",
+                                                 "model.safetensors", killed)  # fmt: skip
+    assert res["resumed"] and res["start_epoch"] == 3 and res["epochs_run"] == 60 - 3
+    assert res["checkpoint_uri"].endswith("/checkpoints/_LATEST.json")
+    assert run.data.tags["resumed"] == "true" and run.data.metrics["resumed_at_epoch"] == 3
+    runs = mlflow.MlflowClient(world[2]["tracking_uri"]).search_runs([run.info.experiment_id])
+    assert [r.info.run_id for r in runs] == [run.info.run_id]  # one run: the killed one, continued
     _loads_and_predicts_as_its_module(decision["registered_model"],
                                       decision["candidate_version"], run.info.run_id)  # fmt: skip
 

@@ -23,7 +23,8 @@ pytest.importorskip("mlflow")
 
 
 def test_an_xgboost_model_trains_registers_scores_and_loads_as_xgboost(world) -> None:  # noqa: F811
-    _, decision, run = trains_gates_and_scores(world, "xgb-one", "xgboost", "model.xgb.json")
+    res, decision, run = trains_gates_and_scores(world, "xgb-one", "xgboost", "model.xgb.json")
+    assert res["checkpoint_uri"] == "" and not res["resumed"]  # its fit saves no checkpoint
     _loads_and_predicts_as_xgboost(decision["registered_model"], decision["candidate_version"],
                                    run.info.run_id)  # fmt: skip
 

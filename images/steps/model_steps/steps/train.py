@@ -1,7 +1,9 @@
 """Train step (TensorFlow + Horovod): the run's feature table -> the model's Keras network (the
 platform's input layers under the model's ``network`` hook), tracked in MLflow (the model directory
 of model_steps.model_store and its digest in the run; the evaluate gate registers it), checkpointed
-every epoch so a killed run resumes. A model with a ``train_fn`` replaces only the fit.
+every epoch so a killed run resumes. A model with a ``train_fn`` replaces only the fit. Another
+framework's single-process ``fit`` gets the same checkpoint layout as a store of its own
+(``FitData.checkpoints``, model_steps.checkpoints).
 
 Every rank runs this body (``horovodrun -np N … python -m model_steps train …``; one process without
 horovodrun is a world of one). Rank r reads only its shard of the table; gradients are averaged by
@@ -9,7 +11,8 @@ Horovod's DistributedOptimizer; rank 0 alone talks to MLflow, writes checkpoints
 
 Lake outputs of rank 0 (``<run dir>`` = ``<lake>/models/<pipeline>/customer=<tenant>/run=<run key>``)::
 
-    <run dir>/checkpoints/epoch=NNNN/…          the last completed epoch (tf.train.Checkpoint)
+    <run dir>/checkpoints/epoch=NNNN/…          the last completed epoch (tf.train.Checkpoint;
+                                                a single-process fit: tensors.npz, state.json)
     <run dir>/checkpoints/_LATEST.json          commit point of the checkpoint, with the MLflow run id
     <run dir>/mlflow_run.json                   the MLflow run this Airflow run trains into
     <run dir>/feature_profile.json              profile of the training table (drift reference;
@@ -31,6 +34,7 @@ from typing import Any
 
 from mlplatform_contract.results import RankResult, SelectResult, TrainResult, TrialResult
 from model_steps import gate, lake, model_loader
+from model_steps.checkpoints import Checkpoints, FitCheckpoints
 from model_steps.contract import StepContext, StepError
 from model_steps.features import FEATURES
 from model_steps.model_api import FitData, Model, TrainingData
@@ -44,7 +48,6 @@ from model_steps.tracking import (
     wait_for_server,
 )
 from model_steps.training import (
-    Checkpoints,
     build_model,
     holdout_mask,
     make_dataset,
@@ -302,10 +305,11 @@ def _trial_single(
     model, name = loaded.model, trial["name"]
     plan = FitPlan("fit", "validation",
                    validation_fraction=loaded.platform.tuning.validation_fraction)  # fmt: skip
-    data, _, validation = _fit_data(ctx.lake_path(FEATURES), loaded, plan)
+    run_dir = ctx.layout.trial_models(name)
+    data, _, validation = _fit_data(ctx.lake_path(FEATURES), loaded, run_dir, plan)
     tags = {"mlflow.parentRunId": parent_run_id, "tuning.role": "trial", "tuning.trial": name,
             "framework": model.framework}  # fmt: skip
-    run_id, resumed = _mlflow_run(ctx, ctx.layout.trial_models(name), {}, None, tags,
+    run_id, resumed = _mlflow_run(ctx, run_dir, {}, None, tags,
                                   f"{ctx.customer}/{ctx.run_key}/{name}")  # fmt: skip
     if not resumed:
         mlflow.log_params(_params(loaded, framework=model.framework, rows_train=len(data.train)))
@@ -316,7 +320,8 @@ def _trial_single(
     scored = _trial_outcome(loaded, labels, predictions(served, model, validation), objective,
                             epochs)  # fmt: skip
     out = TrialResult(**scored, name=name, index=trial["index"], params=trial["params"],
-                      rung=rung, epochs=epochs, start_epoch=0, mlflow_run_id=run_id,
+                      rung=rung, epochs=epochs, mlflow_run_id=run_id,
+                      start_epoch=_fit_progress(data)["start_epoch"],
                       seconds=round(time.monotonic() - started, 1))  # fmt: skip
     log.info("trial %s (%s, one fit): %s %s = %s", name, model.framework, out.status, objective,
              out.objective)  # fmt: skip
@@ -717,14 +722,16 @@ def _train_single(
     model = loaded.model
     run_dir, table_uri = ctx.layout.models, ctx.lake_path(FEATURES)
     t_read = time.monotonic()
-    data, df, holdout = _fit_data(table_uri, loaded)
+    data, df, holdout = _fit_data(table_uri, loaded, run_dir)
     read_s = time.monotonic() - t_read
     tags = {"framework": model.framework, "features_uri": table_uri, **tuning_tags(selected)}
-    run_id, _ = _mlflow_run(ctx, run_dir, {}, None, tags)
-    mlflow.log_params(_params(loaded, framework=model.framework, rows_train=len(data.train)))
+    run_id, resumed = _mlflow_run(ctx, run_dir, {}, None, tags)
+    if not resumed:  # a retry continues the killed attempt's run, whose params are logged
+        mlflow.log_params(_params(loaded, framework=model.framework, rows_train=len(data.train)))
     t_fit = time.monotonic()
     fitted = model.fit(data, model_loader.model_context(ctx, loaded, 0, 1))
     fit_s = time.monotonic() - t_fit
+    progress = _fit_progress(data)
     _, profile_uri = _log_data(ctx, loaded, table_uri)
     example = df[list(model.input_columns)].head(5).reset_index(drop=True)
     digest, served = _log_model(fitted, model, example, served=True)
@@ -732,9 +739,9 @@ def _train_single(
     metrics = gate.metrics(model.task, holdout[model.label_column].to_numpy(), preds)
     mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
     mlflow.end_run()
-    state = {"mlflow_run_id": run_id, "epoch_log": [], "ranks": 1, "start_epoch": 0,
-             "rows_train": len(data.train), "steps_per_epoch": 1, "read_seconds": round(read_s, 2),
-             "fit_seconds": fit_s, "checkpoint_uri": "", "table_uri": table_uri}  # fmt: skip
+    state = {"mlflow_run_id": run_id, "ranks": 1, "rows_train": len(data.train),
+             "steps_per_epoch": 1, "read_seconds": round(read_s, 2), "fit_seconds": fit_s,
+             "table_uri": table_uri, **progress}  # fmt: skip
     result = _result(ctx, loaded, state, metrics, {
         "registered_model": registered_model_name(ctx.pipeline, ctx.customer),
         "model_digest": digest, "run_model_uri": f"runs:/{run_id}/model", "run_dir": run_dir,
@@ -747,12 +754,31 @@ def _train_single(
     return result
 
 
+def _fit_progress(data: FitData) -> dict[str, Any]:
+    """What the fit's checkpoint store saw (a fit that saves none: nothing): the epoch it resumed
+    from (also an MLflow metric, as the Keras loop logs it), each epoch it saved with its time,
+    and the store's commit record."""
+    import mlflow
+
+    store = data.checkpoints
+    if store is None or not (store.epochs_saved or store.resumed_epoch):
+        return {"start_epoch": 0, "epoch_log": [], "checkpoint_uri": ""}
+    if store.resumed_epoch:
+        mlflow.log_metric("resumed_at_epoch", store.resumed_epoch, step=store.resumed_epoch)
+    rows = len(data.train)
+    epoch_log = [{"epoch": epoch, "epoch_seconds": s, "samples_per_second": rows / max(s, 1e-9)}
+                 for epoch, s in store.epochs_saved]  # fmt: skip
+    return {"start_epoch": store.resumed_epoch, "epoch_log": epoch_log,
+            "checkpoint_uri": store.latest_uri}  # fmt: skip
+
+
 def _fit_data(
-    table_uri: str, loaded: model_loader.LoadedModel, plan: FitPlan = FitPlan()
+    table_uri: str, loaded: model_loader.LoadedModel, run_dir: str, plan: FitPlan = FitPlan()
 ) -> tuple[FitData, Any, Any]:
     """The plan's fit and score splits (the training split and the holdout; a trial's "fit" and
     "validation" parts), inputs as the served model takes them (serving.tabular_frame) plus the
-    label: (FitData, the feature table, the score split's rows of it)."""
+    label, and the checkpoint store in ``run_dir``: (FitData, the feature table, the score split's
+    rows of it)."""
     from model_steps.profile import read_table
     from model_steps.serving import io_spec, tabular_frame
 
@@ -769,7 +795,7 @@ def _fit_data(
         frame[model.label_column] = df[rows][model.label_column].to_numpy()
         return frame
 
-    data = FitData.of(model, part(fit_rows), part(score_rows), tr.seed)
+    data = FitData.of(model, part(fit_rows), part(score_rows), tr.seed, FitCheckpoints(run_dir))
     if data.train.empty:
         raise StepError(f"{table_uri}: the {plan.fit_split} split is empty")
     return data, df, df[score_rows]

@@ -1,0 +1,235 @@
+"""Training checkpoints in the lake: their layout (:class:`Checkpoints`: the Keras loop's
+``tf.train.Checkpoint`` and a single-process fit's files) and the store the platform hands a
+non-Keras model's ``fit`` as ``FitData.checkpoints`` (:class:`FitCheckpoints`).
+
+A fit saves after each epoch (or boosting round, or whatever unit it counts) and, when it starts,
+asks for the latest checkpoint: a retried train task (a restarted worker, an evicted pod) then
+resumes where the killed attempt stopped instead of starting again. The store lives in the run's
+lake directory, in the layout Keras's checkpoints use (``_LATEST.json`` is the commit point, one
+epoch kept), so a retry of the same Airflow run finds it and another run never does.
+
+A checkpoint is data, never code: numeric arrays in an ``.npz`` read with ``allow_pickle=False``
+(numpy refuses an object array instead of unpickling it) and a JSON document. The train pod that
+writes it is the only one that reads it, but the format is the platform's rule for anything read
+back from storage.
+
+PyTorch gets two helpers over the store (``save_torch``/``restore_torch``): the module's and the
+optimizer's state, the torch RNG (so a resumed fit shuffles as the uninterrupted one would have)
+and any state dicts the fit keeps, such as its best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from model_steps import lake
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TENSORS, STATE = "tensors.npz", "state.json"
+FORMAT = "npz+json"
+TORCH = "_torch"  # the state key save_torch keeps the optimizer's groups and scalars under
+
+
+class Checkpoints:
+    """Per-epoch training checkpoints of one run in the lake::
+
+        <run dir>/checkpoints/epoch=0003/…           the files of the last completed epoch
+        <run dir>/checkpoints/_LATEST.json          {"epoch": 3, "dir": "epoch=0003", "files": …}
+
+    Keras writes a ``tf.train.Checkpoint`` (model + optimizer, ``save``/``restore``); a
+    single-process fit writes safe files (model_steps.fit_checkpoints, ``save_files``/
+    ``read_files``). ``_LATEST.json`` is written last (the commit point): a run killed while
+    uploading leaves the previous checkpoint in force. Older epoch folders are removed after each
+    commit (keep 1).
+    """
+
+    def __init__(self, run_dir_uri: str) -> None:
+        self.uri = lake.join(run_dir_uri, "checkpoints")
+        self.latest_uri = lake.join(self.uri, "_LATEST.json")
+
+    def latest(self) -> dict[str, Any] | None:
+        return lake.read_json(self.latest_uri) if lake.exists(self.latest_uri) else None
+
+    def save(self, ckpt: Any, epoch: int, extra: dict[str, Any]) -> str:
+        """A ``tf.train.Checkpoint``'s files for ``epoch``; its prefix goes in the record."""
+        prefix = "ckpt"
+        return self.save_files(lambda tmp: ckpt.write(os.path.join(tmp, prefix)), epoch,
+                               {"prefix": prefix, **extra})  # fmt: skip
+
+    def save_files(self, write: Callable[[str], Any], epoch: int, extra: dict[str, Any]) -> str:
+        """``write`` fills a local folder; its files become ``epoch``'s, then the record commits."""
+        name = f"epoch={epoch:04d}"
+        with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
+            write(tmp)
+            files = sorted(os.listdir(tmp))
+            lake.put_tree(tmp, lake.join(self.uri, name))
+        lake.write_json_atomic(self.latest_uri,
+                               {"epoch": epoch, "dir": name, "files": files, **extra})  # fmt: skip
+        for d in lake.list_dirs(self.uri):
+            if d.startswith("epoch=") and d != name:
+                lake.remove_tree(lake.join(self.uri, d))
+        return lake.join(self.uri, name)
+
+    def restore(self, ckpt: Any, latest: dict[str, Any]) -> None:
+        prefix = latest["prefix"]
+        self.read_files(latest, lambda tmp: ckpt.read(os.path.join(tmp, prefix)).expect_partial())
+
+    def read_files(self, latest: dict[str, Any], read: Callable[[str], T]) -> T:
+        """The record's files fetched into a local folder, which ``read`` reads."""
+        fs, _ = lake.filesystem(self.uri)
+        with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
+            for f in latest["files"]:
+                src = lake.filesystem(lake.join(self.uri, latest["dir"], f))[1]
+                fs.get(src, os.path.join(tmp, f))
+            return read(tmp)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A committed checkpoint: the unit it completed (``epoch``), its arrays and its state."""
+
+    epoch: int
+    tensors: Mapping[str, np.ndarray]
+    state: Mapping[str, Any]
+
+
+class FitCheckpoints:
+    """One fit's checkpoints under ``run_dir`` (a retry continues the MLflow run through the run
+    directory's own marker, model_steps.steps.train). After the fit the platform reads
+    ``resumed_epoch`` and ``epochs_saved`` for the step's result."""
+
+    def __init__(self, run_dir: str) -> None:
+        self._store = Checkpoints(run_dir)
+        self.latest_uri = self._store.latest_uri
+        self.resumed_epoch = 0
+        self.epochs_saved: list[tuple[int, float]] = []  # (epoch, seconds since the last save)
+        self._clock = time.monotonic()
+
+    def latest(self) -> Checkpoint | None:
+        """The last committed checkpoint of this run, or None on a first attempt."""
+        record = self._store.latest()
+        if not record:
+            return None
+        if record.get("format") != FORMAT:
+            raise ValueError(f"{self.latest_uri}: not a single-process fit's checkpoint "
+                             f"(format {record.get('format')!r}, expected {FORMAT!r})")  # fmt: skip
+        checkpoint = self._store.read_files(record, lambda tmp: _read(tmp, int(record["epoch"])))
+        self.resumed_epoch = checkpoint.epoch
+        self._clock = time.monotonic()
+        log.info("resuming the fit from its checkpoint after epoch %d (%s)", checkpoint.epoch,
+                 self.latest_uri)  # fmt: skip
+        return checkpoint
+
+    def save(
+        self,
+        epoch: int,
+        tensors: Mapping[str, Any] | None = None,
+        state: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Commit ``epoch`` (≥ 1: the number of units done) with numeric ``tensors`` and a JSON
+        ``state``; a value of another kind is refused here, naming its key, before anything is
+        written."""
+        if not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(
+                f"checkpoint epoch must be an int >= 1 (units completed), got {epoch!r}"
+            )
+        arrays = {name: _numeric(name, value) for name, value in (tensors or {}).items()}
+        try:
+            document = json.dumps(dict(state or {}), sort_keys=True, allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"checkpoint state must be JSON: {exc}") from exc
+
+        def write(tmp: str) -> None:
+            np.savez(os.path.join(tmp, TENSORS), **arrays)
+            with open(os.path.join(tmp, STATE), "w") as f:
+                f.write(document)
+
+        self._store.save_files(write, epoch, {"format": FORMAT})
+        now = time.monotonic()
+        self.epochs_saved.append((epoch, now - self._clock))
+        self._clock = now
+
+
+def _numeric(name: str, value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "biufc":
+        raise ValueError(f"checkpoint tensor {name!r} is {array.dtype}: only numeric arrays "
+                         "are stored (no objects: a checkpoint is data)")  # fmt: skip
+    return array
+
+
+def _read(folder: str, epoch: int) -> Checkpoint:
+    with np.load(os.path.join(folder, TENSORS), allow_pickle=False) as npz:
+        tensors = {name: npz[name] for name in npz.files}
+    with open(os.path.join(folder, STATE)) as f:
+        state = json.load(f)
+    return Checkpoint(epoch, tensors, state)
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+def save_torch(
+    store: FitCheckpoints, epoch: int, *, module: Any, optimizer: Any,
+    kept: Mapping[str, Mapping[str, Any]] | None = None, state: Mapping[str, Any] | None = None,
+) -> None:  # fmt: skip
+    """Checkpoint a PyTorch fit after ``epoch``: the module, the optimizer (its per-parameter
+    tensors, scalars and groups), the torch RNG, the fit's ``kept`` state dicts (name -> state
+    dict: the best epoch's weights) and its JSON ``state``."""
+    import torch
+
+    tensors = _prefixed("module", module.state_dict())
+    scalars: dict[str, dict[str, Any]] = {}
+    opt = optimizer.state_dict()
+    for index, slots in opt["state"].items():
+        for slot, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer/{index}/{slot}"] = value
+            else:
+                scalars.setdefault(str(index), {})[slot] = value
+    for name, state_dict in (kept or {}).items():
+        tensors |= _prefixed(f"kept/{name}", state_dict)
+    tensors["rng/torch"] = torch.get_rng_state()
+    platform = {"param_groups": opt["param_groups"], "scalars": scalars, "kept": sorted(kept or {})}
+    arrays = {k: v.detach().cpu().numpy() for k, v in tensors.items()}
+    store.save(epoch, arrays, {**(state or {}), TORCH: platform})
+
+
+def restore_torch(checkpoint: Checkpoint, *, module: Any, optimizer: Any) -> dict[str, dict]:
+    """Load what ``save_torch`` saved into ``module`` (strictly: the same keys and shapes) and
+    ``optimizer`` and set the torch RNG; returns the kept state dicts by name."""
+    import torch
+
+    platform = checkpoint.state[TORCH]
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in checkpoint.tensors.items()}
+    module.load_state_dict(_unprefixed("module", tensors), strict=True)
+    slots: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, slot = key.split("/", 2)
+            slots.setdefault(int(index), {})[slot] = value
+    for index, values in platform["scalars"].items():
+        slots.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": slots, "param_groups": platform["param_groups"]})
+    torch.set_rng_state(tensors["rng/torch"])
+    return {name: _unprefixed(f"kept/{name}", tensors) for name in platform["kept"]}
+
+
+def _prefixed(prefix: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}/{k}": v for k, v in state_dict.items()}
+
+
+def _unprefixed(prefix: str, tensors: Mapping[str, Any]) -> dict[str, Any]:
+    start = len(prefix) + 1
+    return {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}

@@ -1,0 +1,141 @@
+"""A single-process fit's checkpoint store (model_steps.checkpoints.FitCheckpoints), in a local lake folder:
+what it stores and refuses, and a PyTorch fit killed after epoch k that resumes at k and ends with
+the very weights of the fit that was never stopped. The killed-and-retried train task, through the
+step's command line, is test_train_pytorch's."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from model_steps.checkpoints import FORMAT, Checkpoints, FitCheckpoints
+from model_steps.testing import FitKilled, KilledAfterEpoch
+
+
+def test_the_latest_checkpoint_comes_back_and_only_it_is_kept(tmp_path) -> None:
+    store = FitCheckpoints(f"file://{tmp_path}")
+    assert store.latest() is None
+    store.save(1, {"w": np.zeros(3)}, {"best": float("inf")})
+    store.save(2, {"w": np.arange(3.0), "step": np.int64(7)}, {"best": 0.5, "names": ["a"]})
+    back = FitCheckpoints(f"file://{tmp_path}").latest()
+    assert back is not None and back.epoch == 2
+    np.testing.assert_array_equal(back.tensors["w"], np.arange(3.0))
+    assert back.tensors["step"] == 7 and back.state == {"best": 0.5, "names": ["a"]}
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["_LATEST.json", "epoch=0002"]
+    record = json.loads((folder / "_LATEST.json").read_text())
+    assert record["format"] == FORMAT and record["files"] == ["state.json", "tensors.npz"]
+    assert [epoch for epoch, _ in store.epochs_saved] == [1, 2]
+
+
+def test_what_is_not_data_is_refused_before_anything_is_written(tmp_path) -> None:
+    store = FitCheckpoints(f"file://{tmp_path}")
+    with pytest.raises(ValueError, match="'booster' is object"):
+        store.save(1, {"booster": np.array([object()])})
+    with pytest.raises(ValueError, match="must be JSON"):
+        store.save(1, state={"fn": print})
+    with pytest.raises(ValueError, match="int >= 1"):
+        store.save(0, {"w": np.zeros(1)})
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_crafted_checkpoint_is_read_as_data_or_refused(tmp_path) -> None:
+    """An object array in the tensors file (the way a pickle gets in) is refused when it is read;
+    a Keras checkpoint's record is not taken for a fit's."""
+    store = FitCheckpoints(f"file://{tmp_path}")
+    store.save(1, {"w": np.zeros(2)})
+    npz = tmp_path / "checkpoints" / "epoch=0001" / "tensors.npz"
+    np.savez(npz, w=np.array([{"x": 1}], dtype=object))  # np.save pickles an object array
+    with zipfile.ZipFile(npz) as z:
+        assert b"pickle" in z.read("w.npy") or b"\x80" in z.read("w.npy")
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        FitCheckpoints(f"file://{tmp_path}").latest()
+    Checkpoints(f"file://{tmp_path}/keras").save_files(lambda tmp: None, 1, {"prefix": "ckpt"})
+    with pytest.raises(ValueError, match="not a single-process fit's checkpoint"):
+        FitCheckpoints(f"file://{tmp_path}/keras").latest()
+
+
+def test_a_killed_pytorch_fit_resumes_at_its_epoch_with_the_same_result(tmp_path) -> None:
+    """Module, Adam's moments and step, the RNG: the resumed fit's weights are the uninterrupted
+    fit's, bit for bit (its minibatches are shuffled from the RNG every epoch)."""
+    torch = pytest.importorskip("torch")
+    import pytorch_variant
+
+    from model_steps.model_api import ModuleInputs
+
+    inputs = ModuleInputs(numeric=("a", "b"), categorical={"c": ("x", "y")}, outputs=1)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 2)).astype(np.float32)
+    codes = rng.integers(0, 2, (64, 1))
+    y = (x[:, 0] > 0).astype(np.float32)
+
+    def fit(store: FitCheckpoints) -> dict:
+        net = pytorch_variant.train(inputs, x, codes, y, task="binary_classification", seed=1,
+                                    epochs=6, checkpoints=store, batch_size=16)  # fmt: skip
+        return net.state_dict()
+
+    whole = fit(FitCheckpoints(f"file://{tmp_path}/whole"))
+    with pytest.raises(FitKilled):
+        fit(KilledAfterEpoch(f"file://{tmp_path}/killed", 4))
+    retry = FitCheckpoints(f"file://{tmp_path}/killed")
+    resumed = fit(retry)
+    assert retry.resumed_epoch == 4 and [e for e, _ in retry.epochs_saved] == [5, 6]
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+class _ForgetsTheOptimizer:
+    """A fit's store wrapper that hands back the weights and the RNG but not Adam's moments: the
+    mistake of a fit that restores its module only."""
+
+    def __init__(self, inner: FitCheckpoints) -> None:
+        self.inner = inner
+
+    def save(self, epoch, tensors=None, state=None) -> None:  # type: ignore[no-untyped-def]
+        self.inner.save(epoch, tensors, state)
+
+    def latest(self):  # type: ignore[no-untyped-def]
+        last = self.inner.latest()
+        kept = {k: v for k, v in (last.tensors if last else {}).items()
+                if not k.startswith("optimizer/")}  # fmt: skip
+        return last and dataclasses.replace(last, tensors=kept)
+
+
+def test_the_hook_kit_resumes_a_checkpointing_fit_and_names_one_that_resumes_otherwise() -> None:
+    """The model's own test (model_steps.testing) kills a fit that checkpoints after its first
+    epoch and resumes it: the variant's fit resumes to the same outputs; a fit that forgets the
+    optimizer's state is named, with what to restore."""
+    pytest.importorskip("torch")
+    import pandas as pd
+    import pytorch_variant
+
+    from mlplatform_contract.settings import CustomerSettings
+    from model_steps import testing
+    from model_steps.model_api import ModelContext
+
+    good = pytorch_variant.MODEL
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({c: rng.normal(size=300) for c in good.numeric_features})
+    for c, vocabulary in good.categorical_features.items():
+        frame[c] = rng.choice(list(vocabulary), 300)
+    frame[good.label_column] = (frame[good.numeric_features[0]] > 0).astype(int)
+    frame[good.key] = [f"D{i}" for i in range(300)]
+    ctx = ModelContext(pipeline=good.name, customer="kit", data_date=None, lake_uri="",  # type: ignore[arg-type]
+                       settings=good.settings(), platform=CustomerSettings())  # fmt: skip
+
+    def forgetful(data, ctx):  # type: ignore[no-untyped-def]
+        store = _ForgetsTheOptimizer(data.checkpoints) if data.checkpoints else None
+        return pytorch_variant.fit(dataclasses.replace(data, checkpoints=store), ctx)
+
+    predicted, resumed = testing._fit_other(good, ctx, frame, frame)
+    np.testing.assert_array_equal(predicted, resumed)
+    bad = dataclasses.replace(good, fit=forgetful)
+    predicted, resumed = testing._fit_other(bad, ctx, frame, frame)
+    run = testing.HookRun(frame, frame, {"success": True, "failed": []}, predicted, [{"o": 1}], [],
+                          resumed=resumed)  # fmt: skip
+    assert any("killed after its first checkpoint and resumed, predicts otherwise" in p
+               and "the optimizer" in p for p in testing.hook_run_problems(bad, run))  # fmt: skip

@@ -139,8 +139,10 @@ class TrainResult(StepResult):
     read_seconds: float
     fit_seconds: float
     run_dir: str
-    checkpoint_uri: str = Field(description="the checkpoints' commit record (_LATEST.json); "
-                                "empty: a single-process fit that saved none")
+    checkpoint_uri: str = Field(
+        description="the checkpoints' commit record (_LATEST.json); "
+        "empty: a single-process fit that saved none"
+    )
     profile_uri: str
     features_uri: str
     tuning: dict[str, Any] | None = Field(None, description="the trial trained (tuning.enabled)")

@@ -1,6 +1,7 @@
-"""Batch scoring throughput per framework: the score step's chunked path (parquet read, the
-platform's served model, parquet write, manifest commit) against the framework's own predict on the
-same rows held in memory, alternated in one run (``--repeat`` pairs; medians reported).
+"""Batch scoring throughput per framework: the platform's served model (its interface:
+``FramePredictor.predict`` on the in-memory chunks) and the score step's chunked path (parquet
+read, the served model, parquet write, manifest commit), each against the framework's own predict
+on the same rows held in memory, alternated in one run (``--repeat`` rounds; medians reported).
 
     .venv-steps/bin/python benchmarks/bench_score.py [--rows 1000000] [--quick] [--framework keras]
 
@@ -30,7 +31,7 @@ no platform code; no parquet, no output frame, no write:
   categories)`` takes about twice as long on the object strings).
 
 Each path is called once off the clock first (Keras traces its function). Prints a table and
-writes benchmarks/results/score.json. Goal: step >= 0.95x the baseline.
+writes benchmarks/results/score.json. Goal: >= 0.95x the baseline (the served model; the step too).
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ def measure(framework: str, root: Path, rows: int, chunk_rows: int, repeat: int)
 
 def print_table(rows: int, chunk_rows: int, results: list[dict[str, Any]]) -> None:
     print(f"Batch scoring, {rows:,} rows, chunks of {chunk_rows:,}, medians "
-          f"(goal step >= {TARGET}x)")  # fmt: skip
+          f"(goal >= {TARGET}x)")  # fmt: skip
     print(f"{'framework':<10}{'path':<34}{'seconds':>10}{'rows/s':>12}{'ratio':>8}")
     for r in results:
         print(f"{r['framework']:<10}{'framework predict, in memory':<34}{r['raw_predict_s']:>10.2f}"

@@ -15,7 +15,9 @@ back from storage.
 
 PyTorch gets two helpers over the store (``save_torch``/``restore_torch``): the module's and the
 optimizer's state, the torch RNG (so a resumed fit shuffles as the uninterrupted one would have)
-and any state dicts the fit keeps, such as its best epoch's weights.
+and any state dicts the fit keeps, such as its best epoch's weights. XGBoost gets a training
+callback and its resume (``xgboost_checkpoints``/``resume_xgboost``): the booster's JSON model and
+its early-stopping state, continued with ``xgboost.train(xgb_model=…)``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -39,6 +42,7 @@ T = TypeVar("T")
 TENSORS, STATE = "tensors.npz", "state.json"
 FORMAT = "npz+json"
 TORCH = "_torch"  # the state key save_torch keeps the optimizer's groups and scalars under
+XGBOOST = "_xgboost"  # the state key of the early-stopping state xgboost_checkpoints keeps
 
 
 class Checkpoints:
@@ -233,3 +237,61 @@ def _prefixed(prefix: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
 def _unprefixed(prefix: str, tensors: Mapping[str, Any]) -> dict[str, Any]:
     start = len(prefix) + 1
     return {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+
+
+# ---------------------------------------------------------------- XGBoost
+
+
+def xgboost_checkpoints(store: FitCheckpoints, early_stopping: Any = None, every: int = 1) -> Any:
+    """An XGBoost ``TrainingCallback`` that commits, after every ``every`` boosting rounds, the
+    booster (its JSON model as bytes) and the state of the fit's ``EarlyStopping`` callback (its
+    score history, best scores and rounds without improvement), so that a resumed fit stops where
+    the uninterrupted one would. List it after the ``EarlyStopping`` callback."""
+    import xgboost as xgb
+
+    class _Checkpoint(xgb.callback.TrainingCallback):
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            rounds = model.num_boosted_rounds()
+            if rounds % every == 0:
+                raw = np.frombuffer(bytes(model.save_raw("json")), dtype=np.uint8)
+                store.save(rounds, {"booster": raw}, {XGBOOST: _stopping_state(early_stopping)})
+            return False
+
+    return _Checkpoint()
+
+
+def resume_xgboost(store: FitCheckpoints, early_stopping: Any = None) -> tuple[Any, int]:
+    """What ``xgboost_checkpoints`` committed last: (the booster to continue with
+    ``xgboost.train(xgb_model=…)``, the rounds it holds), its early-stopping state set back into
+    ``early_stopping``; (None, 0) on a first attempt. The booster file passes the registry's own
+    check of XGBoost's JSON model (model_store.check_xgboost_json) before XGBoost reads it."""
+    import xgboost as xgb
+
+    from model_steps.model_store import check_xgboost_json
+
+    last = store.latest()
+    if last is None:
+        return None, 0
+    booster = xgb.Booster()
+    with tempfile.TemporaryDirectory(prefix="xgb-ckpt-") as tmp:
+        path = os.path.join(tmp, "booster.json")
+        with open(path, "wb") as f:
+            f.write(last.tensors["booster"].tobytes())
+        check_xgboost_json(Path(path))
+        booster.load_model(path)
+    state = last.state.get(XGBOOST)
+    if early_stopping is not None and state:
+        early_stopping.stopping_history = state["stopping_history"]
+        early_stopping.best_scores = state["best_scores"]
+        early_stopping.current_rounds = state["current_rounds"]
+        early_stopping.maximize = state["maximize"]
+    return booster, last.epoch
+
+
+def _stopping_state(early_stopping: Any) -> dict[str, Any] | None:
+    if early_stopping is None:
+        return None
+    return {"stopping_history": early_stopping.stopping_history,
+            "best_scores": early_stopping.best_scores,
+            "current_rounds": early_stopping.current_rounds,
+            "maximize": early_stopping.maximize}  # fmt: skip

@@ -139,3 +139,51 @@ def test_the_hook_kit_resumes_a_checkpointing_fit_and_names_one_that_resumes_oth
                           resumed=resumed)  # fmt: skip
     assert any("killed after its first checkpoint and resumed, predicts otherwise" in p
                and "the optimizer" in p for p in testing.hook_run_problems(bad, run))  # fmt: skip
+
+
+def _boost(store: FitCheckpoints, x: np.ndarray, y: np.ndarray, rounds: int = 60):  # type: ignore[no-untyped-def]
+    """An early-stopped booster fitted as the XGBoost scaffold fits one, on a noisy holdout (it
+    stops well before ``rounds``)."""
+    import xgboost as xgb
+
+    from model_steps.checkpoints import resume_xgboost, xgboost_checkpoints
+
+    train, holdout = xgb.DMatrix(x[:150], y[:150]), xgb.DMatrix(x[150:], y[150:])
+    stop = xgb.callback.EarlyStopping(rounds=5)
+    booster, done = resume_xgboost(store, stop)
+    params = {"objective": "binary:logistic", "eta": 0.3, "max_depth": 3, "nthread": 1, "seed": 0}
+    return xgb.train(params, train, num_boost_round=rounds - done, evals=[(holdout, "holdout")],
+                     xgb_model=booster, callbacks=[stop, xgboost_checkpoints(store, stop)],
+                     verbose_eval=False)  # fmt: skip
+
+
+def test_a_killed_xgboost_fit_continues_its_booster_and_stops_where_it_would_have(tmp_path):  # type: ignore[no-untyped-def]
+    """The booster and its early stopping's history come back: the resumed fit has the trees, the
+    best iteration and the stopping round of the fit that ran through."""
+    pytest.importorskip("xgboost")
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(250, 4))
+    y = (x[:, 0] + rng.normal(scale=1.5, size=250) > 0).astype(float)
+    whole_store = FitCheckpoints(f"file://{tmp_path}/whole")
+    whole = _boost(whole_store, x, y)
+    stopped_at = whole.num_boosted_rounds()
+    assert stopped_at < 60 and int(whole.attr("best_iteration")) < stopped_at - 1
+    with pytest.raises(FitKilled):
+        _boost(KilledAfterEpoch(f"file://{tmp_path}/killed", stopped_at - 3), x, y)
+    retry = FitCheckpoints(f"file://{tmp_path}/killed")
+    resumed = _boost(retry, x, y)
+    assert retry.resumed_epoch == stopped_at - 3
+    assert resumed.num_boosted_rounds() == stopped_at
+    assert resumed.attr("best_iteration") == whole.attr("best_iteration")
+    assert resumed.save_raw("json") == whole.save_raw("json")
+
+
+def test_a_checkpoint_booster_that_is_not_xgboost_json_is_refused(tmp_path) -> None:
+    pytest.importorskip("xgboost")
+    from model_steps.checkpoints import resume_xgboost
+    from model_steps.model_store import ModelRefused
+
+    store = FitCheckpoints(f"file://{tmp_path}")
+    store.save(3, {"booster": np.frombuffer(b'{"learner": {}, "extra": 1}', np.uint8)})
+    with pytest.raises(ModelRefused, match="not an XGBoost JSON model"):
+        resume_xgboost(FitCheckpoints(f"file://{tmp_path}"))

@@ -28,13 +28,13 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from model_steps import lake
+from model_steps.model_api import Checkpoint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,15 +97,6 @@ class Checkpoints:
                 src = lake.filesystem(lake.join(self.uri, latest["dir"], f))[1]
                 fs.get(src, os.path.join(tmp, f))
             return read(tmp)
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A committed checkpoint: the unit it completed (``epoch``), its arrays and its state."""
-
-    epoch: int
-    tensors: Mapping[str, np.ndarray]
-    state: Mapping[str, Any]
 
 
 class FitCheckpoints:

@@ -38,16 +38,13 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from mlplatform_contract.tasks import TASKS, Task, TaskType
 from model_steps.raw_schema import RawTable
 from model_steps.search_space import Distribution
-
-if TYPE_CHECKING:
-    from model_steps.checkpoints import FitCheckpoints
 
 CUTOFF_COLUMN = "cutoff_date"  # added by the platform to every feature table
 
@@ -133,6 +130,27 @@ class ModuleInputs:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """A committed checkpoint of a fit: the units it completed (``epoch``), its numeric arrays and
+    its JSON state."""
+
+    epoch: int
+    tensors: Mapping[str, Any]  # name -> numpy array
+    state: Mapping[str, Any]
+
+
+class CheckpointStore(Protocol):
+    """What ``FitData.checkpoints`` offers a fit (model_steps.checkpoints.FitCheckpoints)."""
+
+    def latest(self) -> Checkpoint | None: ...
+
+    def save(
+        self, epoch: int, tensors: Mapping[str, Any] | None = None,
+        state: Mapping[str, Any] | None = None,
+    ) -> None: ...  # fmt: skip
+
+
+@dataclass(frozen=True)
 class FitData:
     """What a non-Keras ``fit`` gets: the whole training split and the holdout (pandas frames of
     the key, the input columns and the label; model_steps.training.holdout_mask), the column names
@@ -149,12 +167,12 @@ class FitData:
     label: str
     seed: int
     module_inputs: ModuleInputs | None = None
-    checkpoints: FitCheckpoints | None = None
+    checkpoints: CheckpointStore | None = None
 
     @classmethod
     def of(
         cls, model: Model, train: Any, holdout: Any, seed: int,
-        checkpoints: FitCheckpoints | None = None,
+        checkpoints: CheckpointStore | None = None,
     ) -> FitData:  # fmt: skip
         """What ``model``'s fit gets on these frames (the train step's, a trial's, the hook kit's)."""
         return cls(train, holdout, tuple(model.numeric_features), tuple(model.categorical_features),

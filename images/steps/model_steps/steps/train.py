@@ -761,7 +761,7 @@ def _fit_progress(data: FitData) -> dict[str, Any]:
     import mlflow
 
     store = data.checkpoints
-    if store is None or not (store.epochs_saved or store.resumed_epoch):
+    if not isinstance(store, FitCheckpoints) or not (store.epochs_saved or store.resumed_epoch):
         return {"start_epoch": 0, "epoch_log": [], "checkpoint_uri": ""}
     if store.resumed_epoch:
         mlflow.log_metric("resumed_at_epoch", store.resumed_epoch, step=store.resumed_epoch)

@@ -140,6 +140,12 @@ class TrainingSettings(_Strict):
     warmup_epochs: int = Field(1, ge=0)
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
+    checkpoint_seconds: float = Field(
+        30,
+        ge=0,
+        description="a single-process fit commits at most one checkpoint per this many seconds "
+        "(0: every one it saves; the Keras loop checkpoints every epoch)",
+    )
 
 
 class HalvingSettings(_Strict):

@@ -104,12 +104,18 @@ class FitCheckpoints:
     directory's own marker, model_steps.steps.train). After the fit the platform reads
     ``resumed_epoch`` and ``epochs_saved`` for the step's result."""
 
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, min_seconds: float = 0) -> None:
         self._store = Checkpoints(run_dir)
         self.latest_uri = self._store.latest_uri
+        self.min_seconds = min_seconds  # settings training.checkpoint_seconds
         self.resumed_epoch = 0
         self.epochs_saved: list[tuple[int, float]] = []  # (epoch, seconds since the last save)
         self._clock = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether a save now would be committed: ``min_seconds`` have passed since the last one
+        (or the fit's start). A fit whose state is costly to gather asks first."""
+        return time.monotonic() - self._clock >= self.min_seconds
 
     def latest(self) -> Checkpoint | None:
         """The last committed checkpoint of this run, or None on a first attempt."""
@@ -133,8 +139,9 @@ class FitCheckpoints:
         state: Mapping[str, Any] | None = None,
     ) -> None:
         """Commit ``epoch`` (≥ 1: the number of units done) with numeric ``tensors`` and a JSON
-        ``state``; a value of another kind is refused here, naming its key, before anything is
-        written."""
+        ``state``, unless the last commit is younger than ``min_seconds`` (then nothing is
+        written: a long fit checkpoints every few seconds, not every round); a value of another
+        kind is refused here, naming its key, before anything is written."""
         if not isinstance(epoch, int) or epoch < 1:
             raise ValueError(
                 f"checkpoint epoch must be an int >= 1 (units completed), got {epoch!r}"
@@ -144,6 +151,8 @@ class FitCheckpoints:
             document = json.dumps(dict(state or {}), sort_keys=True, allow_nan=True)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"checkpoint state must be JSON: {exc}") from exc
+        if not self.due():
+            return
 
         def write(tmp: str) -> None:
             np.savez(os.path.join(tmp, TENSORS), **arrays)
@@ -181,8 +190,11 @@ def save_torch(
 ) -> None:  # fmt: skip
     """Checkpoint a PyTorch fit after ``epoch``: the module, the optimizer (its per-parameter
     tensors, scalars and groups), the torch RNG, the fit's ``kept`` state dicts (name -> state
-    dict: the best epoch's weights) and its JSON ``state``."""
+    dict: the best epoch's weights) and its JSON ``state``; nothing when the store is not due."""
     import torch
+
+    if not store.due():
+        return
 
     tensors = _prefixed("module", module.state_dict())
     scalars: dict[str, dict[str, Any]] = {}
@@ -233,17 +245,17 @@ def _unprefixed(prefix: str, tensors: Mapping[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- XGBoost
 
 
-def xgboost_checkpoints(store: FitCheckpoints, early_stopping: Any = None, every: int = 1) -> Any:
-    """An XGBoost ``TrainingCallback`` that commits, after every ``every`` boosting rounds, the
-    booster (its JSON model as bytes) and the state of the fit's ``EarlyStopping`` callback (its
-    score history, best scores and rounds without improvement), so that a resumed fit stops where
-    the uninterrupted one would. List it after the ``EarlyStopping`` callback."""
+def xgboost_checkpoints(store: FitCheckpoints, early_stopping: Any = None) -> Any:
+    """An XGBoost ``TrainingCallback`` that commits, after a boosting round when the store is due,
+    the booster (its JSON model as bytes) and the state of the fit's ``EarlyStopping`` callback
+    (its score history, best scores and rounds without improvement), so that a resumed fit stops
+    where the uninterrupted one would. List it after the ``EarlyStopping`` callback."""
     import xgboost as xgb
 
     class _Checkpoint(xgb.callback.TrainingCallback):
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
             rounds = model.num_boosted_rounds()
-            if rounds % every == 0:
+            if store.due():
                 raw = np.frombuffer(bytes(model.save_raw("json")), dtype=np.uint8)
                 store.save(rounds, {"booster": raw}, {XGBOOST: _stopping_state(early_stopping)})
             return False

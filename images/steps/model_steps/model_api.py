@@ -144,6 +144,10 @@ class CheckpointStore(Protocol):
 
     def latest(self) -> Checkpoint | None: ...
 
+    def due(
+        self,
+    ) -> bool: ...  # whether a save now would be committed (training.checkpoint_seconds)
+
     def save(
         self, epoch: int, tensors: Mapping[str, Any] | None = None,
         state: Mapping[str, Any] | None = None,

@@ -32,6 +32,15 @@ def test_the_latest_checkpoint_comes_back_and_only_it_is_kept(tmp_path) -> None:
     assert [epoch for epoch, _ in store.epochs_saved] == [1, 2]
 
 
+def test_a_store_commits_at_most_one_checkpoint_per_its_seconds(tmp_path) -> None:
+    """training.checkpoint_seconds: a fit may save every round; the store writes when it is due."""
+    store = FitCheckpoints(f"file://{tmp_path}", min_seconds=3600)
+    assert not store.due()
+    store.save(1, {"w": np.zeros(2)})
+    assert store.latest() is None and store.epochs_saved == []
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_what_is_not_data_is_refused_before_anything_is_written(tmp_path) -> None:
     store = FitCheckpoints(f"file://{tmp_path}")
     with pytest.raises(ValueError, match="'booster' is object"):
@@ -97,6 +106,9 @@ class _ForgetsTheOptimizer:
 
     def save(self, epoch, tensors=None, state=None) -> None:  # type: ignore[no-untyped-def]
         self.inner.save(epoch, tensors, state)
+
+    def due(self) -> bool:
+        return self.inner.due()
 
     def latest(self):  # type: ignore[no-untyped-def]
         last = self.inner.latest()

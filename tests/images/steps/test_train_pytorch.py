@@ -29,7 +29,8 @@ def test_a_pytorch_model_trains_registers_scores_and_loads_as_its_module(world) 
     resumes there in the same MLflow run and trains the remaining epochs only."""
     import mlflow
 
-    killed = {"model": {"die_after_epoch": 3}}
+    # a checkpoint every epoch (training.checkpoint_seconds 0), the process killed after the third
+    killed = {"model": {"die_after_epoch": 3}, "training": {**TRAINING, "checkpoint_seconds": 0}}
     res, decision, run = trains_gates_and_scores(world, "torch-one", "pytorch",
                                                  "model.safetensors", killed)  # fmt: skip
     assert res["resumed"] and res["start_epoch"] == 3 and res["epochs_run"] == 60 - 3

@@ -795,7 +795,8 @@ def _fit_data(
         frame[model.label_column] = df[rows][model.label_column].to_numpy()
         return frame
 
-    data = FitData.of(model, part(fit_rows), part(score_rows), tr.seed, FitCheckpoints(run_dir))
+    store = FitCheckpoints(run_dir, tr.checkpoint_seconds)
+    data = FitData.of(model, part(fit_rows), part(score_rows), tr.seed, store)
     if data.train.empty:
         raise StepError(f"{table_uri}: the {plan.fit_split} split is empty")
     return data, df, df[score_rows]

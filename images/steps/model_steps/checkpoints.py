@@ -17,7 +17,9 @@ PyTorch gets two helpers over the store (``save_torch``/``restore_torch``): the 
 optimizer's state, the torch RNG (so a resumed fit shuffles as the uninterrupted one would have)
 and any state dicts the fit keeps, such as its best epoch's weights. XGBoost gets a training
 callback and its resume (``xgboost_checkpoints``/``resume_xgboost``): the booster's JSON model and
-its early-stopping state, continued with ``xgboost.train(xgb_model=…)``.
+its early-stopping state, continued with ``xgboost.train(xgb_model=…)``. LightGBM gets a callback
+that stops early and checkpoints (``LightGBMCheckpoints``): the booster's text model and the
+stopping state, continued with ``lightgbm.train(init_model=…)``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ TENSORS, STATE = "tensors.npz", "state.json"
 FORMAT = "npz+json"
 TORCH = "_torch"  # the state key save_torch keeps the optimizer's groups and scalars under
 XGBOOST = "_xgboost"  # the state key of the early-stopping state xgboost_checkpoints keeps
+LIGHTGBM = "_lightgbm"  # the state key of LightGBMCheckpoints' early-stopping state
 
 
 class Checkpoints:
@@ -298,3 +301,73 @@ def _stopping_state(early_stopping: Any) -> dict[str, Any] | None:
             "best_scores": early_stopping.best_scores,
             "current_rounds": early_stopping.current_rounds,
             "maximize": early_stopping.maximize}  # fmt: skip
+
+
+# ---------------------------------------------------------------- LightGBM
+
+
+class LightGBMCheckpoints:
+    """A LightGBM callback (``callbacks=[…]``) for a fit that resumes: early stopping on the
+    validation sets' metrics as ``lightgbm.early_stopping(stopping_rounds)`` does it (stop when a
+    metric has not improved for that many rounds, keep its best iteration; 0: none) and, when the
+    store is due, a checkpoint of the booster's text model and that stopping state.
+    :meth:`resume` gives back the booster to continue with ``lightgbm.train(init_model=…)``.
+    LightGBM's own early-stopping callback resets its state when a training starts, so a fit that
+    resumes uses this one instead."""
+
+    order = 30  # LightGBM runs callbacks by order; its own early stopping has 30 too
+    before_iteration = False
+
+    def __init__(self, store: FitCheckpoints | None, stopping_rounds: int = 0) -> None:
+        self.store, self.stopping_rounds = store, stopping_rounds
+        self.best: list[list[Any]] = []  # per validation metric: [score, iteration, results]
+
+    def resume(self) -> tuple[Any, int]:
+        """(the booster to continue, the rounds it holds) with its stopping state set back; (None,
+        0) without a store or on a first attempt. The text passes the registry's check of
+        LightGBM's format (model_store.check_lightgbm_text) before LightGBM parses it."""
+        import lightgbm as lgb
+
+        from model_steps.model_store import check_lightgbm_text
+
+        last = self.store.latest() if self.store else None
+        if last is None:
+            return None, 0
+        with tempfile.TemporaryDirectory(prefix="lgb-ckpt-") as tmp:
+            path = Path(tmp) / "booster.txt"
+            path.write_bytes(last.tensors["booster"].tobytes())
+            check_lightgbm_text(path)
+            booster = lgb.Booster(model_file=str(path))
+        self.best = last.state[LIGHTGBM]["best"]
+        return booster, last.epoch
+
+    def __call__(self, env: Any) -> None:
+        scored = [r for r in env.evaluation_result_list if r[0] != "training"]
+        if self.stopping_rounds:
+            self._stop_or_go(env, scored)
+        if self.store is not None and self.store.due():
+            text = env.model.model_to_string().encode()
+            self.store.save(env.iteration + 1, {"booster": np.frombuffer(text, dtype=np.uint8)},
+                            {LIGHTGBM: {"best": self.best}})  # fmt: skip
+
+    def _stop_or_go(self, env: Any, scored: list[Any]) -> None:
+        """Raise LightGBM's EarlyStopException (the best iteration, its results) when a metric has
+        not improved for ``stopping_rounds`` rounds, or at the last round."""
+        import lightgbm as lgb
+
+        if not scored:
+            raise ValueError("early stopping needs a validation set (valid_sets)")
+        if not self.best:
+            self.best = [[None, 0, []] for _ in scored]
+        for i, (_, _, value, higher_better) in enumerate(scored):
+            best, iteration, _ = self.best[i]
+            if best is None or (value > best if higher_better else value < best):
+                self.best[i] = [value, env.iteration, [list(r) for r in scored]]
+            elif env.iteration - iteration >= self.stopping_rounds:
+                raise lgb.callback.EarlyStopException(iteration, _results(self.best[i][2]))
+        if env.iteration == env.end_iteration - 1:
+            raise lgb.callback.EarlyStopException(self.best[0][1], _results(self.best[0][2]))
+
+
+def _results(rows: list[list[Any]]) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in rows]

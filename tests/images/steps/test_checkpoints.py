@@ -199,3 +199,54 @@ def test_a_checkpoint_booster_that_is_not_xgboost_json_is_refused(tmp_path) -> N
     store.save(3, {"booster": np.frombuffer(b'{"learner": {}, "extra": 1}', np.uint8)})
     with pytest.raises(ModelRefused, match="not an XGBoost JSON model"):
         resume_xgboost(FitCheckpoints(f"file://{tmp_path}"))
+
+
+def _lgb_boost(store: FitCheckpoints, x: np.ndarray, y: np.ndarray, rounds: int = 80):  # type: ignore[no-untyped-def]
+    """An early-stopped booster fitted as preferred_channel fits one (LightGBMCheckpoints)."""
+    import lightgbm as lgb
+
+    from model_steps.checkpoints import LightGBMCheckpoints
+
+    stop_and_save = LightGBMCheckpoints(store, stopping_rounds=5)
+    booster, done = stop_and_save.resume()
+    params = {"objective": "binary", "learning_rate": 0.3, "num_leaves": 7, "num_threads": 1,
+              "seed": 0, "deterministic": True, "verbose": -1}  # fmt: skip
+    train = lgb.Dataset(x[:150], y[:150])
+    holdout = lgb.Dataset(x[150:], y[150:], reference=train)
+    return lgb.train(params, train, num_boost_round=rounds - done, valid_sets=[holdout],
+                     init_model=booster, callbacks=[stop_and_save])  # fmt: skip
+
+
+def test_a_killed_lightgbm_fit_continues_its_booster_and_stops_where_it_would_have(tmp_path):  # type: ignore[no-untyped-def]
+    """As for XGBoost: the resumed booster has the trees and the best iteration of the fit that ran
+    through, and predicts as it does."""
+    pytest.importorskip("lightgbm")
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(250, 4))
+    y = (x[:, 0] + rng.normal(scale=1.5, size=250) > 0).astype(float)
+    whole_store = FitCheckpoints(f"file://{tmp_path}/whole")
+    whole = _lgb_boost(whole_store, x, y)
+    # LightGBM hands back the trees up to the best iteration; the last checkpoint is the round
+    # before the one that stopped
+    last_saved = whole_store.epochs_saved[-1][0]
+    assert whole.current_iteration() == whole.best_iteration < last_saved < 80
+    with pytest.raises(FitKilled):
+        _lgb_boost(KilledAfterEpoch(f"file://{tmp_path}/killed", last_saved - 2), x, y)
+    retry = FitCheckpoints(f"file://{tmp_path}/killed")
+    resumed = _lgb_boost(retry, x, y)
+    assert retry.resumed_epoch == last_saved - 2 and retry.epochs_saved[-1][0] == last_saved
+    assert resumed.best_iteration == whole.best_iteration
+    trees = [b.model_to_string().split("\nparameters:")[0] for b in (resumed, whole)]
+    assert trees[0] == trees[1]  # the parameters after it differ: num_iterations asked
+    np.testing.assert_array_equal(resumed.predict(x), whole.predict(x))
+
+
+def test_a_checkpoint_booster_that_is_not_lightgbm_text_is_refused(tmp_path) -> None:
+    pytest.importorskip("lightgbm")
+    from model_steps.checkpoints import LIGHTGBM, LightGBMCheckpoints
+    from model_steps.model_store import ModelRefused
+
+    store = FitCheckpoints(f"file://{tmp_path}")
+    store.save(3, {"booster": np.frombuffer(b"import os\n", np.uint8)}, {LIGHTGBM: {"best": []}})
+    with pytest.raises(ModelRefused, match="not a LightGBM text model"):
+        LightGBMCheckpoints(FitCheckpoints(f"file://{tmp_path}")).resume()

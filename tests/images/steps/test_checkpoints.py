@@ -88,10 +88,7 @@ def test_a_killed_pytorch_fit_resumes_at_its_epoch_with_the_same_result(tmp_path
         return net.state_dict()
 
     whole = fit(FitCheckpoints(f"file://{tmp_path}/whole"))
-    with pytest.raises(FitKilled):
-        fit(KilledAfterEpoch(f"file://{tmp_path}/killed", 4))
-    retry = FitCheckpoints(f"file://{tmp_path}/killed")
-    resumed = fit(retry)
+    resumed, retry = _killed_and_resumed(fit, f"file://{tmp_path}/killed", 4)
     assert retry.resumed_epoch == 4 and [e for e, _ in retry.epochs_saved] == [5, 6]
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
@@ -153,6 +150,23 @@ def test_the_hook_kit_resumes_a_checkpointing_fit_and_names_one_that_resumes_oth
                and "the optimizer" in p for p in testing.hook_run_problems(bad, run))  # fmt: skip
 
 
+def _noisy_rows() -> tuple[np.ndarray, np.ndarray]:
+    """250 rows whose label the first column predicts through noise: a boosting run on the first
+    150 stops early on the last 100, well before its last round."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(250, 4))
+    return x, (x[:, 0] + rng.normal(scale=1.5, size=250) > 0).astype(float)
+
+
+def _killed_and_resumed(fit, run_dir: str, k: int, *args):  # type: ignore[no-untyped-def]
+    """``fit(store, *args)`` killed after committing round ``k``, then its retry: (the retry's
+    result, its store)."""
+    with pytest.raises(FitKilled):
+        fit(KilledAfterEpoch(run_dir, k), *args)
+    retry = FitCheckpoints(run_dir)
+    return fit(retry, *args), retry
+
+
 def _boost(store: FitCheckpoints, x: np.ndarray, y: np.ndarray, rounds: int = 60):  # type: ignore[no-untyped-def]
     """An early-stopped booster fitted as the XGBoost scaffold fits one, on a noisy holdout (it
     stops well before ``rounds``)."""
@@ -173,17 +187,12 @@ def test_a_killed_xgboost_fit_continues_its_booster_and_stops_where_it_would_hav
     """The booster and its early stopping's history come back: the resumed fit has the trees, the
     best iteration and the stopping round of the fit that ran through."""
     pytest.importorskip("xgboost")
-    rng = np.random.default_rng(6)
-    x = rng.normal(size=(250, 4))
-    y = (x[:, 0] + rng.normal(scale=1.5, size=250) > 0).astype(float)
+    x, y = _noisy_rows()
     whole_store = FitCheckpoints(f"file://{tmp_path}/whole")
     whole = _boost(whole_store, x, y)
     stopped_at = whole.num_boosted_rounds()
     assert stopped_at < 60 and int(whole.attr("best_iteration")) < stopped_at - 1
-    with pytest.raises(FitKilled):
-        _boost(KilledAfterEpoch(f"file://{tmp_path}/killed", stopped_at - 3), x, y)
-    retry = FitCheckpoints(f"file://{tmp_path}/killed")
-    resumed = _boost(retry, x, y)
+    resumed, retry = _killed_and_resumed(_boost, f"file://{tmp_path}/killed", stopped_at - 3, x, y)
     assert retry.resumed_epoch == stopped_at - 3
     assert resumed.num_boosted_rounds() == stopped_at
     assert resumed.attr("best_iteration") == whole.attr("best_iteration")
@@ -221,19 +230,16 @@ def test_a_killed_lightgbm_fit_continues_its_booster_and_stops_where_it_would_ha
     """As for XGBoost: the resumed booster has the trees and the best iteration of the fit that ran
     through, and predicts as it does."""
     pytest.importorskip("lightgbm")
-    rng = np.random.default_rng(6)
-    x = rng.normal(size=(250, 4))
-    y = (x[:, 0] + rng.normal(scale=1.5, size=250) > 0).astype(float)
+    x, y = _noisy_rows()
     whole_store = FitCheckpoints(f"file://{tmp_path}/whole")
     whole = _lgb_boost(whole_store, x, y)
     # LightGBM hands back the trees up to the best iteration; the last checkpoint is the round
     # before the one that stopped
     last_saved = whole_store.epochs_saved[-1][0]
     assert whole.current_iteration() == whole.best_iteration < last_saved < 80
-    with pytest.raises(FitKilled):
-        _lgb_boost(KilledAfterEpoch(f"file://{tmp_path}/killed", last_saved - 2), x, y)
-    retry = FitCheckpoints(f"file://{tmp_path}/killed")
-    resumed = _lgb_boost(retry, x, y)
+    resumed, retry = _killed_and_resumed(
+        _lgb_boost, f"file://{tmp_path}/killed", last_saved - 2, x, y
+    )
     assert retry.resumed_epoch == last_saved - 2 and retry.epochs_saved[-1][0] == last_saved
     assert resumed.best_iteration == whole.best_iteration
     trees = [b.model_to_string().split("\nparameters:")[0] for b in (resumed, whole)]

@@ -55,7 +55,7 @@ class Checkpoints:
         <run dir>/checkpoints/_LATEST.json          {"epoch": 3, "dir": "epoch=0003", "files": …}
 
     Keras writes a ``tf.train.Checkpoint`` (model + optimizer, ``save``/``restore``); a
-    single-process fit writes safe files (model_steps.fit_checkpoints, ``save_files``/
+    single-process fit writes safe files (:class:`FitCheckpoints`, ``save_files``/
     ``read_files``). ``_LATEST.json`` is written last (the commit point): a run killed while
     uploading leaves the previous checkpoint in force. Older epoch folders are removed after each
     commit (keep 1).
@@ -257,10 +257,10 @@ def xgboost_checkpoints(store: FitCheckpoints, early_stopping: Any = None) -> An
 
     class _Checkpoint(xgb.callback.TrainingCallback):
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-            rounds = model.num_boosted_rounds()
             if store.due():
                 raw = np.frombuffer(bytes(model.save_raw("json")), dtype=np.uint8)
-                store.save(rounds, {"booster": raw}, {XGBOOST: _stopping_state(early_stopping)})
+                store.save(model.num_boosted_rounds(), {"booster": raw},
+                           {XGBOOST: _stopping_state(early_stopping)})  # fmt: skip
             return False
 
     return _Checkpoint()
@@ -279,12 +279,7 @@ def resume_xgboost(store: FitCheckpoints, early_stopping: Any = None) -> tuple[A
     if last is None:
         return None, 0
     booster = xgb.Booster()
-    with tempfile.TemporaryDirectory(prefix="xgb-ckpt-") as tmp:
-        path = os.path.join(tmp, "booster.json")
-        with open(path, "wb") as f:
-            f.write(last.tensors["booster"].tobytes())
-        check_xgboost_json(Path(path))
-        booster.load_model(path)
+    _load_checked(last, "booster.json", check_xgboost_json, lambda path: booster.load_model(path))
     state = last.state.get(XGBOOST)
     if early_stopping is not None and state:
         early_stopping.stopping_history = state["stopping_history"]
@@ -292,6 +287,18 @@ def resume_xgboost(store: FitCheckpoints, early_stopping: Any = None) -> tuple[A
         early_stopping.current_rounds = state["current_rounds"]
         early_stopping.maximize = state["maximize"]
     return booster, last.epoch
+
+
+def _load_checked(
+    checkpoint: Checkpoint, name: str, check: Callable[[Path], Any], load: Callable[[Path], T]
+) -> T:
+    """A checkpoint's booster bytes as a file ``name`` that passes the registry's ``check`` of its
+    framework's format before the framework's ``load`` parses it."""
+    with tempfile.TemporaryDirectory(prefix="booster-ckpt-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(checkpoint.tensors["booster"].tobytes())
+        check(path)
+        return load(path)
 
 
 def _stopping_state(early_stopping: Any) -> dict[str, Any] | None:
@@ -333,11 +340,8 @@ class LightGBMCheckpoints:
         last = self.store.latest() if self.store else None
         if last is None:
             return None, 0
-        with tempfile.TemporaryDirectory(prefix="lgb-ckpt-") as tmp:
-            path = Path(tmp) / "booster.txt"
-            path.write_bytes(last.tensors["booster"].tobytes())
-            check_lightgbm_text(path)
-            booster = lgb.Booster(model_file=str(path))
+        booster = _load_checked(last, "booster.txt", check_lightgbm_text,
+                                lambda path: lgb.Booster(model_file=str(path)))  # fmt: skip
         self.best = last.state[LIGHTGBM]["best"]
         return booster, last.epoch
 

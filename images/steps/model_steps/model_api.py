@@ -144,9 +144,8 @@ class CheckpointStore(Protocol):
 
     def latest(self) -> Checkpoint | None: ...
 
-    def due(
-        self,
-    ) -> bool: ...  # whether a save now would be committed (training.checkpoint_seconds)
+    # whether a save now would be committed (settings training.checkpoint_seconds)
+    def due(self) -> bool: ...
 
     def save(
         self, epoch: int, tensors: Mapping[str, Any] | None = None,

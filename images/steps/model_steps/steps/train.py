@@ -314,6 +314,7 @@ def _trial_single(
     if not resumed:
         mlflow.log_params(_params(loaded, framework=model.framework, rows_train=len(data.train)))
     fitted = model.fit(data, model_loader.model_context(ctx, loaded, 0, 1))
+    progress = _fit_progress(data)  # in the trial's run, which _trial_outcome ends
     served = model_store.round_trip(fitted, model, "the trial's model")
     epochs = loaded.platform.training.epochs
     labels = validation[model.label_column].to_numpy()
@@ -321,7 +322,7 @@ def _trial_single(
                             epochs)  # fmt: skip
     out = TrialResult(**scored, name=name, index=trial["index"], params=trial["params"],
                       rung=rung, epochs=epochs, mlflow_run_id=run_id,
-                      start_epoch=_fit_progress(data)["start_epoch"],
+                      start_epoch=progress["start_epoch"],
                       seconds=round(time.monotonic() - started, 1))  # fmt: skip
     log.info("trial %s (%s, one fit): %s %s = %s", name, model.framework, out.status, objective,
              out.objective)  # fmt: skip

@@ -187,12 +187,12 @@ class LightGBMPredictor(FramePredictor):
         return tabular_frame(frame, self.io)
 
     def outputs(self, inputs: Any, index: pd.Index) -> pd.DataFrame:
-        return tree_outputs(self.model.predict(inputs), self.io, index)
+        return output_frame(self.model.predict(inputs), self.io, index)
 
 
-def tree_outputs(predicted: Any, io: dict[str, Any], index: pd.Index) -> pd.DataFrame:
-    """A tree booster's predictions as the task's output frame: the value, or for several classes
-    each one's probability (a binary objective read as two classes: 1 - p, p) and the class."""
+def output_frame(predicted: Any, io: dict[str, Any], index: pd.Index) -> pd.DataFrame:
+    """A model's predictions as the task's output frame: the value, or for several classes each
+    one's probability (one probability per row read as two classes: 1 - p, p) and the class."""
     out = np.asarray(predicted, dtype=np.float64)
     if io.get("classes"):
         if out.ndim == 1 and len(io["classes"]) == 2:  # two classes, a binary objective
@@ -241,7 +241,7 @@ class XGBoostPredictor(FramePredictor):
 
     def outputs(self, inputs: Any, index: pd.Index) -> pd.DataFrame:
         predicted = self.model.inplace_predict(inputs, iteration_range=self.iteration_range)
-        return tree_outputs(predicted, self.io, index)
+        return output_frame(predicted, self.io, index)
 
 
 def xgboost_categories(booster: Any, categorical: list[str]) -> dict[str, list[str]]:
@@ -315,15 +315,12 @@ class TorchPredictor(FramePredictor):
         return torch.from_numpy(x), torch.from_numpy(codes)
 
     def outputs(self, inputs: Any, index: pd.Index) -> pd.DataFrame:
-        classes = self.io.get("classes") or []
         out = self.forward(*inputs)
-        if out.shape[1] == 1 and len(classes) == 2:  # two classes, one logit: sigmoid, as binary
-            out = np.column_stack([1.0 - out[:, 0], out[:, 0]])
-        if classes:
-            return class_frame(out, self.io, index)
-        if out.shape[1] != 1:
+        if out.shape[1] != 1 and not self.io.get("classes"):
             raise ValueError(f"the module gives {out.shape[1]} outputs per row, its task one")
-        return pd.DataFrame({self.io["output"]: out[:, 0]}, index=index)
+        # one output (a sigmoid's probability, two classes read as 1 - p, p; or a value), or one
+        # probability per class: as a booster's predictions are read
+        return output_frame(out[:, 0] if out.shape[1] == 1 else out, self.io, index)
 
     def forward(self, x: Any, codes: Any) -> np.ndarray:
         """The module on the inputs, TORCH_BATCH_ROWS rows at a time: [n, outputs] float64, the
